@@ -1,0 +1,49 @@
+#pragma once
+// Images as one float tensor [N, C, H, W] in [0, 1] (unnormalized: the model's preprocessing is applied
+// later), labels as int64 [N] (undefined for unlabeled sources).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+namespace xdq {
+
+struct Dataset {
+  std::string name;
+  at::Tensor images;
+  at::Tensor labels;
+
+  std::int64_t size() const { return images.defined() ? images.size(0) : 0; }
+  bool labeled() const { return labels.defined(); }
+
+  // Deterministic random subset of `count` images (all when count <= 0 or >= size()).
+  Dataset subset(std::int64_t count, std::uint64_t seed) const;
+  // Rows [begin, end).
+  Dataset slice(std::int64_t begin, std::int64_t end) const;
+  // 16-hex-digit FNV-1a hash of images and labels: traces a result back to its calibration set.
+  std::string content_hash() const;
+};
+
+// FNV-1a 64 over raw bytes, as 16 hex digits (files and tensors alike).
+std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed = 1469598103934665603ULL);
+std::string file_hash(const std::string& path);
+
+}  // namespace xdq
+
+namespace xdq {
+
+// Per-channel normalization the model expects: (x - mean) / std on [0, 1] images.
+struct Preprocess {
+  std::vector<double> mean{0.0};
+  std::vector<double> std{1.0};
+  at::Tensor apply(const at::Tensor& images) const;
+};
+
+// Top-1 accuracy (fraction) of `forward` on a labeled dataset, in batches, without autograd.
+template <class Forward>
+double top1_accuracy(Forward&& forward, const Dataset& data, const Preprocess& pre, std::int64_t batch = 256);
+
+}  // namespace xdq
+
+#include "xdq/data/dataset_inl.h"

@@ -1,0 +1,71 @@
+#pragma once
+// An experiment file, validated: every key known, every value typed and in range, every plugin name
+// loaded and its options checked against the plugin's schema. Errors carry file:line key.path.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xdq/config/node.h"
+#include "xdq/config/options.h"
+#include "xdq/quant/scheme.h"
+
+namespace xdq {
+
+class PluginRegistry;
+
+struct ModelEntry {
+  std::string name;
+  std::string path;                  // resolved against the experiment file's folder
+  bool has_preprocess = false;       // else from the model's own attributes
+  std::vector<double> mean, std;
+};
+
+struct PluginChoice {
+  std::string name;
+  std::string label;  // unique within its list: name, or the config's `label`
+  Options options;
+};
+
+struct BitSetting {
+  int w_bits = 8, a_bits = 8;
+  std::string label() const { return "w" + std::to_string(w_bits) + "a" + std::to_string(a_bits); }
+};
+
+struct ExperimentConfig {
+  std::string file;
+  std::string name;
+  std::uint64_t seed = 0;
+  int threads = 0;
+  std::vector<std::string> plugin_paths;
+  std::string fashion_mnist_dir;
+
+  std::vector<ModelEntry> models;
+
+  std::string calibration_source = "fashion_mnist.train";
+  std::int64_t calibration_count = 1024;
+  std::int64_t batch_size = 256;
+
+  std::vector<std::string> test_domains{"fashion_mnist.test"};
+  std::int64_t test_count = 0;  // 0: the whole test set
+
+  std::string preset = "academic";
+  Scheme scheme;
+  std::vector<BitSetting> bits;
+  std::string weight_range = "minmax";
+  bool fold_bn = true;
+  std::vector<LayerOverride> overrides;
+  std::vector<PluginChoice> calibrators;
+  std::vector<PluginChoice> rounding;
+
+  ConfigNode root;  // the file as read (with --set applied)
+};
+
+// Reads and validates `path` with `overrides` ("key.path=value") applied first. Loads the plugins
+// (search path: plugins.paths, $XDQ_PLUGIN_PATH, the build's plugin folder) into `registry`.
+ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
+                                 PluginRegistry& registry);
+
+// The data sources an experiment can name.
+const std::vector<std::string>& known_sources();
+
+}  // namespace xdq

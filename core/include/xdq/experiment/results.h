@@ -1,0 +1,43 @@
+#pragma once
+// The results contract (later features extend it, never break it):
+// results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
+//   "calibration": {"source", "count"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}], "seconds"}]}
+// with top-1 as a fraction in [0, 1]. results.csv has one row per run x test domain.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace xdq {
+
+struct DomainResult {
+  std::string domain;
+  std::int64_t n = 0;
+  double fp32_top1 = 0.0;
+  double quant_top1 = 0.0;
+};
+
+struct RunResult {
+  std::string id, model;
+  int w_bits = 8, a_bits = 8;
+  std::string calibrator, rounding;
+  std::string calibration_source;
+  std::int64_t calibration_count = 0;
+  std::vector<DomainResult> results;
+  double seconds = 0.0;
+};
+
+struct ExperimentResults {
+  std::string experiment;
+  std::vector<RunResult> runs;
+};
+
+std::string results_json(const ExperimentResults& results);
+std::string results_csv(const ExperimentResults& results);
+std::string results_markdown(const ExperimentResults& results, const std::string& header);
+
+// Writes every file (name -> content) into `dir` atomically: each goes to a temporary name first and
+// is renamed only after all were written, so a failure leaves no partial result files.
+void write_files_atomically(const std::string& dir, const std::map<std::string, std::string>& files);
+
+}  // namespace xdq

@@ -1,0 +1,71 @@
+#pragma once
+// xdq's graph IR: a flat, topologically ordered list of nodes over numbered values.
+// Layers that quantization works on (conv, linear, batch_norm) are first-class nodes that own their
+// parameters, so passes can rewrite them; every other op keeps the TorchScript operator it was imported
+// from and runs through it, so its semantics are PyTorch's own.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/ivalue.h>
+
+namespace xdq {
+
+enum class OpKind { Conv, Linear, BatchNorm, Generic };
+
+struct ConvAttrs {
+  std::vector<std::int64_t> stride{1, 1}, padding{0, 0}, dilation{1, 1};
+  std::int64_t groups = 1;
+};
+
+// Statistics of a BatchNorm that was folded into the conv before it; data-free methods still need them.
+struct BatchNormStats {
+  at::Tensor gamma, beta, mean, var;
+  double eps = 1e-5;
+};
+
+struct Node {
+  OpKind kind = OpKind::Generic;
+  std::string op;      // "conv2d", "linear", "batch_norm", or the TorchScript symbol ("aten::relu")
+  std::string name;    // PyTorch module path ("layer1.block0.conv1"); ops get "<module>/<op>"
+  std::string source;  // source location recorded in the TorchScript file, if any
+  std::vector<int> inputs, outputs;
+
+  // Conv / Linear
+  at::Tensor weight, bias;
+  ConvAttrs conv;
+  // BatchNorm (kind BatchNorm), or the BN folded into this conv (folded_bn.gamma defined)
+  BatchNormStats bn;
+  BatchNormStats folded_bn;
+
+  // Generic: runs the TorchScript operator on a stack holding the inputs; leaves the outputs on it.
+  std::function<void(std::vector<c10::IValue>&)> run;
+
+  bool is_layer() const { return kind == OpKind::Conv || kind == OpKind::Linear; }
+  bool is_depthwise() const { return kind == OpKind::Conv && conv.groups > 1 && conv.groups == weight.size(0); }
+};
+
+struct Graph {
+  std::vector<Node> nodes;
+  int num_values = 0;
+  std::vector<int> inputs, outputs;
+  std::vector<std::pair<int, c10::IValue>> constants;  // values known at import time
+  std::vector<std::string> value_names;                // for messages and reports
+
+  int add_value(const std::string& name);
+  // Node index producing `value`, or -1 for graph inputs and constants.
+  int producer(int value) const;
+  // Indices of nodes reading `value`.
+  std::vector<int> consumers(int value) const;
+  // Replaces every read of `from` (nodes and graph outputs) with `to`.
+  void replace_uses(int from, int to);
+  // Drops nodes whose outputs nobody reads (repeatedly).
+  void remove_dead_nodes();
+
+  std::vector<int> layer_nodes() const;  // conv and linear, in order
+  std::int64_t parameter_count() const;
+};
+
+}  // namespace xdq

@@ -1,0 +1,93 @@
+#pragma once
+// One abstract interface per plugin kind. No data members; contexts are plain structs owned by the core.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "xdq/data/dataset.h"
+#include "xdq/ir/graph.h"
+#include "xdq/plugin/plugin.h"
+#include "xdq/quant/quantizer.h"
+
+namespace xdq {
+
+// ---- Calibrator: activation ranges from calibration batches --------------------------------------------
+// One observer per quantized activation; it sees every calibration batch of that value, then gives a range.
+class BOOST_SYMBOL_VISIBLE RangeObserver {
+ public:
+  virtual ~RangeObserver();
+  virtual void observe(const at::Tensor& x) = 0;
+  virtual Range range() const = 0;
+};
+
+class BOOST_SYMBOL_VISIBLE Calibrator : public Plugin {
+ public:
+  ~Calibrator() override;
+  virtual std::unique_ptr<RangeObserver> make_observer(const QuantSpec& spec) const = 0;
+};
+
+// ---- WeightOptimizer: the rounding of weights (nearest, AdaRound, block reconstruction) ---------------
+struct QuantizedLayer {
+  int node = -1;              // conv/linear node in the graph
+  QuantSpec spec;
+  QParams qparams;            // weight scale/zero-point (from the weight range method)
+  at::Tensor quantized_weight;  // output: fake-quantized weight the quantized model will use
+};
+
+struct RoundingContext {
+  const Graph* graph = nullptr;           // BN-folded FP graph
+  std::vector<QuantizedLayer>* layers = nullptr;
+  at::Tensor calibration;                 // preprocessed calibration images [N, C, H, W]
+  std::uint64_t seed = 0;
+};
+
+class BOOST_SYMBOL_VISIBLE WeightOptimizer : public Plugin {
+ public:
+  ~WeightOptimizer() override;
+  virtual void optimize(RoundingContext& context) const = 0;
+};
+
+// ---- Synthesizer: calibration images made from the model itself (data-free) ----------------------------
+struct SynthesisContext {
+  const Graph* graph = nullptr;           // unfolded graph: BatchNorm statistics intact
+  std::vector<std::int64_t> input_shape;  // [C, H, W]
+  Preprocess preprocess;                  // images are produced in [0, 1]
+  std::int64_t count = 0;
+  std::uint64_t seed = 0;
+};
+
+class BOOST_SYMBOL_VISIBLE Synthesizer : public Plugin {
+ public:
+  ~Synthesizer() override;
+  virtual Dataset synthesize(const SynthesisContext& context) const = 0;
+};
+
+// ---- GraphPass: a rewrite of the FP graph before quantization (CLE, bias absorption, AdaBN) ------------
+struct PassContext {
+  at::Tensor calibration;  // preprocessed calibration images, may be undefined (data-free)
+  std::uint64_t seed = 0;
+};
+
+class BOOST_SYMBOL_VISIBLE GraphPass : public Plugin {
+ public:
+  ~GraphPass() override;
+  virtual void run(Graph& graph, const PassContext& context) const = 0;
+};
+
+// ---- DomainTransform: a domain shift applied to [0, 1] images ------------------------------------------
+class BOOST_SYMBOL_VISIBLE DomainTransform : public Plugin {
+ public:
+  ~DomainTransform() override;
+  virtual at::Tensor apply(const at::Tensor& images, int severity, std::uint64_t seed) const = 0;
+};
+
+template <> struct PluginKindOf<Calibrator> { static constexpr PluginKind value = PluginKind::Calibrator; };
+template <> struct PluginKindOf<WeightOptimizer> { static constexpr PluginKind value = PluginKind::WeightOptimizer; };
+template <> struct PluginKindOf<Synthesizer> { static constexpr PluginKind value = PluginKind::Synthesizer; };
+template <> struct PluginKindOf<GraphPass> { static constexpr PluginKind value = PluginKind::GraphPass; };
+template <> struct PluginKindOf<DomainTransform> { static constexpr PluginKind value = PluginKind::DomainTransform; };
+
+}  // namespace xdq

@@ -1,0 +1,77 @@
+#pragma once
+// Loads plugin libraries, checks their descriptors, validates options against their schemas and creates
+// plugin objects. Every object keeps its library loaded (its deleter holds the library); the process-wide
+// registry is never destroyed, so no library is unloaded at exit.
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "xdq/error.h"
+#include "xdq/plugin/interfaces.h"
+
+namespace xdq {
+
+struct PluginRecord {
+  PluginKind kind = PluginKind::Calibrator;
+  std::string name, version, summary, path;
+  OptionSchema options;
+  Plugin* (*create)(const Options&) = nullptr;
+  std::shared_ptr<void> library;  // the loaded boost::dll::shared_library
+};
+
+// Exception barrier: whatever a plugin throws becomes an xdq::Error naming the plugin and its library.
+template <class F>
+auto plugin_call(const PluginRecord& plugin, const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    throw Error(std::string("plugin '") + plugin.name + "' (" + plugin.path + ") failed in " + what + ": " + e.what());
+  } catch (...) {
+    throw Error(std::string("plugin '") + plugin.name + "' (" + plugin.path + ") failed in " + what +
+                ": unknown exception");
+  }
+}
+
+class PluginRegistry {
+ public:
+  // Loads one library. Errors name the path: missing file, not loadable, no entry symbol, or a
+  // descriptor built for another xdq ABI / LibTorch version / C++11 ABI. Loading the same file twice
+  // returns the first record; the same kind and name from another file is an error.
+  const PluginRecord& load(const std::string& path);
+
+  // Loads every xdq_*.so in `dirs` (missing dirs are skipped). Returns one line per library that failed.
+  std::vector<std::string> scan(const std::vector<std::string>& dirs);
+
+  const PluginRecord* find(PluginKind kind, const std::string& name) const;
+  // Like find, but an unknown name is an Error listing the names of that kind that exist.
+  const PluginRecord& get(PluginKind kind, const std::string& name) const;
+  const std::deque<PluginRecord>& records() const { return records_; }
+  std::vector<std::string> names(PluginKind kind) const;
+  std::string unknown_name_message(PluginKind kind, const std::string& name) const;
+
+  template <class Interface>
+  std::shared_ptr<Interface> create(const std::string& name, const Options& options) const {
+    const PluginRecord& plugin = get(PluginKindOf<Interface>::value, name);
+    Plugin* raw = plugin_call(plugin, "create", [&] { return plugin.create(options); });
+    auto* typed = dynamic_cast<Interface*>(raw);
+    if (!typed) {
+      delete raw;
+      throw Error("plugin '" + name + "' (" + plugin.path + ") did not create a " + to_string(plugin.kind));
+    }
+    std::shared_ptr<void> library = plugin.library;
+    return std::shared_ptr<Interface>(typed, [library](Interface* p) { delete p; });
+  }
+
+ private:
+  std::deque<PluginRecord> records_;
+};
+
+// The process-wide registry (never destroyed).
+PluginRegistry& global_registry();
+
+// Where plugins are searched: `extra` (from the experiment file) first, then $XDQ_PLUGIN_PATH
+// (colon-separated), then the build's plugin folder next to the xdq binary (../plugins).
+std::vector<std::string> plugin_search_dirs(const std::vector<std::string>& extra = {});
+
+}  // namespace xdq

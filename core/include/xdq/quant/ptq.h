@@ -1,0 +1,63 @@
+#pragma once
+// Post-training quantization of a (BN-folded) graph: where the quantizers sit, activation calibration
+// through a Calibrator plugin, weight ranges, and the fake-quantized executor.
+//
+// Placement: every conv/linear weight, and every value a conv/linear reads (the model input included),
+// as the papers' academic setting does; a value read by several layers gets one quantizer.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "xdq/exec/executor.h"
+#include "xdq/plugin/interfaces.h"
+#include "xdq/plugin/registry.h"
+#include "xdq/quant/scheme.h"
+
+namespace xdq {
+
+struct ActivationQuantizer {
+  int value = -1;
+  std::string name;  // the first layer reading it, e.g. "layer1.block0.conv1:input"
+  QuantSpec spec;
+  Range range;
+  QParams qparams;
+};
+
+struct PtqSettings {
+  int w_bits = 8, a_bits = 8;
+  Scheme scheme;
+  std::vector<LayerOverride> overrides;
+  std::string weight_range = "minmax";  // or "mse"
+};
+
+class QuantizedModel {
+ public:
+  // Plans quantizers for `folded` (a graph after fold_batch_norm).
+  QuantizedModel(Graph folded, const PtqSettings& settings);
+
+  const Graph& graph() const { return graph_; }
+  std::vector<QuantizedLayer>& layers() { return layers_; }
+  const std::vector<QuantizedLayer>& layers() const { return layers_; }
+  std::vector<ActivationQuantizer>& activations() { return activations_; }
+  const std::vector<ActivationQuantizer>& activations() const { return activations_; }
+
+  // One observer per activation quantizer from `calibrator`; FP forward passes over `images`
+  // (preprocessed) in batches; ranges -> scale/zero-point.
+  void calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin, const at::Tensor& images,
+                             std::int64_t batch_size);
+  // Weight scale/zero-point from the weight range method.
+  void set_weight_ranges(const std::string& method);
+  // The rounding plugin fills each layer's quantized_weight.
+  void round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin, const at::Tensor& calibration,
+                     std::uint64_t seed);
+
+  // Executor running the quantized model (fake-quantized weights and activations).
+  Executor executor() const;
+
+ private:
+  Graph graph_;
+  std::vector<QuantizedLayer> layers_;
+  std::vector<ActivationQuantizer> activations_;
+};
+
+}  // namespace xdq

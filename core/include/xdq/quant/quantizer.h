@@ -1,0 +1,39 @@
+#pragma once
+// Ranges -> scale/zero-point, and fake quantization equal to torch.fake_quantize_per_{tensor,channel}_affine
+// (it calls them), with their straight-through gradient.
+#include <ATen/ATen.h>
+
+#include "xdq/quant/spec.h"
+
+namespace xdq {
+
+// A calibrated real range [min, max] of one tensor.
+struct Range {
+  double min = 0.0;
+  double max = 0.0;
+};
+
+struct QParams {
+  at::Tensor scale;       // float: 0-d (per-tensor) or [C] (per-channel)
+  at::Tensor zero_point;  // int32, same shape as scale
+  std::int64_t qmin = 0, qmax = 255;
+  int axis = -1;          // per-channel axis; -1 for per-tensor
+
+  bool per_channel() const { return axis >= 0; }
+};
+
+// Affine:   s = (max' - min') / (qmax - qmin) with min' = min(min, 0), max' = max(max, 0),
+//           z = clamp(qmin - round(min'/s), qmin, qmax).
+// Symmetric: s = max(|min|, |max|) / ((qmax - qmin) / 2), z = 0 (unsigned grid: s = max / qmax).
+// s >= float eps; pow2_scale rounds s to 2^round(log2 s). min/max are 0-d or [C] tensors.
+QParams qparams_from_range(const QuantSpec& spec, const at::Tensor& min, const at::Tensor& max, int axis = -1);
+QParams qparams_from_range(const QuantSpec& spec, const Range& range);
+
+at::Tensor fake_quantize(const at::Tensor& x, const QParams& q);
+
+// Per-channel (axis 0) or per-tensor weight ranges: "minmax", or "mse" (Lp search over ranges shrunk by
+// 1% steps, keeping each channel's least ||W - Q(W)||_p; BRECQ's 80 steps and p = 2.4 by default).
+QParams weight_qparams(const at::Tensor& weight, const QuantSpec& spec, const std::string& method,
+                       int mse_steps = 80, double mse_p = 2.4);
+
+}  // namespace xdq

@@ -1,0 +1,188 @@
+#include "xdq/experiment/config.h"
+
+#include <filesystem>
+#include <iostream>
+#include <regex>
+#include <set>
+
+#include "xdq/error.h"
+#include "xdq/plugin/registry.h"
+
+namespace xdq {
+
+namespace fs = std::filesystem;
+
+const std::vector<std::string>& known_sources() {
+  static const std::vector<std::string> sources = {"fashion_mnist.train", "fashion_mnist.test"};
+  return sources;
+}
+
+namespace {
+
+void check_source(const ConfigNode& node) {
+  const std::string s = node.as_string();
+  const auto& known = known_sources();
+  if (std::find(known.begin(), known.end(), s) != known.end()) return;
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  node.fail("unknown data source '" + s + "' (known: " + list + ")");
+}
+
+std::string resolve(const fs::path& base, const std::string& p) {
+  if (p.empty() || fs::path(p).is_absolute()) return p;
+  return (base / p).lexically_normal().string();
+}
+
+BitSetting parse_bits(const ConfigNode& node) {
+  static const std::regex pattern("w([0-9]+)a([0-9]+)");
+  std::smatch m;
+  const std::string text = node.as_string();
+  if (!std::regex_match(text, m, pattern)) node.fail("expected a bit setting like w4a8, got '" + text + "'");
+  BitSetting b{std::stoi(m[1]), std::stoi(m[2])};
+  if (b.w_bits < 2 || b.w_bits > 8) node.fail("weight bits must be in [2, 8], got " + std::to_string(b.w_bits));
+  if (b.a_bits < 2 || b.a_bits > 16) node.fail("activation bits must be in [2, 16], got " + std::to_string(b.a_bits));
+  return b;
+}
+
+std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind, const PluginRegistry& registry) {
+  if (!list.is_sequence() || list.size() == 0) list.fail(std::string("expected a non-empty list of ") + to_string(kind) + " names");
+  std::vector<PluginChoice> out;
+  std::set<std::string> labels;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const ConfigNode item = list[i];
+    PluginChoice choice;
+    const ConfigNode name_node = item.is_map() ? item["name"] : item;
+    choice.name = name_node.as_string();
+    const PluginRecord* plugin = registry.find(kind, choice.name);
+    if (!plugin) name_node.fail(registry.unknown_name_message(kind, choice.name));
+    choice.label = item.is_map() ? item.get("label", choice.name) : choice.name;
+    choice.options = item.is_map() ? validate_options(item, plugin->options, {"name", "label"})
+                                   : default_options(plugin->options);
+    if (!labels.insert(choice.label).second)
+      item.fail("duplicate " + std::string(to_string(kind)) + " '" + choice.label + "' (give one a distinct label)");
+    out.push_back(std::move(choice));
+  }
+  return out;
+}
+
+}  // namespace
+
+ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
+                                 PluginRegistry& registry) {
+  ExperimentConfig cfg;
+  cfg.file = path;
+  ConfigNode root = ConfigNode::load_file(path);
+  for (const auto& kv : overrides) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos) throw Error("--set " + kv + ": expected key.path=value");
+    root.set_path(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  cfg.root = root;
+  const fs::path base = fs::path(path).parent_path();
+  root.check_keys({"experiment", "seed", "threads", "plugins", "data", "models", "calibration", "test", "quantization"});
+  cfg.name = root["experiment"].as_string();
+  cfg.seed = static_cast<std::uint64_t>(root.get("seed", 0LL));
+  cfg.threads = root.get("threads", 0);
+  if (cfg.threads < 0) root["threads"].fail("expected an integer >= 0 (0: all cores)");
+
+  if (root.has("plugins")) {
+    const ConfigNode plugins = root["plugins"];
+    plugins.check_keys({"paths"});
+    for (const auto& p : plugins["paths"].as_string_list()) cfg.plugin_paths.push_back(resolve(base, p));
+  }
+  for (const auto& failure : registry.scan(plugin_search_dirs(cfg.plugin_paths)))
+    std::cerr << "xdq: warning: " << failure << "\n";
+
+  if (root.has("data")) {
+    const ConfigNode data = root["data"];
+    data.check_keys({"fashion_mnist"});
+    cfg.fashion_mnist_dir = resolve(base, data.get("fashion_mnist", ""));
+  }
+
+  const ConfigNode models = root["models"];
+  if (!models.is_sequence() || models.size() == 0) models.fail("expected a non-empty list of models");
+  std::set<std::string> model_names;
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    const ConfigNode m = models[i];
+    m.check_keys({"name", "path", "mean", "std"});
+    ModelEntry e;
+    e.path = resolve(base, m["path"].as_string());
+    if (!fs::is_regular_file(e.path)) m["path"].fail("model file not found: " + e.path);
+    e.name = m.get("name", fs::path(e.path).stem().string());
+    if (!model_names.insert(e.name).second) m.fail("duplicate model name '" + e.name + "'");
+    if (m.has("mean") != m.has("std")) m.fail("give both mean and std, or neither");
+    if (m.has("mean")) {
+      e.has_preprocess = true;
+      e.mean = m["mean"].as_double_list();
+      e.std = m["std"].as_double_list();
+      for (double s : e.std)
+        if (!(s > 0)) m["std"].fail("expected positive numbers");
+    }
+    cfg.models.push_back(e);
+  }
+
+  const ConfigNode calib = root["calibration"];
+  calib.check_keys({"source", "count", "batch_size"});
+  check_source(calib["source"]);
+  cfg.calibration_source = calib["source"].as_string();
+  cfg.calibration_count = calib.get("count", cfg.calibration_count);
+  if (cfg.calibration_count < 1) calib["count"].fail("expected an integer >= 1");
+  cfg.batch_size = calib.get("batch_size", cfg.batch_size);
+  if (cfg.batch_size < 1) calib["batch_size"].fail("expected an integer >= 1");
+
+  const ConfigNode test = root["test"];
+  test.check_keys({"domains", "count"});
+  cfg.test_domains = test["domains"].as_string_list();
+  if (cfg.test_domains.empty()) test["domains"].fail("expected at least one test domain");
+  for (std::size_t i = 0; i < cfg.test_domains.size(); ++i)
+    check_source(test["domains"].is_sequence() ? test["domains"][i] : test["domains"]);
+  cfg.test_count = test.get("count", cfg.test_count);
+  if (cfg.test_count < 0) test["count"].fail("expected an integer >= 0 (0: all)");
+
+  const ConfigNode q = root["quantization"];
+  q.check_keys({"preset", "bits", "weight_range", "fold_bn", "overrides", "calibrators", "rounding"});
+  cfg.preset = q.get("preset", cfg.preset);
+  try {
+    cfg.scheme = Scheme::load(cfg.preset.size() > 5 && cfg.preset.substr(cfg.preset.size() - 5) == ".yaml"
+                                  ? resolve(base, cfg.preset) : cfg.preset,
+                              (fs::path(config_dir()) / "presets").string());
+  } catch (const Error& e) {
+    q["preset"].fail(e.what());
+  }
+  const ConfigNode bits = q["bits"];
+  if (!bits.is_sequence() || bits.size() == 0) bits.fail("expected a non-empty list like [w8a8, w4a8]");
+  for (std::size_t i = 0; i < bits.size(); ++i) cfg.bits.push_back(parse_bits(bits[i]));
+  cfg.weight_range = q.get("weight_range", cfg.weight_range);
+  if (cfg.weight_range != "minmax" && cfg.weight_range != "mse")
+    q["weight_range"].fail("expected one of: minmax, mse");
+  cfg.fold_bn = q.get("fold_bn", cfg.fold_bn);
+  if (q.has("overrides")) {
+    const ConfigNode list = q["overrides"];
+    if (!list.is_sequence()) list.fail("expected a list of {layers, w_bits, a_bits}");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      const ConfigNode o = list[i];
+      o.check_keys({"layers", "w_bits", "a_bits"});
+      LayerOverride lo;
+      lo.layers = o["layers"].as_string_list();
+      if (o.has("w_bits")) {
+        lo.w_bits = static_cast<int>(o["w_bits"].as_int());
+        if (*lo.w_bits < 2 || *lo.w_bits > 8) o["w_bits"].fail("expected an integer in [2, 8]");
+      }
+      if (o.has("a_bits")) {
+        lo.a_bits = static_cast<int>(o["a_bits"].as_int());
+        if (*lo.a_bits < 2 || *lo.a_bits > 16) o["a_bits"].fail("expected an integer in [2, 16]");
+      }
+      cfg.overrides.push_back(lo);
+    }
+  }
+  cfg.calibrators = parse_plugins(q["calibrators"], PluginKind::Calibrator, registry);
+  if (q.has("rounding")) {
+    cfg.rounding = parse_plugins(q["rounding"], PluginKind::WeightOptimizer, registry);
+  } else {
+    const PluginRecord& nearest = registry.get(PluginKind::WeightOptimizer, "nearest");
+    cfg.rounding.push_back({"nearest", "nearest", default_options(nearest.options)});
+  }
+  return cfg;
+}
+
+}  // namespace xdq

@@ -1,0 +1,68 @@
+#include "xdq/ir/graph.h"
+
+#include <algorithm>
+#include <set>
+
+namespace xdq {
+
+int Graph::add_value(const std::string& name) {
+  value_names.push_back(name);
+  return num_values++;
+}
+
+int Graph::producer(int value) const {
+  for (std::size_t i = 0; i < nodes.size(); ++i)
+    for (int out : nodes[i].outputs)
+      if (out == value) return static_cast<int>(i);
+  return -1;
+}
+
+std::vector<int> Graph::consumers(int value) const {
+  std::vector<int> out;
+  for (std::size_t i = 0; i < nodes.size(); ++i)
+    if (std::find(nodes[i].inputs.begin(), nodes[i].inputs.end(), value) != nodes[i].inputs.end())
+      out.push_back(static_cast<int>(i));
+  return out;
+}
+
+void Graph::replace_uses(int from, int to) {
+  for (auto& node : nodes) std::replace(node.inputs.begin(), node.inputs.end(), from, to);
+  std::replace(outputs.begin(), outputs.end(), from, to);
+}
+
+void Graph::remove_dead_nodes() {
+  for (bool changed = true; changed;) {
+    changed = false;
+    std::set<int> used(outputs.begin(), outputs.end());
+    for (const auto& node : nodes) used.insert(node.inputs.begin(), node.inputs.end());
+    for (std::size_t i = nodes.size(); i-- > 0;) {
+      const auto& outs = nodes[i].outputs;
+      if (std::none_of(outs.begin(), outs.end(), [&](int v) { return used.count(v); })) {
+        nodes.erase(nodes.begin() + static_cast<std::ptrdiff_t>(i));
+        changed = true;
+      }
+    }
+  }
+  std::set<int> used(outputs.begin(), outputs.end());
+  for (const auto& node : nodes) used.insert(node.inputs.begin(), node.inputs.end());
+  constants.erase(std::remove_if(constants.begin(), constants.end(), [&](const auto& c) { return !used.count(c.first); }),
+                  constants.end());
+}
+
+std::vector<int> Graph::layer_nodes() const {
+  std::vector<int> out;
+  for (std::size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].is_layer()) out.push_back(static_cast<int>(i));
+  return out;
+}
+
+std::int64_t Graph::parameter_count() const {
+  std::int64_t n = 0;
+  for (const auto& node : nodes) {
+    for (const at::Tensor* t : {&node.weight, &node.bias, &node.bn.gamma, &node.bn.beta})
+      if (t->defined()) n += t->numel();
+  }
+  return n;
+}
+
+}  // namespace xdq

@@ -1,0 +1,244 @@
+#include "xdq/ir/import.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <unordered_map>
+
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/passes/remove_mutation.h>
+#include <torch/csrc/jit/serialization/import.h>
+
+#include "xdq/error.h"
+
+namespace xdq {
+
+namespace {
+
+namespace jit = torch::jit;
+
+// Module path from the inlined call stack: layer1 / block0 / conv1 -> "layer1.block0.conv1".
+std::string module_path(const jit::Node* node) {
+  std::string path;
+  if (auto stack = node->callstack()) {
+    for (const auto& entry : (*stack)->vec()) {
+      const auto& info = std::get<2>(entry);
+      if (!info) continue;
+      const std::string name = info->instance_name();
+      if (name.empty() || name == "self") continue;
+      path += (path.empty() ? "" : ".") + name;
+    }
+  }
+  return path;
+}
+
+std::string source_location(const jit::Node* node) {
+  const auto& range = node->sourceRange();
+  if (auto flc = range.file_line_col()) {
+    return std::get<0>(*flc) + ":" + std::to_string(std::get<1>(*flc)) + ":" + std::to_string(std::get<2>(*flc));
+  }
+  return "";
+}
+
+c10::IValue constant_input(const std::string& file, const jit::Node* node, std::size_t index, const char* what) {
+  auto v = jit::toIValue(node->inputs().at(index));
+  if (!v)
+    throw Error(file + ": " + node->kind().toQualString() + " at '" + module_path(node) + "': " + what +
+                " must be a constant");
+  return *v;
+}
+
+at::Tensor optional_tensor(const c10::IValue& v) { return v.isNone() ? at::Tensor() : v.toTensor(); }
+
+// The list/tuple prim ops are interpreter instructions, not registered operators: built here.
+std::function<void(std::vector<c10::IValue>&)> prim_operation(const jit::Node* n) {
+  const auto kind = n->kind();
+  if (kind == c10::prim::ListConstruct) {
+    const c10::TypePtr elem = n->output()->type()->expectRef<c10::ListType>().getElementType();
+    return [elem](std::vector<c10::IValue>& stack) {
+      c10::impl::GenericList list(elem);
+      list.reserve(stack.size());
+      for (auto& v : stack) list.push_back(std::move(v));
+      stack.clear();
+      stack.emplace_back(std::move(list));
+    };
+  }
+  if (kind == c10::prim::ListUnpack) {
+    return [](std::vector<c10::IValue>& stack) {
+      const auto list = stack.at(0).toListRef();
+      std::vector<c10::IValue> items(list.begin(), list.end());
+      stack = std::move(items);
+    };
+  }
+  if (kind == c10::prim::TupleConstruct) {
+    return [](std::vector<c10::IValue>& stack) {
+      auto tuple = c10::ivalue::Tuple::create(std::move(stack));
+      stack.clear();
+      stack.emplace_back(std::move(tuple));
+    };
+  }
+  if (kind == c10::prim::TupleUnpack) {
+    return [](std::vector<c10::IValue>& stack) {
+      std::vector<c10::IValue> items = stack.at(0).toTupleRef().elements().vec();
+      stack = std::move(items);
+    };
+  }
+  jit::Operation op = n->getOperation();
+  return [op](std::vector<c10::IValue>& stack) mutable { op(stack); };
+}
+
+std::string first_line(const std::string& text) {
+  const auto start = text.find_first_not_of(" \n");
+  if (start == std::string::npos) return "";
+  return text.substr(start, text.find('\n', start) - start);
+}
+
+}  // namespace
+
+const std::vector<std::string>& supported_generic_ops() {
+  static const std::vector<std::string> ops = {
+      // activations
+      "aten::relu", "aten::relu_", "aten::relu6", "aten::relu6_", "aten::hardtanh", "aten::hardtanh_",
+      "aten::hardswish", "aten::hardswish_", "aten::silu", "aten::silu_", "aten::sigmoid", "aten::sigmoid_",
+      "aten::hardsigmoid", "aten::hardsigmoid_", "aten::gelu", "aten::leaky_relu", "aten::leaky_relu_",
+      "aten::tanh", "aten::softmax", "aten::log_softmax",
+      // arithmetic and merges
+      "aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::mul_", "aten::div", "aten::floor_divide",
+      "aten::floordiv", "aten::cat", "aten::chunk", "aten::split", "aten::split_with_sizes",
+      // pooling and reductions
+      "aten::max_pool2d", "aten::avg_pool2d", "aten::adaptive_avg_pool2d", "aten::adaptive_max_pool2d",
+      "aten::mean", "aten::sum",
+      // shapes
+      "aten::flatten", "aten::view", "aten::reshape", "aten::transpose", "aten::permute", "aten::contiguous",
+      "aten::squeeze", "aten::unsqueeze", "aten::size", "aten::Int", "aten::dim", "aten::len",
+      "aten::__getitem__", "aten::select", "aten::slice", "aten::constant_pad_nd", "aten::dropout",
+      "aten::dropout_", "aten::feature_dropout", "aten::clone",
+      "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
+      "prim::NumToTensor"};
+  return ops;
+}
+
+ImportedModel import_torchscript(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) throw Error(path + ": model file not found");
+  jit::Module module;
+  try {
+    module = jit::load(path);
+  } catch (const std::exception& e) {
+    throw Error(path + ": not a TorchScript file (" + first_line(e.what()) + ")");
+  }
+  ImportedModel result;
+  result.path = path;
+  if (module.hasattr("input_mean") && module.hasattr("input_std")) {
+    result.has_preprocess = true;
+    result.preprocess.mean = module.attr("input_mean").toDoubleVector();
+    result.preprocess.std = module.attr("input_std").toDoubleVector();
+  }
+  if (!module.find_method("forward")) throw Error(path + ": TorchScript module has no forward method");
+
+  module.eval();
+  std::shared_ptr<jit::Graph> g;
+  try {
+    jit::Module frozen = jit::freeze_module(module);
+    g = frozen.get_method("forward").graph()->copy();
+    jit::Inline(*g);
+    jit::RemoveTensorMutation(g);
+    jit::ConstantPropagation(g);
+    jit::EliminateDeadCode(g);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": cannot freeze the module (" + first_line(e.what()) + ")");
+  }
+
+  Graph& graph = result.graph;
+  std::unordered_map<const jit::Value*, int> ids;
+  auto value_id = [&](const jit::Value* v) {
+    auto it = ids.find(v);
+    if (it != ids.end()) return it->second;
+    const int id = graph.add_value(v->debugName());
+    ids.emplace(v, id);
+    return id;
+  };
+  for (const jit::Value* in : g->inputs()) {
+    if (in->type()->kind() == c10::TypeKind::ClassType) continue;  // `self`, unused once frozen
+    graph.inputs.push_back(value_id(in));
+  }
+
+  const auto& generic = supported_generic_ops();
+  for (jit::Node* n : g->nodes()) {
+    const std::string kind = n->kind().toQualString();
+    if (n->kind() == c10::prim::Constant) {
+      auto v = jit::toIValue(n->output());
+      if (!v) throw Error(path + ": unreadable constant at " + source_location(n));
+      graph.constants.emplace_back(value_id(n->output()), *v);
+      continue;
+    }
+    Node node;
+    node.op = kind;
+    node.source = source_location(n);
+    const std::string module = module_path(n);
+    for (const jit::Value* in : n->inputs()) node.inputs.push_back(value_id(in));
+    for (const jit::Value* out : n->outputs()) node.outputs.push_back(value_id(out));
+
+    if (kind == "aten::_convolution" || kind == "aten::conv2d") {
+      node.kind = OpKind::Conv;
+      node.op = "conv2d";
+      node.weight = constant_input(path, n, 1, "weight").toTensor();
+      node.bias = optional_tensor(constant_input(path, n, 2, "bias"));
+      node.conv.stride = constant_input(path, n, 3, "stride").toIntVector();
+      node.conv.padding = constant_input(path, n, 4, "padding").toIntVector();
+      node.conv.dilation = constant_input(path, n, 5, "dilation").toIntVector();
+      if (kind == "aten::_convolution") {
+        if (constant_input(path, n, 6, "transposed").toBool())
+          throw Error(path + ": transposed convolution at '" + module + "' is not supported");
+        node.conv.groups = constant_input(path, n, 8, "groups").toInt();
+      } else {
+        node.conv.groups = constant_input(path, n, 6, "groups").toInt();
+      }
+      if (node.weight.dim() != 4) throw Error(path + ": only 2-d convolutions are supported ('" + module + "')");
+      node.inputs.resize(1);
+    } else if (kind == "aten::linear") {
+      node.kind = OpKind::Linear;
+      node.op = "linear";
+      node.weight = constant_input(path, n, 1, "weight").toTensor();
+      node.bias = optional_tensor(constant_input(path, n, 2, "bias"));
+      node.inputs.resize(1);
+    } else if (kind == "aten::batch_norm") {
+      node.kind = OpKind::BatchNorm;
+      node.op = "batch_norm";
+      node.bn.mean = constant_input(path, n, 3, "running_mean").toTensor();
+      node.bn.var = constant_input(path, n, 4, "running_var").toTensor();
+      const auto channels = node.bn.mean.numel();
+      node.bn.gamma = optional_tensor(constant_input(path, n, 1, "weight"));
+      node.bn.beta = optional_tensor(constant_input(path, n, 2, "bias"));
+      if (!node.bn.gamma.defined()) node.bn.gamma = at::ones({channels});
+      if (!node.bn.beta.defined()) node.bn.beta = at::zeros({channels});
+      if (constant_input(path, n, 5, "training").toBool())
+        throw Error(path + ": batch_norm at '" + module + "' is in training mode");
+      node.bn.eps = constant_input(path, n, 7, "eps").toDouble();
+      node.inputs.resize(1);
+    } else if (std::find(generic.begin(), generic.end(), kind) != generic.end()) {
+      try {
+        node.run = prim_operation(n);
+      } catch (const c10::Error& e) {
+        throw Error(path + ": operator " + kind + " in '" + module + "' cannot run (" + first_line(e.what()) + ")");
+      }
+    } else {
+      std::string where = module.empty() ? "" : " in '" + module + "'";
+      if (!node.source.empty()) where += " (" + node.source + ")";
+      throw Error(path + ": unsupported operator " + kind + where);
+    }
+    if (node.kind != OpKind::Generic) {
+      node.name = module.empty() ? node.op : module;
+    } else {
+      node.name = (module.empty() ? "" : module + "/") + kind.substr(kind.find("::") + 2);
+    }
+    graph.nodes.push_back(std::move(node));
+  }
+  for (const jit::Value* out : g->outputs()) graph.outputs.push_back(value_id(out));
+  graph.remove_dead_nodes();
+  return result;
+}
+
+}  // namespace xdq

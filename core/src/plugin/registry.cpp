@@ -1,0 +1,163 @@
+#include "xdq/plugin/registry.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
+
+namespace xdq {
+
+namespace fs = std::filesystem;
+
+// Key functions: the interfaces' type information lives in xdq_core, one copy for host and plugins.
+Plugin::~Plugin() = default;
+RangeObserver::~RangeObserver() = default;
+Calibrator::~Calibrator() = default;
+WeightOptimizer::~WeightOptimizer() = default;
+Synthesizer::~Synthesizer() = default;
+GraphPass::~GraphPass() = default;
+DomainTransform::~DomainTransform() = default;
+
+namespace {
+constexpr std::pair<PluginKind, const char*> kKindNames[] = {
+    {PluginKind::Calibrator, "calibrator"},         {PluginKind::Synthesizer, "synthesizer"},
+    {PluginKind::WeightOptimizer, "weight_optimizer"}, {PluginKind::GraphPass, "graph_pass"},
+    {PluginKind::DomainTransform, "domain_transform"}};
+}  // namespace
+
+const char* to_string(PluginKind kind) {
+  for (const auto& [k, name] : kKindNames)
+    if (k == kind) return name;
+  return "?";
+}
+
+bool parse_plugin_kind(const char* text, PluginKind& kind) {
+  for (const auto& [k, name] : kKindNames)
+    if (text && std::strcmp(text, name) == 0) {
+      kind = k;
+      return true;
+    }
+  return false;
+}
+
+const PluginRecord& PluginRegistry::load(const std::string& path_in) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path_in, ec)) throw Error(path_in + ": plugin library not found");
+  const std::string path = fs::canonical(path_in).string();
+  for (const auto& r : records_)
+    if (r.path == path) return r;
+
+  auto library = std::make_shared<boost::dll::shared_library>();
+  try {
+    library->load(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const std::exception& e) {
+    throw Error(path + ": cannot load plugin library (" + e.what() + ")");
+  }
+  if (!library->has("xdq_plugin"))
+    throw Error(path + ": not an xdq plugin (no 'xdq_plugin' entry symbol)");
+  const PluginDescriptor* d = nullptr;
+  try {
+    d = &library->get_alias<PluginEntry>("xdq_plugin")();
+  } catch (const std::exception& e) {
+    throw Error(path + ": reading the plugin descriptor failed (" + std::string(e.what()) + ")");
+  }
+  const std::string name = d->name ? d->name : "?";
+  const std::string who = path + ": plugin '" + name + "'";
+  if (d->abi_version != kPluginAbiVersion)
+    throw Error(who + " was built for xdq plugin ABI " + std::to_string(d->abi_version) + ", this xdq has ABI " +
+                std::to_string(kPluginAbiVersion) + "; rebuild the plugin");
+  if (!d->torch_version || std::strcmp(d->torch_version, XDQ_TORCH_VERSION) != 0)
+    throw Error(who + " was built against LibTorch " + std::string(d->torch_version ? d->torch_version : "?") +
+                ", this xdq uses " + XDQ_TORCH_VERSION + "; rebuild the plugin");
+  if (d->cxx11_abi != _GLIBCXX_USE_CXX11_ABI)
+    throw Error(who + " was built with _GLIBCXX_USE_CXX11_ABI=" + std::to_string(d->cxx11_abi) + ", this xdq uses " +
+                std::to_string(_GLIBCXX_USE_CXX11_ABI) + "; rebuild the plugin");
+  PluginRecord record;
+  if (!parse_plugin_kind(d->kind, record.kind))
+    throw Error(who + " declares an unknown kind '" + std::string(d->kind ? d->kind : "") + "'");
+  if (!d->create || !d->options) throw Error(who + " has no factory or option schema");
+  record.name = name;
+  record.version = d->version ? d->version : "";
+  record.summary = d->summary ? d->summary : "";
+  record.path = path;
+  record.create = d->create;
+  record.library = library;
+  record.options = plugin_call(record, "options", [&] { return d->options(); });
+  if (const PluginRecord* other = find(record.kind, record.name))
+    throw Error(who + " (" + to_string(record.kind) + ") is already loaded from " + other->path);
+  records_.push_back(std::move(record));
+  return records_.back();
+}
+
+std::vector<std::string> PluginRegistry::scan(const std::vector<std::string>& dirs) {
+  std::vector<std::string> failures;
+  for (const auto& dir : dirs) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      const std::string file = entry.path().filename().string();
+      if (entry.is_regular_file() && file.rfind("xdq_", 0) == 0 && entry.path().extension() == ".so")
+        files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& file : files) {
+      try {
+        load(file.string());
+      } catch (const Error& e) {
+        failures.push_back(e.what());
+      }
+    }
+  }
+  return failures;
+}
+
+const PluginRecord* PluginRegistry::find(PluginKind kind, const std::string& name) const {
+  for (const auto& r : records_)
+    if (r.kind == kind && r.name == name) return &r;
+  return nullptr;
+}
+
+std::vector<std::string> PluginRegistry::names(PluginKind kind) const {
+  std::vector<std::string> out;
+  for (const auto& r : records_)
+    if (r.kind == kind) out.push_back(r.name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string PluginRegistry::unknown_name_message(PluginKind kind, const std::string& name) const {
+  std::string known;
+  for (const auto& n : names(kind)) known += (known.empty() ? "" : ", ") + n;
+  return std::string("unknown ") + to_string(kind) + " '" + name + "' (available: " +
+         (known.empty() ? "none loaded" : known) + ")";
+}
+
+const PluginRecord& PluginRegistry::get(PluginKind kind, const std::string& name) const {
+  if (const PluginRecord* r = find(kind, name)) return *r;
+  throw Error(unknown_name_message(kind, name));
+}
+
+PluginRegistry& global_registry() {
+  static PluginRegistry* registry = new PluginRegistry();  // intentionally leaked: never unload at exit
+  return *registry;
+}
+
+std::vector<std::string> plugin_search_dirs(const std::vector<std::string>& extra) {
+  std::vector<std::string> dirs = extra;
+  if (const char* env = std::getenv("XDQ_PLUGIN_PATH")) {
+    std::stringstream ss(env);
+    for (std::string dir; std::getline(ss, dir, ':');)
+      if (!dir.empty()) dirs.push_back(dir);
+  }
+  boost::dll::fs::error_code ec;
+  const auto exe = boost::dll::program_location(ec);
+  if (!ec) dirs.push_back((exe.parent_path().parent_path() / "plugins").string());
+  return dirs;
+}
+
+}  // namespace xdq

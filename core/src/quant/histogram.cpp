@@ -1,0 +1,71 @@
+#include "xdq/quant/histogram.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/Parallel.h>
+
+namespace xdq {
+
+Histogram::Histogram(int bins) : bins_(bins), positive_(bins, 0.0), negative_(bins, 0.0) {}
+
+std::vector<double> Histogram::magnitude() const {
+  std::vector<double> out(bins_);
+  for (int i = 0; i < bins_; ++i) out[i] = positive_[i] + negative_[i];
+  return out;
+}
+
+void Histogram::grow_to(double amax) {
+  if (width_ == 0.0) {
+    width_ = amax > 0 ? amax / bins_ : 0.0;
+    return;
+  }
+  int factor = 1;
+  while (width_ * factor * bins_ <= amax) factor *= 2;
+  if (factor == 1) return;
+  for (auto* half : {&positive_, &negative_}) {
+    std::vector<double> merged(bins_, 0.0);
+    for (int i = 0; i < bins_; ++i) merged[i / factor] += (*half)[i];
+    *half = std::move(merged);
+  }
+  width_ *= factor;
+}
+
+void Histogram::add(const at::Tensor& x_in) {
+  at::Tensor x = x_in.detach().to(at::kFloat).contiguous();
+  const std::int64_t n = x.numel();
+  if (n == 0) return;
+  auto [lo_t, hi_t] = at::aminmax(x);
+  const double lo = lo_t.item<double>(), hi = hi_t.item<double>();
+  min_ = count_ ? std::min(min_, lo) : lo;
+  max_ = count_ ? std::max(max_, hi) : hi;
+  count_ += n;
+  const double amax = std::max(-lo, hi);
+  if (width_ == 0.0 || amax >= width_ * bins_) grow_to(amax);
+  if (width_ == 0.0) {  // all zeros so far: they belong to bin 0
+    positive_[0] += static_cast<double>(n);
+    return;
+  }
+  const float inv_width = static_cast<float>(1.0 / width_);
+  const int last = bins_ - 1;
+  const float* data = x.data_ptr<float>();
+  // Per-thread integer histograms, summed afterwards: binning is the hot loop of calibration.
+  const int threads = at::get_num_threads();
+  std::vector<std::vector<std::int64_t>> local(threads, std::vector<std::int64_t>(2 * bins_, 0));
+  at::parallel_for(0, n, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
+    std::int64_t* h = local[at::get_thread_num()].data();
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float v = data[i];
+      const float a = std::fabs(v);
+      const int b = std::min(static_cast<int>(a * inv_width), last);
+      ++h[(v < 0.0f ? bins_ : 0) + b];
+    }
+  });
+  for (const auto& h : local)
+    for (int i = 0; i < bins_; ++i) {
+      positive_[i] += static_cast<double>(h[i]);
+      negative_[i] += static_cast<double>(h[bins_ + i]);
+    }
+}
+
+}  // namespace xdq

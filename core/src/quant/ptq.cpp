@@ -1,0 +1,96 @@
+#include "xdq/quant/ptq.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include "xdq/error.h"
+#include "xdq/ir/passes.h"
+
+namespace xdq {
+
+QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : graph_(std::move(folded)) {
+  for (int node : graph_.layer_nodes()) {
+    int w_bits = settings.w_bits, a_bits = settings.a_bits;
+    for (const auto& o : settings.overrides)
+      if (override_matches(o, graph_, node)) {
+        if (o.w_bits) w_bits = *o.w_bits;
+        if (o.a_bits) a_bits = *o.a_bits;
+      }
+    QuantizedLayer layer;
+    layer.node = node;
+    layer.spec = settings.scheme.weight_spec(w_bits);
+    layers_.push_back(layer);
+
+    const int value = graph_.nodes[node].inputs[0];
+    auto existing = std::find_if(activations_.begin(), activations_.end(),
+                                 [&](const ActivationQuantizer& a) { return a.value == value; });
+    const int producer = graph_.producer(value);
+    const bool nonnegative = producer >= 0 && is_nonnegative_op(graph_.nodes[producer]);
+    const QuantSpec spec = settings.scheme.activation_spec(a_bits, nonnegative);
+    if (existing != activations_.end()) {
+      // Shared input (a block input read by conv1 and the shortcut): the widest request wins.
+      if (spec.bits > existing->spec.bits) existing->spec = spec;
+      continue;
+    }
+    ActivationQuantizer act;
+    act.value = value;
+    act.name = graph_.nodes[node].name + ":input";
+    act.spec = spec;
+    activations_.push_back(act);
+  }
+}
+
+void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin,
+                                           const at::Tensor& images, std::int64_t batch_size) {
+  std::vector<std::unique_ptr<RangeObserver>> observers;
+  Executor exec(graph_);
+  for (auto& act : activations_) {
+    observers.push_back(plugin_call(plugin, "make_observer", [&] { return calibrator.make_observer(act.spec); }));
+    RangeObserver* observer = observers.back().get();
+    exec.set_value_hook(act.value, [observer, &plugin](const at::Tensor& x) {
+      plugin_call(plugin, "observe", [&] { observer->observe(x); });
+      return x;
+    });
+  }
+  at::NoGradGuard no_grad;
+  for (std::int64_t b = 0; b < images.size(0); b += batch_size)
+    exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size)));
+  for (std::size_t i = 0; i < activations_.size(); ++i) {
+    auto& act = activations_[i];
+    act.range = plugin_call(plugin, "range", [&] { return observers[i]->range(); });
+    if (!(act.range.min <= act.range.max))
+      throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
+    act.qparams = qparams_from_range(act.spec, act.range);
+  }
+}
+
+void QuantizedModel::set_weight_ranges(const std::string& method) {
+  for (auto& layer : layers_) layer.qparams = weight_qparams(graph_.nodes[layer.node].weight, layer.spec, method);
+}
+
+void QuantizedModel::round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin,
+                                   const at::Tensor& calibration, std::uint64_t seed) {
+  RoundingContext context;
+  context.graph = &graph_;
+  context.layers = &layers_;
+  context.calibration = calibration;
+  context.seed = seed;
+  plugin_call(plugin, "optimize", [&] { optimizer.optimize(context); });
+  for (const auto& layer : layers_) {
+    const at::Tensor& w = graph_.nodes[layer.node].weight;
+    if (!layer.quantized_weight.defined() || !layer.quantized_weight.sizes().equals(w.sizes()))
+      throw Error("plugin '" + plugin.name + "' left no quantized weight of the right shape for " +
+                  graph_.nodes[layer.node].name);
+  }
+}
+
+Executor QuantizedModel::executor() const {
+  Executor exec(graph_);
+  for (const auto& layer : layers_) exec.set_weight(layer.node, layer.quantized_weight);
+  for (const auto& act : activations_) {
+    const QParams q = act.qparams;
+    exec.set_value_hook(act.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
+  }
+  return exec;
+}
+
+}  // namespace xdq

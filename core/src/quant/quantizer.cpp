@@ -1,0 +1,92 @@
+#include "xdq/quant/quantizer.h"
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "xdq/error.h"
+
+namespace xdq {
+
+std::int64_t QuantSpec::qmin() const {
+  if (unsigned_range) return 0;
+  return narrow_range ? -((std::int64_t{1} << (bits - 1)) - 1) : -(std::int64_t{1} << (bits - 1));
+}
+
+std::int64_t QuantSpec::qmax() const {
+  return unsigned_range ? (std::int64_t{1} << bits) - 1 : (std::int64_t{1} << (bits - 1)) - 1;
+}
+
+std::string QuantSpec::describe() const {
+  std::ostringstream out;
+  out << bits << "-bit " << (per_channel ? "per-channel " : "per-tensor ") << (symmetric ? "symmetric" : "asymmetric");
+  if (narrow_range) out << " narrow";
+  if (unsigned_range) out << " unsigned";
+  if (pow2_scale) out << " pow2";
+  return out.str();
+}
+
+QParams qparams_from_range(const QuantSpec& spec, const at::Tensor& min, const at::Tensor& max, int axis) {
+  if (spec.bits < 2 || spec.bits > 16) throw Error("quantizer bits must be in [2, 16], got " + std::to_string(spec.bits));
+  const double eps = std::numeric_limits<float>::epsilon();
+  const double qmin = static_cast<double>(spec.qmin()), qmax = static_cast<double>(spec.qmax());
+  at::Tensor lo = at::clamp_max(min.to(at::kDouble), 0.0);
+  at::Tensor hi = at::clamp_min(max.to(at::kDouble), 0.0);
+  at::Tensor scale, zero;
+  if (spec.symmetric) {
+    at::Tensor amax = at::maximum(-lo, hi);
+    scale = spec.unsigned_range ? amax / qmax : amax / ((qmax - qmin) / 2.0);
+    scale = at::clamp_min(scale, eps);
+    if (spec.pow2_scale) scale = at::pow(2.0, at::round(at::log2(scale)));
+    zero = at::zeros_like(scale);
+  } else {
+    scale = at::clamp_min((hi - lo) / (qmax - qmin), eps);
+    if (spec.pow2_scale) scale = at::pow(2.0, at::round(at::log2(scale)));
+    zero = at::clamp(qmin - at::round(lo / scale), qmin, qmax);
+  }
+  QParams q;
+  q.scale = scale.to(at::kFloat);
+  q.zero_point = zero.to(at::kInt);
+  q.qmin = spec.qmin();
+  q.qmax = spec.qmax();
+  q.axis = axis;
+  return q;
+}
+
+QParams qparams_from_range(const QuantSpec& spec, const Range& range) {
+  return qparams_from_range(spec, at::scalar_tensor(range.min, at::kDouble), at::scalar_tensor(range.max, at::kDouble));
+}
+
+at::Tensor fake_quantize(const at::Tensor& x, const QParams& q) {
+  if (q.per_channel())
+    return at::fake_quantize_per_channel_affine(x, q.scale, q.zero_point, q.axis, q.qmin, q.qmax);
+  return at::fake_quantize_per_tensor_affine(x, q.scale.item<float>(), q.zero_point.item<int>(), q.qmin, q.qmax);
+}
+
+QParams weight_qparams(const at::Tensor& weight, const QuantSpec& spec, const std::string& method, int mse_steps,
+                       double mse_p) {
+  at::Tensor w = weight.detach();
+  at::Tensor flat = spec.per_channel ? w.reshape({w.size(0), -1}) : w.reshape({1, -1});
+  at::Tensor min = std::get<0>(flat.min(1)), max = std::get<0>(flat.max(1));
+  auto make = [&](const at::Tensor& lo, const at::Tensor& hi) {
+    return spec.per_channel ? qparams_from_range(spec, lo, hi, 0) : qparams_from_range(spec, lo[0], hi[0]);
+  };
+  if (method == "minmax") return make(min, max);
+  if (method != "mse") throw Error("weight range method must be minmax or mse, got '" + method + "'");
+  at::Tensor best_err = at::full({flat.size(0)}, std::numeric_limits<double>::infinity(), at::kDouble);
+  at::Tensor best_min = min.clone(), best_max = max.clone();
+  for (int k = 0; k < mse_steps; ++k) {
+    const double shrink = 1.0 - 0.01 * k;
+    if (shrink <= 0) break;
+    const at::Tensor lo = min * shrink, hi = max * shrink;
+    const QParams q = make(lo, hi);
+    at::Tensor err = (fake_quantize(w, q) - w).abs().pow(mse_p).reshape({flat.size(0), -1}).sum(1).to(at::kDouble);
+    at::Tensor better = err < best_err;
+    best_err = at::where(better, err, best_err);
+    best_min = at::where(better, lo, best_min);
+    best_max = at::where(better, hi, best_max);
+  }
+  return make(best_min, best_max);
+}
+
+}  // namespace xdq

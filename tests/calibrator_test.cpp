@@ -1,0 +1,173 @@
+// Each calibrator plugin, loaded from the build's plugin folder, against an independent computation.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "xdq/plugin/registry.h"
+
+using namespace xdq;
+
+namespace {
+
+PluginRegistry& registry() {
+  static PluginRegistry* r = [] {
+    auto* reg = new PluginRegistry();
+    EXPECT_TRUE(reg->scan({XDQ_BUILD_PLUGIN_DIR}).empty());
+    return reg;
+  }();
+  return *r;
+}
+
+Range calibrate(const std::string& name, const QuantSpec& spec, const std::vector<at::Tensor>& batches,
+                const Options* options = nullptr) {
+  const PluginRecord& p = registry().get(PluginKind::Calibrator, name);
+  auto calibrator = registry().create<Calibrator>(name, options ? *options : default_options(p.options));
+  auto observer = calibrator->make_observer(spec);
+  for (const auto& b : batches) observer->observe(b);
+  return observer->range();
+}
+
+const QuantSpec kAsym8{8, false, false, false, true, false};
+const QuantSpec kSym8{8, true, false, false, false, false};
+
+// The TensorRT entropy search written out independently from its description, on a given histogram.
+double reference_kl_amax(std::vector<double> bins, double width, int levels, int start) {
+  const int n = static_cast<int>(bins.size());
+  bins[0] = bins[1];
+  double total = 0;
+  for (double b : bins) total += b;
+  std::vector<double> divergences;
+  for (int i = start; i <= n; ++i) {
+    std::vector<double> p(bins.begin(), bins.begin() + i);
+    for (int j = i; j < n; ++j) p[i - 1] += bins[j];
+    std::vector<double> q(i, 0.0);
+    for (int g = 0; g < levels; ++g) {
+      // source bins j with g <= j * levels / i < g + 1
+      double mass = 0, nonzero = 0;
+      for (int j = 0; j < i; ++j)
+        if (std::floor(double(j) * levels / i) == g && bins[j] != 0) mass += bins[j], nonzero += 1;
+      for (int j = 0; j < i; ++j)
+        if (std::floor(double(j) * levels / i) == g && bins[j] != 0) q[j] = mass / nonzero;
+    }
+    double qs = 0, ps = 0;
+    for (int j = 0; j < i; ++j) qs += q[j], ps += p[j];
+    double kl = 0;
+    for (int j = 0; j < i; ++j) {
+      if (p[j] == 0) continue;
+      if (q[j] == 0) { kl = std::numeric_limits<double>::infinity(); break; }
+      kl += p[j] / ps * std::log((p[j] / ps) / (q[j] / qs));
+    }
+    divergences.push_back(kl);
+  }
+  int last_argmin = 0;
+  for (int k = 0; k < static_cast<int>(divergences.size()); ++k)
+    if (divergences[k] <= divergences[last_argmin]) last_argmin = k;
+  return (start + last_argmin) * width;
+}
+
+}  // namespace
+
+TEST(Calibrators, AllSixAndNearestAreListed) {
+  for (const char* name : {"minmax", "ema_minmax", "percentile", "mse", "kl", "aciq"})
+    EXPECT_NE(registry().find(PluginKind::Calibrator, name), nullptr) << name;
+  EXPECT_NE(registry().find(PluginKind::WeightOptimizer, "nearest"), nullptr);
+}
+
+TEST(Calibrators, MinMaxIsTheGlobalExtreme) {
+  at::manual_seed(10);
+  std::vector<at::Tensor> batches{at::randn({1000}), at::randn({1000}) * 3, at::randn({1000}) + 2};
+  const Range r = calibrate("minmax", kAsym8, batches);
+  EXPECT_DOUBLE_EQ(r.min, at::cat(batches).min().item<float>());
+  EXPECT_DOUBLE_EQ(r.max, at::cat(batches).max().item<float>());
+}
+
+TEST(Calibrators, EmaMinMaxFollowsTheRecurrence) {
+  std::vector<at::Tensor> batches{at::tensor({-1.0f, 2.0f}), at::tensor({-3.0f, 4.0f}), at::tensor({0.0f, 10.0f})};
+  const Range r = calibrate("ema_minmax", kAsym8, batches);
+  double lo = -1, hi = 2;
+  for (auto [l, h] : {std::pair{-3.0, 4.0}, std::pair{0.0, 10.0}}) lo = 0.99 * lo + 0.01 * l, hi = 0.99 * hi + 0.01 * h;
+  EXPECT_NEAR(r.min, lo, 1e-12);
+  EXPECT_NEAR(r.max, hi, 1e-12);
+}
+
+TEST(Calibrators, PercentileMatchesASortWithinOneBin) {
+  at::manual_seed(11);
+  at::Tensor x = at::randn({200000});
+  x[0] = 40.0f;  // an outlier the percentile must ignore
+  Options o(std::map<std::string, OptionValue>{{"percentile", 99.9}, {"bins", std::int64_t{2048}}});
+  const Range r = calibrate("percentile", kSym8, {x}, &o);
+  at::Tensor sorted = std::get<0>(x.abs().sort());
+  const double q = sorted[static_cast<int64_t>(std::ceil(0.999 * x.numel())) - 1].item<float>();
+  const double width = 40.0 / 2048;
+  EXPECT_GE(r.max, q - 1e-9);
+  EXPECT_LE(r.max, q + width + 1e-9);
+  EXPECT_NEAR(r.min, -r.max, 1e-12);
+}
+
+TEST(Calibrators, KlMatchesTheReferenceEntropySearch) {
+  at::manual_seed(12);
+  at::Tensor x = at::cat({at::randn({100000}), at::randn({100}) * 8});  // Gaussian with a heavy tail
+  const Range r = calibrate("kl", kSym8, {x});
+  // Histogram of |x| over [0, max|x|] in 2048 bins, built here by brute force.
+  const double amax = x.abs().max().item<float>(), width = amax / 2048;
+  std::vector<double> bins(2048, 0);
+  at::Tensor idx = (x.abs().to(at::kDouble) / width).floor().clamp_max(2047).to(at::kLong);
+  auto acc = idx.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < idx.numel(); ++i) bins[acc[i]] += 1;
+  const double expected = reference_kl_amax(bins, width, 128, 128);
+  EXPECT_NEAR(r.max, expected, 1.5 * width);
+  EXPECT_LT(r.max, 0.7 * amax);  // the tail is clipped
+}
+
+TEST(Calibrators, MseIsWithinOnePercentOfTheBruteForceOptimum) {
+  at::manual_seed(13);
+  at::Tensor x = at::cat({at::randn({50000}).relu(), at::rand({20}) * 30});
+  const QuantSpec spec{4, false, false, false, true, false};
+  const Range r = calibrate("mse", spec, {x.slice(0, 0, 25000), x.slice(0, 25000)});
+  auto error = [&](const Range& c) {
+    return (fake_quantize(x, qparams_from_range(spec, c)) - x).abs().pow(2.4).sum().item<double>();
+  };
+  const double lo = x.min().item<float>(), hi = x.max().item<float>();
+  double best = 1e300;
+  for (int k = 0; k < 80; ++k) best = std::min(best, error(Range{lo * (1 - 0.01 * k), hi * (1 - 0.01 * k)}));
+  EXPECT_LE(error(r), 1.01 * best);
+  EXPECT_LT(r.max, 0.9 * hi);
+}
+
+TEST(Calibrators, AciqUsesTheLaplaceClosedForm) {
+  at::manual_seed(14);
+  at::Tensor x = at::randn({50000}).to(at::kDouble);
+  const double b = (x - x.mean()).abs().mean().item<double>(), mean = x.mean().item<double>();
+  const Range r = calibrate("aciq", QuantSpec{4, false, false, false, true, false}, {x.to(at::kFloat)});
+  EXPECT_NEAR(r.max, std::min(x.max().item<double>(), mean + 5.03 * b), 1e-4);
+  EXPECT_NEAR(r.min, std::max(x.min().item<double>(), mean - 5.03 * b), 1e-4);
+  at::Tensor pos = x.relu();
+  const double bp = (pos - pos.mean()).abs().mean().item<double>();
+  const Range rp = calibrate("aciq", QuantSpec{4, false, false, false, true, false}, {pos.to(at::kFloat)});
+  EXPECT_DOUBLE_EQ(rp.min, 0.0);
+  EXPECT_NEAR(rp.max, std::min(pos.max().item<double>(), 6.2 * bp), 1e-4);
+}
+
+TEST(Calibrators, NearestRoundingEqualsFakeQuantizedWeights) {
+  at::manual_seed(15);
+  Graph g;
+  Node conv;
+  conv.kind = OpKind::Conv;
+  conv.weight = at::randn({4, 2, 3, 3});
+  g.nodes.push_back(conv);
+  std::vector<QuantizedLayer> layers(1);
+  layers[0].node = 0;
+  layers[0].spec = QuantSpec{4, false, true, false, false, false};
+  layers[0].qparams = weight_qparams(conv.weight, layers[0].spec, "minmax");
+  RoundingContext ctx;
+  ctx.graph = &g;
+  ctx.layers = &layers;
+  auto nearest = registry().create<WeightOptimizer>("nearest", Options());
+  nearest->optimize(ctx);
+  const QParams& q = layers[0].qparams;
+  at::Tensor expected = at::fake_quantize_per_channel_affine(conv.weight, q.scale, q.zero_point, 0, q.qmin, q.qmax);
+  EXPECT_TRUE(layers[0].quantized_weight.equal(expected));
+}

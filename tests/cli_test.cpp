@@ -1,0 +1,148 @@
+// The xdq command end to end: bad input gives one clear line, a non-zero exit and no output files;
+// a good experiment writes the results contract with values checked independently.
+#include <filesystem>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/csrc/jit/serialization/import.h>
+
+#include "test_util.h"
+#include "xdq/data/fashion_mnist.h"
+#include "xdq/train/zoo.h"
+
+using namespace xdq;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kGoodExperiment = R"(experiment: cli_test
+seed: 3
+threads: 2
+models:
+  - name: tiny
+    path: tiny.pt
+calibration:
+  source: fashion_mnist.train
+  count: 64
+  batch_size: 32
+test:
+  domains: [fashion_mnist.test]
+  count: 500
+quantization:
+  preset: academic
+  bits: [w8a8, w4a4]
+  calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]
+  rounding: [nearest]
+)";
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    torch::jit::Module m = zoo::make_resnet({8, 4, 1, 10}, 1);
+    zoo::set_input_normalization(m, {0.286}, {0.353});
+    m.eval();
+    m.save(dir.file("tiny.pt"));
+    test::write_text(dir.file("good.yaml"), kGoodExperiment);
+  }
+  // Writes the good experiment with `from` replaced by `to`, runs it, returns the result.
+  test::CommandResult run_variant(const std::string& from, const std::string& to) {
+    std::string text = kGoodExperiment;
+    const auto at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    test::write_text(dir.file("bad.yaml"), text);
+    return test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("bad.yaml") + " --out " + dir.file("out"));
+  }
+  void expect_clean_failure(const test::CommandResult& r, const std::string& message) {
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(dir.file("out"))) << "partial output left behind";
+  }
+  test::TempDir dir;
+};
+
+}  // namespace
+
+TEST_F(Cli, MalformedYaml) {
+  expect_clean_failure(run_variant("count: 64\n", "count: [64\n"), dir.file("bad.yaml") + ":");
+}
+TEST_F(Cli, UnknownKey) {
+  expect_clean_failure(run_variant("  batch_size: 32", "  batchsize: 32"), "bad.yaml:10 calibration.batchsize: unknown key");
+}
+TEST_F(Cli, WrongType) {
+  expect_clean_failure(run_variant("count: 64", "count: many"), "bad.yaml:9 calibration.count: expected an integer, got 'many'");
+}
+TEST_F(Cli, MissingModelFile) {
+  expect_clean_failure(run_variant("path: tiny.pt", "path: nothere.pt"), "bad.yaml:6 models[0].path: model file not found");
+}
+TEST_F(Cli, NotTorchScript) {
+  test::write_text(dir.file("junk.pt"), "junk");
+  expect_clean_failure(run_variant("path: tiny.pt", "path: junk.pt"), "junk.pt: not a TorchScript file");
+}
+TEST_F(Cli, UnknownCalibrator) {
+  expect_clean_failure(run_variant("[minmax,", "[minmx,"),
+                       "bad.yaml:17 quantization.calibrators[0]: unknown calibrator 'minmx' (available: ");
+}
+TEST_F(Cli, OptionOutOfRange) {
+  expect_clean_failure(run_variant("percentile: 99.9", "percentile: 150"),
+                       "quantization.calibrators[1].percentile: expected a number in (0, 100]");
+}
+TEST_F(Cli, BadBitsAndPreset) {
+  expect_clean_failure(run_variant("w4a4]", "w1a4]"), "quantization.bits[1]: weight bits must be in [2, 8]");
+  expect_clean_failure(run_variant("preset: academic", "preset: tpu"), "unknown quantization preset 'tpu'");
+}
+TEST_F(Cli, UnknownDataSource) {
+  expect_clean_failure(run_variant("source: fashion_mnist.train", "source: mnist.train"), "unknown data source 'mnist.train'");
+}
+
+TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("good.yaml") + " --out " + dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* f : {"config.resolved.yaml", "results.json", "results.csv", "report.md"})
+    EXPECT_TRUE(fs::exists(dir.file(std::string("out/") + f))) << f;
+  std::ifstream in(dir.file("out/results.json"));
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["experiment"], "cli_test");
+  ASSERT_EQ(j["runs"].size(), 4u);
+  const auto& run = j["runs"][1];
+  EXPECT_EQ(run["id"], "tiny/w8a8/p999/nearest");
+  EXPECT_EQ(run["w_bits"], 8);
+  EXPECT_EQ(run["calibration"]["source"], "fashion_mnist.train");
+  EXPECT_EQ(run["calibration"]["count"], 64);
+  const auto& res = run["results"][0];
+  EXPECT_EQ(res["domain"], "fashion_mnist.test");
+  EXPECT_EQ(res["n"], 500);
+  // FP32 top-1 recomputed here with the TorchScript module on the same seeded subset.
+  torch::jit::Module m = torch::jit::load(dir.file("tiny.pt"));
+  m.eval();
+  const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(500, 3);
+  const double fp32 = top1_accuracy([&](const at::Tensor& x) { return m.forward({x}).toTensor(); }, test,
+                                    Preprocess{{0.286}, {0.353}});
+  EXPECT_DOUBLE_EQ(res["fp32_top1"].get<double>(), fp32);
+  EXPECT_GE(res["quant_top1"].get<double>(), 0.0);
+  EXPECT_LE(res["quant_top1"].get<double>(), 1.0);
+  std::ifstream resolved(dir.file("out/config.resolved.yaml"));
+  std::string text((std::istreambuf_iterator<char>(resolved)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("hash: "), std::string::npos);
+  EXPECT_NE(text.find("percentile: 99.9"), std::string::npos);
+}
+
+TEST_F(Cli, PluginsJsonListsTheSixCalibratorsAndNearest) {
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " plugins --json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  std::set<std::string> names;
+  for (const auto& p : j["plugins"]) names.insert(p["kind"].get<std::string>() + "/" + p["name"].get<std::string>());
+  for (const char* n : {"calibrator/minmax", "calibrator/ema_minmax", "calibrator/percentile", "calibrator/mse",
+                        "calibrator/kl", "calibrator/aciq", "weight_optimizer/nearest"})
+    EXPECT_TRUE(names.count(n)) << n;
+}
+
+TEST_F(Cli, InspectPrintsLayersPairsAndBlocks) {
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " inspect " + dir.file("tiny.pt"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer2.block0.downsample.conv"), std::string::npos);
+  EXPECT_NE(r.output.find("conv-bn pairs (9)"), std::string::npos);
+  EXPECT_NE(r.output.find("residual blocks (3)"), std::string::npos);
+}

@@ -1,0 +1,66 @@
+// Config reading and option validation: every error names file, line and key path.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "xdq/config/node.h"
+#include "xdq/config/options.h"
+#include "xdq/error.h"
+
+using namespace xdq;
+
+namespace {
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(ConfigNode, MalformedYamlNamesFileAndLine) {
+  const std::string e = error_of([] { ConfigNode::parse("a: 1\nb: [1, 2\nc: 3\n", "x.yaml"); });
+  EXPECT_EQ(e.rfind("x.yaml:", 0), 0u) << e;
+  EXPECT_NE(e.find("invalid YAML"), std::string::npos) << e;
+}
+
+TEST(ConfigNode, UnknownKeyNamesLineAndPath) {
+  ConfigNode root = ConfigNode::parse("top:\n  good: 1\n  bda: 2\n", "x.yaml");
+  const std::string e = error_of([&] { root["top"].check_keys({"good", "bad"}); });
+  EXPECT_EQ(e, "x.yaml:3 top.bda: unknown key (allowed: good, bad)");
+}
+
+TEST(ConfigNode, WrongTypeNamesLineAndPath) {
+  ConfigNode root = ConfigNode::parse("list:\n  - {count: abc}\n", "x.yaml");
+  EXPECT_EQ(error_of([&] { root["list"][0]["count"].as_int(); }), "x.yaml:2 list[0].count: expected an integer, got 'abc'");
+  EXPECT_EQ(error_of([&] { root["missing"].as_string(); }), "x.yaml:1 missing: missing value (expected a string)");
+}
+
+TEST(ConfigNode, SetOverridesReplaceAndCreate) {
+  ConfigNode root = ConfigNode::parse("a:\n  b: 1\n", "x.yaml");
+  root.set_path("a.b", "5");
+  root.set_path("a.c.d", "[1, 2]");
+  EXPECT_EQ(root["a"]["b"].as_int(), 5);
+  EXPECT_EQ(root["a"]["c"]["d"].as_int_list(), (std::vector<long long>{1, 2}));
+  EXPECT_THROW(root.set_path("a.b.x", "1"), Error);
+}
+
+TEST(Options, ValidatesTypesRangesChoicesAndUnknownKeys) {
+  const OptionSchema schema = {OptionSpec::number("percentile", 99.99, "p").range(0, 100, true),
+                               OptionSpec::integer("bins", 2048, "b").range(16, 65536),
+                               OptionSpec::text("prior", "laplace", "d").one_of({"laplace", "gauss"})};
+  ConfigNode ok = ConfigNode::parse("percentile: 99.9\n", "x.yaml");
+  Options o = validate_options(ok, schema);
+  EXPECT_DOUBLE_EQ(o.number("percentile"), 99.9);
+  EXPECT_EQ(o.integer("bins"), 2048);
+  EXPECT_EQ(o.text("prior"), "laplace");
+  EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("percentile: 150\n", "x.yaml"), schema); }),
+            "x.yaml:1 percentile: expected a number in (0, 100]");
+  EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("bins: 1.5\n", "x.yaml"), schema); }),
+            "x.yaml:1 bins: expected an integer, got '1.5'");
+  EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("prior: cauchy\n", "x.yaml"), schema); }),
+            "x.yaml:1 prior: expected one of: laplace, gauss, got 'cauchy'");
+  EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("name: kl\nprecentile: 3\n", "x.yaml"), schema, {"name"}); }),
+            "x.yaml:2 precentile: unknown key (allowed: name, percentile, bins, prior)");
+}

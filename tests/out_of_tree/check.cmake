@@ -1,0 +1,21 @@
+# Configures and builds the out-of-tree plugin against the build tree's xdq package, then checks that
+# `xdq plugins --json --path <its folder>` lists it with its library path.
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE} -B ${BINARY} -G Ninja -Dxdq_DIR=${XDQ_DIR}
+                        -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "configuring the out-of-tree plugin failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${BINARY} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "building the out-of-tree plugin failed")
+endif()
+execute_process(COMMAND ${XDQ} plugins --json --path ${BINARY}/plugins OUTPUT_VARIABLE listing RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "xdq plugins failed")
+endif()
+string(FIND "${listing}" "\"name\": \"oot_halfmax\"" found)
+string(FIND "${listing}" "${BINARY}/plugins/xdq_calibrator_oot_halfmax.so" found_path)
+if(found EQUAL -1 OR found_path EQUAL -1)
+  message(FATAL_ERROR "oot_halfmax missing from xdq plugins --json:\n${listing}")
+endif()
+message(STATUS "out-of-tree plugin oot_halfmax listed")

@@ -1,0 +1,128 @@
+// Loading real plugin libraries from disk: a good one, a wrong ABI, a wrong LibTorch, no entry symbol,
+// not a library at all, and one that throws. Each failure is a clear Error and the process goes on.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "xdq/plugin/registry.h"
+
+using namespace xdq;
+
+namespace {
+std::string test_plugin(const std::string& file) { return std::string(XDQ_TEST_PLUGIN_DIR) + "/" + file; }
+
+std::string load_error(const std::string& path) {
+  PluginRegistry r;
+  try {
+    r.load(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+}  // namespace
+
+TEST(PluginLoading, GoodPluginLoadsWithDescriptorAndSchema) {
+  PluginRegistry r;
+  const PluginRecord& p = r.load(test_plugin("xdq_calibrator_test_fixed.so"));
+  EXPECT_EQ(p.name, "test_fixed");
+  EXPECT_EQ(p.kind, PluginKind::Calibrator);
+  EXPECT_EQ(p.version, "0.1.0");
+  ASSERT_EQ(p.options.size(), 1u);
+  EXPECT_EQ(p.options[0].name, "value");
+  // Loading the same file again returns the same record.
+  EXPECT_EQ(&r.load(test_plugin("xdq_calibrator_test_fixed.so")), &p);
+  auto cal = r.create<Calibrator>("test_fixed", Options({{"value", 2.0}}));
+  auto obs = cal->make_observer(QuantSpec{});
+  obs->observe(at::zeros({1}));
+  obs->observe(at::zeros({1}));
+  EXPECT_DOUBLE_EQ(obs->range().max, 4.0);
+}
+
+TEST(PluginLoading, WrongAbiIsRefusedNamingTheFile) {
+  const std::string path = test_plugin("xdq_calibrator_test_bad_abi.so");
+  const std::string e = load_error(path);
+  EXPECT_TRUE(contains(e, path)) << e;
+  EXPECT_TRUE(contains(e, "plugin ABI")) << e;
+}
+
+TEST(PluginLoading, WrongLibTorchIsRefused) {
+  const std::string e = load_error(test_plugin("xdq_calibrator_test_bad_torch.so"));
+  EXPECT_TRUE(contains(e, "LibTorch 0.0.1")) << e;
+}
+
+TEST(PluginLoading, MissingEntrySymbolIsRefused) {
+  const std::string e = load_error(test_plugin("xdq_test_no_symbol.so"));
+  EXPECT_TRUE(contains(e, "no 'xdq_plugin' entry symbol")) << e;
+}
+
+TEST(PluginLoading, NotALibraryOrMissingFile) {
+  test::TempDir dir;
+  test::write_text(dir.file("xdq_fake.so"), "not an ELF file");
+  EXPECT_TRUE(contains(load_error(dir.file("xdq_fake.so")), "cannot load plugin library"));
+  EXPECT_TRUE(contains(load_error(dir.file("absent.so")), "plugin library not found"));
+}
+
+TEST(PluginLoading, ThrowingPluginFailsItsCallNotTheProcess) {
+  PluginRegistry r;
+  const PluginRecord& p = r.load(test_plugin("xdq_calibrator_test_throws.so"));
+  try {
+    r.create<Calibrator>("test_throws", Options({{"fail_create", true}}));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "plugin 'test_throws'")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "factory exploded")) << e.what();
+    EXPECT_TRUE(contains(e.what(), p.path)) << e.what();
+  }
+  auto cal = r.create<Calibrator>("test_throws", Options({{"fail_create", false}}));
+  auto obs = cal->make_observer(QuantSpec{});
+  try {
+    plugin_call(p, "observe", [&] { obs->observe(at::zeros({1})); });
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "failed in observe: observer exploded")) << e.what();
+  }
+}
+
+TEST(PluginLoading, ScanCollectsFailuresAndKeepsTheGoodOnes) {
+  PluginRegistry r;
+  const auto failures = r.scan({XDQ_TEST_PLUGIN_DIR, "/nonexistent/dir"});
+  EXPECT_EQ(failures.size(), 3u);  // bad ABI, bad LibTorch, no symbol
+  EXPECT_NE(r.find(PluginKind::Calibrator, "test_fixed"), nullptr);
+  EXPECT_NE(r.find(PluginKind::Calibrator, "test_throws"), nullptr);
+}
+
+TEST(PluginLoading, UnknownNameListsTheAvailableOnes) {
+  PluginRegistry r;
+  r.load(test_plugin("xdq_calibrator_test_fixed.so"));
+  try {
+    r.get(PluginKind::Calibrator, "nope");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "unknown calibrator 'nope' (available: test_fixed)")) << e.what();
+  }
+}
+
+TEST(PluginLoading, ObjectKeepsItsLibraryLoadedAfterTheRegistryIsGone) {
+  std::shared_ptr<Calibrator> cal;
+  {
+    PluginRegistry r;
+    r.load(test_plugin("xdq_calibrator_test_fixed.so"));
+    cal = r.create<Calibrator>("test_fixed", Options({{"value", 3.0}}));
+  }
+  auto obs = cal->make_observer(QuantSpec{});
+  obs->observe(at::zeros({1}));
+  EXPECT_DOUBLE_EQ(obs->range().min, -3.0);
+}
+
+TEST(ExamplePlugin, AbsMaxWithMargin) {
+  PluginRegistry r;
+  r.load(std::string(XDQ_BUILD_PLUGIN_DIR) + "/xdq_calibrator_absmax.so");
+  auto cal = r.create<Calibrator>("absmax", Options({{"margin", 0.5}}));
+  auto obs = cal->make_observer(QuantSpec{});
+  obs->observe(at::tensor({-3.0f, 1.0f}));
+  obs->observe(at::tensor({2.0f}));
+  EXPECT_DOUBLE_EQ(obs->range().min, -1.5);
+  EXPECT_DOUBLE_EQ(obs->range().max, 1.5);
+}

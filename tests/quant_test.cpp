@@ -1,0 +1,182 @@
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+#include "xdq/ir/passes.h"
+#include "xdq/quant/histogram.h"
+#include "xdq/quant/quantizer.h"
+#include "xdq/quant/scheme.h"
+
+using namespace xdq;
+
+namespace {
+// Independent closed form of affine fake quantization (float arithmetic, round half to even).
+float reference_fake_quant(float x, float scale, int zero, long qmin, long qmax) {
+  const float inv = 1.0f / scale;
+  const float code = std::fmin(std::fmax(static_cast<float>(zero) + std::nearbyint(x * inv), float(qmin)), float(qmax));
+  return (code - static_cast<float>(zero)) * scale;
+}
+}  // namespace
+
+TEST(FakeQuantize, PerTensorEqualsClosedFormBitForBit) {
+  at::manual_seed(1);
+  at::Tensor x = at::randn({4096}) * 3;
+  QuantSpec spec{4, false, false, false, true, false};
+  QParams q = qparams_from_range(spec, Range{-2.0, 5.0});
+  at::Tensor y = fake_quantize(x, q);
+  const float s = q.scale.item<float>();
+  const int z = q.zero_point.item<int>();
+  for (int64_t i = 0; i < x.numel(); ++i)
+    ASSERT_EQ(y[i].item<float>(), reference_fake_quant(x[i].item<float>(), s, z, 0, 15)) << i;
+}
+
+TEST(FakeQuantize, PerChannelEqualsClosedForm) {
+  at::manual_seed(2);
+  at::Tensor w = at::randn({3, 5});
+  QuantSpec spec{3, true, true, true, false, false};
+  QParams q = weight_qparams(w, spec, "minmax");
+  at::Tensor y = fake_quantize(w, q);
+  for (int c = 0; c < 3; ++c) {
+    const float amax = w[c].abs().max().item<float>();
+    const float s = amax / 3.0f;  // narrow signed 3-bit grid [-3, 3]: (qmax - qmin) / 2 = 3
+    EXPECT_NEAR(q.scale[c].item<float>(), s, 1e-7);
+    for (int i = 0; i < 5; ++i)
+      EXPECT_EQ(y[c][i].item<float>(), reference_fake_quant(w[c][i].item<float>(), q.scale[c].item<float>(), 0, -3, 3));
+  }
+}
+
+TEST(QParams, ClosedFormScalesAndZeroPoints) {
+  // Asymmetric 8-bit unsigned: s = 4/255, z = round(1/s) = round(63.75) = 64.
+  QParams a = qparams_from_range(QuantSpec{8, false, false, false, true, false}, Range{-1.0, 3.0});
+  EXPECT_FLOAT_EQ(a.scale.item<float>(), 4.0f / 255.0f);
+  EXPECT_EQ(a.zero_point.item<int>(), 64);
+  // Symmetric signed: s = amax / 127.5; narrow: amax / 127; unsigned: max / 255.
+  EXPECT_FLOAT_EQ(qparams_from_range(QuantSpec{8, true, false, false, false, false}, Range{-2.0, 1.0}).scale.item<float>(), 2.0f / 127.5f);
+  EXPECT_FLOAT_EQ(qparams_from_range(QuantSpec{8, true, false, true, false, false}, Range{-2.0, 1.0}).scale.item<float>(), 2.0f / 127.0f);
+  EXPECT_FLOAT_EQ(qparams_from_range(QuantSpec{8, true, false, false, true, false}, Range{0.0, 3.0}).scale.item<float>(), 3.0f / 255.0f);
+  // Power of two: 0.3 / 127.5 = 0.00235 -> 2^round(log2) = 2^-9.
+  EXPECT_FLOAT_EQ(qparams_from_range(QuantSpec{8, true, false, false, false, true}, Range{-0.3, 0.3}).scale.item<float>(), std::ldexp(1.0f, -9));
+  // A range not containing zero is widened to contain it.
+  QParams pos = qparams_from_range(QuantSpec{8, false, false, false, true, false}, Range{1.0, 2.0});
+  EXPECT_EQ(pos.zero_point.item<int>(), 0);
+  EXPECT_FLOAT_EQ(pos.scale.item<float>(), 2.0f / 255.0f);
+  // Grids.
+  EXPECT_EQ((QuantSpec{4, true, false, true, false, false}.qmin()), -7);
+  EXPECT_EQ((QuantSpec{4, true, false, false, false, false}.qmin()), -8);
+  EXPECT_EQ((QuantSpec{4, false, false, false, true, false}.qmax()), 15);
+}
+
+TEST(FakeQuantize, StraightThroughGradientInsideRangeZeroOutside) {
+  at::Tensor x = at::tensor({-5.0f, -0.3f, 0.2f, 0.9f, 7.0f}).requires_grad_(true);
+  QParams q = qparams_from_range(QuantSpec{8, false, false, false, true, false}, Range{-1.0, 1.0});
+  fake_quantize(x, q).sum().backward();
+  EXPECT_TRUE(x.grad().equal(at::tensor({0.0f, 1.0f, 1.0f, 1.0f, 0.0f})));
+}
+
+TEST(WeightRanges, MseMatchesBruteForcePerChannel) {
+  at::manual_seed(3);
+  at::Tensor w = at::randn({4, 8, 3, 3});
+  w[0][0][0][0] = 6.0f;  // an outlier: clipping pays off in channel 0
+  QuantSpec spec{4, false, true, false, false, false};
+  QParams q = weight_qparams(w, spec, "mse", 80, 2.4);
+  for (int c = 0; c < 4; ++c) {
+    at::Tensor wc = w[c].reshape({-1});
+    const double lo = wc.min().item<double>(), hi = wc.max().item<double>();
+    double best = 1e300, best_scale = 0;
+    for (int k = 0; k < 80; ++k) {
+      const double f = 1.0 - 0.01 * k;
+      QParams qc = qparams_from_range(spec, Range{lo * f, hi * f});
+      const double err = (fake_quantize(wc, qc) - wc).abs().pow(2.4).sum().item<double>();
+      if (err < best) best = err, best_scale = qc.scale.item<float>();
+    }
+    EXPECT_FLOAT_EQ(q.scale[c].item<float>(), static_cast<float>(best_scale)) << "channel " << c;
+  }
+  EXPECT_LT(q.scale[0].item<float>(), weight_qparams(w, spec, "minmax").scale[0].item<float>());
+}
+
+TEST(Histogram, GrowingRangeBinsLikeTheFinalWidthFromTheStart) {
+  at::manual_seed(4);
+  at::Tensor a = at::randn({20000}), b = at::randn({20000}) * 5;
+  Histogram h(256);
+  h.add(a);
+  h.add(b);
+  // Brute force with the final width.
+  const double w = h.width();
+  EXPECT_GE(w * 256, std::max(a.abs().max().item<double>(), b.abs().max().item<double>()));
+  std::vector<double> pos(256, 0), neg(256, 0);
+  for (const at::Tensor& t : {a, b})
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double v = t[i].item<float>();
+      const int bin = std::min(255, static_cast<int>(std::fabs(v) / w));
+      (v < 0 ? neg : pos)[bin] += 1;
+    }
+  double mismatched = 0;
+  for (int i = 0; i < 256; ++i) mismatched += std::fabs(pos[i] - h.positive()[i]) + std::fabs(neg[i] - h.negative()[i]);
+  EXPECT_LE(mismatched, 4);  // float rounding at bin edges only
+  EXPECT_EQ(h.count(), 40000);
+  EXPECT_DOUBLE_EQ(h.max(), std::max(a.max().item<double>(), b.max().item<double>()));
+}
+
+TEST(BatchNormFolding, FoldedConvEqualsConvThenBatchNorm) {
+  at::manual_seed(5);
+  Graph g;
+  const int in = g.add_value("x"), conv_out = g.add_value("c"), bn_out = g.add_value("b");
+  g.inputs = {in};
+  Node conv;
+  conv.kind = OpKind::Conv;
+  conv.op = "conv2d";
+  conv.name = "conv";
+  conv.weight = at::randn({6, 3, 3, 3});
+  conv.conv.padding = {1, 1};
+  conv.inputs = {in};
+  conv.outputs = {conv_out};
+  Node bn;
+  bn.kind = OpKind::BatchNorm;
+  bn.op = "batch_norm";
+  bn.name = "bn";
+  bn.bn = {at::rand({6}) + 0.5, at::randn({6}), at::randn({6}), at::rand({6}) + 0.1, 1e-5};
+  bn.inputs = {conv_out};
+  bn.outputs = {bn_out};
+  g.nodes = {conv, bn};
+  g.outputs = {bn_out};
+  at::Tensor x = at::randn({2, 3, 8, 8});
+  at::Tensor expected = at::batch_norm(at::conv2d(x, conv.weight, {}, 1, 1), bn.bn.gamma, bn.bn.beta, bn.bn.mean,
+                                       bn.bn.var, false, 0.0, 1e-5, true);
+  Graph folded = g;
+  EXPECT_EQ(fold_batch_norm(folded), 1);
+  ASSERT_EQ(folded.nodes.size(), 1u);
+  EXPECT_TRUE(folded.nodes[0].folded_bn.gamma.defined());
+  EXPECT_LT(test::max_relative_error(Executor(folded).forward(x), expected), 1e-5);
+  EXPECT_LT(test::max_relative_error(Executor(g).forward(x), expected), 1e-6);
+}
+
+TEST(Scheme, PresetsAndOverrides) {
+  const std::string dir = std::string(XDQ_SOURCE_DIR) + "/configs/presets";
+  Scheme trt = Scheme::load("tensorrt", dir);
+  EXPECT_TRUE(trt.weight_spec(8).narrow_range);
+  EXPECT_TRUE(trt.weight_spec(8).per_channel);
+  EXPECT_FALSE(trt.activation_spec(8, true).unsigned_range);
+  Scheme vitis = Scheme::load("vitis", dir);
+  EXPECT_TRUE(vitis.weight_spec(4).pow2_scale);
+  Scheme academic = Scheme::load("academic", dir);
+  EXPECT_FALSE(academic.activation_spec(4, false).symmetric);
+  EXPECT_TRUE(Scheme::load("snpe", dir).weight_spec(8).per_channel == false);
+  EXPECT_THROW(Scheme::load("nope", dir), Error);
+
+  Graph g;
+  for (const char* name : {"conv1", "layer1.block0.conv1", "layer1.block0.conv2", "fc"}) {
+    Node n;
+    n.kind = std::string(name) == "fc" ? OpKind::Linear : OpKind::Conv;
+    n.name = name;
+    g.nodes.push_back(n);
+  }
+  LayerOverride edges{{"first", "last"}, 8, 8}, glob{{"layer1.*.conv2"}, 2, std::nullopt};
+  EXPECT_TRUE(override_matches(edges, g, 0));
+  EXPECT_FALSE(override_matches(edges, g, 1));
+  EXPECT_TRUE(override_matches(edges, g, 3));
+  EXPECT_TRUE(override_matches(glob, g, 2));
+  EXPECT_FALSE(override_matches(glob, g, 1));
+}

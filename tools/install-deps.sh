@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything xdq needs from Debian 12 packages (run as root). Data comes from packages too:
+# Fashion-MNIST (dataset-fashion-mnist), OpenCV's sample images (opencv-doc), scikit-learn's digits.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  build-essential cmake ninja-build pkg-config \
+  libtorch-dev libopenblas0-openmp \
+  libboost-dev libboost-filesystem-dev libyaml-cpp-dev libtbb-dev libopencv-dev \
+  libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev \
+  python3-torch python3-torchvision \
+  dataset-fashion-mnist opencv-doc python3-sklearn
