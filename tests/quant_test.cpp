@@ -1,5 +1,7 @@
 #include <cmath>
 
+#include <ATen/core/grad_mode.h>
+
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -31,6 +33,21 @@ TEST(FakeQuantize, PerTensorEqualsClosedFormBitForBit) {
   const int z = q.zero_point.item<int>();
   for (int64_t i = 0; i < x.numel(); ++i)
     ASSERT_EQ(y[i].item<float>(), reference_fake_quant(x[i].item<float>(), s, z, 0, 15)) << i;
+}
+
+TEST(FakeQuantize, InferencePathEqualsTorchKernelBitForBit) {
+  at::manual_seed(6);
+  for (const QuantSpec& spec : {QuantSpec{8, false, false, false, true, false}, QuantSpec{4, true, false, true, false, false},
+                                QuantSpec{2, false, false, false, true, false}}) {
+    QParams q = qparams_from_range(spec, Range{-1.3, 2.9});
+    const float s = q.scale.item<float>();
+    // Random values, exact ties (k + 0.5) * s, far outliers and signed zeros.
+    at::Tensor ties = (at::arange(-300, 300, at::kFloat) + 0.5f) * s;
+    at::Tensor x = at::cat({at::randn({100000}) * 2, ties, at::tensor({1e9f, -1e9f, 0.0f, -0.0f})});
+    at::Tensor expected = at::fake_quantize_per_tensor_affine(x, s, q.zero_point.item<int>(), q.qmin, q.qmax);
+    at::NoGradGuard no_grad;
+    EXPECT_TRUE(fake_quantize(x, q).equal(expected)) << spec.describe();
+  }
 }
 
 TEST(FakeQuantize, PerChannelEqualsClosedForm) {

@@ -1,5 +1,9 @@
 #include "xdq/quant/quantizer.h"
 
+#include <algorithm>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 #include <limits>
 #include <sstream>
@@ -57,10 +61,40 @@ QParams qparams_from_range(const QuantSpec& spec, const Range& range) {
   return qparams_from_range(spec, at::scalar_tensor(range.min, at::kDouble), at::scalar_tensor(range.max, at::kDouble));
 }
 
+namespace {
+
+// Inference-only per-tensor fake quantization, bit-identical to torch's kernel: code = clamp(round(x / s))
+// on the grid shifted by z, out = code * s. Rounding to nearest-even by adding and subtracting 1.5 * 2^23
+// (exact for |v| < 2^22, and v is clamped to the grid first), so the loop vectorizes without SSE4.1.
+at::Tensor fake_quantize_inference(const at::Tensor& x_in, float scale, std::int64_t zero, std::int64_t qmin,
+                                   std::int64_t qmax) {
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = at::empty_like(x);
+  const float inv_scale = 1.0f / scale;
+  const float lo = static_cast<float>(qmin - zero), hi = static_cast<float>(qmax - zero);
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 1 << 14, [&](std::int64_t begin, std::int64_t end) {
+    constexpr float kRound = 12582912.0f;
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float v = std::min(std::max(src[i] * inv_scale, lo - 1.0f), hi + 1.0f);
+      const float code = std::min(std::max((v + kRound) - kRound, lo), hi);
+      dst[i] = code * scale;
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& q) {
   if (q.per_channel())
     return at::fake_quantize_per_channel_affine(x, q.scale, q.zero_point, q.axis, q.qmin, q.qmax);
-  return at::fake_quantize_per_tensor_affine(x, q.scale.item<float>(), q.zero_point.item<int>(), q.qmin, q.qmax);
+  const float scale = q.scale.item<float>();
+  const int zero = q.zero_point.item<int>();
+  if (x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
+    return fake_quantize_inference(x, scale, zero, q.qmin, q.qmax);
+  return at::fake_quantize_per_tensor_affine(x, scale, zero, q.qmin, q.qmax);
 }
 
 QParams weight_qparams(const at::Tensor& weight, const QuantSpec& spec, const std::string& method, int mse_steps,

@@ -1,0 +1,106 @@
+// Speed ratios, measured side by side in one run (rounds interleaved, medians compared):
+//   1. W8A8 fake-quantized evaluation throughput / FP32 TorchScript evaluation throughput (batch 256);
+//   2. time to calibrate all activation ranges with kl or mse on 1 024 images / one FP32 forward pass
+//      over the same 1 024 images.
+// Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/jit/serialization/import.h>
+
+#include "xdq/data/fashion_mnist.h"
+#include "xdq/ir/import.h"
+#include "xdq/ir/passes.h"
+#include "xdq/parallel.h"
+#include "xdq/quant/ptq.h"
+
+using namespace xdq;
+
+namespace {
+
+double seconds(const std::function<void()>& f) {
+  const auto t = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_path = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";
+  int threads = 0, rounds = 7;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
+    else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
+    else model_path = a;
+  }
+  threads = apply_thread_count(threads);
+  auto& registry = global_registry();
+  registry.scan(plugin_search_dirs());
+
+  const ImportedModel model = import_torchscript(model_path);
+  torch::jit::Module module = torch::jit::load(model_path);
+  module.eval();
+  const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test);
+  const at::Tensor eval_images = model.preprocess.apply(test.images.slice(0, 0, 2048));
+  const at::Tensor calib_images = model.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(1024, 0).images);
+  const std::int64_t batch = 256;
+
+  Graph folded = model.graph;
+  fold_batch_norm(folded);
+  PtqSettings settings;
+  settings.scheme = Scheme::load("academic", config_dir() + "/presets");
+  auto quantize_with = [&](const std::string& calibrator_name) {
+    QuantizedModel q(folded, settings);
+    const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator_name);
+    auto calibrator = registry.create<Calibrator>(calibrator_name, default_options(plugin.options));
+    q.calibrate_activations(*calibrator, plugin, calib_images, batch);
+    return q;
+  };
+  QuantizedModel w8a8 = quantize_with("minmax");
+  w8a8.set_weight_ranges("minmax");
+  for (auto& layer : w8a8.layers()) layer.quantized_weight = fake_quantize(folded.nodes[layer.node].weight, layer.qparams);
+  const Executor quant_exec = w8a8.executor();
+
+  at::NoGradGuard no_grad;
+  auto run_batches = [&](const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) {
+    for (std::int64_t b = 0; b < images.size(0); b += batch) f(images.slice(0, b, std::min(images.size(0), b + batch)));
+  };
+  auto fp32_forward = [&](const at::Tensor& x) { return module.forward({x}).toTensor(); };
+  auto quant_forward = [&](const at::Tensor& x) { return quant_exec.forward(x); };
+
+  // Warm-up (oneDNN primitive caches, allocator).
+  run_batches(eval_images, fp32_forward);
+  run_batches(eval_images, quant_forward);
+
+  std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib;
+  for (int r = 0; r < rounds; ++r) {
+    fp32_eval.push_back(seconds([&] { run_batches(eval_images, fp32_forward); }));
+    quant_eval.push_back(seconds([&] { run_batches(eval_images, quant_forward); }));
+    fp32_calib_pass.push_back(seconds([&] { run_batches(calib_images, fp32_forward); }));
+    kl_calib.push_back(seconds([&] { quantize_with("kl"); }));
+    mse_calib.push_back(seconds([&] { quantize_with("mse"); }));
+  }
+  const double n_eval = static_cast<double>(eval_images.size(0));
+  std::printf("model %s, threads %d, rounds %d (medians)\n", model_path.c_str(), threads, rounds);
+  std::printf("FP32 TorchScript eval      %8.0f img/s\n", n_eval / median(fp32_eval));
+  std::printf("W8A8 fake-quant eval       %8.0f img/s\n", n_eval / median(quant_eval));
+  std::printf("  ratio quant/fp32 throughput   %.3f   (target >= 0.85)\n", median(fp32_eval) / median(quant_eval));
+  std::printf("FP32 forward, 1024 images  %8.3f s\n", median(fp32_calib_pass));
+  std::printf("kl calibration, 1024 images  %6.3f s   ratio %.3f   (target <= 2)\n", median(kl_calib),
+              median(kl_calib) / median(fp32_calib_pass));
+  std::printf("mse calibration, 1024 images %6.3f s   ratio %.3f   (target <= 2)\n", median(mse_calib),
+              median(mse_calib) / median(fp32_calib_pass));
+  return 0;
+}
