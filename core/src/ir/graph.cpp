@@ -37,7 +37,8 @@ void Graph::remove_dead_nodes() {
     for (const auto& node : nodes) used.insert(node.inputs.begin(), node.inputs.end());
     for (std::size_t i = nodes.size(); i-- > 0;) {
       const auto& outs = nodes[i].outputs;
-      if (std::none_of(outs.begin(), outs.end(), [&](int v) { return used.count(v); })) {
+      // Nodes without outputs are the model's own checks (scripted `if ...: raise`): kept.
+      if (!outs.empty() && std::none_of(outs.begin(), outs.end(), [&](int v) { return used.count(v); })) {
         nodes.erase(nodes.begin() + static_cast<std::ptrdiff_t>(i));
         changed = true;
       }

@@ -90,6 +90,30 @@ std::function<void(std::vector<c10::IValue>&)> prim_operation(const jit::Node* n
   return [op](std::vector<c10::IValue>& stack) mutable { op(stack); };
 }
 
+// A scripted shape check, `if cond: raise ...`: an If without outputs whose branches are empty or only
+// raise. Anything else with control flow is refused at import.
+bool is_guard(const jit::Node* n) {
+  if (n->kind() != c10::prim::If || n->outputs().size() != 0) return false;
+  for (const jit::Block* block : n->blocks())
+    for (const jit::Node* inner : block->nodes())
+      if (inner->kind() != c10::prim::RaiseException && inner->kind() != c10::prim::Constant) return false;
+  return true;
+}
+
+std::function<void(std::vector<c10::IValue>&)> guard_operation(const jit::Node* n, const std::string& where) {
+  std::vector<bool> raises;
+  for (const jit::Block* block : n->blocks()) {
+    bool r = false;
+    for (const jit::Node* inner : block->nodes()) r = r || inner->kind() == c10::prim::RaiseException;
+    raises.push_back(r);
+  }
+  return [raises, where](std::vector<c10::IValue>& stack) {
+    const bool taken_then = stack.at(0).toBool();
+    stack.clear();
+    if (raises[taken_then ? 0 : 1]) throw Error("the model's own input check failed at " + where);
+  };
+}
+
 std::string first_line(const std::string& text) {
   const auto start = text.find_first_not_of(" \n");
   if (start == std::string::npos) return "";
@@ -117,7 +141,7 @@ const std::vector<std::string>& supported_generic_ops() {
       "aten::__getitem__", "aten::select", "aten::slice", "aten::constant_pad_nd", "aten::dropout",
       "aten::dropout_", "aten::feature_dropout", "aten::clone",
       "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
-      "prim::NumToTensor"};
+      "prim::NumToTensor", "aten::gt", "aten::lt", "aten::ge", "aten::le", "aten::eq", "aten::ne", "aten::__not__"};
   return ops;
 }
 
@@ -218,6 +242,8 @@ ImportedModel import_torchscript(const std::string& path) {
         throw Error(path + ": batch_norm at '" + module + "' is in training mode");
       node.bn.eps = constant_input(path, n, 7, "eps").toDouble();
       node.inputs.resize(1);
+    } else if (is_guard(n)) {
+      node.run = guard_operation(n, (module.empty() ? "" : "'" + module + "' ") + node.source);
     } else if (std::find(generic.begin(), generic.end(), kind) != generic.end()) {
       try {
         node.run = prim_operation(n);
