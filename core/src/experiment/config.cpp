@@ -5,6 +5,7 @@
 #include <regex>
 #include <set>
 
+#include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/plugin/registry.h"
 
@@ -12,19 +13,13 @@ namespace xdq {
 
 namespace fs = std::filesystem;
 
-const std::vector<std::string>& known_sources() {
-  static const std::vector<std::string> sources = {"fashion_mnist.train", "fashion_mnist.test"};
-  return sources;
-}
-
 namespace {
 
 void check_source(const ConfigNode& node) {
   const std::string s = node.as_string();
-  const auto& known = known_sources();
-  if (std::find(known.begin(), known.end(), s) != known.end()) return;
+  if (is_known_source(s)) return;
   std::string list;
-  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  for (const auto& k : known_sources()) list += (list.empty() ? "" : ", ") + k;
   node.fail("unknown data source '" + s + "' (known: " + list + ")");
 }
 
@@ -96,7 +91,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   if (root.has("data")) {
     const ConfigNode data = root["data"];
     data.check_keys({"fashion_mnist"});
-    cfg.fashion_mnist_dir = resolve(base, data.get("fashion_mnist", ""));
+    cfg.data.fashion_mnist = resolve(base, data.get("fashion_mnist", ""));
   }
 
   const ConfigNode models = root["models"];

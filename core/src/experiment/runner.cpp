@@ -6,7 +6,7 @@
 #include <ostream>
 #include <sstream>
 
-#include "xdq/data/fashion_mnist.h"
+#include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/import.h"
@@ -25,10 +25,7 @@ class SourceCache {
   const Dataset& get(const std::string& name) {
     auto it = cache_.find(name);
     if (it != cache_.end()) return it->second;
-    const std::string dir = fashion_mnist_dir(cfg_.fashion_mnist_dir);
-    if (name == "fashion_mnist.train") return cache_[name] = load_fashion_mnist(dir, Split::Train);
-    if (name == "fashion_mnist.test") return cache_[name] = load_fashion_mnist(dir, Split::Test);
-    throw Error("unknown data source '" + name + "'");
+    return cache_[name] = load_source(name, cfg_.data);
   }
 
  private:

@@ -1,5 +1,7 @@
 #include "xdq/quant/ptq.h"
 
+#include <algorithm>
+
 #include <ATen/core/grad_mode.h>
 
 #include "xdq/error.h"

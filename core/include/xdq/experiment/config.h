@@ -7,6 +7,7 @@
 
 #include "xdq/config/node.h"
 #include "xdq/config/options.h"
+#include "xdq/data/sources.h"
 #include "xdq/quant/scheme.h"
 
 namespace xdq {
@@ -37,7 +38,7 @@ struct ExperimentConfig {
   std::uint64_t seed = 0;
   int threads = 0;
   std::vector<std::string> plugin_paths;
-  std::string fashion_mnist_dir;
+  DataLocations data;
 
   std::vector<ModelEntry> models;
 
@@ -64,8 +65,5 @@ struct ExperimentConfig {
 // (search path: plugins.paths, $XDQ_PLUGIN_PATH, the build's plugin folder) into `registry`.
 ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
                                  PluginRegistry& registry);
-
-// The data sources an experiment can name.
-const std::vector<std::string>& known_sources();
 
 }  // namespace xdq
