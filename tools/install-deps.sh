@@ -4,7 +4,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
+apt-get install -y -qq \
   build-essential cmake ninja-build pkg-config \
   libtorch-dev libopenblas0-openmp \
   libboost-dev libboost-filesystem-dev libyaml-cpp-dev libtbb-dev libopencv-dev \
