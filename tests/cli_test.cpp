@@ -93,7 +93,7 @@ TEST_F(Cli, BadBitsAndPreset) {
   expect_clean_failure(run_variant("preset: academic", "preset: tpu"), "unknown quantization preset 'tpu'");
 }
 TEST_F(Cli, UnknownDataSource) {
-  expect_clean_failure(run_variant("source: fashion_mnist.train", "source: mnist.train"), "unknown data source 'mnist.train'");
+  expect_clean_failure(run_variant("source: fashion_mnist.train", "source: mnist.train"), "calibration.source: unknown domain 'mnist.train'");
 }
 
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {

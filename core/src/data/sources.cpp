@@ -1,27 +1,143 @@
 #include "xdq/data/sources.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <sstream>
 
-#include "xdq/data/fashion_mnist.h"
+#include <zlib.h>
+
+#include "xdq/data/image_files.h"
 #include "xdq/error.h"
 
 namespace xdq {
 
+namespace {
+
+std::string env_or(const char* var, const std::string& fallback) {
+  const char* v = std::getenv(var);
+  return (v && *v) ? v : fallback;
+}
+
+// digits.csv.gz: 64 pixel values in 0..16 then the label, one digit per line.
+Dataset load_sklearn_digits(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) throw Error(path + ": cannot open (install python3-sklearn or set XDQ_SKLEARN_DIGITS)");
+  std::string text;
+  char buffer[1 << 16];
+  int n;
+  while ((n = gzread(f, buffer, sizeof buffer)) > 0) text.append(buffer, n);
+  gzclose(f);
+  std::vector<float> pixels;
+  std::vector<std::int64_t> labels;
+  std::istringstream lines(text);
+  int line_no = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++line_no;
+    if (line.empty()) continue;
+    std::istringstream fields(line);
+    std::vector<double> values;
+    for (std::string v; std::getline(fields, v, ',');) values.push_back(std::atof(v.c_str()));
+    if (values.size() != 65) throw Error(path + ":" + std::to_string(line_no) + ": expected 65 values");
+    for (int i = 0; i < 64; ++i) pixels.push_back(static_cast<float>(values[i] / 16.0));
+    labels.push_back(static_cast<std::int64_t>(values[64]));
+  }
+  const auto count = static_cast<std::int64_t>(labels.size());
+  return Dataset{"sklearn_digits", at::tensor(pixels).view({count, 1, 8, 8}), at::tensor(labels)};
+}
+
+Dataset noise(const std::string& name, std::int64_t count, const InputShape& s, std::uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const std::vector<std::int64_t> shape{count, s.channels, s.height, s.width};
+  at::Tensor images = name == "noise_gaussian" ? at::normal(0.5, 0.25, shape, gen).clamp_(0.0, 1.0)
+                                               : at::rand(shape, gen);
+  return Dataset{name, images, {}};
+}
+
+}  // namespace
+
+const std::vector<std::string>& known_datasets() {
+  static const std::vector<std::string> names = {"fashion_mnist", "opencv_digits", "sklearn_digits", "natural",
+                                                 "noise_gaussian", "noise_uniform"};
+  return names;
+}
+
+bool is_known_dataset(const std::string& name) {
+  if (name.rfind("folder:", 0) == 0) return name.size() > 7;
+  const auto& k = known_datasets();
+  return std::find(k.begin(), k.end(), name) != k.end();
+}
+
+bool is_labeled_dataset(const std::string& name) {
+  return name != "natural" && name != "noise_gaussian" && name != "noise_uniform";
+}
+
+bool parse_dataset_split(const std::string& name, std::string& dataset, Split& split) {
+  const auto dot = name.rfind('.');
+  if (dot == std::string::npos || name.rfind("folder:", 0) == 0) return false;
+  const std::string suffix = name.substr(dot + 1);
+  if (suffix != "train" && suffix != "test") return false;
+  dataset = name.substr(0, dot);
+  split = suffix == "train" ? Split::Train : Split::Test;
+  return is_known_dataset(dataset);
+}
+
 const std::vector<std::string>& known_sources() {
-  static const std::vector<std::string> sources = {"fashion_mnist.train", "fashion_mnist.test"};
+  static const std::vector<std::string> sources = [] {
+    std::vector<std::string> out;
+    for (const auto& d : known_datasets()) out.insert(out.end(), {d + ".train", d + ".test"});
+    return out;
+  }();
   return sources;
 }
 
 bool is_known_source(const std::string& name) {
-  const auto& known = known_sources();
-  return std::find(known.begin(), known.end(), name) != known.end();
+  std::string dataset;
+  Split split;
+  return parse_dataset_split(name, dataset, split);
 }
 
-Dataset load_source(const std::string& name, const DataLocations& where) {
-  const std::string dir = fashion_mnist_dir(where.fashion_mnist);
-  if (name == "fashion_mnist.train") return load_fashion_mnist(dir, Split::Train);
-  if (name == "fashion_mnist.test") return load_fashion_mnist(dir, Split::Test);
-  throw Error("unknown data source '" + name + "'");
+at::Tensor fit_to_input(const at::Tensor& images_in, const InputShape& shape) {
+  at::Tensor images = images_in;
+  const auto c = images.size(1);
+  if (c != shape.channels) {
+    if (c == 3 && shape.channels == 1) {
+      images = (images.select(1, 0) * 0.299 + images.select(1, 1) * 0.587 + images.select(1, 2) * 0.114).unsqueeze(1);
+    } else if (c == 1) {
+      images = images.expand({-1, shape.channels, -1, -1}).contiguous();
+    } else {
+      throw Error("cannot convert " + std::to_string(c) + "-channel images to " + std::to_string(shape.channels));
+    }
+  }
+  const auto h = images.size(2), w = images.size(3);
+  if (h == shape.height && w == shape.width) return images.contiguous();
+  if (h >= shape.height && w >= shape.width) return at::adaptive_avg_pool2d(images, {shape.height, shape.width}).contiguous();
+  return at::upsample_bilinear2d(images, {shape.height, shape.width}, false).clamp_(0.0, 1.0).contiguous();
+}
+
+Dataset load_dataset(const std::string& name, Split split, const DataLocations& where, const InputShape& shape,
+                     std::int64_t count, std::uint64_t seed) {
+  Dataset d;
+  if (name == "fashion_mnist") {
+    d = load_fashion_mnist(fashion_mnist_dir(where.fashion_mnist), split);
+  } else if (name == "sklearn_digits") {
+    d = load_sklearn_digits(where.sklearn_digits.empty()
+                                ? env_or("XDQ_SKLEARN_DIGITS", "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz")
+                                : where.sklearn_digits);
+  } else if (name == "opencv_digits" || name == "natural") {
+    const std::string dir = where.opencv_samples.empty()
+                                ? env_or("XDQ_OPENCV_SAMPLES_DIR", "/usr/share/doc/opencv-doc/examples/data")
+                                : where.opencv_samples;
+    d = name == "opencv_digits" ? load_opencv_digits(dir, split) : natural_crops(dir, count, shape, seed);
+  } else if (name == "noise_gaussian" || name == "noise_uniform") {
+    d = noise(name, count, shape, seed);
+  } else if (name.rfind("folder:", 0) == 0) {
+    d = load_image_folder(name.substr(7), shape);
+  } else {
+    throw Error("unknown dataset '" + name + "'");
+  }
+  d.name = name + (split == Split::Train ? ".train" : ".test");
+  d.images = fit_to_input(d.images, shape);
+  return d;
 }
 
 }  // namespace xdq

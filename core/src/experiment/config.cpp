@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -14,14 +15,6 @@ namespace xdq {
 namespace fs = std::filesystem;
 
 namespace {
-
-void check_source(const ConfigNode& node) {
-  const std::string s = node.as_string();
-  if (is_known_source(s)) return;
-  std::string list;
-  for (const auto& k : known_sources()) list += (list.empty() ? "" : ", ") + k;
-  node.fail("unknown data source '" + s + "' (known: " + list + ")");
-}
 
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute()) return p;
@@ -37,6 +30,48 @@ BitSetting parse_bits(const ConfigNode& node) {
   if (b.w_bits < 2 || b.w_bits > 8) node.fail("weight bits must be in [2, 8], got " + std::to_string(b.w_bits));
   if (b.a_bits < 2 || b.a_bits > 16) node.fail("activation bits must be in [2, 16], got " + std::to_string(b.a_bits));
   return b;
+}
+
+std::vector<TransformChoice> parse_transforms(const ConfigNode& list, const PluginRegistry& registry) {
+  std::vector<TransformChoice> out;
+  if (!list.defined()) return out;
+  if (!list.is_sequence()) list.fail("expected a list of {name, severity}");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const ConfigNode item = list[i];
+    TransformChoice t;
+    const ConfigNode name = item.is_map() ? item["name"] : item;
+    t.name = name.as_string();
+    const PluginRecord* plugin = registry.find(PluginKind::DomainTransform, t.name);
+    if (!plugin) name.fail(registry.unknown_name_message(PluginKind::DomainTransform, t.name));
+    if (item.is_map() && item.has("severity")) {
+      const long long sev = item["severity"].as_int();
+      if (sev < 1 || sev > 5) item["severity"].fail("expected an integer in [1, 5], got " + std::to_string(sev));
+      t.severity = static_cast<int>(sev);
+    }
+    t.options = item.is_map() ? validate_options(item, plugin->options, {"name", "severity"}) : default_options(plugin->options);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// A domain reference: a declared domain, "dataset.split", or a bare dataset name.
+DomainSpec resolve_domain(const ConfigNode& ref, const std::map<std::string, DomainSpec>& declared) {
+  const std::string name = ref.as_string();
+  if (auto it = declared.find(name); it != declared.end()) return it->second;
+  DomainSpec d;
+  d.name = name;
+  if (parse_dataset_split(name, d.dataset, d.split)) {
+    d.fixed_split = true;
+    return d;
+  }
+  if (is_known_dataset(name)) {
+    d.dataset = name;
+    return d;
+  }
+  std::string known;
+  for (const auto& [k, v] : declared) known += (known.empty() ? "" : ", ") + k;
+  for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
+  ref.fail("unknown domain '" + name + "' (declared domains and datasets: " + known + "; or dataset.train / dataset.test)");
 }
 
 std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind, const PluginRegistry& registry) {
@@ -74,7 +109,8 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   }
   cfg.root = root;
   const fs::path base = fs::path(path).parent_path();
-  root.check_keys({"experiment", "seed", "threads", "plugins", "data", "models", "calibration", "test", "quantization"});
+  root.check_keys({"experiment", "seed", "threads", "plugins", "data", "domains", "models", "calibration", "test",
+                   "quantization"});
   cfg.name = root["experiment"].as_string();
   cfg.seed = static_cast<std::uint64_t>(root.get("seed", 0LL));
   cfg.threads = root.get("threads", 0);
@@ -90,8 +126,33 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
 
   if (root.has("data")) {
     const ConfigNode data = root["data"];
-    data.check_keys({"fashion_mnist"});
+    data.check_keys({"fashion_mnist", "opencv_samples", "sklearn_digits"});
     cfg.data.fashion_mnist = resolve(base, data.get("fashion_mnist", ""));
+    cfg.data.opencv_samples = resolve(base, data.get("opencv_samples", ""));
+    cfg.data.sklearn_digits = resolve(base, data.get("sklearn_digits", ""));
+  }
+
+  std::map<std::string, DomainSpec> declared;
+  if (root.has("domains")) {
+    const ConfigNode domains = root["domains"];
+    domains.require_map();
+    for (const auto& name : domains.keys()) {
+      const ConfigNode d = domains[name];
+      d.check_keys({"dataset", "transforms"});
+      DomainSpec spec;
+      spec.name = name;
+      spec.dataset = d["dataset"].as_string();
+      if (spec.dataset.rfind("folder:", 0) == 0) spec.dataset = "folder:" + resolve(base, spec.dataset.substr(7));
+      if (!is_known_dataset(spec.dataset)) {
+        std::string known;
+        for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
+        d["dataset"].fail("unknown dataset '" + spec.dataset + "' (known: " + known + ", folder:PATH)");
+      }
+      if (spec.dataset.rfind("folder:", 0) == 0 && !std::filesystem::is_directory(spec.dataset.substr(7)))
+        d["dataset"].fail("image folder not found: " + spec.dataset.substr(7));
+      spec.transforms = parse_transforms(d["transforms"], registry);
+      declared[name] = spec;
+    }
   }
 
   const ConfigNode models = root["models"];
@@ -99,7 +160,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   std::set<std::string> model_names;
   for (std::size_t i = 0; i < models.size(); ++i) {
     const ConfigNode m = models[i];
-    m.check_keys({"name", "path", "mean", "std"});
+    m.check_keys({"name", "path", "mean", "std", "input_size"});
     ModelEntry e;
     e.path = resolve(base, m["path"].as_string());
     if (!fs::is_regular_file(e.path)) m["path"].fail("model file not found: " + e.path);
@@ -113,13 +174,22 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
       for (double s : e.std)
         if (!(s > 0)) m["std"].fail("expected positive numbers");
     }
+    if (m.has("input_size")) {
+      const auto size = m["input_size"].as_int_list();
+      if (size.size() != 2 || size[0] < 1 || size[1] < 1) m["input_size"].fail("expected [height, width]");
+      e.height = size[0];
+      e.width = size[1];
+    }
     cfg.models.push_back(e);
   }
 
   const ConfigNode calib = root["calibration"];
-  calib.check_keys({"source", "count", "batch_size"});
-  check_source(calib["source"]);
-  cfg.calibration_source = calib["source"].as_string();
+  calib.check_keys({"source", "domains", "count", "batch_size"});
+  if (calib.has("source") == calib.has("domains")) calib.fail("give either domains (a list) or source (one name)");
+  const ConfigNode calib_list = calib.has("domains") ? calib["domains"] : calib["source"];
+  for (std::size_t i = 0; i < (calib_list.is_sequence() ? calib_list.size() : 1); ++i)
+    cfg.calibration_domains.push_back(resolve_domain(calib_list.is_sequence() ? calib_list[i] : calib_list, declared));
+  if (cfg.calibration_domains.empty()) calib_list.fail("expected at least one calibration domain");
   cfg.calibration_count = calib.get("count", cfg.calibration_count);
   if (cfg.calibration_count < 1) calib["count"].fail("expected an integer >= 1");
   cfg.batch_size = calib.get("batch_size", cfg.batch_size);
@@ -127,10 +197,15 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
 
   const ConfigNode test = root["test"];
   test.check_keys({"domains", "count"});
-  cfg.test_domains = test["domains"].as_string_list();
-  if (cfg.test_domains.empty()) test["domains"].fail("expected at least one test domain");
-  for (std::size_t i = 0; i < cfg.test_domains.size(); ++i)
-    check_source(test["domains"].is_sequence() ? test["domains"][i] : test["domains"]);
+  const ConfigNode test_list = test["domains"];
+  for (std::size_t i = 0; i < (test_list.is_sequence() ? test_list.size() : 1); ++i) {
+    const ConfigNode ref = test_list.is_sequence() ? test_list[i] : test_list;
+    DomainSpec d = resolve_domain(ref, declared);
+    if (!is_labeled_dataset(d.dataset)) ref.fail("test domain '" + d.name + "' has no labels (dataset " + d.dataset + ")");
+    d.line = ref.where();
+    cfg.test_domains.push_back(d);
+  }
+  if (cfg.test_domains.empty()) test_list.fail("expected at least one test domain");
   cfg.test_count = test.get("count", cfg.test_count);
   if (cfg.test_count < 0) test["count"].fail("expected an integer >= 0 (0: all)");
 

@@ -1,5 +1,7 @@
 #include "xdq/experiment/results.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -25,7 +27,7 @@ std::string results_json(const ExperimentResults& results) {
     run["a_bits"] = r.a_bits;
     run["calibrator"] = r.calibrator;
     run["rounding"] = r.rounding;
-    run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}};
+    run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}, {"domain", r.calibration_domain}};
     run["results"] = nlohmann::ordered_json::array();
     for (const auto& d : r.results)
       run["results"].push_back(
@@ -38,12 +40,12 @@ std::string results_json(const ExperimentResults& results) {
 
 std::string results_csv(const ExperimentResults& results) {
   std::ostringstream out;
-  out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,domain,n,fp32_top1,quant_top1,seconds\n";
+  out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,domain,n,fp32_top1,quant_top1,seconds\n";
   out << std::setprecision(6);
   for (const auto& r : results.runs)
     for (const auto& d : r.results)
       out << r.id << "," << r.model << "," << r.w_bits << "," << r.a_bits << "," << r.calibrator << "," << r.rounding
-          << "," << r.calibration_source << "," << r.calibration_count << "," << d.domain << "," << d.n << ","
+          << "," << r.calibration_source << "," << r.calibration_count << "," << r.calibration_domain << "," << d.domain << "," << d.n << ","
           << d.fp32_top1 << "," << d.quant_top1 << "," << r.seconds << "\n";
   return out.str();
 }
@@ -57,9 +59,87 @@ std::string results_markdown(const ExperimentResults& results, const std::string
   for (const auto& r : results.runs)
     for (const auto& d : r.results)
       out << "| " << r.model << " | w" << r.w_bits << "a" << r.a_bits << " | " << r.calibrator << " | " << r.rounding
-          << " | " << r.calibration_source << " (" << r.calibration_count << ") | " << d.domain << " | " << d.n
+          << " | " << r.calibration_domain << " (" << r.calibration_count << ") | " << d.domain << " | " << d.n
           << " | " << std::setprecision(2) << 100 * d.fp32_top1 << " % | " << 100 * d.quant_top1 << " % | "
           << std::showpos << 100 * (d.quant_top1 - d.fp32_top1) << std::noshowpos << " |\n";
+  return out.str();
+}
+
+std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
+  std::vector<GapMatrix> out;
+  auto index_of = [](std::vector<std::string>& list, const std::string& v) {
+    auto it = std::find(list.begin(), list.end(), v);
+    if (it != list.end()) return static_cast<std::size_t>(it - list.begin());
+    list.push_back(v);
+    return list.size() - 1;
+  };
+  for (const auto& r : results.runs) {
+    const std::string setting = "w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator + "/" + r.rounding;
+    auto m = std::find_if(out.begin(), out.end(), [&](const GapMatrix& g) { return g.model == r.model && g.setting == setting; });
+    if (m == out.end()) {
+      out.push_back({r.model, setting, {}, {}, {}, {}});
+      m = out.end() - 1;
+    }
+    const std::size_t a = index_of(m->calibration_domains, r.calibration_domain);
+    for (const auto& d : r.results) {
+      const std::size_t b = index_of(m->test_domains, d.domain);
+      m->fp32_top1.resize(m->test_domains.size(), std::nan(""));
+      m->fp32_top1[b] = d.fp32_top1;
+      m->quant_top1.resize(m->calibration_domains.size());
+      for (auto& row : m->quant_top1) row.resize(m->test_domains.size(), std::nan(""));
+      m->quant_top1[a][b] = d.quant_top1;
+    }
+  }
+  return out;
+}
+
+std::string gap_matrix_markdown(const GapMatrix& m) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  auto header = [&](const std::string& corner) {
+    out << "| " << corner << " |";
+    for (const auto& b : m.test_domains) out << " " << b << " |";
+    out << "\n|---|";
+    for (std::size_t j = 0; j < m.test_domains.size(); ++j) out << "---:|";
+    out << "\n";
+  };
+  auto cell = [&](double v, bool sign) {
+    if (std::isnan(v)) return std::string(" – |");
+    std::ostringstream c;
+    c << std::fixed << std::setprecision(2) << " " << (sign && v >= 0 ? "+" : "") << v << " |";
+    return c.str();
+  };
+  out << "#### " << m.model << " " << m.setting << ": quantized top-1 (%)\n\n";
+  header("calibrated on \\ tested on");
+  out << "| *FP32* |";
+  for (double v : m.fp32_top1) out << cell(100 * v, false);
+  out << "\n";
+  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+    out << "| " << m.calibration_domains[a] << " |";
+    for (double v : m.quant_top1[a]) out << cell(100 * v, false);
+    out << "\n";
+  }
+  out << "\nGap to calibrating in-domain (points; columns whose domain is also a calibration domain):\n\n";
+  header("calibrated on");
+  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+    out << "| " << m.calibration_domains[a] << " |";
+    for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
+      const auto self = std::find(m.calibration_domains.begin(), m.calibration_domains.end(), m.test_domains[b]);
+      const double in_domain = self == m.calibration_domains.end()
+                                   ? std::nan("")
+                                   : m.quant_top1[static_cast<std::size_t>(self - m.calibration_domains.begin())][b];
+      out << cell(100 * (m.quant_top1[a][b] - in_domain), true);
+    }
+    out << "\n";
+  }
+  out << "\nGap to FP32 on the test domain (points):\n\n";
+  header("calibrated on");
+  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+    out << "| " << m.calibration_domains[a] << " |";
+    for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * (m.quant_top1[a][b] - m.fp32_top1[b]), true);
+    out << "\n";
+  }
+  out << "\n";
   return out.str();
 }
 

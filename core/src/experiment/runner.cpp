@@ -1,11 +1,14 @@
 #include "xdq/experiment/runner.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <iomanip>
 #include <map>
 #include <ostream>
 #include <sstream>
 
+#include "xdq/data/image_files.h"
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
@@ -19,22 +22,39 @@ namespace xdq {
 
 namespace {
 
-class SourceCache {
+// Domains are loaded once per run: a calibration set is computed once and tested on every test domain.
+class DomainCache {
  public:
-  explicit SourceCache(const ExperimentConfig& cfg) : cfg_(cfg) {}
-  const Dataset& get(const std::string& name) {
-    auto it = cache_.find(name);
-    if (it != cache_.end()) return it->second;
-    return cache_[name] = load_source(name, cfg_.data);
+  DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry) : cfg_(cfg), registry_(registry) {}
+
+  const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count) {
+    const Split split = d.fixed_split ? d.split : default_split;
+    const std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
+                            std::to_string(shape.channels) + "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
+    if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+    Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, cfg_.seed);
+    if (count > 0) ds = ds.subset(count, cfg_.seed);
+    for (std::size_t k = 0; k < d.transforms.size(); ++k) {
+      const TransformChoice& t = d.transforms[k];
+      const PluginRecord& plugin = registry_.get(PluginKind::DomainTransform, t.name);
+      auto transform = registry_.create<DomainTransform>(t.name, t.options);
+      ds.images = plugin_call(plugin, "apply", [&] { return transform->apply(ds.images, t.severity, cfg_.seed + 7919 * (k + 1)); });
+    }
+    return cache_[key] = std::move(ds);
   }
 
  private:
   const ExperimentConfig& cfg_;
+  PluginRegistry& registry_;
   std::map<std::string, Dataset> cache_;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+std::string split_name(const DomainSpec& d, Split default_split) {
+  return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
 }
 
 YAML::Node plugin_list_yaml(const std::vector<PluginChoice>& choices) {
@@ -66,11 +86,11 @@ YAML::Node spec_yaml(const QuantSpec& spec) {
 }  // namespace
 
 ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
-                                 std::string* resolved_yaml) {
+                                 std::string* resolved_yaml, std::map<std::string, std::string>* pictures) {
   const int threads = apply_thread_count(cfg.threads);
   ExperimentResults results;
   results.experiment = cfg.name;
-  SourceCache sources(cfg);
+  DomainCache domains(cfg, registry);
 
   YAML::Node resolved;
   resolved["experiment"] = cfg.name;
@@ -78,92 +98,128 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
   resolved["threads"] = threads;
   resolved["source_file"] = cfg.file;
 
-  const std::size_t total = cfg.models.size() * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
-  std::size_t index = 0;
+  // Everything that can be refused is checked before any calibration or evaluation starts.
+  struct Prepared {
+    ImportedModel model;
+    Preprocess pre;
+    InputShape shape;
+    std::vector<const Dataset*> tests;
+  };
+  std::vector<Prepared> prepared;
   for (const ModelEntry& entry : cfg.models) {
-    ImportedModel model = import_torchscript(entry.path);
-    Preprocess pre = model.preprocess;
-    if (entry.has_preprocess) pre = Preprocess{entry.mean, entry.std};
-    else if (!model.has_preprocess)
+    Prepared p{import_torchscript(entry.path), {}, {}, {}};
+    p.pre = p.model.preprocess;
+    if (entry.has_preprocess) p.pre = Preprocess{entry.mean, entry.std};
+    else if (!p.model.has_preprocess)
       progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
+    const auto layers = p.model.graph.layer_nodes();
+    if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
+    const Node& first = p.model.graph.nodes[layers.front()];
+    p.shape = {first.kind == OpKind::Conv ? first.weight.size(1) : 1, entry.height, entry.width};
+    at::NoGradGuard no_grad;
+    const std::int64_t classes = Executor(p.model.graph).forward(p.pre.apply(at::zeros({1, p.shape.channels, p.shape.height, p.shape.width}))).size(1);
+    for (const DomainSpec& d : cfg.test_domains) {
+      const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count);
+      const std::int64_t max_label = ds.labels.max().item<std::int64_t>();
+      if (max_label >= classes)
+        throw Error(d.line + ": test domain '" + d.name + "' has label " + std::to_string(max_label) + " but model '" +
+                    entry.name + "' has " + std::to_string(classes) + " classes");
+      p.tests.push_back(&ds);
+    }
+    prepared.push_back(std::move(p));
+  }
 
-    const Dataset calibration = sources.get(cfg.calibration_source).subset(cfg.calibration_count, cfg.seed);
-    const at::Tensor calib_images = pre.apply(calibration.images);
-    std::vector<Dataset> tests;
-    for (const auto& d : cfg.test_domains)
-      tests.push_back(cfg.test_count > 0 ? sources.get(d).subset(cfg.test_count, cfg.seed) : sources.get(d));
-
-    const Executor fp32(model.graph);
+  const std::size_t total = cfg.models.size() * cfg.calibration_domains.size() * cfg.bits.size() *
+                            cfg.calibrators.size() * cfg.rounding.size();
+  std::size_t index = 0;
+  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
+    const ModelEntry& entry = cfg.models[mi];
+    const Prepared& p = prepared[mi];
+    const Executor fp32(p.model.graph);
     std::vector<double> fp32_top1;
-    for (const auto& t : tests)
-      fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, pre, cfg.batch_size));
+    for (const Dataset* t : p.tests)
+      fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, p.pre, cfg.batch_size));
 
-    Graph folded = model.graph;
+    Graph folded = p.model.graph;
     const int folded_pairs = cfg.fold_bn ? fold_batch_norm(folded) : 0;
-
     YAML::Node m;
     m["name"] = entry.name;
     m["path"] = entry.path;
     m["hash"] = file_hash(entry.path);
-    m["mean"] = pre.mean;
-    m["std"] = pre.std;
+    m["mean"] = p.pre.mean;
+    m["std"] = p.pre.std;
+    m["input"] = std::vector<std::int64_t>{p.shape.channels, p.shape.height, p.shape.width};
     m["folded_bn"] = folded_pairs;
     resolved["models"].push_back(m);
-    YAML::Node c;
-    c["source"] = cfg.calibration_source;
-    c["count"] = calibration.size();
-    c["seed"] = cfg.seed;
-    c["hash"] = calibration.content_hash();
-    resolved["calibration"][entry.name] = c;
 
-    for (const BitSetting& bits : cfg.bits) {
-      PtqSettings settings;
-      settings.w_bits = bits.w_bits;
-      settings.a_bits = bits.a_bits;
-      settings.scheme = cfg.scheme;
-      settings.overrides = cfg.overrides;
-      for (const PluginChoice& cal : cfg.calibrators) {
-        const auto calibration_start = std::chrono::steady_clock::now();
-        const PluginRecord& cal_plugin = registry.get(PluginKind::Calibrator, cal.name);
-        auto calibrator = registry.create<Calibrator>(cal.name, cal.options);
-        QuantizedModel calibrated(folded, settings);
-        calibrated.calibrate_activations(*calibrator, cal_plugin, calib_images, cfg.batch_size);
-        calibrated.set_weight_ranges(cfg.weight_range);
-        const double calibration_seconds = seconds_since(calibration_start);
-        for (const PluginChoice& rnd : cfg.rounding) {
-          const auto start = std::chrono::steady_clock::now();
-          const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
-          auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
-          QuantizedModel quantized = calibrated;
-          quantized.round_weights(*optimizer, rnd_plugin, calib_images, cfg.seed);
-          const Executor exec = quantized.executor();
-          RunResult run;
-          run.model = entry.name;
-          run.w_bits = bits.w_bits;
-          run.a_bits = bits.a_bits;
-          run.calibrator = cal.label;
-          run.rounding = rnd.label;
-          run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
-          run.calibration_source = cfg.calibration_source;
-          run.calibration_count = calibration.size();
-          std::ostringstream line;
-          line << "[" << ++index << "/" << total << "] " << run.id << std::fixed << std::setprecision(4);
-          for (std::size_t t = 0; t < tests.size(); ++t) {
-            DomainResult d;
-            d.domain = cfg.test_domains[t];
-            d.n = tests[t].size();
-            d.fp32_top1 = fp32_top1[t];
-            d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, tests[t], pre, cfg.batch_size);
-            line << "  " << d.domain << ": fp32 " << d.fp32_top1 << " quant " << d.quant_top1;
-            run.results.push_back(d);
+    for (const DomainSpec& domain : cfg.calibration_domains) {
+      const Dataset& calibration = domains.get(domain, Split::Train, p.shape, cfg.calibration_count);
+      const at::Tensor calib_images = p.pre.apply(calibration.images);
+      YAML::Node c;
+      c["model"] = entry.name;
+      c["domain"] = domain.name;
+      c["source"] = split_name(domain, Split::Train);
+      c["count"] = calibration.size();
+      c["hash"] = calibration.content_hash();
+      resolved["calibration_sets"].push_back(c);
+      if (pictures && image_output_available())
+        (*pictures)["domain_" + domain.name + ".png"] = render_strip_png(calibration.images.slice(0, 0, 10), 3);
+
+      for (const BitSetting& bits : cfg.bits) {
+        PtqSettings settings;
+        settings.w_bits = bits.w_bits;
+        settings.a_bits = bits.a_bits;
+        settings.scheme = cfg.scheme;
+        settings.overrides = cfg.overrides;
+        for (const PluginChoice& cal : cfg.calibrators) {
+          const auto calibration_start = std::chrono::steady_clock::now();
+          const PluginRecord& cal_plugin = registry.get(PluginKind::Calibrator, cal.name);
+          auto calibrator = registry.create<Calibrator>(cal.name, cal.options);
+          QuantizedModel calibrated(folded, settings);
+          calibrated.calibrate_activations(*calibrator, cal_plugin, calib_images, cfg.batch_size);
+          calibrated.set_weight_ranges(cfg.weight_range);
+          const double calibration_seconds = seconds_since(calibration_start);
+          for (const PluginChoice& rnd : cfg.rounding) {
+            const auto start = std::chrono::steady_clock::now();
+            const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
+            auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
+            QuantizedModel quantized = calibrated;
+            quantized.round_weights(*optimizer, rnd_plugin, calib_images, cfg.seed);
+            const Executor exec = quantized.executor();
+            RunResult run;
+            run.model = entry.name;
+            run.w_bits = bits.w_bits;
+            run.a_bits = bits.a_bits;
+            run.calibrator = cal.label;
+            run.rounding = rnd.label;
+            run.calibration_domain = domain.name;
+            run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
+            if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
+            run.calibration_source = split_name(domain, Split::Train);
+            run.calibration_count = calibration.size();
+            std::ostringstream line;
+            line << "[" << ++index << "/" << total << "] " << run.id << std::fixed << std::setprecision(4);
+            for (std::size_t t = 0; t < p.tests.size(); ++t) {
+              DomainResult d;
+              d.domain = cfg.test_domains[t].name;
+              d.n = p.tests[t]->size();
+              d.fp32_top1 = fp32_top1[t];
+              d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *p.tests[t], p.pre, cfg.batch_size);
+              line << "  " << d.domain << " " << d.quant_top1;
+              run.results.push_back(d);
+            }
+            run.seconds = calibration_seconds + seconds_since(start);
+            line << "  (" << std::setprecision(1) << run.seconds << " s)";
+            progress << line.str() << std::endl;
+            results.runs.push_back(std::move(run));
           }
-          run.seconds = calibration_seconds + seconds_since(start);
-          line << "  (" << std::setprecision(1) << run.seconds << " s)";
-          progress << line.str() << std::endl;
-          results.runs.push_back(std::move(run));
         }
       }
     }
+    if (pictures && image_output_available())
+      for (const DomainSpec& d : cfg.test_domains)
+        (*pictures)["domain_" + d.name + ".png"] =
+            render_strip_png(domains.get(d, Split::Test, p.shape, cfg.test_count).images.slice(0, 0, 10), 3);
   }
 
   if (resolved_yaml) {
@@ -186,7 +242,20 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     q["rounding"] = plugin_list_yaml(cfg.rounding);
     resolved["quantization"] = q;
     resolved["calibration_batch_size"] = cfg.batch_size;
-    resolved["test"]["domains"] = cfg.test_domains;
+    for (const auto* list : {&cfg.calibration_domains, &cfg.test_domains})
+      for (const auto& d : *list) {
+        YAML::Node dn;
+        dn["dataset"] = d.dataset;
+        if (d.fixed_split) dn["split"] = d.split == Split::Train ? "train" : "test";
+        for (const auto& t : d.transforms) {
+          YAML::Node tn;
+          tn["name"] = t.name;
+          tn["severity"] = t.severity;
+          dn["transforms"].push_back(tn);
+        }
+        resolved["domains"][d.name] = dn;
+      }
+    for (const auto& d : cfg.test_domains) resolved["test"]["domains"].push_back(d.name);
     resolved["test"]["count"] = cfg.test_count;
     YAML::Emitter out;
     out << resolved;
@@ -200,14 +269,38 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
 ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
                                     std::ostream& progress) {
   std::string resolved;
-  ExperimentResults results = run_experiment(cfg, registry, progress, &resolved);
-  std::ostringstream header;
-  header << "Source: `" << cfg.file << "`; preset `" << cfg.preset << "`, weight ranges `" << cfg.weight_range
+  std::map<std::string, std::string> files;
+  ExperimentResults results = run_experiment(cfg, registry, progress, &resolved, &files);
+  std::ostringstream report;
+  report << "Source: `" << cfg.file << "`; preset `" << cfg.preset << "`, weight ranges `" << cfg.weight_range
          << "`, seed " << cfg.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
-  write_files_atomically(out_dir, {{"config.resolved.yaml", resolved},
-                                   {"results.json", results_json(results)},
-                                   {"results.csv", results_csv(results)},
-                                   {"report.md", results_markdown(results, header.str())}});
+  std::string body = results_markdown(results, report.str());
+  if (cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1) {
+    body += "\n## Cross-domain gap matrices\n\n";
+    for (const GapMatrix& m : gap_matrices(results)) {
+      std::string file = "gap_" + m.model + "_" + m.setting + ".png";
+      std::replace(file.begin(), file.end(), '/', '_');
+      if (image_output_available()) {
+        std::vector<std::vector<double>> percent = m.quant_top1;
+        for (auto& row : percent)
+          for (auto& v : row) v *= 100;
+        files[file] = render_heatmap_png(m.model + " " + m.setting + ": quantized top-1 (%)", m.calibration_domains,
+                                         m.test_domains, percent);
+        body += "![" + m.setting + "](" + file + ")\n\n";
+      }
+      body += gap_matrix_markdown(m);
+    }
+    if (image_output_available()) {
+      body += "## Domains (samples)\n\n";
+      for (const auto& [name, bytes] : files)
+        if (name.rfind("domain_", 0) == 0) body += "`" + name.substr(7, name.size() - 11) + "` ![](" + name + ")\n\n";
+    }
+  }
+  files["config.resolved.yaml"] = resolved;
+  files["results.json"] = results_json(results);
+  files["results.csv"] = results_csv(results);
+  files["report.md"] = body;
+  write_files_atomically(out_dir, files);
   return results;
 }
 

@@ -16,6 +16,7 @@ class PluginRegistry;
 
 struct ModelEntry {
   std::string name;
+  std::int64_t height = 28, width = 28;  // input size; channels come from the first conv
   std::string path;                  // resolved against the experiment file's folder
   bool has_preprocess = false;       // else from the model's own attributes
   std::vector<double> mean, std;
@@ -25,6 +26,23 @@ struct PluginChoice {
   std::string name;
   std::string label;  // unique within its list: name, or the config's `label`
   Options options;
+};
+
+struct TransformChoice {
+  std::string name;
+  int severity = 3;
+  Options options;
+};
+
+// A domain: a dataset (its train split calibrates, its test split tests, unless the reference named a
+// split) with a chain of transforms applied in order.
+struct DomainSpec {
+  std::string name;
+  std::string dataset;
+  bool fixed_split = false;
+  Split split = Split::Train;
+  std::vector<TransformChoice> transforms;
+  std::string line;  // where a test domain was named (file:line key), for errors found when loading it
 };
 
 struct BitSetting {
@@ -42,11 +60,11 @@ struct ExperimentConfig {
 
   std::vector<ModelEntry> models;
 
-  std::string calibration_source = "fashion_mnist.train";
+  std::vector<DomainSpec> calibration_domains;  // A
   std::int64_t calibration_count = 1024;
   std::int64_t batch_size = 256;
 
-  std::vector<std::string> test_domains{"fashion_mnist.test"};
+  std::vector<DomainSpec> test_domains;  // B
   std::int64_t test_count = 0;  // 0: the whole test set
 
   std::string preset = "academic";

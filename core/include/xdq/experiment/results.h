@@ -1,7 +1,8 @@
 #pragma once
 // The results contract (later features extend it, never break it):
 // results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
-//   "calibration": {"source", "count"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}], "seconds"}]}
+//   "calibration": {"source", "count", "domain"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
+//   "seconds"}]}
 // with top-1 as a fraction in [0, 1]. results.csv has one row per run x test domain.
 #include <cstdint>
 #include <map>
@@ -21,7 +22,8 @@ struct RunResult {
   std::string id, model;
   int w_bits = 8, a_bits = 8;
   std::string calibrator, rounding;
-  std::string calibration_source;
+  std::string calibration_source;  // dataset split, e.g. fashion_mnist.train
+  std::string calibration_domain;  // domain name (dataset + transforms)
   std::int64_t calibration_count = 0;
   std::vector<DomainResult> results;
   double seconds = 0.0;
@@ -35,6 +37,19 @@ struct ExperimentResults {
 std::string results_json(const ExperimentResults& results);
 std::string results_csv(const ExperimentResults& results);
 std::string results_markdown(const ExperimentResults& results, const std::string& header);
+
+// The cross-domain matrix of one setting (model x bits x calibrator x rounding): rows are calibration
+// domains A, columns test domains B.
+struct GapMatrix {
+  std::string model, setting;  // setting: "w4a4/mse/nearest"
+  std::vector<std::string> calibration_domains, test_domains;
+  std::vector<std::vector<double>> quant_top1;  // [A][B], NaN where not run
+  std::vector<double> fp32_top1;                // [B]
+};
+std::vector<GapMatrix> gap_matrices(const ExperimentResults& results);
+// Markdown: quantized top-1 per (A, B), the gap to calibrating in-domain (A = B, when B is also a
+// calibration domain) and the gap to FP32 on B, in points.
+std::string gap_matrix_markdown(const GapMatrix& m);
 
 // Writes every file (name -> content) into `dir` atomically: each goes to a temporary name first and
 // is renamed only after all were written, so a failure leaves no partial result files.

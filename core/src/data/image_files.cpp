@@ -1,0 +1,165 @@
+#include "xdq/data/image_files.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "xdq/data/sources.h"
+#include "xdq/error.h"
+
+namespace xdq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+cv::Mat read_image(const std::string& path, int flags) {
+  cv::Mat m = cv::imread(path, flags);
+  if (m.empty()) throw Error(path + ": cannot read image");
+  return m;
+}
+
+// 8-bit Mat (gray or BGR) -> float [C, H, W] in [0, 1], RGB order.
+at::Tensor to_tensor(const cv::Mat& m) {
+  cv::Mat rgb;
+  if (m.channels() == 3) cv::cvtColor(m, rgb, cv::COLOR_BGR2RGB);
+  else rgb = m;
+  cv::Mat f;
+  rgb.convertTo(f, CV_32F, 1.0 / 255.0);
+  at::Tensor t = at::from_blob(f.data, {f.rows, f.cols, f.channels()}, at::kFloat).clone();
+  return t.permute({2, 0, 1}).contiguous();
+}
+
+}  // namespace
+
+Dataset load_opencv_digits(const std::string& samples_dir, Split split) {
+  const std::string path = (fs::path(samples_dir) / "digits.png").string();
+  const cv::Mat sheet = read_image(path, cv::IMREAD_GRAYSCALE);
+  if (sheet.cols != 2000 || sheet.rows != 1000) throw Error(path + ": expected a 2000x1000 sheet of 20x20 digits");
+  std::vector<at::Tensor> images;
+  std::vector<std::int64_t> labels;
+  for (int digit = 0; digit < 10; ++digit)
+    for (int k = 0; k < 500; ++k) {
+      if ((k < 400) != (split == Split::Train)) continue;
+      const int row = digit * 5 + k / 100, col = k % 100;
+      images.push_back(to_tensor(sheet(cv::Rect(col * 20, row * 20, 20, 20)).clone()));
+      labels.push_back(digit);
+    }
+  return Dataset{"opencv_digits", at::stack(images), at::tensor(labels)};
+}
+
+Dataset natural_crops(const std::string& samples_dir, std::int64_t count, const InputShape& shape, std::uint64_t seed) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(samples_dir, ec))
+    if (e.path().extension() == ".jpg") files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(samples_dir + ": no *.jpg photographs (install opencv-doc or set XDQ_OPENCV_SAMPLES_DIR)");
+  std::vector<cv::Mat> photos;
+  for (const auto& f : files) photos.push_back(read_image(f, cv::IMREAD_GRAYSCALE));
+  cv::RNG rng(seed * 0x9E3779B97F4A7C15ULL + 1);
+  std::vector<at::Tensor> crops;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const cv::Mat& photo = photos[rng.uniform(0, static_cast<int>(photos.size()))];
+    const int side_max = std::min(photo.rows, photo.cols);
+    const int side = std::max(8, static_cast<int>(side_max * rng.uniform(0.1, 0.6)));
+    const int x = rng.uniform(0, photo.cols - side + 1), y = rng.uniform(0, photo.rows - side + 1);
+    cv::Mat crop;
+    cv::resize(photo(cv::Rect(x, y, side, side)), crop, cv::Size(static_cast<int>(shape.width), static_cast<int>(shape.height)),
+               0, 0, cv::INTER_AREA);
+    crops.push_back(to_tensor(crop));
+  }
+  return Dataset{"natural", at::stack(crops), {}};
+}
+
+Dataset load_image_folder(const std::string& root, const InputShape& shape) {
+  if (!fs::is_directory(root)) throw Error(root + ": image folder not found");
+  std::vector<std::string> classes;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory()) classes.push_back(e.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  std::vector<at::Tensor> images;
+  std::vector<std::int64_t> labels;
+  const int flags = shape.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
+  for (std::size_t c = 0; c < classes.size(); ++c) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(fs::path(root) / classes[c])) {
+      const std::string ext = e.path().extension().string();
+      if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") files.push_back(e.path().string());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+      cv::Mat resized;
+      cv::resize(read_image(f, flags), resized, cv::Size(static_cast<int>(shape.width), static_cast<int>(shape.height)), 0, 0,
+                 cv::INTER_AREA);
+      images.push_back(to_tensor(resized));
+      labels.push_back(static_cast<std::int64_t>(c));
+    }
+  }
+  if (images.empty()) throw Error(root + ": image folder holds no images (expected <class>/<image>.png|jpg)");
+  return Dataset{"folder", at::stack(images), at::tensor(labels)};
+}
+
+bool image_output_available() { return true; }
+
+std::string render_strip_png(const at::Tensor& images, int scale) {
+  at::Tensor x = (images.clamp(0, 1) * 255).round().to(at::kByte);
+  const int k = static_cast<int>(x.size(0)), c = static_cast<int>(x.size(1));
+  const int h = static_cast<int>(x.size(2)), w = static_cast<int>(x.size(3));
+  at::Tensor row = x.permute({2, 0, 3, 1}).reshape({h, k * w, c}).contiguous();  // images side by side
+  cv::Mat m(h, k * w, c == 3 ? CV_8UC3 : CV_8UC1, row.data_ptr());
+  cv::Mat big;
+  cv::resize(m, big, cv::Size(), scale, scale, cv::INTER_NEAREST);
+  if (c == 3) cv::cvtColor(big, big, cv::COLOR_RGB2BGR);
+  std::vector<uchar> bytes;
+  cv::imencode(".png", big, bytes);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::string render_heatmap_png(const std::string& title, const std::vector<std::string>& rows,
+                               const std::vector<std::string>& cols, const std::vector<std::vector<double>>& values) {
+  const int cell_w = 110, cell_h = 40, left = 170, top = 90;
+  const int width = left + cell_w * static_cast<int>(cols.size()) + 10;
+  const int height = top + cell_h * static_cast<int>(rows.size()) + 10;
+  cv::Mat canvas(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
+  double lo = 1e300, hi = -1e300;
+  for (const auto& r : values)
+    for (double v : r)
+      if (!std::isnan(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+  const auto font = cv::FONT_HERSHEY_SIMPLEX;
+  cv::putText(canvas, title, {10, 25}, font, 0.55, {0, 0, 0}, 1, cv::LINE_AA);
+  cv::putText(canvas, "rows: calibrated on, columns: tested on", {10, 50}, font, 0.45, {80, 80, 80}, 1, cv::LINE_AA);
+  for (std::size_t j = 0; j < cols.size(); ++j)
+    cv::putText(canvas, cols[j].substr(0, 14), {left + static_cast<int>(j) * cell_w + 4, top - 10}, font, 0.42, {0, 0, 0}, 1, cv::LINE_AA);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const int y = top + static_cast<int>(i) * cell_h;
+    cv::putText(canvas, rows[i].substr(0, 20), {6, y + 26}, font, 0.45, {0, 0, 0}, 1, cv::LINE_AA);
+    for (std::size_t j = 0; j < cols.size(); ++j) {
+      const double v = values[i][j];
+      const cv::Rect cell(left + static_cast<int>(j) * cell_w, y, cell_w - 2, cell_h - 2);
+      if (std::isnan(v)) {
+        cv::rectangle(canvas, cell, {230, 230, 230}, cv::FILLED);
+        continue;
+      }
+      // Viridis colour of the value within [lo, hi].
+      cv::Mat level(1, 1, CV_8UC1, cv::Scalar(hi > lo ? 255.0 * (v - lo) / (hi - lo) : 255.0)), colour;
+      cv::applyColorMap(level, colour, cv::COLORMAP_VIRIDIS);
+      const cv::Vec3b bgr = colour.at<cv::Vec3b>(0, 0);
+      cv::rectangle(canvas, cell, cv::Scalar(bgr[0], bgr[1], bgr[2]), cv::FILLED);
+      const bool dark = bgr[0] * 0.114 + bgr[1] * 0.587 + bgr[2] * 0.299 < 128;
+      char text[32];
+      std::snprintf(text, sizeof text, "%.2f", v);
+      cv::putText(canvas, text, {cell.x + 22, cell.y + 25}, font, 0.55, dark ? cv::Scalar(255, 255, 255) : cv::Scalar(0, 0, 0), 1,
+                  cv::LINE_AA);
+    }
+  }
+  std::vector<uchar> bytes;
+  cv::imencode(".png", canvas, bytes);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+}  // namespace xdq
