@@ -9,6 +9,7 @@
 
 #include "test_util.h"
 #include "xdq/data/fashion_mnist.h"
+#include "xdq/data/image_files.h"
 #include "xdq/train/zoo.h"
 
 using namespace xdq;
@@ -46,11 +47,14 @@ class Cli : public ::testing::Test {
     test::write_text(dir.file("good.yaml"), kGoodExperiment);
   }
   // Writes the good experiment with `from` replaced by `to`, runs it, returns the result.
-  test::CommandResult run_variant(const std::string& from, const std::string& to) {
+  test::CommandResult run_variant(const std::string& from, const std::string& to) { return run_variants({{from, to}}); }
+  test::CommandResult run_variants(const std::vector<std::pair<std::string, std::string>>& edits) {
     std::string text = kGoodExperiment;
-    const auto at = text.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    text.replace(at, from.size(), to);
+    for (const auto& [from, to] : edits) {
+      const auto at = text.find(from);
+      EXPECT_NE(at, std::string::npos) << from;
+      text.replace(at, from.size(), to);
+    }
     test::write_text(dir.file("bad.yaml"), text);
     return test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("bad.yaml") + " --out " + dir.file("out"));
   }
@@ -96,6 +100,29 @@ TEST_F(Cli, UnknownDataSource) {
   expect_clean_failure(run_variant("source: fashion_mnist.train", "source: mnist.train"), "calibration.source: unknown domain 'mnist.train'");
 }
 
+TEST_F(Cli, DomainErrorsNameFileLineAndKey) {
+  const std::string domains = "domains:\n  night: {dataset: fashion_mnist, transforms: [{name: low_light, severity: 9}]}\ncalibration:";
+  expect_clean_failure(run_variant("calibration:", domains), "bad.yaml:8 domains.night.transforms[0].severity: expected an integer in [1, 5], got 9");
+  expect_clean_failure(run_variant("domains: [fashion_mnist.test]", "domains: [nightt]"), "test.domains[0]: unknown domain 'nightt'");
+  std::filesystem::create_directories(dir.file("empty/class_a"));
+  expect_clean_failure(run_variant("calibration:", "domains:\n  mine: {dataset: 'folder:empty'}\ncalibration:"),
+                       "bad.yaml:8 domains.mine.dataset: image folder holds no images");
+  expect_clean_failure(run_variant("domains: [fashion_mnist.test]", "domains: [natural]"),
+                       "test.domains[0]: test domain 'natural' has no labels");
+}
+
+TEST_F(Cli, TestLabelsOutsideTheModelsClassesAreRefused) {
+  // Eleven classes against a ten-class model.
+  for (int c = 0; c < 11; ++c) {
+    const std::string cls = dir.file("eleven/c" + std::string(c < 10 ? "0" : "") + std::to_string(c));
+    std::filesystem::create_directories(cls);
+    std::ofstream(cls + "/x.png", std::ios::binary) << render_strip_png(at::zeros({1, 1, 28, 28}), 1);
+  }
+  expect_clean_failure(run_variants({{"calibration:", "domains:\n  eleven: {dataset: 'folder:eleven'}\ncalibration:"},
+                                     {"domains: [fashion_mnist.test]", "domains: [eleven]"}}),
+                       "test.domains[0]: test domain 'eleven' has label 10 but model 'tiny' has 10 classes");
+}
+
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
   const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("good.yaml") + " --out " + dir.file("out"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -110,6 +137,7 @@ TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
   EXPECT_EQ(run["w_bits"], 8);
   EXPECT_EQ(run["calibration"]["source"], "fashion_mnist.train");
   EXPECT_EQ(run["calibration"]["count"], 64);
+  EXPECT_EQ(run["calibration"]["domain"], "fashion_mnist.train");
   const auto& res = run["results"][0];
   EXPECT_EQ(res["domain"], "fashion_mnist.test");
   EXPECT_EQ(res["n"], 500);

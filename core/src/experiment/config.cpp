@@ -148,8 +148,18 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
         for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
         d["dataset"].fail("unknown dataset '" + spec.dataset + "' (known: " + known + ", folder:PATH)");
       }
-      if (spec.dataset.rfind("folder:", 0) == 0 && !std::filesystem::is_directory(spec.dataset.substr(7)))
-        d["dataset"].fail("image folder not found: " + spec.dataset.substr(7));
+      if (spec.dataset.rfind("folder:", 0) == 0) {
+        const fs::path folder = spec.dataset.substr(7);
+        if (!fs::is_directory(folder)) d["dataset"].fail("image folder not found: " + folder.string());
+        bool any_image = false;
+        for (const auto& cls : fs::directory_iterator(folder))
+          if (cls.is_directory())
+            for (const auto& f : fs::directory_iterator(cls.path())) {
+              const std::string ext = f.path().extension().string();
+              any_image = any_image || ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+            }
+        if (!any_image) d["dataset"].fail("image folder holds no images (expected <class>/<image>.png|jpg): " + folder.string());
+      }
       spec.transforms = parse_transforms(d["transforms"], registry);
       declared[name] = spec;
     }

@@ -126,6 +126,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
                     entry.name + "' has " + std::to_string(classes) + " classes");
       p.tests.push_back(&ds);
     }
+    for (const DomainSpec& d : cfg.calibration_domains) domains.get(d, Split::Train, p.shape, cfg.calibration_count);
     prepared.push_back(std::move(p));
   }
 
@@ -281,11 +282,14 @@ ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry&
       std::string file = "gap_" + m.model + "_" + m.setting + ".png";
       std::replace(file.begin(), file.end(), '/', '_');
       if (image_output_available()) {
-        std::vector<std::vector<double>> percent = m.quant_top1;
+        // First row: FP32 on each test domain, the reference every cell is read against.
+        std::vector<std::vector<double>> percent{m.fp32_top1};
+        percent.insert(percent.end(), m.quant_top1.begin(), m.quant_top1.end());
         for (auto& row : percent)
           for (auto& v : row) v *= 100;
-        files[file] = render_heatmap_png(m.model + " " + m.setting + ": quantized top-1 (%)", m.calibration_domains,
-                                         m.test_domains, percent);
+        std::vector<std::string> rows{"FP32"};
+        rows.insert(rows.end(), m.calibration_domains.begin(), m.calibration_domains.end());
+        files[file] = render_heatmap_png(m.model + " " + m.setting + ": quantized top-1 (%)", rows, m.test_domains, percent);
         body += "![" + m.setting + "](" + file + ")\n\n";
       }
       body += gap_matrix_markdown(m);
