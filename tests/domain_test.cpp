@@ -50,11 +50,12 @@ TEST(Sources, OpencvDigitsSplitPerClass) {
 }
 
 TEST(Sources, SklearnDigitsValuesAndResize) {
-  const Dataset d = load_dataset("sklearn_digits", Split::Test, DataLocations(), {1, 8, 8}, 0, 0);
+  const Dataset d = load_dataset("sklearn_digits", Split::Test, DataLocations(), {1, 10, 10}, 0, 0);
   ASSERT_EQ(d.size(), 1797);
-  // First digit of the file: a 0 whose first row is 0,0,5,13,9,1,0,0 (values / 16).
+  // First digit of the file: a 0 whose first row is 0,0,5,13,9,1,0,0 (values / 16), inside a 1-pixel margin.
   EXPECT_EQ(d.labels[0].item<int64_t>(), 0);
-  EXPECT_FLOAT_EQ(d.images[0][0][0][3].item<float>(), 13.0f / 16.0f);
+  EXPECT_FLOAT_EQ(d.images[0][0][1][4].item<float>(), 13.0f / 16.0f);
+  EXPECT_FLOAT_EQ(d.images.select(2, 0).abs().sum().item<float>(), 0.0f);
   const Dataset big = load_dataset("sklearn_digits", Split::Test, DataLocations(), {1, 28, 28}, 0, 0);
   EXPECT_EQ(big.images.size(3), 28);
 }

@@ -42,7 +42,10 @@ Dataset load_sklearn_digits(const std::string& path) {
     labels.push_back(static_cast<std::int64_t>(values[64]));
   }
   const auto count = static_cast<std::int64_t>(labels.size());
-  return Dataset{"sklearn_digits", at::tensor(pixels).view({count, 1, 8, 8}), at::tensor(labels)};
+  // A 1-pixel margin (10x10 frame) gives the digits the proportions of MNIST-style 20x20 cells with their
+  // 2-pixel margins; without it they fill the whole frame and look like another geometry, not another hand.
+  at::Tensor images = at::constant_pad_nd(at::tensor(pixels).view({count, 1, 8, 8}), {1, 1, 1, 1}, 0.0);
+  return Dataset{"sklearn_digits", images, at::tensor(labels)};
 }
 
 Dataset noise(const std::string& name, std::int64_t count, const InputShape& s, std::uint64_t seed) {

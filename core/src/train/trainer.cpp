@@ -12,7 +12,7 @@
 #include <torch/nn/functional/loss.h>
 
 #include "xdq/config/node.h"
-#include "xdq/data/fashion_mnist.h"
+#include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/parallel.h"
 #include "xdq/train/zoo.h"
@@ -23,7 +23,9 @@ namespace {
 
 struct Recipe {
   zoo::ResNetSpec arch;
-  std::string data_dir;
+  std::string dataset = "fashion_mnist";
+  std::string data_dir;  // fashion_mnist folder override
+  std::int64_t height = 28, width = 28;
   Preprocess preprocess;
   int epochs = 15;
   int batch_size = 128;
@@ -47,9 +49,18 @@ Recipe parse_recipe(const ConfigNode& root, const std::filesystem::path& base) {
   r.arch.in_channels = model.get("in_channels", r.arch.in_channels);
   r.arch.num_classes = model.get("num_classes", r.arch.num_classes);
   const ConfigNode data = root["data"];
-  data.check_keys({"source", "dir", "mean", "std"});
-  if (data["source"].as_string() != "fashion_mnist") data["source"].fail("unknown training source (known: fashion_mnist)");
+  data.check_keys({"source", "dir", "mean", "std", "input_size"});
+  r.dataset = data["source"].as_string();
+  if (!is_known_dataset(r.dataset) || !is_labeled_dataset(r.dataset))
+    data["source"].fail("expected a labeled dataset (fashion_mnist, opencv_digits, sklearn_digits, folder:PATH)");
+  if (r.dataset.rfind("folder:", 0) == 0) r.dataset = "folder:" + (base / r.dataset.substr(7)).string();
   r.data_dir = data.get("dir", "");
+  if (data.has("input_size")) {
+    const auto size = data["input_size"].as_int_list();
+    if (size.size() != 2) data["input_size"].fail("expected [height, width]");
+    r.height = size[0];
+    r.width = size[1];
+  }
   if (data.has("mean")) r.preprocess.mean = data["mean"].as_double_list();
   if (data.has("std")) r.preprocess.std = data["std"].as_double_list();
   const ConfigNode train = root["train"];
@@ -99,9 +110,11 @@ TrainSummary train_from_recipe(const std::string& recipe_path, const std::vector
   const Recipe r = parse_recipe(root, std::filesystem::path(recipe_path).parent_path());
   const int threads = apply_thread_count(r.threads);
 
-  const std::string dir = fashion_mnist_dir(r.data_dir);
-  const Dataset train = load_fashion_mnist(dir, Split::Train);
-  const Dataset test = load_fashion_mnist(dir, Split::Test);
+  DataLocations where;
+  where.fashion_mnist = r.data_dir;
+  const InputShape shape{r.arch.in_channels, r.height, r.width};
+  const Dataset train = load_dataset(r.dataset, Split::Train, where, shape, 0, r.seed);
+  const Dataset test = load_dataset(r.dataset, Split::Test, where, shape, 0, r.seed);
 
   at::manual_seed(r.seed);
   at::Generator gen = at::detail::createCPUGenerator(r.seed);

@@ -3,7 +3,8 @@
 // split define one deterministically; generated and unlabeled ones produce `count` images per request).
 //   fashion_mnist   Debian's dataset-fashion-mnist, 60 000 / 10 000, 28x28, 10 classes
 //   opencv_digits   opencv-doc's digits.png, 5 000 20x20 digits; per class the first 400 train, last 100 test
-//   sklearn_digits  python3-sklearn's digits.csv.gz, 1 797 8x8 digits (another hand); both splits = all
+//   sklearn_digits  python3-sklearn's digits.csv.gz, 1 797 8x8 digits (another hand) in a 10x10 frame;
+//                   both splits = all
 //   natural         random grayscale crops of opencv-doc's photographs (unlabeled)
 //   noise_gaussian  N(0.5, 0.25^2) pixels clipped to [0, 1] (unlabeled)
 //   noise_uniform   U(0, 1) pixels (unlabeled)
