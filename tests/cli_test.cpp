@@ -10,6 +10,7 @@
 #include "test_util.h"
 #include "xdq/data/fashion_mnist.h"
 #include "xdq/data/image_files.h"
+#include "xdq/experiment/results.h"
 #include "xdq/train/zoo.h"
 
 using namespace xdq;
@@ -121,6 +122,60 @@ TEST_F(Cli, TestLabelsOutsideTheModelsClassesAreRefused) {
   expect_clean_failure(run_variants({{"calibration:", "domains:\n  eleven: {dataset: 'folder:eleven'}\ncalibration:"},
                                      {"domains: [fashion_mnist.test]", "domains: [eleven]"}}),
                        "test.domains[0]: test domain 'eleven' has label 10 but model 'tiny' has 10 classes");
+}
+
+TEST_F(Cli, MixturesSizesAndRepeats) {
+  const auto r = [&] {
+    return run_variants({{"calibration:", "domains:\n  clean: {dataset: fashion_mnist}\n  noise: {dataset: noise_uniform}\n"
+                                          "  mixed: {mix: {clean: 3, noise: 1}}\ncalibration:"},
+                         {"source: fashion_mnist.train", "domains: [mixed]"},
+                         {"count: 64", "count: [32, 64]\n  repeats: 2"},
+                         {"bits: [w8a8, w4a4]", "bits: [w8a8]"},
+                         {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]", "calibrators: [minmax]"}});
+  }();
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(dir.file("out/results.json"));
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["runs"].size(), 4u);  // 2 sizes x 2 seeds
+  EXPECT_EQ(j["runs"][0]["calibration"]["count"], 32);
+  EXPECT_EQ(j["runs"][0]["calibration"]["seed"], 3);
+  EXPECT_EQ(j["runs"][1]["calibration"]["seed"], 4);
+  EXPECT_EQ(j["runs"][3]["calibration"]["count"], 64);
+  EXPECT_EQ(j["runs"][0]["calibration"]["source"], "mix(fashion_mnist.train+noise_uniform.train)");
+  EXPECT_EQ(j["runs"][0]["calibration"]["domain"], "mixed");
+  std::ifstream report(dir.file("out/report.md"));
+  std::string text((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("mean ± std over 2 calibration seeds"), std::string::npos);
+}
+
+TEST(GapMatrix, MeansStdsAndGapsComputedByHand) {
+  ExperimentResults results;
+  auto run = [&](const std::string& a, std::uint64_t seed, double on_a, double on_b) {
+    RunResult r;
+    r.model = "m";
+    r.calibrator = "mse";
+    r.rounding = "nearest";
+    r.w_bits = r.a_bits = 4;
+    r.calibration_domain = a;
+    r.calibration_count = 8;
+    r.calibration_seed = seed;
+    r.results = {{"A", 10, 0.9, on_a}, {"B", 10, 0.8, on_b}};
+    results.runs.push_back(r);
+  };
+  run("A", 0, 0.80, 0.60);
+  run("A", 1, 0.90, 0.70);
+  run("B", 0, 0.50, 0.75);
+  const auto matrices = gap_matrices(results);
+  ASSERT_EQ(matrices.size(), 1u);
+  const GapMatrix& m = matrices[0];
+  EXPECT_EQ(m.repeats, 2);
+  EXPECT_NEAR(m.quant_top1[0][0], 0.85, 1e-12);
+  EXPECT_NEAR(m.quant_std[0][0], std::sqrt(0.005), 1e-12);  // sample std of {0.8, 0.9}
+  EXPECT_NEAR(m.quant_top1[1][1], 0.75, 1e-12);
+  const std::string md = gap_matrix_markdown(m);
+  EXPECT_NE(md.find("| A | 85.00 ± 7.07 | 65.00 ± 7.07 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| A | +0.00 | -10.00 |"), std::string::npos) << md;  // 65 - 75 on B
+  EXPECT_NE(md.find("| B | -35.00 | +0.00 |"), std::string::npos) << md;  // 50 - 85 on A
 }
 
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {

@@ -138,9 +138,27 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
     domains.require_map();
     for (const auto& name : domains.keys()) {
       const ConfigNode d = domains[name];
-      d.check_keys({"dataset", "transforms"});
+      d.check_keys({"dataset", "transforms", "mix"});
       DomainSpec spec;
       spec.name = name;
+      if (d.has("mix")) {
+        // Mixtures refer to domains declared before them, or to datasets.
+        const ConfigNode mix = d["mix"];
+        mix.require_map();
+        for (const auto& part : mix.keys()) {
+          const double w = mix[part].as_double();
+          if (!(w > 0)) mix[part].fail("expected a positive weight");
+          spec.mixture.emplace_back(resolve_domain(ConfigNode(YAML::Node(part), std::make_shared<const std::string>(mix.file()),
+                                                              mix.key_path() + "." + part, mix[part].line()),
+                                                   declared),
+                                    w);
+        }
+        if (spec.mixture.empty()) mix.fail("expected at least one component");
+        if (d.has("dataset") || d.has("transforms")) d.fail("a mixture has no dataset or transforms of its own");
+        spec.dataset = "mixture";
+        declared[name] = spec;
+        continue;
+      }
       spec.dataset = d["dataset"].as_string();
       if (spec.dataset.rfind("folder:", 0) == 0) spec.dataset = "folder:" + resolve(base, spec.dataset.substr(7));
       if (!is_known_dataset(spec.dataset)) {
@@ -194,14 +212,21 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   }
 
   const ConfigNode calib = root["calibration"];
-  calib.check_keys({"source", "domains", "count", "batch_size"});
+  calib.check_keys({"source", "domains", "count", "batch_size", "repeats"});
   if (calib.has("source") == calib.has("domains")) calib.fail("give either domains (a list) or source (one name)");
   const ConfigNode calib_list = calib.has("domains") ? calib["domains"] : calib["source"];
   for (std::size_t i = 0; i < (calib_list.is_sequence() ? calib_list.size() : 1); ++i)
     cfg.calibration_domains.push_back(resolve_domain(calib_list.is_sequence() ? calib_list[i] : calib_list, declared));
   if (cfg.calibration_domains.empty()) calib_list.fail("expected at least one calibration domain");
-  cfg.calibration_count = calib.get("count", cfg.calibration_count);
-  if (cfg.calibration_count < 1) calib["count"].fail("expected an integer >= 1");
+  if (calib.has("count")) {
+    cfg.calibration_counts.clear();
+    for (long long c : calib["count"].as_int_list()) {
+      if (c < 1) calib["count"].fail("expected integers >= 1");
+      cfg.calibration_counts.push_back(c);
+    }
+  }
+  cfg.repeats = calib.get("repeats", cfg.repeats);
+  if (cfg.repeats < 1) calib["repeats"].fail("expected an integer >= 1");
   cfg.batch_size = calib.get("batch_size", cfg.batch_size);
   if (cfg.batch_size < 1) calib["batch_size"].fail("expected an integer >= 1");
 
@@ -211,6 +236,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   for (std::size_t i = 0; i < (test_list.is_sequence() ? test_list.size() : 1); ++i) {
     const ConfigNode ref = test_list.is_sequence() ? test_list[i] : test_list;
     DomainSpec d = resolve_domain(ref, declared);
+    if (!d.mixture.empty()) ref.fail("test domain '" + d.name + "' is a mixture; test on its parts");
     if (!is_labeled_dataset(d.dataset)) ref.fail("test domain '" + d.name + "' has no labels (dataset " + d.dataset + ")");
     d.line = ref.where();
     cfg.test_domains.push_back(d);

@@ -27,23 +27,50 @@ class DomainCache {
  public:
   DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry) : cfg_(cfg), registry_(registry) {}
 
-  const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count) {
+  const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
+                     std::uint64_t seed) {
     const Split split = d.fixed_split ? d.split : default_split;
     const std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
-                            std::to_string(shape.channels) + "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
+                            std::to_string(seed) + "/" + std::to_string(shape.channels) + "x" +
+                            std::to_string(shape.height) + "x" + std::to_string(shape.width);
     if (auto it = cache_.find(key); it != cache_.end()) return it->second;
-    Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, cfg_.seed);
-    if (count > 0) ds = ds.subset(count, cfg_.seed);
+    return cache_[key] = d.mixture.empty() ? load(d, split, shape, count, seed) : mix(d, split, shape, count, seed);
+  }
+
+ private:
+  Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed) {
+    Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed);
+    if (count > 0) ds = ds.subset(count, seed);
     for (std::size_t k = 0; k < d.transforms.size(); ++k) {
       const TransformChoice& t = d.transforms[k];
       const PluginRecord& plugin = registry_.get(PluginKind::DomainTransform, t.name);
       auto transform = registry_.create<DomainTransform>(t.name, t.options);
-      ds.images = plugin_call(plugin, "apply", [&] { return transform->apply(ds.images, t.severity, cfg_.seed + 7919 * (k + 1)); });
+      ds.images = plugin_call(plugin, "apply", [&] { return transform->apply(ds.images, t.severity, seed + 7919 * (k + 1)); });
     }
-    return cache_[key] = std::move(ds);
+    return ds;
   }
 
- private:
+  // count * w_k / sum(w) images from each part (the last part takes the rounding remainder).
+  Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed) {
+    double total = 0;
+    for (const auto& part : d.mixture) total += part.second;
+    std::vector<at::Tensor> images, labels;
+    std::int64_t taken = 0;
+    for (std::size_t k = 0; k < d.mixture.size(); ++k) {
+      const std::int64_t n = k + 1 == d.mixture.size()
+                                 ? count - taken
+                                 : static_cast<std::int64_t>(std::llround(static_cast<double>(count) * d.mixture[k].second / total));
+      taken += n;
+      if (n <= 0) continue;
+      const Dataset& part = get(d.mixture[k].first, split, shape, n, seed + 104729 * (k + 1));
+      images.push_back(part.images);
+      labels.push_back(part.labels);
+    }
+    Dataset out{d.name, at::cat(images), {}};
+    if (std::all_of(labels.begin(), labels.end(), [](const at::Tensor& t) { return t.defined(); })) out.labels = at::cat(labels);
+    return out;
+  }
+
   const ExperimentConfig& cfg_;
   PluginRegistry& registry_;
   std::map<std::string, Dataset> cache_;
@@ -54,6 +81,11 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }
 
 std::string split_name(const DomainSpec& d, Split default_split) {
+  if (!d.mixture.empty()) {
+    std::string parts;
+    for (const auto& [part, w] : d.mixture) parts += (parts.empty() ? "" : "+") + split_name(part, default_split);
+    return "mix(" + parts + ")";
+  }
   return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
 }
 
@@ -119,19 +151,21 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     at::NoGradGuard no_grad;
     const std::int64_t classes = Executor(p.model.graph).forward(p.pre.apply(at::zeros({1, p.shape.channels, p.shape.height, p.shape.width}))).size(1);
     for (const DomainSpec& d : cfg.test_domains) {
-      const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count);
+      const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed);
       const std::int64_t max_label = ds.labels.max().item<std::int64_t>();
       if (max_label >= classes)
         throw Error(d.line + ": test domain '" + d.name + "' has label " + std::to_string(max_label) + " but model '" +
                     entry.name + "' has " + std::to_string(classes) + " classes");
       p.tests.push_back(&ds);
     }
-    for (const DomainSpec& d : cfg.calibration_domains) domains.get(d, Split::Train, p.shape, cfg.calibration_count);
+    for (const DomainSpec& d : cfg.calibration_domains)
+      for (std::int64_t count : cfg.calibration_counts)
+        for (int r = 0; r < cfg.repeats; ++r) domains.get(d, Split::Train, p.shape, count, cfg.seed + r);
     prepared.push_back(std::move(p));
   }
 
-  const std::size_t total = cfg.models.size() * cfg.calibration_domains.size() * cfg.bits.size() *
-                            cfg.calibrators.size() * cfg.rounding.size();
+  const std::size_t total = cfg.models.size() * cfg.calibration_domains.size() * cfg.calibration_counts.size() *
+                            cfg.repeats * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
   std::size_t index = 0;
   for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
     const ModelEntry& entry = cfg.models[mi];
@@ -153,17 +187,21 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     m["folded_bn"] = folded_pairs;
     resolved["models"].push_back(m);
 
-    for (const DomainSpec& domain : cfg.calibration_domains) {
-      const Dataset& calibration = domains.get(domain, Split::Train, p.shape, cfg.calibration_count);
+    for (const DomainSpec& domain : cfg.calibration_domains)
+    for (std::int64_t count : cfg.calibration_counts)
+    for (int repeat = 0; repeat < cfg.repeats; ++repeat) {
+      const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
+      const Dataset& calibration = domains.get(domain, Split::Train, p.shape, count, seed);
       const at::Tensor calib_images = p.pre.apply(calibration.images);
       YAML::Node c;
       c["model"] = entry.name;
       c["domain"] = domain.name;
       c["source"] = split_name(domain, Split::Train);
       c["count"] = calibration.size();
+      c["seed"] = seed;
       c["hash"] = calibration.content_hash();
       resolved["calibration_sets"].push_back(c);
-      if (pictures && image_output_available())
+      if (pictures && image_output_available() && repeat == 0 && count == cfg.calibration_counts.front())
         (*pictures)["domain_" + domain.name + ".png"] = render_strip_png(calibration.images.slice(0, 0, 10), 3);
 
       for (const BitSetting& bits : cfg.bits) {
@@ -185,7 +223,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
             const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
             auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
             QuantizedModel quantized = calibrated;
-            quantized.round_weights(*optimizer, rnd_plugin, calib_images, cfg.seed);
+            quantized.round_weights(*optimizer, rnd_plugin, calib_images, seed);
             const Executor exec = quantized.executor();
             RunResult run;
             run.model = entry.name;
@@ -196,6 +234,9 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
             run.calibration_domain = domain.name;
             run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
             if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
+            if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(count);
+            if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
+            run.calibration_seed = seed;
             run.calibration_source = split_name(domain, Split::Train);
             run.calibration_count = calibration.size();
             std::ostringstream line;
@@ -220,7 +261,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     if (pictures && image_output_available())
       for (const DomainSpec& d : cfg.test_domains)
         (*pictures)["domain_" + d.name + ".png"] =
-            render_strip_png(domains.get(d, Split::Test, p.shape, cfg.test_count).images.slice(0, 0, 10), 3);
+            render_strip_png(domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 3);
   }
 
   if (resolved_yaml) {
@@ -243,6 +284,8 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     q["rounding"] = plugin_list_yaml(cfg.rounding);
     resolved["quantization"] = q;
     resolved["calibration_batch_size"] = cfg.batch_size;
+    resolved["calibration_counts"] = cfg.calibration_counts;
+    resolved["calibration_repeats"] = cfg.repeats;
     for (const auto* list : {&cfg.calibration_domains, &cfg.test_domains})
       for (const auto& d : *list) {
         YAML::Node dn;
@@ -276,7 +319,8 @@ ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry&
   report << "Source: `" << cfg.file << "`; preset `" << cfg.preset << "`, weight ranges `" << cfg.weight_range
          << "`, seed " << cfg.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
   std::string body = results_markdown(results, report.str());
-  if (cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1) {
+  if (cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1 || cfg.calibration_counts.size() > 1 ||
+      cfg.repeats > 1) {
     body += "\n## Cross-domain gap matrices\n\n";
     for (const GapMatrix& m : gap_matrices(results)) {
       std::string file = "gap_" + m.model + "_" + m.setting + ".png";

@@ -42,6 +42,8 @@ struct DomainSpec {
   bool fixed_split = false;
   Split split = Split::Train;
   std::vector<TransformChoice> transforms;
+  // A mixture of other domains (weights, normalized): images drawn from each in proportion.
+  std::vector<std::pair<DomainSpec, double>> mixture;
   std::string line;  // where a test domain was named (file:line key), for errors found when loading it
 };
 
@@ -61,7 +63,8 @@ struct ExperimentConfig {
   std::vector<ModelEntry> models;
 
   std::vector<DomainSpec> calibration_domains;  // A
-  std::int64_t calibration_count = 1024;
+  std::vector<std::int64_t> calibration_counts{1024};  // a sweep over calibration-set sizes
+  int repeats = 1;  // calibration sets drawn with seeds seed, seed + 1, ...
   std::int64_t batch_size = 256;
 
   std::vector<DomainSpec> test_domains;  // B

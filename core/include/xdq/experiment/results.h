@@ -1,7 +1,7 @@
 #pragma once
 // The results contract (later features extend it, never break it):
 // results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
-//   "calibration": {"source", "count", "domain"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
+//   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds"}]}
 // with top-1 as a fraction in [0, 1]. results.csv has one row per run x test domain.
 #include <cstdint>
@@ -25,6 +25,7 @@ struct RunResult {
   std::string calibration_source;  // dataset split, e.g. fashion_mnist.train
   std::string calibration_domain;  // domain name (dataset + transforms)
   std::int64_t calibration_count = 0;
+  std::uint64_t calibration_seed = 0;
   std::vector<DomainResult> results;
   double seconds = 0.0;
 };
@@ -38,12 +39,14 @@ std::string results_json(const ExperimentResults& results);
 std::string results_csv(const ExperimentResults& results);
 std::string results_markdown(const ExperimentResults& results, const std::string& header);
 
-// The cross-domain matrix of one setting (model x bits x calibrator x rounding): rows are calibration
-// domains A, columns test domains B.
+// The cross-domain matrix of one setting (model x bits x calibrator x rounding x calibration size): rows
+// are calibration domains A, columns test domains B; repeats (calibration seeds) are averaged.
 struct GapMatrix {
   std::string model, setting;  // setting: "w4a4/mse/nearest"
   std::vector<std::string> calibration_domains, test_domains;
-  std::vector<std::vector<double>> quant_top1;  // [A][B], NaN where not run
+  std::vector<std::vector<double>> quant_top1;  // [A][B], mean over repeats, NaN where not run
+  std::vector<std::vector<double>> quant_std;   // [A][B], standard deviation over repeats (0 for one)
+  int repeats = 1;
   std::vector<double> fp32_top1;                // [B]
 };
 std::vector<GapMatrix> gap_matrices(const ExperimentResults& results);
