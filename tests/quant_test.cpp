@@ -197,3 +197,37 @@ TEST(Scheme, PresetsAndOverrides) {
   EXPECT_TRUE(override_matches(glob, g, 2));
   EXPECT_FALSE(override_matches(glob, g, 1));
 }
+
+#include "xdq/experiment/diagnostics.h"
+
+TEST(LayerShift, ClippedFractionAndTotalVariationByHand) {
+  // One linear layer: its input quantizer sees the model input itself.
+  Graph g;
+  const int in = g.add_value("x"), out = g.add_value("y");
+  g.inputs = {in};
+  Node fc;
+  fc.kind = OpKind::Linear;
+  fc.op = "linear";
+  fc.name = "fc";
+  fc.weight = at::ones({1, 4});
+  fc.inputs = {in};
+  fc.outputs = {out};
+  g.nodes = {fc};
+  g.outputs = {out};
+  PtqSettings settings;
+  QuantizedModel q(g, settings);
+  ASSERT_EQ(q.activations().size(), 1u);
+  q.activations()[0].range = Range{0.0, 1.0};
+  at::manual_seed(21);
+  const at::Tensor reference = at::rand({1000, 4});
+  const at::Tensor wider = at::rand({1000, 4}) * 2;  // values in [0, 2): about half above the range
+  const at::Tensor far = at::rand({1000, 4}) + 5;    // entirely above the widened range
+  const auto shifts = measure_layer_shift(q, reference, {{"same", reference}, {"wider", wider}, {"far", far}}, 256);
+  ASSERT_EQ(shifts.size(), 3u);
+  EXPECT_EQ(shifts[0].layer, "fc:input");
+  EXPECT_DOUBLE_EQ(shifts[0].clipped_fraction, 0.0);
+  EXPECT_NEAR(shifts[0].tv_distance, 0.0, 1e-12);
+  EXPECT_DOUBLE_EQ(shifts[1].clipped_fraction, wider.gt(1.0).sum().item<double>() / 4000.0);
+  EXPECT_DOUBLE_EQ(shifts[2].clipped_fraction, 1.0);
+  EXPECT_NEAR(shifts[2].tv_distance, 1.0, 1e-12);
+}

@@ -122,7 +122,10 @@ std::string render_strip_png(const at::Tensor& images, int scale) {
 
 std::string render_heatmap_png(const std::string& title, const std::vector<std::string>& rows,
                                const std::vector<std::string>& cols, const std::vector<std::vector<double>>& values) {
-  const int cell_w = 110, cell_h = 40, left = 170, top = 90;
+  std::size_t longest = 0;
+  for (const auto& r : rows) longest = std::max(longest, r.size());
+  const int cell_w = 110, cell_h = 40, top = 90;
+  const int left = std::max(170, 12 + 9 * static_cast<int>(longest));
   const int width = left + cell_w * static_cast<int>(cols.size()) + 10;
   const int height = top + cell_h * static_cast<int>(rows.size()) + 10;
   cv::Mat canvas(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
@@ -137,7 +140,7 @@ std::string render_heatmap_png(const std::string& title, const std::vector<std::
     cv::putText(canvas, cols[j].substr(0, 14), {left + static_cast<int>(j) * cell_w + 4, top - 10}, font, 0.42, {0, 0, 0}, 1, cv::LINE_AA);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const int y = top + static_cast<int>(i) * cell_h;
-    cv::putText(canvas, rows[i].substr(0, 20), {6, y + 26}, font, 0.45, {0, 0, 0}, 1, cv::LINE_AA);
+    cv::putText(canvas, rows[i], {6, y + 26}, font, 0.45, {0, 0, 0}, 1, cv::LINE_AA);
     for (std::size_t j = 0; j < cols.size(); ++j) {
       const double v = values[i][j];
       const cv::Rect cell(left + static_cast<int>(j) * cell_w, y, cell_w - 2, cell_h - 2);

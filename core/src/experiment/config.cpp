@@ -110,7 +110,13 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   cfg.root = root;
   const fs::path base = fs::path(path).parent_path();
   root.check_keys({"experiment", "seed", "threads", "plugins", "data", "domains", "models", "calibration", "test",
-                   "quantization"});
+                   "quantization", "diagnostics"});
+  if (root.has("diagnostics")) {
+    const ConfigNode diag = root["diagnostics"];
+    diag.check_keys({"layer_shift_images"});
+    cfg.layer_shift_images = diag.get("layer_shift_images", 0LL);
+    if (cfg.layer_shift_images < 0) diag["layer_shift_images"].fail("expected an integer >= 0 (0: off)");
+  }
   cfg.name = root["experiment"].as_string();
   cfg.seed = static_cast<std::uint64_t>(root.get("seed", 0LL));
   cfg.threads = root.get("threads", 0);

@@ -37,6 +37,13 @@ std::string results_json(const ExperimentResults& results) {
     run["seconds"] = r.seconds;
     root["runs"].push_back(run);
   }
+  if (!results.layer_shift.empty()) {
+    root["layer_shift"] = nlohmann::ordered_json::array();
+    for (const auto& l : results.layer_shift)
+      root["layer_shift"].push_back({{"model", l.model}, {"setting", l.setting}, {"calibration_domain", l.calibration_domain},
+                                     {"layer", l.layer}, {"domain", l.domain}, {"clipped_fraction", l.clipped_fraction},
+                                     {"tv_distance", l.tv_distance}});
+  }
   return root.dump(2) + "\n";
 }
 

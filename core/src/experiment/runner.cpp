@@ -1,7 +1,10 @@
 #include "xdq/experiment/runner.h"
 
+#include "xdq/experiment/diagnostics.h"
+
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <iomanip>
 #include <map>
@@ -115,6 +118,55 @@ YAML::Node spec_yaml(const QuantSpec& spec) {
   return n;
 }
 
+// One table (and heatmap of clipped %) per calibration domain: layers x test domains.
+std::string layer_shift_markdown(const ExperimentResults& results, std::map<std::string, std::string>& files) {
+  if (results.layer_shift.empty()) return "";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2) << "## Per-layer shift\n\nFor ranges calibrated on A: the share of each quantized "
+      << "activation's values that fall outside its range on B (clipped %), and the total-variation distance between "
+      << "the activation histograms on A and on B (TV, 0 = same, 1 = disjoint).\n\n";
+  std::vector<std::string> groups;
+  for (const auto& l : results.layer_shift) {
+    const std::string g = l.model + " " + l.setting + ", ranges from " + l.calibration_domain;
+    if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g);
+  }
+  for (const auto& g : groups) {
+    std::vector<std::string> layers, domains;
+    std::map<std::pair<std::string, std::string>, const LayerShiftRow*> cell;
+    for (const auto& l : results.layer_shift) {
+      if (l.model + " " + l.setting + ", ranges from " + l.calibration_domain != g) continue;
+      if (std::find(layers.begin(), layers.end(), l.layer) == layers.end()) layers.push_back(l.layer);
+      if (std::find(domains.begin(), domains.end(), l.domain) == domains.end()) domains.push_back(l.domain);
+      cell[{l.layer, l.domain}] = &l;
+    }
+    out << "#### " << g << ": clipped % / TV\n\n| layer |";
+    for (const auto& d : domains) out << " " << d << " |";
+    out << "\n|---|";
+    for (std::size_t j = 0; j < domains.size(); ++j) out << "---:|";
+    out << "\n";
+    std::vector<std::vector<double>> clipped;
+    for (const auto& layer : layers) {
+      out << "| " << layer << " |";
+      clipped.emplace_back();
+      for (const auto& d : domains) {
+        const LayerShiftRow* r = cell[{layer, d}];
+        out << " " << 100 * r->clipped_fraction << " / " << r->tv_distance << " |";
+        clipped.back().push_back(100 * r->clipped_fraction);
+      }
+      out << "\n";
+    }
+    out << "\n";
+    if (image_output_available()) {
+      std::string file = "layer_shift_" + g + ".png";
+      for (char& c : file)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_') c = '_';
+      files[file] = render_heatmap_png(g + ": clipped %", layers, domains, clipped);
+      out << "![" << g << "](" << file << ")\n\n";
+    }
+  }
+  return out.str();
+}
+
 }  // namespace
 
 ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
@@ -218,6 +270,17 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
           calibrated.calibrate_activations(*calibrator, cal_plugin, calib_images, cfg.batch_size);
           calibrated.set_weight_ranges(cfg.weight_range);
           const double calibration_seconds = seconds_since(calibration_start);
+          if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && repeat == 0 &&
+              count == cfg.calibration_counts.front()) {
+            std::vector<std::pair<std::string, at::Tensor>> tests;
+            for (std::size_t t = 0; t < p.tests.size(); ++t)
+              tests.emplace_back(cfg.test_domains[t].name,
+                                 p.pre.apply(p.tests[t]->images.slice(0, 0, cfg.layer_shift_images)));
+            const std::string setting = bits.label() + "/" + cal.label;
+            for (const LayerShift& l : measure_layer_shift(calibrated, calib_images.slice(0, 0, cfg.layer_shift_images), tests,
+                                                           cfg.batch_size))
+              results.layer_shift.push_back({entry.name, setting, domain.name, l.layer, l.domain, l.clipped_fraction, l.tv_distance});
+          }
           for (const PluginChoice& rnd : cfg.rounding) {
             const auto start = std::chrono::steady_clock::now();
             const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
@@ -338,6 +401,7 @@ ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry&
       }
       body += gap_matrix_markdown(m);
     }
+    body += layer_shift_markdown(results, files);
     if (image_output_available()) {
       body += "## Domains (samples)\n\n";
       for (const auto& [name, bytes] : files)

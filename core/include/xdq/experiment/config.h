@@ -79,6 +79,9 @@ struct ExperimentConfig {
   std::vector<PluginChoice> calibrators;
   std::vector<PluginChoice> rounding;
 
+  // Per-layer shift diagnostics for the first bit setting and calibrator (0 images: off).
+  std::int64_t layer_shift_images = 0;
+
   ConfigNode root;  // the file as read (with --set applied)
 };
 

@@ -30,9 +30,15 @@ struct RunResult {
   double seconds = 0.0;
 };
 
+struct LayerShiftRow {
+  std::string model, setting, calibration_domain, layer, domain;
+  double clipped_fraction = 0.0, tv_distance = 0.0;
+};
+
 struct ExperimentResults {
   std::string experiment;
   std::vector<RunResult> runs;
+  std::vector<LayerShiftRow> layer_shift;  // in results.json as "layer_shift" when measured
 };
 
 std::string results_json(const ExperimentResults& results);
