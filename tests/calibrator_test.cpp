@@ -171,3 +171,61 @@ TEST(Calibrators, NearestRoundingEqualsFakeQuantizedWeights) {
   at::Tensor expected = at::fake_quantize_per_channel_affine(conv.weight, q.scale, q.zero_point, 0, q.qmin, q.qmax);
   EXPECT_TRUE(layers[0].quantized_weight.equal(expected));
 }
+
+TEST(GraphPasses, BnReestimateMatchesTrainModeBatchNormAveragedOverBatches) {
+  // conv -> BN -> relu -> conv -> BN, built by hand.
+  at::manual_seed(16);
+  Graph g;
+  const int x = g.add_value("x");
+  g.inputs = {x};
+  auto add = [&](Node n, int input) {
+    n.inputs = {input};
+    n.outputs = {g.add_value(n.name)};
+    g.nodes.push_back(n);
+    return n.outputs[0];
+  };
+  Node conv1, bn1, relu, conv2, bn2;
+  conv1.kind = conv2.kind = OpKind::Conv;
+  conv1.name = "conv1";
+  conv2.name = "conv2";
+  conv1.weight = at::randn({4, 2, 3, 3});
+  conv2.weight = at::randn({3, 4, 3, 3});
+  bn1.kind = bn2.kind = OpKind::BatchNorm;
+  bn1.name = "bn1";
+  bn2.name = "bn2";
+  bn1.bn = {at::rand({4}) + 0.5, at::randn({4}), at::zeros({4}), at::ones({4}), 1e-5};
+  bn2.bn = {at::rand({3}) + 0.5, at::randn({3}), at::zeros({3}), at::ones({3}), 1e-5};
+  relu.name = "relu";
+  relu.op = "aten::relu";
+  relu.run = [](std::vector<c10::IValue>& s) { s = {at::relu(s.at(0).toTensor())}; };
+  int v = add(conv1, x);
+  v = add(bn1, v);
+  v = add(relu, v);
+  v = add(conv2, v);
+  v = add(bn2, v);
+  g.outputs = {v};
+
+  const at::Tensor images = at::randn({192, 2, 8, 8}) * 2 + 1;
+  // Reference: PyTorch's train-mode batch_norm on each batch of 64, running stats averaged over batches.
+  at::Tensor m1 = at::zeros({4}), v1 = at::zeros({4}), m2 = at::zeros({3}), v2 = at::zeros({3});
+  for (int b = 0; b < 3; ++b) {
+    const at::Tensor xb = images.slice(0, 64 * b, 64 * (b + 1));
+    const at::Tensor y1 = at::conv2d(xb, conv1.weight);
+    m1 += y1.mean({0, 2, 3}) / 3;
+    v1 += y1.var({0, 2, 3}, true) / 3;
+    const at::Tensor z = at::relu(at::batch_norm(y1, bn1.bn.gamma, bn1.bn.beta, {}, {}, true, 0.0, 1e-5, false));
+    const at::Tensor y2 = at::conv2d(z, conv2.weight);
+    m2 += y2.mean({0, 2, 3}) / 3;
+    v2 += y2.var({0, 2, 3}, true) / 3;
+  }
+  auto pass = registry().create<GraphPass>("bn_reestimate", Options({{"batch_size", std::int64_t{64}}}));
+  PassContext ctx;
+  ctx.calibration = images;
+  pass->run(g, ctx);
+  EXPECT_TRUE(at::allclose(g.nodes[1].bn.mean, m1, 1e-4, 1e-5));
+  EXPECT_TRUE(at::allclose(g.nodes[1].bn.var, v1, 1e-4, 1e-5));
+  EXPECT_TRUE(at::allclose(g.nodes[4].bn.mean, m2, 1e-4, 1e-5));
+  EXPECT_TRUE(at::allclose(g.nodes[4].bn.var, v2, 1e-4, 1e-5));
+  PassContext empty;
+  EXPECT_THROW(pass->run(g, empty), std::exception);
+}

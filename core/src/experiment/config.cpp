@@ -252,7 +252,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   if (cfg.test_count < 0) test["count"].fail("expected an integer >= 0 (0: all)");
 
   const ConfigNode q = root["quantization"];
-  q.check_keys({"preset", "bits", "weight_range", "fold_bn", "overrides", "calibrators", "rounding"});
+  q.check_keys({"preset", "bits", "weight_range", "fold_bn", "overrides", "calibrators", "rounding", "passes"});
   cfg.preset = q.get("preset", cfg.preset);
   try {
     cfg.scheme = Scheme::load(cfg.preset.size() > 5 && cfg.preset.substr(cfg.preset.size() - 5) == ".yaml"
@@ -288,6 +288,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
     }
   }
   cfg.calibrators = parse_plugins(q["calibrators"], PluginKind::Calibrator, registry);
+  if (q.has("passes")) cfg.passes = parse_plugins(q["passes"], PluginKind::GraphPass, registry);
   if (q.has("rounding")) {
     cfg.rounding = parse_plugins(q["rounding"], PluginKind::WeightOptimizer, registry);
   } else {

@@ -28,6 +28,7 @@ std::string results_json(const ExperimentResults& results) {
     run["a_bits"] = r.a_bits;
     run["calibrator"] = r.calibrator;
     run["rounding"] = r.rounding;
+    if (!r.passes.empty()) run["passes"] = r.passes;
     run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}, {"domain", r.calibration_domain},
                           {"seed", r.calibration_seed}};
     run["results"] = nlohmann::ordered_json::array();

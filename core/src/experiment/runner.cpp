@@ -227,8 +227,8 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     for (const Dataset* t : p.tests)
       fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, p.pre, cfg.batch_size));
 
-    Graph folded = p.model.graph;
-    const int folded_pairs = cfg.fold_bn ? fold_batch_norm(folded) : 0;
+    Graph folded_once = p.model.graph;
+    const int folded_pairs = cfg.fold_bn ? fold_batch_norm(folded_once) : 0;
     YAML::Node m;
     m["name"] = entry.name;
     m["path"] = entry.path;
@@ -245,6 +245,20 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
       const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
       const Dataset& calibration = domains.get(domain, Split::Train, p.shape, count, seed);
       const at::Tensor calib_images = p.pre.apply(calibration.images);
+      // Graph passes (e.g. AdaBN) adapt the FP graph to this calibration set before folding.
+      Graph folded = folded_once;
+      if (!cfg.passes.empty()) {
+        folded = p.model.graph;
+        PassContext context;
+        context.calibration = calib_images;
+        context.seed = seed;
+        for (const PluginChoice& pass : cfg.passes) {
+          const PluginRecord& plugin = registry.get(PluginKind::GraphPass, pass.name);
+          auto object = registry.create<GraphPass>(pass.name, pass.options);
+          plugin_call(plugin, "run", [&] { object->run(folded, context); });
+        }
+        if (cfg.fold_bn) fold_batch_norm(folded);
+      }
       YAML::Node c;
       c["model"] = entry.name;
       c["domain"] = domain.name;
@@ -300,6 +314,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
             if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(count);
             if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
             run.calibration_seed = seed;
+            for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
             run.calibration_source = split_name(domain, Split::Train);
             run.calibration_count = calibration.size();
             std::ostringstream line;
@@ -345,6 +360,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     }
     q["calibrators"] = plugin_list_yaml(cfg.calibrators);
     q["rounding"] = plugin_list_yaml(cfg.rounding);
+    if (!cfg.passes.empty()) q["passes"] = plugin_list_yaml(cfg.passes);
     resolved["quantization"] = q;
     resolved["calibration_batch_size"] = cfg.batch_size;
     resolved["calibration_counts"] = cfg.calibration_counts;

@@ -78,6 +78,7 @@ struct ExperimentConfig {
   std::vector<LayerOverride> overrides;
   std::vector<PluginChoice> calibrators;
   std::vector<PluginChoice> rounding;
+  std::vector<PluginChoice> passes;  // GraphPass plugins run on the FP graph with each calibration set
 
   // Per-layer shift diagnostics for the first bit setting and calibrator (0 images: off).
   std::int64_t layer_shift_images = 0;

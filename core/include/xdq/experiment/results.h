@@ -22,6 +22,7 @@ struct RunResult {
   std::string id, model;
   int w_bits = 8, a_bits = 8;
   std::string calibrator, rounding;
+  std::vector<std::string> passes;  // graph passes applied before quantization (in results.json when any)
   std::string calibration_source;  // dataset split, e.g. fashion_mnist.train
   std::string calibration_domain;  // domain name (dataset + transforms)
   std::int64_t calibration_count = 0;
