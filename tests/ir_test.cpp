@@ -84,6 +84,34 @@ TEST(Executor, ZooResNetMatchesTorchScriptAndFoldingKeepsIt) {
   EXPECT_LE(test::max_relative_error(Executor(folded).forward(x), expected), 1e-4);
 }
 
+TEST(Import, ZooArchitecturesMatchTorchScriptWithTheirStructure) {
+  test::TempDir dir;
+  struct Case {
+    std::string name;
+    torch::jit::Module module;
+    std::size_t residual_blocks, concats;
+  };
+  std::vector<Case> cases = {{"vgg", zoo::make_vgg({8, 1, 10}, 3), 0, 0},
+                             {"mobilenet_v2", zoo::make_mobilenet_v2({8, 4, 1, 10}, 3), 4, 0},
+                             {"shufflenet_v2", zoo::make_shufflenet_v2({8, 1, 10}, 3), 0, 4}};
+  at::manual_seed(10);
+  const at::Tensor x = at::randn({3, 1, 28, 28});
+  for (auto& c : cases) {
+    c.module.eval();
+    const at::Tensor expected = c.module.forward({x}).toTensor();
+    c.module.save(dir.file(c.name + ".pt"));
+    const ImportedModel m = import_torchscript(dir.file(c.name + ".pt"));
+    EXPECT_LE(test::max_relative_error(Executor(m.graph).forward(x), expected), 1e-5) << c.name;
+    EXPECT_EQ(find_residual_blocks(m.graph).size(), c.residual_blocks) << c.name;
+    std::size_t concats = 0;
+    for (int n : merge_nodes(m.graph)) concats += m.graph.nodes[n].op == "aten::cat";
+    EXPECT_EQ(concats, c.concats) << c.name;
+    int depthwise = 0;
+    for (int n : m.graph.layer_nodes()) depthwise += m.graph.nodes[n].is_depthwise();
+    EXPECT_EQ(depthwise > 0, c.name != "vgg") << c.name;
+  }
+}
+
 TEST(Executor, GradientsFlowToInputsAndInstalledWeights) {
   test::TempDir dir;
   const std::string path = make_zoo_resnet(dir);

@@ -22,7 +22,9 @@ namespace xdq {
 namespace {
 
 struct Recipe {
-  zoo::ResNetSpec arch;
+  std::string arch_name = "resnet";
+  zoo::ResNetSpec arch;  // depth used by resnet; width, channels and classes by all
+  int expansion = 4;
   std::string dataset = "fashion_mnist";
   std::string data_dir;  // fashion_mnist folder override
   std::int64_t height = 28, width = 28;
@@ -42,8 +44,11 @@ Recipe parse_recipe(const ConfigNode& root, const std::filesystem::path& base) {
   root.check_keys({"model", "data", "train", "seed", "threads", "output", "log"});
   Recipe r;
   const ConfigNode model = root["model"];
-  model.check_keys({"arch", "depth", "width", "in_channels", "num_classes"});
-  if (model["arch"].as_string() != "resnet") model["arch"].fail("unknown architecture (known: resnet)");
+  model.check_keys({"arch", "depth", "width", "in_channels", "num_classes", "expansion"});
+  r.arch_name = model["arch"].as_string();
+  if (r.arch_name != "resnet" && r.arch_name != "vgg" && r.arch_name != "mobilenet_v2" && r.arch_name != "shufflenet_v2")
+    model["arch"].fail("unknown architecture (known: resnet, vgg, mobilenet_v2, shufflenet_v2)");
+  r.expansion = model.get("expansion", r.expansion);
   r.arch.depth = model.get("depth", r.arch.depth);
   r.arch.width = model.get("width", r.arch.width);
   r.arch.in_channels = model.get("in_channels", r.arch.in_channels);
@@ -118,7 +123,11 @@ TrainSummary train_from_recipe(const std::string& recipe_path, const std::vector
 
   at::manual_seed(r.seed);
   at::Generator gen = at::detail::createCPUGenerator(r.seed);
-  torch::jit::Module net = zoo::make_resnet(r.arch, r.seed);
+  const zoo::ResNetSpec& a = r.arch;
+  torch::jit::Module net = r.arch_name == "vgg"            ? zoo::make_vgg({a.width, a.in_channels, a.num_classes}, r.seed)
+                           : r.arch_name == "mobilenet_v2" ? zoo::make_mobilenet_v2({a.width, r.expansion, a.in_channels, a.num_classes}, r.seed)
+                           : r.arch_name == "shufflenet_v2" ? zoo::make_shufflenet_v2({a.width, a.in_channels, a.num_classes}, r.seed)
+                                                            : zoo::make_resnet(a, r.seed);
   zoo::set_input_normalization(net, r.preprocess.mean, r.preprocess.std);
   std::vector<at::Tensor> params;
   for (const auto& p : net.parameters()) {

@@ -26,13 +26,25 @@ class Builder {
   }
 
   // Kaiming-normal (fan_out, ReLU gain) as torchvision's ResNet initializes its convolutions.
-  Module conv(int in, int out, int kernel, int stride) {
+  Module conv(int in, int out, int kernel, int stride, int groups = 1) {
     Module m = module("Conv2d");
-    const double std = std::sqrt(2.0 / (out * kernel * kernel));
-    m.register_parameter("weight", at::normal(0.0, std, {out, in, kernel, kernel}, gen_), false);
+    const double std = std::sqrt(2.0 / (out / groups * kernel * kernel));
+    m.register_parameter("weight", at::normal(0.0, std, {out, in / groups, kernel, kernel}, gen_), false);
     const int pad = kernel / 2;
     m.define("def forward(self, x):\n  return torch.conv2d(x, self.weight, None, [" + pair(stride) + "], [" +
-             pair(pad) + "], [1, 1], 1)\n");
+             pair(pad) + "], [1, 1], " + std::to_string(groups) + ")\n");
+    return m;
+  }
+
+  // conv -> BN (-> activation: "relu", "relu6" or ""), as torchvision's ConvBNActivation.
+  Module conv_bn(int in, int out, int kernel, int stride, int groups, const std::string& activation) {
+    Module m = module("ConvBN");
+    m.register_module("conv", conv(in, out, kernel, stride, groups));
+    m.register_module("bn", batch_norm(out));
+    std::string body = "self.bn.forward(self.conv.forward(x))";
+    if (activation == "relu") body = "torch.relu(" + body + ")";
+    if (activation == "relu6") body = "torch.hardtanh(" + body + ", 0.0, 6.0)";
+    m.define("def forward(self, x):\n  return " + body + "\n");
     return m;
   }
 
@@ -122,6 +134,120 @@ torch::jit::Module make_resnet(const ResNetSpec& spec, std::uint64_t seed) {
       "  x = torch.adaptive_avg_pool2d(x, [1, 1])\n"
       "  x = torch.flatten(x, 1)\n"
       "  return self.fc.forward(x)\n");
+  return net;
+}
+
+// Head shared by the zoo: global average pool, flatten, linear classifier.
+namespace {
+std::string head_code() {
+  return "  x = torch.adaptive_avg_pool2d(x, [1, 1])\n  x = torch.flatten(x, 1)\n  return self.fc.forward(x)\n";
+}
+}  // namespace
+
+torch::jit::Module make_vgg(const VggSpec& spec, std::uint64_t seed) {
+  Builder b(seed);
+  Module net = b.module("VGG");
+  std::string body;
+  int in = spec.in_channels, layer = 0;
+  for (int stage = 0; stage < 3; ++stage) {
+    const int out = spec.width << stage;
+    for (int i = 0; i < 2; ++i, ++layer) {
+      const std::string name = "features" + std::to_string(layer);
+      net.register_module(name, b.conv_bn(in, out, 3, 1, 1, "relu"));
+      body += "  x = self." + name + ".forward(x)\n";
+      in = out;
+    }
+    if (stage < 2) body += "  x = torch.max_pool2d(x, [2, 2], [2, 2])\n";
+  }
+  net.register_module("fc", b.linear(in, spec.num_classes));
+  net.define("def forward(self, x):\n" + body + head_code());
+  return net;
+}
+
+torch::jit::Module make_mobilenet_v2(const MobileNetV2Spec& spec, std::uint64_t seed) {
+  Builder b(seed);
+  Module net = b.module("MobileNetV2");
+  const int stem = spec.width;
+  net.register_module("stem", b.conv_bn(spec.in_channels, stem, 3, 1, 1, "relu6"));
+  std::string body = "  x = self.stem.forward(x)\n";
+  // (expansion, channels as multiples of width, blocks, first stride)
+  const int settings[][4] = {{1, 1, 1, 1}, {spec.expansion, 2, 2, 2}, {spec.expansion, 3, 2, 2}, {spec.expansion, 4, 2, 1}};
+  int in = stem, index = 0;
+  for (const auto& st : settings) {
+    const int out = st[1] * spec.width;
+    for (int i = 0; i < st[2]; ++i, ++index) {
+      const int stride = i == 0 ? st[3] : 1, hidden = in * st[0];
+      Module block = b.module("InvertedResidual");
+      std::string code = "def forward(self, x):\n  y = x\n";
+      if (st[0] != 1) {
+        block.register_module("expand", b.conv_bn(in, hidden, 1, 1, 1, "relu6"));
+        code += "  y = self.expand.forward(y)\n";
+      }
+      block.register_module("depthwise", b.conv_bn(hidden, hidden, 3, stride, hidden, "relu6"));
+      block.register_module("project", b.conv_bn(hidden, out, 1, 1, 1, ""));
+      code += "  y = self.project.forward(self.depthwise.forward(y))\n";
+      code += (stride == 1 && in == out) ? "  return x + y\n" : "  return y\n";
+      block.define(code);
+      const std::string name = "features" + std::to_string(index);
+      net.register_module(name, block);
+      body += "  x = self." + name + ".forward(x)\n";
+      in = out;
+    }
+  }
+  const int last = 8 * spec.width;
+  net.register_module("last", b.conv_bn(in, last, 1, 1, 1, "relu6"));
+  net.register_module("fc", b.linear(last, spec.num_classes));
+  net.define("def forward(self, x):\n" + body + "  x = self.last.forward(x)\n" + head_code());
+  return net;
+}
+
+torch::jit::Module make_shufflenet_v2(const ShuffleNetV2Spec& spec, std::uint64_t seed) {
+  Builder b(seed);
+  Module net = b.module("ShuffleNetV2");
+  const int stem = spec.width;
+  net.register_module("stem", b.conv_bn(spec.in_channels, stem, 3, 1, 1, "relu"));
+  std::string body = "  x = self.stem.forward(x)\n";
+  // Channel shuffle with two groups, as torchvision's ShuffleNetV2 (view, transpose, view).
+  const std::string shuffle =
+      "  b, c, h, w = out.size()\n"
+      "  out = out.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous()\n"
+      "  return out.view(b, c, h, w)\n";
+  int in = stem, index = 0;
+  for (int stage = 0; stage < 2; ++stage) {
+    const int out = 2 * spec.width << stage, half = out / 2;
+    for (int i = 0; i < 2; ++i, ++index) {
+      Module unit = b.module("ShuffleUnit");
+      if (i == 0) {  // stride 2: both branches see the whole input
+        unit.register_module("branch1_dw", b.conv_bn(in, in, 3, 2, in, ""));
+        unit.register_module("branch1_pw", b.conv_bn(in, half, 1, 1, 1, "relu"));
+        unit.register_module("branch2_pw1", b.conv_bn(in, half, 1, 1, 1, "relu"));
+        unit.register_module("branch2_dw", b.conv_bn(half, half, 3, 2, half, ""));
+        unit.register_module("branch2_pw2", b.conv_bn(half, half, 1, 1, 1, "relu"));
+        unit.define(
+            "def forward(self, x):\n"
+            "  a = self.branch1_pw.forward(self.branch1_dw.forward(x))\n"
+            "  y = self.branch2_pw2.forward(self.branch2_dw.forward(self.branch2_pw1.forward(x)))\n"
+            "  out = torch.cat([a, y], 1)\n" + shuffle);
+      } else {  // stride 1: split channels, transform one half
+        unit.register_module("branch2_pw1", b.conv_bn(half, half, 1, 1, 1, "relu"));
+        unit.register_module("branch2_dw", b.conv_bn(half, half, 3, 1, half, ""));
+        unit.register_module("branch2_pw2", b.conv_bn(half, half, 1, 1, 1, "relu"));
+        unit.define(
+            "def forward(self, x):\n"
+            "  parts = x.chunk(2, 1)\n"
+            "  y = self.branch2_pw2.forward(self.branch2_dw.forward(self.branch2_pw1.forward(parts[1])))\n"
+            "  out = torch.cat([parts[0], y], 1)\n" + shuffle);
+      }
+      const std::string name = "stage" + std::to_string(stage + 2) + "_" + std::to_string(i);
+      net.register_module(name, unit);
+      body += "  x = self." + name + ".forward(x)\n";
+      in = out;
+    }
+  }
+  const int last = 8 * spec.width;
+  net.register_module("last", b.conv_bn(in, last, 1, 1, 1, "relu"));
+  net.register_module("fc", b.linear(last, spec.num_classes));
+  net.define("def forward(self, x):\n" + body + "  x = self.last.forward(x)\n" + head_code());
   return net;
 }
 
