@@ -142,6 +142,14 @@ namespace {
 std::string head_code() {
   return "  x = torch.adaptive_avg_pool2d(x, [1, 1])\n  x = torch.flatten(x, 1)\n  return self.fc.forward(x)\n";
 }
+
+// The mobile networks' tail: a 1x1 conv-BN-activation to `last` channels, then the shared head.
+void finish_mobile(Builder& b, Module& net, int in, int last, const std::string& activation, const std::string& body,
+                   int num_classes) {
+  net.register_module("last", b.conv_bn(in, last, 1, 1, 1, activation));
+  net.register_module("fc", b.linear(last, num_classes));
+  net.define("def forward(self, x):\n" + body + "  x = self.last.forward(x)\n" + head_code());
+}
 }  // namespace
 
 torch::jit::Module make_vgg(const VggSpec& spec, std::uint64_t seed) {
@@ -194,10 +202,7 @@ torch::jit::Module make_mobilenet_v2(const MobileNetV2Spec& spec, std::uint64_t 
       in = out;
     }
   }
-  const int last = 8 * spec.width;
-  net.register_module("last", b.conv_bn(in, last, 1, 1, 1, "relu6"));
-  net.register_module("fc", b.linear(last, spec.num_classes));
-  net.define("def forward(self, x):\n" + body + "  x = self.last.forward(x)\n" + head_code());
+  finish_mobile(b, net, in, 8 * spec.width, "relu6", body, spec.num_classes);
   return net;
 }
 
@@ -244,10 +249,7 @@ torch::jit::Module make_shufflenet_v2(const ShuffleNetV2Spec& spec, std::uint64_
       in = out;
     }
   }
-  const int last = 8 * spec.width;
-  net.register_module("last", b.conv_bn(in, last, 1, 1, 1, "relu"));
-  net.register_module("fc", b.linear(last, spec.num_classes));
-  net.define("def forward(self, x):\n" + body + "  x = self.last.forward(x)\n" + head_code());
+  finish_mobile(b, net, in, 8 * spec.width, "relu", body, spec.num_classes);
   return net;
 }
 
