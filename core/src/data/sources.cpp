@@ -84,21 +84,6 @@ bool parse_dataset_split(const std::string& name, std::string& dataset, Split& s
   return is_known_dataset(dataset);
 }
 
-const std::vector<std::string>& known_sources() {
-  static const std::vector<std::string> sources = [] {
-    std::vector<std::string> out;
-    for (const auto& d : known_datasets()) out.insert(out.end(), {d + ".train", d + ".test"});
-    return out;
-  }();
-  return sources;
-}
-
-bool is_known_source(const std::string& name) {
-  std::string dataset;
-  Split split;
-  return parse_dataset_split(name, dataset, split);
-}
-
 at::Tensor fit_to_input(const at::Tensor& images_in, const InputShape& shape) {
   at::Tensor images = images_in;
   const auto c = images.size(1);

@@ -42,8 +42,4 @@ bool parse_dataset_split(const std::string& name, std::string& dataset, Split& s
 
 at::Tensor fit_to_input(const at::Tensor& images, const InputShape& shape);
 
-// Kept for callers naming splits directly.
-const std::vector<std::string>& known_sources();
-bool is_known_source(const std::string& name);
-
 }  // namespace xdq
