@@ -1,7 +1,10 @@
 // Speed ratios, measured side by side in one run (rounds interleaved, medians compared):
 //   1. W8A8 fake-quantized evaluation throughput / FP32 TorchScript evaluation throughput (batch 256);
 //   2. time to calibrate all activation ranges with kl or mse on 1 024 images / one FP32 forward pass
-//      over the same 1 024 images.
+//      over the same 1 024 images;
+//   3. one BRECQ reconstruction iteration of ResNet-20's layer1.block0 (batch 32: sampling, soft-rounded
+//      weights, forward, loss, backward, Adam) / a plain forward + backward of the same block written
+//      directly with ATen ops (conv, relu, conv, add, relu; MSE loss).
 // Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R]
 #include <algorithm>
 #include <chrono>
@@ -18,6 +21,7 @@
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
 #include "xdq/quant/ptq.h"
+#include "xdq/quant/reconstruction.h"
 
 using namespace xdq;
 
@@ -84,13 +88,57 @@ int main(int argc, char** argv) {
   run_batches(eval_images, fp32_forward);
   run_batches(eval_images, quant_forward);
 
-  std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib;
+  // Reconstruction: the engine's own timing of its rounding loop on one block, against the same block in ATen.
+  QuantizedModel w4a4 = [&] {
+    PtqSettings s4 = settings;
+    s4.w_bits = s4.a_bits = 4;
+    QuantizedModel q(folded, s4);
+    q.set_weight_ranges("mse");
+    return q;
+  }();
+  const auto units = reconstruction_units(folded, Granularity::Block);
+  const auto unit = std::find_if(units.begin(), units.end(), [](const ReconstructionUnit& u) { return u.name == "layer1.block0"; });
+  if (unit == units.end() || unit->layers.size() != 2) {
+    std::fprintf(stderr, "xdq_bench: %s has no two-conv block 'layer1.block0'\n", model_path.c_str());
+    return 1;
+  }
+  const at::Tensor w1 = folded.nodes[unit->layers[0]].weight.clone().requires_grad_(true);
+  const at::Tensor w2 = folded.nodes[unit->layers[1]].weight.clone().requires_grad_(true);
+  const at::Tensor b1 = folded.nodes[unit->layers[0]].bias, b2 = folded.nodes[unit->layers[1]].bias;
+  const at::Tensor block_in = at::rand({32, w1.size(1), 28, 28}), block_target = at::rand({32, w2.size(0), 28, 28});
+  auto plain_block_step = [&] {
+    at::AutoGradMode grad(true);
+    const at::Tensor h = at::relu(at::conv2d(block_in, w1, b1, 1, 1));
+    const at::Tensor out = at::relu(at::conv2d(h, w2, b2, 1, 1) + block_in);
+    ((out - block_target).pow(2).sum(1).mean()).backward();
+  };
+  const std::int64_t recon_iters = 100;
+  auto recon_step_seconds = [&] {
+    QuantizedModel q = w4a4;
+    ReconstructionOptions o;
+    o.iters = recon_iters;
+    RoundingContext ctx;
+    ctx.graph = &q.graph();
+    ctx.layers = &q.layers();
+    ctx.calibration = calib_images.slice(0, 0, 256);
+    at::AutoGradMode grad(true);
+    for (const UnitReport& r : reconstruct(ctx, o))
+      if (r.name == "layer1.block0") return r.seconds_per_iteration;
+    return 0.0;
+  };
+
+  std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib, recon_iter, plain_iter;
   for (int r = 0; r < rounds; ++r) {
     fp32_eval.push_back(seconds([&] { run_batches(eval_images, fp32_forward); }));
     quant_eval.push_back(seconds([&] { run_batches(eval_images, quant_forward); }));
     fp32_calib_pass.push_back(seconds([&] { run_batches(calib_images, fp32_forward); }));
     kl_calib.push_back(seconds([&] { quantize_with("kl"); }));
     mse_calib.push_back(seconds([&] { quantize_with("mse"); }));
+    recon_iter.push_back(recon_step_seconds());
+    plain_iter.push_back(seconds([&] {
+                           for (std::int64_t i = 0; i < recon_iters; ++i) plain_block_step();
+                         }) /
+                         static_cast<double>(recon_iters));
   }
   const double n_eval = static_cast<double>(eval_images.size(0));
   std::printf("model %s, threads %d, rounds %d (medians)\n", model_path.c_str(), threads, rounds);
@@ -102,5 +150,7 @@ int main(int argc, char** argv) {
               median(kl_calib) / median(fp32_calib_pass));
   std::printf("mse calibration, 1024 images %6.3f s   ratio %.3f   (target <= 2)\n", median(mse_calib),
               median(mse_calib) / median(fp32_calib_pass));
+  std::printf("block layer1.block0, batch 32: plain ATen fwd+bwd %.2f ms, BRECQ iteration %.2f ms   ratio %.3f   (target <= 1.3)\n",
+              1e3 * median(plain_iter), 1e3 * median(recon_iter), median(recon_iter) / median(plain_iter));
   return 0;
 }

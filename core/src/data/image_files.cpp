@@ -165,4 +165,57 @@ std::string render_heatmap_png(const std::string& title, const std::vector<std::
   return std::string(bytes.begin(), bytes.end());
 }
 
+std::string render_curves_png(const std::string& title, const std::vector<std::string>& names,
+                              const std::vector<std::vector<std::pair<double, double>>>& series, bool log_y) {
+  const int left = 70, right = 200, top = 40, bottom = 40, plot_w = 560, plot_h = 320;
+  cv::Mat canvas(top + plot_h + bottom, left + plot_w + right, CV_8UC3, cv::Scalar(255, 255, 255));
+  auto y_of = [&](double y) { return log_y ? std::log10(std::max(y, 1e-30)) : y; };
+  double x_lo = 1e300, x_hi = -1e300, y_lo = 1e300, y_hi = -1e300;
+  for (const auto& s : series)
+    for (const auto& [x, y] : s) {
+      if (log_y && !(y > 0)) continue;
+      x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x);
+      y_lo = std::min(y_lo, y_of(y)), y_hi = std::max(y_hi, y_of(y));
+    }
+  if (x_lo > x_hi) x_lo = 0, x_hi = 1, y_lo = 0, y_hi = 1;
+  if (x_hi == x_lo) x_hi = x_lo + 1;
+  if (y_hi == y_lo) y_hi = y_lo + 1;
+  const auto font = cv::FONT_HERSHEY_SIMPLEX;
+  auto px = [&](double x, double y) {
+    return cv::Point(left + static_cast<int>((x - x_lo) / (x_hi - x_lo) * plot_w),
+                     top + plot_h - static_cast<int>((y_of(y) - y_lo) / (y_hi - y_lo) * plot_h));
+  };
+  cv::putText(canvas, title, {10, 25}, font, 0.5, {0, 0, 0}, 1, cv::LINE_AA);
+  cv::rectangle(canvas, {left, top}, {left + plot_w, top + plot_h}, {0, 0, 0}, 1);
+  char text[48];
+  for (int k = 0; k <= 4; ++k) {
+    const double yv = y_lo + (y_hi - y_lo) * k / 4.0;
+    std::snprintf(text, sizeof text, log_y ? "%.1e" : "%.3g", log_y ? std::pow(10.0, yv) : yv);
+    const int y = top + plot_h - plot_h * k / 4;
+    cv::putText(canvas, text, {4, y + 4}, font, 0.35, {60, 60, 60}, 1, cv::LINE_AA);
+    const double xv = x_lo + (x_hi - x_lo) * k / 4.0;
+    std::snprintf(text, sizeof text, "%.0f", xv);
+    cv::putText(canvas, text, {left + plot_w * k / 4 - 10, top + plot_h + 18}, font, 0.35, {60, 60, 60}, 1, cv::LINE_AA);
+  }
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    cv::Mat level(1, 1, CV_8UC1, cv::Scalar(series.size() > 1 ? 230.0 * i / (series.size() - 1) : 0.0)), colour;
+    cv::applyColorMap(level, colour, cv::COLORMAP_TURBO);
+    const cv::Vec3b c = colour.at<cv::Vec3b>(0, 0);
+    const cv::Scalar bgr(c[0], c[1], c[2]);
+    std::vector<cv::Point> points;
+    for (const auto& [x, y] : series[i])
+      if (!log_y || y > 0) points.push_back(px(x, y));
+    if (points.size() > 1) cv::polylines(canvas, points, false, bgr, 1, cv::LINE_AA);
+    const int ly = top + 12 + 14 * static_cast<int>(i);
+    if (ly < top + plot_h + bottom - 4) {
+      cv::line(canvas, {left + plot_w + 10, ly - 4}, {left + plot_w + 28, ly - 4}, bgr, 2);
+      cv::putText(canvas, i < names.size() ? names[i].substr(0, 24) : "", {left + plot_w + 32, ly}, font, 0.35, {0, 0, 0}, 1,
+                  cv::LINE_AA);
+    }
+  }
+  std::vector<uchar> bytes;
+  cv::imencode(".png", canvas, bytes);
+  return std::string(bytes.begin(), bytes.end());
+}
+
 }  // namespace xdq

@@ -22,4 +22,9 @@ std::string render_heatmap_png(const std::string&, const std::vector<std::string
   unavailable("PNG output");
 }
 
+std::string render_curves_png(const std::string&, const std::vector<std::string>&,
+                              const std::vector<std::vector<std::pair<double, double>>>&, bool) {
+  unavailable("PNG output");
+}
+
 }  // namespace xdq

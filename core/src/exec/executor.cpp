@@ -1,5 +1,7 @@
 #include "xdq/exec/executor.h"
 
+#include <algorithm>
+
 #include "xdq/error.h"
 
 namespace xdq {
@@ -24,15 +26,61 @@ std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) c
   if (inputs.size() != graph_.inputs.size())
     throw Error("model expects " + std::to_string(graph_.inputs.size()) + " inputs, got " + std::to_string(inputs.size()));
   std::vector<c10::IValue> values(graph_.num_values);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    c10::IValue value = inputs[i];
+    if (hooks_[graph_.inputs[i]] && value.isTensor()) value = hooks_[graph_.inputs[i]](value.toTensor());
+    values[graph_.inputs[i]] = std::move(value);
+  }
+  std::vector<at::Tensor> none;
+  execute(0, static_cast<int>(graph_.nodes.size()), values, {}, none);
+  std::vector<c10::IValue> outputs;
+  for (int v : graph_.outputs) outputs.push_back(values[v]);
+  return outputs;
+}
+
+std::vector<at::Tensor> Executor::run_nodes(int first, int last, const std::vector<std::pair<int, at::Tensor>>& given,
+                                            const std::vector<int>& wanted) const {
+  if (first < 0 || last > static_cast<int>(graph_.nodes.size()) || first > last)
+    throw Error("node range [" + std::to_string(first) + ", " + std::to_string(last) + ") outside the graph");
+  std::vector<c10::IValue> values(graph_.num_values);
+  std::vector<at::Tensor> captured(wanted.size());
+  for (const auto& [v, tensor] : given) {
+    at::Tensor value = hooks_.at(v) ? hooks_[v](tensor) : tensor;
+    for (std::size_t k = 0; k < wanted.size(); ++k)
+      if (wanted[k] == v) captured[k] = value;
+    values[v] = std::move(value);
+  }
+  execute(first, last, values, wanted, captured);
+  for (std::size_t k = 0; k < wanted.size(); ++k)
+    if (!captured[k].defined())
+      throw Error("value '" + graph_.value_names.at(wanted[k]) + "' is not produced by nodes [" + std::to_string(first) +
+                  ", " + std::to_string(last) + ")");
+  return captured;
+}
+
+std::vector<int> Executor::range_inputs(int first, int last) const {
+  std::vector<bool> inside(graph_.num_values, false), constant(graph_.num_values, false);
+  for (const auto& c : graph_.constants) constant[c.first] = true;
+  std::vector<int> out;
+  for (int i = first; i < last; ++i) {
+    for (int v : graph_.nodes[i].inputs)
+      if (!inside[v] && !constant[v] && std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    for (int v : graph_.nodes[i].outputs) inside[v] = true;
+  }
+  return out;
+}
+
+void Executor::execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
+                       std::vector<at::Tensor>& captured) const {
   for (const auto& c : graph_.constants) values[c.first] = c.second;
   auto produce = [&](int v, c10::IValue value) {
     if (hooks_[v] && value.isTensor()) value = hooks_[v](value.toTensor());
+    for (std::size_t k = 0; k < wanted.size(); ++k)
+      if (wanted[k] == v && value.isTensor()) captured[k] = value.toTensor();
     values[v] = std::move(value);
   };
-  for (std::size_t i = 0; i < inputs.size(); ++i) produce(graph_.inputs[i], inputs[i]);
-
   std::vector<c10::IValue> stack;
-  for (std::size_t i = 0; i < graph_.nodes.size(); ++i) {
+  for (int i = first; i < last; ++i) {
     const Node& node = graph_.nodes[i];
     switch (node.kind) {
       case OpKind::Conv: {
@@ -62,11 +110,8 @@ std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) c
       }
     }
     for (int v : node.inputs)
-      if (last_use_[v] == static_cast<int>(i)) values[v] = c10::IValue();
+      if (last_use_[v] == i) values[v] = c10::IValue();
   }
-  std::vector<c10::IValue> outputs;
-  for (int v : graph_.outputs) outputs.push_back(values[v]);
-  return outputs;
 }
 
 at::Tensor Executor::forward(const at::Tensor& input) const {

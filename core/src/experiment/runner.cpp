@@ -216,6 +216,19 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     prepared.push_back(std::move(p));
   }
 
+  // Graph passes run before quantization (FP graph) or after rounding (quantized model), as each declares.
+  struct Pass {
+    const PluginRecord* plugin;
+    std::shared_ptr<GraphPass> object;
+    bool after_rounding;
+  };
+  std::vector<Pass> passes;
+  for (const PluginChoice& choice : cfg.passes) {
+    Pass pass{&registry.get(PluginKind::GraphPass, choice.name), registry.create<GraphPass>(choice.name, choice.options), false};
+    pass.after_rounding = plugin_call(*pass.plugin, "stage", [&] { return pass.object->stage(); }) == PassStage::AfterRounding;
+    passes.push_back(std::move(pass));
+  }
+
   const std::size_t total = cfg.models.size() * cfg.calibration_domains.size() * cfg.calibration_counts.size() *
                             cfg.repeats * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
   std::size_t index = 0;
@@ -245,18 +258,15 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
       const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
       const Dataset& calibration = domains.get(domain, Split::Train, p.shape, count, seed);
       const at::Tensor calib_images = p.pre.apply(calibration.images);
+      PassContext pass_context;
+      pass_context.calibration = calib_images;
+      pass_context.seed = seed;
       // Graph passes (e.g. AdaBN) adapt the FP graph to this calibration set before folding.
       Graph folded = folded_once;
-      if (!cfg.passes.empty()) {
+      if (std::any_of(passes.begin(), passes.end(), [](const auto& pass) { return !pass.after_rounding; })) {
         folded = p.model.graph;
-        PassContext context;
-        context.calibration = calib_images;
-        context.seed = seed;
-        for (const PluginChoice& pass : cfg.passes) {
-          const PluginRecord& plugin = registry.get(PluginKind::GraphPass, pass.name);
-          auto object = registry.create<GraphPass>(pass.name, pass.options);
-          plugin_call(plugin, "run", [&] { object->run(folded, context); });
-        }
+        for (const auto& pass : passes)
+          if (!pass.after_rounding) plugin_call(*pass.plugin, "run", [&] { pass.object->run(folded, pass_context); });
         if (cfg.fold_bn) fold_batch_norm(folded);
       }
       YAML::Node c;
@@ -300,19 +310,27 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
             const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
             auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
             QuantizedModel quantized = calibrated;
-            quantized.round_weights(*optimizer, rnd_plugin, calib_images, seed);
-            const Executor exec = quantized.executor();
             RunResult run;
+            run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
+            if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
+            if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(count);
+            if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
+            RoundingContext rounding;
+            rounding.calibration = calib_images;
+            rounding.seed = seed;
+            rounding.progress = &progress;
+            rounding.files = pictures;
+            rounding.run_name = run.id;
+            quantized.round_weights(*optimizer, rnd_plugin, rounding);
+            for (const auto& pass : passes)
+              if (pass.after_rounding) quantized.apply_pass(*pass.object, *pass.plugin, pass_context);
+            const Executor exec = quantized.executor();
             run.model = entry.name;
             run.w_bits = bits.w_bits;
             run.a_bits = bits.a_bits;
             run.calibrator = cal.label;
             run.rounding = rnd.label;
             run.calibration_domain = domain.name;
-            run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
-            if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
-            if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(count);
-            if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
             run.calibration_seed = seed;
             for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
             run.calibration_source = split_name(domain, Split::Train);

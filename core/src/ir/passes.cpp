@@ -115,7 +115,7 @@ std::vector<int> merge_nodes(const Graph& graph) {
   return out;
 }
 
-std::vector<ResidualBlock> find_residual_blocks(const Graph& graph) {
+std::vector<ResidualBlock> find_residual_blocks(const Graph& graph, bool include_concat) {
   std::vector<int> producer(graph.num_values, -1);
   for (std::size_t i = 0; i < graph.nodes.size(); ++i)
     for (int v : graph.nodes[i].outputs) producer[v] = static_cast<int>(i);
@@ -126,20 +126,32 @@ std::vector<ResidualBlock> find_residual_blocks(const Graph& graph) {
   std::vector<ResidualBlock> blocks;
   for (int merge : merge_nodes(graph)) {
     const Node& add = graph.nodes[merge];
-    if (strip_inplace(add.op) != "aten::add") continue;
-    const auto a = ancestors(graph, producer, add.inputs[0]);
-    const auto b = ancestors(graph, producer, add.inputs[1]);
-    int fork = -1;
-    for (int v : a)
-      if (b.count(v) && (fork < 0 || position[v] > position[fork])) fork = v;
+    std::vector<int> branches;  // the merged tensors
+    const std::string op = strip_inplace(add.op);
+    if (op == "aten::add") {
+      branches = {add.inputs[0], add.inputs[1]};
+    } else if (op == "aten::cat" && include_concat) {
+      const int list = producer[add.inputs[0]];
+      if (list < 0 || graph.nodes[list].op != "prim::ListConstruct") continue;
+      branches = graph.nodes[list].inputs;
+    }
+    if (branches.size() < 2) continue;
+    std::vector<std::set<int>> paths;
+    for (int b : branches) paths.push_back(ancestors(graph, producer, b));
+    int fork = -1;  // the latest value every branch descends from
+    for (int v : paths[0])
+      if (std::all_of(paths.begin() + 1, paths.end(), [&](const std::set<int>& p) { return p.count(v) > 0; }) &&
+          (fork < 0 || position[v] > position[fork]))
+        fork = v;
     if (fork < 0) continue;
     const auto before_fork = ancestors(graph, producer, fork);
     ResidualBlock block;
     block.input_value = fork;
     block.output_value = add.outputs[0];
     std::set<int> inside;
-    for (int v : a) if (!before_fork.count(v) && producer[v] >= 0) inside.insert(producer[v]);
-    for (int v : b) if (!before_fork.count(v) && producer[v] >= 0) inside.insert(producer[v]);
+    for (const auto& path : paths)
+      for (int v : path)
+        if (!before_fork.count(v) && producer[v] >= 0) inside.insert(producer[v]);
     inside.insert(merge);
     const auto readers = graph.consumers(add.outputs[0]);
     if (readers.size() == 1 && is_activation_op(graph.nodes[readers[0]])) {

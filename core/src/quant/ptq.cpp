@@ -70,12 +70,10 @@ void QuantizedModel::set_weight_ranges(const std::string& method) {
 }
 
 void QuantizedModel::round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin,
-                                   const at::Tensor& calibration, std::uint64_t seed) {
-  RoundingContext context;
+                                   RoundingContext context) {
   context.graph = &graph_;
   context.layers = &layers_;
-  context.calibration = calibration;
-  context.seed = seed;
+  context.activations = &activations_;
   plugin_call(plugin, "optimize", [&] { optimizer.optimize(context); });
   for (const auto& layer : layers_) {
     const at::Tensor& w = graph_.nodes[layer.node].weight;
@@ -83,6 +81,12 @@ void QuantizedModel::round_weights(const WeightOptimizer& optimizer, const Plugi
       throw Error("plugin '" + plugin.name + "' left no quantized weight of the right shape for " +
                   graph_.nodes[layer.node].name);
   }
+}
+
+void QuantizedModel::apply_pass(const GraphPass& pass, const PluginRecord& plugin, PassContext context) {
+  context.layers = &layers_;
+  context.activations = &activations_;
+  plugin_call(plugin, "run", [&] { pass.run(graph_, context); });
 }
 
 Executor QuantizedModel::executor() const {

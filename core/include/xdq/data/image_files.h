@@ -30,5 +30,8 @@ std::string render_strip_png(const at::Tensor& images, int scale);
 // A matrix with its value printed in every cell (NaN: empty cell), rows and columns labeled.
 std::string render_heatmap_png(const std::string& title, const std::vector<std::string>& rows,
                                const std::vector<std::string>& cols, const std::vector<std::vector<double>>& values);
+// Line plot: one (x, y) series per name, distinct colours, legend; log10 y axis when log_y (y > 0 only).
+std::string render_curves_png(const std::string& title, const std::vector<std::string>& names,
+                              const std::vector<std::vector<std::pair<double, double>>>& series, bool log_y);
 
 }  // namespace xdq

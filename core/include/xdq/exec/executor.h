@@ -28,7 +28,21 @@ class Executor {
   // One tensor in, first output out.
   at::Tensor forward(const at::Tensor& input) const;
 
+  // Runs only nodes [first, last): `given` holds every value they read that is produced outside the range
+  // (hooks on given values are applied, as if produced here). Returns the `wanted` values as produced
+  // (after their hooks), in order. Reconstruction runs one block this way; a prefix [0, k) captures the
+  // inputs of node k.
+  std::vector<at::Tensor> run_nodes(int first, int last, const std::vector<std::pair<int, at::Tensor>>& given,
+                                    const std::vector<int>& wanted) const;
+  // Values read by nodes [first, last) that none of them produces (graph inputs and earlier nodes'
+  // outputs; constants excluded), in order of first use.
+  std::vector<int> range_inputs(int first, int last) const;
+
  private:
+  // Runs nodes [first, last) over `values`; each value in `wanted` is copied out when produced.
+  void execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
+               std::vector<at::Tensor>& captured) const;
+
   Graph graph_;
   std::vector<ValueHook> hooks_;
   std::vector<at::Tensor> weights_;

@@ -16,8 +16,9 @@ std::vector<std::pair<int, int>> conv_bn_pairs(const Graph& graph);
 // Returns the number of folded pairs.
 int fold_batch_norm(Graph& graph);
 
-// A residual unit ending in an add (BasicBlock, Bottleneck, inverted residual): the nodes between the
-// value where the branches fork and the merge, plus a lone activation right after the add.
+// A residual unit ending in an add (BasicBlock, Bottleneck, inverted residual) or, with include_concat, a
+// unit whose branches are concatenated (ShuffleNetV2, Inception): the nodes between the value where the
+// branches fork and the merge, plus a lone activation right after the merge.
 struct ResidualBlock {
   std::string name;          // common module prefix of its layers ("layer1.block0")
   int input_value = -1;      // the fork
@@ -25,7 +26,7 @@ struct ResidualBlock {
   std::vector<int> nodes;    // in graph order
   std::vector<int> layers;   // conv/linear nodes among them
 };
-std::vector<ResidualBlock> find_residual_blocks(const Graph& graph);
+std::vector<ResidualBlock> find_residual_blocks(const Graph& graph, bool include_concat = false);
 
 // Nodes merging tensors from several branches: add/sub/mul of two tensors, cat.
 std::vector<int> merge_nodes(const Graph& graph);

@@ -1,6 +1,8 @@
 #pragma once
 // One abstract interface per plugin kind. No data members; contexts are plain structs owned by the core.
 #include <cstdint>
+#include <iosfwd>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,11 +39,24 @@ struct QuantizedLayer {
   at::Tensor quantized_weight;  // output: fake-quantized weight the quantized model will use
 };
 
+// A quantizer on a value that conv/linear layers read (the model input included).
+struct ActivationQuantizer {
+  int value = -1;
+  std::string name;  // the first layer reading it, e.g. "layer1.block0.conv1:input"
+  QuantSpec spec;
+  Range range;
+  QParams qparams;
+};
+
 struct RoundingContext {
   const Graph* graph = nullptr;           // BN-folded FP graph
   std::vector<QuantizedLayer>* layers = nullptr;
+  std::vector<ActivationQuantizer>* activations = nullptr;  // calibrated; optimizers may learn their steps
   at::Tensor calibration;                 // preprocessed calibration images [N, C, H, W]
   std::uint64_t seed = 0;
+  std::ostream* progress = nullptr;       // progress lines (may be null)
+  std::map<std::string, std::string>* files = nullptr;  // report files to write, name -> bytes (may be null)
+  std::string run_name;                   // unique per run, a prefix for those file names
 };
 
 class BOOST_SYMBOL_VISIBLE WeightOptimizer : public Plugin {
@@ -65,15 +80,24 @@ class BOOST_SYMBOL_VISIBLE Synthesizer : public Plugin {
   virtual Dataset synthesize(const SynthesisContext& context) const = 0;
 };
 
-// ---- GraphPass: a rewrite of the FP graph before quantization (CLE, bias absorption, AdaBN) ------------
+// ---- GraphPass: a rewrite of the graph ----------------------------------------------------------------
+// BeforeQuantization passes rewrite the FP graph, BatchNorm still unfolded (CLE, bias absorption, AdaBN).
+// AfterRounding passes see the BN-folded graph of a quantized model once its weights are rounded, and may
+// change its biases (empirical bias correction).
+enum class PassStage { BeforeQuantization, AfterRounding };
+
 struct PassContext {
   at::Tensor calibration;  // preprocessed calibration images, may be undefined (data-free)
   std::uint64_t seed = 0;
+  // AfterRounding only: the quantized model's layers (rounded weights) and activation quantizers.
+  const std::vector<QuantizedLayer>* layers = nullptr;
+  const std::vector<ActivationQuantizer>* activations = nullptr;
 };
 
 class BOOST_SYMBOL_VISIBLE GraphPass : public Plugin {
  public:
   ~GraphPass() override;
+  virtual PassStage stage() const { return PassStage::BeforeQuantization; }
   virtual void run(Graph& graph, const PassContext& context) const = 0;
 };
 

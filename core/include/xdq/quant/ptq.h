@@ -15,14 +15,6 @@
 
 namespace xdq {
 
-struct ActivationQuantizer {
-  int value = -1;
-  std::string name;  // the first layer reading it, e.g. "layer1.block0.conv1:input"
-  QuantSpec spec;
-  Range range;
-  QParams qparams;
-};
-
 struct PtqSettings {
   int w_bits = 8, a_bits = 8;
   Scheme scheme;
@@ -47,9 +39,11 @@ class QuantizedModel {
                              std::int64_t batch_size);
   // Weight scale/zero-point from the weight range method.
   void set_weight_ranges(const std::string& method);
-  // The rounding plugin fills each layer's quantized_weight.
-  void round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin, const at::Tensor& calibration,
-                     std::uint64_t seed);
+  // The rounding plugin fills each layer's quantized_weight (it may also learn activation steps). The
+  // caller fills the context's calibration, seed and outputs; the model fills in itself.
+  void round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin, RoundingContext context);
+  // Runs an AfterRounding pass (it may change the biases of the folded graph).
+  void apply_pass(const GraphPass& pass, const PluginRecord& plugin, PassContext context);
 
   // Executor running the quantized model (fake-quantized weights and activations).
   Executor executor() const;

@@ -1,0 +1,110 @@
+#pragma once
+// Reconstruction of the rounding from calibration data: the engine behind the adaround, brecq and qdrop
+// plugins, public so that new reconstruction methods can reuse it.
+//
+// The BN-folded graph is cut into units (a layer with its activation, a block, or two consecutive
+// blocks). Unit by unit, in graph order, the unit's weights get AdaRound's soft rounding
+//   W~ = s * (clamp(floor(W/s) + z + h(V), qmin, qmax) - z),  h(V) = clamp(sigmoid(V)(zeta - gamma) + gamma, 0, 1)
+// and V is learned (Adam) so that the unit's output on the quantized model's input matches the FP
+// model's output on the FP input: loss = sum_c (out - target)^2 (mean over batch and positions), optionally
+// weighted by the squared Fisher diagonal, + lambda * sum(1 - |2h(V) - 1|^beta) after the warm-up while
+// beta anneals. At the end V >= 0 rounds up. Activation steps can be learned with the weights (QDrop) or
+// after them (BRECQ), with LSQ's straight-through gradient.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "xdq/config/options.h"
+#include "xdq/plugin/interfaces.h"
+
+namespace xdq {
+
+enum class Granularity { Layer, Block, TwoBlocks };
+
+// A contiguous node range optimized as one.
+struct ReconstructionUnit {
+  std::string name;
+  int first = 0, last = 0;  // nodes [first, last)
+  int output_value = -1;    // the value the loss compares
+  std::vector<int> layers;  // conv/linear nodes inside
+};
+
+// Layer: each conv/linear with the activation that alone reads it. Block: residual and concat blocks
+// (with their shortcut convs), layers that share the module of a block level (an inverted residual
+// without skip) grouped, any other layer alone. TwoBlocks: consecutive blocks paired.
+std::vector<ReconstructionUnit> reconstruction_units(const Graph& graph, Granularity granularity);
+Granularity parse_granularity(const std::string& text);  // "layer", "block", "two_blocks"
+
+// AdaRound's rectified sigmoid, zeta = 1.1, gamma = -0.1.
+at::Tensor rectified_sigmoid(const at::Tensor& v);
+// V with h(V) = W/s - floor(W/s), the fractional part of each weight on its grid.
+at::Tensor initial_rounding_logits(const at::Tensor& weight, const QParams& q);
+// The weight with rounding h added to floor(W/s) (h in [0, 1], soft or hard).
+at::Tensor soft_quantized_weight(const at::Tensor& weight, const QParams& q, const at::Tensor& h);
+
+// beta of the rounding regularizer at iteration t of `iters`: `start` during the warm-up fraction, then
+// annealed to `end` (linear as BRECQ, or cosine as AIMET). The regularizer is off during the warm-up.
+struct BetaSchedule {
+  double start = 20, end = 2, warmup = 0.2;
+  bool cosine = false;
+  double beta(std::int64_t t, std::int64_t iters) const;
+  bool regularizing(std::int64_t t, std::int64_t iters) const { return t >= warmup * iters; }
+};
+
+// Per-tensor fake quantization with a learnable step `scale` (0-d, requires grad): round with a
+// straight-through gradient, the step's gradient multiplied by grad_factor (LSQ: 1/sqrt(numel * qmax)).
+at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor);
+
+struct ReconstructionOptions {
+  std::string method = "reconstruction";  // names progress lines, errors and files
+  Granularity granularity = Granularity::Block;
+  std::int64_t iters = 2000;
+  std::int64_t batch_size = 32;
+  double lr = 1e-3;
+  double round_weight = 0.01;  // lambda
+  BetaSchedule beta;
+  bool fisher = false;         // weight the squared error by (|dKL/d out| + 1)^2 (BRECQ's Fisher diagonal)
+  bool act_quant = false;      // activation quantizers on (inputs and inside the unit) while rounding
+  double drop_prob = 0;        // QDrop: each activation element left unquantized with this probability
+  std::string act_steps = "none";  // "none", "joint" (with the weights), "after" (a second pass)
+  double act_lr = 4e-5;        // Adam, cosine-annealed, for steps learned jointly
+  std::int64_t act_iters = 500;  // iterations per unit of the "after" pass
+  double act_after_lr = 4e-4;
+  bool lsq_grad_scale = true;
+  std::int64_t record_every = 10;  // loss-curve sampling
+};
+
+// The schema every reconstruction plugin declares, with `defaults` as its defaults; and its reading.
+OptionSchema reconstruction_schema(const ReconstructionOptions& defaults);
+ReconstructionOptions reconstruction_options(const Options& options, const std::string& method);
+
+struct UnitReport {
+  std::string name;
+  double loss_nearest = 0;  // reconstruction loss over the calibration set, nearest rounding
+  double loss_final = 0;    // ... with the learned (hard) rounding
+  double seconds = 0;
+  double seconds_per_iteration = 0;  // the rounding loop alone (sampling, forward, backward, Adam)
+  struct Point {
+    std::int64_t iteration;
+    double reconstruction, rounding, beta;
+  };
+  std::vector<Point> curve;
+};
+
+// Fills context.layers' quantized weights (and learned activation steps). Writes
+// <run_name>_<method>_curves.csv/.png into context.files when given; progress to context.progress.
+std::vector<UnitReport> reconstruct(RoundingContext& context, const ReconstructionOptions& options);
+
+// The WeightOptimizer that the adaround, brecq and qdrop plugins create: reconstruct() with their options.
+class BOOST_SYMBOL_VISIBLE ReconstructionOptimizer : public WeightOptimizer {
+ public:
+  explicit ReconstructionOptimizer(ReconstructionOptions options) : options_(std::move(options)) {}
+  void optimize(RoundingContext& context) const override;
+
+ private:
+  ReconstructionOptions options_;
+};
+
+}  // namespace xdq

@@ -1,0 +1,638 @@
+#include "xdq/quant/reconstruction.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <map>
+#include <ostream>
+#include <sstream>
+
+#include <ATen/core/grad_mode.h>
+
+#include "xdq/data/image_files.h"
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+#include "xdq/ir/passes.h"
+#include "xdq/progress.h"
+
+namespace xdq {
+
+namespace {
+
+constexpr double kZeta = 1.1, kGamma = -0.1;
+constexpr std::int64_t kCaptureBatch = 256;
+
+int name_depth(const std::string& name) { return 1 + static_cast<int>(std::count(name.begin(), name.end(), '.')); }
+
+std::string name_prefix(const std::string& name, int depth) {
+  std::size_t pos = 0;
+  for (int d = 0; d < depth; ++d) {
+    pos = name.find('.', pos);
+    if (pos == std::string::npos) return name;
+    if (d + 1 < depth) ++pos;
+  }
+  return name.substr(0, pos);
+}
+
+ReconstructionUnit layer_unit(const Graph& graph, int node) {
+  ReconstructionUnit u{graph.nodes[node].name, node, node + 1, graph.nodes[node].outputs[0], {node}};
+  const auto readers = graph.consumers(u.output_value);
+  const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), u.output_value) > 0;
+  if (readers.size() == 1 && !is_output && is_activation_op(graph.nodes[readers[0]])) {
+    u.last = readers[0] + 1;
+    u.output_value = graph.nodes[readers[0]].outputs[0];
+  }
+  return u;
+}
+
+// Appends b to a (b follows a in graph order).
+void absorb(ReconstructionUnit& a, const ReconstructionUnit& b) {
+  a.name += "+" + b.name;
+  a.first = std::min(a.first, b.first);
+  a.last = std::max(a.last, b.last);
+  a.output_value = b.output_value;
+  a.layers.insert(a.layers.end(), b.layers.begin(), b.layers.end());
+}
+
+// Adam as torch.optim.Adam (no weight decay, no amsgrad).
+struct Adam {
+  std::vector<at::Tensor> params, m, v;
+  double lr;
+  std::int64_t t = 0;
+
+  Adam(std::vector<at::Tensor> p, double learning_rate) : params(std::move(p)), lr(learning_rate) {
+    for (const auto& x : params) {
+      m.push_back(at::zeros_like(x));
+      v.push_back(at::zeros_like(x));
+    }
+  }
+  void step() {
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    ++t;
+    at::NoGradGuard no_grad;
+    const double c1 = 1 - std::pow(b1, t), c2 = 1 - std::pow(b2, t);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      at::Tensor g = params[i].grad();
+      if (!g.defined()) continue;
+      m[i].mul_(b1).add_(g, 1 - b1);
+      v[i].mul_(b2).addcmul_(g, g, 1 - b2);
+      params[i].addcdiv_(m[i], (v[i].sqrt() / std::sqrt(c2)).add_(eps), -lr / c1);
+      g.zero_();
+    }
+  }
+};
+
+double cosine_lr(double base, std::int64_t t, std::int64_t total) {
+  return 0.5 * base * (1 + std::cos(M_PI * static_cast<double>(t) / static_cast<double>(std::max<std::int64_t>(total, 1))));
+}
+
+// sum over channels of the squared error (weighted), mean over batch and positions.
+at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight) {
+  at::Tensor err = (out - target).pow(2);
+  if (weight.defined()) err = err * weight.pow(2);
+  return out.dim() > 1 ? err.sum(1).mean() : err.mean();
+}
+
+std::string format_loss(double v) {
+  std::ostringstream s;
+  s << std::setprecision(3) << std::scientific << v;
+  return s.str();
+}
+
+class Engine {
+ public:
+  Engine(RoundingContext& ctx, const ReconstructionOptions& opt)
+      : ctx_(ctx), opt_(opt), graph_(*ctx.graph), fp_(graph_), gen_(at::detail::createCPUGenerator(ctx.seed)) {
+    if (!ctx.calibration.defined() || ctx.calibration.size(0) == 0)
+      throw Error(opt.method + " needs calibration images (reconstruction learns from data)");
+    for (std::size_t i = 0; i < ctx.layers->size(); ++i) layer_index_[(*ctx.layers)[i].node] = static_cast<int>(i);
+    if (ctx.activations)
+      for (std::size_t i = 0; i < ctx.activations->size(); ++i) act_index_[(*ctx.activations)[i].value] = static_cast<int>(i);
+    for (auto& layer : *ctx.layers) layer.quantized_weight = fake_quantize(graph_.nodes[layer.node].weight, layer.qparams);
+  }
+
+  std::vector<UnitReport> run() {
+    const auto units = reconstruction_units(graph_, opt_.granularity);
+    std::vector<UnitReport> reports;
+    for (std::size_t k = 0; k < units.size(); ++k) reports.push_back(round_unit(units[k], k, units.size()));
+    if (opt_.act_steps == "after" && ctx_.activations)
+      for (std::size_t k = 0; k < units.size(); ++k) learn_steps_after(units[k], k, units.size(), reports[k]);
+    return reports;
+  }
+
+ private:
+  struct Cached {
+    std::vector<int> inputs;               // values the unit reads from outside
+    std::vector<at::Tensor> fp_in, q_in;   // per input, over the calibration set
+    at::Tensor fp_out;                     // FP target
+    at::Tensor fisher;                     // |dKL/d out| + 1, or undefined
+  };
+
+  // Quantized model as reconstructed so far: current weights of every layer; activation quantizers on
+  // the values produced before node `acts_before` when `with_acts`.
+  Executor quantized_executor(bool with_acts, int acts_before) const {
+    Executor e(graph_);
+    for (const auto& layer : *ctx_.layers) e.set_weight(layer.node, layer.quantized_weight);
+    if (with_acts && ctx_.activations)
+      for (const auto& act : *ctx_.activations)
+        if (graph_.producer(act.value) < acts_before) {
+          const QParams q = act.qparams;
+          e.set_value_hook(act.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
+        }
+    return e;
+  }
+
+  // Runs `exec` over the calibration images up to node `upto`, returning `wanted` values for all images.
+  std::vector<at::Tensor> capture(const Executor& exec, int upto, const std::vector<int>& wanted) const {
+    at::NoGradGuard no_grad;
+    std::vector<std::vector<at::Tensor>> parts(wanted.size());
+    const at::Tensor& images = ctx_.calibration;
+    for (std::int64_t b = 0; b < images.size(0); b += kCaptureBatch) {
+      const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + kCaptureBatch));
+      const auto got = exec.run_nodes(0, upto, {{graph_.inputs.at(0), x}}, wanted);
+      for (std::size_t k = 0; k < wanted.size(); ++k) parts[k].push_back(got[k]);
+    }
+    std::vector<at::Tensor> out;
+    for (auto& p : parts) out.push_back(at::cat(p));
+    return out;
+  }
+
+  Cached cache_unit(const ReconstructionUnit& u, bool act_quant) {
+    Cached c;
+    c.inputs = fp_.range_inputs(u.first, u.last);
+    c.fp_in = capture(fp_, u.first, c.inputs);
+    c.q_in = capture(quantized_executor(act_quant, u.first), u.first, c.inputs);
+    {
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> outs;
+      for (std::int64_t b = 0; b < c.fp_in[0].size(0); b += kCaptureBatch)
+        outs.push_back(fp_.run_nodes(u.first, u.last, given(c.fp_in, c.inputs, b, kCaptureBatch), {u.output_value})[0]);
+      c.fp_out = at::cat(outs);
+    }
+    if (opt_.fisher) c.fisher = fisher_weights(u, act_quant);
+    return c;
+  }
+
+  std::vector<std::pair<int, at::Tensor>> given(const std::vector<at::Tensor>& tensors, const std::vector<int>& values,
+                                                std::int64_t begin, std::int64_t count) const {
+    std::vector<std::pair<int, at::Tensor>> g;
+    for (std::size_t k = 0; k < values.size(); ++k)
+      g.emplace_back(values[k], tensors[k].slice(0, begin, std::min(tensors[k].size(0), begin + count)));
+    return g;
+  }
+
+  // BRECQ's Fisher diagonal: the gradient of KL(FP output || quantized output) w.r.t. the unit's output, the
+  // model quantized up to and including this unit (nearest rounding here), |g| + 1.
+  at::Tensor fisher_weights(const ReconstructionUnit& u, bool act_quant) {
+    Executor q(graph_);
+    for (const auto& layer : *ctx_.layers)
+      if (layer.node < u.last) q.set_weight(layer.node, layer.quantized_weight);
+    if (act_quant && ctx_.activations)
+      for (const auto& act : *ctx_.activations)
+        if (graph_.producer(act.value) < u.last) {
+          const QParams qp = act.qparams;
+          q.set_value_hook(act.value, [qp](const at::Tensor& x) { return fake_quantize(x, qp); });
+        }
+    const int end = static_cast<int>(graph_.nodes.size());
+    const bool is_model_output = u.output_value == graph_.outputs.at(0);
+    std::vector<int> suffix_inputs = is_model_output ? std::vector<int>{u.output_value} : fp_.range_inputs(u.last, end);
+    if (std::find(suffix_inputs.begin(), suffix_inputs.end(), u.output_value) == suffix_inputs.end())
+      throw Error(opt_.method + ": the output of unit '" + u.name + "' is not read after it (fisher loss needs it)");
+    std::vector<at::Tensor> grads;
+    const at::Tensor& images = ctx_.calibration;
+    for (std::int64_t b = 0; b < images.size(0); b += opt_.batch_size) {
+      const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + opt_.batch_size));
+      std::vector<at::Tensor> live;
+      at::Tensor target;
+      {
+        at::NoGradGuard no_grad;
+        live = q.run_nodes(0, u.last, {{graph_.inputs.at(0), x}}, suffix_inputs);
+        target = at::softmax(fp_.forward(x), 1);
+      }
+      std::vector<std::pair<int, at::Tensor>> g;
+      at::Tensor leaf;
+      for (std::size_t k = 0; k < suffix_inputs.size(); ++k) {
+        at::Tensor t = live[k].detach();
+        if (suffix_inputs[k] == u.output_value) leaf = t = t.requires_grad_(true);
+        g.emplace_back(suffix_inputs[k], t);
+      }
+      const at::Tensor out = is_model_output ? leaf : q.run_nodes(u.last, end, g, {graph_.outputs.at(0)})[0];
+      const at::Tensor kl = (target * (at::log(target.clamp_min(1e-30)) - at::log_softmax(out, 1))).sum() / x.size(0);
+      kl.backward();
+      grads.push_back(leaf.grad().abs() + 1.0);
+    }
+    return at::cat(grads);
+  }
+
+  struct Step {
+    at::Tensor scale;  // learnable, 0-d
+    int act = -1;
+    double grad_factor = 1;
+  };
+
+  // Hooks of the training executor: activation quantizers produced inside the unit, with learnable steps
+  // (LSQ) where given, and QDrop's random dropping.
+  void install_activation_hooks(Executor& exec, const ReconstructionUnit& u, std::vector<Step>& steps, bool learn) {
+    for (int i = u.first; i < u.last; ++i)
+      for (int v : graph_.nodes[i].outputs) {
+        auto it = act_index_.find(v);
+        if (it == act_index_.end()) continue;
+        const ActivationQuantizer& act = (*ctx_.activations)[it->second];
+        const QParams q = act.qparams;
+        const double drop = opt_.drop_prob;
+        at::Generator gen = gen_;
+        if (learn && !q.per_channel()) {
+          steps.push_back({q.scale.clone().to(at::kFloat).requires_grad_(true), it->second, 1.0});
+          at::Tensor scale = steps.back().scale;
+          const bool lsq = opt_.lsq_grad_scale;
+          exec.set_value_hook(v, [scale, q, drop, gen, lsq](const at::Tensor& x) {
+            const double factor = lsq ? 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(q.qmax)) : 1.0;
+            const at::Tensor xq = lsq_fake_quantize(x, scale, q, factor);
+            if (drop <= 0) return xq;
+            return at::where(at::rand(x.sizes(), gen, x.options()) < drop, x, xq);
+          });
+        } else {
+          exec.set_value_hook(v, [q, drop, gen](const at::Tensor& x) {
+            const at::Tensor xq = fake_quantize(x, q);
+            if (drop <= 0) return xq;
+            return at::where(at::rand(x.sizes(), gen, x.options()) < drop, x, xq);
+          });
+        }
+      }
+  }
+
+  // Mean reconstruction loss over the cached set for the unit's current weights and activation steps.
+  double unit_loss(const ReconstructionUnit& u, const Cached& c, bool act_quant) {
+    Executor exec(graph_);
+    for (int node : u.layers) exec.set_weight(node, (*ctx_.layers)[layer_index_.at(node)].quantized_weight);
+    if (act_quant && ctx_.activations)
+      for (int i = u.first; i < u.last; ++i)
+        for (int v : graph_.nodes[i].outputs)
+          if (auto it = act_index_.find(v); it != act_index_.end()) {
+            const QParams q = (*ctx_.activations)[it->second].qparams;
+            exec.set_value_hook(v, [q](const at::Tensor& x) { return fake_quantize(x, q); });
+          }
+    at::NoGradGuard no_grad;
+    double total = 0;
+    const std::int64_t n = c.fp_out.size(0);
+    for (std::int64_t b = 0; b < n; b += kCaptureBatch) {
+      const std::int64_t m = std::min(n, b + kCaptureBatch) - b;
+      const at::Tensor out = exec.run_nodes(u.first, u.last, given(c.q_in, c.inputs, b, m), {u.output_value})[0];
+      total += reconstruction_loss(out, c.fp_out.slice(0, b, b + m), at::Tensor()).item<double>() * static_cast<double>(m);
+    }
+    return total / static_cast<double>(n);
+  }
+
+  std::vector<std::pair<int, at::Tensor>> sample(const Cached& c, const at::Tensor& idx, bool mix) {
+    std::vector<std::pair<int, at::Tensor>> g;
+    for (std::size_t k = 0; k < c.inputs.size(); ++k) {
+      at::Tensor q = c.q_in[k].index_select(0, idx);
+      if (mix) {
+        const at::Tensor f = c.fp_in[k].index_select(0, idx);
+        q = at::where(at::rand(q.sizes(), gen_, q.options()) < opt_.drop_prob, f, q);
+      }
+      g.emplace_back(c.inputs[k], q);
+    }
+    return g;
+  }
+
+  void check_finite(double loss, const ReconstructionUnit& u, std::int64_t t) const {
+    if (!std::isfinite(loss))
+      throw Error(opt_.method + ": loss became " + (std::isnan(loss) ? "NaN" : "infinite") + " at iteration " +
+                  std::to_string(t) + " of unit '" + u.name + "'");
+  }
+
+  std::string label(const ReconstructionUnit& u, std::size_t k, std::size_t n) const {
+    return opt_.method + " " + u.name + " (" + std::to_string(k + 1) + "/" + std::to_string(n) + ")";
+  }
+
+  UnitReport round_unit(const ReconstructionUnit& u, std::size_t k, std::size_t n) {
+    const auto start = std::chrono::steady_clock::now();
+    UnitReport report;
+    report.name = u.name;
+    const bool act_quant = opt_.act_quant && ctx_.activations;
+    Cached c = cache_unit(u, act_quant);
+    report.loss_nearest = unit_loss(u, c, act_quant);
+
+    std::vector<at::Tensor> logits;
+    for (int node : u.layers)
+      logits.push_back(initial_rounding_logits(graph_.nodes[node].weight, (*ctx_.layers)[layer_index_.at(node)].qparams)
+                           .requires_grad_(true));
+    Executor exec(graph_);
+    std::vector<Step> steps;
+    if (act_quant) install_activation_hooks(exec, u, steps, opt_.act_steps == "joint");
+    Adam rounding(logits, opt_.lr);
+    std::vector<at::Tensor> scales;
+    for (const auto& s : steps) scales.push_back(s.scale);
+    Adam stepping(scales, opt_.act_lr);
+
+    ProgressBar bar(ctx_.progress, label(u, k, n), opt_.iters);
+    const std::int64_t count = c.fp_out.size(0);
+    const bool mix = act_quant && opt_.drop_prob > 0;
+    double rec_value = 0, round_value = 0;
+    const auto loop_start = std::chrono::steady_clock::now();
+    for (std::int64_t t = 0; t < opt_.iters; ++t) {
+      const at::Tensor idx = at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count));
+      std::vector<at::Tensor> soft;
+      for (std::size_t l = 0; l < u.layers.size(); ++l) {
+        const int node = u.layers[l];
+        soft.push_back(rectified_sigmoid(logits[l]));
+        exec.set_weight(node, soft_quantized_weight(graph_.nodes[node].weight, (*ctx_.layers)[layer_index_.at(node)].qparams,
+                                                    soft.back()));
+      }
+      const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, mix), {u.output_value})[0];
+      const at::Tensor rec = reconstruction_loss(out, c.fp_out.index_select(0, idx),
+                                                 c.fisher.defined() ? c.fisher.index_select(0, idx) : at::Tensor());
+      const double beta = opt_.beta.beta(t, opt_.iters);
+      at::Tensor loss = rec;
+      at::Tensor round_loss;
+      if (opt_.beta.regularizing(t, opt_.iters)) {
+        for (const auto& h : soft) {
+          const at::Tensor term = (1 - (2 * h - 1).abs().pow(beta)).sum();
+          round_loss = round_loss.defined() ? round_loss + term : term;
+        }
+        loss = loss + opt_.round_weight * round_loss;
+      }
+      rec_value = rec.item<double>();
+      round_value = round_loss.defined() ? round_loss.item<double>() : 0.0;
+      check_finite(rec_value + round_value, u, t);
+      loss.backward();
+      rounding.step();
+      if (!scales.empty()) {
+        stepping.lr = cosine_lr(opt_.act_lr, t, opt_.iters);
+        stepping.step();
+        at::NoGradGuard no_grad;
+        for (auto& s : scales) s.clamp_min_(1e-8);
+      }
+      if (t % opt_.record_every == 0 || t + 1 == opt_.iters) report.curve.push_back({t, rec_value, round_value, beta});
+      bar.update(t + 1, "rec " + format_loss(rec_value) + " round " + format_loss(round_value));
+    }
+    report.seconds_per_iteration =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count() / static_cast<double>(opt_.iters);
+    for (std::size_t l = 0; l < u.layers.size(); ++l) {
+      QuantizedLayer& layer = (*ctx_.layers)[layer_index_.at(u.layers[l])];
+      const at::Tensor hard = (logits[l].detach() >= 0).to(at::kFloat);
+      layer.quantized_weight = soft_quantized_weight(graph_.nodes[u.layers[l]].weight, layer.qparams, hard).detach();
+    }
+    for (const auto& s : steps) (*ctx_.activations)[s.act].qparams.scale = s.scale.detach().clone().reshape({});
+    report.loss_final = unit_loss(u, c, act_quant);
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bar.finish("loss " + format_loss(report.loss_nearest) + " (nearest) -> " + format_loss(report.loss_final));
+    return report;
+  }
+
+  // BRECQ's second stage: weights fixed, the activation steps inside each unit learned on the quantized
+  // model's inputs (activation quantization on), MSE to the FP output.
+  void learn_steps_after(const ReconstructionUnit& u, std::size_t k, std::size_t n, UnitReport& report) {
+    const auto start = std::chrono::steady_clock::now();
+    Cached c = cache_unit(u, true);
+    Executor exec(graph_);
+    for (int node : u.layers) exec.set_weight(node, (*ctx_.layers)[layer_index_.at(node)].quantized_weight);
+    std::vector<Step> steps;
+    install_activation_hooks(exec, u, steps, true);
+    if (steps.empty()) return;
+    std::vector<at::Tensor> scales;
+    for (const auto& s : steps) scales.push_back(s.scale);
+    Adam stepping(scales, opt_.act_after_lr);
+    ProgressBar bar(ctx_.progress, label(u, k, n) + " steps", opt_.act_iters);
+    const std::int64_t count = c.fp_out.size(0);
+    const double before = unit_loss(u, c, true);
+    for (std::int64_t t = 0; t < opt_.act_iters; ++t) {
+      const at::Tensor idx = at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count));
+      const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, false), {u.output_value})[0];
+      const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx), at::Tensor());
+      const double value = loss.item<double>();
+      check_finite(value, u, t);
+      loss.backward();
+      stepping.lr = cosine_lr(opt_.act_after_lr, t, opt_.act_iters);
+      stepping.step();
+      {
+        at::NoGradGuard no_grad;
+        for (auto& s : scales) s.clamp_min_(1e-8);
+      }
+      bar.update(t + 1, "rec " + format_loss(value));
+    }
+    for (const auto& s : steps) (*ctx_.activations)[s.act].qparams.scale = s.scale.detach().clone().reshape({});
+    report.loss_final = unit_loss(u, c, true);
+    report.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    bar.finish("loss " + format_loss(before) + " -> " + format_loss(report.loss_final));
+  }
+
+  RoundingContext& ctx_;
+  const ReconstructionOptions& opt_;
+  const Graph& graph_;
+  Executor fp_;
+  at::Generator gen_;
+  std::map<int, int> layer_index_, act_index_;
+};
+
+void write_curves(RoundingContext& ctx, const ReconstructionOptions& opt, const std::vector<UnitReport>& reports) {
+  if (!ctx.files) return;
+  std::string base = (ctx.run_name.empty() ? opt.method : ctx.run_name) + "_curves";
+  for (char& ch : base)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-') ch = '_';
+  std::ostringstream csv;
+  csv << "unit,iteration,reconstruction_loss,rounding_loss,beta\n" << std::setprecision(8);
+  std::vector<std::string> names;
+  std::vector<std::vector<std::pair<double, double>>> series;
+  for (const auto& r : reports) {
+    names.push_back(r.name);
+    series.emplace_back();
+    for (const auto& p : r.curve) {
+      csv << r.name << "," << p.iteration << "," << p.reconstruction << "," << p.rounding << "," << p.beta << "\n";
+      series.back().emplace_back(static_cast<double>(p.iteration), p.reconstruction);
+    }
+  }
+  (*ctx.files)[base + ".csv"] = csv.str();
+  if (image_output_available())
+    (*ctx.files)[base + ".png"] =
+        render_curves_png(opt.method + ": reconstruction loss per unit (log scale)", names, series, true);
+}
+
+}  // namespace
+
+std::vector<ReconstructionUnit> reconstruction_units(const Graph& graph, Granularity granularity) {
+  const std::vector<int> layers = graph.layer_nodes();
+  std::vector<ReconstructionUnit> units;
+  if (granularity == Granularity::Layer) {
+    for (int node : layers) units.push_back(layer_unit(graph, node));
+  } else {
+    std::vector<ReconstructionUnit> blocks;
+    std::map<int, int> depth_votes;
+    for (const ResidualBlock& b : find_residual_blocks(graph, /*include_concat=*/true)) {
+      ReconstructionUnit u{b.name, *std::min_element(b.nodes.begin(), b.nodes.end()),
+                           *std::max_element(b.nodes.begin(), b.nodes.end()) + 1, b.output_value, {}};
+      for (int node : layers)
+        if (node >= u.first && node < u.last) u.layers.push_back(node);
+      if (u.layers.empty()) continue;
+      blocks.push_back(u);
+      ++depth_votes[name_depth(b.name)];
+    }
+    // The module depth of blocks ("layer1.block0": 2); layers below a module of that depth that no merge
+    // closes (an inverted residual without skip) form a block too.
+    int depth = 0;
+    for (const auto& [d, votes] : depth_votes)
+      if (depth == 0 || votes > depth_votes[depth]) depth = d;
+    std::string open_key;
+    for (int node : layers) {
+      auto in_block = std::find_if(blocks.begin(), blocks.end(), [&](const ReconstructionUnit& b) {
+        return node >= b.first && node < b.last;
+      });
+      if (in_block != blocks.end()) {
+        if (units.empty() || units.back().first != in_block->first) units.push_back(*in_block);
+        open_key.clear();
+        continue;
+      }
+      const std::string& name = graph.nodes[node].name;
+      const std::string key = depth > 0 && name_depth(name) > depth ? name_prefix(name, depth) : "";
+      ReconstructionUnit u = layer_unit(graph, node);
+      if (!key.empty() && key == open_key) {
+        absorb(units.back(), u);
+        units.back().name = key;
+      } else {
+        if (!key.empty()) u.name = key;
+        units.push_back(u);
+      }
+      open_key = key;
+    }
+  }
+  // Units must not overlap in graph order: merge any that do.
+  std::sort(units.begin(), units.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<ReconstructionUnit> disjoint;
+  for (auto& u : units) {
+    if (!disjoint.empty() && u.first < disjoint.back().last) absorb(disjoint.back(), u);
+    else disjoint.push_back(std::move(u));
+  }
+  if (granularity != Granularity::TwoBlocks) return disjoint;
+  std::vector<ReconstructionUnit> pairs;
+  for (std::size_t i = 0; i < disjoint.size(); i += 2) {
+    pairs.push_back(disjoint[i]);
+    if (i + 1 < disjoint.size()) absorb(pairs.back(), disjoint[i + 1]);
+  }
+  return pairs;
+}
+
+Granularity parse_granularity(const std::string& text) {
+  if (text == "layer") return Granularity::Layer;
+  if (text == "block") return Granularity::Block;
+  if (text == "two_blocks") return Granularity::TwoBlocks;
+  throw Error("unknown granularity '" + text + "' (layer, block, two_blocks)");
+}
+
+at::Tensor rectified_sigmoid(const at::Tensor& v) { return (at::sigmoid(v) * (kZeta - kGamma) + kGamma).clamp(0, 1); }
+
+namespace {
+// Scale and zero point shaped to broadcast over `weight` (per-channel along axis 0).
+std::pair<at::Tensor, at::Tensor> broadcast_qparams(const at::Tensor& weight, const QParams& q) {
+  at::Tensor s = q.scale.to(at::kFloat), z = q.zero_point.to(at::kFloat);
+  if (q.per_channel()) {
+    std::vector<std::int64_t> shape(weight.dim(), 1);
+    shape[q.axis] = -1;
+    s = s.view(shape);
+    z = z.view(shape);
+  }
+  return {s, z};
+}
+}  // namespace
+
+at::Tensor initial_rounding_logits(const at::Tensor& weight, const QParams& q) {
+  const auto [s, z] = broadcast_qparams(weight, q);
+  const at::Tensor scaled = weight.detach() / s;
+  const at::Tensor frac = scaled - at::floor(scaled);
+  return -at::log((kZeta - kGamma) / (frac - kGamma) - 1);
+}
+
+at::Tensor soft_quantized_weight(const at::Tensor& weight, const QParams& q, const at::Tensor& h) {
+  const auto [s, z] = broadcast_qparams(weight, q);
+  const at::Tensor grid = at::floor(weight.detach() / s) + z + h;
+  return (grid.clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax)) - z) * s;
+}
+
+double BetaSchedule::beta(std::int64_t t, std::int64_t iters) const {
+  const double warm = warmup * static_cast<double>(iters);
+  if (t < warm) return start;
+  const double rel = (static_cast<double>(t) - warm) / std::max(1.0, static_cast<double>(iters) - warm);
+  if (cosine) return end + 0.5 * (start - end) * (1 + std::cos(M_PI * std::min(rel, 1.0)));
+  return end + (start - end) * std::max(0.0, 1 - rel);
+}
+
+at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor) {
+  const at::Tensor s = grad_factor == 1.0 ? scale : (scale - scale * grad_factor).detach() + scale * grad_factor;
+  const double z = q.zero_point.item<double>();
+  const at::Tensor y = x / s;
+  const at::Tensor rounded = (at::round(y) - y).detach() + y;
+  return ((rounded + z).clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax)) - z) * s;
+}
+
+OptionSchema reconstruction_schema(const ReconstructionOptions& d) {
+  const char* g = d.granularity == Granularity::Layer ? "layer" : d.granularity == Granularity::Block ? "block" : "two_blocks";
+  return {
+      OptionSpec::text("granularity", g, "unit of optimization: layer, block (residual/concat block), two_blocks")
+          .one_of({"layer", "block", "two_blocks"}),
+      OptionSpec::integer("iters", d.iters, "iterations per unit (papers: 10000 AdaRound, 20000 BRECQ/QDrop on GPUs)")
+          .range(1, 1e7),
+      OptionSpec::integer("batch_size", d.batch_size, "images per iteration").range(1, 1 << 16),
+      OptionSpec::number("lr", d.lr, "Adam learning rate of the rounding variables V").range(0, 10, true),
+      OptionSpec::number("round_weight", d.round_weight, "lambda of the rounding regularizer (0.1 for MobileNetV2 in BRECQ)")
+          .range(0, 1e6),
+      OptionSpec::number("beta_start", d.beta.start, "regularizer exponent at the start of annealing").range(0, 1e3, true),
+      OptionSpec::number("beta_end", d.beta.end, "regularizer exponent at the end").range(0, 1e3, true),
+      OptionSpec::number("warmup", d.beta.warmup, "fraction of iterations with the regularizer off").range(0, 1),
+      OptionSpec::text("beta_schedule", d.beta.cosine ? "cosine" : "linear", "annealing of beta: linear (BRECQ), cosine (AIMET)")
+          .one_of({"linear", "cosine"}),
+      OptionSpec::text("loss", d.fisher ? "fisher" : "mse", "mse, or fisher (squared error weighted by the Fisher diagonal)")
+          .one_of({"mse", "fisher"}),
+      OptionSpec::flag("act_quant", d.act_quant, "activation quantizers on while the rounding is learned"),
+      OptionSpec::number("drop_prob", d.drop_prob,
+                         "QDrop: probability that an activation element skips quantization while learning (needs act_quant)")
+          .range(0, 1),
+      OptionSpec::text("act_steps", d.act_steps,
+                       "learn activation steps (LSQ): none, joint (with the rounding, QDrop), after (second pass, BRECQ)")
+          .one_of({"none", "joint", "after"}),
+      OptionSpec::number("act_lr", d.act_lr, "Adam learning rate of steps learned jointly (cosine-annealed)").range(0, 10, true),
+      OptionSpec::integer("act_iters", d.act_iters, "iterations per unit of the 'after' pass (BRECQ: 5000)").range(1, 1e7),
+      OptionSpec::number("act_after_lr", d.act_after_lr, "Adam learning rate of the 'after' pass (cosine-annealed)")
+          .range(0, 10, true),
+      OptionSpec::flag("lsq_grad_scale", d.lsq_grad_scale, "scale step gradients by 1/sqrt(numel * qmax) as LSQ"),
+      OptionSpec::integer("record_every", d.record_every, "loss-curve sampling interval (iterations)").range(1, 1e7),
+  };
+}
+
+ReconstructionOptions reconstruction_options(const Options& o, const std::string& method) {
+  ReconstructionOptions r;
+  r.method = method;
+  r.granularity = parse_granularity(o.text("granularity"));
+  r.iters = o.integer("iters");
+  r.batch_size = o.integer("batch_size");
+  r.lr = o.number("lr");
+  r.round_weight = o.number("round_weight");
+  r.beta.start = o.number("beta_start");
+  r.beta.end = o.number("beta_end");
+  r.beta.warmup = o.number("warmup");
+  r.beta.cosine = o.text("beta_schedule") == "cosine";
+  r.fisher = o.text("loss") == "fisher";
+  r.act_quant = o.flag("act_quant");
+  r.drop_prob = o.number("drop_prob");
+  r.act_steps = o.text("act_steps");
+  r.act_lr = o.number("act_lr");
+  r.act_iters = o.integer("act_iters");
+  r.act_after_lr = o.number("act_after_lr");
+  r.lsq_grad_scale = o.flag("lsq_grad_scale");
+  r.record_every = o.integer("record_every");
+  if (r.act_steps == "joint" && !r.act_quant)
+    throw Error(method + ": act_steps 'joint' needs act_quant: true (the steps are learned while quantizing)");
+  if (r.drop_prob > 0 && !r.act_quant) throw Error(method + ": drop_prob needs act_quant: true");
+  return r;
+}
+
+std::vector<UnitReport> reconstruct(RoundingContext& context, const ReconstructionOptions& options) {
+  Engine engine(context, options);
+  std::vector<UnitReport> reports = engine.run();
+  write_curves(context, options, reports);
+  return reports;
+}
+
+void ReconstructionOptimizer::optimize(RoundingContext& context) const { reconstruct(context, options_); }
+
+}  // namespace xdq

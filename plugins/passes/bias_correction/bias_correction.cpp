@@ -1,0 +1,85 @@
+// bias_correction, empirical (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
+// Correction", ICCV 2019, section 4.2 with data; AIMET's empirical bias correction): after rounding, the
+// quantized model's layers shift their outputs' means. Layer by layer in graph order, the mean over
+// calibration images (and positions) of each output channel is measured in the FP model and in the
+// quantized model (weights and activation quantizers, earlier layers already corrected), and the
+// difference is added to the layer's bias, so every layer's mean output matches the FP model's on
+// that data.
+#include <algorithm>
+
+#include <ATen/core/grad_mode.h>
+
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+#include "xdq/plugin/interfaces.h"
+
+namespace {
+
+at::Tensor channel_mean(const at::Tensor& y) {
+  std::vector<std::int64_t> dims{0};
+  for (std::int64_t d = 2; d < y.dim(); ++d) dims.push_back(d);
+  return y.mean(dims);
+}
+
+class BiasCorrection : public xdq::GraphPass {
+ public:
+  BiasCorrection(std::int64_t images, std::int64_t batch_size) : images_(images), batch_size_(batch_size) {}
+
+  xdq::PassStage stage() const override { return xdq::PassStage::AfterRounding; }
+
+  void run(xdq::Graph& graph, const xdq::PassContext& context) const override {
+    if (!context.layers || !context.activations)
+      throw xdq::Error("bias_correction runs on a quantized model (after rounding), not on the FP graph");
+    if (!context.calibration.defined() || context.calibration.size(0) == 0)
+      throw xdq::Error("bias_correction (empirical) needs calibration images");
+    const at::Tensor images = context.calibration.slice(0, 0, std::min(images_, context.calibration.size(0)));
+    at::NoGradGuard no_grad;
+    std::vector<int> outputs;
+    for (const auto& layer : *context.layers) outputs.push_back(graph.nodes[layer.node].outputs[0]);
+    const std::vector<at::Tensor> fp_means = means(xdq::Executor(graph), images, outputs, static_cast<int>(graph.nodes.size()));
+
+    for (std::size_t l = 0; l < context.layers->size(); ++l) {
+      const int node = (*context.layers)[l].node;
+      xdq::Executor quantized(graph);
+      for (const auto& layer : *context.layers) quantized.set_weight(layer.node, layer.quantized_weight);
+      for (const auto& act : *context.activations) {
+        if (act.value == outputs[l]) continue;  // the mean before this output's own quantizer
+        const xdq::QParams q = act.qparams;
+        quantized.set_value_hook(act.value, [q](const at::Tensor& x) { return xdq::fake_quantize(x, q); });
+      }
+      const at::Tensor shift = fp_means[l] - means(quantized, images, {outputs[l]}, node + 1)[0];
+      xdq::Node& n = graph.nodes[node];
+      n.bias = n.bias.defined() ? n.bias + shift : shift;
+    }
+  }
+
+ private:
+  // Per-channel means of `values` over the images, running nodes [0, upto).
+  std::vector<at::Tensor> means(const xdq::Executor& exec, const at::Tensor& images, const std::vector<int>& values,
+                                int upto) const {
+    std::vector<at::Tensor> sums(values.size());
+    for (std::int64_t b = 0; b < images.size(0); b += batch_size_) {
+      const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + batch_size_));
+      const auto got = exec.run_nodes(0, upto, {{exec.graph().inputs.at(0), x}}, values);
+      for (std::size_t k = 0; k < values.size(); ++k) {
+        const at::Tensor s = channel_mean(got[k].to(at::kDouble)) * static_cast<double>(x.size(0));
+        sums[k] = sums[k].defined() ? sums[k] + s : s;
+      }
+    }
+    for (auto& s : sums) s = (s / static_cast<double>(images.size(0))).to(at::kFloat);
+    return sums;
+  }
+
+  std::int64_t images_, batch_size_;
+};
+
+xdq::OptionSchema schema() {
+  return {xdq::OptionSpec::integer("images", 512, "calibration images used to measure the means").range(1, 1 << 24),
+          xdq::OptionSpec::integer("batch_size", 256, "images per forward pass").range(1, 1 << 16)};
+}
+xdq::Plugin* create(const xdq::Options& o) { return new BiasCorrection(o.integer("images"), o.integer("batch_size")); }
+
+}  // namespace
+
+XDQ_PLUGIN(xdq::GraphPass, "bias_correction", "1.0.0",
+           "empirical bias correction: each layer's mean output shift after rounding, measured and removed", schema, create)

@@ -1,0 +1,309 @@
+// Rounding reconstruction (AdaRound / BRECQ / QDrop engine) and empirical bias correction, against closed
+// forms: h(V) at its initialization, the beta schedule, LSQ's step gradient, block units of every zoo
+// model, the learned rounding lying on the grid and lowering each unit's output error, bias correction
+// matching every layer's mean output to the FP model's.
+#include <cmath>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include "xdq/data/fashion_mnist.h"
+#include "xdq/config/node.h"
+#include "xdq/error.h"
+#include "xdq/ir/import.h"
+#include "xdq/ir/passes.h"
+#include "xdq/plugin/registry.h"
+#include "xdq/quant/ptq.h"
+#include "xdq/quant/reconstruction.h"
+
+using namespace xdq;
+
+namespace {
+
+PluginRegistry& registry() {
+  static PluginRegistry* r = [] {
+    auto* reg = new PluginRegistry();
+    EXPECT_TRUE(reg->scan({XDQ_BUILD_PLUGIN_DIR}).empty());
+    return reg;
+  }();
+  return *r;
+}
+
+std::string zoo(const std::string& name) { return std::string(XDQ_SOURCE_DIR) + "/models/" + name + "/model.pt"; }
+
+// ResNet-20 folded and quantized at W4A4 (academic preset, MSE weight ranges), calibrated with min-max on
+// `count` Fashion-MNIST training images.
+struct Resnet20W4A4 {
+  ImportedModel model = import_torchscript(zoo("resnet20_fmnist"));
+  at::Tensor images;
+  std::unique_ptr<QuantizedModel> quantized;
+
+  explicit Resnet20W4A4(std::int64_t count) {
+    Graph folded = model.graph;
+    fold_batch_norm(folded);
+    PtqSettings s;
+    s.w_bits = s.a_bits = 4;
+    s.scheme = Scheme::load("academic", config_dir() + "/presets");
+    quantized = std::make_unique<QuantizedModel>(folded, s);
+    images = model.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(count, 3).images);
+    const PluginRecord& minmax = registry().get(PluginKind::Calibrator, "minmax");
+    quantized->calibrate_activations(*registry().create<Calibrator>("minmax", Options()), minmax, images, 256);
+    quantized->set_weight_ranges("mse");
+  }
+};
+
+QParams per_channel_qparams(const at::Tensor& w, int bits) {
+  return weight_qparams(w, QuantSpec{bits, false, true, false, false, false}, "minmax");
+}
+
+}  // namespace
+
+TEST(Reconstruction, RectifiedSigmoidStartsAtTheFractionalPart) {
+  at::manual_seed(1);
+  const at::Tensor w = at::randn({6, 3, 3, 3});
+  const QParams q = per_channel_qparams(w, 4);
+  const at::Tensor s = q.scale.view({-1, 1, 1, 1});
+  const at::Tensor frac = w / s - at::floor(w / s);
+  const at::Tensor h = rectified_sigmoid(initial_rounding_logits(w, q));
+  EXPECT_LT((h - frac).abs().max().item<double>(), 2e-5);
+  // With h = frac the soft weight is W itself wherever the grid does not clip it (the zero point is
+  // rounded, so W/s + z may pass qmax or qmin by up to half a step).
+  const at::Tensor grid = w / s + q.zero_point.view({-1, 1, 1, 1}).to(at::kFloat);
+  const at::Tensor unclipped = (grid <= static_cast<double>(q.qmax)) & (grid >= static_cast<double>(q.qmin));
+  EXPECT_GT(unclipped.sum().item<std::int64_t>(), w.numel() * 9 / 10);
+  EXPECT_LT((soft_quantized_weight(w, q, frac) - w).masked_select(unclipped).abs().max().item<double>(), 1e-5);
+  // h = 1 where frac >= 0.5 is round to nearest: torch's fake quantization (no exact ties in random data).
+  const at::Tensor nearest = soft_quantized_weight(w, q, (frac >= 0.5).to(at::kFloat));
+  const at::Tensor reference = at::fake_quantize_per_channel_affine(w, q.scale, q.zero_point, 0, q.qmin, q.qmax);
+  EXPECT_LT((nearest - reference).abs().max().item<double>(), 1e-6);
+  // h stays in [0, 1] for any V, and reaches both ends.
+  const at::Tensor ends = rectified_sigmoid(at::tensor({-100.f, 100.f, 0.f}));
+  EXPECT_FLOAT_EQ(ends[0].item<float>(), 0.f);
+  EXPECT_FLOAT_EQ(ends[1].item<float>(), 1.f);
+  EXPECT_NEAR(ends[2].item<float>(), 0.5f, 1e-6);
+}
+
+TEST(Reconstruction, BetaScheduleWarmsUpThenAnneals) {
+  BetaSchedule linear;  // 20 -> 2, warm-up 0.2
+  const std::int64_t T = 1000;
+  EXPECT_DOUBLE_EQ(linear.beta(0, T), 20);
+  EXPECT_DOUBLE_EQ(linear.beta(199, T), 20);
+  EXPECT_FALSE(linear.regularizing(199, T));
+  EXPECT_TRUE(linear.regularizing(200, T));
+  EXPECT_DOUBLE_EQ(linear.beta(200, T), 20);
+  EXPECT_DOUBLE_EQ(linear.beta(600, T), 11);  // halfway through the 800 annealing iterations
+  EXPECT_DOUBLE_EQ(linear.beta(1000, T), 2);
+  BetaSchedule cosine;
+  cosine.cosine = true;
+  EXPECT_DOUBLE_EQ(cosine.beta(600, T), 11);
+  EXPECT_NEAR(cosine.beta(400, T), 2 + 9 * (1 + std::cos(M_PI / 4)), 1e-12);
+  EXPECT_NEAR(cosine.beta(1000, T), 2, 1e-12);
+}
+
+TEST(Reconstruction, LsqStepGradientIsTheClosedForm) {
+  // Unsigned 4-bit grid, zero point 3: values inside, below and above the range.
+  QParams q;
+  q.qmin = 0;
+  q.qmax = 15;
+  q.zero_point = at::tensor(3, at::kInt);
+  const double s0 = 0.25, factor = 0.1;
+  q.scale = at::tensor(s0);
+  const at::Tensor x = at::tensor({-2.0f, -0.3f, 0.07f, 0.61f, 1.37f, 2.9f, 5.0f});
+  const at::Tensor scale = at::tensor(static_cast<float>(s0)).requires_grad_(true);
+  const at::Tensor y = lsq_fake_quantize(x, scale, q, factor);
+  EXPECT_TRUE(y.detach().allclose(at::fake_quantize_per_tensor_affine(x, s0, 3, 0, 15)));
+  y.sum().backward();
+  double expected = 0;
+  for (float v : {-2.0f, -0.3f, 0.07f, 0.61f, 1.37f, 2.9f, 5.0f}) {
+    const double r = std::nearbyint(v / s0);
+    if (r + 3 < 0) expected += 0 - 3;
+    else if (r + 3 > 15) expected += 15 - 3;
+    else expected += r - v / s0;
+  }
+  EXPECT_NEAR(scale.grad().item<double>(), factor * expected, 1e-5);
+}
+
+TEST(Reconstruction, BlockUnitsCoverEveryResidualBlockOfTheZoo) {
+  struct Case {
+    std::string model;
+    std::size_t blocks;                 // units at block granularity
+    std::vector<std::string> must_have;  // block units expected by name
+  };
+  const std::vector<Case> cases = {
+      {"resnet20_fmnist", 11, {"conv1", "layer1.block0", "layer2.block0", "layer3.block2", "fc"}},
+      {"mobilenet_v2_fmnist", 10, {"stem", "features0", "features1", "features3", "features6", "last", "fc"}},
+      {"shufflenet_v2_fmnist", 7, {"stem", "stage2_0", "stage2_1", "stage3_0", "stage3_1", "last", "fc"}},
+      {"vgg_fmnist", 0, {}},
+  };
+  for (const auto& c : cases) {
+    Graph g = import_torchscript(zoo(c.model)).graph;
+    fold_batch_norm(g);
+    const auto layers = g.layer_nodes();
+    for (Granularity gran : {Granularity::Layer, Granularity::Block, Granularity::TwoBlocks}) {
+      const auto units = reconstruction_units(g, gran);
+      std::multiset<int> covered;
+      for (std::size_t i = 0; i < units.size(); ++i) {
+        covered.insert(units[i].layers.begin(), units[i].layers.end());
+        if (i > 0) EXPECT_LE(units[i - 1].last, units[i].first) << c.model << ": units overlap";
+        const int producer = g.producer(units[i].output_value);
+        EXPECT_TRUE(producer >= units[i].first && producer < units[i].last) << c.model << " " << units[i].name;
+      }
+      EXPECT_EQ(covered, std::multiset<int>(layers.begin(), layers.end())) << c.model << ": every layer in one unit";
+      if (gran == Granularity::Layer) EXPECT_EQ(units.size(), layers.size()) << c.model;
+      if (gran == Granularity::Block && c.blocks > 0) {
+        EXPECT_EQ(units.size(), c.blocks) << c.model;
+        for (const auto& name : c.must_have)
+          EXPECT_TRUE(std::any_of(units.begin(), units.end(), [&](const auto& u) { return u.name == name; }))
+              << c.model << " has no unit " << name;
+      }
+    }
+    // Every residual or concat block is one unit, its shortcut conv included.
+    const auto units = reconstruction_units(g, Granularity::Block);
+    for (const ResidualBlock& b : find_residual_blocks(g, true)) {
+      auto it = std::find_if(units.begin(), units.end(), [&](const auto& u) { return u.name == b.name; });
+      ASSERT_NE(it, units.end()) << c.model << " block " << b.name;
+      EXPECT_EQ(it->layers, b.layers) << c.model << " block " << b.name;
+    }
+    EXPECT_EQ(reconstruction_units(g, Granularity::TwoBlocks).size(), (units.size() + 1) / 2) << c.model;
+  }
+}
+
+TEST(Reconstruction, LearnedRoundingStaysOnTheGridAndLowersEveryBlocksError) {
+  Resnet20W4A4 r(128);
+  ReconstructionOptions o;
+  o.method = "test";
+  o.iters = 100;
+  RoundingContext ctx;
+  ctx.graph = &r.quantized->graph();
+  ctx.layers = &r.quantized->layers();
+  ctx.calibration = r.images;
+  ctx.seed = 5;
+  std::map<std::string, std::string> files;
+  ctx.files = &files;
+  ctx.run_name = "unit";
+  const auto reports = reconstruct(ctx, o);
+  ASSERT_EQ(reports.size(), 11u);
+  for (const auto& rep : reports)
+    if (rep.name.rfind("layer", 0) == 0) EXPECT_LT(rep.loss_final, rep.loss_nearest) << rep.name;
+  for (const auto& layer : r.quantized->layers()) {
+    // Each weight is floor(W/s) or floor(W/s) + 1 on its channel's grid (clamped).
+    const at::Tensor& w = ctx.graph->nodes[layer.node].weight;
+    std::vector<std::int64_t> shape(w.dim(), 1);
+    shape[0] = -1;
+    const at::Tensor s = layer.qparams.scale.view(shape), z = layer.qparams.zero_point.view(shape).to(at::kFloat);
+    const at::Tensor grid = layer.quantized_weight / s + z;
+    EXPECT_LT((grid - grid.round()).abs().max().item<double>(), 1e-3);
+    const at::Tensor lo = (at::floor(w / s) + z).clamp(layer.qparams.qmin, layer.qparams.qmax);
+    const at::Tensor hi = (at::floor(w / s) + z + 1).clamp(layer.qparams.qmin, layer.qparams.qmax);
+    EXPECT_TRUE(((grid.round() == lo) | (grid.round() == hi)).all().item<bool>());
+  }
+  EXPECT_EQ(files.count("unit_curves.csv"), 1u);
+  EXPECT_NE(files["unit_curves.csv"].find("layer3.block2,99,"), std::string::npos);
+
+}
+
+TEST(Reconstruction, SameSeedSameRounding) {
+  ReconstructionOptions o;
+  o.iters = 10;
+  std::vector<std::vector<at::Tensor>> weights;
+  for (int run = 0; run < 2; ++run) {
+    Resnet20W4A4 r(64);
+    RoundingContext ctx;
+    ctx.graph = &r.quantized->graph();
+    ctx.layers = &r.quantized->layers();
+    ctx.calibration = r.images;
+    ctx.seed = 9;
+    reconstruct(ctx, o);
+    weights.emplace_back();
+    for (const auto& layer : r.quantized->layers()) weights.back().push_back(layer.quantized_weight);
+  }
+  for (std::size_t i = 0; i < weights[0].size(); ++i) EXPECT_TRUE(weights[0][i].equal(weights[1][i]));
+}
+
+TEST(Reconstruction, QDropLearnsActivationStepsAndFisherLossRuns) {
+  Resnet20W4A4 r(128);
+  const auto before = r.quantized->activations();
+  RoundingContext ctx;
+  ctx.graph = &r.quantized->graph();
+  ctx.layers = &r.quantized->layers();
+  ctx.activations = &r.quantized->activations();
+  ctx.calibration = r.images;
+  auto qdrop = registry().create<WeightOptimizer>(
+      "qdrop", validate_options(ConfigNode::parse("{iters: 20, loss: fisher}", "t.yaml"),
+                                registry().get(PluginKind::WeightOptimizer, "qdrop").options));
+  qdrop->optimize(ctx);
+  int changed = 0;
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    const double a = before[i].qparams.scale.item<double>(), b = r.quantized->activations()[i].qparams.scale.item<double>();
+    EXPECT_TRUE(std::isfinite(b) && b > 0);
+    changed += a != b;
+  }
+  EXPECT_GT(changed, 0);  // steps produced inside blocks were learned
+  for (const auto& layer : r.quantized->layers()) EXPECT_TRUE(at::isfinite(layer.quantized_weight).all().item<bool>());
+}
+
+TEST(Reconstruction, NonFiniteLossNamesTheUnit) {
+  Resnet20W4A4 r(64);
+  RoundingContext ctx;
+  ctx.graph = &r.quantized->graph();
+  ctx.layers = &r.quantized->layers();
+  ctx.calibration = r.images.clone();
+  ctx.calibration[0][0][5][5] = std::numeric_limits<float>::quiet_NaN();
+  ReconstructionOptions o;
+  o.method = "brecq";
+  o.iters = 5;
+  o.batch_size = 64;
+  try {
+    reconstruct(ctx, o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("brecq: loss became NaN at iteration 0 of unit 'conv1'"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Reconstruction, OptionsThatNeedActivationQuantizationAreRefused) {
+  const auto& schema = registry().get(PluginKind::WeightOptimizer, "brecq").options;
+  for (const char* bad : {"{act_steps: joint}", "{drop_prob: 0.5}"}) {
+    const Options o = validate_options(ConfigNode::parse(bad, "t.yaml"), schema);
+    EXPECT_THROW(reconstruction_options(o, "brecq"), Error) << bad;
+  }
+  EXPECT_THROW(validate_options(ConfigNode::parse("{granularity: network}", "t.yaml"), schema), Error);
+}
+
+TEST(BiasCorrection, EveryLayersMeanOutputMatchesTheFpModel) {
+  Resnet20W4A4 r(256);
+  for (auto& layer : r.quantized->layers())
+    layer.quantized_weight = fake_quantize(r.quantized->graph().nodes[layer.node].weight, layer.qparams);
+  // Mean output per channel of every layer, from a whole-model forward with observing hooks.
+  auto layer_means = [&](Executor exec) {
+    std::vector<at::Tensor> means;
+    for (const auto& layer : r.quantized->layers()) {
+      const int v = r.quantized->graph().nodes[layer.node].outputs[0];
+      exec.set_value_hook(v, [&means](const at::Tensor& y) {
+        means.push_back(y.dim() == 4 ? y.mean({0, 2, 3}) : y.mean(0));
+        return y;
+      });
+    }
+    at::NoGradGuard no_grad;
+    exec.forward(r.images);
+    return means;
+  };
+  const auto fp = layer_means(Executor(r.quantized->graph()));
+  auto gap = [&](const std::vector<at::Tensor>& q) {
+    double worst = 0;
+    for (std::size_t i = 0; i < fp.size(); ++i) worst = std::max(worst, (q[i] - fp[i]).abs().max().item<double>());
+    return worst;
+  };
+  const double before = gap(layer_means(r.quantized->executor()));
+  auto pass = registry().create<GraphPass>("bias_correction", Options({{"images", std::int64_t{256}}, {"batch_size", std::int64_t{128}}}));
+  EXPECT_EQ(pass->stage(), PassStage::AfterRounding);
+  PassContext ctx;
+  ctx.calibration = r.images;
+  r.quantized->apply_pass(*pass, registry().get(PluginKind::GraphPass, "bias_correction"), ctx);
+  const double after = gap(layer_means(r.quantized->executor()));
+  EXPECT_GT(before, 0.05);
+  EXPECT_LT(after, 2e-4);
+  EXPECT_THROW(pass->run(r.model.graph, ctx), std::exception);  // no quantized model: refused
+}
