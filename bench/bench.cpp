@@ -4,7 +4,9 @@
 //      over the same 1 024 images;
 //   3. one BRECQ reconstruction iteration of ResNet-20's layer1.block0 (batch 32: sampling, soft-rounded
 //      weights, forward, loss, backward, Adam) / a plain forward + backward of the same block written
-//      directly with ATen ops (conv, relu, conv, add, relu; MSE loss).
+//      directly with ATen ops (conv, relu, conv, add, relu; MSE loss);
+//   4. layerwise analysis (each of the 22 layers quantized alone, error at the output) over 1 000 images
+//      / one FP32 forward pass over them (the bound is 1 + 22: one pass per layer plus the FP32 pass).
 // Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R]
 #include <algorithm>
 #include <chrono>
@@ -20,6 +22,7 @@
 #include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
+#include "xdq/analysis/analysis.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
 
@@ -127,7 +130,11 @@ int main(int argc, char** argv) {
     return 0.0;
   };
 
-  std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib, recon_iter, plain_iter;
+  const at::Tensor analysis_images = eval_images.slice(0, 0, 1000);
+  const at::Tensor analysis_labels = test.labels.slice(0, 0, 1000);
+
+  std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib, recon_iter, plain_iter, layerwise,
+      fp32_analysis_pass;
   for (int r = 0; r < rounds; ++r) {
     fp32_eval.push_back(seconds([&] { run_batches(eval_images, fp32_forward); }));
     quant_eval.push_back(seconds([&] { run_batches(eval_images, quant_forward); }));
@@ -135,6 +142,8 @@ int main(int argc, char** argv) {
     kl_calib.push_back(seconds([&] { quantize_with("kl"); }));
     mse_calib.push_back(seconds([&] { quantize_with("mse"); }));
     recon_iter.push_back(recon_step_seconds());
+    fp32_analysis_pass.push_back(seconds([&] { run_batches(analysis_images, fp32_forward); }));
+    layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
     plain_iter.push_back(seconds([&] {
                            for (std::int64_t i = 0; i < recon_iters; ++i) plain_block_step();
                          }) /
@@ -152,5 +161,8 @@ int main(int argc, char** argv) {
               median(mse_calib) / median(fp32_calib_pass));
   std::printf("block layer1.block0, batch 32: plain ATen fwd+bwd %.2f ms, BRECQ iteration %.2f ms   ratio %.3f   (target <= 1.3)\n",
               1e3 * median(plain_iter), 1e3 * median(recon_iter), median(recon_iter) / median(plain_iter));
+  std::printf("layerwise analysis, %zu layers, 1000 images: %.3f s / FP32 pass %.3f s   ratio %.2f   (bound %zu)\n",
+              w8a8.layers().size(), median(layerwise), median(fp32_analysis_pass), median(layerwise) / median(fp32_analysis_pass),
+              w8a8.layers().size() + 1);
   return 0;
 }

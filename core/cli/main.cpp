@@ -1,4 +1,4 @@
-// The xdq command: run, plugins, inspect, train.
+// The xdq command: run, analyze, plugins, inspect, train.
 #include <filesystem>
 #include <iostream>
 
@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "xdq/error.h"
+#include "xdq/experiment/analysis_runner.h"
 #include "xdq/experiment/runner.h"
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
@@ -71,6 +72,11 @@ int main(int argc, char** argv) {
   run->add_option("--out", out_dir, "output folder (default: runs/<experiment name>)");
   run->add_option("--set", run_sets, "override a config value: key.path=value (repeatable)");
 
+  auto* analyze = app.add_subcommand("analyze", "outlier-layer analysis and mixed-precision fallback of an experiment's models");
+  analyze->add_option("experiment", experiment, "experiment YAML (its `analysis:` section sets the analysis)")->required();
+  analyze->add_option("--out", out_dir, "output folder (default: runs/<experiment name>)");
+  analyze->add_option("--set", run_sets, "override a config value: key.path=value (repeatable)");
+
   bool json = false;
   std::vector<std::string> plugin_dirs;
   auto* plugins = app.add_subcommand("plugins", "list the plugins found, with their options");
@@ -95,6 +101,12 @@ int main(int argc, char** argv) {
       const std::string out = out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : out_dir;
       xdq::run_experiment_to(cfg, registry, out, std::cerr);
       std::cerr << "xdq: wrote " << out << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
+    } else if (*analyze) {
+      auto& registry = xdq::global_registry();
+      const auto cfg = xdq::load_experiment(experiment, run_sets, registry);
+      const std::string out = out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : out_dir;
+      xdq::run_analysis_to(cfg, registry, out, std::cerr);
+      std::cerr << "xdq: wrote " << out << "/{report.md, <model>_<bits>/analysis.json, ...}" << std::endl;
     } else if (*plugins) {
       return list_plugins(json, plugin_dirs);
     } else if (*inspect) {

@@ -206,11 +206,54 @@ std::string render_curves_png(const std::string& title, const std::vector<std::s
     for (const auto& [x, y] : series[i])
       if (!log_y || y > 0) points.push_back(px(x, y));
     if (points.size() > 1) cv::polylines(canvas, points, false, bgr, 1, cv::LINE_AA);
+    if (points.size() <= 40)
+      for (const auto& pt : points) cv::circle(canvas, pt, 3, bgr, cv::FILLED, cv::LINE_AA);
     const int ly = top + 12 + 14 * static_cast<int>(i);
     if (ly < top + plot_h + bottom - 4) {
       cv::line(canvas, {left + plot_w + 10, ly - 4}, {left + plot_w + 28, ly - 4}, bgr, 2);
       cv::putText(canvas, i < names.size() ? names[i].substr(0, 24) : "", {left + plot_w + 32, ly}, font, 0.35, {0, 0, 0}, 1,
                   cv::LINE_AA);
+    }
+  }
+  std::vector<uchar> bytes;
+  cv::imencode(".png", canvas, bytes);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::string render_bars_png(const std::string& title, const std::vector<std::string>& labels,
+                            const std::vector<std::string>& series_names, const std::vector<std::vector<double>>& values) {
+  std::size_t longest = 0;
+  for (const auto& l : labels) longest = std::max(longest, l.size());
+  const int series = static_cast<int>(values.size());
+  const int bar_h = 9, row_h = bar_h * series + 6, top = 60, left = std::max(120, 12 + 7 * static_cast<int>(longest));
+  const int plot_w = 420, width = left + plot_w + 80;
+  const int height = top + row_h * static_cast<int>(labels.size()) + 20;
+  cv::Mat canvas(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
+  double hi = 0;
+  for (const auto& s : values)
+    for (double v : s)
+      if (std::isfinite(v)) hi = std::max(hi, v);
+  if (hi <= 0) hi = 1;
+  const auto font = cv::FONT_HERSHEY_SIMPLEX;
+  cv::putText(canvas, title, {10, 22}, font, 0.5, {0, 0, 0}, 1, cv::LINE_AA);
+  const cv::Scalar palette[] = {{180, 119, 31}, {14, 127, 255}, {44, 160, 44}, {40, 39, 214}};
+  for (int s = 0; s < series; ++s) {
+    const int x = 10 + 170 * s;
+    cv::rectangle(canvas, {x, 34}, {x + 14, 44}, palette[s % 4], cv::FILLED);
+    cv::putText(canvas, s < static_cast<int>(series_names.size()) ? series_names[s] : "", {x + 18, 44}, font, 0.4,
+                {0, 0, 0}, 1, cv::LINE_AA);
+  }
+  char text[32];
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const int y = top + static_cast<int>(i) * row_h;
+    cv::putText(canvas, labels[i], {6, y + row_h / 2 + 4}, font, 0.35, {0, 0, 0}, 1, cv::LINE_AA);
+    for (int s = 0; s < series; ++s) {
+      const double v = i < values[s].size() ? values[s][i] : 0.0;
+      const int w = std::isfinite(v) ? static_cast<int>(plot_w * std::max(0.0, v) / hi) : plot_w;
+      const int by = y + s * bar_h;
+      cv::rectangle(canvas, {left, by}, {left + std::max(w, 1), by + bar_h - 2}, palette[s % 4], cv::FILLED);
+      std::snprintf(text, sizeof text, std::isfinite(v) ? "%.1f" : "inf", v);
+      cv::putText(canvas, text, {left + std::max(w, 1) + 4, by + bar_h - 2}, font, 0.3, {60, 60, 60}, 1, cv::LINE_AA);
     }
   }
   std::vector<uchar> bytes;

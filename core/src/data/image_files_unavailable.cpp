@@ -27,4 +27,9 @@ std::string render_curves_png(const std::string&, const std::vector<std::string>
   unavailable("PNG output");
 }
 
+std::string render_bars_png(const std::string&, const std::vector<std::string>&, const std::vector<std::string>&,
+                            const std::vector<std::vector<double>>&) {
+  unavailable("PNG output");
+}
+
 }  // namespace xdq

@@ -95,6 +95,37 @@ std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind,
   return out;
 }
 
+// quantization.overrides: items {layers, w_bits, a_bits}, or {include: FILE} naming a YAML file whose
+// `overrides` list is read in place (what `xdq analyze` writes as mixed_precision.yaml).
+void parse_overrides(const ConfigNode& list, const fs::path& base, std::vector<LayerOverride>& out, int depth = 0) {
+  if (!list.is_sequence()) list.fail("expected a list of {layers, w_bits, a_bits} or {include: file}");
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const ConfigNode o = list[i];
+    if (o.has("include")) {
+      o.check_keys({"include"});
+      if (depth > 8) o["include"].fail("includes nested too deeply");
+      const std::string file = resolve(base, o["include"].as_string());
+      const ConfigNode included = ConfigNode::load_file(file);
+      included.check_keys({"overrides"});
+      parse_overrides(included["overrides"], fs::path(file).parent_path(), out, depth + 1);
+      continue;
+    }
+    o.check_keys({"layers", "w_bits", "a_bits"});
+    LayerOverride lo;
+    lo.layers = o["layers"].as_string_list();
+    lo.where = o["layers"].where();
+    if (o.has("w_bits")) {
+      lo.w_bits = static_cast<int>(o["w_bits"].as_int());
+      if (*lo.w_bits < 2 || *lo.w_bits > 8) o["w_bits"].fail("expected an integer in [2, 8]");
+    }
+    if (o.has("a_bits")) {
+      lo.a_bits = static_cast<int>(o["a_bits"].as_int());
+      if (*lo.a_bits < 2 || *lo.a_bits > 16) o["a_bits"].fail("expected an integer in [2, 16]");
+    }
+    out.push_back(lo);
+  }
+}
+
 }  // namespace
 
 ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
@@ -110,7 +141,23 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   cfg.root = root;
   const fs::path base = fs::path(path).parent_path();
   root.check_keys({"experiment", "seed", "threads", "plugins", "data", "domains", "models", "calibration", "test",
-                   "quantization", "diagnostics"});
+                   "quantization", "diagnostics", "analysis"});
+  if (root.has("analysis")) {
+    const ConfigNode a = root["analysis"];
+    a.check_keys({"images", "layerwise", "target_drop", "size_budget", "fallback_bits"});
+    auto& s = cfg.analysis;
+    s.images = a.get("images", s.images);
+    if (s.images < 1) a["images"].fail("expected an integer >= 1");
+    s.layerwise = a.get("layerwise", s.layerwise);
+    if (s.layerwise != "weights" && s.layerwise != "activation" && s.layerwise != "both")
+      a["layerwise"].fail("expected one of: weights, activation, both");
+    s.target_drop = a.get("target_drop", s.target_drop);
+    if (!(s.target_drop >= 0)) a["target_drop"].fail("expected a number of points >= 0");
+    s.size_budget = a.get("size_budget", s.size_budget);
+    if (s.size_budget < 0) a["size_budget"].fail("expected bytes >= 0 (0: no budget)");
+    s.fallback_bits = a.get("fallback_bits", s.fallback_bits);
+    if (s.fallback_bits < 2 || s.fallback_bits > 8) a["fallback_bits"].fail("expected an integer in [2, 8]");
+  }
   if (root.has("diagnostics")) {
     const ConfigNode diag = root["diagnostics"];
     diag.check_keys({"layer_shift_images"});
@@ -268,25 +315,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   if (cfg.weight_range != "minmax" && cfg.weight_range != "mse")
     q["weight_range"].fail("expected one of: minmax, mse");
   cfg.fold_bn = q.get("fold_bn", cfg.fold_bn);
-  if (q.has("overrides")) {
-    const ConfigNode list = q["overrides"];
-    if (!list.is_sequence()) list.fail("expected a list of {layers, w_bits, a_bits}");
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      const ConfigNode o = list[i];
-      o.check_keys({"layers", "w_bits", "a_bits"});
-      LayerOverride lo;
-      lo.layers = o["layers"].as_string_list();
-      if (o.has("w_bits")) {
-        lo.w_bits = static_cast<int>(o["w_bits"].as_int());
-        if (*lo.w_bits < 2 || *lo.w_bits > 8) o["w_bits"].fail("expected an integer in [2, 8]");
-      }
-      if (o.has("a_bits")) {
-        lo.a_bits = static_cast<int>(o["a_bits"].as_int());
-        if (*lo.a_bits < 2 || *lo.a_bits > 16) o["a_bits"].fail("expected an integer in [2, 16]");
-      }
-      cfg.overrides.push_back(lo);
-    }
-  }
+  if (q.has("overrides")) parse_overrides(q["overrides"], base, cfg.overrides);
   cfg.calibrators = parse_plugins(q["calibrators"], PluginKind::Calibrator, registry);
   if (q.has("passes")) cfg.passes = parse_plugins(q["passes"], PluginKind::GraphPass, registry);
   if (q.has("rounding")) {

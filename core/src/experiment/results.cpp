@@ -196,8 +196,9 @@ void write_files_atomically(const std::string& dir, const std::map<std::string, 
   std::vector<std::pair<fs::path, fs::path>> staged;
   try {
     for (const auto& [name, content] : files) {
-      const fs::path final_path = fs::path(dir) / name;
-      const fs::path tmp = fs::path(dir) / ("." + name + ".partial");
+      const fs::path final_path = fs::path(dir) / name;  // names may hold sub-folders ("model_w4a4/analysis.json")
+      fs::create_directories(final_path.parent_path(), ec);
+      const fs::path tmp = final_path.parent_path() / ("." + final_path.filename().string() + ".partial");
       std::ofstream out(tmp, std::ios::binary);
       out << content;
       out.close();

@@ -1,6 +1,7 @@
 #include "xdq/experiment/runner.h"
 
 #include "xdq/experiment/diagnostics.h"
+#include "prepare.h"
 
 #include <algorithm>
 #include <chrono>
@@ -25,71 +26,8 @@ namespace xdq {
 
 namespace {
 
-// Domains are loaded once per run: a calibration set is computed once and tested on every test domain.
-class DomainCache {
- public:
-  DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry) : cfg_(cfg), registry_(registry) {}
-
-  const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
-                     std::uint64_t seed) {
-    const Split split = d.fixed_split ? d.split : default_split;
-    const std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
-                            std::to_string(seed) + "/" + std::to_string(shape.channels) + "x" +
-                            std::to_string(shape.height) + "x" + std::to_string(shape.width);
-    if (auto it = cache_.find(key); it != cache_.end()) return it->second;
-    return cache_[key] = d.mixture.empty() ? load(d, split, shape, count, seed) : mix(d, split, shape, count, seed);
-  }
-
- private:
-  Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed) {
-    Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed);
-    if (count > 0) ds = ds.subset(count, seed);
-    for (std::size_t k = 0; k < d.transforms.size(); ++k) {
-      const TransformChoice& t = d.transforms[k];
-      const PluginRecord& plugin = registry_.get(PluginKind::DomainTransform, t.name);
-      auto transform = registry_.create<DomainTransform>(t.name, t.options);
-      ds.images = plugin_call(plugin, "apply", [&] { return transform->apply(ds.images, t.severity, seed + 7919 * (k + 1)); });
-    }
-    return ds;
-  }
-
-  // count * w_k / sum(w) images from each part (the last part takes the rounding remainder).
-  Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed) {
-    double total = 0;
-    for (const auto& part : d.mixture) total += part.second;
-    std::vector<at::Tensor> images, labels;
-    std::int64_t taken = 0;
-    for (std::size_t k = 0; k < d.mixture.size(); ++k) {
-      const std::int64_t n = k + 1 == d.mixture.size()
-                                 ? count - taken
-                                 : static_cast<std::int64_t>(std::llround(static_cast<double>(count) * d.mixture[k].second / total));
-      taken += n;
-      if (n <= 0) continue;
-      const Dataset& part = get(d.mixture[k].first, split, shape, n, seed + 104729 * (k + 1));
-      images.push_back(part.images);
-      labels.push_back(part.labels);
-    }
-    Dataset out{d.name, at::cat(images), {}};
-    if (std::all_of(labels.begin(), labels.end(), [](const at::Tensor& t) { return t.defined(); })) out.labels = at::cat(labels);
-    return out;
-  }
-
-  const ExperimentConfig& cfg_;
-  PluginRegistry& registry_;
-  std::map<std::string, Dataset> cache_;
-};
-
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-std::string split_name(const DomainSpec& d, Split default_split) {
-  if (!d.mixture.empty()) {
-    std::string parts;
-    for (const auto& [part, w] : d.mixture) parts += (parts.empty() ? "" : "+") + split_name(part, default_split);
-    return "mix(" + parts + ")";
-  }
-  return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
 }
 
 YAML::Node plugin_list_yaml(const std::vector<PluginChoice>& choices) {
@@ -183,38 +121,8 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
   resolved["source_file"] = cfg.file;
 
   // Everything that can be refused is checked before any calibration or evaluation starts.
-  struct Prepared {
-    ImportedModel model;
-    Preprocess pre;
-    InputShape shape;
-    std::vector<const Dataset*> tests;
-  };
-  std::vector<Prepared> prepared;
-  for (const ModelEntry& entry : cfg.models) {
-    Prepared p{import_torchscript(entry.path), {}, {}, {}};
-    p.pre = p.model.preprocess;
-    if (entry.has_preprocess) p.pre = Preprocess{entry.mean, entry.std};
-    else if (!p.model.has_preprocess)
-      progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
-    const auto layers = p.model.graph.layer_nodes();
-    if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
-    const Node& first = p.model.graph.nodes[layers.front()];
-    p.shape = {first.kind == OpKind::Conv ? first.weight.size(1) : 1, entry.height, entry.width};
-    at::NoGradGuard no_grad;
-    const std::int64_t classes = Executor(p.model.graph).forward(p.pre.apply(at::zeros({1, p.shape.channels, p.shape.height, p.shape.width}))).size(1);
-    for (const DomainSpec& d : cfg.test_domains) {
-      const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed);
-      const std::int64_t max_label = ds.labels.max().item<std::int64_t>();
-      if (max_label >= classes)
-        throw Error(d.line + ": test domain '" + d.name + "' has label " + std::to_string(max_label) + " but model '" +
-                    entry.name + "' has " + std::to_string(classes) + " classes");
-      p.tests.push_back(&ds);
-    }
-    for (const DomainSpec& d : cfg.calibration_domains)
-      for (std::int64_t count : cfg.calibration_counts)
-        for (int r = 0; r < cfg.repeats; ++r) domains.get(d, Split::Train, p.shape, count, cfg.seed + r);
-    prepared.push_back(std::move(p));
-  }
+  std::vector<PreparedModel> prepared;
+  for (const ModelEntry& entry : cfg.models) prepared.push_back(prepare_model(cfg, entry, domains, progress));
 
   // Graph passes run before quantization (FP graph) or after rounding (quantized model), as each declares.
   struct Pass {
@@ -234,7 +142,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
   std::size_t index = 0;
   for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
     const ModelEntry& entry = cfg.models[mi];
-    const Prepared& p = prepared[mi];
+    const PreparedModel& p = prepared[mi];
     const Executor fp32(p.model.graph);
     std::vector<double> fp32_top1;
     for (const Dataset* t : p.tests)
@@ -281,18 +189,10 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
         (*pictures)["domain_" + domain.name + ".png"] = render_strip_png(calibration.images.slice(0, 0, 10), 3);
 
       for (const BitSetting& bits : cfg.bits) {
-        PtqSettings settings;
-        settings.w_bits = bits.w_bits;
-        settings.a_bits = bits.a_bits;
-        settings.scheme = cfg.scheme;
-        settings.overrides = cfg.overrides;
+        const PtqSettings settings = ptq_settings(cfg, bits);
         for (const PluginChoice& cal : cfg.calibrators) {
           const auto calibration_start = std::chrono::steady_clock::now();
-          const PluginRecord& cal_plugin = registry.get(PluginKind::Calibrator, cal.name);
-          auto calibrator = registry.create<Calibrator>(cal.name, cal.options);
-          QuantizedModel calibrated(folded, settings);
-          calibrated.calibrate_activations(*calibrator, cal_plugin, calib_images, cfg.batch_size);
-          calibrated.set_weight_ranges(cfg.weight_range);
+          const QuantizedModel calibrated = calibrated_model(cfg, folded, settings, cal, registry, calib_images);
           const double calibration_seconds = seconds_since(calibration_start);
           if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && repeat == 0 &&
               count == cfg.calibration_counts.front()) {
@@ -436,6 +336,14 @@ ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry&
       body += gap_matrix_markdown(m);
     }
     body += layer_shift_markdown(results, files);
+  }
+  std::string curves;
+  for (const auto& [name, bytes] : files)
+    if (name.size() > 11 && name.compare(name.size() - 11, 11, "_curves.png") == 0) curves += "![" + name + "](" + name + ")\n\n";
+  if (!curves.empty())
+    body += "\n## Reconstruction loss per unit\n\nEach run's `*_curves.csv` holds the sampled losses.\n\n" + curves;
+  if (cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1 || cfg.calibration_counts.size() > 1 ||
+      cfg.repeats > 1) {
     if (image_output_available()) {
       body += "## Domains (samples)\n\n";
       for (const auto& [name, bytes] : files)

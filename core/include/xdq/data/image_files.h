@@ -33,5 +33,8 @@ std::string render_heatmap_png(const std::string& title, const std::vector<std::
 // Line plot: one (x, y) series per name, distinct colours, legend; log10 y axis when log_y (y > 0 only).
 std::string render_curves_png(const std::string& title, const std::vector<std::string>& names,
                               const std::vector<std::vector<std::pair<double, double>>>& series, bool log_y);
+// Horizontal bars: one row per label, one bar per series in each row (values[series][row]), legend.
+std::string render_bars_png(const std::string& title, const std::vector<std::string>& labels,
+                            const std::vector<std::string>& series_names, const std::vector<std::vector<double>>& values);
 
 }  // namespace xdq

@@ -83,6 +83,15 @@ struct ExperimentConfig {
   // Per-layer shift diagnostics for the first bit setting and calibrator (0 images: off).
   std::int64_t layer_shift_images = 0;
 
+  // `xdq analyze` (the `analysis:` section): outlier-layer analysis and mixed-precision fallback.
+  struct Analysis {
+    std::int64_t images = 1000;        // held-out images per test domain
+    std::string layerwise = "both";    // what one layer's turn quantizes: weights, activation, both
+    double target_drop = 0.5;          // mixed precision: accept once the top-1 drop (points) is at most this
+    std::int64_t size_budget = 0;      // ... and the weights take at most this many bytes (0: no budget)
+    int fallback_bits = 8;             // bits of a raised layer's weights and input activation
+  } analysis;
+
   ConfigNode root;  // the file as read (with --set applied)
 };
 

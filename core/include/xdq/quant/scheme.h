@@ -32,9 +32,13 @@ struct Scheme {
 struct LayerOverride {
   std::vector<std::string> layers;
   std::optional<int> w_bits, a_bits;  // a_bits: the activation read by the layer
+  std::string where;                  // file:line key of `layers`, for errors
 };
 
 bool override_matches(const LayerOverride& o, const Graph& graph, int node);
+// Throws an Error (at o.where) for a pattern that matches no conv/linear layer of `graph`, listing the
+// layer names closest to it.
+void check_override_patterns(const LayerOverride& o, const Graph& graph);
 
 // Folder of the shipped configs: $XDQ_CONFIG_DIR, else the source tree's configs/ (compiled in).
 std::string config_dir();

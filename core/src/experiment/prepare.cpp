@@ -1,0 +1,122 @@
+#include "prepare.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ostream>
+
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+
+namespace xdq {
+
+const Dataset& DomainCache::get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
+                                std::uint64_t seed) {
+  const Split split = d.fixed_split ? d.split : default_split;
+  const std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
+                          std::to_string(seed) + "/" + std::to_string(shape.channels) + "x" +
+                          std::to_string(shape.height) + "x" + std::to_string(shape.width);
+  if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+  return cache_[key] = d.mixture.empty() ? load(d, split, shape, count, seed) : mix(d, split, shape, count, seed);
+}
+
+Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
+                          std::uint64_t seed) {
+  Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed);
+  if (count > 0) ds = ds.subset(count, seed);
+  for (std::size_t k = 0; k < d.transforms.size(); ++k) {
+    const TransformChoice& t = d.transforms[k];
+    const PluginRecord& plugin = registry_.get(PluginKind::DomainTransform, t.name);
+    auto transform = registry_.create<DomainTransform>(t.name, t.options);
+    ds.images =
+        plugin_call(plugin, "apply", [&] { return transform->apply(ds.images, t.severity, seed + 7919 * (k + 1)); });
+  }
+  return ds;
+}
+
+// count * w_k / sum(w) images from each part (the last part takes the rounding remainder).
+Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
+                         std::uint64_t seed) {
+  double total = 0;
+  for (const auto& part : d.mixture) total += part.second;
+  std::vector<at::Tensor> images, labels;
+  std::int64_t taken = 0;
+  for (std::size_t k = 0; k < d.mixture.size(); ++k) {
+    const std::int64_t n =
+        k + 1 == d.mixture.size()
+            ? count - taken
+            : static_cast<std::int64_t>(std::llround(static_cast<double>(count) * d.mixture[k].second / total));
+    taken += n;
+    if (n <= 0) continue;
+    const Dataset& part = get(d.mixture[k].first, split, shape, n, seed + 104729 * (k + 1));
+    images.push_back(part.images);
+    labels.push_back(part.labels);
+  }
+  Dataset out{d.name, at::cat(images), {}};
+  if (std::all_of(labels.begin(), labels.end(), [](const at::Tensor& t) { return t.defined(); }))
+    out.labels = at::cat(labels);
+  return out;
+}
+
+std::string split_name(const DomainSpec& d, Split default_split) {
+  if (!d.mixture.empty()) {
+    std::string parts;
+    for (const auto& [part, w] : d.mixture) parts += (parts.empty() ? "" : "+") + split_name(part, default_split);
+    return "mix(" + parts + ")";
+  }
+  return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
+}
+
+PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
+                            std::ostream& progress) {
+  PreparedModel p{import_torchscript(entry.path), {}, {}, {}};
+  p.pre = p.model.preprocess;
+  if (entry.has_preprocess)
+    p.pre = Preprocess{entry.mean, entry.std};
+  else if (!p.model.has_preprocess)
+    progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
+  const auto layers = p.model.graph.layer_nodes();
+  if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
+  for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
+  const Node& first = p.model.graph.nodes[layers.front()];
+  p.shape = {first.kind == OpKind::Conv ? first.weight.size(1) : 1, entry.height, entry.width};
+  at::NoGradGuard no_grad;
+  const std::int64_t classes =
+      Executor(p.model.graph)
+          .forward(p.pre.apply(at::zeros({1, p.shape.channels, p.shape.height, p.shape.width})))
+          .size(1);
+  for (const DomainSpec& d : cfg.test_domains) {
+    const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed);
+    const std::int64_t max_label = ds.labels.max().item<std::int64_t>();
+    if (max_label >= classes)
+      throw Error(d.line + ": test domain '" + d.name + "' has label " + std::to_string(max_label) + " but model '" +
+                  entry.name + "' has " + std::to_string(classes) + " classes");
+    p.tests.push_back(&ds);
+  }
+  for (const DomainSpec& d : cfg.calibration_domains)
+    for (std::int64_t count : cfg.calibration_counts)
+      for (int r = 0; r < cfg.repeats; ++r) domains.get(d, Split::Train, p.shape, count, cfg.seed + r);
+  return p;
+}
+
+PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits) {
+  PtqSettings settings;
+  settings.w_bits = bits.w_bits;
+  settings.a_bits = bits.a_bits;
+  settings.scheme = cfg.scheme;
+  settings.overrides = cfg.overrides;
+  return settings;
+}
+
+QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
+                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images) {
+  const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator.name);
+  auto object = registry.create<Calibrator>(calibrator.name, calibrator.options);
+  QuantizedModel model(folded, settings);
+  model.calibrate_activations(*object, plugin, images, cfg.batch_size);
+  model.set_weight_ranges(cfg.weight_range);
+  return model;
+}
+
+}  // namespace xdq

@@ -1,0 +1,200 @@
+// Outlier-layer analysis against brute force: layerwise errors equal a whole-model run with only that
+// layer quantized, graphwise SQNR equals a hook-captured comparison, weight and activation statistics
+// equal their closed forms; `xdq analyze` writes the analysis.json contract and a mixed-precision
+// fragment that an experiment can include; an override naming no layer lists the closest names.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+#include "xdq/analysis/analysis.h"
+#include "xdq/data/fashion_mnist.h"
+#include "xdq/ir/import.h"
+#include "xdq/ir/passes.h"
+#include "xdq/plugin/registry.h"
+
+using namespace xdq;
+
+namespace {
+
+PluginRegistry& registry() {
+  static PluginRegistry* r = [] {
+    auto* reg = new PluginRegistry();
+    EXPECT_TRUE(reg->scan({XDQ_BUILD_PLUGIN_DIR}).empty());
+    return reg;
+  }();
+  return *r;
+}
+
+struct Quantized {
+  ImportedModel model = import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt");
+  at::Tensor images, labels;
+  std::unique_ptr<QuantizedModel> q;
+
+  Quantized() {
+    Graph folded = model.graph;
+    fold_batch_norm(folded);
+    PtqSettings s;
+    s.w_bits = s.a_bits = 4;
+    s.scheme = Scheme::load("academic", config_dir() + "/presets");
+    q = std::make_unique<QuantizedModel>(folded, s);
+    const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(96, 1);
+    images = model.preprocess.apply(test.images);
+    labels = test.labels;
+    q->calibrate_activations(*registry().create<Calibrator>("minmax", Options()), registry().get(PluginKind::Calibrator, "minmax"),
+                             images, 64);
+    q->set_weight_ranges("minmax");
+    for (auto& layer : q->layers()) layer.quantized_weight = fake_quantize(q->graph().nodes[layer.node].weight, layer.qparams);
+  }
+};
+
+double sqnr(const at::Tensor& fp, const at::Tensor& q) {
+  const at::Tensor f = fp.to(at::kDouble), d = q.to(at::kDouble) - f;
+  return 10 * std::log10(f.pow(2).sum().item<double>() / d.pow(2).sum().item<double>());
+}
+
+}  // namespace
+
+TEST(Analysis, OutputErrorClosedForms) {
+  OutputError e;
+  const at::Tensor fp = at::tensor({3.0f, 4.0f, 1.0f, 0.0f}).view({2, 2});
+  const at::Tensor q = at::tensor({3.0f, 3.5f, 0.0f, 1.0f}).view({2, 2});
+  e.add(fp, q, at::tensor({1, 0}, at::kLong));
+  EXPECT_NEAR(e.sqnr_db(), 10 * std::log10(26.0 / 2.25), 1e-12);  // errors 0, -0.5, -1, 1
+  EXPECT_NEAR(e.mse(), 2.25 / 4.0, 1e-12);
+  EXPECT_NEAR(e.cosine(), (23.0 / (5 * std::sqrt(21.25)) + 0.0) / 2, 1e-9);
+  EXPECT_NEAR(e.top1_drop(), 50.0, 1e-12);  // FP32 right on both, quantized on the first only
+}
+
+TEST(Analysis, LayerwiseEqualsAWholeModelRunWithOneLayerQuantized) {
+  Quantized r;
+  const auto errors = layerwise_errors(*r.q, LayerwiseMode::Both, r.images, r.labels, 40);
+  const auto weights_only = layerwise_errors(*r.q, LayerwiseMode::Weights, r.images, r.labels, 40);
+  ASSERT_EQ(errors.size(), r.q->layers().size());
+  at::NoGradGuard no_grad;
+  const at::Tensor fp = Executor(r.q->graph()).forward(r.images);
+  for (std::size_t l : {std::size_t{1}, std::size_t{9}, r.q->layers().size() - 1}) {
+    const QuantizedLayer& layer = r.q->layers()[l];
+    Executor only(r.q->graph());
+    only.set_weight(layer.node, layer.quantized_weight);
+    EXPECT_NEAR(weights_only[l].sqnr_db(), sqnr(fp, only.forward(r.images)), 1e-6) << l;
+    for (const auto& act : r.q->activations())
+      if (act.value == r.q->graph().nodes[layer.node].inputs[0])
+        only.set_value_hook(act.value, [q = act.qparams](const at::Tensor& x) { return fake_quantize(x, q); });
+    const at::Tensor out = only.forward(r.images);
+    EXPECT_NEAR(errors[l].sqnr_db(), sqnr(fp, out), 1e-6) << l;
+    EXPECT_NEAR(errors[l].top1_drop(), 100.0 * (fp.argmax(1).eq(r.labels).sum().item<double>() -
+                                                out.argmax(1).eq(r.labels).sum().item<double>()) / 96.0, 1e-9);
+  }
+}
+
+TEST(Analysis, GraphwiseSqnrEqualsHookedComparison) {
+  Quantized r;
+  const auto sqnrs = graphwise_sqnr(*r.q, r.images, 50);
+  const int node = r.q->layers()[5].node;
+  const int value = r.q->graph().nodes[node].outputs[0];
+  at::Tensor fp_value, q_value;
+  Executor fp(r.q->graph());
+  fp.set_value_hook(value, [&](const at::Tensor& x) { return fp_value = x; });
+  Executor q = r.q->executor();
+  q.set_value_hook(value, [&](const at::Tensor& x) { return q_value = x; });
+  at::NoGradGuard no_grad;
+  fp.forward(r.images);
+  q.forward(r.images);
+  EXPECT_NEAR(sqnrs[5], sqnr(fp_value, q_value), 1e-6);
+  EXPECT_GT(sqnrs[5], 0);
+}
+
+TEST(Analysis, WeightAndActivationStatisticsClosedForms) {
+  // Channel ranges 1, 2, 3, 12: median (lower middle, as torch) 2, ratio 6. Weights +-1 only: kurtosis 1.
+  at::Tensor w = at::zeros({4, 2});
+  w[0] = at::tensor({0.0f, 1.0f});
+  w[1] = at::tensor({-1.0f, 1.0f});
+  w[2] = at::tensor({-1.5f, 1.5f});
+  w[3] = at::tensor({-6.0f, 6.0f});
+  EXPECT_NEAR(weight_stats(w).channel_range_ratio, 6.0, 1e-12);
+  EXPECT_NEAR(weight_stats(at::tensor({-1.0f, 1.0f, -1.0f, 1.0f}).view({2, 2})).kurtosis, 1.0, 1e-12);
+
+  Quantized r;
+  const auto ratios = activation_outlier_ratios(*r.q, r.images, 32);
+  ASSERT_EQ(ratios.size(), r.q->activations().size());
+  // The model input's quantizer: all 96 * 784 values, exact order statistic.
+  ASSERT_EQ(r.q->activations()[0].value, r.q->graph().inputs[0]);
+  const at::Tensor all = r.images.reshape({-1}).abs().to(at::kDouble);
+  const auto k = static_cast<std::int64_t>(std::ceil(0.9999 * all.numel()));
+  EXPECT_NEAR(ratios[0], all.max().item<double>() / std::get<0>(all.kthvalue(k)).item<double>(), 1e-9);
+  for (double v : ratios) EXPECT_GE(v, 1.0);
+  for (const MergeStats& m : merge_stats(r.q->graph(), r.images, 4, 48)) {
+    EXPECT_EQ(m.inputs.size(), 2u);
+    EXPECT_GE(m.range_ratio, 1.0);
+    EXPECT_GE(m.own_sqnr_db, m.shared_sqnr_db - 1e-9) << m.name;  // one's own range never loses to a wider one here
+  }
+}
+
+TEST(AnalyzeCli, WritesTheContractAndAnIncludableMixedPrecisionFragment) {
+  test::TempDir dir;
+  const std::string model = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";
+  const std::string common = "seed: 0\nthreads: 2\nmodels:\n  - {name: resnet20, path: " + model +
+                             "}\ncalibration: {source: fashion_mnist.train, count: 64, batch_size: 64}\n"
+                             "test: {domains: [fashion_mnist.test], count: 128}\n";
+  test::write_text(dir.file("a.yaml"), "experiment: a\n" + common +
+                                            "quantization: {preset: academic, bits: [w4a4], calibrators: [minmax], "
+                                            "overrides: [{layers: [first, last], w_bits: 8, a_bits: 8}]}\n"
+                                            "analysis: {images: 64, target_drop: 0.0}\n");
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " analyze " + dir.file("a.yaml") + " --out " + dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(dir.file("out/resnet20_w4a4/analysis.json"));
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["layers"].size(), 22u);
+  for (const auto& l : j["layers"]) {
+    for (const char* key : {"name", "op", "sqnr_db", "cosine", "top1_drop", "flags"}) EXPECT_TRUE(l.contains(key)) << key;
+    EXPECT_TRUE(l["flags"].is_array());
+  }
+  EXPECT_EQ(j["layers"][0]["name"], "conv1");
+  ASSERT_GE(j["pareto"].size(), 1u);
+  for (std::size_t i = 0; i < j["pareto"].size(); ++i) {
+    const auto& p = j["pareto"][i];
+    EXPECT_EQ(p["bits"].size(), 22u);
+    if (i > 0) {  // a front: larger and strictly more accurate
+      EXPECT_GT(p["size_bytes"].get<std::int64_t>(), j["pareto"][i - 1]["size_bytes"].get<std::int64_t>());
+      EXPECT_GT(p["quant_top1"].get<double>(), j["pareto"][i - 1]["quant_top1"].get<double>());
+    }
+  }
+  // All-4-bit size by hand: first and last layer 8 bit, the rest 4 bit.
+  const ImportedModel m = import_torchscript(model);
+  double bytes = 0;
+  const auto layers = m.graph.layer_nodes();
+  for (int n : layers) bytes += m.graph.nodes[n].weight.numel() * ((n == layers.front() || n == layers.back()) ? 1.0 : 0.5);
+  EXPECT_EQ(j["search"][0]["size_bytes"].get<std::int64_t>(), static_cast<std::int64_t>(bytes));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("out/report.md")));
+  ASSERT_TRUE(std::filesystem::exists(dir.file("out/resnet20_w4a4/mixed_precision.yaml")));
+
+  // The fragment, included by an experiment, reproduces the chosen bits.
+  test::write_text(dir.file("b.yaml"), "experiment: b\n" + common +
+                                            "quantization: {preset: academic, bits: [w4a4], calibrators: [minmax], "
+                                            "overrides: [{include: out/resnet20_w4a4/mixed_precision.yaml}]}\n");
+  const auto run = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("b.yaml") + " --out " + dir.file("run"));
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+}
+
+TEST(AnalyzeCli, UnknownLayerInAnOverrideListsTheClosestNames) {
+  test::TempDir dir;
+  test::write_text(dir.file("c.yaml"), "experiment: c\nmodels:\n  - {name: r, path: " + std::string(XDQ_SOURCE_DIR) +
+                                            "/models/resnet20_fmnist/model.pt}\n"
+                                            "calibration: {source: fashion_mnist.train, count: 16}\n"
+                                            "test: {domains: [fashion_mnist.test], count: 16}\n"
+                                            "quantization:\n  bits: [w4a4]\n  calibrators: [minmax]\n  overrides:\n"
+                                            "    - {layers: [layer1.blok0.conv1], w_bits: 8}\n");
+  for (const char* command : {" run ", " analyze "}) {
+    const auto r = test::run_command(std::string(XDQ_BINARY) + command + dir.file("c.yaml") + " --out " + dir.file("o"));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.output.find("c.yaml:10 quantization.overrides[0].layers: no conv/linear layer named 'layer1.blok0.conv1' "
+                            "in this model; closest: layer1.block0.conv1"),
+              std::string::npos)
+        << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
+  }
+}
