@@ -134,6 +134,25 @@ TEST(Analysis, WeightAndActivationStatisticsClosedForms) {
   }
 }
 
+TEST(Analysis, ChunkedModelRunsLayerByLayer) {
+  // ShuffleNetV2 splits channels with chunk: a layer's run must start before the chunk, not between the
+  // list and its items.
+  const ImportedModel m = import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/shufflenet_v2_fmnist/model.pt");
+  Graph folded = m.graph;
+  fold_batch_norm(folded);
+  PtqSettings s;
+  s.w_bits = s.a_bits = 4;
+  QuantizedModel q(folded, s);
+  const at::Tensor images = m.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(32, 2).images);
+  q.calibrate_activations(*registry().create<Calibrator>("minmax", Options()), registry().get(PluginKind::Calibrator, "minmax"),
+                          images, 32);
+  q.set_weight_ranges("minmax");
+  for (auto& layer : q.layers()) layer.quantized_weight = fake_quantize(q.graph().nodes[layer.node].weight, layer.qparams);
+  const auto errors = layerwise_errors(q, LayerwiseMode::Both, images, at::Tensor(), 16);
+  ASSERT_EQ(errors.size(), 19u);
+  for (const auto& e : errors) EXPECT_TRUE(std::isfinite(e.sqnr_db()) && e.sqnr_db() > 0);
+}
+
 TEST(AnalyzeCli, WritesTheContractAndAnIncludableMixedPrecisionFragment) {
   test::TempDir dir;
   const std::string model = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";

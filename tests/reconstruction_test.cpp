@@ -203,6 +203,25 @@ TEST(Reconstruction, LearnedRoundingStaysOnTheGridAndLowersEveryBlocksError) {
 
 }
 
+TEST(Reconstruction, ChunkedModelReconstructsLayerByLayer) {
+  const ImportedModel m = import_torchscript(zoo("shufflenet_v2_fmnist"));
+  Graph folded = m.graph;
+  fold_batch_norm(folded);
+  PtqSettings s;
+  s.w_bits = s.a_bits = 4;
+  QuantizedModel q(folded, s);
+  q.set_weight_ranges("minmax");
+  RoundingContext ctx;
+  ctx.graph = &q.graph();
+  ctx.layers = &q.layers();
+  ctx.calibration = m.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(32, 4).images);
+  ReconstructionOptions o;
+  o.granularity = Granularity::Layer;
+  o.iters = 3;
+  o.fisher = true;
+  EXPECT_EQ(reconstruct(ctx, o).size(), 19u);
+}
+
 TEST(Reconstruction, SameSeedSameRounding) {
   ReconstructionOptions o;
   o.iters = 10;

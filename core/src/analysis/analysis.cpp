@@ -68,6 +68,7 @@ std::vector<OutputError> layerwise_errors(const QuantizedModel& model, Layerwise
   std::vector<int> start;              // first node of each layer's run
   std::vector<std::vector<int>> live;  // values each layer's run starts from
   std::set<int> needed;
+  const std::vector<bool> is_tensor = fp.tensor_values(images.slice(0, 0, 1));
   for (const auto& layer : model.layers()) {
     Executor e(g);
     if (mode != LayerwiseMode::Activation) e.set_weight(layer.node, layer.quantized_weight);
@@ -84,6 +85,7 @@ std::vector<OutputError> layerwise_errors(const QuantizedModel& model, Layerwise
     int first = layer.node;
     if (mode != LayerwiseMode::Weights)
       for (int reader : g.consumers(g.nodes[layer.node].inputs[0])) first = std::min(first, reader);
+    first = fp.tensor_inputs_start(first, end, is_tensor);
     start.push_back(first);
     live.push_back(fp.range_inputs(first, end));
     needed.insert(live.back().begin(), live.back().end());

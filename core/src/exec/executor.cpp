@@ -70,10 +70,33 @@ std::vector<int> Executor::range_inputs(int first, int last) const {
   return out;
 }
 
+std::vector<bool> Executor::tensor_values(const at::Tensor& example) const {
+  std::vector<bool> is_tensor(graph_.num_values, true);
+  std::vector<c10::IValue> values(graph_.num_values);
+  for (int v : graph_.inputs) values[v] = example;
+  for (const auto& c : graph_.constants) is_tensor[c.first] = c.second.isTensor();
+  std::vector<at::Tensor> none;
+  execute(0, static_cast<int>(graph_.nodes.size()), values, {}, none, &is_tensor);
+  return is_tensor;
+}
+
+int Executor::tensor_inputs_start(int first, int last, const std::vector<bool>& is_tensor) const {
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int v : range_inputs(first, last))
+      if (!is_tensor.at(v) && graph_.producer(v) >= 0 && graph_.producer(v) < first) {
+        first = graph_.producer(v);
+        moved = true;
+      }
+  }
+  return first;
+}
+
 void Executor::execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-                       std::vector<at::Tensor>& captured) const {
+                       std::vector<at::Tensor>& captured, std::vector<bool>* produced_tensor) const {
   for (const auto& c : graph_.constants) values[c.first] = c.second;
   auto produce = [&](int v, c10::IValue value) {
+    if (produced_tensor) (*produced_tensor)[v] = value.isTensor();
     if (hooks_[v] && value.isTensor()) value = hooks_[v](value.toTensor());
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v && value.isTensor()) captured[k] = value.toTensor();

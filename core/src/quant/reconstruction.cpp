@@ -5,6 +5,7 @@
 #include <cmath>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <sstream>
 
@@ -113,7 +114,11 @@ class Engine {
   }
 
   std::vector<UnitReport> run() {
-    const auto units = reconstruction_units(graph_, opt_.granularity);
+    at::AutoGradMode grad(true);  // whatever the caller's mode: the rounding is learned by gradient
+    auto units = reconstruction_units(graph_, opt_.granularity);
+    // A unit starts where its inputs are tensors (not between a chunk and its items).
+    const std::vector<bool> is_tensor = fp_.tensor_values(ctx_.calibration.slice(0, 0, 1));
+    for (auto& u : units) u.first = fp_.tensor_inputs_start(u.first, u.last, is_tensor);
     std::vector<UnitReport> reports;
     for (std::size_t k = 0; k < units.size(); ++k) reports.push_back(round_unit(units[k], k, units.size()));
     if (opt_.act_steps == "after" && ctx_.activations)
@@ -183,41 +188,37 @@ class Engine {
   }
 
   // BRECQ's Fisher diagonal: the gradient of KL(FP output || quantized output) w.r.t. the unit's output, the
-  // model quantized up to and including this unit (nearest rounding here), |g| + 1.
+  // model quantized up to and including this unit (nearest rounding here), |g| + 1. The unit's output is
+  // made a leaf by a hook; nothing before it requires grad, so autograd records only what follows.
   at::Tensor fisher_weights(const ReconstructionUnit& u, bool act_quant) {
     Executor q(graph_);
     for (const auto& layer : *ctx_.layers)
       if (layer.node < u.last) q.set_weight(layer.node, layer.quantized_weight);
+    std::optional<QParams> output_quantizer;
     if (act_quant && ctx_.activations)
       for (const auto& act : *ctx_.activations)
         if (graph_.producer(act.value) < u.last) {
           const QParams qp = act.qparams;
+          if (act.value == u.output_value) output_quantizer = qp;
           q.set_value_hook(act.value, [qp](const at::Tensor& x) { return fake_quantize(x, qp); });
         }
-    const int end = static_cast<int>(graph_.nodes.size());
-    const bool is_model_output = u.output_value == graph_.outputs.at(0);
-    std::vector<int> suffix_inputs = is_model_output ? std::vector<int>{u.output_value} : fp_.range_inputs(u.last, end);
-    if (std::find(suffix_inputs.begin(), suffix_inputs.end(), u.output_value) == suffix_inputs.end())
-      throw Error(opt_.method + ": the output of unit '" + u.name + "' is not read after it (fisher loss needs it)");
+    at::Tensor leaf;
+    q.set_value_hook(u.output_value, [&leaf, output_quantizer](const at::Tensor& x) {
+      leaf = (output_quantizer ? fake_quantize(x, *output_quantizer) : x).detach().requires_grad_(true);
+      return leaf;
+    });
     std::vector<at::Tensor> grads;
     const at::Tensor& images = ctx_.calibration;
     for (std::int64_t b = 0; b < images.size(0); b += opt_.batch_size) {
       const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + opt_.batch_size));
-      std::vector<at::Tensor> live;
       at::Tensor target;
       {
         at::NoGradGuard no_grad;
-        live = q.run_nodes(0, u.last, {{graph_.inputs.at(0), x}}, suffix_inputs);
         target = at::softmax(fp_.forward(x), 1);
       }
-      std::vector<std::pair<int, at::Tensor>> g;
-      at::Tensor leaf;
-      for (std::size_t k = 0; k < suffix_inputs.size(); ++k) {
-        at::Tensor t = live[k].detach();
-        if (suffix_inputs[k] == u.output_value) leaf = t = t.requires_grad_(true);
-        g.emplace_back(suffix_inputs[k], t);
-      }
-      const at::Tensor out = is_model_output ? leaf : q.run_nodes(u.last, end, g, {graph_.outputs.at(0)})[0];
+      const at::Tensor out = q.forward(x);
+      if (!out.requires_grad())
+        throw Error(opt_.method + ": the output of unit '" + u.name + "' does not reach the model output (fisher loss)");
       const at::Tensor kl = (target * (at::log(target.clamp_min(1e-30)) - at::log_softmax(out, 1))).sum() / x.size(0);
       kl.backward();
       grads.push_back(leaf.grad().abs() + 1.0);

@@ -37,11 +37,16 @@ class Executor {
   // Values read by nodes [first, last) that none of them produces (graph inputs and earlier nodes'
   // outputs; constants excluded), in order of first use.
   std::vector<int> range_inputs(int first, int last) const;
+  // Which values hold tensors (the rest are lists, ints, ...), found by running the graph once on `example`.
+  std::vector<bool> tensor_values(const at::Tensor& example) const;
+  // `first` moved back until nodes [first, last) read only tensors from outside: a range cannot start
+  // between a chunk and its items, or between x.size(0) and the view that uses it.
+  int tensor_inputs_start(int first, int last, const std::vector<bool>& is_tensor) const;
 
  private:
   // Runs nodes [first, last) over `values`; each value in `wanted` is copied out when produced.
   void execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-               std::vector<at::Tensor>& captured) const;
+               std::vector<at::Tensor>& captured, std::vector<bool>* produced_tensor = nullptr) const;
 
   Graph graph_;
   std::vector<ValueHook> hooks_;
