@@ -20,14 +20,7 @@ using namespace xdq;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry* r = [] {
-    auto* reg = new PluginRegistry();
-    EXPECT_TRUE(reg->scan({XDQ_BUILD_PLUGIN_DIR}).empty());
-    return reg;
-  }();
-  return *r;
-}
+PluginRegistry& registry() { return test::built_plugins(); }
 
 struct Quantized {
   ImportedModel model = import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt");

@@ -12,14 +12,7 @@ using namespace xdq;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry* r = [] {
-    auto* reg = new PluginRegistry();
-    EXPECT_TRUE(reg->scan({XDQ_BUILD_PLUGIN_DIR}).empty());
-    return reg;
-  }();
-  return *r;
-}
+PluginRegistry& registry() { return test::built_plugins(); }
 
 Range calibrate(const std::string& name, const QuantSpec& spec, const std::vector<at::Tensor>& batches,
                 const Options* options = nullptr) {

@@ -13,14 +13,7 @@ using namespace xdq;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry* r = [] {
-    auto* reg = new PluginRegistry();
-    reg->scan({XDQ_BUILD_PLUGIN_DIR});
-    return reg;
-  }();
-  return *r;
-}
+PluginRegistry& registry() { return test::built_plugins(); }
 
 at::Tensor transform(const std::string& name, const at::Tensor& x, int severity, std::uint64_t seed = 1) {
   auto t = registry().create<DomainTransform>(name, Options());

@@ -3,6 +3,7 @@
 // model, the learned rounding lying on the grid and lowering each unit's output error, bias correction
 // matching every layer's mean output to the FP model's.
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -21,14 +22,7 @@ using namespace xdq;
 
 namespace {
 
-PluginRegistry& registry() {
-  static PluginRegistry* r = [] {
-    auto* reg = new PluginRegistry();
-    EXPECT_TRUE(reg->scan({XDQ_BUILD_PLUGIN_DIR}).empty());
-    return reg;
-  }();
-  return *r;
-}
+PluginRegistry& registry() { return test::built_plugins(); }
 
 std::string zoo(const std::string& name) { return std::string(XDQ_SOURCE_DIR) + "/models/" + name + "/model.pt"; }
 
@@ -220,6 +214,8 @@ TEST(Reconstruction, ChunkedModelReconstructsLayerByLayer) {
   o.iters = 3;
   o.fisher = true;
   EXPECT_EQ(reconstruct(ctx, o).size(), 19u);
+  o.granularity = Granularity::Block;  // stride-1 units fork at the chunk's list
+  EXPECT_EQ(reconstruct(ctx, o).size(), 7u);
 }
 
 TEST(Reconstruction, SameSeedSameRounding) {
@@ -289,6 +285,18 @@ TEST(Reconstruction, OptionsThatNeedActivationQuantizationAreRefused) {
     EXPECT_THROW(reconstruction_options(o, "brecq"), Error) << bad;
   }
   EXPECT_THROW(validate_options(ConfigNode::parse("{granularity: network}", "t.yaml"), schema), Error);
+  // In an experiment: refused at load time, with the place.
+  test::TempDir dir;
+  test::write_text(dir.file("e.yaml"), "experiment: e\nmodels:\n  - {name: r, path: " + zoo("resnet20_fmnist") +
+                                            "}\ncalibration: {source: fashion_mnist.train, count: 16}\n"
+                                            "test: {domains: [fashion_mnist.test], count: 16}\n"
+                                            "quantization:\n  bits: [w4a4]\n  calibrators: [minmax]\n"
+                                            "  rounding: [nearest, {name: qdrop, act_quant: false}]\n");
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("e.yaml") + " --out " + dir.file("o"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("e.yaml:9 quantization.rounding[1]: plugin 'qdrop'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("act_steps 'joint' needs act_quant: true"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
 }
 
 TEST(BiasCorrection, EveryLayersMeanOutputMatchesTheFpModel) {

@@ -4,9 +4,12 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
 
 #include <ATen/ATen.h>
+
+#include "xdq/plugin/registry.h"
 
 namespace xdq::test {
 
@@ -53,6 +56,18 @@ inline CommandResult run_command(const std::string& command) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// The in-tree plugins, scanned once from the build's plugin folder; a library that fails to load
+// fails every test that asks.
+inline PluginRegistry& built_plugins() {
+  static PluginRegistry* registry = [] {
+    auto* r = new PluginRegistry();
+    const auto failures = r->scan({XDQ_BUILD_PLUGIN_DIR});
+    if (!failures.empty()) throw std::runtime_error("plugin failed to load: " + failures.front());
+    return r;
+  }();
+  return *registry;
 }
 
 }  // namespace xdq::test

@@ -24,7 +24,7 @@ namespace xdq {
 namespace {
 
 // Flags: thresholds a practitioner would call an outlier on these grids.
-constexpr double kChannelRangeRatio = 8;   // max / median per-channel weight range
+constexpr double kChannelRangeRatio = 4;   // max / median per-channel weight range
 constexpr double kFoldingGrowth = 2;       // ... and at least this much wider than before BN folding
 constexpr double kKurtosis = 10;           // Gaussian: 3
 constexpr double kActivationOutlier = 2;   // max |x| / p99.99 |x|

@@ -88,6 +88,12 @@ std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind,
     choice.label = item.is_map() ? item.get("label", choice.name) : choice.name;
     choice.options = item.is_map() ? validate_options(item, plugin->options, {"name", "label"})
                                    : default_options(plugin->options);
+    // Options that only make sense together are checked by the plugin's factory: try it now, not mid-run.
+    try {
+      delete plugin_call(*plugin, "create", [&] { return plugin->create(choice.options); });
+    } catch (const Error& e) {
+      item.fail(e.what());
+    }
     if (!labels.insert(choice.label).second)
       item.fail("duplicate " + std::string(to_string(kind)) + " '" + choice.label + "' (give one a distinct label)");
     out.push_back(std::move(choice));
