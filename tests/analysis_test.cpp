@@ -22,26 +22,10 @@ namespace {
 
 PluginRegistry& registry() { return test::built_plugins(); }
 
-struct Quantized {
-  ImportedModel model = import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt");
-  at::Tensor images, labels;
-  std::unique_ptr<QuantizedModel> q;
-
-  Quantized() {
-    Graph folded = model.graph;
-    fold_batch_norm(folded);
-    PtqSettings s;
-    s.w_bits = s.a_bits = 4;
-    s.scheme = Scheme::load("academic", config_dir() + "/presets");
-    q = std::make_unique<QuantizedModel>(folded, s);
-    const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(96, 1);
-    images = model.preprocess.apply(test.images);
-    labels = test.labels;
-    q->calibrate_activations(*registry().create<Calibrator>("minmax", Options()), registry().get(PluginKind::Calibrator, "minmax"),
-                             images, 64);
-    q->set_weight_ranges("minmax");
-    for (auto& layer : q->layers()) layer.quantized_weight = fake_quantize(q->graph().nodes[layer.node].weight, layer.qparams);
-  }
+// 96 test images, min-max weight ranges, nearest rounding.
+struct Quantized : test::QuantizedResnet20 {
+  QuantizedModel* q;
+  Quantized() : QuantizedResnet20(96, Split::Test, 1, "minmax"), q(quantized.get()) { round_to_nearest(); }
 };
 
 double sqnr(const at::Tensor& fp, const at::Tensor& q) {

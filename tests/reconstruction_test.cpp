@@ -26,25 +26,9 @@ PluginRegistry& registry() { return test::built_plugins(); }
 
 std::string zoo(const std::string& name) { return std::string(XDQ_SOURCE_DIR) + "/models/" + name + "/model.pt"; }
 
-// ResNet-20 folded and quantized at W4A4 (academic preset, MSE weight ranges), calibrated with min-max on
-// `count` Fashion-MNIST training images.
-struct Resnet20W4A4 {
-  ImportedModel model = import_torchscript(zoo("resnet20_fmnist"));
-  at::Tensor images;
-  std::unique_ptr<QuantizedModel> quantized;
-
-  explicit Resnet20W4A4(std::int64_t count) {
-    Graph folded = model.graph;
-    fold_batch_norm(folded);
-    PtqSettings s;
-    s.w_bits = s.a_bits = 4;
-    s.scheme = Scheme::load("academic", config_dir() + "/presets");
-    quantized = std::make_unique<QuantizedModel>(folded, s);
-    images = model.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(count, 3).images);
-    const PluginRecord& minmax = registry().get(PluginKind::Calibrator, "minmax");
-    quantized->calibrate_activations(*registry().create<Calibrator>("minmax", Options()), minmax, images, 256);
-    quantized->set_weight_ranges("mse");
-  }
+// `count` training images, MSE weight ranges (BRECQ's), rounding left to the optimizer.
+struct Resnet20W4A4 : test::QuantizedResnet20 {
+  explicit Resnet20W4A4(std::int64_t count) : QuantizedResnet20(count, Split::Train, 3, "mse") {}
 };
 
 QParams per_channel_qparams(const at::Tensor& w, int bits) {
@@ -301,8 +285,7 @@ TEST(Reconstruction, OptionsThatNeedActivationQuantizationAreRefused) {
 
 TEST(BiasCorrection, EveryLayersMeanOutputMatchesTheFpModel) {
   Resnet20W4A4 r(256);
-  for (auto& layer : r.quantized->layers())
-    layer.quantized_weight = fake_quantize(r.quantized->graph().nodes[layer.node].weight, layer.qparams);
+  r.round_to_nearest();
   // Mean output per channel of every layer, from a whole-model forward with observing hooks.
   auto layer_means = [&](Executor exec) {
     std::vector<at::Tensor> means;

@@ -3,13 +3,18 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
 
 #include <ATen/ATen.h>
 
+#include "xdq/data/fashion_mnist.h"
+#include "xdq/ir/import.h"
+#include "xdq/ir/passes.h"
 #include "xdq/plugin/registry.h"
+#include "xdq/quant/ptq.h"
 
 namespace xdq::test {
 
@@ -69,5 +74,36 @@ inline PluginRegistry& built_plugins() {
   }();
   return *registry;
 }
+
+// The shipped ResNet-20, BN-folded and quantized at W4A4 (academic preset): activation ranges from
+// min-max over `count` Fashion-MNIST images of `split` (subset seed `seed`), weight ranges from
+// `weight_range`; weights not yet rounded.
+struct QuantizedResnet20 {
+  ImportedModel model;
+  at::Tensor images, labels;
+  std::unique_ptr<QuantizedModel> quantized;
+
+  QuantizedResnet20(std::int64_t count, Split split, std::uint64_t seed, const std::string& weight_range)
+      : model(import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt")) {
+    Graph folded = model.graph;
+    fold_batch_norm(folded);
+    PtqSettings s;
+    s.w_bits = s.a_bits = 4;
+    s.scheme = Scheme::load("academic", config_dir() + "/presets");
+    quantized = std::make_unique<QuantizedModel>(folded, s);
+    const Dataset data = load_fashion_mnist(fashion_mnist_dir(), split).subset(count, seed);
+    images = model.preprocess.apply(data.images);
+    labels = data.labels;
+    PluginRegistry& plugins = built_plugins();
+    quantized->calibrate_activations(*plugins.create<Calibrator>("minmax", Options()),
+                                     plugins.get(PluginKind::Calibrator, "minmax"), images, 256);
+    quantized->set_weight_ranges(weight_range);
+  }
+
+  void round_to_nearest() {
+    for (auto& layer : quantized->layers())
+      layer.quantized_weight = fake_quantize(quantized->graph().nodes[layer.node].weight, layer.qparams);
+  }
+};
 
 }  // namespace xdq::test

@@ -228,8 +228,7 @@ class Engine {
 
   struct Step {
     at::Tensor scale;  // learnable, 0-d
-    int act = -1;
-    double grad_factor = 1;
+    int act = -1;      // index in context.activations
   };
 
   // Hooks of the training executor: activation quantizers produced inside the unit, with learnable steps
@@ -244,7 +243,7 @@ class Engine {
         const double drop = opt_.drop_prob;
         at::Generator gen = gen_;
         if (learn && !q.per_channel()) {
-          steps.push_back({q.scale.clone().to(at::kFloat).requires_grad_(true), it->second, 1.0});
+          steps.push_back({q.scale.clone().to(at::kFloat).requires_grad_(true), it->second});
           at::Tensor scale = steps.back().scale;
           const bool lsq = opt_.lsq_grad_scale;
           exec.set_value_hook(v, [scale, q, drop, gen, lsq](const at::Tensor& x) {
