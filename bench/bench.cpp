@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   };
   QuantizedModel w8a8 = quantize_with("minmax");
   w8a8.set_weight_ranges("minmax");
-  for (auto& layer : w8a8.layers()) layer.quantized_weight = fake_quantize(folded.nodes[layer.node].weight, layer.qparams);
+  w8a8.round_to_nearest();
   const Executor quant_exec = w8a8.executor();
 
   at::NoGradGuard no_grad;

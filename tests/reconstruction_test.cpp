@@ -285,7 +285,7 @@ TEST(Reconstruction, OptionsThatNeedActivationQuantizationAreRefused) {
 
 TEST(BiasCorrection, EveryLayersMeanOutputMatchesTheFpModel) {
   Resnet20W4A4 r(256);
-  r.round_to_nearest();
+  r.quantized->round_to_nearest();
   // Mean output per channel of every layer, from a whole-model forward with observing hooks.
   auto layer_means = [&](Executor exec) {
     std::vector<at::Tensor> means;

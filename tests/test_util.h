@@ -99,11 +99,6 @@ struct QuantizedResnet20 {
                                      plugins.get(PluginKind::Calibrator, "minmax"), images, 256);
     quantized->set_weight_ranges(weight_range);
   }
-
-  void round_to_nearest() {
-    for (auto& layer : quantized->layers())
-      layer.quantized_weight = fake_quantize(quantized->graph().nodes[layer.node].weight, layer.qparams);
-  }
 };
 
 }  // namespace xdq::test

@@ -46,11 +46,6 @@ struct ParetoPoint {
   int raised = 0;  // how many of the most sensitive layers are at fallback bits
 };
 
-void round_to_nearest(QuantizedModel& model) {
-  for (auto& layer : model.layers())
-    layer.quantized_weight = fake_quantize(model.graph().nodes[layer.node].weight, layer.qparams);
-}
-
 double top1(const QuantizedModel& model, const at::Tensor& images, const at::Tensor& labels, std::int64_t batch) {
   const Executor exec = model.executor();
   at::NoGradGuard no_grad;
@@ -136,7 +131,7 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
       progress << "analysis " << tag << ": layerwise, graphwise, weights, merges, activations\n" << std::flush;
       const PtqSettings settings = ptq_settings(cfg, bits);
       QuantizedModel model = calibrated_model(cfg, folded, settings, calibrator, registry, calib_images[0]);
-      round_to_nearest(model);
+      model.round_to_nearest();
       const at::Tensor& images = test_images[0];
       const at::Tensor& labels = test_labels[0];
 
@@ -193,7 +188,7 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
       std::map<std::pair<std::string, std::string>, double> top1_ab;
       for (std::size_t a = 0; a < cfg.calibration_domains.size(); ++a) {
         QuantizedModel qa = a == 0 ? model : calibrated_model(cfg, folded, settings, calibrator, registry, calib_images[a]);
-        round_to_nearest(qa);
+        qa.round_to_nearest();
         for (std::size_t b = 0; b < cfg.test_domains.size(); ++b) {
           const auto errs = a == 0 && b == 0 ? errors : layerwise_errors(qa, mode, test_images[b], test_labels[b], cfg.batch_size);
           const auto key = std::make_pair(cfg.calibration_domains[a].name, cfg.test_domains[b].name);
@@ -225,7 +220,7 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
           mixed.overrides.push_back(raise);
         }
         QuantizedModel q = calibrated_model(cfg, folded, mixed, calibrator, registry, calib_images[0]);
-        round_to_nearest(q);
+        q.round_to_nearest();
         ParetoPoint pt;
         pt.raised = static_cast<int>(k);
         pt.size_bytes = weight_bytes(q, &pt.bits);

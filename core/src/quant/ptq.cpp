@@ -83,6 +83,10 @@ void QuantizedModel::round_weights(const WeightOptimizer& optimizer, const Plugi
   }
 }
 
+void QuantizedModel::round_to_nearest() {
+  for (auto& layer : layers_) layer.quantized_weight = fake_quantize(graph_.nodes[layer.node].weight, layer.qparams);
+}
+
 void QuantizedModel::apply_pass(const GraphPass& pass, const PluginRecord& plugin, PassContext context) {
   context.layers = &layers_;
   context.activations = &activations_;

@@ -134,14 +134,15 @@ class Engine {
     at::Tensor fisher;                     // |dKL/d out| + 1, or undefined
   };
 
-  // Quantized model as reconstructed so far: current weights of every layer; activation quantizers on
-  // the values produced before node `acts_before` when `with_acts`.
-  Executor quantized_executor(bool with_acts, int acts_before) const {
+  // The model quantized up to node `before` as reconstructed so far: current weights of the layers before
+  // it, and (when `with_acts`) the activation quantizers on values produced before it; FP32 after it.
+  Executor quantized_executor(bool with_acts, int before) const {
     Executor e(graph_);
-    for (const auto& layer : *ctx_.layers) e.set_weight(layer.node, layer.quantized_weight);
+    for (const auto& layer : *ctx_.layers)
+      if (layer.node < before) e.set_weight(layer.node, layer.quantized_weight);
     if (with_acts && ctx_.activations)
       for (const auto& act : *ctx_.activations)
-        if (graph_.producer(act.value) < acts_before) {
+        if (graph_.producer(act.value) < before) {
           const QParams q = act.qparams;
           e.set_value_hook(act.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
         }
@@ -191,17 +192,10 @@ class Engine {
   // model quantized up to and including this unit (nearest rounding here), |g| + 1. The unit's output is
   // made a leaf by a hook; nothing before it requires grad, so autograd records only what follows.
   at::Tensor fisher_weights(const ReconstructionUnit& u, bool act_quant) {
-    Executor q(graph_);
-    for (const auto& layer : *ctx_.layers)
-      if (layer.node < u.last) q.set_weight(layer.node, layer.quantized_weight);
+    Executor q = quantized_executor(act_quant, u.last);
     std::optional<QParams> output_quantizer;
-    if (act_quant && ctx_.activations)
-      for (const auto& act : *ctx_.activations)
-        if (graph_.producer(act.value) < u.last) {
-          const QParams qp = act.qparams;
-          if (act.value == u.output_value) output_quantizer = qp;
-          q.set_value_hook(act.value, [qp](const at::Tensor& x) { return fake_quantize(x, qp); });
-        }
+    if (auto it = act_index_.find(u.output_value); act_quant && it != act_index_.end())
+      output_quantizer = (*ctx_.activations)[it->second].qparams;
     at::Tensor leaf;
     q.set_value_hook(u.output_value, [&leaf, output_quantizer](const at::Tensor& x) {
       leaf = (output_quantizer ? fake_quantize(x, *output_quantizer) : x).detach().requires_grad_(true);

@@ -42,6 +42,8 @@ class QuantizedModel {
   // The rounding plugin fills each layer's quantized_weight (it may also learn activation steps). The
   // caller fills the context's calibration, seed and outputs; the model fills in itself.
   void round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin, RoundingContext context);
+  // Every weight rounded to its nearest grid point (what the `nearest` plugin does; analysis uses it).
+  void round_to_nearest();
   // Runs an AfterRounding pass (it may change the biases of the folded graph).
   void apply_pass(const GraphPass& pass, const PluginRecord& plugin, PassContext context);
 
