@@ -23,7 +23,7 @@ at::Tensor transform(const std::string& name, const at::Tensor& x, int severity,
 at::Tensor mid_gray(std::int64_t n = 4) { return at::full({n, 1, 28, 28}, 0.5f); }
 
 void write_png(const std::string& path, const at::Tensor& image) {
-  std::ofstream(path, std::ios::binary) << render_strip_png(image.unsqueeze(0), 1);
+  std::ofstream(path, std::ios::binary) << render_grid_png(image.unsqueeze(0), 1, 1);
 }
 
 }  // namespace

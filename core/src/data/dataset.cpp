@@ -1,6 +1,8 @@
 #include "xdq/data/dataset.h"
 
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -50,6 +52,49 @@ std::string file_hash(const std::string& path) {
   if (!in) throw Error(path + ": cannot open file");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return fnv1a_hex(bytes.data(), bytes.size());
+}
+
+namespace {
+constexpr char kDatasetMagic[8] = {'X', 'D', 'Q', 'I', 'M', 'G', '1', '\0'};
+}
+
+void save_dataset(const Dataset& data, const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw Error(tmp + ": cannot write");
+    const at::Tensor images = data.images.to(at::kFloat).contiguous();
+    const std::int64_t header[5] = {images.size(0), images.size(1), images.size(2), images.size(3), data.labeled() ? 1 : 0};
+    out.write(kDatasetMagic, sizeof kDatasetMagic);
+    out.write(reinterpret_cast<const char*>(header), sizeof header);
+    out.write(static_cast<const char*>(images.data_ptr()), static_cast<std::streamsize>(images.nbytes()));
+    if (data.labeled()) {
+      const at::Tensor labels = data.labels.to(at::kLong).contiguous();
+      out.write(static_cast<const char*>(labels.data_ptr()), static_cast<std::streamsize>(labels.nbytes()));
+    }
+    if (!out) throw Error(tmp + ": write failed");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+Dataset load_dataset_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open file");
+  char magic[8];
+  std::int64_t header[5];
+  in.read(magic, sizeof magic);
+  in.read(reinterpret_cast<char*>(header), sizeof header);
+  if (!in || std::memcmp(magic, kDatasetMagic, sizeof magic) != 0) throw Error(path + ": not an xdq image file");
+  for (int i = 0; i < 4; ++i)
+    if (header[i] < 0 || header[i] > (1LL << 32)) throw Error(path + ": corrupt header");
+  Dataset d{std::filesystem::path(path).stem().string(), at::empty({header[0], header[1], header[2], header[3]}), {}};
+  in.read(static_cast<char*>(d.images.data_ptr()), static_cast<std::streamsize>(d.images.nbytes()));
+  if (header[4]) {
+    d.labels = at::empty({header[0]}, at::kLong);
+    in.read(static_cast<char*>(d.labels.data_ptr()), static_cast<std::streamsize>(d.labels.nbytes()));
+  }
+  if (!in) throw Error(path + ": file is truncated");
+  return d;
 }
 
 }  // namespace xdq

@@ -106,12 +106,16 @@ Dataset load_image_folder(const std::string& root, const InputShape& shape) {
 
 bool image_output_available() { return true; }
 
-std::string render_strip_png(const at::Tensor& images, int scale) {
+std::string render_grid_png(const at::Tensor& images, int columns, int scale) {
   at::Tensor x = (images.clamp(0, 1) * 255).round().to(at::kByte);
   const int k = static_cast<int>(x.size(0)), c = static_cast<int>(x.size(1));
   const int h = static_cast<int>(x.size(2)), w = static_cast<int>(x.size(3));
-  at::Tensor row = x.permute({2, 0, 3, 1}).reshape({h, k * w, c}).contiguous();  // images side by side
-  cv::Mat m(h, k * w, c == 3 ? CV_8UC3 : CV_8UC1, row.data_ptr());
+  columns = std::max(1, std::min(columns, k));
+  const int rows = (k + columns - 1) / columns;
+  if (rows * columns > k) x = at::cat({x, at::zeros({rows * columns - k, c, h, w}, x.options())});
+  const at::Tensor grid =
+      x.view({rows, columns, c, h, w}).permute({0, 3, 1, 4, 2}).reshape({rows * h, columns * w, c}).contiguous();
+  cv::Mat m(rows * h, columns * w, c == 3 ? CV_8UC3 : CV_8UC1, grid.data_ptr());
   cv::Mat big;
   cv::resize(m, big, cv::Size(), scale, scale, cv::INTER_NEAREST);
   if (c == 3) cv::cvtColor(big, big, cv::COLOR_RGB2BGR);

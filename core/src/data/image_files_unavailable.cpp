@@ -16,7 +16,7 @@ Dataset load_opencv_digits(const std::string&, Split) { unavailable("opencv_digi
 Dataset natural_crops(const std::string&, std::int64_t, const InputShape&, std::uint64_t) { unavailable("natural"); }
 Dataset load_image_folder(const std::string&, const InputShape&) { unavailable("folder:"); }
 bool image_output_available() { return false; }
-std::string render_strip_png(const at::Tensor&, int) { unavailable("PNG output"); }
+std::string render_grid_png(const at::Tensor&, int, int) { unavailable("PNG output"); }
 std::string render_heatmap_png(const std::string&, const std::vector<std::string>&, const std::vector<std::string>&,
                                const std::vector<std::vector<double>>&) {
   unavailable("PNG output");

@@ -88,7 +88,7 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
                      std::ostream& progress) {
   const int threads = apply_thread_count(cfg.threads);
   const auto& settings_in = cfg.analysis;
-  DomainCache domains(cfg, registry);
+  DomainCache domains(cfg, registry, progress);
   std::vector<PreparedModel> prepared;
   for (const ModelEntry& entry : cfg.models) prepared.push_back(prepare_model(cfg, entry, domains, progress));
   const LayerwiseMode mode = parse_layerwise_mode(settings_in.layerwise);
@@ -118,7 +118,7 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
       if (n.is_layer()) unfolded[n.name] = n.weight;
     std::vector<at::Tensor> calib_images;
     for (const DomainSpec& d : cfg.calibration_domains)
-      calib_images.push_back(p.pre.apply(domains.get(d, Split::Train, p.shape, count, cfg.seed).images));
+      calib_images.push_back(p.pre.apply(domains.get(d, Split::Train, p.shape, count, cfg.seed, &entry).images));
     std::vector<at::Tensor> test_images, test_labels;
     for (const Dataset* t : p.tests) {
       const std::int64_t n = std::min(settings_in.images, t->size());

@@ -74,28 +74,33 @@ DomainSpec resolve_domain(const ConfigNode& ref, const std::map<std::string, Dom
   ref.fail("unknown domain '" + name + "' (declared domains and datasets: " + known + "; or dataset.train / dataset.test)");
 }
 
+// One plugin: a name, or a map {name, label, options...}; options validated, then the factory tried.
+PluginChoice parse_plugin(const ConfigNode& item, PluginKind kind, const PluginRegistry& registry) {
+  PluginChoice choice;
+  const ConfigNode name_node = item.is_map() ? item["name"] : item;
+  choice.name = name_node.as_string();
+  const PluginRecord* plugin = registry.find(kind, choice.name);
+  if (!plugin) name_node.fail(registry.unknown_name_message(kind, choice.name));
+  choice.label = item.is_map() ? item.get("label", choice.name) : choice.name;
+  choice.options = item.is_map() ? validate_options(item, plugin->options, {"name", "label"})
+                                 : default_options(plugin->options);
+  // Options that only make sense together are checked by the plugin's factory: try it now, not mid-run.
+  try {
+    delete plugin_call(*plugin, "create", [&] { return plugin->create(choice.options); });
+  } catch (const Error& e) {
+    item.fail(e.what());
+  }
+  return choice;
+}
+
 std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind, const PluginRegistry& registry) {
   if (!list.is_sequence() || list.size() == 0) list.fail(std::string("expected a non-empty list of ") + to_string(kind) + " names");
   std::vector<PluginChoice> out;
   std::set<std::string> labels;
   for (std::size_t i = 0; i < list.size(); ++i) {
-    const ConfigNode item = list[i];
-    PluginChoice choice;
-    const ConfigNode name_node = item.is_map() ? item["name"] : item;
-    choice.name = name_node.as_string();
-    const PluginRecord* plugin = registry.find(kind, choice.name);
-    if (!plugin) name_node.fail(registry.unknown_name_message(kind, choice.name));
-    choice.label = item.is_map() ? item.get("label", choice.name) : choice.name;
-    choice.options = item.is_map() ? validate_options(item, plugin->options, {"name", "label"})
-                                   : default_options(plugin->options);
-    // Options that only make sense together are checked by the plugin's factory: try it now, not mid-run.
-    try {
-      delete plugin_call(*plugin, "create", [&] { return plugin->create(choice.options); });
-    } catch (const Error& e) {
-      item.fail(e.what());
-    }
+    PluginChoice choice = parse_plugin(list[i], kind, registry);
     if (!labels.insert(choice.label).second)
-      item.fail("duplicate " + std::string(to_string(kind)) + " '" + choice.label + "' (give one a distinct label)");
+      list[i].fail("duplicate " + std::string(to_string(kind)) + " '" + choice.label + "' (give one a distinct label)");
     out.push_back(std::move(choice));
   }
   return out;
@@ -185,21 +190,36 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
 
   if (root.has("data")) {
     const ConfigNode data = root["data"];
-    data.check_keys({"fashion_mnist", "opencv_samples", "sklearn_digits"});
+    data.check_keys({"fashion_mnist", "opencv_samples", "sklearn_digits", "cache"});
     cfg.data.fashion_mnist = resolve(base, data.get("fashion_mnist", ""));
     cfg.data.opencv_samples = resolve(base, data.get("opencv_samples", ""));
     cfg.data.sklearn_digits = resolve(base, data.get("sklearn_digits", ""));
+    cfg.data.cache = resolve(base, data.get("cache", ""));
   }
 
   std::map<std::string, DomainSpec> declared;
+  std::vector<std::pair<std::string, ConfigNode>> synthesis_model_refs;  // checked once models are read
   if (root.has("domains")) {
     const ConfigNode domains = root["domains"];
     domains.require_map();
     for (const auto& name : domains.keys()) {
       const ConfigNode d = domains[name];
-      d.check_keys({"dataset", "transforms", "mix"});
+      d.check_keys({"dataset", "transforms", "mix", "synthesizer", "models"});
       DomainSpec spec;
       spec.name = name;
+      if (d.has("synthesizer")) {
+        if (d.has("dataset") || d.has("transforms") || d.has("mix"))
+          d.fail("a synthesized domain has no dataset, transforms or mix of its own");
+        spec.synthesizer = {parse_plugin(d["synthesizer"], PluginKind::Synthesizer, registry)};
+        spec.dataset = "synthesized";
+        if (d.has("models")) {
+          spec.synthesis_models = d["models"].as_string_list();
+          synthesis_model_refs.emplace_back(name, d["models"]);
+        }
+        declared[name] = spec;
+        continue;
+      }
+      if (d.has("models")) d["models"].fail("only a synthesized domain lists models");
       if (d.has("mix")) {
         // Mixtures refer to domains declared before them, or to datasets.
         const ConfigNode mix = d["mix"];
@@ -269,6 +289,13 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
     }
     cfg.models.push_back(e);
   }
+  for (const auto& [domain, ref] : synthesis_model_refs)
+    for (const auto& name : ref.as_string_list())
+      if (!model_names.count(name)) {
+        std::string known;
+        for (const auto& m : cfg.models) known += (known.empty() ? "" : ", ") + m.name;
+        ref.fail("domain '" + domain + "' synthesizes from model '" + name + "', which `models:` does not list (" + known + ")");
+      }
 
   const ConfigNode calib = root["calibration"];
   calib.check_keys({"source", "domains", "count", "batch_size", "repeats"});
@@ -296,6 +323,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
     const ConfigNode ref = test_list.is_sequence() ? test_list[i] : test_list;
     DomainSpec d = resolve_domain(ref, declared);
     if (!d.mixture.empty()) ref.fail("test domain '" + d.name + "' is a mixture; test on its parts");
+    if (!d.synthesizer.empty()) ref.fail("test domain '" + d.name + "' is synthesized; test on real data");
     if (!is_labeled_dataset(d.dataset)) ref.fail("test domain '" + d.name + "' has no labels (dataset " + d.dataset + ")");
     d.line = ref.where();
     cfg.test_domains.push_back(d);

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <ostream>
 
 #include "xdq/error.h"
@@ -12,13 +14,97 @@
 namespace xdq {
 
 const Dataset& DomainCache::get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
-                                std::uint64_t seed) {
+                                std::uint64_t seed, const ModelEntry* model) {
   const Split split = d.fixed_split ? d.split : default_split;
-  const std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
-                          std::to_string(seed) + "/" + std::to_string(shape.channels) + "x" +
-                          std::to_string(shape.height) + "x" + std::to_string(shape.width);
+  std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
+                    std::to_string(seed) + "/" + std::to_string(shape.channels) + "x" + std::to_string(shape.height) +
+                    "x" + std::to_string(shape.width);
+  if (!d.synthesizer.empty() || !d.mixture.empty())
+    for (const ModelEntry* m : synthesis_models(d, model)) key += "/" + (m ? m->name : std::string("-"));
   if (auto it = cache_.find(key); it != cache_.end()) return it->second;
-  return cache_[key] = d.mixture.empty() ? load(d, split, shape, count, seed) : mix(d, split, shape, count, seed);
+  if (!d.synthesizer.empty()) return cache_[key] = synthesize(d, shape, count, seed, model);
+  return cache_[key] = d.mixture.empty() ? load(d, split, shape, count, seed) : mix(d, split, shape, count, seed, model);
+}
+
+std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d, const ModelEntry* model) const {
+  if (!d.mixture.empty()) {
+    std::vector<const ModelEntry*> all;
+    for (const auto& part : d.mixture)
+      for (const ModelEntry* m : synthesis_models(part.first, model)) all.push_back(m);
+    return all;
+  }
+  if (d.synthesizer.empty()) return {};
+  if (d.synthesis_models.empty()) return {model};
+  std::vector<const ModelEntry*> out;
+  for (const std::string& name : d.synthesis_models)
+    for (const ModelEntry& e : cfg_.models)
+      if (e.name == name) out.push_back(&e);
+  return out;
+}
+
+const ImportedModel& DomainCache::imported(const ModelEntry& entry) {
+  auto it = models_.find(entry.path);
+  if (it == models_.end()) it = models_.emplace(entry.path, import_torchscript(entry.path)).first;
+  return it->second;
+}
+
+std::string DomainCache::cache_file(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                                    const ModelEntry* model) {
+  if (d.synthesizer.empty()) return "";
+  const PluginChoice& choice = d.synthesizer.front();
+  const PluginRecord& plugin = registry_.get(PluginKind::Synthesizer, choice.name);
+  std::string key = plugin.name + "@" + plugin.version + ";";
+  for (const auto& [name, value] : choice.options.values()) key += name + "=" + to_string(value) + ";";
+  for (const ModelEntry* m : synthesis_models(d, model)) {
+    if (!m) throw Error("synthesized domain '" + d.name + "' needs a model to synthesize from");
+    key += "model=" + file_hash(m->path) + ";";
+  }
+  key += "count=" + std::to_string(count) + ";seed=" + std::to_string(seed) + ";shape=" + std::to_string(shape.channels) +
+         "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
+  std::string dir = cfg_.data.cache;
+  if (dir.empty()) {
+    if (const char* env = std::getenv("XDQ_CACHE_DIR")) dir = env;
+    else if (const char* home = std::getenv("HOME")) dir = std::string(home) + "/.cache/xdq";
+    else dir = ".xdq_cache";
+  }
+  return (std::filesystem::path(dir) / "synthesized" / (plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg"))
+      .string();
+}
+
+Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                                const ModelEntry* model) {
+  const std::string file = cache_file(d, shape, count, seed, model);
+  if (std::filesystem::is_regular_file(file)) {
+    progress_ << "xdq: domain '" << d.name << "': synthesized images from the cache " << file << "\n";
+    Dataset cached = load_dataset_file(file);
+    cached.name = d.name;
+    return cached;
+  }
+  const PluginChoice& choice = d.synthesizer.front();
+  const PluginRecord& plugin = registry_.get(PluginKind::Synthesizer, choice.name);
+  SynthesisContext context;
+  for (const ModelEntry* m : synthesis_models(d, model)) {
+    const ImportedModel& im = imported(*m);
+    const auto layers = im.graph.layer_nodes();
+    const Node& first = im.graph.nodes.at(layers.at(0));
+    context.models.push_back({m->name, &im.graph, model_preprocess(*m, im),
+                              {first.kind == OpKind::Conv ? first.weight.size(1) * first.conv.groups : 1, m->height, m->width}});
+  }
+  context.input_shape = {shape.channels, shape.height, shape.width};
+  context.count = count;
+  context.seed = seed;
+  context.progress = &progress_;
+  auto synthesizer = registry_.create<Synthesizer>(choice.name, choice.options);
+  Dataset out = plugin_call(plugin, "synthesize", [&] { return synthesizer->synthesize(context); });
+  if (out.size() != count || out.images.dim() != 4 || out.images.size(1) != shape.channels ||
+      out.images.size(2) != shape.height || out.images.size(3) != shape.width)
+    throw Error("plugin '" + plugin.name + "' (" + plugin.path + ") synthesized images of the wrong shape for domain '" +
+                d.name + "'");
+  out.name = d.name;
+  std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+  save_dataset(out, file);
+  progress_ << "xdq: domain '" << d.name << "': " << count << " images synthesized, cached in " << file << "\n";
+  return out;
 }
 
 Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
@@ -37,7 +123,7 @@ Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& sh
 
 // count * w_k / sum(w) images from each part (the last part takes the rounding remainder).
 Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
-                         std::uint64_t seed) {
+                         std::uint64_t seed, const ModelEntry* model) {
   double total = 0;
   for (const auto& part : d.mixture) total += part.second;
   std::vector<at::Tensor> images, labels;
@@ -49,7 +135,7 @@ Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& sha
             : static_cast<std::int64_t>(std::llround(static_cast<double>(count) * d.mixture[k].second / total));
     taken += n;
     if (n <= 0) continue;
-    const Dataset& part = get(d.mixture[k].first, split, shape, n, seed + 104729 * (k + 1));
+    const Dataset& part = get(d.mixture[k].first, split, shape, n, seed + 104729 * (k + 1), model);
     images.push_back(part.images);
     labels.push_back(part.labels);
   }
@@ -68,13 +154,15 @@ std::string split_name(const DomainSpec& d, Split default_split) {
   return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
 }
 
+Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model) {
+  return entry.has_preprocess ? Preprocess{entry.mean, entry.std} : model.preprocess;
+}
+
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
                             std::ostream& progress) {
   PreparedModel p{import_torchscript(entry.path), {}, {}, {}};
-  p.pre = p.model.preprocess;
-  if (entry.has_preprocess)
-    p.pre = Preprocess{entry.mean, entry.std};
-  else if (!p.model.has_preprocess)
+  p.pre = model_preprocess(entry, p.model);
+  if (!entry.has_preprocess && !p.model.has_preprocess)
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
   const auto layers = p.model.graph.layer_nodes();
   if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
@@ -96,7 +184,7 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
   }
   for (const DomainSpec& d : cfg.calibration_domains)
     for (std::int64_t count : cfg.calibration_counts)
-      for (int r = 0; r < cfg.repeats; ++r) domains.get(d, Split::Train, p.shape, count, cfg.seed + r);
+      for (int r = 0; r < cfg.repeats; ++r) domains.get(d, Split::Train, p.shape, count, cfg.seed + r, &entry);
   return p;
 }
 

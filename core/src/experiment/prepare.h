@@ -16,24 +16,40 @@
 namespace xdq {
 
 // Domains are loaded once per run: a calibration set is computed once and tested on every test domain.
+// Synthesized domains are made from `model` (the model being calibrated) or from the models they list,
+// and kept on disk (cfg.data.cache) keyed by model hashes, plugin, options, count, seed and shape.
 class DomainCache {
  public:
-  DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry) : cfg_(cfg), registry_(registry) {}
+  DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress)
+      : cfg_(cfg), registry_(registry), progress_(progress) {}
 
   const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
-                     std::uint64_t seed);
+                     std::uint64_t seed, const ModelEntry* model = nullptr);
+  // Where a synthesized domain's images were read from or written to ("" for other domains).
+  std::string cache_file(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                         const ModelEntry* model);
 
  private:
   Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
-  Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
+  Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+              const ModelEntry* model);
+  Dataset synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                     const ModelEntry* model);
+  std::vector<const ModelEntry*> synthesis_models(const DomainSpec& d, const ModelEntry* model) const;
+  const ImportedModel& imported(const ModelEntry& entry);
 
   const ExperimentConfig& cfg_;
   PluginRegistry& registry_;
+  std::ostream& progress_;
   std::map<std::string, Dataset> cache_;
+  std::map<std::string, ImportedModel> models_;  // by path
 };
 
 // "fashion_mnist.train", or "mix(a.train+b.train)".
 std::string split_name(const DomainSpec& d, Split default_split);
+
+// The entry's declared normalization, else the model file's own, else none ([0, 1] images).
+Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model);
 
 struct PreparedModel {
   ImportedModel model;

@@ -112,7 +112,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
   const int threads = apply_thread_count(cfg.threads);
   ExperimentResults results;
   results.experiment = cfg.name;
-  DomainCache domains(cfg, registry);
+  DomainCache domains(cfg, registry, progress);
 
   YAML::Node resolved;
   resolved["experiment"] = cfg.name;
@@ -164,7 +164,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     for (std::int64_t count : cfg.calibration_counts)
     for (int repeat = 0; repeat < cfg.repeats; ++repeat) {
       const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
-      const Dataset& calibration = domains.get(domain, Split::Train, p.shape, count, seed);
+      const Dataset& calibration = domains.get(domain, Split::Train, p.shape, count, seed, &entry);
       const at::Tensor calib_images = p.pre.apply(calibration.images);
       PassContext pass_context;
       pass_context.calibration = calib_images;
@@ -184,9 +184,16 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
       c["count"] = calibration.size();
       c["seed"] = seed;
       c["hash"] = calibration.content_hash();
+      if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, count, seed, &entry);
       resolved["calibration_sets"].push_back(c);
-      if (pictures && image_output_available() && repeat == 0 && count == cfg.calibration_counts.front())
-        (*pictures)["domain_" + domain.name + ".png"] = render_strip_png(calibration.images.slice(0, 0, 10), 3);
+      // Synthesized sets: a grid per model (4 rows of 8); real domains: a strip of 10 (the same for every model).
+      if (pictures && image_output_available() && repeat == 0 && count == cfg.calibration_counts.front()) {
+        if (domain.synthesizer.empty())
+          (*pictures)["domain_" + domain.name + ".png"] = render_grid_png(calibration.images.slice(0, 0, 10), 10, 3);
+        else
+          (*pictures)["synthesized_" + domain.name + "_" + entry.name + ".png"] =
+              render_grid_png(calibration.images.slice(0, 0, 32), 8, 3);
+      }
 
       for (const BitSetting& bits : cfg.bits) {
         const PtqSettings settings = ptq_settings(cfg, bits);
@@ -257,7 +264,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     if (pictures && image_output_available())
       for (const DomainSpec& d : cfg.test_domains)
         (*pictures)["domain_" + d.name + ".png"] =
-            render_strip_png(domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 3);
+            render_grid_png(domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10, 3);
   }
 
   if (resolved_yaml) {
@@ -287,6 +294,10 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
       for (const auto& d : *list) {
         YAML::Node dn;
         dn["dataset"] = d.dataset;
+        if (!d.synthesizer.empty()) {
+          dn["synthesizer"] = plugin_list_yaml(d.synthesizer)[0];
+          for (const auto& m : d.synthesis_models) dn["models"].push_back(m);
+        }
         if (d.fixed_split) dn["split"] = d.split == Split::Train ? "train" : "test";
         for (const auto& t : d.transforms) {
           YAML::Node tn;
@@ -349,6 +360,12 @@ ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry&
       for (const auto& [name, bytes] : files)
         if (name.rfind("domain_", 0) == 0) body += "`" + name.substr(7, name.size() - 11) + "` ![](" + name + ")\n\n";
     }
+  }
+  if (image_output_available()) {
+    std::string grids;
+    for (const auto& [name, bytes] : files)
+      if (name.rfind("synthesized_", 0) == 0) grids += "`" + name.substr(12, name.size() - 16) + "`\n\n![](" + name + ")\n\n";
+    if (!grids.empty()) body += "## Synthesized calibration images\n\nThe first 32 of each set (pixels clipped to [0, 1]).\n\n" + grids;
   }
   files["config.resolved.yaml"] = resolved;
   files["results.json"] = results_json(results);

@@ -15,6 +15,7 @@
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/passes.h"
+#include "xdq/optim.h"
 #include "xdq/progress.h"
 
 namespace xdq {
@@ -54,38 +55,6 @@ void absorb(ReconstructionUnit& a, const ReconstructionUnit& b) {
   a.last = std::max(a.last, b.last);
   a.output_value = b.output_value;
   a.layers.insert(a.layers.end(), b.layers.begin(), b.layers.end());
-}
-
-// Adam as torch.optim.Adam (no weight decay, no amsgrad).
-struct Adam {
-  std::vector<at::Tensor> params, m, v;
-  double lr;
-  std::int64_t t = 0;
-
-  Adam(std::vector<at::Tensor> p, double learning_rate) : params(std::move(p)), lr(learning_rate) {
-    for (const auto& x : params) {
-      m.push_back(at::zeros_like(x));
-      v.push_back(at::zeros_like(x));
-    }
-  }
-  void step() {
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    ++t;
-    at::NoGradGuard no_grad;
-    const double c1 = 1 - std::pow(b1, t), c2 = 1 - std::pow(b2, t);
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      at::Tensor g = params[i].grad();
-      if (!g.defined()) continue;
-      m[i].mul_(b1).add_(g, 1 - b1);
-      v[i].mul_(b2).addcmul_(g, g, 1 - b2);
-      params[i].addcdiv_(m[i], (v[i].sqrt() / std::sqrt(c2)).add_(eps), -lr / c1);
-      g.zero_();
-    }
-  }
-};
-
-double cosine_lr(double base, std::int64_t t, std::int64_t total) {
-  return 0.5 * base * (1 + std::cos(M_PI * static_cast<double>(t) / static_cast<double>(std::max<std::int64_t>(total, 1))));
 }
 
 // sum over channels of the squared error (weighted), mean over batch and positions.

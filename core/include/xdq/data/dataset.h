@@ -29,6 +29,12 @@ struct Dataset {
 std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed = 1469598103934665603ULL);
 std::string file_hash(const std::string& path);
 
+// A dataset as one binary file (synthesized sets on disk): magic "XDQIMG1", int64 N C H W, int64 labeled,
+// float32 images, int64 labels. save_dataset writes a temporary file and renames it into place; a short or
+// foreign file read back is an Error naming it.
+void save_dataset(const Dataset& data, const std::string& path);
+Dataset load_dataset_file(const std::string& path);
+
 }  // namespace xdq
 
 namespace xdq {

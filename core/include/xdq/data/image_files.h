@@ -25,8 +25,8 @@ Dataset load_image_folder(const std::string& root, const InputShape& shape);
 
 // PNG outputs of a report. image_output_available() is false in a build without OpenCV.
 bool image_output_available();
-// A row of images [K, C, H, W] in [0, 1], each magnified `scale` times.
-std::string render_strip_png(const at::Tensor& images, int scale);
+// Images [K, C, H, W] in [0, 1] (clipped) in rows of `columns`, each magnified `scale` times.
+std::string render_grid_png(const at::Tensor& images, int columns, int scale);
 // A matrix with its value printed in every cell (NaN: empty cell), rows and columns labeled.
 std::string render_heatmap_png(const std::string& title, const std::vector<std::string>& rows,
                                const std::vector<std::string>& cols, const std::vector<std::vector<double>>& values);

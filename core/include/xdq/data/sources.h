@@ -23,6 +23,7 @@ struct DataLocations {
   std::string fashion_mnist;   // empty: $XDQ_FASHION_MNIST_DIR or the Debian package's folder
   std::string opencv_samples;  // empty: $XDQ_OPENCV_SAMPLES_DIR or opencv-doc's examples/data
   std::string sklearn_digits;  // empty: $XDQ_SKLEARN_DIGITS or python3-sklearn's digits.csv.gz
+  std::string cache;           // synthesized sets; empty: $XDQ_CACHE_DIR or ~/.cache/xdq
 };
 
 struct InputShape {

@@ -44,6 +44,10 @@ struct DomainSpec {
   std::vector<TransformChoice> transforms;
   // A mixture of other domains (weights, normalized): images drawn from each in proportion.
   std::vector<std::pair<DomainSpec, double>> mixture;
+  // A synthesized domain (data-free): images made by a Synthesizer plugin from the model being calibrated,
+  // or from the models listed (names from `models:`), cached on disk.
+  std::vector<PluginChoice> synthesizer;  // empty, or exactly one
+  std::vector<std::string> synthesis_models;
   std::string line;  // where a test domain was named (file:line key), for errors found when loading it
 };
 

@@ -66,12 +66,22 @@ class BOOST_SYMBOL_VISIBLE WeightOptimizer : public Plugin {
 };
 
 // ---- Synthesizer: calibration images made from the model itself (data-free) ----------------------------
+// A model to synthesize from: its unfolded graph (BatchNorm statistics intact).
+struct SynthesisModel {
+  std::string name;
+  const Graph* graph = nullptr;
+  Preprocess preprocess;
+  std::vector<std::int64_t> input_shape;  // [C, H, W] it reads
+};
+
 struct SynthesisContext {
-  const Graph* graph = nullptr;           // unfolded graph: BatchNorm statistics intact
-  std::vector<std::int64_t> input_shape;  // [C, H, W]
-  Preprocess preprocess;                  // images are produced in [0, 1]
+  // The model being calibrated, or the models a domain declares (MixMix's feature mixing): unfolded
+  // graphs, BatchNorm statistics intact.
+  std::vector<SynthesisModel> models;
+  std::vector<std::int64_t> input_shape;  // [C, H, W]; images are produced as pixels in [0, 1]
   std::int64_t count = 0;
   std::uint64_t seed = 0;
+  std::ostream* progress = nullptr;       // progress lines (may be null)
 };
 
 class BOOST_SYMBOL_VISIBLE Synthesizer : public Plugin {

@@ -1,0 +1,328 @@
+#include "xdq/synthesis/synthesis.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <memory>
+#include <sstream>
+
+#include <ATen/core/grad_mode.h>
+
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+#include "xdq/optim.h"
+#include "xdq/progress.h"
+
+namespace xdq {
+
+namespace {
+
+constexpr double kZeroqEps = 1e-6;
+
+at::Tensor per_channel(const std::vector<double>& v, std::int64_t channels) {
+  std::vector<float> f(channels);
+  for (std::int64_t c = 0; c < channels; ++c) f[c] = static_cast<float>(v.size() == 1 ? v[0] : v.at(c));
+  return at::tensor(f).view({1, channels, 1, 1});
+}
+
+// Σ_n ‖a − b_n‖² / N for b [N, C] (ZeroQ's own_loss).
+at::Tensor squared_distance_per_sample(const at::Tensor& a, const at::Tensor& b) {
+  return (b - a.view({1, -1})).pow(2).sum() / static_cast<double>(b.size(0));
+}
+
+std::string shape_text(const std::vector<std::int64_t>& s) {
+  std::string t;
+  for (auto d : s) t += (t.empty() ? "" : "x") + std::to_string(d);
+  return t;
+}
+
+// One model during synthesis: an executor whose BatchNorm inputs are captured as they are produced.
+struct HookedModel {
+  const SynthesisModel* model;
+  std::unique_ptr<Executor> exec;
+  std::vector<int> bn_nodes;
+  std::shared_ptr<std::vector<at::Tensor>> captured;
+  at::Tensor mean, std;  // its preprocessing, per channel
+};
+
+}  // namespace
+
+at::Tensor zeroq_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var) {
+  const at::Tensor flat = x.reshape({x.size(0), x.size(1), -1});
+  const at::Tensor m = flat.mean(2);
+  const at::Tensor s = at::sqrt(flat.var(2, /*unbiased=*/true) + kZeroqEps);
+  return squared_distance_per_sample(running_mean, m) + squared_distance_per_sample(at::sqrt(running_var + kZeroqEps), s);
+}
+
+at::Tensor deepinversion_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var) {
+  const at::Tensor flat = x.transpose(0, 1).reshape({x.size(1), -1});
+  return at::norm(flat.var(1, /*unbiased=*/false) - running_var, 2) + at::norm(flat.mean(1) - running_mean, 2);
+}
+
+namespace {
+std::vector<at::Tensor> neighbour_differences(const at::Tensor& x) {
+  using at::indexing::None;
+  using at::indexing::Slice;
+  return {x.index({Slice(), Slice(), Slice(), Slice(None, -1)}) - x.index({Slice(), Slice(), Slice(), Slice(1, None)}),
+          x.index({Slice(), Slice(), Slice(None, -1), Slice()}) - x.index({Slice(), Slice(), Slice(1, None), Slice()}),
+          x.index({Slice(), Slice(), Slice(1, None), Slice(None, -1)}) - x.index({Slice(), Slice(), Slice(None, -1), Slice(1, None)}),
+          x.index({Slice(), Slice(), Slice(None, -1), Slice(None, -1)}) - x.index({Slice(), Slice(), Slice(1, None), Slice(1, None)})};
+}
+}  // namespace
+
+at::Tensor total_variation_l2(const at::Tensor& x) {
+  at::Tensor sum;
+  for (const auto& d : neighbour_differences(x)) sum = sum.defined() ? sum + at::norm(d) : at::norm(d);
+  return sum;
+}
+
+at::Tensor total_variation_l1(const at::Tensor& x) {
+  at::Tensor sum;
+  for (const auto& d : neighbour_differences(x)) {
+    const at::Tensor t = (d.abs() / 255.0).mean();
+    sum = sum.defined() ? sum + t : t;
+  }
+  return sum;
+}
+
+std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, const std::string& method) {
+  std::vector<int> out;
+  for (std::size_t i = 0; i < graph.nodes.size(); ++i)
+    if (graph.nodes[i].kind == OpKind::BatchNorm) out.push_back(static_cast<int>(i));
+  if (out.empty())
+    throw Error(method + ": model '" + model +
+                "' has no BatchNorm layer (BN-statistic synthesis needs the running statistics of an unfolded model)");
+  return out;
+}
+
+Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models, const std::vector<std::int64_t>& input_shape,
+                                      std::int64_t count, std::uint64_t seed, const BnSynthesisOptions& o,
+                                      std::ostream* progress) {
+  if (models.empty()) throw Error(o.method + ": no model to synthesize from");
+  if (input_shape.size() != 3) throw Error(o.method + ": input shape must be [C, H, W]");
+  const std::int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
+  at::AutoGradMode grad(true);
+
+  std::vector<HookedModel> hooked;
+  std::int64_t classes = -1;
+  std::string first_name;
+  for (const SynthesisModel& m : models) {
+    HookedModel h{&m, std::make_unique<Executor>(*m.graph), batch_norm_nodes(*m.graph, m.name, o.method),
+                  std::make_shared<std::vector<at::Tensor>>(), per_channel(m.preprocess.mean, C), per_channel(m.preprocess.std, C)};
+    h.captured->resize(h.bn_nodes.size());
+    for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
+      auto captured = h.captured;
+      h.exec->set_value_hook(m.graph->nodes[h.bn_nodes[k]].inputs[0], [captured, k](const at::Tensor& x) {
+        (*captured)[k] = x;
+        return x;
+      });
+    }
+    if (!m.input_shape.empty() && m.input_shape != input_shape)
+      throw Error(o.method + ": model '" + m.name + "' reads " + shape_text(m.input_shape) + " images, the synthesized set is " +
+                  shape_text(input_shape) + " (mixed models must share their input shape)");
+    const auto layers = m.graph->layer_nodes();
+    const Node& first = m.graph->nodes.at(layers.at(0));
+    if (first.kind == OpKind::Conv && first.weight.size(1) * first.conv.groups != C)
+      throw Error(o.method + ": model '" + m.name + "' reads " + std::to_string(first.weight.size(1) * first.conv.groups) +
+                  " input channels, the synthesized images have " + std::to_string(C));
+    at::Tensor logits;
+    {
+      at::NoGradGuard no_grad;
+      logits = h.exec->forward(at::zeros({1, C, H, W}));
+    }
+    if (classes < 0) {
+      classes = logits.size(1);
+      first_name = m.name;
+    } else if (logits.size(1) != classes) {
+      throw Error(o.method + ": models '" + first_name + "' and '" + m.name + "' predict different numbers of classes (" +
+                  std::to_string(classes) + " vs " + std::to_string(logits.size(1)) +
+                  "); mixed models must share their label set");
+    }
+    hooked.push_back(std::move(h));
+  }
+  // The parameters are the first model's normalized input; pixels = z·std + mean.
+  const at::Tensor mean0 = hooked[0].mean, std0 = hooked[0].std;
+  const at::Tensor z_min = (0 - mean0) / std0, z_max = (1 - mean0) / std0;
+  const bool ce = o.ce_weight > 0;
+
+  std::vector<at::Tensor> images, labels;
+  const std::int64_t batches = (count + o.batch_size - 1) / o.batch_size;
+  ProgressBar bar(progress, o.method + " (" + std::to_string(count) + " images)", batches * o.iterations);
+  double last_loss = 0;
+  for (std::int64_t b = 0; b < batches; ++b) {
+    const std::int64_t n = std::min(o.batch_size, count - b * o.batch_size);
+    auto gen = at::detail::createCPUGenerator(seed * 1000003ULL + static_cast<std::uint64_t>(b));
+    auto randint = [&](std::int64_t lo, std::int64_t hi) { return at::randint(lo, hi + 1, {1}, gen).item<std::int64_t>(); };
+    at::Tensor z = at::randn({n, C, H, W}, gen);
+    if (o.clamp_pixels) z = at::max(at::min(z, z_max), z_min);
+    z.requires_grad_(true);
+    const at::Tensor targets = ce ? at::randint(classes, {n}, gen) : at::Tensor();
+    Adam adam({z}, o.lr, o.beta1, o.beta2);
+    PlateauSchedule plateau(static_cast<double>(o.plateau_patience), o.min_lr);
+    const std::int64_t jitter_h = std::llround(o.jitter * static_cast<double>(H)),
+                       jitter_w = std::llround(o.jitter * static_cast<double>(W));
+    for (std::int64_t it = 0; it < o.iterations; ++it) {
+      if (o.lr_schedule == "cosine")
+        adam.lr = it < o.warmup ? o.lr * static_cast<double>(it + 1) / static_cast<double>(o.warmup)
+                                : cosine_lr(o.lr, it - o.warmup, o.iterations - o.warmup);
+      at::Tensor x = z;
+      if (jitter_h > 0 || jitter_w > 0) x = at::roll(x, {randint(-jitter_h, jitter_h), randint(-jitter_w, jitter_w)}, {2, 3});
+      if (o.flips && randint(0, 1) == 1) x = at::flip(x, {3});
+      // MixMix data mixing: image perm[i], resized, pasted into a random box of image i; labels by area.
+      at::Tensor perm;
+      double pasted_area = 0;
+      if (o.data_mixing && n > 1) {
+        const double side = o.mix_min_side + (o.mix_max_side - o.mix_min_side) * at::rand({1}, gen).item<double>();
+        const std::int64_t bh = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(H)));
+        const std::int64_t bw = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(W)));
+        const std::int64_t y0 = randint(0, H - bh), x0 = randint(0, W - bw);
+        perm = at::randperm(n, gen);
+        const at::Tensor pasted = at::upsample_bilinear2d(x.index_select(0, perm), {bh, bw}, /*align_corners=*/false);
+        const at::Tensor ones = at::ones({1, 1, bh, bw});
+        const at::Tensor mask = at::constant_pad_nd(ones, {x0, W - x0 - bw, y0, H - y0 - bh});
+        x = x * (1 - mask) + at::constant_pad_nd(pasted, {x0, W - x0 - bw, y0, H - y0 - bh});
+        pasted_area = static_cast<double>(bh * bw) / static_cast<double>(H * W);
+      }
+      at::Tensor loss = at::zeros({});
+      for (HookedModel& h : hooked) {
+        const at::Tensor input = h.model == &models[0] ? x : ((x * std0 + mean0) - h.mean) / h.std;
+        const at::Tensor logits = h.exec->forward(input);
+        at::Tensor bn_loss = at::zeros({});
+        for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
+          const BatchNormStats& bn = h.model->graph->nodes[h.bn_nodes[k]].bn;
+          const at::Tensor& captured = (*h.captured)[k];
+          at::Tensor l = o.statistics == BnStatistics::PerSample ? zeroq_bn_loss(captured, bn.mean, bn.var)
+                                                                 : deepinversion_bn_loss(captured, bn.mean, bn.var);
+          bn_loss = bn_loss + (k == 0 ? o.first_bn_multiplier : 1.0) * l;
+        }
+        at::Tensor model_loss = o.bn_weight * bn_loss;
+        if (ce) {
+          const at::Tensor log_p = at::log_softmax(logits, 1);
+          at::Tensor ce_loss = at::nll_loss(log_p, targets);
+          if (perm.defined())
+            ce_loss = (1 - pasted_area) * ce_loss + pasted_area * at::nll_loss(log_p, targets.index_select(0, perm));
+          model_loss = model_loss + o.ce_weight * ce_loss;
+        }
+        loss = loss + model_loss / static_cast<double>(hooked.size());
+      }
+      if (o.input_stats_weight > 0) {
+        const at::Tensor flat = z.reshape({n, C, -1});
+        loss = loss + o.input_stats_weight *
+                          (squared_distance_per_sample(at::zeros({C}), flat.mean(2)) +
+                           squared_distance_per_sample(at::ones({C}), at::sqrt(flat.var(2, true) + kZeroqEps)));
+      }
+      if (o.tv_l2 > 0) loss = loss + o.tv_l2 * total_variation_l2(x);
+      if (o.tv_l1 > 0) loss = loss + o.tv_l1 * total_variation_l1(x);
+      if (o.l2 > 0) loss = loss + o.l2 * at::norm(x);
+      loss.backward();
+      last_loss = loss.item<double>();
+      if (!std::isfinite(last_loss))
+        throw Error(o.method + ": loss became " + std::to_string(last_loss) + " at iteration " + std::to_string(it) +
+                    " of batch " + std::to_string(b) + " (lower lr?)");
+      adam.step();
+      if (o.lr_schedule == "plateau") adam.lr = plateau.step(last_loss, adam.lr);
+      if (o.clamp_pixels) {
+        at::NoGradGuard no_grad;
+        z.copy_(at::max(at::min(z, z_max), z_min));
+      }
+      if (it % 10 == 9 || it + 1 == o.iterations) {
+        std::ostringstream status;
+        status << "batch " << b + 1 << "/" << batches << " loss " << std::setprecision(4) << last_loss;
+        bar.update(b * o.iterations + it + 1, status.str());
+      }
+    }
+    at::NoGradGuard no_grad;
+    images.push_back((z.detach() * std0 + mean0).contiguous());
+    if (ce) labels.push_back(targets);
+  }
+  std::ostringstream status;
+  status << "final loss " << std::setprecision(4) << last_loss;
+  bar.finish(status.str());
+  Dataset out{o.method, at::cat(images), {}};
+  if (!labels.empty()) out.labels = at::cat(labels);
+  return out;
+}
+
+}  // namespace xdq
+
+namespace xdq {
+
+OptionSchema bn_synthesis_schema(const BnSynthesisOptions& d) {
+  return {
+      OptionSpec::text("statistics", d.statistics == BnStatistics::PerSample ? "per_sample" : "batch",
+                       "BN statistics matched: per_sample (ZeroQ, over each image's positions) or batch (DeepInversion)")
+          .one_of({"per_sample", "batch"}),
+      OptionSpec::integer("iterations", d.iterations, "Adam steps per batch of images").range(1, 1e7),
+      OptionSpec::integer("batch_size", d.batch_size, "images optimized together").range(1, 1 << 16),
+      OptionSpec::number("lr", d.lr, "Adam learning rate (on the normalized images)").range(0, 100, true),
+      OptionSpec::number("beta1", d.beta1, "Adam beta1").range(0, 1),
+      OptionSpec::number("beta2", d.beta2, "Adam beta2").range(0, 1),
+      OptionSpec::text("lr_schedule", d.lr_schedule, "plateau (ReduceLROnPlateau, x0.1) or cosine (after a linear warm-up)")
+          .one_of({"plateau", "cosine"}),
+      OptionSpec::integer("plateau_patience", d.plateau_patience, "plateau: steps without improvement before x0.1").range(0, 1e7),
+      OptionSpec::number("min_lr", d.min_lr, "plateau: lowest learning rate").range(0, 100),
+      OptionSpec::integer("warmup", d.warmup, "cosine: linear warm-up steps").range(0, 1e7),
+      OptionSpec::number("bn_weight", d.bn_weight, "weight of the BN-statistics loss").range(0, 1e6),
+      OptionSpec::number("first_bn_multiplier", d.first_bn_multiplier, "extra weight of the first BN layer's loss").range(0, 1e6),
+      OptionSpec::number("input_stats_weight", d.input_stats_weight,
+                         "weight of the pull of each normalized image to per-channel mean 0, std 1 (ZeroQ)").range(0, 1e6),
+      OptionSpec::number("ce_weight", d.ce_weight, "weight of the cross-entropy on random target labels (0: no labels)").range(0, 1e6),
+      OptionSpec::number("tv_l2", d.tv_l2, "weight of the l2 total-variation prior").range(0, 1e6),
+      OptionSpec::number("tv_l1", d.tv_l1, "weight of the l1 total-variation prior").range(0, 1e6),
+      OptionSpec::number("l2", d.l2, "weight of the l2 norm of the images").range(0, 1e6),
+      OptionSpec::number("jitter", d.jitter, "random roll per step, fraction of the side (DeepInversion: 30 px at 224)").range(0, 0.5),
+      OptionSpec::flag("flips", d.flips, "random horizontal flip per step"),
+      OptionSpec::flag("clamp", d.clamp_pixels, "keep pixels in [0, 1] after every step"),
+      OptionSpec::flag("data_mixing", d.data_mixing, "MixMix data mixing: paste a resized image into a box of another"),
+      OptionSpec::number("mix_min_side", d.mix_min_side, "data mixing: smallest box side (fraction of the image)").range(0, 1, true),
+      OptionSpec::number("mix_max_side", d.mix_max_side, "data mixing: largest box side (fraction of the image)").range(0, 1, true),
+      OptionSpec::flag("feature_mixing", d.feature_mixing,
+                       "MixMix feature mixing: average the loss over every model the domain lists (else one model)"),
+  };
+}
+
+BnSynthesisOptions bn_synthesis_options(const Options& o, const std::string& method) {
+  BnSynthesisOptions r;
+  r.method = method;
+  r.statistics = o.text("statistics") == "per_sample" ? BnStatistics::PerSample : BnStatistics::Batch;
+  r.iterations = o.integer("iterations");
+  r.batch_size = o.integer("batch_size");
+  r.lr = o.number("lr");
+  r.beta1 = o.number("beta1");
+  r.beta2 = o.number("beta2");
+  r.lr_schedule = o.text("lr_schedule");
+  r.plateau_patience = o.integer("plateau_patience");
+  r.min_lr = o.number("min_lr");
+  r.warmup = o.integer("warmup");
+  r.bn_weight = o.number("bn_weight");
+  r.first_bn_multiplier = o.number("first_bn_multiplier");
+  r.input_stats_weight = o.number("input_stats_weight");
+  r.ce_weight = o.number("ce_weight");
+  r.tv_l2 = o.number("tv_l2");
+  r.tv_l1 = o.number("tv_l1");
+  r.l2 = o.number("l2");
+  r.jitter = o.number("jitter");
+  r.flips = o.flag("flips");
+  r.clamp_pixels = o.flag("clamp");
+  r.data_mixing = o.flag("data_mixing");
+  r.mix_min_side = o.number("mix_min_side");
+  r.mix_max_side = o.number("mix_max_side");
+  r.feature_mixing = o.flag("feature_mixing");
+  if (r.mix_min_side > r.mix_max_side) throw Error(method + ": mix_min_side is above mix_max_side");
+  if (r.data_mixing && r.ce_weight == 0)
+    throw Error(method + ": data_mixing mixes the target labels; it needs ce_weight > 0");
+  if (r.lr_schedule == "cosine" && r.warmup >= r.iterations)
+    throw Error(method + ": warmup (" + std::to_string(r.warmup) + ") must be below iterations (" +
+                std::to_string(r.iterations) + ")");
+  return r;
+}
+
+Dataset BnSynthesizer::synthesize(const SynthesisContext& context) const {
+  if (context.models.size() > 1 && !options_.feature_mixing)
+    throw Error(options_.method + " synthesizes from one model, the domain lists " + std::to_string(context.models.size()) +
+                " (mixing several models is MixMix's feature mixing: feature_mixing: true)");
+  return synthesize_from_bn_statistics(context.models, context.input_shape, context.count, context.seed, options_,
+                                       context.progress);
+}
+
+}  // namespace xdq
