@@ -60,7 +60,7 @@ Dataset noise(const std::string& name, std::int64_t count, const InputShape& s, 
 
 const std::vector<std::string>& known_datasets() {
   static const std::vector<std::string> names = {"fashion_mnist", "opencv_digits", "sklearn_digits", "natural",
-                                                 "noise_gaussian", "noise_uniform"};
+                                                 "noise_gaussian", "noise_uniform", "none"};
   return names;
 }
 
@@ -71,7 +71,7 @@ bool is_known_dataset(const std::string& name) {
 }
 
 bool is_labeled_dataset(const std::string& name) {
-  return name != "natural" && name != "noise_gaussian" && name != "noise_uniform";
+  return name != "natural" && name != "noise_gaussian" && name != "noise_uniform" && name != "none";
 }
 
 bool parse_dataset_split(const std::string& name, std::string& dataset, Split& split) {
@@ -120,6 +120,8 @@ Dataset load_dataset(const std::string& name, Split split, const DataLocations& 
     d = noise(name, count, shape, seed);
   } else if (name.rfind("folder:", 0) == 0) {
     d = load_image_folder(name.substr(7), shape);
+  } else if (name == "none") {
+    d = Dataset{name, at::empty({0, shape.channels, shape.height, shape.width}), {}};
   } else {
     throw Error("unknown dataset '" + name + "'");
   }

@@ -8,6 +8,7 @@
 
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
+#include "xdq/plugin/interfaces.h"
 #include "xdq/plugin/registry.h"
 
 namespace xdq {
@@ -351,6 +352,17 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   cfg.fold_bn = q.get("fold_bn", cfg.fold_bn);
   if (q.has("overrides")) parse_overrides(q["overrides"], base, cfg.overrides);
   cfg.calibrators = parse_plugins(q["calibrators"], PluginKind::Calibrator, registry);
+  // Calibration with no images ("none") only works with data-free calibrators.
+  for (const DomainSpec& d : cfg.calibration_domains)
+    if (d.dataset == "none")
+      for (std::size_t i = 0; i < cfg.calibrators.size(); ++i) {
+        const PluginChoice& c = cfg.calibrators[i];
+        const PluginRecord& plugin = registry.get(PluginKind::Calibrator, c.name);
+        const auto object = registry.create<Calibrator>(c.name, c.options);
+        if (plugin_call(plugin, "needs_data", [&] { return object->needs_data(); }))
+          q["calibrators"][i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" + d.name +
+                                   "' has no images (use a data-free calibrator such as bn_ranges)");
+      }
   if (q.has("passes")) cfg.passes = parse_plugins(q["passes"], PluginKind::GraphPass, registry);
   if (q.has("rounding")) {
     cfg.rounding = parse_plugins(q["rounding"], PluginKind::WeightOptimizer, registry);

@@ -198,11 +198,17 @@ PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits) {
 }
 
 QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
-                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images) {
+                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
+                                const Preprocess& pre) {
   const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator.name);
   auto object = registry.create<Calibrator>(calibrator.name, calibrator.options);
   QuantizedModel model(folded, settings);
-  model.calibrate_activations(*object, plugin, images, cfg.batch_size);
+  if (plugin_call(plugin, "needs_data", [&] { return object->needs_data(); })) {
+    model.calibrate_activations(*object, plugin, images, cfg.batch_size);
+  } else {
+    const at::Tensor ends = pre.apply(at::stack({at::zeros({images.size(1), 1, 1}), at::ones({images.size(1), 1, 1})}));
+    model.calibrate_from_graph(*object, plugin, {ends.min().item<double>(), ends.max().item<double>()});
+  }
   model.set_weight_ranges(cfg.weight_range);
   return model;
 }

@@ -65,8 +65,10 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
 PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits);
 
 // The folded graph quantized with `settings`, activation ranges from `calibrator` on `images`
-// (preprocessed), weight ranges from cfg.weight_range; weights not yet rounded.
+// (preprocessed with `pre`; a data-free calibrator reads the graph instead), weight ranges from
+// cfg.weight_range; weights not yet rounded.
 QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
-                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images);
+                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
+                                const Preprocess& pre);
 
 }  // namespace xdq

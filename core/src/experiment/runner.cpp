@@ -169,6 +169,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
       PassContext pass_context;
       pass_context.calibration = calib_images;
       pass_context.seed = seed;
+      pass_context.log = &progress;
       // Graph passes (e.g. AdaBN) adapt the FP graph to this calibration set before folding.
       Graph folded = folded_once;
       if (std::any_of(passes.begin(), passes.end(), [](const auto& pass) { return !pass.after_rounding; })) {
@@ -187,7 +188,8 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
       if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, count, seed, &entry);
       resolved["calibration_sets"].push_back(c);
       // Synthesized sets: a grid per model (4 rows of 8); real domains: a strip of 10 (the same for every model).
-      if (pictures && image_output_available() && repeat == 0 && count == cfg.calibration_counts.front()) {
+      if (pictures && image_output_available() && repeat == 0 && count == cfg.calibration_counts.front() &&
+          calibration.size() > 0) {
         if (domain.synthesizer.empty())
           (*pictures)["domain_" + domain.name + ".png"] = render_grid_png(calibration.images.slice(0, 0, 10), 10, 3);
         else
@@ -199,7 +201,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
         const PtqSettings settings = ptq_settings(cfg, bits);
         for (const PluginChoice& cal : cfg.calibrators) {
           const auto calibration_start = std::chrono::steady_clock::now();
-          const QuantizedModel calibrated = calibrated_model(cfg, folded, settings, cal, registry, calib_images);
+          const QuantizedModel calibrated = calibrated_model(cfg, folded, settings, cal, registry, calib_images, p.pre);
           const double calibration_seconds = seconds_since(calibration_start);
           if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && repeat == 0 &&
               count == cfg.calibration_counts.front()) {

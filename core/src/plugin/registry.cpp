@@ -17,6 +17,9 @@ namespace fs = std::filesystem;
 Plugin::~Plugin() = default;
 RangeObserver::~RangeObserver() = default;
 Calibrator::~Calibrator() = default;
+Range Calibrator::range_from_graph(const Graph&, int, const Range&) const {
+  throw Error("this calibrator observes data; it sets no range from the graph alone");
+}
 WeightOptimizer::~WeightOptimizer() = default;
 Synthesizer::~Synthesizer() = default;
 GraphPass::~GraphPass() = default;

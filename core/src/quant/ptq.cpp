@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "xdq/error.h"
+#include "xdq/ir/dfq.h"
 #include "xdq/ir/passes.h"
 
 namespace xdq {
@@ -26,7 +27,8 @@ QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : grap
     auto existing = std::find_if(activations_.begin(), activations_.end(),
                                  [&](const ActivationQuantizer& a) { return a.value == value; });
     const int producer = graph_.producer(value);
-    const bool nonnegative = producer >= 0 && is_nonnegative_op(graph_.nodes[producer]);
+    const auto clip = producer >= 0 ? clip_bounds(graph_, graph_.nodes[producer]) : std::nullopt;
+    const bool nonnegative = producer >= 0 && (is_nonnegative_op(graph_.nodes[producer]) || (clip && clip->first >= 0));
     const QuantSpec spec = settings.scheme.activation_spec(a_bits, nonnegative);
     if (existing != activations_.end()) {
       // Shared input (a block input read by conv1 and the shortcut): the widest request wins.
@@ -59,6 +61,16 @@ void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const P
   for (std::size_t i = 0; i < activations_.size(); ++i) {
     auto& act = activations_[i];
     act.range = plugin_call(plugin, "range", [&] { return observers[i]->range(); });
+    if (!(act.range.min <= act.range.max))
+      throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
+    act.qparams = qparams_from_range(act.spec, act.range);
+  }
+}
+
+void QuantizedModel::calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin,
+                                          const Range& input_range) {
+  for (auto& act : activations_) {
+    act.range = plugin_call(plugin, "range_from_graph", [&] { return calibrator.range_from_graph(graph_, act.value, input_range); });
     if (!(act.range.min <= act.range.max))
       throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
     act.qparams = qparams_from_range(act.spec, act.range);

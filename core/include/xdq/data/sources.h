@@ -9,6 +9,7 @@
 //   noise_gaussian  N(0.5, 0.25^2) pixels clipped to [0, 1] (unlabeled)
 //   noise_uniform   U(0, 1) pixels (unlabeled)
 //   folder:PATH     PATH/<class>/*.png|jpg, labels from the sorted sub-folder names
+//   none            no images at all: data-free calibration (bn_ranges) and passes only
 // "dataset.split" (e.g. fashion_mnist.train) names a dataset split directly.
 #include <cstdint>
 #include <string>

@@ -29,6 +29,10 @@ class BOOST_SYMBOL_VISIBLE Calibrator : public Plugin {
  public:
   ~Calibrator() override;
   virtual std::unique_ptr<RangeObserver> make_observer(const QuantSpec& spec) const = 0;
+  // A data-free calibrator (needs_data() false) sets each range from the BN-folded graph alone (folded
+  // BatchNorm statistics); `input` is the range of the model input (normalized [0, 1] pixels).
+  virtual bool needs_data() const { return true; }
+  virtual Range range_from_graph(const Graph& folded, int value, const Range& input) const;
 };
 
 // ---- WeightOptimizer: the rounding of weights (nearest, AdaRound, block reconstruction) ---------------
@@ -99,6 +103,7 @@ enum class PassStage { BeforeQuantization, AfterRounding };
 struct PassContext {
   at::Tensor calibration;  // preprocessed calibration images, may be undefined (data-free)
   std::uint64_t seed = 0;
+  std::ostream* log = nullptr;  // where a pass reports what it changed and which layers it skipped, and why
   // AfterRounding only: the quantized model's layers (rounded weights) and activation quantizers.
   const std::vector<QuantizedLayer>* layers = nullptr;
   const std::vector<ActivationQuantizer>* activations = nullptr;

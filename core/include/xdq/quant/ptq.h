@@ -37,6 +37,8 @@ class QuantizedModel {
   // (preprocessed) in batches; ranges -> scale/zero-point.
   void calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin, const at::Tensor& images,
                              std::int64_t batch_size);
+  // Ranges from a data-free calibrator (needs_data() false): from the graph's BN statistics alone.
+  void calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin, const Range& input_range);
   // Weight scale/zero-point from the weight range method.
   void set_weight_ranges(const std::string& method);
   // The rounding plugin fills each layer's quantized_weight (it may also learn activation steps). The
