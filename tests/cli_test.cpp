@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 #include <torch/csrc/jit/serialization/import.h>
 
 #include "test_util.h"
@@ -228,4 +229,87 @@ TEST_F(Cli, InspectPrintsLayersPairsAndBlocks) {
   EXPECT_NE(r.output.find("layer2.block0.downsample.conv"), std::string::npos);
   EXPECT_NE(r.output.find("conv-bn pairs (9)"), std::string::npos);
   EXPECT_NE(r.output.find("residual blocks (3)"), std::string::npos);
+}
+
+TEST_F(Cli, DataFreeErrorsNameFileLineAndKey) {
+  expect_clean_failure(run_variant("source: fashion_mnist.train", "source: none"),
+                       "bad.yaml:17 quantization.calibrators[0]: calibrator 'minmax' observes data, but calibration domain "
+                       "'none' has no images");
+  const std::string zeroq = "domains:\n  zq: {synthesizer: zeroq}\ncalibration:";
+  expect_clean_failure(run_variants({{"calibration:", zeroq}, {"domains: [fashion_mnist.test]", "domains: [zq]"}}),
+                       "test.domains[0]: test domain 'zq' is synthesized; test on real data");
+  expect_clean_failure(run_variant("calibration:", "domains:\n  mm: {synthesizer: mixmix, models: [tiny, other]}\ncalibration:"),
+                       "bad.yaml:8 domains.mm.models: domain 'mm' synthesizes from model 'other', which `models:` does not "
+                       "list (tiny)");
+  expect_clean_failure(run_variant("calibration:", "domains:\n  di: {synthesizer: {name: deepinversion, iterations: 10}}\ncalibration:"),
+                       "warmup (100) must be below iterations (10)");
+  expect_clean_failure(run_variant("calibration:", "domains:\n  zq: {synthesizer: zeroq, dataset: natural}\ncalibration:"),
+                       "bad.yaml:8 domains.zq: a synthesized domain has no dataset, transforms or mix of its own");
+  expect_clean_failure(run_variant("calibration:", "domains:\n  zq: {synthesizer: zerq}\ncalibration:"),
+                       "bad.yaml:8 domains.zq.synthesizer: unknown synthesizer 'zerq'");
+}
+
+TEST_F(Cli, SynthesizedDomainsAreCachedReloadedAndShownAsGrids) {
+  const std::vector<std::pair<std::string, std::string>> edits = {
+      {"calibration:", "data: {cache: " + dir.file("cache") + "}\ndomains:\n  zq: {synthesizer: {name: zeroq, iterations: 3, "
+                       "batch_size: 4}}\n  g: {synthesizer: gaussian}\ncalibration:"},
+      {"source: fashion_mnist.train", "domains: [zq, g]"},
+      {"count: 64", "count: 8"},
+      {"bits: [w8a8, w4a4]", "bits: [w8a8]"},
+      {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]", "calibrators: [minmax]"}};
+  const auto first = run_variants(edits);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("domain 'zq': 8 images synthesized, cached in " + dir.file("cache") + "/synthesized/zeroq_"),
+            std::string::npos)
+      << first.output;
+  EXPECT_TRUE(fs::exists(dir.file("out/synthesized_zq_tiny.png")));
+  std::ifstream report(dir.file("out/report.md"));
+  const std::string text((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("## Synthesized calibration images"), std::string::npos);
+  auto results = [&] {
+    std::ifstream in(dir.file("out/results.json"));
+    return nlohmann::json::parse(in);
+  };
+  const auto j1 = results();
+  ASSERT_EQ(j1["runs"].size(), 2u);
+  EXPECT_EQ(j1["runs"][0]["calibration"]["count"], 8);
+  EXPECT_EQ(j1["runs"][0]["calibration"]["source"], "synthesized:zeroq");
+  auto set_hashes = [&] {
+    std::vector<std::string> hashes;
+    for (const auto& set : YAML::LoadFile(dir.file("out/config.resolved.yaml"))["calibration_sets"])
+      hashes.push_back(set["hash"].as<std::string>());
+    return hashes;
+  };
+  const auto hashes = set_hashes();
+
+  fs::remove_all(dir.file("out"));
+  const auto second = run_variants(edits);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("domain 'zq': synthesized images from the cache"), std::string::npos) << second.output;
+  EXPECT_EQ(set_hashes(), hashes);  // the same images, read back
+
+  // A damaged cache file is named, and nothing is written.
+  fs::remove_all(dir.file("out"));
+  for (const auto& f : fs::directory_iterator(dir.file("cache/synthesized")))
+    if (f.path().filename().string().rfind("zeroq_", 0) == 0) fs::resize_file(f.path(), 100);
+  expect_clean_failure(run_variants(edits), "file is truncated");
+}
+
+TEST_F(Cli, Level1DataFreeQuantizationReadsNoImage) {
+  const auto r = run_variants(
+      {{"path: tiny.pt", "path: " + std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt"},
+       {"source: fashion_mnist.train", "source: none"},
+       {"bits: [w8a8, w4a4]", "bits: [w8a8]"},
+       {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]",
+        "calibrators: [bn_ranges]\n  passes: [cross_layer_equalization, bias_absorption, analytic_bias_correction]"}});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(dir.file("out/results.json"));
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["runs"].size(), 1u);
+  const auto& run = j["runs"][0];
+  EXPECT_EQ(run["calibration"]["count"], 0);
+  // W8A8 from BN statistics alone stays within a point of FP32 on 500 test images.
+  const double fp32 = run["results"][0]["fp32_top1"], quant = run["results"][0]["quant_top1"];
+  EXPECT_GT(fp32, 0.9);
+  EXPECT_GT(quant, fp32 - 0.01) << r.output;
 }

@@ -45,7 +45,7 @@ class DomainCache {
   std::map<std::string, ImportedModel> models_;  // by path
 };
 
-// "fashion_mnist.train", or "mix(a.train+b.train)".
+// "fashion_mnist.train", "mix(a.train+b.train)", or "synthesized:zeroq".
 std::string split_name(const DomainSpec& d, Split default_split);
 
 // The entry's declared normalization, else the model file's own, else none ([0, 1] images).
