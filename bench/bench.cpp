@@ -6,7 +6,10 @@
 //      weights, forward, loss, backward, Adam) / a plain forward + backward of the same block written
 //      directly with ATen ops (conv, relu, conv, add, relu; MSE loss);
 //   4. layerwise analysis (each of the 22 layers quantized alone, error at the output) over 1 000 images
-//      / one FP32 forward pass over them (the bound is 1 + 22: one pass per layer plus the FP32 pass).
+//      / one FP32 forward pass over them (the bound is 1 + 22: one pass per layer plus the FP32 pass);
+//   5. one synthesis iteration with zeroq's and deepinversion's losses (batch 64: forward with the BN
+//      inputs captured, BN-statistic loss, backward to the images, Adam) / a forward + backward w.r.t.
+//      the images of the TorchScript module itself (parameters frozen), same batch.
 // Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R]
 #include <algorithm>
 #include <chrono>
@@ -25,6 +28,7 @@
 #include "xdq/analysis/analysis.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
+#include "xdq/synthesis/synthesis.h"
 
 using namespace xdq;
 
@@ -130,11 +134,35 @@ int main(int argc, char** argv) {
     return 0.0;
   };
 
+  // Synthesis: the engine run for 1 and for 1 + kSynthIters steps; the difference is kSynthIters iterations.
+  constexpr std::int64_t kSynthBatch = 64, kSynthIters = 10;
+  for (at::Tensor p : module.parameters()) p.requires_grad_(false);
+  const std::vector<SynthesisModel> synth_models{{"resnet20", &model.graph, model.preprocess, {1, 28, 28}}};
+  auto synthesis_options = [&](const std::string& method) {
+    BnSynthesisOptions o = bn_synthesis_options(default_options(registry.get(PluginKind::Synthesizer, method).options), method);
+    o.batch_size = kSynthBatch;
+    o.warmup = 0;
+    return o;
+  };
+  auto synth_step_seconds = [&](BnSynthesisOptions o) {
+    o.iterations = 1;
+    const double setup = seconds([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
+    o.iterations = 1 + kSynthIters;
+    const double all = seconds([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
+    return (all - setup) / kSynthIters;
+  };
+  const at::Tensor synth_input = eval_images.slice(0, 0, kSynthBatch);
+  auto plain_synth_step = [&] {
+    at::AutoGradMode grad(true);
+    const at::Tensor x = synth_input.clone().requires_grad_(true);
+    module.forward({x}).toTensor().sum().backward();
+  };
+
   const at::Tensor analysis_images = eval_images.slice(0, 0, 1000);
   const at::Tensor analysis_labels = test.labels.slice(0, 0, 1000);
 
   std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib, recon_iter, plain_iter, layerwise,
-      fp32_analysis_pass;
+      fp32_analysis_pass, zeroq_iter, deepinversion_iter, plain_synth_iter;
   for (int r = 0; r < rounds; ++r) {
     fp32_eval.push_back(seconds([&] { run_batches(eval_images, fp32_forward); }));
     quant_eval.push_back(seconds([&] { run_batches(eval_images, quant_forward); }));
@@ -148,6 +176,12 @@ int main(int argc, char** argv) {
                            for (std::int64_t i = 0; i < recon_iters; ++i) plain_block_step();
                          }) /
                          static_cast<double>(recon_iters));
+    zeroq_iter.push_back(synth_step_seconds(synthesis_options("zeroq")));
+    deepinversion_iter.push_back(synth_step_seconds(synthesis_options("deepinversion")));
+    plain_synth_iter.push_back(seconds([&] {
+                                 for (std::int64_t i = 0; i < kSynthIters; ++i) plain_synth_step();
+                               }) /
+                               static_cast<double>(kSynthIters));
   }
   const double n_eval = static_cast<double>(eval_images.size(0));
   std::printf("model %s, threads %d, rounds %d (medians)\n", model_path.c_str(), threads, rounds);
@@ -164,5 +198,10 @@ int main(int argc, char** argv) {
   std::printf("layerwise analysis, %zu layers, 1000 images: %.3f s / FP32 pass %.3f s   ratio %.2f   (bound %zu)\n",
               w8a8.layers().size(), median(layerwise), median(fp32_analysis_pass), median(layerwise) / median(fp32_analysis_pass),
               w8a8.layers().size() + 1);
+  std::printf("synthesis, batch %lld: TorchScript fwd+bwd to the images %.2f ms; zeroq iteration %.2f ms   ratio %.3f; "
+              "deepinversion iteration %.2f ms   ratio %.3f   (target <= 1.2)\n",
+              static_cast<long long>(kSynthBatch), 1e3 * median(plain_synth_iter), 1e3 * median(zeroq_iter),
+              median(zeroq_iter) / median(plain_synth_iter), 1e3 * median(deepinversion_iter),
+              median(deepinversion_iter) / median(plain_synth_iter));
   return 0;
 }

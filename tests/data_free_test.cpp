@@ -98,6 +98,30 @@ TEST(BnLoss, DeepInversionIsZeroForMatchingBatchStatisticsAndTheNormOfAShift) {
   EXPECT_NEAR(deepinversion_bn_loss(x + delta.view({1, -1, 1, 1}), mean, var).item<double>(), 0.5, 1e-5);
 }
 
+TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
+  const at::Tensor mean = at::randn({3}), var = at::rand({3}) + 0.5;
+  const at::Tensor x0 = at::randn({5, 3, 4, 6});
+  auto grad_of = [&](const std::function<at::Tensor(const at::Tensor&)>& loss) {
+    const at::Tensor x = x0.clone().requires_grad_(true);
+    loss(x).backward();
+    return x.grad();
+  };
+  // The formulas with ATen's own var/mean and autograd.
+  auto zeroq_reference = [&](const at::Tensor& x) {
+    const at::Tensor flat = x.reshape({5, 3, -1});
+    const at::Tensor m = flat.mean(2), s = at::sqrt(flat.var(2, true) + 1e-6);
+    return (m - mean).pow(2).sum() / 5 + (s - at::sqrt(var + 1e-6)).pow(2).sum() / 5;
+  };
+  auto deepinversion_reference = [&](const at::Tensor& x) {
+    const at::Tensor flat = x.transpose(0, 1).reshape({3, -1});
+    return at::norm(flat.var(1, false) - var) + at::norm(flat.mean(1) - mean);
+  };
+  EXPECT_LT(max_relative_error(grad_of([&](const at::Tensor& x) { return zeroq_bn_loss(x, mean, var); }), grad_of(zeroq_reference)), 1e-5);
+  EXPECT_LT(max_relative_error(grad_of([&](const at::Tensor& x) { return deepinversion_bn_loss(x, mean, var); }),
+                               grad_of(deepinversion_reference)),
+            1e-5);
+}
+
 TEST(BnLoss, TotalVariationMatchesLoops) {
   const at::Tensor x = at::randn({2, 1, 4, 5});
   auto a = x.accessor<float, 4>();
