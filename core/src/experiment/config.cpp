@@ -363,7 +363,9 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
           q["calibrators"][i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" + d.name +
                                    "' has no images (use a data-free calibrator such as bn_ranges)");
       }
-  if (q.has("passes")) cfg.passes = parse_plugins(q["passes"], PluginKind::GraphPass, registry);
+  // An empty list means no pass (so `--set quantization.passes=[]` gives the baseline of a pass study).
+  if (q.has("passes") && !(q["passes"].is_sequence() && q["passes"].size() == 0))
+    cfg.passes = parse_plugins(q["passes"], PluginKind::GraphPass, registry);
   if (q.has("rounding")) {
     cfg.rounding = parse_plugins(q["rounding"], PluginKind::WeightOptimizer, registry);
   } else {

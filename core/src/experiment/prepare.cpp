@@ -147,6 +147,7 @@ Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& sha
 
 std::string split_name(const DomainSpec& d, Split default_split) {
   if (!d.synthesizer.empty()) return "synthesized:" + d.synthesizer.front().name;
+  if (d.dataset == "none") return "none";
   if (!d.mixture.empty()) {
     std::string parts;
     for (const auto& [part, w] : d.mixture) parts += (parts.empty() ? "" : "+") + split_name(part, default_split);

@@ -43,7 +43,7 @@ struct HookedModel {
   std::unique_ptr<Executor> exec;
   std::vector<int> bn_nodes;
   std::shared_ptr<std::vector<at::Tensor>> captured;
-  at::Tensor mean, std;  // its preprocessing, per channel
+  at::Tensor norm_mean, norm_std;  // its input normalization, per channel [1, C, 1, 1]
 };
 
 }  // namespace
@@ -179,7 +179,7 @@ Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models,
     hooked.push_back(std::move(h));
   }
   // The parameters are the first model's normalized input; pixels = z·std + mean.
-  const at::Tensor mean0 = hooked[0].mean, std0 = hooked[0].std;
+  const at::Tensor mean0 = hooked[0].norm_mean, std0 = hooked[0].norm_std;
   const at::Tensor z_min = (0 - mean0) / std0, z_max = (1 - mean0) / std0;
   const bool ce = o.ce_weight > 0;
 
@@ -223,7 +223,7 @@ Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models,
       }
       at::Tensor loss = at::zeros({});
       for (HookedModel& h : hooked) {
-        const at::Tensor input = h.model == &models[0] ? x : ((x * std0 + mean0) - h.mean) / h.std;
+        const at::Tensor input = h.model == &models[0] ? x : ((x * std0 + mean0) - h.norm_mean) / h.norm_std;
         const at::Tensor logits = h.exec->forward(input);
         at::Tensor bn_loss = at::zeros({});
         for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
