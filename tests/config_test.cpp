@@ -7,17 +7,8 @@
 #include "xdq/error.h"
 
 using namespace xdq;
+using xdq::test::error_of;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-}  // namespace
 
 TEST(ConfigNode, MalformedYamlNamesFileAndLine) {
   const std::string e = error_of([] { ConfigNode::parse("a: 1\nb: [1, 2\nc: 3\n", "x.yaml"); });

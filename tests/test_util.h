@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include "xdq/data/fashion_mnist.h"
+#include "xdq/error.h"
 #include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
 #include "xdq/plugin/registry.h"
@@ -45,6 +47,16 @@ inline void write_text(const std::string& path, const std::string& text) {
 // max|a - b| / max|b|
 inline double max_relative_error(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+// The message of the xdq::Error that f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 struct CommandResult {

@@ -4,6 +4,7 @@
 #include <limits>
 #include <algorithm>
 #include <set>
+#include <sstream>
 
 namespace xdq {
 
@@ -64,9 +65,11 @@ std::vector<LayerPair> layer_pairs(const Graph& graph) {
       const auto next = graph.consumers(value);
       if (next.size() != 1 || !only_reader(graph, value, next[0]) || !graph.nodes[next[0]].is_layer()) continue;
       reader = next[0];
-      if (bounds && (bounds->first != 0 || std::isfinite(bounds->second)))
-        pair.problem = act.op + " clips to [" + std::to_string(bounds->first) + ", " + std::to_string(bounds->second) +
-                       "], which is not positively homogeneous";
+      if (bounds && (bounds->first != 0 || std::isfinite(bounds->second))) {
+        std::ostringstream problem;
+        problem << act.op << " clips to [" << bounds->first << ", " << bounds->second << "], which is not positively homogeneous";
+        pair.problem = problem.str();
+      }
     }
     const Node& second = graph.nodes[reader];
     if (second.inputs[0] != value) continue;

@@ -287,6 +287,27 @@ Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models,
 
 namespace xdq {
 
+BnSynthesisOptions deepinversion_defaults() {
+  BnSynthesisOptions d;
+  d.statistics = BnStatistics::Batch;
+  d.iterations = 2000;
+  d.batch_size = 64;
+  d.lr = 0.25;
+  d.beta1 = 0.5;
+  d.beta2 = 0.9;
+  d.lr_schedule = "cosine";
+  d.warmup = 100;
+  d.bn_weight = 0.05;
+  d.first_bn_multiplier = 10;
+  d.ce_weight = 1;
+  d.tv_l2 = 1e-4;
+  d.l2 = 1e-5;
+  d.jitter = 30.0 / 224.0;
+  d.flips = true;
+  d.clamp_pixels = true;
+  return d;
+}
+
 OptionSchema bn_synthesis_schema(const BnSynthesisOptions& d) {
   return {
       OptionSpec::text("statistics", d.statistics == BnStatistics::PerSample ? "per_sample" : "batch",

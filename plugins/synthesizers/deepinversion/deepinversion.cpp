@@ -8,26 +8,7 @@
 
 namespace {
 
-xdq::BnSynthesisOptions defaults() {
-  xdq::BnSynthesisOptions d;
-  d.statistics = xdq::BnStatistics::Batch;
-  d.iterations = 2000;
-  d.batch_size = 64;
-  d.lr = 0.25;
-  d.beta1 = 0.5;
-  d.beta2 = 0.9;
-  d.lr_schedule = "cosine";
-  d.warmup = 100;
-  d.bn_weight = 0.05;
-  d.first_bn_multiplier = 10;
-  d.ce_weight = 1;
-  d.tv_l2 = 1e-4;
-  d.l2 = 1e-5;
-  d.jitter = 30.0 / 224.0;
-  d.flips = true;
-  d.clamp_pixels = true;
-  return d;
-}
+xdq::BnSynthesisOptions defaults() { return xdq::deepinversion_defaults(); }
 
 xdq::OptionSchema schema() { return xdq::bn_synthesis_schema(defaults()); }
 xdq::Plugin* create(const xdq::Options& o) { return new xdq::BnSynthesizer(xdq::bn_synthesis_options(o, "deepinversion")); }

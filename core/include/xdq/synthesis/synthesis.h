@@ -59,6 +59,9 @@ Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models,
                                       std::int64_t count, std::uint64_t seed, const BnSynthesisOptions& options,
                                       std::ostream* progress);
 
+// DeepInversion's official defaults (NVlabs/DeepInversion, setting 1), which MixMix builds on.
+BnSynthesisOptions deepinversion_defaults();
+
 // Every option above as a plugin schema with `defaults` (the paper's), and back.
 OptionSchema bn_synthesis_schema(const BnSynthesisOptions& defaults);
 BnSynthesisOptions bn_synthesis_options(const Options& options, const std::string& method);
