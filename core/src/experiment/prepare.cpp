@@ -85,10 +85,8 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
   SynthesisContext context;
   for (const ModelEntry* m : synthesis_models(d, model)) {
     const ImportedModel& im = imported(*m);
-    const auto layers = im.graph.layer_nodes();
-    const Node& first = im.graph.nodes.at(layers.at(0));
-    context.models.push_back({m->name, &im.graph, model_preprocess(*m, im),
-                              {first.kind == OpKind::Conv ? first.weight.size(1) * first.conv.groups : 1, m->height, m->width}});
+    const InputShape in = model_input_shape(*m, im.graph);
+    context.models.push_back({m->name, &im.graph, model_preprocess(*m, im), {in.channels, in.height, in.width}});
   }
   context.input_shape = {shape.channels, shape.height, shape.width};
   context.count = count;
@@ -156,6 +154,13 @@ std::string split_name(const DomainSpec& d, Split default_split) {
   return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
 }
 
+InputShape model_input_shape(const ModelEntry& entry, const Graph& graph) {
+  const auto layers = graph.layer_nodes();
+  if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
+  const Node& first = graph.nodes[layers.front()];
+  return {first.kind == OpKind::Conv ? first.weight.size(1) * first.conv.groups : 1, entry.height, entry.width};
+}
+
 Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model) {
   return entry.has_preprocess ? Preprocess{entry.mean, entry.std} : model.preprocess;
 }
@@ -166,11 +171,8 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
   p.pre = model_preprocess(entry, p.model);
   if (!entry.has_preprocess && !p.model.has_preprocess)
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
-  const auto layers = p.model.graph.layer_nodes();
-  if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
+  p.shape = model_input_shape(entry, p.model.graph);
   for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
-  const Node& first = p.model.graph.nodes[layers.front()];
-  p.shape = {first.kind == OpKind::Conv ? first.weight.size(1) : 1, entry.height, entry.width};
   at::NoGradGuard no_grad;
   const std::int64_t classes =
       Executor(p.model.graph)

@@ -48,6 +48,8 @@ class DomainCache {
 // "fashion_mnist.train", "mix(a.train+b.train)", or "synthesized:zeroq".
 std::string split_name(const DomainSpec& d, Split default_split);
 
+// Channels read by the first layer, height and width from the entry.
+InputShape model_input_shape(const ModelEntry& entry, const Graph& graph);
 // The entry's declared normalization, else the model file's own, else none ([0, 1] images).
 Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model);
 
