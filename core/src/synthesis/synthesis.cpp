@@ -123,6 +123,15 @@ at::Tensor total_variation_l1(const at::Tensor& x) {
   return sum;
 }
 
+at::Tensor paste_into_box(const at::Tensor& x, const at::Tensor& perm, std::int64_t top, std::int64_t left,
+                          std::int64_t height, std::int64_t width) {
+  const std::int64_t H = x.size(2), W = x.size(3);
+  const at::Tensor pasted = at::upsample_bilinear2d(x.index_select(0, perm), {height, width}, /*align_corners=*/false);
+  const std::vector<std::int64_t> pad{left, W - left - width, top, H - top - height};
+  const at::Tensor mask = at::constant_pad_nd(at::ones({1, 1, height, width}, x.options()), pad);
+  return x * (1 - mask) + at::constant_pad_nd(pasted, pad);  // differentiable to both images
+}
+
 std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, const std::string& method) {
   std::vector<int> out;
   for (std::size_t i = 0; i < graph.nodes.size(); ++i)
@@ -215,10 +224,7 @@ Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models,
         const std::int64_t bw = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(W)));
         const std::int64_t y0 = randint(0, H - bh), x0 = randint(0, W - bw);
         perm = at::randperm(n, gen);
-        const at::Tensor pasted = at::upsample_bilinear2d(x.index_select(0, perm), {bh, bw}, /*align_corners=*/false);
-        const at::Tensor ones = at::ones({1, 1, bh, bw});
-        const at::Tensor mask = at::constant_pad_nd(ones, {x0, W - x0 - bw, y0, H - y0 - bh});
-        x = x * (1 - mask) + at::constant_pad_nd(pasted, {x0, W - x0 - bw, y0, H - y0 - bh});
+        x = paste_into_box(x, perm, y0, x0, bh, bw);
         pasted_area = static_cast<double>(bh * bw) / static_cast<double>(H * W);
       }
       at::Tensor loss = at::zeros({});

@@ -49,6 +49,11 @@ at::Tensor deepinversion_bn_loss(const at::Tensor& x, const at::Tensor& running_
 at::Tensor total_variation_l2(const at::Tensor& x);
 at::Tensor total_variation_l1(const at::Tensor& x);
 
+// MixMix data mixing: image perm[i] of x, resized (bilinear) to height x width, replaces that box of
+// image i (top-left corner at top, left); the rest of image i is kept.
+at::Tensor paste_into_box(const at::Tensor& x, const at::Tensor& perm, std::int64_t top, std::int64_t left,
+                          std::int64_t height, std::int64_t width);
+
 // The BatchNorm layers of `graph` in order (their input values); throws, naming the model, when none.
 std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, const std::string& method);
 
