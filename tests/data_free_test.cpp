@@ -45,12 +45,17 @@ SynthesisModel synthesis_model(const ImportedModel& m, const std::string& name) 
   return {name, &m.graph, m.preprocess, {1, 28, 28}};
 }
 
-BnSynthesisOptions small_zeroq(std::int64_t iterations) {
-  BnSynthesisOptions o = bn_synthesis_options(default_options(built_plugins().get(PluginKind::Synthesizer, "zeroq").options), "zeroq");
+// A synthesizer plugin's default options (its paper's), cut to `iterations` steps of `batch_size` images.
+BnSynthesisOptions plugin_defaults(const std::string& method, std::int64_t iterations, std::int64_t batch_size) {
+  BnSynthesisOptions o =
+      bn_synthesis_options(default_options(built_plugins().get(PluginKind::Synthesizer, method).options), method);
   o.iterations = iterations;
-  o.batch_size = 8;
+  o.batch_size = batch_size;
+  o.warmup = std::min<std::int64_t>(o.warmup, iterations / 3);
   return o;
 }
+
+BnSynthesisOptions small_zeroq(std::int64_t iterations) { return plugin_defaults("zeroq", iterations, 8); }
 
 // Sum over BN layers of ZeroQ's loss for `images` (pixels) through the model.
 double zeroq_total_loss(const ImportedModel& m, const at::Tensor& images) {
@@ -145,10 +150,7 @@ TEST(Synthesis, ZeroqLowersTheBnLossOfResnet20AndIsSeeded) {
 
 TEST(Synthesis, DeepInversionClampsPixelsAndReturnsTargetLabels) {
   const ImportedModel m = import_torchscript(kModels + "resnet20_fmnist/model.pt");
-  BnSynthesisOptions o = bn_synthesis_options(default_options(built_plugins().get(PluginKind::Synthesizer, "deepinversion").options), "deepinversion");
-  o.iterations = 30;
-  o.warmup = 3;
-  o.batch_size = 6;
+  const BnSynthesisOptions o = plugin_defaults("deepinversion", 30, 6);
   const Dataset d = synthesize_from_bn_statistics({synthesis_model(m, "r")}, {1, 28, 28}, 6, 0, o, nullptr);
   EXPECT_GE(d.images.min().item<double>(), -1e-6);
   EXPECT_LE(d.images.max().item<double>(), 1 + 1e-6);
@@ -209,10 +211,7 @@ TEST(Synthesis, FeatureMixingOverCopiesOfOneModelEqualsThatModel) {
   // Two copies of one model (the second reached through the pixel-space conversion) give the images
   // that model alone gives, seed for seed.
   const ImportedModel m = import_torchscript(kModels + "vgg_fmnist/model.pt");
-  BnSynthesisOptions o = bn_synthesis_options(default_options(built_plugins().get(PluginKind::Synthesizer, "mixmix").options), "mixmix");
-  o.iterations = 6;
-  o.warmup = 2;
-  o.batch_size = 4;
+  const BnSynthesisOptions o = plugin_defaults("mixmix", 6, 4);
   const Dataset one = synthesize_from_bn_statistics({synthesis_model(m, "a")}, {1, 28, 28}, 4, 1, o, nullptr);
   const Dataset two = synthesize_from_bn_statistics({synthesis_model(m, "a"), synthesis_model(m, "b")}, {1, 28, 28}, 4, 1, o, nullptr);
   EXPECT_LT(max_relative_error(two.images, one.images), 1e-4);
