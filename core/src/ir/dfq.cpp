@@ -85,6 +85,12 @@ std::vector<LayerPair> layer_pairs(const Graph& graph) {
   return pairs;
 }
 
+at::Tensor constant_input_response(const Node& layer, const at::Tensor& weight, const at::Tensor& v) {
+  if (layer.is_depthwise()) return weight.sum({1, 2, 3}) * v;
+  if (layer.kind == OpKind::Conv) return at::matmul(weight.sum({2, 3}), v);
+  return at::matmul(weight, v);
+}
+
 ChannelMoments clipped_normal_moments(const at::Tensor& mean, const at::Tensor& std, double lo, double hi) {
   const auto opts = at::TensorOptions().dtype(at::kDouble);
   const at::Tensor t = at::linspace(-10, 10, 4001, opts).view({1, -1});

@@ -43,6 +43,12 @@ QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : grap
   }
 }
 
+void QuantizedModel::set_range(ActivationQuantizer& act, const Range& range, const PluginRecord& plugin) {
+  if (!(range.min <= range.max)) throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
+  act.range = range;
+  act.qparams = qparams_from_range(act.spec, act.range);
+}
+
 void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin,
                                            const at::Tensor& images, std::int64_t batch_size) {
   std::vector<std::unique_ptr<RangeObserver>> observers;
@@ -60,20 +66,15 @@ void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const P
     exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size)));
   for (std::size_t i = 0; i < activations_.size(); ++i) {
     auto& act = activations_[i];
-    act.range = plugin_call(plugin, "range", [&] { return observers[i]->range(); });
-    if (!(act.range.min <= act.range.max))
-      throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
-    act.qparams = qparams_from_range(act.spec, act.range);
+    set_range(act, plugin_call(plugin, "range", [&] { return observers[i]->range(); }), plugin);
   }
 }
 
 void QuantizedModel::calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin,
                                           const Range& input_range) {
   for (auto& act : activations_) {
-    act.range = plugin_call(plugin, "range_from_graph", [&] { return calibrator.range_from_graph(graph_, act.value, input_range); });
-    if (!(act.range.min <= act.range.max))
-      throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
-    act.qparams = qparams_from_range(act.spec, act.range);
+    set_range(act, plugin_call(plugin, "range_from_graph", [&] { return calibrator.range_from_graph(graph_, act.value, input_range); }),
+              plugin);
   }
 }
 

@@ -30,10 +30,7 @@ class AnalyticBiasCorrection : public xdq::GraphPass {
       }
       const at::Tensor expected = moments->mean.to(at::kFloat);
       const at::Tensor eps = layer.quantized_weight - node.weight;
-      at::Tensor shift;
-      if (node.is_depthwise()) shift = eps.sum({1, 2, 3}) * expected;
-      else if (node.kind == xdq::OpKind::Conv) shift = at::matmul(eps.sum({2, 3}), expected);
-      else shift = at::matmul(eps, expected);
+      const at::Tensor shift = xdq::constant_input_response(node, eps, expected);
       node.bias = node.bias.defined() ? node.bias - shift : -shift;
       ++corrected;
     }

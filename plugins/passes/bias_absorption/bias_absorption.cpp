@@ -35,10 +35,7 @@ class BiasAbsorption : public xdq::GraphPass {
       const at::Tensor c = at::clamp_min(first.folded_bn.beta - n_ * first.folded_bn.gamma.abs(), 0);
       first.bias = first.bias.defined() ? first.bias - c : -c;
       first.folded_bn.beta = first.folded_bn.beta - c;
-      at::Tensor shift;
-      if (second.is_depthwise()) shift = second.weight.sum({1, 2, 3}) * c;
-      else if (second.kind == xdq::OpKind::Conv) shift = at::matmul(second.weight.sum({2, 3}), c);
-      else shift = at::matmul(second.weight, c);
+      const at::Tensor shift = xdq::constant_input_response(second, second.weight, c);
       second.bias = second.bias.defined() ? second.bias + shift : shift;
       ++pairs;
       channels += (c > 0).sum().item<std::int64_t>();

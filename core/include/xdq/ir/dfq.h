@@ -25,6 +25,11 @@ struct LayerPair {
 };
 std::vector<LayerPair> layer_pairs(const Graph& graph);
 
+// The output shift of a conv/linear layer with weights `weight` (its own, or a difference of weights) when
+// every position of input channel i carries the constant v_i: (sum over the kernel of weight) · v, per
+// output channel; depthwise convs pair channel i with output i. Padding borders are ignored.
+at::Tensor constant_input_response(const Node& layer, const at::Tensor& weight, const at::Tensor& v);
+
 // Per-channel mean and standard deviation of a value, predicted from BN statistics alone: a folded layer's
 // output is N(beta, gamma²); clipping activations take the clipped-normal moments; add sums means and
 // variances (branches taken as independent); pooling, flatten, view and dropout keep them; cat

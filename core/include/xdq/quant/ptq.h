@@ -53,6 +53,9 @@ class QuantizedModel {
   Executor executor() const;
 
  private:
+  // A calibrator's range for `act` (an empty range is the plugin's error) and its scale / zero point.
+  static void set_range(ActivationQuantizer& act, const Range& range, const PluginRecord& plugin);
+
   Graph graph_;
   std::vector<QuantizedLayer> layers_;
   std::vector<ActivationQuantizer> activations_;
