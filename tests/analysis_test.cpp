@@ -121,8 +121,8 @@ TEST(Analysis, ChunkedModelRunsLayerByLayer) {
   s.w_bits = s.a_bits = 4;
   QuantizedModel q(folded, s);
   const at::Tensor images = m.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(32, 2).images);
-  q.calibrate_activations(*registry().create<Calibrator>("minmax", Options()), registry().get(PluginKind::Calibrator, "minmax"),
-                          images, 32);
+  q.calibrate_from_statistics(*registry().create<Calibrator>("minmax", Options()),
+                              registry().get(PluginKind::Calibrator, "minmax"), q.collect_statistics(images, 32, 2048));
   q.set_weight_ranges("minmax");
   q.round_to_nearest();
   const auto errors = layerwise_errors(q, LayerwiseMode::Both, images, at::Tensor(), 16);

@@ -1,12 +1,15 @@
 // Each calibrator plugin, loaded from the build's plugin folder, against an independent computation.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include "test_util.h"
 #include "xdq/plugin/registry.h"
+#include "xdq/quant/statistics.h"
 
 using namespace xdq;
 
@@ -18,9 +21,9 @@ Range calibrate(const std::string& name, const QuantSpec& spec, const std::vecto
                 const Options* options = nullptr) {
   const PluginRecord& p = registry().get(PluginKind::Calibrator, name);
   auto calibrator = registry().create<Calibrator>(name, options ? *options : default_options(p.options));
-  auto observer = calibrator->make_observer(spec);
-  for (const auto& b : batches) observer->observe(b);
-  return observer->range();
+  ActivationStatistics statistics;
+  for (const auto& b : batches) statistics.add(b);
+  return calibrator->range_from_statistics(statistics, spec);
 }
 
 const QuantSpec kAsym8{8, false, false, false, true, false};
@@ -77,6 +80,36 @@ TEST(Calibrators, MinMaxIsTheGlobalExtreme) {
   EXPECT_DOUBLE_EQ(r.max, at::cat(batches).max().item<float>());
 }
 
+TEST(CalibrationStatistics, BatchSummariesAreExactAndIndependentOfTheThreadCount) {
+  at::manual_seed(9);
+  const at::Tensor x = at::randn({3, 70000}) * 2 + 0.5;  // batches longer than one summation chunk
+  auto collect = [&](int threads) {
+    const int before = at::get_num_threads();
+    at::set_num_threads(threads);
+    ActivationStatistics s(512);
+    for (int b = 0; b < 3; ++b) s.add(x[b]);
+    at::set_num_threads(before);
+    return s;
+  };
+  const ActivationStatistics one = collect(1), two = collect(2);
+  ASSERT_EQ(one.batches().size(), 3u);
+  for (int b = 0; b < 3; ++b) {
+    const at::Tensor xd = x[b].to(at::kDouble);
+    const BatchSummary& s = one.batches()[b];
+    EXPECT_EQ(s.count, 70000);
+    EXPECT_EQ(s.min, x[b].min().item<float>());
+    EXPECT_EQ(s.max, x[b].max().item<float>());
+    EXPECT_NEAR(s.mean, xd.mean().item<double>(), 1e-12);
+    EXPECT_NEAR(s.abs_deviation, (xd - xd.mean()).abs().mean().item<double>(), 1e-12);
+    EXPECT_NEAR(s.squared_deviation, (xd - xd.mean()).pow(2).mean().item<double>(), 1e-11);
+    const BatchSummary& t = two.batches()[b];  // bit for bit
+    EXPECT_EQ(std::memcmp(&s, &t, sizeof s), 0) << "batch " << b;
+  }
+  EXPECT_EQ(one.histogram().positive(), two.histogram().positive());
+  EXPECT_EQ(one.histogram().negative(), two.histogram().negative());
+  EXPECT_EQ(one.histogram().width(), two.histogram().width());
+}
+
 TEST(Calibrators, EmaMinMaxFollowsTheRecurrence) {
   std::vector<at::Tensor> batches{at::tensor({-1.0f, 2.0f}), at::tensor({-3.0f, 4.0f}), at::tensor({0.0f, 10.0f})};
   const Range r = calibrate("ema_minmax", kAsym8, batches);
@@ -90,7 +123,7 @@ TEST(Calibrators, PercentileMatchesASortWithinOneBin) {
   at::manual_seed(11);
   at::Tensor x = at::randn({200000});
   x[0] = 40.0f;  // an outlier the percentile must ignore
-  Options o(std::map<std::string, OptionValue>{{"percentile", 99.9}, {"bins", std::int64_t{2048}}});
+  Options o(std::map<std::string, OptionValue>{{"percentile", 99.9}});
   const Range r = calibrate("percentile", kSym8, {x}, &o);
   at::Tensor sorted = std::get<0>(x.abs().sort());
   const double q = sorted[static_cast<int64_t>(std::ceil(0.999 * x.numel())) - 1].item<float>();

@@ -295,6 +295,76 @@ TEST_F(Cli, SynthesizedDomainsAreCachedReloadedAndShownAsGrids) {
   expect_clean_failure(run_variants(edits), "file is truncated");
 }
 
+namespace {
+// quant_top1 of every (run, test domain) of a results.json, with the run ids, in file order.
+std::vector<std::pair<std::string, double>> accuracies(const std::string& results_json) {
+  std::ifstream in(results_json);
+  const auto j = nlohmann::json::parse(in);
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& run : j["runs"])
+    for (const auto& d : run["results"]) out.emplace_back(run["id"].get<std::string>() + "@" + d["domain"].get<std::string>(), d["quant_top1"].get<double>());
+  return out;
+}
+}  // namespace
+
+TEST_F(Cli, CalibrationStatisticsAreCachedAndServeAnotherCalibrator) {
+  const std::string cache = "data: {cache: " + dir.file("cache") + "}\ncalibration:";
+  auto with = [&](const std::string& calibrators) {
+    return std::vector<std::pair<std::string, std::string>>{
+        {"calibration:", cache},
+        {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]", "calibrators: " + calibrators}};
+  };
+  // Cold: minmax collects the statistics (one file: one model, one calibration set).
+  const auto cold = run_variants(with("[minmax]"));
+  ASSERT_EQ(cold.exit_code, 0) << cold.output;
+  EXPECT_EQ(cold.output.find("calibration statistics from the cache"), std::string::npos) << cold.output;
+  std::vector<fs::path> files;
+  for (const auto& f : fs::directory_iterator(dir.file("cache/statistics"))) files.push_back(f.path());
+  ASSERT_EQ(files.size(), 1u);
+  // Warm: mse reads them; its results equal those of mse on a fresh cache, which runs the model.
+  fs::remove_all(dir.file("out"));
+  const auto warm = run_variants(with("[mse]"));
+  ASSERT_EQ(warm.exit_code, 0) << warm.output;
+  EXPECT_NE(warm.output.find("calibration statistics from the cache " + files[0].string()), std::string::npos) << warm.output;
+  const auto from_cache = accuracies(dir.file("out/results.json"));
+  fs::remove_all(dir.file("out"));
+  fs::remove_all(dir.file("cache"));
+  ASSERT_EQ(run_variants(with("[mse]")).exit_code, 0);
+  EXPECT_EQ(accuracies(dir.file("out/results.json")), from_cache);
+  // A damaged statistics file is named, and nothing is written.
+  fs::remove_all(dir.file("out"));
+  for (const auto& f : fs::directory_iterator(dir.file("cache/statistics"))) fs::resize_file(f.path(), 100);
+  expect_clean_failure(run_variants(with("[mse]")), "truncated calibration statistics");
+}
+
+TEST_F(Cli, ParallelRunsGiveTheSerialResults) {
+  const std::vector<std::pair<std::string, std::string>> edits{
+      {"threads: 2", "threads: 2\njobs: JOBS"},
+      {"calibration:", "domains:\n  clean: {dataset: fashion_mnist}\n  noise: {dataset: noise_uniform}\n"
+                       "  gauss: {dataset: noise_gaussian}\ncalibration:"},
+      {"source: fashion_mnist.train", "domains: [clean, noise, gauss]"}};
+  auto run_with_jobs = [&](const std::string& jobs) {
+    auto e = edits;
+    e[0].second.replace(e[0].second.find("JOBS"), 4, jobs);
+    fs::remove_all(dir.file("out"));
+    const auto r = run_variants(e);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return accuracies(dir.file("out/results.json"));
+  };
+  const auto serial = run_with_jobs("1");
+  ASSERT_EQ(serial.size(), 3u * 4u);  // 3 calibration sets x (2 bit settings x 2 calibrators)
+  EXPECT_EQ(run_with_jobs("2"), serial);
+  std::ifstream resolved(dir.file("out/config.resolved.yaml"));
+  std::string text((std::istreambuf_iterator<char>(resolved)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("jobs: 2"), std::string::npos);
+}
+
+TEST_F(Cli, BadJobsOrHistogramBins) {
+  expect_clean_failure(run_variant("threads: 2", "threads: 2\njobs: 0"), "bad.yaml:4 jobs: expected an integer >= 1");
+  expect_clean_failure(run_variant("  batch_size: 32", "  batch_size: 32\n  histogram_bins: 8"),
+                       "bad.yaml:11 calibration.histogram_bins: expected an integer in [16, 65536]");
+}
+
 TEST_F(Cli, Level1DataFreeQuantizationReadsNoImage) {
   const auto r = run_variants(
       {{"path: tiny.pt", "path: " + std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt"},

@@ -353,7 +353,7 @@ TEST(Dfq, BnRangesFromClosedFormAndNamedRefusal) {
   Graph g = m.graph;
   fold_batch_norm(g);
   auto cal = make_plugin<Calibrator>("bn_ranges");
-  EXPECT_FALSE(cal->needs_data());
+  EXPECT_EQ(cal->input(), Calibrator::Input::Graph);
   // The value after the stem's ReLU: [0, max_c(beta + 5|gamma|)].
   const Node& stem = g.nodes[g.layer_nodes().front()];
   const int relu_out = g.nodes[g.consumers(stem.outputs[0]).front()].outputs[0];

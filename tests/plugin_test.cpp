@@ -120,9 +120,9 @@ TEST(ExamplePlugin, AbsMaxWithMargin) {
   PluginRegistry r;
   r.load(std::string(XDQ_BUILD_PLUGIN_DIR) + "/xdq_calibrator_absmax.so");
   auto cal = r.create<Calibrator>("absmax", Options({{"margin", 0.5}}));
-  auto obs = cal->make_observer(QuantSpec{});
-  obs->observe(at::tensor({-3.0f, 1.0f}));
-  obs->observe(at::tensor({2.0f}));
-  EXPECT_DOUBLE_EQ(obs->range().min, -1.5);
-  EXPECT_DOUBLE_EQ(obs->range().max, 1.5);
+  ActivationStatistics statistics;
+  statistics.add(at::tensor({-3.0f, 1.0f}));
+  statistics.add(at::tensor({2.0f}));
+  EXPECT_DOUBLE_EQ(cal->range_from_statistics(statistics, QuantSpec{}).min, -1.5);
+  EXPECT_DOUBLE_EQ(cal->range_from_statistics(statistics, QuantSpec{}).max, 1.5);
 }

@@ -107,8 +107,9 @@ struct QuantizedResnet20 {
     images = model.preprocess.apply(data.images);
     labels = data.labels;
     PluginRegistry& plugins = built_plugins();
-    quantized->calibrate_activations(*plugins.create<Calibrator>("minmax", Options()),
-                                     plugins.get(PluginKind::Calibrator, "minmax"), images, 256);
+    quantized->calibrate_from_statistics(*plugins.create<Calibrator>("minmax", Options()),
+                                         plugins.get(PluginKind::Calibrator, "minmax"),
+                                         quantized->collect_statistics(images, 256, 2048));
     quantized->set_weight_ranges(weight_range);
   }
 };

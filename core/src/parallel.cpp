@@ -1,8 +1,14 @@
 #include "xdq/parallel.h"
 
+#include <algorithm>
 #include <thread>
 
 #include <ATen/Parallel.h>
+
+#ifdef XDQ_HAVE_TBB
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+#endif
 
 namespace xdq {
 
@@ -10,6 +16,49 @@ int apply_thread_count(int requested) {
   const int n = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
   return n;
+}
+
+void run_jobs(std::size_t n, int jobs, int threads, const std::function<void(std::size_t)>& body) {
+#ifdef XDQ_HAVE_TBB
+  if (jobs > 1 && n > 1) {
+    const int per_job = std::max(1, threads / jobs);
+    // at::set_num_threads sets the OpenMP team size of the calling thread (oneDNN and OpenBLAS read it
+    // per thread), so every worker sets it before its job.
+    at::set_num_threads(per_job);
+    tbb::task_arena arena(jobs);
+    arena.execute([&] {
+      tbb::parallel_for(
+          std::size_t{0}, n, std::size_t{1},
+          [&](std::size_t i) {
+            at::set_num_threads(per_job);
+            body(i);
+          });
+    });
+    at::set_num_threads(threads);
+    return;
+  }
+#endif
+  (void)jobs;
+  (void)threads;
+  for (std::size_t i = 0; i < n; ++i) body(i);
+}
+
+void SharedLineStream::Buffer::emit() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  shared_ << line_ << std::flush;
+  line_.clear();
+}
+
+SharedLineStream::Buffer::int_type SharedLineStream::Buffer::overflow(int_type c) {
+  if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+  line_ += traits_type::to_char_type(c);
+  if (c == '\n' || c == '\r') emit();
+  return c;
+}
+
+SharedLineStream::~SharedLineStream() {
+  if (!buffer_.line_pending()) return;
+  buffer_.overflow('\n');
 }
 
 }  // namespace xdq

@@ -1,24 +1,11 @@
 // Out-of-tree test plugin: range [min/2, max/2] over all batches.
-#include <algorithm>
-
 #include "xdq/plugin/interfaces.h"
 
 namespace {
-class HalfMaxObserver : public xdq::RangeObserver {
- public:
-  void observe(const at::Tensor& x) override {
-    lo_ = std::min(lo_, x.min().item<double>());
-    hi_ = std::max(hi_, x.max().item<double>());
-  }
-  xdq::Range range() const override { return {lo_ / 2, hi_ / 2}; }
-
- private:
-  double lo_ = 0, hi_ = 0;
-};
 class HalfMax : public xdq::Calibrator {
  public:
-  std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec&) const override {
-    return std::make_unique<HalfMaxObserver>();
+  xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec&) const override {
+    return {s.histogram().min() / 2, s.histogram().max() / 2};
   }
 };
 xdq::OptionSchema schema() { return {}; }

@@ -15,6 +15,7 @@ class FixedObserver : public xdq::RangeObserver {
 class Fixed : public xdq::Calibrator {
  public:
   explicit Fixed(double v) : v_(v) {}
+  Input input() const override { return Input::Activations; }  // counts raw batches
   std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec&) const override {
     return std::make_unique<FixedObserver>(v_);
   }

@@ -11,6 +11,7 @@ class ThrowingObserver : public xdq::RangeObserver {
 };
 class Throwing : public xdq::Calibrator {
  public:
+  Input input() const override { return Input::Activations; }
   std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec&) const override {
     return std::make_unique<ThrowingObserver>();
   }

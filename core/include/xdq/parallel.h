@@ -1,6 +1,44 @@
 #pragma once
-// Intra-op threads: LibTorch defaults to one thread on small machines, so xdq always sets it.
+// Threads: LibTorch defaults to one intra-op thread on small machines, so xdq always sets the count; and
+// independent jobs (runs of an experiment) sharing that budget.
+#include <cstddef>
+#include <functional>
+#include <iosfwd>
+#include <mutex>
+#include <ostream>
+#include <string>
+
 namespace xdq {
+
 // 0 means all hardware threads. Returns the count in effect.
 int apply_thread_count(int requested);
+
+// body(0) ... body(n - 1), `jobs` at a time on a TBB arena, each job with threads / jobs intra-op
+// threads; `threads` is in effect again afterwards. In order on the calling thread when jobs is 1 or
+// xdq was built without TBB. The first exception a job throws is rethrown once all jobs have ended.
+void run_jobs(std::size_t n, int jobs, int threads, const std::function<void(std::size_t)>& body);
+
+// A stream for one of several parallel jobs: each whole line ('\n' or '\r' ended) reaches `shared` under
+// `mutex`, so lines of parallel jobs never interleave mid-line.
+class SharedLineStream : public std::ostream {
+ public:
+  SharedLineStream(std::ostream& shared, std::mutex& mutex) : std::ostream(&buffer_), buffer_(shared, mutex) {}
+  ~SharedLineStream() override;  // a last unfinished line is written with a '\n'
+
+ private:
+  class Buffer : public std::streambuf {  // unbuffered: every character reaches overflow()
+   public:
+    Buffer(std::ostream& shared, std::mutex& mutex) : shared_(shared), mutex_(mutex) {}
+    int_type overflow(int_type c) override;
+    void emit();
+    bool line_pending() const { return !line_.empty(); }
+
+   private:
+    std::ostream& shared_;
+    std::mutex& mutex_;
+    std::string line_;
+  };
+  Buffer buffer_;
+};
+
 }  // namespace xdq

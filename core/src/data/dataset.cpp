@@ -25,13 +25,18 @@ Dataset Dataset::slice(std::int64_t begin, std::int64_t end) const {
   return out;
 }
 
-std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed) {
+std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t seed) {
   std::uint64_t h = seed;
   const auto* p = static_cast<const unsigned char*>(data);
   for (std::size_t i = 0; i < bytes; ++i) {
     h ^= p[i];
     h *= 1099511628211ULL;
   }
+  return h;
+}
+
+std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed) {
+  const std::uint64_t h = fnv1a(data, bytes, seed);
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
   return text;

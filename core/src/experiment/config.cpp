@@ -152,7 +152,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   }
   cfg.root = root;
   const fs::path base = fs::path(path).parent_path();
-  root.check_keys({"experiment", "seed", "threads", "plugins", "data", "domains", "models", "calibration", "test",
+  root.check_keys({"experiment", "seed", "threads", "jobs", "plugins", "data", "domains", "models", "calibration", "test",
                    "quantization", "diagnostics", "analysis"});
   if (root.has("analysis")) {
     const ConfigNode a = root["analysis"];
@@ -180,6 +180,8 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   cfg.seed = static_cast<std::uint64_t>(root.get("seed", 0LL));
   cfg.threads = root.get("threads", 0);
   if (cfg.threads < 0) root["threads"].fail("expected an integer >= 0 (0: all cores)");
+  cfg.jobs = root.get("jobs", cfg.jobs);
+  if (cfg.jobs < 1) root["jobs"].fail("expected an integer >= 1 (runs at a time, sharing the threads)");
 
   if (root.has("plugins")) {
     const ConfigNode plugins = root["plugins"];
@@ -299,7 +301,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
       }
 
   const ConfigNode calib = root["calibration"];
-  calib.check_keys({"source", "domains", "count", "batch_size", "repeats"});
+  calib.check_keys({"source", "domains", "count", "batch_size", "repeats", "histogram_bins"});
   if (calib.has("source") == calib.has("domains")) calib.fail("give either domains (a list) or source (one name)");
   const ConfigNode calib_list = calib.has("domains") ? calib["domains"] : calib["source"];
   for (std::size_t i = 0; i < (calib_list.is_sequence() ? calib_list.size() : 1); ++i)
@@ -316,6 +318,8 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
   if (cfg.repeats < 1) calib["repeats"].fail("expected an integer >= 1");
   cfg.batch_size = calib.get("batch_size", cfg.batch_size);
   if (cfg.batch_size < 1) calib["batch_size"].fail("expected an integer >= 1");
+  cfg.histogram_bins = calib.get("histogram_bins", cfg.histogram_bins);
+  if (cfg.histogram_bins < 16 || cfg.histogram_bins > (1 << 16)) calib["histogram_bins"].fail("expected an integer in [16, 65536]");
 
   const ConfigNode test = root["test"];
   test.check_keys({"domains", "count"});
@@ -359,7 +363,7 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
         const PluginChoice& c = cfg.calibrators[i];
         const PluginRecord& plugin = registry.get(PluginKind::Calibrator, c.name);
         const auto object = registry.create<Calibrator>(c.name, c.options);
-        if (plugin_call(plugin, "needs_data", [&] { return object->needs_data(); }))
+        if (plugin_call(plugin, "input", [&] { return object->input(); }) != Calibrator::Input::Graph)
           q["calibrators"][i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" + d.name +
                                    "' has no images (use a data-free calibrator such as bn_ranges)");
       }

@@ -61,13 +61,7 @@ std::string DomainCache::cache_file(const DomainSpec& d, const InputShape& shape
   }
   key += "count=" + std::to_string(count) + ";seed=" + std::to_string(seed) + ";shape=" + std::to_string(shape.channels) +
          "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
-  std::string dir = cfg_.data.cache;
-  if (dir.empty()) {
-    if (const char* env = std::getenv("XDQ_CACHE_DIR")) dir = env;
-    else if (const char* home = std::getenv("HOME")) dir = std::string(home) + "/.cache/xdq";
-    else dir = ".xdq_cache";
-  }
-  return (std::filesystem::path(dir) / "synthesized" / (plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg"))
+  return (std::filesystem::path(cache_directory(cfg_.data)) / "synthesized" / (plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg"))
       .string();
 }
 
@@ -203,11 +197,14 @@ PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits) {
 
 QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
                                 const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
-                                const Preprocess& pre) {
+                                const Preprocess& pre, StatisticsCache& statistics, std::ostream& log) {
   const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator.name);
   auto object = registry.create<Calibrator>(calibrator.name, calibrator.options);
   QuantizedModel model(folded, settings);
-  if (plugin_call(plugin, "needs_data", [&] { return object->needs_data(); })) {
+  const Calibrator::Input input = plugin_call(plugin, "input", [&] { return object->input(); });
+  if (input == Calibrator::Input::Statistics) {
+    model.calibrate_from_statistics(*object, plugin, *statistics.get(model, images, cfg.batch_size, cfg.histogram_bins, log));
+  } else if (input == Calibrator::Input::Activations) {
     model.calibrate_activations(*object, plugin, images, cfg.batch_size);
   } else {
     const at::Tensor ends = pre.apply(at::stack({at::zeros({images.size(1), 1, 1}), at::ones({images.size(1), 1, 1})}));

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <iosfwd>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -45,6 +47,28 @@ class DomainCache {
   std::map<std::string, ImportedModel> models_;  // by path
 };
 
+// Where synthesized sets and calibration statistics are kept: data.cache, else $XDQ_CACHE_DIR, else
+// ~/.cache/xdq.
+std::string cache_directory(const DataLocations& data);
+
+// Activation statistics of a BN-folded graph on a calibration set, collected once and kept on disk
+// (<cache>/statistics/, keyed by hashes of the graph's structure and parameters, the images, the batch
+// size, the bin count and the quantized values), so that another calibrator or bit width, in this run or
+// a later one, does not run the model over the data again. Safe to share between parallel runs.
+class StatisticsCache {
+ public:
+  explicit StatisticsCache(std::string dir) : dir_(std::move(dir)) {}
+  std::shared_ptr<const CalibrationStatistics> get(const QuantizedModel& model, const at::Tensor& images,
+                                                   std::int64_t batch_size, int bins, std::ostream& log);
+  // The file the statistics of this (model, images, batch size, bins) are kept in.
+  std::string file(const QuantizedModel& model, const at::Tensor& images, std::int64_t batch_size, int bins) const;
+
+ private:
+  std::string dir_;
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<const CalibrationStatistics>> loaded_;  // by file
+};
+
 // "fashion_mnist.train", "mix(a.train+b.train)", or "synthesized:zeroq".
 std::string split_name(const DomainSpec& d, Split default_split);
 
@@ -67,10 +91,10 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
 PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits);
 
 // The folded graph quantized with `settings`, activation ranges from `calibrator` on `images`
-// (preprocessed with `pre`; a data-free calibrator reads the graph instead), weight ranges from
-// cfg.weight_range; weights not yet rounded.
+// (preprocessed with `pre`; statistics from `statistics`, observers for a calibrator that reads raw
+// activations, the graph for a data-free one), weight ranges from cfg.weight_range; weights not yet rounded.
 QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
                                 const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
-                                const Preprocess& pre);
+                                const Preprocess& pre, StatisticsCache& statistics, std::ostream& log);
 
 }  // namespace xdq

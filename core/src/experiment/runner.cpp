@@ -4,11 +4,13 @@
 #include "prepare.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cctype>
 #include <cmath>
 #include <iomanip>
 #include <map>
+#include <mutex>
 #include <ostream>
 #include <sstream>
 
@@ -137,137 +139,186 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     passes.push_back(std::move(pass));
   }
 
-  const std::size_t total = cfg.models.size() * cfg.calibration_domains.size() * cfg.calibration_counts.size() *
-                            cfg.repeats * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
-  std::size_t index = 0;
-  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
-    const ModelEntry& entry = cfg.models[mi];
-    const PreparedModel& p = prepared[mi];
-    const Executor fp32(p.model.graph);
+  // Per model, before any run: FP32 accuracy on every test domain and the BN-folded graph.
+  struct ModelState {
     std::vector<double> fp32_top1;
+    Graph folded;
+  };
+  std::vector<ModelState> states;
+  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
+    const PreparedModel& p = prepared[mi];
+    ModelState state;
+    const Executor fp32(p.model.graph);
     for (const Dataset* t : p.tests)
-      fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, p.pre, cfg.batch_size));
-
-    Graph folded_once = p.model.graph;
-    const int folded_pairs = cfg.fold_bn ? fold_batch_norm(folded_once) : 0;
+      state.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, p.pre, cfg.batch_size));
+    state.folded = p.model.graph;
+    const int folded_pairs = cfg.fold_bn ? fold_batch_norm(state.folded) : 0;
+    states.push_back(std::move(state));
     YAML::Node m;
-    m["name"] = entry.name;
-    m["path"] = entry.path;
-    m["hash"] = file_hash(entry.path);
+    m["name"] = cfg.models[mi].name;
+    m["path"] = cfg.models[mi].path;
+    m["hash"] = file_hash(cfg.models[mi].path);
     m["mean"] = p.pre.mean;
     m["std"] = p.pre.std;
     m["input"] = std::vector<std::int64_t>{p.shape.channels, p.shape.height, p.shape.width};
     m["folded_bn"] = folded_pairs;
     resolved["models"].push_back(m);
+  }
 
+  // Independent runs: one job per (model, calibration set); each runs every bit setting, calibrator and
+  // rounding on its calibration set and tests on every test domain. Jobs run `jobs` at a time and their
+  // results are gathered in job order, so the output does not depend on the parallelism.
+  struct Job {
+    std::size_t model;
+    const DomainSpec* domain;
+    std::int64_t count;
+    int repeat;
+  };
+  struct JobOutput {
+    std::vector<RunResult> runs;
+    std::vector<LayerShiftRow> layer_shift;
+    std::map<std::string, std::string> files;
+  };
+  std::vector<Job> jobs;
+  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi)
     for (const DomainSpec& domain : cfg.calibration_domains)
-    for (std::int64_t count : cfg.calibration_counts)
-    for (int repeat = 0; repeat < cfg.repeats; ++repeat) {
-      const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
-      const Dataset& calibration = domains.get(domain, Split::Train, p.shape, count, seed, &entry);
-      const at::Tensor calib_images = p.pre.apply(calibration.images);
-      PassContext pass_context;
-      pass_context.calibration = calib_images;
-      pass_context.seed = seed;
-      pass_context.log = &progress;
-      // Graph passes (e.g. AdaBN) adapt the FP graph to this calibration set before folding.
-      Graph folded = folded_once;
-      if (std::any_of(passes.begin(), passes.end(), [](const auto& pass) { return !pass.after_rounding; })) {
-        folded = p.model.graph;
-        for (const auto& pass : passes)
-          if (!pass.after_rounding) plugin_call(*pass.plugin, "run", [&] { pass.object->run(folded, pass_context); });
-        if (cfg.fold_bn) fold_batch_norm(folded);
-      }
-      YAML::Node c;
-      c["model"] = entry.name;
-      c["domain"] = domain.name;
-      c["source"] = split_name(domain, Split::Train);
-      c["count"] = calibration.size();
-      c["seed"] = seed;
-      c["hash"] = calibration.content_hash();
-      if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, count, seed, &entry);
-      resolved["calibration_sets"].push_back(c);
-      // Synthesized sets: a grid per model (4 rows of 8); real domains: a strip of 10 (the same for every model).
-      if (pictures && image_output_available() && repeat == 0 && count == cfg.calibration_counts.front() &&
-          calibration.size() > 0) {
-        if (domain.synthesizer.empty())
-          (*pictures)["domain_" + domain.name + ".png"] = render_grid_png(calibration.images.slice(0, 0, 10), 10, 3);
-        else
-          (*pictures)["synthesized_" + domain.name + "_" + entry.name + ".png"] =
-              render_grid_png(calibration.images.slice(0, 0, 32), 8, 3);
-      }
+      for (std::int64_t count : cfg.calibration_counts)
+        for (int repeat = 0; repeat < cfg.repeats; ++repeat) jobs.push_back({mi, &domain, count, repeat});
+  const int parallel_jobs = std::max(1, std::min({cfg.jobs, threads, static_cast<int>(jobs.size())}));
+  resolved["jobs"] = parallel_jobs;
+  const std::size_t total = jobs.size() * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
+  std::atomic<std::size_t> index{0};
+  StatisticsCache statistics(cache_directory(cfg.data));
+  std::mutex progress_mutex;
+  std::vector<JobOutput> outputs(jobs.size());
 
-      for (const BitSetting& bits : cfg.bits) {
-        const PtqSettings settings = ptq_settings(cfg, bits);
-        for (const PluginChoice& cal : cfg.calibrators) {
-          const auto calibration_start = std::chrono::steady_clock::now();
-          const QuantizedModel calibrated = calibrated_model(cfg, folded, settings, cal, registry, calib_images, p.pre);
-          const double calibration_seconds = seconds_since(calibration_start);
-          if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && repeat == 0 &&
-              count == cfg.calibration_counts.front()) {
-            std::vector<std::pair<std::string, at::Tensor>> tests;
-            for (std::size_t t = 0; t < p.tests.size(); ++t)
-              tests.emplace_back(cfg.test_domains[t].name,
-                                 p.pre.apply(p.tests[t]->images.slice(0, 0, cfg.layer_shift_images)));
-            const std::string setting = bits.label() + "/" + cal.label;
-            for (const LayerShift& l : measure_layer_shift(calibrated, calib_images.slice(0, 0, cfg.layer_shift_images), tests,
-                                                           cfg.batch_size))
-              results.layer_shift.push_back({entry.name, setting, domain.name, l.layer, l.domain, l.clipped_fraction, l.tv_distance});
+  auto run_job = [&](const Job& job, std::ostream& log, JobOutput& out) {
+    const ModelEntry& entry = cfg.models[job.model];
+    const PreparedModel& p = prepared[job.model];
+    const ModelState& state = states[job.model];
+    const DomainSpec& domain = *job.domain;
+    const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(job.repeat);
+    const bool first_set = job.repeat == 0 && job.count == cfg.calibration_counts.front();
+    const Dataset& calibration = domains.get(domain, Split::Train, p.shape, job.count, seed, &entry);
+    const at::Tensor calib_images = p.pre.apply(calibration.images);
+    PassContext pass_context;
+    pass_context.calibration = calib_images;
+    pass_context.seed = seed;
+    pass_context.log = &log;
+    // Graph passes (e.g. AdaBN) adapt the FP graph to this calibration set before folding.
+    Graph folded = state.folded;
+    if (std::any_of(passes.begin(), passes.end(), [](const auto& pass) { return !pass.after_rounding; })) {
+      folded = p.model.graph;
+      for (const auto& pass : passes)
+        if (!pass.after_rounding) plugin_call(*pass.plugin, "run", [&] { pass.object->run(folded, pass_context); });
+      if (cfg.fold_bn) fold_batch_norm(folded);
+    }
+    for (const BitSetting& bits : cfg.bits) {
+      const PtqSettings settings = ptq_settings(cfg, bits);
+      for (const PluginChoice& cal : cfg.calibrators) {
+        const auto calibration_start = std::chrono::steady_clock::now();
+        const QuantizedModel calibrated =
+            calibrated_model(cfg, folded, settings, cal, registry, calib_images, p.pre, statistics, log);
+        const double calibration_seconds = seconds_since(calibration_start);
+        if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && first_set) {
+          std::vector<std::pair<std::string, at::Tensor>> tests;
+          for (std::size_t t = 0; t < p.tests.size(); ++t)
+            tests.emplace_back(cfg.test_domains[t].name, p.pre.apply(p.tests[t]->images.slice(0, 0, cfg.layer_shift_images)));
+          const std::string setting = bits.label() + "/" + cal.label;
+          for (const LayerShift& l :
+               measure_layer_shift(calibrated, calib_images.slice(0, 0, cfg.layer_shift_images), tests, cfg.batch_size))
+            out.layer_shift.push_back({entry.name, setting, domain.name, l.layer, l.domain, l.clipped_fraction, l.tv_distance});
+        }
+        for (const PluginChoice& rnd : cfg.rounding) {
+          const auto start = std::chrono::steady_clock::now();
+          const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
+          auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
+          QuantizedModel quantized = calibrated;
+          RunResult run;
+          run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
+          if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
+          if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(job.count);
+          if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
+          RoundingContext rounding;
+          rounding.calibration = calib_images;
+          rounding.seed = seed;
+          rounding.progress = &log;
+          rounding.files = &out.files;
+          rounding.run_name = run.id;
+          quantized.round_weights(*optimizer, rnd_plugin, rounding);
+          for (const auto& pass : passes)
+            if (pass.after_rounding) quantized.apply_pass(*pass.object, *pass.plugin, pass_context);
+          const Executor exec = quantized.executor();
+          run.model = entry.name;
+          run.w_bits = bits.w_bits;
+          run.a_bits = bits.a_bits;
+          run.calibrator = cal.label;
+          run.rounding = rnd.label;
+          run.calibration_domain = domain.name;
+          run.calibration_seed = seed;
+          for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
+          run.calibration_source = split_name(domain, Split::Train);
+          run.calibration_count = calibration.size();
+          std::ostringstream line;
+          line << std::fixed << std::setprecision(4);
+          for (std::size_t t = 0; t < p.tests.size(); ++t) {
+            DomainResult d;
+            d.domain = cfg.test_domains[t].name;
+            d.n = p.tests[t]->size();
+            d.fp32_top1 = state.fp32_top1[t];
+            d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *p.tests[t], p.pre, cfg.batch_size);
+            line << "  " << d.domain << " " << d.quant_top1;
+            run.results.push_back(d);
           }
-          for (const PluginChoice& rnd : cfg.rounding) {
-            const auto start = std::chrono::steady_clock::now();
-            const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
-            auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
-            QuantizedModel quantized = calibrated;
-            RunResult run;
-            run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
-            if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
-            if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(count);
-            if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
-            RoundingContext rounding;
-            rounding.calibration = calib_images;
-            rounding.seed = seed;
-            rounding.progress = &progress;
-            rounding.files = pictures;
-            rounding.run_name = run.id;
-            quantized.round_weights(*optimizer, rnd_plugin, rounding);
-            for (const auto& pass : passes)
-              if (pass.after_rounding) quantized.apply_pass(*pass.object, *pass.plugin, pass_context);
-            const Executor exec = quantized.executor();
-            run.model = entry.name;
-            run.w_bits = bits.w_bits;
-            run.a_bits = bits.a_bits;
-            run.calibrator = cal.label;
-            run.rounding = rnd.label;
-            run.calibration_domain = domain.name;
-            run.calibration_seed = seed;
-            for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
-            run.calibration_source = split_name(domain, Split::Train);
-            run.calibration_count = calibration.size();
-            std::ostringstream line;
-            line << "[" << ++index << "/" << total << "] " << run.id << std::fixed << std::setprecision(4);
-            for (std::size_t t = 0; t < p.tests.size(); ++t) {
-              DomainResult d;
-              d.domain = cfg.test_domains[t].name;
-              d.n = p.tests[t]->size();
-              d.fp32_top1 = fp32_top1[t];
-              d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *p.tests[t], p.pre, cfg.batch_size);
-              line << "  " << d.domain << " " << d.quant_top1;
-              run.results.push_back(d);
-            }
-            run.seconds = calibration_seconds + seconds_since(start);
-            line << "  (" << std::setprecision(1) << run.seconds << " s)";
-            progress << line.str() << std::endl;
-            results.runs.push_back(std::move(run));
-          }
+          run.seconds = calibration_seconds + seconds_since(start);
+          line << "  (" << std::setprecision(1) << run.seconds << " s)";
+          log << "[" << ++index << "/" << total << "] " << run.id << line.str() << std::endl;
+          out.runs.push_back(std::move(run));
         }
       }
     }
-    if (pictures && image_output_available())
+  };
+  run_jobs(jobs.size(), parallel_jobs, threads, [&](std::size_t j) {
+    if (parallel_jobs == 1) return run_job(jobs[j], progress, outputs[j]);
+    SharedLineStream log(progress, progress_mutex);
+    run_job(jobs[j], log, outputs[j]);
+  });
+
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    const Job& job = jobs[j];
+    const ModelEntry& entry = cfg.models[job.model];
+    const PreparedModel& p = prepared[job.model];
+    const DomainSpec& domain = *job.domain;
+    const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(job.repeat);
+    const Dataset& calibration = domains.get(domain, Split::Train, p.shape, job.count, seed, &entry);
+    YAML::Node c;
+    c["model"] = entry.name;
+    c["domain"] = domain.name;
+    c["source"] = split_name(domain, Split::Train);
+    c["count"] = calibration.size();
+    c["seed"] = seed;
+    c["hash"] = calibration.content_hash();
+    if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, job.count, seed, &entry);
+    resolved["calibration_sets"].push_back(c);
+    // Synthesized sets: a grid per model (4 rows of 8); real domains: a strip of 10 (the same for every model).
+    if (pictures && image_output_available() && job.repeat == 0 && job.count == cfg.calibration_counts.front() &&
+        calibration.size() > 0) {
+      if (domain.synthesizer.empty())
+        (*pictures)["domain_" + domain.name + ".png"] = render_grid_png(calibration.images.slice(0, 0, 10), 10, 3);
+      else
+        (*pictures)["synthesized_" + domain.name + "_" + entry.name + ".png"] =
+            render_grid_png(calibration.images.slice(0, 0, 32), 8, 3);
+    }
+    JobOutput& out = outputs[j];
+    for (RunResult& r : out.runs) results.runs.push_back(std::move(r));
+    results.layer_shift.insert(results.layer_shift.end(), out.layer_shift.begin(), out.layer_shift.end());
+    if (pictures) pictures->insert(out.files.begin(), out.files.end());
+  }
+  if (pictures && image_output_available())
+    for (const PreparedModel& p : prepared)
       for (const DomainSpec& d : cfg.test_domains)
         (*pictures)["domain_" + d.name + ".png"] =
             render_grid_png(domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10, 3);
-  }
 
   if (resolved_yaml) {
     YAML::Node q;

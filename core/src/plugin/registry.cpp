@@ -17,8 +17,15 @@ namespace fs = std::filesystem;
 Plugin::~Plugin() = default;
 RangeObserver::~RangeObserver() = default;
 Calibrator::~Calibrator() = default;
+// A calibrator overrides the one of these three that its input() names.
+Range Calibrator::range_from_statistics(const ActivationStatistics&, const QuantSpec&) const {
+  throw Error("input() is Statistics but range_from_statistics is not implemented");
+}
+std::unique_ptr<RangeObserver> Calibrator::make_observer(const QuantSpec&) const {
+  throw Error("input() is Activations but make_observer is not implemented");
+}
 Range Calibrator::range_from_graph(const Graph&, int, const Range&) const {
-  throw Error("this calibrator observes data; it sets no range from the graph alone");
+  throw Error("input() is Graph but range_from_graph is not implemented");
 }
 WeightOptimizer::~WeightOptimizer() = default;
 Synthesizer::~Synthesizer() = default;

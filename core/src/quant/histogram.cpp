@@ -9,6 +9,11 @@ namespace xdq {
 
 Histogram::Histogram(int bins) : bins_(bins), positive_(bins, 0.0), negative_(bins, 0.0) {}
 
+Histogram::Histogram(double width, double min, double max, std::int64_t count, std::vector<double> positive,
+                     std::vector<double> negative)
+    : bins_(static_cast<int>(positive.size())), width_(width), min_(min), max_(max), count_(count),
+      positive_(std::move(positive)), negative_(std::move(negative)) {}
+
 std::vector<double> Histogram::magnitude() const {
   std::vector<double> out(bins_);
   for (int i = 0; i < bins_; ++i) out[i] = positive_[i] + negative_[i];

@@ -49,25 +49,54 @@ void QuantizedModel::set_range(ActivationQuantizer& act, const Range& range, con
   act.qparams = qparams_from_range(act.spec, act.range);
 }
 
-void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin,
-                                           const at::Tensor& images, std::int64_t batch_size) {
-  std::vector<std::unique_ptr<RangeObserver>> observers;
-  Executor exec(graph_);
-  for (auto& act : activations_) {
-    observers.push_back(plugin_call(plugin, "make_observer", [&] { return calibrator.make_observer(act.spec); }));
-    RangeObserver* observer = observers.back().get();
-    exec.set_value_hook(act.value, [observer, &plugin](const at::Tensor& x) {
-      plugin_call(plugin, "observe", [&] { observer->observe(x); });
+namespace {
+// FP forward passes over `images` in batches, `observe(i, x)` called with every batch of activation i.
+template <typename Observe>
+void observe_activations(const Graph& graph, const std::vector<ActivationQuantizer>& activations,
+                         const at::Tensor& images, std::int64_t batch_size, Observe observe) {
+  Executor exec(graph);
+  for (std::size_t i = 0; i < activations.size(); ++i)
+    exec.set_value_hook(activations[i].value, [i, &observe](const at::Tensor& x) {
+      observe(i, x);
       return x;
     });
-  }
   at::NoGradGuard no_grad;
   for (std::int64_t b = 0; b < images.size(0); b += batch_size)
     exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size)));
-  for (std::size_t i = 0; i < activations_.size(); ++i) {
-    auto& act = activations_[i];
-    set_range(act, plugin_call(plugin, "range", [&] { return observers[i]->range(); }), plugin);
+}
+}  // namespace
+
+CalibrationStatistics QuantizedModel::collect_statistics(const at::Tensor& images, std::int64_t batch_size,
+                                                         int bins) const {
+  std::vector<ActivationStatistics> collected(activations_.size(), ActivationStatistics(bins));
+  observe_activations(graph_, activations_, images, batch_size,
+                      [&](std::size_t i, const at::Tensor& x) { collected[i].add(x); });
+  CalibrationStatistics statistics;
+  for (std::size_t i = 0; i < activations_.size(); ++i) statistics.emplace(activations_[i].value, std::move(collected[i]));
+  return statistics;
+}
+
+void QuantizedModel::calibrate_from_statistics(const Calibrator& calibrator, const PluginRecord& plugin,
+                                               const CalibrationStatistics& statistics) {
+  for (auto& act : activations_) {
+    const auto found = statistics.find(act.value);
+    if (found == statistics.end()) throw Error("no calibration statistics for " + act.name);
+    set_range(act, plugin_call(plugin, "range_from_statistics",
+                               [&] { return calibrator.range_from_statistics(found->second, act.spec); }),
+              plugin);
   }
+}
+
+void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin,
+                                           const at::Tensor& images, std::int64_t batch_size) {
+  std::vector<std::unique_ptr<RangeObserver>> observers;
+  for (auto& act : activations_)
+    observers.push_back(plugin_call(plugin, "make_observer", [&] { return calibrator.make_observer(act.spec); }));
+  observe_activations(graph_, activations_, images, batch_size, [&](std::size_t i, const at::Tensor& x) {
+    plugin_call(plugin, "observe", [&] { observers[i]->observe(x); });
+  });
+  for (std::size_t i = 0; i < activations_.size(); ++i)
+    set_range(activations_[i], plugin_call(plugin, "range", [&] { return observers[i]->range(); }), plugin);
 }
 
 void QuantizedModel::calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin,

@@ -23,44 +23,28 @@ double constant(const std::map<int, double>& table, int bits) {
   return table.at(std::clamp(bits, 2, 8));
 }
 
-class AciqObserver : public xdq::RangeObserver {
- public:
-  AciqObserver(const xdq::QuantSpec& spec, bool laplace) : bits_(spec.bits), laplace_(laplace) {}
-  void observe(const at::Tensor& x_in) override {
-    at::Tensor x = x_in.detach().to(at::kDouble);
-    const double n = static_cast<double>(x.numel());
-    const at::Tensor mean = x.mean();
-    const double spread = laplace_ ? (x - mean).abs().mean().item<double>() : (x - mean).pow(2).mean().item<double>();
-    auto [lo, hi] = at::aminmax(x);
-    min_ = count_ ? std::min(min_, lo.item<double>()) : lo.item<double>();
-    max_ = count_ ? std::max(max_, hi.item<double>()) : hi.item<double>();
-    mean_sum_ += mean.item<double>() * n;
-    spread_sum_ += spread * n;
-    count_ += n;
-  }
-  xdq::Range range() const override {
-    if (count_ == 0) return {};
-    const double mean = mean_sum_ / count_;
-    const double b = laplace_ ? spread_sum_ / count_ : std::sqrt(spread_sum_ / count_);
-    if (min_ >= 0.0) {
-      const double alpha = constant(laplace_ ? kLaplaceOneSided : kGaussOneSided, bits_) * b;
-      return {0.0, std::min(max_, alpha)};
-    }
-    const double alpha = constant(laplace_ ? kLaplace : kGauss, bits_) * b;
-    return {std::max(min_, mean - alpha), std::min(max_, mean + alpha)};
-  }
-
- private:
-  int bits_;
-  bool laplace_;
-  double min_ = 0, max_ = 0, mean_sum_ = 0, spread_sum_ = 0, count_ = 0;
-};
-
 class Aciq : public xdq::Calibrator {
  public:
   explicit Aciq(bool laplace) : laplace_(laplace) {}
-  std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec& spec) const override {
-    return std::make_unique<AciqObserver>(spec, laplace_);
+
+  xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec& spec) const override {
+    double count = 0, mean_sum = 0, spread_sum = 0;
+    for (const xdq::BatchSummary& b : s.batches()) {
+      const double n = static_cast<double>(b.count);
+      count += n;
+      mean_sum += b.mean * n;
+      spread_sum += (laplace_ ? b.abs_deviation : b.squared_deviation) * n;
+    }
+    if (count == 0) return {};
+    const double min = s.histogram().min(), max = s.histogram().max();
+    const double mean = mean_sum / count;
+    const double b = laplace_ ? spread_sum / count : std::sqrt(spread_sum / count);
+    if (min >= 0.0) {
+      const double alpha = constant(laplace_ ? kLaplaceOneSided : kGaussOneSided, spec.bits) * b;
+      return {0.0, std::min(max, alpha)};
+    }
+    const double alpha = constant(laplace_ ? kLaplace : kGauss, spec.bits) * b;
+    return {std::max(min, mean - alpha), std::min(max, mean + alpha)};
   }
 
  private:

@@ -16,7 +16,7 @@ class BnRanges : public xdq::Calibrator {
   std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec&) const override {
     throw xdq::Error("bn_ranges sets ranges from BN statistics; it observes no data");
   }
-  bool needs_data() const override { return false; }
+  Input input() const override { return Input::Graph; }
 
   xdq::Range range_from_graph(const xdq::Graph& graph, int value, const xdq::Range& input) const override {
     const int producer = graph.producer(value);

@@ -4,33 +4,18 @@
 
 namespace {
 
-class EmaObserver : public xdq::RangeObserver {
- public:
-  explicit EmaObserver(double c) : c_(c) {}
-  void observe(const at::Tensor& x) override {
-    auto [lo, hi] = at::aminmax(x.detach());
-    const double l = lo.item<double>(), h = hi.item<double>();
-    if (!seen_) {
-      range_ = {l, h};
-      seen_ = true;
-      return;
-    }
-    range_.min = (1.0 - c_) * range_.min + c_ * l;
-    range_.max = (1.0 - c_) * range_.max + c_ * h;
-  }
-  xdq::Range range() const override { return range_; }
-
- private:
-  double c_;
-  bool seen_ = false;
-  xdq::Range range_;
-};
-
 class EmaMinMax : public xdq::Calibrator {
  public:
   explicit EmaMinMax(double c) : c_(c) {}
-  std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec&) const override {
-    return std::make_unique<EmaObserver>(c_);
+  xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec&) const override {
+    const auto& batches = s.batches();
+    if (batches.empty()) return {};
+    xdq::Range r{batches.front().min, batches.front().max};
+    for (std::size_t i = 1; i < batches.size(); ++i) {
+      r.min = (1.0 - c_) * r.min + c_ * batches[i].min;
+      r.max = (1.0 - c_) * r.max + c_ * batches[i].max;
+    }
+    return r;
   }
 
  private:

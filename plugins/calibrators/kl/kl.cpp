@@ -1,6 +1,6 @@
 // KL / entropy calibration (TensorRT, Migacz 2017; pytorch-quantization's histogram calibrator).
-// |x| histogram with 2048 bins, bins[0] = bins[1] (so a spike of zeros after ReLU does not dominate).
-// For each i from start_bin to 2048: P = bins[:i] with the tail mass added to P[i-1]; Q = bins[:i]
+// |x| histogram (2048 bins by default), bins[0] = bins[1] (so a spike of zeros after ReLU does not dominate).
+// For each i from start_bin to the bin count: P = bins[:i] with the tail mass added to P[i-1]; Q = bins[:i]
 // merged into 2^(b-1) groups (2^b for an unsigned grid), each group's mass spread evenly over its
 // non-empty bins. amax = i * width for the last i minimizing KL(P || Q).
 // TensorRT's grid is symmetric. For an asymmetric grid the |x| histogram would clip one side by the
@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "xdq/plugin/interfaces.h"
-#include "xdq/quant/histogram.h"
 
 namespace {
 
@@ -66,49 +65,32 @@ double amax_from_histogram(std::vector<double> bins, double width, int levels, i
   return best_i * width;
 }
 
-class KlObserver : public xdq::RangeObserver {
- public:
-  KlObserver(const xdq::QuantSpec& spec, int bins, int start_bin)
-      : levels_(1 << (spec.bits - 1 + (spec.unsigned_range ? 1 : 0))),
-        per_sign_(!spec.symmetric),
-        start_bin_(start_bin),
-        hist_(bins) {}
-  void observe(const at::Tensor& x) override { hist_.add(x); }
-  xdq::Range range() const override {
-    if (hist_.width() == 0.0) return {hist_.min(), hist_.max()};
-    if (!per_sign_) {
-      const double amax = amax_from_histogram(hist_.magnitude(), hist_.width(), levels_, start_bin_);
-      return {std::max(hist_.min(), -amax), std::min(hist_.max(), amax)};
-    }
-    const double hi = hist_.max() > 0 ? amax_from_histogram(hist_.positive(), hist_.width(), levels_, start_bin_) : 0.0;
-    const double lo = hist_.min() < 0 ? amax_from_histogram(hist_.negative(), hist_.width(), levels_, start_bin_) : 0.0;
-    return {std::max(hist_.min(), -lo), std::min(hist_.max(), hi)};
-  }
-
- private:
-  int levels_;
-  bool per_sign_;
-  int start_bin_;
-  xdq::Histogram hist_;
-};
-
 class Kl : public xdq::Calibrator {
  public:
-  Kl(int bins, int start_bin) : bins_(bins), start_bin_(start_bin) {}
-  std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec& spec) const override {
-    return std::make_unique<KlObserver>(spec, bins_, start_bin_);
+  explicit Kl(int start_bin) : start_bin_(start_bin) {}
+
+  xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec& spec) const override {
+    const xdq::Histogram& hist = s.histogram();
+    if (hist.width() == 0.0) return {hist.min(), hist.max()};
+    const int levels = 1 << (spec.bits - 1 + (spec.unsigned_range ? 1 : 0));
+    if (spec.symmetric) {
+      const double amax = amax_from_histogram(hist.magnitude(), hist.width(), levels, start_bin_);
+      return {std::max(hist.min(), -amax), std::min(hist.max(), amax)};
+    }
+    const double hi = hist.max() > 0 ? amax_from_histogram(hist.positive(), hist.width(), levels, start_bin_) : 0.0;
+    const double lo = hist.min() < 0 ? amax_from_histogram(hist.negative(), hist.width(), levels, start_bin_) : 0.0;
+    return {std::max(hist.min(), -lo), std::min(hist.max(), hi)};
   }
 
  private:
-  int bins_, start_bin_;
+  int start_bin_;
 };
 
 xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("bins", 2048, "|x| histogram bins").range(16, 1 << 16),
-          xdq::OptionSpec::integer("start_bin", 128, "smallest candidate clipping bin").range(1, 1 << 16)};
+  return {xdq::OptionSpec::integer("start_bin", 128, "smallest candidate clipping bin").range(1, 1 << 16)};
 }
 xdq::Plugin* create(const xdq::Options& o) {
-  return new Kl(static_cast<int>(o.integer("bins")), static_cast<int>(o.integer("start_bin")));
+  return new Kl(static_cast<int>(o.integer("start_bin")));
 }
 
 }  // namespace

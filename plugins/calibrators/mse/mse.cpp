@@ -5,25 +5,23 @@
 #include <limits>
 
 #include "xdq/plugin/interfaces.h"
-#include "xdq/quant/histogram.h"
 
 namespace {
 
-class MseObserver : public xdq::RangeObserver {
+class Mse : public xdq::Calibrator {
  public:
-  MseObserver(const xdq::QuantSpec& spec, int steps, double p, int bins) : spec_(spec), steps_(steps), p_(p), hist_(bins) {}
-  void observe(const at::Tensor& x) override { hist_.add(x); }
+  Mse(int steps, double p) : steps_(steps), p_(p) {}
 
-  xdq::Range range() const override {
-    const double w = hist_.width();
-    if (w == 0.0) return {hist_.min(), hist_.max()};
-    xdq::Range best{hist_.min(), hist_.max()};
+  xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec& spec) const override {
+    const xdq::Histogram& hist = s.histogram();
+    if (hist.width() == 0.0) return {hist.min(), hist.max()};
+    xdq::Range best{hist.min(), hist.max()};
     double best_err = std::numeric_limits<double>::infinity();
     for (int k = 0; k < steps_; ++k) {
       const double shrink = 1.0 - 0.01 * k;
       if (shrink <= 0) break;
-      const xdq::Range candidate{hist_.min() * shrink, hist_.max() * shrink};
-      const double err = error(candidate);
+      const xdq::Range candidate{hist.min() * shrink, hist.max() * shrink};
+      const double err = error(hist, spec, candidate);
       if (err < best_err) {
         best_err = err;
         best = candidate;
@@ -33,8 +31,8 @@ class MseObserver : public xdq::RangeObserver {
   }
 
  private:
-  double error(const xdq::Range& r) const {
-    const xdq::QParams q = xdq::qparams_from_range(spec_, r);
+  double error(const xdq::Histogram& hist, const xdq::QuantSpec& spec, const xdq::Range& r) const {
+    const xdq::QParams q = xdq::qparams_from_range(spec, r);
     const double s = q.scale.item<float>();
     const double z = q.zero_point.item<int>();
     const double lo = static_cast<double>(q.qmin), hi = static_cast<double>(q.qmax);
@@ -43,41 +41,25 @@ class MseObserver : public xdq::RangeObserver {
       return std::pow(std::fabs((code - z) * s - x), p_);
     };
     double err = 0.0;
-    const double w = hist_.width();
-    for (int i = 0; i < hist_.bins(); ++i) {
+    const double w = hist.width();
+    for (int i = 0; i < hist.bins(); ++i) {
       const double center = (i + 0.5) * w;
-      if (hist_.positive()[i] > 0) err += hist_.positive()[i] * qerr(center);
-      if (hist_.negative()[i] > 0) err += hist_.negative()[i] * qerr(-center);
+      if (hist.positive()[i] > 0) err += hist.positive()[i] * qerr(center);
+      if (hist.negative()[i] > 0) err += hist.negative()[i] * qerr(-center);
     }
     return err;
   }
 
-  xdq::QuantSpec spec_;
   int steps_;
   double p_;
-  xdq::Histogram hist_;
-};
-
-class Mse : public xdq::Calibrator {
- public:
-  Mse(int steps, double p, int bins) : steps_(steps), p_(p), bins_(bins) {}
-  std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec& spec) const override {
-    return std::make_unique<MseObserver>(spec, steps_, p_, bins_);
-  }
-
- private:
-  int steps_;
-  double p_;
-  int bins_;
 };
 
 xdq::OptionSchema schema() {
   return {xdq::OptionSpec::integer("steps", 80, "candidate ranges, each 1% narrower than the last").range(1, 100),
-          xdq::OptionSpec::number("p", 2.4, "norm of the quantization error (BRECQ 2.4, MQBench 2.0)").range(0, 10, true),
-          xdq::OptionSpec::integer("bins", 2048, "histogram bins per sign").range(16, 1 << 16)};
+          xdq::OptionSpec::number("p", 2.4, "norm of the quantization error (BRECQ 2.4, MQBench 2.0)").range(0, 10, true)};
 }
 xdq::Plugin* create(const xdq::Options& o) {
-  return new Mse(static_cast<int>(o.integer("steps")), o.number("p"), static_cast<int>(o.integer("bins")));
+  return new Mse(static_cast<int>(o.integer("steps")), o.number("p"));
 }
 
 }  // namespace

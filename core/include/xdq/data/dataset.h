@@ -25,7 +25,8 @@ struct Dataset {
   std::string content_hash() const;
 };
 
-// FNV-1a 64 over raw bytes, as 16 hex digits (files and tensors alike).
+// FNV-1a 64 over raw bytes (chain calls through `seed`), and as 16 hex digits (files and tensors alike).
+std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t seed = 1469598103934665603ULL);
 std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed = 1469598103934665603ULL);
 std::string file_hash(const std::string& path);
 

@@ -61,6 +61,7 @@ struct ExperimentConfig {
   std::string name;
   std::uint64_t seed = 0;
   int threads = 0;
+  int jobs = 1;  // independent runs at a time; each gets threads / jobs intra-op threads
   std::vector<std::string> plugin_paths;
   DataLocations data;
 
@@ -70,6 +71,7 @@ struct ExperimentConfig {
   std::vector<std::int64_t> calibration_counts{1024};  // a sweep over calibration-set sizes
   int repeats = 1;  // calibration sets drawn with seeds seed, seed + 1, ...
   std::int64_t batch_size = 256;
+  int histogram_bins = 2048;  // per sign, in the activation statistics every calibrator reads
 
   std::vector<DomainSpec> test_domains;  // B
   std::int64_t test_count = 0;  // 0: the whole test set

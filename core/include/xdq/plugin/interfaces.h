@@ -13,11 +13,19 @@
 #include "xdq/ir/graph.h"
 #include "xdq/plugin/plugin.h"
 #include "xdq/quant/quantizer.h"
+#include "xdq/quant/statistics.h"
 
 namespace xdq {
 
-// ---- Calibrator: activation ranges from calibration batches --------------------------------------------
-// One observer per quantized activation; it sees every calibration batch of that value, then gives a range.
+// ---- Calibrator: activation ranges ---------------------------------------------------------------------
+// A calibrator reads one of three things (input()):
+//   Statistics (the default): range_from_statistics, from a histogram and per-batch summaries of each
+//     activation. The core collects them once per model and calibration set for every calibrator and bit
+//     width, and caches them on disk, so trying another calibrator does not run the model again.
+//   Activations: make_observer, an observer per quantized activation that sees every raw calibration
+//     batch (for what no summary holds).
+//   Graph: range_from_graph, no data at all (data-free: the BN-folded graph's statistics); `input` is the
+//     range of the model input (normalized [0, 1] pixels).
 class BOOST_SYMBOL_VISIBLE RangeObserver {
  public:
   virtual ~RangeObserver();
@@ -27,11 +35,11 @@ class BOOST_SYMBOL_VISIBLE RangeObserver {
 
 class BOOST_SYMBOL_VISIBLE Calibrator : public Plugin {
  public:
+  enum class Input { Statistics, Activations, Graph };
   ~Calibrator() override;
-  virtual std::unique_ptr<RangeObserver> make_observer(const QuantSpec& spec) const = 0;
-  // A data-free calibrator (needs_data() false) sets each range from the BN-folded graph alone (folded
-  // BatchNorm statistics); `input` is the range of the model input (normalized [0, 1] pixels).
-  virtual bool needs_data() const { return true; }
+  virtual Input input() const { return Input::Statistics; }
+  virtual Range range_from_statistics(const ActivationStatistics& statistics, const QuantSpec& spec) const;
+  virtual std::unique_ptr<RangeObserver> make_observer(const QuantSpec& spec) const;
   virtual Range range_from_graph(const Graph& folded, int value, const Range& input) const;
 };
 

@@ -18,7 +18,7 @@
 namespace xdq {
 
 // Bumped whenever an interface or context struct changes layout.
-constexpr std::uint32_t kPluginAbiVersion = 3;
+constexpr std::uint32_t kPluginAbiVersion = 4;
 
 #define XDQ_STRINGIFY_(x) #x
 #define XDQ_STRINGIFY(x) XDQ_STRINGIFY_(x)

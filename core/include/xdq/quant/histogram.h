@@ -14,6 +14,9 @@ namespace xdq {
 class Histogram {
  public:
   explicit Histogram(int bins = 2048);
+  // A histogram as saved (bins per sign = positive.size()).
+  Histogram(double width, double min, double max, std::int64_t count, std::vector<double> positive,
+            std::vector<double> negative);
 
   void add(const at::Tensor& x);
 

@@ -33,11 +33,17 @@ class QuantizedModel {
   std::vector<ActivationQuantizer>& activations() { return activations_; }
   const std::vector<ActivationQuantizer>& activations() const { return activations_; }
 
-  // One observer per activation quantizer from `calibrator`; FP forward passes over `images`
-  // (preprocessed) in batches; ranges -> scale/zero-point.
+  // FP forward passes over `images` (preprocessed) in batches: the statistics of every quantized
+  // activation, with histograms of `bins` bins per sign.
+  CalibrationStatistics collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins) const;
+  // Activation ranges -> scale/zero-point, from the calibrator named by its input():
+  // from statistics collected on this model's graph (Statistics),
+  void calibrate_from_statistics(const Calibrator& calibrator, const PluginRecord& plugin,
+                                 const CalibrationStatistics& statistics);
+  // from an observer per activation seeing every batch of `images` (Activations),
   void calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin, const at::Tensor& images,
                              std::int64_t batch_size);
-  // Ranges from a data-free calibrator (needs_data() false): from the graph's BN statistics alone.
+  // from the graph's BN statistics alone (Graph), `input_range` being that of the model input.
   void calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin, const Range& input_range);
   // Weight scale/zero-point from the weight range method.
   void set_weight_ranges(const std::string& method);
