@@ -1,5 +1,6 @@
 // The xdq command end to end: bad input gives one clear line, a non-zero exit and no output files;
 // a good experiment writes the results contract with values checked independently.
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -338,25 +339,34 @@ TEST_F(Cli, CalibrationStatisticsAreCachedAndServeAnotherCalibrator) {
 }
 
 TEST_F(Cli, ParallelRunsGiveTheSerialResults) {
-  const std::vector<std::pair<std::string, std::string>> edits{
-      {"threads: 2", "threads: 2\njobs: JOBS"},
-      {"calibration:", "domains:\n  clean: {dataset: fashion_mnist}\n  noise: {dataset: noise_uniform}\n"
-                       "  gauss: {dataset: noise_gaussian}\ncalibration:"},
-      {"source: fashion_mnist.train", "domains: [clean, noise, gauss]"}};
-  auto run_with_jobs = [&](const std::string& jobs) {
-    auto e = edits;
-    e[0].second.replace(e[0].second.find("JOBS"), 4, jobs);
+  // Three calibration sets, nearest rounding and a short BRECQ.
+  auto run_with = [&](const std::string& threads, const std::string& jobs) {
     fs::remove_all(dir.file("out"));
-    const auto r = run_variants(e);
+    const auto r = run_variants(
+        {{"threads: 2", "threads: " + threads + "\njobs: " + jobs},
+         {"calibration:", "domains:\n  clean: {dataset: fashion_mnist}\n  noise: {dataset: noise_uniform}\n"
+                          "  gauss: {dataset: noise_gaussian}\ncalibration:"},
+         {"source: fashion_mnist.train", "domains: [clean, noise, gauss]"},
+         {"bits: [w8a8, w4a4]", "bits: [w4a4]"},
+         {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]", "calibrators: [mse]"},
+         {"rounding: [nearest]", "rounding: [nearest, {name: brecq, iters: 10}]"}});
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return accuracies(dir.file("out/results.json"));
   };
-  const auto serial = run_with_jobs("1");
-  ASSERT_EQ(serial.size(), 3u * 4u);  // 3 calibration sets x (2 bit settings x 2 calibrators)
-  EXPECT_EQ(run_with_jobs("2"), serial);
+  auto nearest_only = [](std::vector<std::pair<std::string, double>> all) {
+    all.erase(std::remove_if(all.begin(), all.end(), [](const auto& a) { return a.first.find("/brecq/") != std::string::npos; }),
+              all.end());
+    return all;
+  };
+  const auto parallel = run_with("2", "2");  // two jobs of one thread each
+  ASSERT_EQ(parallel.size(), 3u * 2u);
   std::ifstream resolved(dir.file("out/config.resolved.yaml"));
   std::string text((std::istreambuf_iterator<char>(resolved)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("jobs: 2"), std::string::npos);
+  // Every run equals the serial run with the same threads per run; calibration and nearest rounding
+  // equal the serial run with any thread count (learned rounding sums gradients in thread-dependent order).
+  EXPECT_EQ(run_with("1", "1"), parallel);
+  EXPECT_EQ(nearest_only(run_with("2", "1")), nearest_only(parallel));
 }
 
 TEST_F(Cli, BadJobsOrHistogramBins) {

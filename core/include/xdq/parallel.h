@@ -18,6 +18,10 @@ int apply_thread_count(int requested);
 // xdq was built without TBB. The first exception a job throws is rethrown once all jobs have ended.
 void run_jobs(std::size_t n, int jobs, int threads, const std::function<void(std::size_t)>& body);
 
+// f(0) ... f(n - 1) on all cores (TBB), for independent work outside LibTorch (decoding image files);
+// in order on the calling thread without TBB.
+void for_each_parallel(std::size_t n, const std::function<void(std::size_t)>& f);
+
 // A stream for one of several parallel jobs: each whole line ('\n' or '\r' ended) reaches `shared` under
 // `mutex`, so lines of parallel jobs never interleave mid-line.
 class SharedLineStream : public std::ostream {

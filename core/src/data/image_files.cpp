@@ -10,6 +10,7 @@
 
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
+#include "xdq/parallel.h"
 
 namespace xdq {
 
@@ -59,8 +60,8 @@ Dataset natural_crops(const std::string& samples_dir, std::int64_t count, const 
     if (e.path().extension() == ".jpg") files.push_back(e.path().string());
   std::sort(files.begin(), files.end());
   if (files.empty()) throw Error(samples_dir + ": no *.jpg photographs (install opencv-doc or set XDQ_OPENCV_SAMPLES_DIR)");
-  std::vector<cv::Mat> photos;
-  for (const auto& f : files) photos.push_back(read_image(f, cv::IMREAD_GRAYSCALE));
+  std::vector<cv::Mat> photos(files.size());
+  for_each_parallel(files.size(), [&](std::size_t i) { photos[i] = read_image(files[i], cv::IMREAD_GRAYSCALE); });
   cv::RNG rng(seed * 0x9E3779B97F4A7C15ULL + 1);
   std::vector<at::Tensor> crops;
   for (std::int64_t i = 0; i < count; ++i) {
@@ -82,24 +83,26 @@ Dataset load_image_folder(const std::string& root, const InputShape& shape) {
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
-  std::vector<at::Tensor> images;
+  std::vector<std::string> files;
   std::vector<std::int64_t> labels;
-  const int flags = shape.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
   for (std::size_t c = 0; c < classes.size(); ++c) {
-    std::vector<std::string> files;
+    std::vector<std::string> in_class;
     for (const auto& e : fs::directory_iterator(fs::path(root) / classes[c])) {
       const std::string ext = e.path().extension().string();
-      if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") files.push_back(e.path().string());
+      if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") in_class.push_back(e.path().string());
     }
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      cv::Mat resized;
-      cv::resize(read_image(f, flags), resized, cv::Size(static_cast<int>(shape.width), static_cast<int>(shape.height)), 0, 0,
-                 cv::INTER_AREA);
-      images.push_back(to_tensor(resized));
-      labels.push_back(static_cast<std::int64_t>(c));
-    }
+    std::sort(in_class.begin(), in_class.end());
+    files.insert(files.end(), in_class.begin(), in_class.end());
+    labels.insert(labels.end(), in_class.size(), static_cast<std::int64_t>(c));
   }
+  const int flags = shape.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
+  std::vector<at::Tensor> images(files.size());
+  for_each_parallel(files.size(), [&](std::size_t i) {
+    cv::Mat resized;
+    cv::resize(read_image(files[i], flags), resized, cv::Size(static_cast<int>(shape.width), static_cast<int>(shape.height)), 0,
+               0, cv::INTER_AREA);
+    images[i] = to_tensor(resized);
+  });
   if (images.empty()) throw Error(root + ": image folder holds no images (expected <class>/<image>.png|jpg)");
   return Dataset{"folder", at::stack(images), at::tensor(labels)};
 }

@@ -137,6 +137,13 @@ Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& sha
   return out;
 }
 
+std::string cache_directory(const DataLocations& data) {
+  if (!data.cache.empty()) return data.cache;
+  if (const char* env = std::getenv("XDQ_CACHE_DIR")) return env;
+  if (const char* home = std::getenv("HOME")) return std::string(home) + "/.cache/xdq";
+  return ".xdq_cache";
+}
+
 std::string split_name(const DomainSpec& d, Split default_split) {
   if (!d.synthesizer.empty()) return "synthesized:" + d.synthesizer.front().name;
   if (d.dataset == "none") return "none";

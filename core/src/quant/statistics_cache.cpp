@@ -11,7 +11,9 @@
 #include <sstream>
 #include <thread>
 
-#include "prepare.h"
+#include "xdq/quant/statistics_cache.h"
+
+#include "xdq/data/dataset.h"
 #include "xdq/error.h"
 
 namespace xdq {
@@ -158,13 +160,6 @@ std::string statistics_path(const std::string& dir, const std::string& key) {
 }
 
 }  // namespace
-
-std::string cache_directory(const DataLocations& data) {
-  if (!data.cache.empty()) return data.cache;
-  if (const char* env = std::getenv("XDQ_CACHE_DIR")) return env;
-  if (const char* home = std::getenv("HOME")) return std::string(home) + "/.cache/xdq";
-  return ".xdq_cache";
-}
 
 std::string StatisticsCache::file(const QuantizedModel& model, const at::Tensor& images, std::int64_t batch_size,
                                   int bins) const {
