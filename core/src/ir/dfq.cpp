@@ -1,16 +1,16 @@
 #include "xdq/ir/dfq.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
-#include <algorithm>
 #include <set>
 #include <sstream>
+
+#include "xdq/ir/passes.h"
 
 namespace xdq {
 
 namespace {
-
-std::string base_op(const std::string& op) { return (!op.empty() && op.back() == '_') ? op.substr(0, op.size() - 1) : op; }
 
 std::optional<double> constant_number(const Graph& graph, int value) {
   for (const auto& [v, c] : graph.constants)
@@ -32,7 +32,7 @@ bool only_reader(const Graph& graph, int value, int node) {
 
 std::optional<std::pair<double, double>> clip_bounds(const Graph& graph, const Node& node) {
   const double inf = std::numeric_limits<double>::infinity();
-  const std::string op = base_op(node.op);
+  const std::string op = strip_inplace(node.op);
   if (op == "aten::relu") return std::make_pair(0.0, inf);
   if (op == "aten::relu6") return std::make_pair(0.0, 6.0);
   if (op == "aten::hardtanh") {
@@ -58,7 +58,7 @@ std::vector<LayerPair> layer_pairs(const Graph& graph) {
     if (!graph.nodes[reader].is_layer()) {
       const Node& act = graph.nodes[reader];
       const auto bounds = clip_bounds(graph, act);
-      const bool activation = bounds || base_op(act.op) == "aten::leaky_relu";
+      const bool activation = bounds || strip_inplace(act.op) == "aten::leaky_relu";
       if (!activation) continue;
       pair.activation = reader;
       value = act.outputs[0];
@@ -114,7 +114,7 @@ std::optional<ChannelMoments> channel_moments(const Graph& graph, int value, std
     if (!node.folded_bn.gamma.defined()) return fail("layer '" + node.name + "' has no folded BatchNorm");
     return ChannelMoments{node.folded_bn.beta.to(at::kDouble), node.folded_bn.gamma.to(at::kDouble).abs()};
   }
-  const std::string op = base_op(node.op);
+  const std::string op = strip_inplace(node.op);
   if (node.inputs.empty()) return fail("node '" + node.name + "' (" + op + ") has no input");
   if (auto bounds = clip_bounds(graph, node)) {
     auto in = channel_moments(graph, node.inputs[0], why);

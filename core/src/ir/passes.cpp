@@ -3,13 +3,15 @@
 #include <algorithm>
 #include <set>
 
-namespace xdq {
+#include "xdq/ir/dfq.h"
 
-namespace {
+namespace xdq {
 
 std::string strip_inplace(const std::string& op) {
   return (!op.empty() && op.back() == '_') ? op.substr(0, op.size() - 1) : op;
 }
+
+namespace {
 
 bool tensor_value(const Graph& graph, int value) {
   // Constants feeding a merge are scalars/lists; only computed values are tensors here.
@@ -52,9 +54,11 @@ std::string common_prefix(const std::vector<std::string>& names) {
 
 }  // namespace
 
-bool is_nonnegative_op(const Node& node) {
+bool output_is_nonnegative(const Graph& graph, const Node& node) {
   const std::string op = strip_inplace(node.op);
-  return op == "aten::relu" || op == "aten::relu6" || op == "aten::sigmoid" || op == "aten::hardsigmoid";
+  if (op == "aten::sigmoid" || op == "aten::hardsigmoid") return true;
+  const auto bounds = clip_bounds(graph, node);
+  return bounds && bounds->first >= 0;
 }
 
 bool is_activation_op(const Node& node) {

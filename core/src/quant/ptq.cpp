@@ -5,7 +5,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include "xdq/error.h"
-#include "xdq/ir/dfq.h"
 #include "xdq/ir/passes.h"
 
 namespace xdq {
@@ -27,8 +26,7 @@ QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : grap
     auto existing = std::find_if(activations_.begin(), activations_.end(),
                                  [&](const ActivationQuantizer& a) { return a.value == value; });
     const int producer = graph_.producer(value);
-    const auto clip = producer >= 0 ? clip_bounds(graph_, graph_.nodes[producer]) : std::nullopt;
-    const bool nonnegative = producer >= 0 && (is_nonnegative_op(graph_.nodes[producer]) || (clip && clip->first >= 0));
+    const bool nonnegative = producer >= 0 && output_is_nonnegative(graph_, graph_.nodes[producer]);
     const QuantSpec spec = settings.scheme.activation_spec(a_bits, nonnegative);
     if (existing != activations_.end()) {
       // Shared input (a block input read by conv1 and the shortcut): the widest request wins.
