@@ -161,11 +161,6 @@ std::string statistics_path(const std::string& dir, const std::string& key) {
 
 }  // namespace
 
-std::string StatisticsCache::file(const QuantizedModel& model, const at::Tensor& images, std::int64_t batch_size,
-                                  int bins) const {
-  return statistics_path(dir_, statistics_key(model, images, batch_size, bins));
-}
-
 std::shared_ptr<const CalibrationStatistics> StatisticsCache::get(const QuantizedModel& model, const at::Tensor& images,
                                                                   std::int64_t batch_size, int bins, std::ostream& log) {
   const std::string key = statistics_key(model, images, batch_size, bins);

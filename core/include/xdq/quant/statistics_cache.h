@@ -20,8 +20,6 @@ class StatisticsCache {
   explicit StatisticsCache(std::string dir) : dir_(std::move(dir)) {}
   std::shared_ptr<const CalibrationStatistics> get(const QuantizedModel& model, const at::Tensor& images,
                                                    std::int64_t batch_size, int bins, std::ostream& log);
-  // The file the statistics of this (model, images, batch size, bins) are kept in.
-  std::string file(const QuantizedModel& model, const at::Tensor& images, std::int64_t batch_size, int bins) const;
 
  private:
   std::string dir_;
