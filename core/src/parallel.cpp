@@ -24,17 +24,18 @@ void run_jobs(std::size_t n, int jobs, int threads, const std::function<void(std
     const int per_job = std::max(1, threads / jobs);
     // at::set_num_threads sets the OpenMP team size of the calling thread (oneDNN and OpenBLAS read it
     // per thread), so every worker sets it before its job.
+    struct RestoreThreads {
+      int threads;
+      ~RestoreThreads() { at::set_num_threads(threads); }
+    } restore{threads};
     at::set_num_threads(per_job);
     tbb::task_arena arena(jobs);
     arena.execute([&] {
-      tbb::parallel_for(
-          std::size_t{0}, n, std::size_t{1},
-          [&](std::size_t i) {
-            at::set_num_threads(per_job);
-            body(i);
-          });
+      tbb::parallel_for(std::size_t{0}, n, std::size_t{1}, [&](std::size_t i) {
+        at::set_num_threads(per_job);
+        body(i);
+      });
     });
-    at::set_num_threads(threads);
     return;
   }
 #endif

@@ -131,7 +131,8 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
       const std::string tag = entry.name + "_" + bits.label();
       progress << "analysis " << tag << ": layerwise, graphwise, weights, merges, activations\n" << std::flush;
       const PtqSettings settings = ptq_settings(cfg, bits);
-      QuantizedModel model = calibrated_model(cfg, folded, settings, calibrator, registry, calib_images[0], p.pre, statistics, progress);
+      QuantizedModel model =
+          calibrated_model(cfg, folded, settings, calibrator, registry, calib_images[0], p.pre, statistics, progress);
       model.round_to_nearest();
       const at::Tensor& images = test_images[0];
       const at::Tensor& labels = test_labels[0];
@@ -188,7 +189,9 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
       std::map<std::pair<std::string, std::string>, std::vector<double>> sqnr_ab;
       std::map<std::pair<std::string, std::string>, double> top1_ab;
       for (std::size_t a = 0; a < cfg.calibration_domains.size(); ++a) {
-        QuantizedModel qa = a == 0 ? model : calibrated_model(cfg, folded, settings, calibrator, registry, calib_images[a], p.pre, statistics, progress);
+        QuantizedModel qa = a == 0 ? model
+                                    : calibrated_model(cfg, folded, settings, calibrator, registry, calib_images[a],
+                                                       p.pre, statistics, progress);
         qa.round_to_nearest();
         for (std::size_t b = 0; b < cfg.test_domains.size(); ++b) {
           const auto errs = a == 0 && b == 0 ? errors : layerwise_errors(qa, mode, test_images[b], test_labels[b], cfg.batch_size);
@@ -220,7 +223,8 @@ void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, cons
           raise.w_bits = raise.a_bits = settings_in.fallback_bits;
           mixed.overrides.push_back(raise);
         }
-        QuantizedModel q = calibrated_model(cfg, folded, mixed, calibrator, registry, calib_images[0], p.pre, statistics, progress);
+        QuantizedModel q =
+            calibrated_model(cfg, folded, mixed, calibrator, registry, calib_images[0], p.pre, statistics, progress);
         q.round_to_nearest();
         ParetoPoint pt;
         pt.raised = static_cast<int>(k);

@@ -61,8 +61,8 @@ std::string DomainCache::cache_file(const DomainSpec& d, const InputShape& shape
   }
   key += "count=" + std::to_string(count) + ";seed=" + std::to_string(seed) + ";shape=" + std::to_string(shape.channels) +
          "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
-  return (std::filesystem::path(cache_directory(cfg_.data)) / "synthesized" / (plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg"))
-      .string();
+  const std::string file = plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg";
+  return (std::filesystem::path(cache_directory(cfg_.data)) / "synthesized" / file).string();
 }
 
 Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
