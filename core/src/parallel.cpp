@@ -44,6 +44,14 @@ void run_jobs(std::size_t n, int jobs, int threads, const std::function<void(std
   for (std::size_t i = 0; i < n; ++i) body(i);
 }
 
+bool parallel_jobs_available() {
+#ifdef XDQ_HAVE_TBB
+  return true;
+#else
+  return false;
+#endif
+}
+
 void for_each_parallel(std::size_t n, const std::function<void(std::size_t)>& f) {
 #ifdef XDQ_HAVE_TBB
   tbb::parallel_for(std::size_t{0}, n, std::size_t{1}, f);

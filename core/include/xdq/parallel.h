@@ -17,6 +17,8 @@ int apply_thread_count(int requested);
 // threads; `threads` is in effect again afterwards. In order on the calling thread when jobs is 1 or
 // xdq was built without TBB. The first exception a job throws is rethrown once all jobs have ended.
 void run_jobs(std::size_t n, int jobs, int threads, const std::function<void(std::size_t)>& body);
+// Whether run_jobs can run jobs at the same time (xdq built with TBB).
+bool parallel_jobs_available();
 
 // f(0) ... f(n - 1) on all cores (TBB), for independent work outside LibTorch (decoding image files);
 // in order on the calling thread without TBB.

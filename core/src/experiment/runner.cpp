@@ -184,7 +184,8 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     for (const DomainSpec& domain : cfg.calibration_domains)
       for (std::int64_t count : cfg.calibration_counts)
         for (int repeat = 0; repeat < cfg.repeats; ++repeat) jobs.push_back({mi, &domain, count, repeat});
-  const int parallel_jobs = std::max(1, std::min({cfg.jobs, threads, static_cast<int>(jobs.size())}));
+  const int parallel_jobs =
+      parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(jobs.size())})) : 1;
   resolved["jobs"] = parallel_jobs;
   const std::size_t total = jobs.size() * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
   std::atomic<std::size_t> index{0};
