@@ -172,7 +172,9 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     std::size_t model;
     const DomainSpec* domain;
     std::int64_t count;
-    int repeat;
+    std::uint64_t seed;
+    bool first_set;  // first size, first repeat: the one diagnostics and sample pictures use
+    const Dataset* calibration;
   };
   struct JobOutput {
     std::vector<RunResult> runs;
@@ -183,7 +185,11 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
   for (std::size_t mi = 0; mi < cfg.models.size(); ++mi)
     for (const DomainSpec& domain : cfg.calibration_domains)
       for (std::int64_t count : cfg.calibration_counts)
-        for (int repeat = 0; repeat < cfg.repeats; ++repeat) jobs.push_back({mi, &domain, count, repeat});
+        for (int repeat = 0; repeat < cfg.repeats; ++repeat) {
+          const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
+          const Dataset& calibration = domains.get(domain, Split::Train, prepared[mi].shape, count, seed, &cfg.models[mi]);
+          jobs.push_back({mi, &domain, count, seed, repeat == 0 && count == cfg.calibration_counts.front(), &calibration});
+        }
   const int parallel_jobs =
       parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(jobs.size())})) : 1;
   resolved["jobs"] = parallel_jobs;
@@ -198,9 +204,8 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     const PreparedModel& p = prepared[job.model];
     const ModelState& state = states[job.model];
     const DomainSpec& domain = *job.domain;
-    const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(job.repeat);
-    const bool first_set = job.repeat == 0 && job.count == cfg.calibration_counts.front();
-    const Dataset& calibration = domains.get(domain, Split::Train, p.shape, job.count, seed, &entry);
+    const std::uint64_t seed = job.seed;
+    const Dataset& calibration = *job.calibration;
     const at::Tensor calib_images = p.pre.apply(calibration.images);
     PassContext pass_context;
     pass_context.calibration = calib_images;
@@ -221,7 +226,7 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
         const QuantizedModel calibrated =
             calibrated_model(cfg, folded, settings, cal, registry, calib_images, p.pre, statistics, log);
         const double calibration_seconds = seconds_since(calibration_start);
-        if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && first_set) {
+        if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && job.first_set) {
           std::vector<std::pair<std::string, at::Tensor>> tests;
           for (std::size_t t = 0; t < p.tests.size(); ++t)
             tests.emplace_back(cfg.test_domains[t].name, p.pre.apply(p.tests[t]->images.slice(0, 0, cfg.layer_shift_images)));
@@ -290,20 +295,18 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     const ModelEntry& entry = cfg.models[job.model];
     const PreparedModel& p = prepared[job.model];
     const DomainSpec& domain = *job.domain;
-    const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(job.repeat);
-    const Dataset& calibration = domains.get(domain, Split::Train, p.shape, job.count, seed, &entry);
+    const Dataset& calibration = *job.calibration;
     YAML::Node c;
     c["model"] = entry.name;
     c["domain"] = domain.name;
     c["source"] = split_name(domain, Split::Train);
     c["count"] = calibration.size();
-    c["seed"] = seed;
+    c["seed"] = job.seed;
     c["hash"] = calibration.content_hash();
-    if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, job.count, seed, &entry);
+    if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, job.count, job.seed, &entry);
     resolved["calibration_sets"].push_back(c);
     // Synthesized sets: a grid per model (4 rows of 8); real domains: a strip of 10 (the same for every model).
-    if (pictures && image_output_available() && job.repeat == 0 && job.count == cfg.calibration_counts.front() &&
-        calibration.size() > 0) {
+    if (pictures && image_output_available() && job.first_set && calibration.size() > 0) {
       if (domain.synthesizer.empty())
         (*pictures)["domain_" + domain.name + ".png"] = render_grid_png(calibration.images.slice(0, 0, 10), 10, 3);
       else
@@ -315,11 +318,11 @@ ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& re
     results.layer_shift.insert(results.layer_shift.end(), out.layer_shift.begin(), out.layer_shift.end());
     if (pictures) pictures->insert(out.files.begin(), out.files.end());
   }
-  if (pictures && image_output_available())
-    for (const PreparedModel& p : prepared)
-      for (const DomainSpec& d : cfg.test_domains)
-        (*pictures)["domain_" + d.name + ".png"] =
-            render_grid_png(domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10, 3);
+  // Test domains: a strip of 10, at the last model's input shape.
+  if (pictures && image_output_available() && !prepared.empty())
+    for (const DomainSpec& d : cfg.test_domains)
+      (*pictures)["domain_" + d.name + ".png"] = render_grid_png(
+          domains.get(d, Split::Test, prepared.back().shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10, 3);
 
   if (resolved_yaml) {
     YAML::Node q;

@@ -36,10 +36,10 @@ void Histogram::grow_to(double amax) {
   width_ *= factor;
 }
 
-void Histogram::add(const at::Tensor& x_in) {
+std::pair<double, double> Histogram::add(const at::Tensor& x_in) {
   at::Tensor x = x_in.detach().to(at::kFloat).contiguous();
   const std::int64_t n = x.numel();
-  if (n == 0) return;
+  if (n == 0) return {0.0, 0.0};
   auto [lo_t, hi_t] = at::aminmax(x);
   const double lo = lo_t.item<double>(), hi = hi_t.item<double>();
   min_ = count_ ? std::min(min_, lo) : lo;
@@ -49,11 +49,15 @@ void Histogram::add(const at::Tensor& x_in) {
   if (width_ == 0.0 || amax >= width_ * bins_) grow_to(amax);
   if (width_ == 0.0) {  // all zeros so far: they belong to bin 0
     positive_[0] += static_cast<double>(n);
-    return;
+    return {lo, hi};
   }
   const float inv_width = static_cast<float>(1.0 / width_);
   const int last = bins_ - 1;
   const float* data = x.data_ptr<float>();
+  // Index into [positive bins | negative bins].
+  const auto slot = [&](float v) {
+    return (v < 0.0f ? bins_ : 0) + std::min(static_cast<int>(std::fabs(v) * inv_width), last);
+  };
   // Per-thread integer histograms, summed afterwards: binning is the hot loop of calibration.
   const int threads = at::get_num_threads();
   std::vector<std::vector<std::int64_t>> local(threads, std::vector<std::int64_t>(2 * bins_, 0));
@@ -68,16 +72,8 @@ void Histogram::add(const at::Tensor& x_in) {
       const std::int64_t stop = std::min(end, start + (1 << 20));
       std::int64_t i = start;
       for (; i + kCopies <= stop; i += kCopies)
-        for (int c = 0; c < kCopies; ++c) {
-          const float v = data[i + c];
-          const int b = std::min(static_cast<int>(std::fabs(v) * inv_width), last);
-          ++copies[c * stride + (v < 0.0f ? bins_ : 0) + b];
-        }
-      for (; i < stop; ++i) {
-        const float v = data[i];
-        const int b = std::min(static_cast<int>(std::fabs(v) * inv_width), last);
-        ++copies[(v < 0.0f ? bins_ : 0) + b];
-      }
+        for (int c = 0; c < kCopies; ++c) ++copies[c * stride + slot(data[i + c])];
+      for (; i < stop; ++i) ++copies[slot(data[i])];
       for (int c = 0; c < kCopies; ++c)
         for (std::int64_t k = 0; k < stride; ++k) {
           h[k] += copies[c * stride + k];
@@ -90,6 +86,7 @@ void Histogram::add(const at::Tensor& x_in) {
       positive_[i] += static_cast<double>(h[i]);
       negative_[i] += static_cast<double>(h[bins_ + i]);
     }
+  return {lo, hi};
 }
 
 }  // namespace xdq

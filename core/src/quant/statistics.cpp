@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 
@@ -51,12 +52,9 @@ void ActivationStatistics::add(const at::Tensor& x_in) {
   const at::Tensor x = x_in.detach().to(at::kFloat).contiguous();
   const std::int64_t n = x.numel();
   if (n == 0) return;
-  histogram_.add(x);
   BatchSummary b;
   b.count = n;
-  auto [lo, hi] = at::aminmax(x);
-  b.min = lo.item<double>();
-  b.max = hi.item<double>();
+  std::tie(b.min, b.max) = histogram_.add(x);
   const float* data = x.data_ptr<float>();
   const double inv_n = 1.0 / static_cast<double>(n);
   b.mean = chunked_sums<1>(data, n, [](float v) { return std::array<double, 1>{v}; })[0] * inv_n;

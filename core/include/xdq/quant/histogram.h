@@ -5,6 +5,7 @@
 // every value is binned exactly as if the final width had been used from the start (up to float
 // rounding at bin edges), with one pass over the data.
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -18,7 +19,8 @@ class Histogram {
   Histogram(double width, double min, double max, std::int64_t count, std::vector<double> positive,
             std::vector<double> negative);
 
-  void add(const at::Tensor& x);
+  // Adds one batch; returns its minimum and maximum.
+  std::pair<double, double> add(const at::Tensor& x);
 
   int bins() const { return bins_; }
   double width() const { return width_; }
