@@ -33,6 +33,7 @@
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
 #include "xdq/analysis/analysis.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
 #include "xdq/quant/statistics_cache.h"
@@ -86,9 +87,9 @@ int main(int argc, char** argv) {
   auto quantize_with_cache = [&](const std::string& calibrator_name) {
     QuantizedModel q(folded, settings);
     const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator_name);
-    auto calibrator = registry.create<Calibrator>(calibrator_name, default_options(plugin.options));
     StatisticsCache cache(cache_dir);
-    q.calibrate_from_statistics(*calibrator, plugin, *cache.get(q, calib_images, batch, 2048, cache_log));
+    calibrate_from_statistics(q, registry.load<Calibrator>(calibrator_name, default_options(plugin.options)),
+                              *cache.get(q, calib_images, batch, 2048, cache_log));
     return q;
   };
   auto quantize_with = [&](const std::string& calibrator_name) {

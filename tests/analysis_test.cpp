@@ -52,19 +52,26 @@ TEST(Analysis, LayerwiseEqualsAWholeModelRunWithOneLayerQuantized) {
   const auto weights_only = layerwise_errors(*r.q, LayerwiseMode::Weights, r.images, r.labels, 40);
   ASSERT_EQ(errors.size(), r.q->layers().size());
   at::NoGradGuard no_grad;
+  // The analysis runs batches of 40, the reference one batch of 96: other kernels, other rounding.
+  const double gamma = test::forward_relative_error(20, 576);
   const at::Tensor fp = Executor(r.q->graph()).forward(r.images);
   for (std::size_t l : {std::size_t{1}, std::size_t{9}, r.q->layers().size() - 1}) {
     const QuantizedLayer& layer = r.q->layers()[l];
     Executor only(r.q->graph());
     only.set_weight(layer.node, layer.quantized_weight);
-    EXPECT_NEAR(weights_only[l].sqnr_db(), sqnr(fp, only.forward(r.images)), 1e-6) << l;
+    const double weights_sqnr = sqnr(fp, only.forward(r.images));
+    EXPECT_NEAR(weights_only[l].sqnr_db(), weights_sqnr, test::sqnr_tolerance_db(weights_sqnr, gamma)) << l;
     for (const auto& act : r.q->activations())
       if (act.value == r.q->graph().nodes[layer.node].inputs[0])
         only.set_value_hook(act.value, [q = act.qparams](const at::Tensor& x) { return fake_quantize(x, q); });
     const at::Tensor out = only.forward(r.images);
-    EXPECT_NEAR(errors[l].sqnr_db(), sqnr(fp, out), 1e-6) << l;
+    const double both_sqnr = sqnr(fp, out);
+    EXPECT_NEAR(errors[l].sqnr_db(), both_sqnr, test::sqnr_tolerance_db(both_sqnr, gamma)) << l;
+    // Exact, except for images whose top-1 a float32 perturbation could flip (in either output).
+    const double flippable = test::ambiguous_top1(fp, gamma) + test::ambiguous_top1(out, gamma);
     EXPECT_NEAR(errors[l].top1_drop(), 100.0 * (fp.argmax(1).eq(r.labels).sum().item<double>() -
-                                                out.argmax(1).eq(r.labels).sum().item<double>()) / 96.0, 1e-9);
+                                                out.argmax(1).eq(r.labels).sum().item<double>()) / 96.0,
+                100.0 * flippable / 96.0 + 1e-9) << l;
   }
 }
 
@@ -81,7 +88,9 @@ TEST(Analysis, GraphwiseSqnrEqualsHookedComparison) {
   at::NoGradGuard no_grad;
   fp.forward(r.images);
   q.forward(r.images);
-  EXPECT_NEAR(sqnrs[5], sqnr(fp_value, q_value), 1e-6);
+  // Batches of 50 against one of 96; layer 5 is 6 layers deep.
+  const double expected = sqnr(fp_value, q_value);
+  EXPECT_NEAR(sqnrs[5], expected, test::sqnr_tolerance_db(expected, test::forward_relative_error(6, 576)));
   EXPECT_GT(sqnrs[5], 0);
 }
 
@@ -121,8 +130,7 @@ TEST(Analysis, ChunkedModelRunsLayerByLayer) {
   s.w_bits = s.a_bits = 4;
   QuantizedModel q(folded, s);
   const at::Tensor images = m.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(32, 2).images);
-  q.calibrate_from_statistics(*registry().create<Calibrator>("minmax", Options()),
-                              registry().get(PluginKind::Calibrator, "minmax"), q.collect_statistics(images, 32, 2048));
+  calibrate_from_statistics(q, registry().load<Calibrator>("minmax", Options()), q.collect_statistics(images, 32, 2048));
   q.set_weight_ranges("minmax");
   q.round_to_nearest();
   const auto errors = layerwise_errors(q, LayerwiseMode::Both, images, at::Tensor(), 16);

@@ -5,6 +5,7 @@
 #include "xdq/config/node.h"
 #include "xdq/config/options.h"
 #include "xdq/error.h"
+#include "xdq/experiment/config.h"
 
 using namespace xdq;
 using xdq::test::error_of;
@@ -47,11 +48,34 @@ TEST(Options, ValidatesTypesRangesChoicesAndUnknownKeys) {
   EXPECT_EQ(o.integer("bins"), 2048);
   EXPECT_EQ(o.text("prior"), "laplace");
   EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("percentile: 150\n", "x.yaml"), schema); }),
-            "x.yaml:1 percentile: expected a number in (0, 100]");
+            "x.yaml:1 percentile: expected a number in (0, 100], got 150");
+  EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("percentile: .nan\n", "x.yaml"), schema); }),
+            "x.yaml:1 percentile: expected a finite number, got '.nan'");
   EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("bins: 1.5\n", "x.yaml"), schema); }),
             "x.yaml:1 bins: expected an integer, got '1.5'");
   EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("prior: cauchy\n", "x.yaml"), schema); }),
             "x.yaml:1 prior: expected one of: laplace, gauss, got 'cauchy'");
   EXPECT_EQ(error_of([&] { validate_options(ConfigNode::parse("name: kl\nprecentile: 3\n", "x.yaml"), schema, {"name"}); }),
             "x.yaml:2 precentile: unknown key (allowed: name, percentile, bins, prior)");
+}
+
+// config.resolved.yaml is an experiment file: loading it gives back the same config, for every shipped
+// experiment (the text written from the reloaded config equals the text it was loaded from).
+TEST(ExperimentConfig, ResolvedConfigRoundTripsForEveryExperiment) {
+  test::TempDir dir;
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(XDQ_SOURCE_DIR) + "/experiments")) {
+    if (entry.path().extension() != ".yaml") continue;
+    const ExperimentConfig cfg = load_experiment(entry.path().string(), {}, test::built_plugins());
+    const std::string resolved = resolved_config_yaml(cfg, YAML::Node());
+    const std::string file = dir.file(entry.path().filename().string());
+    test::write_text(file, resolved);
+    const ExperimentConfig again = load_experiment(file, {}, test::built_plugins());
+    EXPECT_EQ(resolved_config_yaml(again, YAML::Node()), resolved) << entry.path();
+    EXPECT_EQ(again.models.size(), cfg.models.size());
+    EXPECT_EQ(again.calibration_domains.size(), cfg.calibration_domains.size());
+    EXPECT_EQ(again.scheme.weights.per_channel, cfg.scheme.weights.per_channel);
+    ++checked;
+  }
+  EXPECT_GE(checked, 15);
 }

@@ -14,6 +14,7 @@
 #include "xdq/experiment/config.h"
 #include "xdq/ir/dfq.h"
 #include "xdq/plugin/interfaces.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/synthesis/synthesis.h"
 
 using namespace xdq;
@@ -368,7 +369,7 @@ TEST(Dfq, BnRangesFromClosedFormAndNamedRefusal) {
   fold_batch_norm(shuffle);
   QuantizedModel qm(shuffle, PtqSettings{});
   const std::string e = error_of([&] {
-    qm.calibrate_from_graph(*cal, built_plugins().get(PluginKind::Calibrator, "bn_ranges"), {-1, 2});
+    calibrate_from_graph(qm, Loaded<Calibrator>(built_plugins().get(PluginKind::Calibrator, "bn_ranges"), cal), {-1, 2});
   });
   EXPECT_NE(e.find("bn_ranges: no range for"), std::string::npos) << e;
   EXPECT_NE(e.find("has no BN-statistics rule"), std::string::npos) << e;

@@ -47,6 +47,45 @@ TEST(PluginLoading, WrongAbiIsRefusedNamingTheFile) {
   EXPECT_TRUE(contains(e, "plugin ABI")) << e;
 }
 
+TEST(PluginLoading, PluginBuiltAgainstOtherSdkHeadersIsRefused) {
+  const std::string path = test_plugin("xdq_calibrator_test_bad_hash.so");
+  const std::string e = load_error(path);
+  EXPECT_TRUE(contains(e, path)) << e;
+  EXPECT_TRUE(contains(e, "other xdq plugin SDK headers (hash 0123456789abcdef, this xdq has " XDQ_PLUGIN_ABI_HASH ")"))
+      << e;
+}
+
+// The hash follows the declarations a plugin compiles against: a field added to a struct that
+// interfaces.h reaches through its includes changes it; a comment does not.
+TEST(PluginLoading, AbiHashChangesWithTheLayoutNotWithComments) {
+  test::TempDir dir;
+  auto hash_of = [&](const std::string& edit_from, const std::string& edit_to) {
+    const auto include = dir.path() / "include";
+    std::filesystem::remove_all(include);
+    std::filesystem::copy(std::string(XDQ_SOURCE_DIR) + "/core/include", include, std::filesystem::copy_options::recursive);
+    const std::string view = (include / "xdq/quant/model_view.h").string();
+    std::ifstream in(view);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!edit_from.empty()) {
+      const auto at = text.find(edit_from);
+      EXPECT_NE(at, std::string::npos) << edit_from;
+      text.replace(at, edit_from.size(), edit_to);
+    }
+    test::write_text(view, text);
+    const std::string out = dir.file("abi_hash.h");
+    std::filesystem::remove(out);
+    const auto r = test::run_command(std::string(XDQ_CMAKE_COMMAND) + " -DINCLUDE_DIR=" + include.string() +
+                                     " -DOUT=" + out + " -P " + XDQ_SOURCE_DIR + "/cmake/abi_hash.cmake");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream header(out);
+    return std::string((std::istreambuf_iterator<char>(header)), std::istreambuf_iterator<char>());
+  };
+  const std::string original = hash_of("", "");
+  EXPECT_NE(original.find(std::string("\"") + XDQ_PLUGIN_ABI_HASH + "\""), std::string::npos) << original;
+  EXPECT_EQ(hash_of("struct RoundingContext {", "// a new comment\nstruct RoundingContext {"), original);
+  EXPECT_NE(hash_of("  std::uint64_t seed = 0;", "  std::uint64_t seed = 0;\n  int added = 0;"), original);
+}
+
 TEST(PluginLoading, WrongLibTorchIsRefused) {
   const std::string e = load_error(test_plugin("xdq_calibrator_test_bad_torch.so"));
   EXPECT_TRUE(contains(e, "LibTorch 0.0.1")) << e;
@@ -68,14 +107,14 @@ TEST(PluginLoading, ThrowingPluginFailsItsCallNotTheProcess) {
   PluginRegistry r;
   const PluginRecord& p = r.load(test_plugin("xdq_calibrator_test_throws.so"));
   try {
-    r.create<Calibrator>("test_throws", Options({{"fail_create", true}}));
+    r.create<Calibrator>("test_throws", Options({{"fail_create", true}, {"fail_at_bits", std::int64_t{0}}}));
     FAIL();
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(), "plugin 'test_throws'")) << e.what();
     EXPECT_TRUE(contains(e.what(), "factory exploded")) << e.what();
     EXPECT_TRUE(contains(e.what(), p.path)) << e.what();
   }
-  auto cal = r.create<Calibrator>("test_throws", Options({{"fail_create", false}}));
+  auto cal = r.create<Calibrator>("test_throws", Options({{"fail_create", false}, {"fail_at_bits", std::int64_t{0}}}));
   auto obs = cal->make_observer(QuantSpec{});
   try {
     plugin_call(p, "observe", [&] { obs->observe(at::zeros({1})); });
@@ -88,7 +127,7 @@ TEST(PluginLoading, ThrowingPluginFailsItsCallNotTheProcess) {
 TEST(PluginLoading, ScanCollectsFailuresAndKeepsTheGoodOnes) {
   PluginRegistry r;
   const auto failures = r.scan({XDQ_TEST_PLUGIN_DIR, "/nonexistent/dir"});
-  EXPECT_EQ(failures.size(), 3u);  // bad ABI, bad LibTorch, no symbol
+  EXPECT_EQ(failures.size(), 4u);  // bad ABI, bad SDK header hash, bad LibTorch, no symbol
   EXPECT_NE(r.find(PluginKind::Calibrator, "test_fixed"), nullptr);
   EXPECT_NE(r.find(PluginKind::Calibrator, "test_throws"), nullptr);
 }

@@ -14,6 +14,7 @@
 #include "xdq/error.h"
 #include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
@@ -277,7 +278,7 @@ TEST(Reconstruction, OptionsThatNeedActivationQuantizationAreRefused) {
                                             "quantization:\n  bits: [w4a4]\n  calibrators: [minmax]\n"
                                             "  rounding: [nearest, {name: qdrop, act_quant: false}]\n");
   const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("e.yaml") + " --out " + dir.file("o"));
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);  // a config error
   EXPECT_NE(r.output.find("e.yaml:9 quantization.rounding[1]: plugin 'qdrop'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("act_steps 'joint' needs act_quant: true"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
@@ -311,7 +312,7 @@ TEST(BiasCorrection, EveryLayersMeanOutputMatchesTheFpModel) {
   EXPECT_EQ(pass->stage(), PassStage::AfterRounding);
   PassContext ctx;
   ctx.calibration = r.images;
-  r.quantized->apply_pass(*pass, registry().get(PluginKind::GraphPass, "bias_correction"), ctx);
+  apply_pass(*r.quantized, Loaded<GraphPass>(registry().get(PluginKind::GraphPass, "bias_correction"), pass), ctx);
   const double after = gap(layer_means(r.quantized->executor()));
   EXPECT_GT(before, 0.05);
   EXPECT_LT(after, 2e-4);

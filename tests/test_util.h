@@ -1,5 +1,6 @@
 #pragma once
 // Helpers shared by the test files: temporary folders, tolerances, running the CLI.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "xdq/error.h"
 #include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/quant/ptq.h"
 
@@ -47,6 +49,28 @@ inline void write_text(const std::string& path, const std::string& text) {
 // max|a - b| / max|b|
 inline double max_relative_error(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+// Float32 error bounds for comparing two evaluations of one network that sum in different orders
+// (another batch size, thread count or CPU: oneDNN picks other kernels). A dot product of n float32
+// terms differs between two orders by at most about sqrt(n) * eps relative (random-walk rounding);
+// through `depth` layers those relative errors add. ResNet-20: depth 20, largest fan-in 576 (3x3x64).
+constexpr double kFloatEps = 1.1920929e-7;
+inline double forward_relative_error(int depth, int fan_in) { return depth * std::sqrt(double(fan_in)) * kFloatEps; }
+
+// Tolerance (dB) of an SQNR = 10 log10(|f|^2 / |q - f|^2) measured twice, each output within relative
+// error `gamma` of the other's: |q - f| moves by at most 2 gamma |f|, so the SQNR by at most
+// (20 / ln 10) * 2 gamma |f| / |q - f| = 17.4 gamma 10^(SQNR / 20).
+inline double sqnr_tolerance_db(double sqnr_db, double gamma) {
+  return 20.0 / std::log(10.0) * 2.0 * gamma * std::pow(10.0, sqnr_db / 20.0);
+}
+
+// Rows of `logits` whose top-1 could change under a relative perturbation `gamma` of the logits: the
+// margin between the two largest is within 2 gamma max|logit|. Two evaluations may disagree on these.
+inline std::int64_t ambiguous_top1(const at::Tensor& logits, double gamma) {
+  const at::Tensor top2 = std::get<0>(logits.topk(2, 1));
+  const double bound = 2 * gamma * logits.abs().max().item<double>();
+  return (top2.select(1, 0) - top2.select(1, 1)).le(bound).sum().item<std::int64_t>();
 }
 
 // The message of the xdq::Error that f throws ("" when it throws none).
@@ -107,9 +131,8 @@ struct QuantizedResnet20 {
     images = model.preprocess.apply(data.images);
     labels = data.labels;
     PluginRegistry& plugins = built_plugins();
-    quantized->calibrate_from_statistics(*plugins.create<Calibrator>("minmax", Options()),
-                                         plugins.get(PluginKind::Calibrator, "minmax"),
-                                         quantized->collect_statistics(images, 256, 2048));
+    calibrate_from_statistics(*quantized, plugins.load<Calibrator>("minmax", Options()),
+                              quantized->collect_statistics(images, 256, 2048));
     quantized->set_weight_ranges(weight_range);
   }
 };

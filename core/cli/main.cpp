@@ -1,4 +1,6 @@
 // The xdq command: run, analyze, plugins, inspect, train.
+#include <unistd.h>
+
 #include <filesystem>
 #include <iostream>
 
@@ -7,12 +9,17 @@
 
 #include "xdq/error.h"
 #include "xdq/experiment/analysis_runner.h"
+#include "xdq/experiment/plan.h"
 #include "xdq/experiment/runner.h"
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/train/trainer.h"
 
 namespace {
+
+// Exit status: 0 ok, 1 runtime failure, 2 usage or config error (nothing ran), 3 a sweep that finished
+// with failed runs (results written, failures recorded in them).
+constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitFailedRuns = 3;
 
 nlohmann::ordered_json option_json(const xdq::OptionSpec& o) {
   nlohmann::ordered_json j;
@@ -59,6 +66,43 @@ int list_plugins(bool json, const std::vector<std::string>& extra_dirs) {
   return 0;
 }
 
+// The output folder is checked before any work: results that cannot be written are refused at once,
+// not after the run. It is not created here, so a refused run leaves nothing behind.
+void check_output_folder(const std::string& out) {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::absolute(out).lexically_normal();
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_directory(path, ec))
+    throw xdq::Error(out + ": the output folder exists and is not a folder");
+  fs::path existing = path;
+  while (!existing.empty() && !fs::exists(existing, ec)) existing = existing.parent_path();
+  if (!fs::is_directory(existing, ec) || ::access(existing.c_str(), W_OK) != 0)
+    throw xdq::Error(out + ": the output folder cannot be written (" + existing.string() + " is not a writable folder)");
+}
+
+void print_keys() {
+  for (const auto& k : xdq::experiment_key_docs()) {
+    std::cout << k.path << " (" << k.type;
+    if (k.required) std::cout << ", required";
+    if (!k.default_value.empty()) std::cout << ", default " << k.default_value;
+    if (!k.range.empty()) std::cout << ", " << k.range;
+    std::cout << "): " << k.doc << "\n";
+  }
+}
+
+int run_experiment_command(const xdq::ExperimentConfig& cfg, const std::string& out, bool dry_run) {
+  if (dry_run) {
+    std::cout << xdq::describe_plan(cfg, xdq::plan_experiment(cfg));
+    return kExitOk;
+  }
+  const auto results = xdq::run_experiment_to(cfg, xdq::global_registry(), out, std::cerr);
+  std::cerr << "xdq: wrote " << out << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
+  if (results.failed_runs() == 0) return kExitOk;
+  std::cerr << "xdq: " << results.failed_runs() << " of " << results.runs.size()
+            << " runs failed (see results.json and report.md)" << std::endl;
+  return kExitFailedRuns;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,7 +111,9 @@ int main(int argc, char** argv) {
 
   std::string experiment, out_dir;
   std::vector<std::string> run_sets;
+  bool dry_run = false;
   auto* run = app.add_subcommand("run", "run a YAML experiment; writes results into --out");
+  run->add_flag("--dry-run", dry_run, "print the plan (jobs, runs, cells, work) and stop; reads no model or data");
   run->add_option("experiment", experiment, "experiment YAML")->required();
   run->add_option("--out", out_dir, "output folder (default: runs/<experiment name>)");
   run->add_option("--set", run_sets, "override a config value: key.path=value (repeatable)");
@@ -83,6 +129,8 @@ int main(int argc, char** argv) {
   plugins->add_flag("--json", json, "machine-readable output");
   plugins->add_option("--path", plugin_dirs, "extra plugin folder (repeatable)");
 
+  auto* keys = app.add_subcommand("keys", "list every key an experiment file may hold (type, default, range, doc)");
+
   std::string model_path;
   auto* inspect = app.add_subcommand("inspect", "print a TorchScript model's layers, conv-BN pairs and blocks");
   inspect->add_option("model", model_path, "TorchScript file")->required();
@@ -93,20 +141,32 @@ int main(int argc, char** argv) {
   train->add_option("recipe", recipe, "recipe YAML")->required();
   train->add_option("--set", train_sets, "override a recipe value: key.path=value (repeatable)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  // Config errors (the experiment file, --set, plugin options) are usage errors: nothing ran.
+  xdq::ExperimentConfig cfg;
+  std::string out;
+  try {
+    if (*run || *analyze) {
+      cfg = xdq::load_experiment(experiment, run_sets, xdq::global_registry());
+      out = out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : out_dir;
+      if (!dry_run) check_output_folder(out);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "xdq: error: " << e.what() << std::endl;
+    return kExitUsage;
+  }
   try {
     if (*run) {
-      auto& registry = xdq::global_registry();
-      const auto cfg = xdq::load_experiment(experiment, run_sets, registry);
-      const std::string out = out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : out_dir;
-      xdq::run_experiment_to(cfg, registry, out, std::cerr);
-      std::cerr << "xdq: wrote " << out << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
+      return run_experiment_command(cfg, out, dry_run);
     } else if (*analyze) {
-      auto& registry = xdq::global_registry();
-      const auto cfg = xdq::load_experiment(experiment, run_sets, registry);
-      const std::string out = out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : out_dir;
-      xdq::run_analysis_to(cfg, registry, out, std::cerr);
+      xdq::run_analysis_to(cfg, xdq::global_registry(), out, std::cerr);
       std::cerr << "xdq: wrote " << out << "/{report.md, <model>_<bits>/analysis.json, ...}" << std::endl;
+    } else if (*keys) {
+      print_keys();
     } else if (*plugins) {
       return list_plugins(json, plugin_dirs);
     } else if (*inspect) {
@@ -116,7 +176,7 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
-    return 1;
+    return kExitRuntime;
   }
-  return 0;
+  return kExitOk;
 }

@@ -1,6 +1,10 @@
 #include "xdq/config/node.h"
 
+#include <cmath>
+
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "xdq/error.h"
@@ -9,18 +13,57 @@ namespace xdq {
 
 ConfigNode::ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string key_path,
                        int fallback_line)
-    : node_(std::move(node)), file_(std::move(file)), key_path_(std::move(key_path)), fallback_line_(fallback_line) {}
+    // A missing key's node is a yaml-cpp "zombie" whose type queries throw; it becomes a plain undefined node.
+    : node_(node.IsDefined() ? std::move(node) : YAML::Node(YAML::NodeType::Undefined)),
+      file_(std::move(file)),
+      key_path_(std::move(key_path)),
+      fallback_line_(fallback_line) {}
 
-ConfigNode ConfigNode::parse(const std::string& text, const std::string& label) {
-  auto file = std::make_shared<const std::string>(label);
-  try {
-    return ConfigNode(YAML::Load(text), file, "", 1);
-  } catch (const YAML::ParserException& e) {
-    throw Error(label + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+namespace {
+
+// yaml-cpp keeps the first of two equal keys and drops the other without a word: a silently ignored
+// setting. Every map is checked, naming both lines.
+void check_duplicate_keys(const YAML::Node& node, const std::string& label, const std::string& path) {
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) check_duplicate_keys(node[i], label, path + "[" + std::to_string(i) + "]");
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> seen;
+  for (const auto& item : node) {
+    const std::string key = item.first.IsScalar() ? item.first.Scalar() : "";
+    const std::string child = path.empty() ? key : path + "." + key;
+    const int line = item.first.Mark().line + 1;
+    const auto [it, fresh] = seen.emplace(key, line);
+    if (!fresh)
+      throw Error(label + ":" + std::to_string(line) + " " + child + ": duplicate key (first at line " +
+                  std::to_string(it->second) + ")");
+    check_duplicate_keys(item.second, label, child);
   }
 }
 
+}  // namespace
+
+ConfigNode ConfigNode::parse(const std::string& text, const std::string& label) {
+  auto file = std::make_shared<const std::string>(label);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw Error(label + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+  }
+  check_duplicate_keys(root, label, "");
+  return ConfigNode(root, file, "", 1);
+}
+
 ConfigNode ConfigNode::load_file(const std::string& path) {
+  // Configs are small: a size bound keeps a wrong path (a device, a data file) from being read at length.
+  constexpr std::uintmax_t kMaxConfigBytes = 1 << 20;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw Error(path + ": cannot open file (not found)");
+  if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": not a regular file");
+  if (std::filesystem::file_size(path, ec) > kMaxConfigBytes)
+    throw Error(path + ": larger than " + std::to_string(kMaxConfigBytes) + " bytes; not a config file");
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open file");
   std::stringstream text;
@@ -45,12 +88,13 @@ std::string ConfigNode::where() const {
 void ConfigNode::fail(const std::string& message) const { throw Error(where() + ": " + message); }
 
 bool ConfigNode::has(const std::string& key) const {
-  return node_.IsMap() && node_[key].IsDefined() && !node_[key].IsNull();
+  return node_.IsDefined() && node_.IsMap() && node_[key].IsDefined() && !node_[key].IsNull();
 }
 
 ConfigNode ConfigNode::operator[](const std::string& key) const {
   std::string path = key_path_.empty() ? key : key_path_ + "." + key;
-  if (!node_.IsMap()) {
+  // A missing key's child is undefined, and so are its children (yaml-cpp's would throw).
+  if (!node_.IsDefined() || !node_.IsMap()) {
     if (node_.IsDefined() && !node_.IsNull()) fail("expected a map with key '" + key + "'");
     return ConfigNode(YAML::Node(YAML::NodeType::Undefined), file_, path, line());
   }
@@ -84,7 +128,13 @@ T read_scalar(const ConfigNode& node, const YAML::Node& yaml, const char* what) 
 }  // namespace
 
 std::string ConfigNode::as_string() const { return read_scalar<std::string>(*this, node_, "a string"); }
-double ConfigNode::as_double() const { return read_scalar<double>(*this, node_, "a number"); }
+// NaN and infinities are refused wherever a number is read: one in a normalization or a weight would
+// turn every result it touches into noise.
+double ConfigNode::as_double() const {
+  const double v = read_scalar<double>(*this, node_, "a number");
+  if (!std::isfinite(v)) fail("expected a finite number, got '" + node_.Scalar() + "'");
+  return v;
+}
 long long ConfigNode::as_int() const { return read_scalar<long long>(*this, node_, "an integer"); }
 bool ConfigNode::as_bool() const { return read_scalar<bool>(*this, node_, "true or false"); }
 

@@ -78,6 +78,10 @@ std::string OptionSpec::range_text() const {
     return out.str();
   }
   if (type == OptionType::Bool || (std::isinf(min) && std::isinf(max))) return "";
+  if (std::isinf(max)) {
+    out << (min_exclusive ? "> " : ">= ") << min;
+    return out.str();
+  }
   out << (min_exclusive ? "(" : "[") << min << ", " << max << "]";
   return out.str();
 }
@@ -96,24 +100,23 @@ std::int64_t Options::integer(const std::string& name) const { return std::get<s
 bool Options::flag(const std::string& name) const { return std::get<bool>(at(name)); }
 const std::string& Options::text(const std::string& name) const { return std::get<std::string>(at(name)); }
 
-namespace {
 OptionValue read_option(const ConfigNode& node, const OptionSpec& spec) {
-  const std::string expect_range = spec.range_text();
-  auto check_range = [&](double v) {
+  const std::string range = spec.range_text();
+  const std::string expected = std::string("expected ") + (spec.type == OptionType::Integer ? "an integer" : "a number") +
+                               (range.empty() ? "" : range[0] == '[' || range[0] == '(' ? " in " + range : " " + range);
+  auto check_range = [&](double v, const std::string& text) {
     const bool low_ok = spec.min_exclusive ? v > spec.min : v >= spec.min;
-    if (!low_ok || v > spec.max || std::isnan(v))
-      node.fail(std::string("expected ") + (spec.type == OptionType::Integer ? "an integer" : "a number") +
-                " in " + expect_range);
+    if (!low_ok || v > spec.max) node.fail(expected + ", got " + text);
   };
   switch (spec.type) {
     case OptionType::Number: {
-      const double v = node.as_double();
-      check_range(v);
+      const double v = node.as_double();  // finite
+      check_range(v, node.yaml().Scalar());
       return v;
     }
     case OptionType::Integer: {
       const long long v = node.as_int();
-      check_range(static_cast<double>(v));
+      check_range(static_cast<double>(v), std::to_string(v));
       return static_cast<std::int64_t>(v);
     }
     case OptionType::Bool: return node.as_bool();
@@ -122,14 +125,13 @@ OptionValue read_option(const ConfigNode& node, const OptionSpec& spec) {
       if (!spec.choices.empty()) {
         bool ok = false;
         for (const auto& c : spec.choices) ok = ok || c == v;
-        if (!ok) node.fail("expected " + expect_range + ", got '" + v + "'");
+        if (!ok) node.fail("expected " + range + ", got '" + v + "'");
       }
       return v;
     }
   }
   return 0.0;
 }
-}  // namespace
 
 Options default_options(const OptionSchema& schema) {
   std::map<std::string, OptionValue> values;

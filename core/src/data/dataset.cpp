@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "xdq/error.h"
+#include "xdq/files.h"
 
 namespace xdq {
 
@@ -25,23 +26,6 @@ Dataset Dataset::slice(std::int64_t begin, std::int64_t end) const {
   return out;
 }
 
-std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t seed) {
-  std::uint64_t h = seed;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
-std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed) {
-  const std::uint64_t h = fnv1a(data, bytes, seed);
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
-  return text;
-}
-
 std::string Dataset::content_hash() const {
   at::Tensor img = images.contiguous();
   std::string h = fnv1a_hex(img.data_ptr(), img.nbytes());
@@ -52,34 +36,27 @@ std::string Dataset::content_hash() const {
   return h;
 }
 
-std::string file_hash(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open file");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return fnv1a_hex(bytes.data(), bytes.size());
-}
 
 namespace {
-constexpr char kDatasetMagic[8] = {'X', 'D', 'Q', 'I', 'M', 'G', '1', '\0'};
+// Version 2: a trailing FNV-1a 64 checksum of images and labels.
+constexpr char kDatasetMagic[8] = {'X', 'D', 'Q', 'I', 'M', 'G', '2', '\0'};
 }
 
 void save_dataset(const Dataset& data, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw Error(tmp + ": cannot write");
-    const at::Tensor images = data.images.to(at::kFloat).contiguous();
+  const at::Tensor images = data.images.to(at::kFloat).contiguous();
+  const at::Tensor labels = data.labeled() ? data.labels.to(at::kLong).contiguous() : at::Tensor();
+  write_file_atomically(path, [&](std::ostream& out) {
     const std::int64_t header[5] = {images.size(0), images.size(1), images.size(2), images.size(3), data.labeled() ? 1 : 0};
     out.write(kDatasetMagic, sizeof kDatasetMagic);
     out.write(reinterpret_cast<const char*>(header), sizeof header);
     out.write(static_cast<const char*>(images.data_ptr()), static_cast<std::streamsize>(images.nbytes()));
+    std::uint64_t checksum = fnv1a(images.data_ptr(), images.nbytes());
     if (data.labeled()) {
-      const at::Tensor labels = data.labels.to(at::kLong).contiguous();
       out.write(static_cast<const char*>(labels.data_ptr()), static_cast<std::streamsize>(labels.nbytes()));
+      checksum = fnv1a(labels.data_ptr(), labels.nbytes(), checksum);
     }
-    if (!out) throw Error(tmp + ": write failed");
-  }
-  std::filesystem::rename(tmp, path);
+    out.write(reinterpret_cast<const char*>(&checksum), sizeof checksum);
+  });
 }
 
 Dataset load_dataset_file(const std::string& path) {
@@ -98,7 +75,13 @@ Dataset load_dataset_file(const std::string& path) {
     d.labels = at::empty({header[0]}, at::kLong);
     in.read(static_cast<char*>(d.labels.data_ptr()), static_cast<std::streamsize>(d.labels.nbytes()));
   }
+  std::uint64_t stored = 0;
+  in.read(reinterpret_cast<char*>(&stored), sizeof stored);
   if (!in) throw Error(path + ": file is truncated");
+  std::uint64_t checksum = fnv1a(d.images.data_ptr(), d.images.nbytes());
+  if (d.labeled()) checksum = fnv1a(d.labels.data_ptr(), d.labels.nbytes(), checksum);
+  if (checksum != stored) throw Error(path + ": content does not match its checksum (damaged file)");
+  if (in.peek() != std::char_traits<char>::eof()) throw Error(path + ": trailing bytes after the images (damaged file)");
   return d;
 }
 
@@ -106,17 +89,5 @@ Dataset load_dataset_file(const std::string& path) {
 
 namespace xdq {
 
-at::Tensor Preprocess::apply(const at::Tensor& images) const {
-  const std::int64_t channels = images.size(1);
-  auto expand = [&](const std::vector<double>& v, const char* what) {
-    if (v.size() != 1 && static_cast<std::int64_t>(v.size()) != channels)
-      throw Error(std::string("preprocess ") + what + ": " + std::to_string(v.size()) + " values for " +
-                  std::to_string(channels) + " channels");
-    std::vector<float> f(channels);
-    for (std::int64_t c = 0; c < channels; ++c) f[c] = static_cast<float>(v.size() == 1 ? v[0] : v[c]);
-    return at::tensor(f).view({1, channels, 1, 1});
-  };
-  return (images - expand(mean, "mean")) / expand(std, "std");
-}
 
 }  // namespace xdq

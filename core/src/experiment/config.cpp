@@ -1,11 +1,15 @@
 #include "xdq/experiment/config.h"
 
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <limits>
+#include <thread>
 #include <map>
 #include <regex>
 #include <set>
 
+#include "xdq/data/dataset.h"
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/plugin/interfaces.h"
@@ -17,16 +21,27 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Paths in an experiment are relative to its file; kept absolute so a resolved config loads from anywhere.
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty() || fs::path(p).is_absolute()) return p;
-  return (base / p).lexically_normal().string();
+  return fs::absolute(base / p).lexically_normal().string();
+}
+
+// Names become parts of file names (report pictures, the default output folder runs/<experiment>):
+// letters, digits and . _ + - only, not starting with a dot, so no name can point outside the output folder.
+void check_name(const ConfigNode& node, const std::string& name, const char* what) {
+  static const std::regex safe("[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}");
+  if (!std::regex_match(name, safe))
+    node.fail(std::string(what) + " '" + name + "': use letters, digits and . _ + - (at most 100, not starting with '.')");
 }
 
 BitSetting parse_bits(const ConfigNode& node) {
-  static const std::regex pattern("w([0-9]+)a([0-9]+)");
+  // At most two digits each: a longer number cannot be a bit width, and never reaches an integer conversion.
+  static const std::regex pattern("w([0-9]{1,2})a([0-9]{1,2})");
   std::smatch m;
   const std::string text = node.as_string();
-  if (!std::regex_match(text, m, pattern)) node.fail("expected a bit setting like w4a8, got '" + text + "'");
+  if (!std::regex_match(text, m, pattern))
+    node.fail("expected a bit setting like w4a8 (weight bits 2-8, activation bits 2-16), got '" + text + "'");
   BitSetting b{std::stoi(m[1]), std::stoi(m[2])};
   if (b.w_bits < 2 || b.w_bits > 8) node.fail("weight bits must be in [2, 8], got " + std::to_string(b.w_bits));
   if (b.a_bits < 2 || b.a_bits > 16) node.fail("activation bits must be in [2, 16], got " + std::to_string(b.a_bits));
@@ -83,11 +98,12 @@ PluginChoice parse_plugin(const ConfigNode& item, PluginKind kind, const PluginR
   const PluginRecord* plugin = registry.find(kind, choice.name);
   if (!plugin) name_node.fail(registry.unknown_name_message(kind, choice.name));
   choice.label = item.is_map() ? item.get("label", choice.name) : choice.name;
+  check_name(item.is_map() && item.has("label") ? item["label"] : item, choice.label, "label");
   choice.options = item.is_map() ? validate_options(item, plugin->options, {"name", "label"})
                                  : default_options(plugin->options);
   // Options that only make sense together are checked by the plugin's factory: try it now, not mid-run.
   try {
-    delete plugin_call(*plugin, "create", [&] { return plugin->create(choice.options); });
+    registry.try_create(*plugin, choice.options);
   } catch (const Error& e) {
     item.fail(e.what());
   }
@@ -138,7 +154,564 @@ void parse_overrides(const ConfigNode& list, const fs::path& base, std::vector<L
   }
 }
 
+
+// ---- What loading needs besides the config: where relative paths start, the plugins, the domains so far.
+struct LoadContext {
+  fs::path base;
+  PluginRegistry& registry;
+  std::map<std::string, DomainSpec> declared;
+  std::vector<std::pair<std::string, ConfigNode>> synthesis_model_refs;  // checked once models are read
+};
+
+// ---- One declaration per key: the loader, the resolved-config writer and `xdq keys` all read this table.
+// Scalar keys carry an OptionSpec (type, default, range, doc) and are read by read_option; structured keys
+// (lists, maps, plugin choices) carry a parse and an emit function. Keys are read in table order.
+struct Key {
+  std::string path;  // dotted: "calibration.batch_size"
+  OptionSpec spec;   // scalar keys: everything; structured keys: the doc
+  bool required = false;
+  bool is_path = false;  // a string resolved against the experiment file's folder
+  std::function<void(ExperimentConfig&, const OptionValue&)> set;
+  std::function<OptionValue(const ExperimentConfig&)> get;
+  std::function<void(const ConfigNode&, ExperimentConfig&, LoadContext&)> parse;
+  std::function<YAML::Node(const ExperimentConfig&)> emit;  // undefined node: nothing to write
+  bool structured() const { return static_cast<bool>(parse); }
+};
+
+void assign(int& to, const OptionValue& v) { to = static_cast<int>(std::get<std::int64_t>(v)); }
+void assign(std::int64_t& to, const OptionValue& v) { to = std::get<std::int64_t>(v); }
+void assign(std::uint64_t& to, const OptionValue& v) { to = static_cast<std::uint64_t>(std::get<std::int64_t>(v)); }
+void assign(double& to, const OptionValue& v) { to = std::get<double>(v); }
+void assign(bool& to, const OptionValue& v) { to = std::get<bool>(v); }
+void assign(std::string& to, const OptionValue& v) { to = std::get<std::string>(v); }
+OptionValue option_value(int v) { return std::int64_t{v}; }
+OptionValue option_value(std::int64_t v) { return v; }
+OptionValue option_value(std::uint64_t v) { return static_cast<std::int64_t>(v); }
+OptionValue option_value(double v) { return v; }
+OptionValue option_value(bool v) { return v; }
+OptionValue option_value(const std::string& v) { return v; }
+
+// A scalar key bound to a field of the config through `field` (a lambda returning a reference to it).
+template <class Field>
+Key scalar(std::string path, OptionSpec spec, Field field) {
+  Key k;
+  k.path = std::move(path);
+  k.spec = std::move(spec);
+  k.set = [field](ExperimentConfig& c, const OptionValue& v) { assign(field(c), v); };
+  k.get = [field](const ExperimentConfig& c) { return option_value(field(const_cast<ExperimentConfig&>(c))); };
+  return k;
+}
+
+Key structured(std::string path, std::string doc, std::function<void(const ConfigNode&, ExperimentConfig&, LoadContext&)> parse,
+               std::function<YAML::Node(const ExperimentConfig&)> emit, bool required = false) {
+  Key k;
+  k.path = std::move(path);
+  k.spec = OptionSpec::text(k.path.substr(k.path.rfind('.') + 1), "", std::move(doc));
+  k.parse = std::move(parse);
+  k.emit = std::move(emit);
+  k.required = required;
+  return k;
+}
+
+// Recursive on purpose: assigning one ConfigNode to another would assign the YAML nodes, which
+// overwrites the tree they point into.
+ConfigNode node_at(const ConfigNode& node, const std::string& path) {
+  const std::size_t dot = path.find('.');
+  if (dot == std::string::npos) return node[path];
+  return node_at(node[path.substr(0, dot)], path.substr(dot + 1));
+}
+
+void set_at(YAML::Node& root, const std::string& path, const YAML::Node& value) {
+  const std::size_t dot = path.find('.');
+  if (dot == std::string::npos) {
+    root[path] = value;
+    return;
+  }
+  YAML::Node child = root[path.substr(0, dot)];
+  set_at(child, path.substr(dot + 1), value);
+}
+
+// ---- Structured keys: reading and writing.
+void parse_plugin_paths(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
+  if (node.defined())
+    for (const auto& p : node.as_string_list()) cfg.plugin_paths.push_back(resolve(ctx.base, p));
+  for (const auto& failure : ctx.registry.scan(plugin_search_dirs(cfg.plugin_paths)))
+    std::cerr << "xdq: warning: " << failure << "\n";
+}
+
+// An image folder exists and holds <class>/<image> files.
+void check_image_folder(const ConfigNode& node, const fs::path& folder) {
+  if (!fs::is_directory(folder)) node.fail("image folder not found: " + folder.string());
+  for (const auto& cls : fs::directory_iterator(folder))
+    if (cls.is_directory())
+      for (const auto& f : fs::directory_iterator(cls.path())) {
+        const std::string ext = f.path().extension().string();
+        if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") return;
+      }
+  node.fail("image folder holds no images (expected <class>/<image>.png|jpg): " + folder.string());
+}
+
+DomainSpec parse_synthesized_domain(const ConfigNode& d, DomainSpec spec, LoadContext& ctx) {
+  if (d.has("dataset") || d.has("transforms") || d.has("mix"))
+    d.fail("a synthesized domain has no dataset, transforms or mix of its own");
+  spec.synthesizer = {parse_plugin(d["synthesizer"], PluginKind::Synthesizer, ctx.registry)};
+  spec.dataset = "synthesized";
+  if (d.has("models")) {
+    spec.synthesis_models = d["models"].as_string_list();
+    ctx.synthesis_model_refs.emplace_back(spec.name, d["models"]);
+  }
+  return spec;
+}
+
+// Mixtures refer to domains declared before them, or to datasets.
+DomainSpec parse_mixture_domain(const ConfigNode& d, DomainSpec spec, LoadContext& ctx) {
+  const ConfigNode mix = d["mix"];
+  mix.require_map();
+  for (const auto& part : mix.keys()) {
+    const double w = mix[part].as_double();
+    if (!(w > 0)) mix[part].fail("expected a positive weight");
+    const ConfigNode ref(YAML::Node(part), std::make_shared<const std::string>(mix.file()), mix.key_path() + "." + part,
+                         mix[part].line());
+    spec.mixture.emplace_back(resolve_domain(ref, ctx.declared), w);
+  }
+  if (spec.mixture.empty()) mix.fail("expected at least one component");
+  if (d.has("dataset") || d.has("transforms")) d.fail("a mixture has no dataset or transforms of its own");
+  spec.dataset = "mixture";
+  return spec;
+}
+
+DomainSpec parse_dataset_domain(const ConfigNode& d, DomainSpec spec, LoadContext& ctx) {
+  spec.dataset = d["dataset"].as_string();
+  const bool folder = spec.dataset.rfind("folder:", 0) == 0;
+  if (folder) spec.dataset = "folder:" + resolve(ctx.base, spec.dataset.substr(7));
+  if (!is_known_dataset(spec.dataset)) {
+    std::string known;
+    for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
+    d["dataset"].fail("unknown dataset '" + spec.dataset + "' (known: " + known + ", folder:PATH)");
+  }
+  if (folder) check_image_folder(d["dataset"], spec.dataset.substr(7));
+  spec.transforms = parse_transforms(d["transforms"], ctx.registry);
+  return spec;
+}
+
+void parse_domains(const ConfigNode& domains, ExperimentConfig&, LoadContext& ctx) {
+  if (!domains.defined()) return;
+  domains.require_map();
+  for (const auto& name : domains.keys()) {
+    const ConfigNode d = domains[name];
+    d.check_keys({"dataset", "transforms", "mix", "synthesizer", "models"});
+    check_name(d, name, "domain name");
+    DomainSpec spec;
+    spec.name = name;
+    spec.declared = true;
+    if (d.has("synthesizer")) {
+      ctx.declared[name] = parse_synthesized_domain(d, spec, ctx);
+      continue;
+    }
+    if (d.has("models")) d["models"].fail("only a synthesized domain lists models");
+    ctx.declared[name] = d.has("mix") ? parse_mixture_domain(d, spec, ctx) : parse_dataset_domain(d, spec, ctx);
+  }
+}
+
+ModelEntry parse_model(const ConfigNode& m, const fs::path& base) {
+  m.check_keys({"name", "path", "hash", "mean", "std", "input_size"});
+  ModelEntry e;
+  e.path = resolve(base, m["path"].as_string());
+  if (!fs::is_regular_file(e.path)) m["path"].fail("model file not found: " + e.path);
+  if (m.has("hash")) {
+    e.hash = m["hash"].as_string();
+    const std::string actual = file_hash(e.path);
+    if (actual != e.hash) m["hash"].fail("model file " + e.path + " has hash " + actual + ", not the pinned " + e.hash);
+  }
+  e.name = m.get("name", fs::path(e.path).stem().string());
+  if (m.has("mean") != m.has("std")) m.fail("give both mean and std, or neither");
+  if (m.has("mean")) {
+    e.has_preprocess = true;
+    e.mean = m["mean"].as_double_list();
+    e.std = m["std"].as_double_list();
+    for (double s : e.std)
+      if (!(s > 0)) m["std"].fail("expected positive numbers");
+  }
+  if (m.has("input_size")) {
+    const auto size = m["input_size"].as_int_list();
+    if (size.size() != 2 || size[0] < 1 || size[1] < 1 || size[0] > 16384 || size[1] > 16384)
+      m["input_size"].fail("expected [height, width], each in [1, 16384]");
+    e.height = size[0];
+    e.width = size[1];
+  }
+  return e;
+}
+
+void parse_models(const ConfigNode& models, ExperimentConfig& cfg, LoadContext& ctx) {
+  if (!models.is_sequence() || models.size() == 0) models.fail("expected a non-empty list of models");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    cfg.models.push_back(parse_model(models[i], ctx.base));
+    check_name(models[i], cfg.models.back().name, "model name");
+    if (!names.insert(cfg.models.back().name).second) models[i].fail("duplicate model name '" + cfg.models.back().name + "'");
+  }
+  for (const auto& [domain, ref] : ctx.synthesis_model_refs)
+    for (const auto& name : ref.as_string_list())
+      if (!names.count(name)) {
+        std::string known;
+        for (const auto& m : cfg.models) known += (known.empty() ? "" : ", ") + m.name;
+        ref.fail("domain '" + domain + "' synthesizes from model '" + name + "', which `models:` does not list (" + known + ")");
+      }
+}
+
+// calibration.domains (a list) or calibration.source (one name): read here, from the section.
+void parse_calibration_domains(const ConfigNode&, ExperimentConfig& cfg, LoadContext& ctx) {
+  const ConfigNode calib = cfg.root["calibration"];
+  if (calib.has("source") == calib.has("domains")) calib.fail("give either domains (a list) or source (one name)");
+  const ConfigNode list = calib.has("domains") ? calib["domains"] : calib["source"];
+  for (std::size_t i = 0; i < (list.is_sequence() ? list.size() : 1); ++i)
+    cfg.calibration_domains.push_back(resolve_domain(list.is_sequence() ? list[i] : list, ctx.declared));
+  if (cfg.calibration_domains.empty()) list.fail("expected at least one calibration domain");
+}
+
+void parse_calibration_counts(const ConfigNode& node, ExperimentConfig& cfg, LoadContext&) {
+  if (!node.defined()) return;
+  cfg.calibration_counts.clear();
+  for (long long c : node.as_int_list()) {
+    if (c < 1 || c > 10'000'000) node.fail("expected integers in [1, 10000000], got " + std::to_string(c));
+    cfg.calibration_counts.push_back(c);
+  }
+  if (cfg.calibration_counts.empty()) node.fail("expected at least one count");
+}
+
+void parse_test_domains(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+  for (std::size_t i = 0; i < (list.is_sequence() ? list.size() : 1); ++i) {
+    const ConfigNode ref = list.is_sequence() ? list[i] : list;
+    DomainSpec d = resolve_domain(ref, ctx.declared);
+    if (!d.mixture.empty()) ref.fail("test domain '" + d.name + "' is a mixture; test on its parts");
+    if (!d.synthesizer.empty()) ref.fail("test domain '" + d.name + "' is synthesized; test on real data");
+    if (!is_labeled_dataset(d.dataset)) ref.fail("test domain '" + d.name + "' has no labels (dataset " + d.dataset + ")");
+    d.line = ref.where();
+    cfg.test_domains.push_back(d);
+  }
+  if (cfg.test_domains.empty()) list.fail("expected at least one test domain");
+}
+
+void parse_preset(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
+  if (node.defined()) cfg.preset = node.as_string();
+  if (cfg.preset.size() > 5 && cfg.preset.substr(cfg.preset.size() - 5) == ".yaml") cfg.preset = resolve(ctx.base, cfg.preset);
+  try {
+    cfg.scheme = Scheme::load(cfg.preset, (fs::path(config_dir()) / "presets").string());
+  } catch (const Error& e) {
+    (node.defined() ? node : cfg.root["quantization"]).fail(e.what());
+  }
+}
+
+void parse_bit_settings(const ConfigNode& bits, ExperimentConfig& cfg, LoadContext&) {
+  if (!bits.is_sequence() || bits.size() == 0) bits.fail("expected a non-empty list like [w8a8, w4a8]");
+  for (std::size_t i = 0; i < bits.size(); ++i) cfg.bits.push_back(parse_bits(bits[i]));
+}
+
+// Calibration with no images ("none") only works with data-free calibrators.
+void parse_calibrators(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+  cfg.calibrators = parse_plugins(list, PluginKind::Calibrator, ctx.registry);
+  for (const DomainSpec& d : cfg.calibration_domains)
+    if (d.dataset == "none")
+      for (std::size_t i = 0; i < cfg.calibrators.size(); ++i) {
+        const PluginChoice& c = cfg.calibrators[i];
+        const auto plugin = ctx.registry.load<Calibrator>(c.name, c.options);
+        if (plugin.call("input", [](const Calibrator& object) { return object.input(); }) != Calibrator::Input::Graph)
+          list[i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" + d.name +
+                       "' has no images (use a data-free calibrator such as bn_ranges)");
+      }
+}
+
+void parse_rounding(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+  if (list.defined()) {
+    cfg.rounding = parse_plugins(list, PluginKind::WeightOptimizer, ctx.registry);
+    return;
+  }
+  const PluginRecord& nearest = ctx.registry.get(PluginKind::WeightOptimizer, "nearest");
+  cfg.rounding.push_back({"nearest", "nearest", default_options(nearest.options)});
+}
+
+// An empty list means no pass (so `--set quantization.passes=[]` gives the baseline of a pass study).
+void parse_passes(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+  if (list.defined() && !(list.is_sequence() && list.size() == 0))
+    cfg.passes = parse_plugins(list, PluginKind::GraphPass, ctx.registry);
+}
+
+void emit_options(YAML::Node& node, const Options& options) {
+  for (const auto& [key, value] : options.values()) {
+    if (auto b = std::get_if<bool>(&value)) node[key] = *b;
+    else if (auto i = std::get_if<std::int64_t>(&value)) node[key] = *i;
+    else if (auto d = std::get_if<double>(&value)) node[key] = *d;
+    else node[key] = std::get<std::string>(value);
+  }
+}
+
+YAML::Node plugin_yaml(const PluginChoice& c) {
+  YAML::Node item;
+  item["name"] = c.name;
+  if (c.label != c.name) item["label"] = c.label;
+  emit_options(item, c.options);
+  return item;
+}
+
+YAML::Node plugin_list_yaml(const std::vector<PluginChoice>& choices) {
+  YAML::Node list(YAML::NodeType::Sequence);
+  for (const auto& c : choices) list.push_back(plugin_yaml(c));
+  return list;
+}
+
+YAML::Node names_yaml(const std::vector<DomainSpec>& domains) {
+  YAML::Node list(YAML::NodeType::Sequence);
+  for (const auto& d : domains) list.push_back(d.name);
+  return list;
+}
+
+// A declared domain and, first, the declared domains it mixes (a mixture refers to earlier domains).
+void emit_domain(YAML::Node& domains, const DomainSpec& d) {
+  // Looked up through a const node: a non-const operator[] would reserve the key's place in the map.
+  if (!d.declared || static_cast<const YAML::Node&>(domains)[d.name]) return;
+  YAML::Node node(YAML::NodeType::Map);
+  if (!d.synthesizer.empty()) {
+    node["synthesizer"] = plugin_yaml(d.synthesizer.front());
+    for (const auto& m : d.synthesis_models) node["models"].push_back(m);
+  } else if (!d.mixture.empty()) {
+    for (const auto& [part, weight] : d.mixture) {
+      emit_domain(domains, part);
+      node["mix"][part.name] = weight;
+    }
+  } else {
+    node["dataset"] = d.dataset;
+    for (const auto& t : d.transforms) {
+      YAML::Node tn;
+      tn["name"] = t.name;
+      tn["severity"] = t.severity;
+      emit_options(tn, t.options);
+      node["transforms"].push_back(tn);
+    }
+  }
+  domains[d.name] = node;
+}
+
+// Lists of scalars on one line ([28, 28]), the way people write them.
+void flow_scalar_lists(YAML::Node node) {
+  if (node.IsSequence()) {
+    bool scalars = true;
+    for (const auto& item : node) scalars = scalars && item.IsScalar();
+    if (scalars) node.SetStyle(YAML::EmitterStyle::Flow);
+  }
+  if (node.IsSequence())
+    for (auto item : node) flow_scalar_lists(item);
+  if (node.IsMap())
+    for (auto item : node) flow_scalar_lists(item.second);
+}
+
+
+YAML::Node domains_yaml(const ExperimentConfig& cfg) {
+  YAML::Node domains(YAML::NodeType::Map);
+  for (const auto* list : {&cfg.calibration_domains, &cfg.test_domains})
+    for (const auto& d : *list) emit_domain(domains, d);
+  return domains.size() > 0 ? domains : YAML::Node();
+}
+
+YAML::Node models_yaml(const ExperimentConfig& cfg) {
+  YAML::Node models(YAML::NodeType::Sequence);
+  for (const auto& m : cfg.models) {
+    YAML::Node mn;
+    mn["name"] = m.name;
+    mn["path"] = m.path;
+    mn["hash"] = m.hash.empty() ? file_hash(m.path) : m.hash;
+    mn["input_size"] = std::vector<std::int64_t>{m.height, m.width};
+    if (m.has_preprocess) {
+      mn["mean"] = m.mean;
+      mn["std"] = m.std;
+    }
+    models.push_back(mn);
+  }
+  return models;
+}
+
+YAML::Node overrides_yaml(const ExperimentConfig& cfg) {
+  YAML::Node list(YAML::NodeType::Sequence);
+  for (const auto& o : cfg.overrides) {
+    YAML::Node on;
+    on["layers"] = o.layers;
+    if (o.w_bits) on["w_bits"] = *o.w_bits;
+    if (o.a_bits) on["a_bits"] = *o.a_bits;
+    list.push_back(on);
+  }
+  return list;
+}
+
+YAML::Node bits_yaml(const ExperimentConfig& cfg) {
+  YAML::Node list(YAML::NodeType::Sequence);
+  for (const auto& b : cfg.bits) list.push_back(b.label());
+  return list;
+}
+
+constexpr double kUnbounded = std::numeric_limits<double>::infinity();
+
+// The run: name, seed, threads, failure policy, plugin and data locations.
+void add_run_keys(std::vector<Key>& k) {
+  using S = OptionSpec;
+  Key name = scalar("experiment", S::text("experiment", "", "name of the experiment (default output folder runs/<name>)"),
+                    [](auto& c) -> auto& { return c.name; });
+  name.required = true;
+  k.push_back(name);
+  k.push_back(scalar("seed", S::integer("seed", 0, "seed of calibration subsets, synthesis and learned rounding").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.seed; }));
+  k.push_back(scalar("threads", S::integer("threads", 0, "intra-op threads (0: all cores)").range(0, 4096),
+                     [](auto& c) -> auto& { return c.threads; }));
+  k.push_back(scalar("jobs", S::integer("jobs", 1, "jobs (model x calibration set) at a time, sharing the threads").range(1, 4096),
+                     [](auto& c) -> auto& { return c.jobs; }));
+  k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
+                     [](auto& c) -> auto& { return c.on_error; }));
+  k.push_back(structured("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",
+                         parse_plugin_paths, [](const ExperimentConfig& c) {
+                           return c.plugin_paths.empty() ? YAML::Node() : YAML::Node(c.plugin_paths);
+                         }));
+  for (const auto& [key, doc] : {std::pair{"fashion_mnist", "folder of the Fashion-MNIST IDX files (default: Debian's package)"},
+                                 {"opencv_samples", "folder of OpenCV's sample data (default: opencv-doc's)"},
+                                 {"sklearn_digits", "scikit-learn's digits.csv.gz (default: python3-sklearn's)"},
+                                 {"cache", "cache folder (default: $XDQ_CACHE_DIR, else ~/.cache/xdq)"}}) {
+    const std::string field = key;
+    Key d;
+    d.path = std::string("data.") + key;
+    d.spec = S::text(key, "", doc);
+    d.is_path = true;
+    d.set = [field](ExperimentConfig& c, const OptionValue& v) { assign(c.data_location(field), v); };
+    d.get = [field](const ExperimentConfig& c) { return option_value(const_cast<ExperimentConfig&>(c).data_location(field)); };
+    k.push_back(d);
+  }
+}
+
+// What is calibrated on and tested on: domains, models, calibration and test sets.
+void add_data_keys(std::vector<Key>& k) {
+  using S = OptionSpec;
+  k.push_back(structured("domains", "named domains: {dataset, transforms} | {mix: {domain: weight}} | {synthesizer, models}",
+                         parse_domains, domains_yaml));
+  k.push_back(structured("models", "TorchScript models: [{name, path, hash, input_size, mean, std}]", parse_models, models_yaml, true));
+  k.push_back(structured("calibration.domains", "calibration domains (A), train split unless a split is named",
+                         parse_calibration_domains, [](const ExperimentConfig& c) { return names_yaml(c.calibration_domains); }));
+  k.push_back(structured("calibration.source", "one calibration domain (instead of domains)",
+                         [](const ConfigNode&, ExperimentConfig&, LoadContext&) {}, [](const ExperimentConfig&) { return YAML::Node(); }));
+  k.push_back(structured("calibration.count", "calibration-set sizes (a sweep)", parse_calibration_counts,
+                         [](const ExperimentConfig& c) { return YAML::Node(c.calibration_counts); }));
+  k.push_back(scalar("calibration.repeats", S::integer("repeats", 1, "calibration sets drawn per size, seeds seed, seed+1, ...").range(1, 1000),
+                     [](auto& c) -> auto& { return c.repeats; }));
+  k.push_back(scalar("calibration.batch_size", S::integer("batch_size", 256, "images per forward pass").range(1, 65536),
+                     [](auto& c) -> auto& { return c.batch_size; }));
+  k.push_back(scalar("calibration.histogram_bins", S::integer("histogram_bins", 2048, "histogram bins per sign of the activation statistics").range(16, 65536),
+                     [](auto& c) -> auto& { return c.histogram_bins; }));
+  k.push_back(structured("test.domains", "test domains (B), test split unless a split is named", parse_test_domains,
+                         [](const ExperimentConfig& c) { return names_yaml(c.test_domains); }));
+  k.push_back(scalar("test.count", S::integer("count", 0, "test images per domain (0: all)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.test_count; }));
+}
+
+// How it is quantized.
+void add_quantization_keys(std::vector<Key>& k) {
+  using S = OptionSpec;
+  k.push_back(structured("quantization.preset", "backend preset (configs/presets) or a preset file", parse_preset,
+                         [](const ExperimentConfig& c) { return YAML::Node(c.preset); }));
+  k.push_back(structured("quantization.bits", "bit settings, e.g. [w8a8, w4a4]", parse_bit_settings, bits_yaml));
+  k.push_back(scalar("quantization.weight_range", S::text("weight_range", "minmax", "weight range method").one_of({"minmax", "mse"}),
+                     [](auto& c) -> auto& { return c.weight_range; }));
+  k.push_back(scalar("quantization.fold_bn", S::flag("fold_bn", true, "fold BatchNorm into the preceding conv before quantizing"),
+                     [](auto& c) -> auto& { return c.fold_bn; }));
+  k.push_back(structured("quantization.overrides", "per-layer bits: [{layers, w_bits, a_bits} | {include: file}]",
+                         [](const ConfigNode& n, ExperimentConfig& c, LoadContext& ctx) {
+                           if (n.defined()) parse_overrides(n, ctx.base, c.overrides);
+                         },
+                         [](const ExperimentConfig& c) { return c.overrides.empty() ? YAML::Node() : overrides_yaml(c); }));
+  k.push_back(structured("quantization.calibrators", "activation range calibrators (plugins)", parse_calibrators,
+                         [](const ExperimentConfig& c) { return plugin_list_yaml(c.calibrators); }));
+  k.push_back(structured("quantization.rounding", "weight rounding optimizers (plugins; default nearest)", parse_rounding,
+                         [](const ExperimentConfig& c) { return plugin_list_yaml(c.rounding); }));
+  k.push_back(structured("quantization.passes", "graph passes (plugins), each at its declared stage", parse_passes,
+                         [](const ExperimentConfig& c) { return plugin_list_yaml(c.passes); }));
+}
+
+// Diagnostics, `xdq analyze`, and what a resolved config carries.
+void add_report_keys(std::vector<Key>& k) {
+  using S = OptionSpec;
+  k.push_back(scalar("diagnostics.layer_shift_images", S::integer("layer_shift_images", 0, "images per domain for per-layer shift tables (0: off)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.layer_shift_images; }));
+  k.push_back(scalar("analysis.images", S::integer("images", 1000, "held-out images per test domain").range(1, kUnbounded),
+                     [](auto& c) -> auto& { return c.analysis.images; }));
+  k.push_back(scalar("analysis.layerwise", S::text("layerwise", "both", "what one layer's turn quantizes").one_of({"weights", "activation", "both"}),
+                     [](auto& c) -> auto& { return c.analysis.layerwise; }));
+  k.push_back(scalar("analysis.target_drop", S::number("target_drop", 0.5, "mixed precision: accepted top-1 drop (points)").range(0, 100),
+                     [](auto& c) -> auto& { return c.analysis.target_drop; }));
+  k.push_back(scalar("analysis.size_budget", S::integer("size_budget", 0, "mixed precision: weight bytes at most (0: no budget)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.analysis.size_budget; }));
+  k.push_back(scalar("analysis.fallback_bits", S::integer("fallback_bits", 8, "bits of a raised layer's weights and input").range(2, 8),
+                     [](auto& c) -> auto& { return c.analysis.fallback_bits; }));
+  k.push_back(structured("provenance", "written by xdq into config.resolved.yaml (what a run measured); not read",
+                         [](const ConfigNode&, ExperimentConfig&, LoadContext&) {}, [](const ExperimentConfig&) { return YAML::Node(); }));
+}
+
+const std::vector<Key>& experiment_keys() {
+  static const std::vector<Key> keys = [] {
+    std::vector<Key> k;
+    add_run_keys(k);
+    add_data_keys(k);
+    add_quantization_keys(k);
+    add_report_keys(k);
+    return k;
+  }();
+  return keys;
+}
+
+// The keys a section may hold, from the table: "" is the top level.
+std::vector<std::string> keys_of_section(const std::string& section) {
+  std::vector<std::string> out;
+  const std::string prefix = section.empty() ? "" : section + ".";
+  for (const Key& k : experiment_keys()) {
+    if (k.path.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = k.path.substr(prefix.size());
+    const std::string first = rest.substr(0, rest.find('.'));
+    if (std::find(out.begin(), out.end(), first) == out.end()) out.push_back(first);
+  }
+  return out;
+}
+
+void check_sections(const ConfigNode& root) {
+  root.check_keys(keys_of_section(""));
+  for (const std::string& section : keys_of_section("")) {
+    const bool is_section = std::any_of(experiment_keys().begin(), experiment_keys().end(),
+                                        [&](const Key& k) { return k.path.rfind(section + ".", 0) == 0; });
+    if (is_section && root.has(section)) root[section].check_keys(keys_of_section(section));
+  }
+  for (const char* required : {"calibration", "test", "quantization"}) root[required].require_map();
+}
+
+void read_key(const Key& key, const ConfigNode& root, ExperimentConfig& cfg, LoadContext& ctx) {
+  const ConfigNode node = node_at(root, key.path);
+  if (key.required && !node.defined()) node.fail("missing value (" + key.spec.doc + ")");
+  if (key.structured()) return key.parse(node, cfg, ctx);
+  OptionValue value = node.defined() ? read_option(node, key.spec) : key.spec.default_value;
+  if (key.is_path) value = resolve(ctx.base, std::get<std::string>(value));
+  key.set(cfg, value);
+}
+
+// Checks across keys, once all are read. More threads than cores only adds switching: a few times the
+// cores is the useful bound.
+void check_after_reading(const ExperimentConfig& cfg) {
+  check_name(cfg.root["experiment"], cfg.name, "experiment name");
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (cfg.threads > 4 * cores)
+    cfg.root["threads"].fail("expected at most " + std::to_string(4 * cores) + " (4 x the " + std::to_string(cores) +
+                             " cores of this machine), got " + std::to_string(cfg.threads));
+}
+
 }  // namespace
+
+std::string& ExperimentConfig::data_location(const std::string& key) {
+  if (key == "fashion_mnist") return data.fashion_mnist;
+  if (key == "opencv_samples") return data.opencv_samples;
+  if (key == "sklearn_digits") return data.sklearn_digits;
+  if (key == "cache") return data.cache;
+  throw Error("no data location '" + key + "'");
+}
 
 ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
                                  PluginRegistry& registry) {
@@ -151,232 +724,44 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
     root.set_path(kv.substr(0, eq), kv.substr(eq + 1));
   }
   cfg.root = root;
-  const fs::path base = fs::path(path).parent_path();
-  root.check_keys({"experiment", "seed", "threads", "jobs", "plugins", "data", "domains", "models", "calibration", "test",
-                   "quantization", "diagnostics", "analysis"});
-  if (root.has("analysis")) {
-    const ConfigNode a = root["analysis"];
-    a.check_keys({"images", "layerwise", "target_drop", "size_budget", "fallback_bits"});
-    auto& s = cfg.analysis;
-    s.images = a.get("images", s.images);
-    if (s.images < 1) a["images"].fail("expected an integer >= 1");
-    s.layerwise = a.get("layerwise", s.layerwise);
-    if (s.layerwise != "weights" && s.layerwise != "activation" && s.layerwise != "both")
-      a["layerwise"].fail("expected one of: weights, activation, both");
-    s.target_drop = a.get("target_drop", s.target_drop);
-    if (!(s.target_drop >= 0)) a["target_drop"].fail("expected a number of points >= 0");
-    s.size_budget = a.get("size_budget", s.size_budget);
-    if (s.size_budget < 0) a["size_budget"].fail("expected bytes >= 0 (0: no budget)");
-    s.fallback_bits = a.get("fallback_bits", s.fallback_bits);
-    if (s.fallback_bits < 2 || s.fallback_bits > 8) a["fallback_bits"].fail("expected an integer in [2, 8]");
-  }
-  if (root.has("diagnostics")) {
-    const ConfigNode diag = root["diagnostics"];
-    diag.check_keys({"layer_shift_images"});
-    cfg.layer_shift_images = diag.get("layer_shift_images", 0LL);
-    if (cfg.layer_shift_images < 0) diag["layer_shift_images"].fail("expected an integer >= 0 (0: off)");
-  }
-  cfg.name = root["experiment"].as_string();
-  cfg.seed = static_cast<std::uint64_t>(root.get("seed", 0LL));
-  cfg.threads = root.get("threads", 0);
-  if (cfg.threads < 0) root["threads"].fail("expected an integer >= 0 (0: all cores)");
-  cfg.jobs = root.get("jobs", cfg.jobs);
-  if (cfg.jobs < 1) root["jobs"].fail("expected an integer >= 1 (runs at a time, sharing the threads)");
-
-  if (root.has("plugins")) {
-    const ConfigNode plugins = root["plugins"];
-    plugins.check_keys({"paths"});
-    for (const auto& p : plugins["paths"].as_string_list()) cfg.plugin_paths.push_back(resolve(base, p));
-  }
-  for (const auto& failure : registry.scan(plugin_search_dirs(cfg.plugin_paths)))
-    std::cerr << "xdq: warning: " << failure << "\n";
-
-  if (root.has("data")) {
-    const ConfigNode data = root["data"];
-    data.check_keys({"fashion_mnist", "opencv_samples", "sklearn_digits", "cache"});
-    cfg.data.fashion_mnist = resolve(base, data.get("fashion_mnist", ""));
-    cfg.data.opencv_samples = resolve(base, data.get("opencv_samples", ""));
-    cfg.data.sklearn_digits = resolve(base, data.get("sklearn_digits", ""));
-    cfg.data.cache = resolve(base, data.get("cache", ""));
-  }
-
-  std::map<std::string, DomainSpec> declared;
-  std::vector<std::pair<std::string, ConfigNode>> synthesis_model_refs;  // checked once models are read
-  if (root.has("domains")) {
-    const ConfigNode domains = root["domains"];
-    domains.require_map();
-    for (const auto& name : domains.keys()) {
-      const ConfigNode d = domains[name];
-      d.check_keys({"dataset", "transforms", "mix", "synthesizer", "models"});
-      DomainSpec spec;
-      spec.name = name;
-      if (d.has("synthesizer")) {
-        if (d.has("dataset") || d.has("transforms") || d.has("mix"))
-          d.fail("a synthesized domain has no dataset, transforms or mix of its own");
-        spec.synthesizer = {parse_plugin(d["synthesizer"], PluginKind::Synthesizer, registry)};
-        spec.dataset = "synthesized";
-        if (d.has("models")) {
-          spec.synthesis_models = d["models"].as_string_list();
-          synthesis_model_refs.emplace_back(name, d["models"]);
-        }
-        declared[name] = spec;
-        continue;
-      }
-      if (d.has("models")) d["models"].fail("only a synthesized domain lists models");
-      if (d.has("mix")) {
-        // Mixtures refer to domains declared before them, or to datasets.
-        const ConfigNode mix = d["mix"];
-        mix.require_map();
-        for (const auto& part : mix.keys()) {
-          const double w = mix[part].as_double();
-          if (!(w > 0)) mix[part].fail("expected a positive weight");
-          spec.mixture.emplace_back(resolve_domain(ConfigNode(YAML::Node(part), std::make_shared<const std::string>(mix.file()),
-                                                              mix.key_path() + "." + part, mix[part].line()),
-                                                   declared),
-                                    w);
-        }
-        if (spec.mixture.empty()) mix.fail("expected at least one component");
-        if (d.has("dataset") || d.has("transforms")) d.fail("a mixture has no dataset or transforms of its own");
-        spec.dataset = "mixture";
-        declared[name] = spec;
-        continue;
-      }
-      spec.dataset = d["dataset"].as_string();
-      if (spec.dataset.rfind("folder:", 0) == 0) spec.dataset = "folder:" + resolve(base, spec.dataset.substr(7));
-      if (!is_known_dataset(spec.dataset)) {
-        std::string known;
-        for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
-        d["dataset"].fail("unknown dataset '" + spec.dataset + "' (known: " + known + ", folder:PATH)");
-      }
-      if (spec.dataset.rfind("folder:", 0) == 0) {
-        const fs::path folder = spec.dataset.substr(7);
-        if (!fs::is_directory(folder)) d["dataset"].fail("image folder not found: " + folder.string());
-        bool any_image = false;
-        for (const auto& cls : fs::directory_iterator(folder))
-          if (cls.is_directory())
-            for (const auto& f : fs::directory_iterator(cls.path())) {
-              const std::string ext = f.path().extension().string();
-              any_image = any_image || ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
-            }
-        if (!any_image) d["dataset"].fail("image folder holds no images (expected <class>/<image>.png|jpg): " + folder.string());
-      }
-      spec.transforms = parse_transforms(d["transforms"], registry);
-      declared[name] = spec;
-    }
-  }
-
-  const ConfigNode models = root["models"];
-  if (!models.is_sequence() || models.size() == 0) models.fail("expected a non-empty list of models");
-  std::set<std::string> model_names;
-  for (std::size_t i = 0; i < models.size(); ++i) {
-    const ConfigNode m = models[i];
-    m.check_keys({"name", "path", "mean", "std", "input_size"});
-    ModelEntry e;
-    e.path = resolve(base, m["path"].as_string());
-    if (!fs::is_regular_file(e.path)) m["path"].fail("model file not found: " + e.path);
-    e.name = m.get("name", fs::path(e.path).stem().string());
-    if (!model_names.insert(e.name).second) m.fail("duplicate model name '" + e.name + "'");
-    if (m.has("mean") != m.has("std")) m.fail("give both mean and std, or neither");
-    if (m.has("mean")) {
-      e.has_preprocess = true;
-      e.mean = m["mean"].as_double_list();
-      e.std = m["std"].as_double_list();
-      for (double s : e.std)
-        if (!(s > 0)) m["std"].fail("expected positive numbers");
-    }
-    if (m.has("input_size")) {
-      const auto size = m["input_size"].as_int_list();
-      if (size.size() != 2 || size[0] < 1 || size[1] < 1) m["input_size"].fail("expected [height, width]");
-      e.height = size[0];
-      e.width = size[1];
-    }
-    cfg.models.push_back(e);
-  }
-  for (const auto& [domain, ref] : synthesis_model_refs)
-    for (const auto& name : ref.as_string_list())
-      if (!model_names.count(name)) {
-        std::string known;
-        for (const auto& m : cfg.models) known += (known.empty() ? "" : ", ") + m.name;
-        ref.fail("domain '" + domain + "' synthesizes from model '" + name + "', which `models:` does not list (" + known + ")");
-      }
-
-  const ConfigNode calib = root["calibration"];
-  calib.check_keys({"source", "domains", "count", "batch_size", "repeats", "histogram_bins"});
-  if (calib.has("source") == calib.has("domains")) calib.fail("give either domains (a list) or source (one name)");
-  const ConfigNode calib_list = calib.has("domains") ? calib["domains"] : calib["source"];
-  for (std::size_t i = 0; i < (calib_list.is_sequence() ? calib_list.size() : 1); ++i)
-    cfg.calibration_domains.push_back(resolve_domain(calib_list.is_sequence() ? calib_list[i] : calib_list, declared));
-  if (cfg.calibration_domains.empty()) calib_list.fail("expected at least one calibration domain");
-  if (calib.has("count")) {
-    cfg.calibration_counts.clear();
-    for (long long c : calib["count"].as_int_list()) {
-      if (c < 1) calib["count"].fail("expected integers >= 1");
-      cfg.calibration_counts.push_back(c);
-    }
-  }
-  cfg.repeats = calib.get("repeats", cfg.repeats);
-  if (cfg.repeats < 1) calib["repeats"].fail("expected an integer >= 1");
-  cfg.batch_size = calib.get("batch_size", cfg.batch_size);
-  if (cfg.batch_size < 1) calib["batch_size"].fail("expected an integer >= 1");
-  cfg.histogram_bins = calib.get("histogram_bins", cfg.histogram_bins);
-  if (cfg.histogram_bins < 16 || cfg.histogram_bins > (1 << 16)) calib["histogram_bins"].fail("expected an integer in [16, 65536]");
-
-  const ConfigNode test = root["test"];
-  test.check_keys({"domains", "count"});
-  const ConfigNode test_list = test["domains"];
-  for (std::size_t i = 0; i < (test_list.is_sequence() ? test_list.size() : 1); ++i) {
-    const ConfigNode ref = test_list.is_sequence() ? test_list[i] : test_list;
-    DomainSpec d = resolve_domain(ref, declared);
-    if (!d.mixture.empty()) ref.fail("test domain '" + d.name + "' is a mixture; test on its parts");
-    if (!d.synthesizer.empty()) ref.fail("test domain '" + d.name + "' is synthesized; test on real data");
-    if (!is_labeled_dataset(d.dataset)) ref.fail("test domain '" + d.name + "' has no labels (dataset " + d.dataset + ")");
-    d.line = ref.where();
-    cfg.test_domains.push_back(d);
-  }
-  if (cfg.test_domains.empty()) test_list.fail("expected at least one test domain");
-  cfg.test_count = test.get("count", cfg.test_count);
-  if (cfg.test_count < 0) test["count"].fail("expected an integer >= 0 (0: all)");
-
-  const ConfigNode q = root["quantization"];
-  q.check_keys({"preset", "bits", "weight_range", "fold_bn", "overrides", "calibrators", "rounding", "passes"});
-  cfg.preset = q.get("preset", cfg.preset);
-  try {
-    cfg.scheme = Scheme::load(cfg.preset.size() > 5 && cfg.preset.substr(cfg.preset.size() - 5) == ".yaml"
-                                  ? resolve(base, cfg.preset) : cfg.preset,
-                              (fs::path(config_dir()) / "presets").string());
-  } catch (const Error& e) {
-    q["preset"].fail(e.what());
-  }
-  const ConfigNode bits = q["bits"];
-  if (!bits.is_sequence() || bits.size() == 0) bits.fail("expected a non-empty list like [w8a8, w4a8]");
-  for (std::size_t i = 0; i < bits.size(); ++i) cfg.bits.push_back(parse_bits(bits[i]));
-  cfg.weight_range = q.get("weight_range", cfg.weight_range);
-  if (cfg.weight_range != "minmax" && cfg.weight_range != "mse")
-    q["weight_range"].fail("expected one of: minmax, mse");
-  cfg.fold_bn = q.get("fold_bn", cfg.fold_bn);
-  if (q.has("overrides")) parse_overrides(q["overrides"], base, cfg.overrides);
-  cfg.calibrators = parse_plugins(q["calibrators"], PluginKind::Calibrator, registry);
-  // Calibration with no images ("none") only works with data-free calibrators.
-  for (const DomainSpec& d : cfg.calibration_domains)
-    if (d.dataset == "none")
-      for (std::size_t i = 0; i < cfg.calibrators.size(); ++i) {
-        const PluginChoice& c = cfg.calibrators[i];
-        const PluginRecord& plugin = registry.get(PluginKind::Calibrator, c.name);
-        const auto object = registry.create<Calibrator>(c.name, c.options);
-        if (plugin_call(plugin, "input", [&] { return object->input(); }) != Calibrator::Input::Graph)
-          q["calibrators"][i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" + d.name +
-                                   "' has no images (use a data-free calibrator such as bn_ranges)");
-      }
-  // An empty list means no pass (so `--set quantization.passes=[]` gives the baseline of a pass study).
-  if (q.has("passes") && !(q["passes"].is_sequence() && q["passes"].size() == 0))
-    cfg.passes = parse_plugins(q["passes"], PluginKind::GraphPass, registry);
-  if (q.has("rounding")) {
-    cfg.rounding = parse_plugins(q["rounding"], PluginKind::WeightOptimizer, registry);
-  } else {
-    const PluginRecord& nearest = registry.get(PluginKind::WeightOptimizer, "nearest");
-    cfg.rounding.push_back({"nearest", "nearest", default_options(nearest.options)});
-  }
+  LoadContext ctx{fs::path(path).parent_path(), registry, {}, {}};
+  check_sections(root);
+  for (const Key& key : experiment_keys()) read_key(key, root, cfg, ctx);
+  check_after_reading(cfg);
   return cfg;
+}
+
+std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance) {
+  YAML::Node root;
+  for (const Key& key : experiment_keys()) {
+    const YAML::Node value = key.structured() ? key.emit(cfg) : YAML::Node(to_string(key.get(cfg)));
+    if (!key.structured() && key.is_path && std::get<std::string>(key.get(cfg)).empty()) continue;
+    if (!key.structured() && key.spec.type != OptionType::String) {
+      // Numbers and flags as YAML scalars of their own type, so they read back exactly.
+      const OptionValue v = key.get(cfg);
+      if (auto b = std::get_if<bool>(&v)) set_at(root, key.path, YAML::Node(*b));
+      else if (auto i = std::get_if<std::int64_t>(&v)) set_at(root, key.path, YAML::Node(*i));
+      else set_at(root, key.path, YAML::Node(std::get<double>(v)));
+      continue;
+    }
+    if (value.IsDefined() && !value.IsNull()) set_at(root, key.path, value);
+  }
+  if (provenance.IsDefined() && !provenance.IsNull()) root["provenance"] = provenance;
+  flow_scalar_lists(root);
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);
+  out << root;
+  return std::string("# Resolved by xdq: every default filled in; `xdq run` on this file repeats the experiment.\n"
+                     "# provenance: what the run measured about its inputs (not read back); hashes are FNV-1a 64.\n") +
+         out.c_str() + "\n";
+}
+
+std::vector<ConfigKeyDoc> experiment_key_docs() {
+  std::vector<ConfigKeyDoc> out;
+  for (const Key& k : experiment_keys())
+    out.push_back({k.path, k.structured() ? "structured" : to_string(k.spec.type),
+                   k.structured() ? "" : to_string(k.spec.default_value), k.spec.range_text(), k.spec.doc, k.required});
+  return out;
 }
 
 }  // namespace xdq

@@ -68,11 +68,20 @@ std::string DomainCache::cache_file(const DomainSpec& d, const InputShape& shape
 Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
                                 const ModelEntry* model) {
   const std::string file = cache_file(d, shape, count, seed, model);
+  // A cached set is used only when it is whole (checksum) and is what was asked for (count, shape);
+  // anything else is named in a warning and synthesized again.
   if (std::filesystem::is_regular_file(file)) {
-    progress_ << "xdq: domain '" << d.name << "': synthesized images from the cache " << file << "\n";
-    Dataset cached = load_dataset_file(file);
-    cached.name = d.name;
-    return cached;
+    try {
+      Dataset cached = load_dataset_file(file);
+      if (cached.size() != count || cached.images.size(1) != shape.channels || cached.images.size(2) != shape.height ||
+          cached.images.size(3) != shape.width)
+        throw Error(file + ": holds " + std::to_string(cached.size()) + " images of another shape or count than asked");
+      progress_ << "xdq: domain '" << d.name << "': synthesized images from the cache " << file << "\n";
+      cached.name = d.name;
+      return cached;
+    } catch (const Error& e) {
+      progress_ << "xdq: warning: " << e.what() << "; synthesizing the set again\n";
+    }
   }
   const PluginChoice& choice = d.synthesizer.front();
   const PluginRecord& plugin = registry_.get(PluginKind::Synthesizer, choice.name);
@@ -86,16 +95,20 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
   context.count = count;
   context.seed = seed;
   context.progress = &progress_;
-  auto synthesizer = registry_.create<Synthesizer>(choice.name, choice.options);
-  Dataset out = plugin_call(plugin, "synthesize", [&] { return synthesizer->synthesize(context); });
+  const auto synthesizer = registry_.load<Synthesizer>(choice.name, choice.options);
+  Dataset out = synthesizer.call("synthesize", [&](const Synthesizer& s) { return s.synthesize(context); });
   if (out.size() != count || out.images.dim() != 4 || out.images.size(1) != shape.channels ||
       out.images.size(2) != shape.height || out.images.size(3) != shape.width)
     throw Error("plugin '" + plugin.name + "' (" + plugin.path + ") synthesized images of the wrong shape for domain '" +
                 d.name + "'");
   out.name = d.name;
-  std::filesystem::create_directories(std::filesystem::path(file).parent_path());
-  save_dataset(out, file);
-  progress_ << "xdq: domain '" << d.name << "': " << count << " images synthesized, cached in " << file << "\n";
+  try {  // a cache that cannot be written costs only time
+    std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+    save_dataset(out, file);
+    progress_ << "xdq: domain '" << d.name << "': " << count << " images synthesized, cached in " << file << "\n";
+  } catch (const std::exception& e) {
+    progress_ << "xdq: warning: synthesized images not cached (" << e.what() << ")\n";
+  }
   return out;
 }
 
@@ -105,10 +118,10 @@ Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& sh
   if (count > 0) ds = ds.subset(count, seed);
   for (std::size_t k = 0; k < d.transforms.size(); ++k) {
     const TransformChoice& t = d.transforms[k];
-    const PluginRecord& plugin = registry_.get(PluginKind::DomainTransform, t.name);
-    auto transform = registry_.create<DomainTransform>(t.name, t.options);
-    ds.images =
-        plugin_call(plugin, "apply", [&] { return transform->apply(ds.images, t.severity, seed + 7919 * (k + 1)); });
+    const auto transform = registry_.load<DomainTransform>(t.name, t.options);
+    ds.images = transform.call("apply", [&](const DomainTransform& f) {
+      return f.apply(ds.images, t.severity, seed + 7919 * (k + 1));
+    });
   }
   return ds;
 }
@@ -205,17 +218,16 @@ PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits) {
 QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
                                 const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
                                 const Preprocess& pre, StatisticsCache& statistics, std::ostream& log) {
-  const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator.name);
-  auto object = registry.create<Calibrator>(calibrator.name, calibrator.options);
+  const auto plugin = registry.load<Calibrator>(calibrator.name, calibrator.options);
   QuantizedModel model(folded, settings);
-  const Calibrator::Input input = plugin_call(plugin, "input", [&] { return object->input(); });
+  const Calibrator::Input input = plugin.call("input", [](const Calibrator& c) { return c.input(); });
   if (input == Calibrator::Input::Statistics) {
-    model.calibrate_from_statistics(*object, plugin, *statistics.get(model, images, cfg.batch_size, cfg.histogram_bins, log));
+    calibrate_from_statistics(model, plugin, *statistics.get(model, images, cfg.batch_size, cfg.histogram_bins, log));
   } else if (input == Calibrator::Input::Activations) {
-    model.calibrate_activations(*object, plugin, images, cfg.batch_size);
+    calibrate_activations(model, plugin, images, cfg.batch_size);
   } else {
     const at::Tensor ends = pre.apply(at::stack({at::zeros({images.size(1), 1, 1}), at::ones({images.size(1), 1, 1})}));
-    model.calibrate_from_graph(*object, plugin, {ends.min().item<double>(), ends.max().item<double>()});
+    calibrate_from_graph(model, plugin, {ends.min().item<double>(), ends.max().item<double>()});
   }
   model.set_weight_ranges(cfg.weight_range);
   return model;

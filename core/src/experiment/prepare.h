@@ -10,6 +10,7 @@
 #include "xdq/data/sources.h"
 #include "xdq/experiment/config.h"
 #include "xdq/ir/import.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/statistics_cache.h"

@@ -11,10 +11,15 @@
 #include <nlohmann/json.hpp>
 
 #include "xdq/error.h"
+#include "xdq/files.h"
 
 namespace xdq {
 
 namespace fs = std::filesystem;
+
+std::size_t ExperimentResults::failed_runs() const {
+  return static_cast<std::size_t>(std::count_if(runs.begin(), runs.end(), [](const RunResult& r) { return r.failed(); }));
+}
 
 std::string results_json(const ExperimentResults& results) {
   nlohmann::ordered_json root;
@@ -36,6 +41,10 @@ std::string results_json(const ExperimentResults& results) {
       run["results"].push_back(
           {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
     run["seconds"] = r.seconds;
+    if (r.failed()) {
+      run["status"] = "failed";
+      run["error"] = r.error;
+    }
     root["runs"].push_back(run);
   }
   if (!results.layer_shift.empty()) {
@@ -72,6 +81,11 @@ std::string results_markdown(const ExperimentResults& results, const std::string
           << " | " << r.calibration_domain << " (" << r.calibration_count << ") | " << d.domain << " | " << d.n
           << " | " << std::setprecision(2) << 100 * d.fp32_top1 << " % | " << 100 * d.quant_top1 << " % | "
           << std::showpos << 100 * (d.quant_top1 - d.fp32_top1) << std::noshowpos << " |\n";
+  if (results.failed_runs() > 0) {
+    out << "\n## Failed runs\n\n| run | error |\n|---|---|\n";
+    for (const auto& r : results.runs)
+      if (r.failed()) out << "| " << r.id << " | " << r.error << " |\n";
+  }
   return out.str();
 }
 
@@ -190,26 +204,34 @@ std::string gap_matrix_markdown(const GapMatrix& m) {
 }
 
 void write_files_atomically(const std::string& dir, const std::map<std::string, std::string>& files) {
+  const fs::path root = fs::absolute(dir).lexically_normal();
+  for (const auto& [name, content] : files) {  // names may hold sub-folders ("model_w4a4/analysis.json"), never ".."
+    const fs::path relative = (root / name).lexically_normal().lexically_relative(root);
+    if (relative.empty() || *relative.begin() == ".." || fs::path(name).is_absolute())
+      throw Error(dir + ": refusing to write '" + name + "' outside the output folder");
+  }
   std::error_code ec;
-  fs::create_directories(dir, ec);
+  const bool created = !fs::exists(root);
+  fs::create_directories(root, ec);
   if (ec) throw Error(dir + ": cannot create output folder (" + ec.message() + ")");
-  std::vector<std::pair<fs::path, fs::path>> staged;
+  std::vector<std::pair<fs::path, fs::path>> staged;  // (temporary, final), registered before writing
   try {
     for (const auto& [name, content] : files) {
-      const fs::path final_path = fs::path(dir) / name;  // names may hold sub-folders ("model_w4a4/analysis.json")
-      fs::create_directories(final_path.parent_path(), ec);
-      const fs::path tmp = final_path.parent_path() / ("." + final_path.filename().string() + ".partial");
-      std::ofstream out(tmp, std::ios::binary);
+      const fs::path final_path = root / name;
+      fs::create_directories(final_path.parent_path());
+      staged.emplace_back(temporary_name(final_path.string()), final_path);
+      std::ofstream out(staged.back().first, std::ios::binary);
       out << content;
       out.close();
-      if (!out) throw Error(tmp.string() + ": write failed");
-      staged.emplace_back(tmp, final_path);
+      if (!out) throw Error(final_path.string() + ": write failed (disk full?)");
     }
-  } catch (...) {
+    for (const auto& [tmp, final_path] : staged) fs::rename(tmp, final_path);
+  } catch (const std::exception& e) {
     for (const auto& s : staged) fs::remove(s.first, ec);
-    throw;
+    if (created) fs::remove_all(root, ec);
+    if (dynamic_cast<const Error*>(&e)) throw;
+    throw Error(dir + ": cannot write the results (" + e.what() + ")");
   }
-  for (const auto& [tmp, final_path] : staged) fs::rename(tmp, final_path);
 }
 
 }  // namespace xdq

@@ -1,7 +1,6 @@
 #include "xdq/experiment/runner.h"
 
-#include "xdq/experiment/diagnostics.h"
-#include "prepare.h"
+#include "pipeline.h"
 
 #include <algorithm>
 #include <atomic>
@@ -28,34 +27,26 @@ namespace xdq {
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-YAML::Node plugin_list_yaml(const std::vector<PluginChoice>& choices) {
-  YAML::Node list(YAML::NodeType::Sequence);
-  for (const auto& c : choices) {
-    YAML::Node item;
-    item["name"] = c.name;
-    if (c.label != c.name) item["label"] = c.label;
-    for (const auto& [key, value] : c.options.values()) {
-      if (auto b = std::get_if<bool>(&value)) item[key] = *b;
-      else if (auto i = std::get_if<std::int64_t>(&value)) item[key] = *i;
-      else if (auto d = std::get_if<double>(&value)) item[key] = *d;
-      else item[key] = std::get<std::string>(value);
+// A reconstruction run's loss curves (unit,iteration,reconstruction_loss,...) as a log-scale chart.
+std::string curves_png(const std::string& run, const std::string& csv) {
+  std::vector<std::string> units;
+  std::vector<std::vector<std::pair<double, double>>> series;
+  std::istringstream lines(csv);
+  std::string line;
+  std::getline(lines, line);  // header
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string unit, iteration, loss;
+    std::getline(fields, unit, ',');
+    std::getline(fields, iteration, ',');
+    std::getline(fields, loss, ',');
+    if (units.empty() || units.back() != unit) {
+      units.push_back(unit);
+      series.emplace_back();
     }
-    list.push_back(item);
+    series.back().emplace_back(std::stod(iteration), std::stod(loss));
   }
-  return list;
-}
-
-YAML::Node spec_yaml(const QuantSpec& spec) {
-  YAML::Node n;
-  n["symmetric"] = spec.symmetric;
-  n["per_channel"] = spec.per_channel;
-  n["narrow_range"] = spec.narrow_range;
-  n["pow2_scale"] = spec.pow2_scale;
-  return n;
+  return render_curves_png(run + ": reconstruction loss per unit (log scale)", units, series, true);
 }
 
 // One table (and heatmap of clipped %) per calibration domain: layers x test domains.
@@ -109,269 +100,97 @@ std::string layer_shift_markdown(const ExperimentResults& results, std::map<std:
 
 }  // namespace
 
+namespace {
+
+YAML::Node model_trace_yaml(const ModelEntry& entry, const ModelTrace& trace) {
+  YAML::Node m;
+  m["name"] = entry.name;
+  m["hash"] = trace.hash;
+  m["mean"] = trace.pre.mean;
+  m["std"] = trace.pre.std;
+  m["input"] = std::vector<std::int64_t>{trace.shape.channels, trace.shape.height, trace.shape.width};
+  m["folded_bn"] = trace.folded_bn;
+  return m;
+}
+
+// Calibration sets, then the report's sample pictures: synthesized sets as a grid per model (4 rows of 8),
+// real domains as a strip of 10 (the same for every model), test domains at the last model's input shape.
+YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job, const Dataset& set,
+                                 DomainCache& domains, const Pipeline& pipeline) {
+  const DomainSpec& domain = *job.domain;
+  YAML::Node c;
+  c["model"] = cfg.models[job.model].name;
+  c["domain"] = domain.name;
+  c["source"] = split_name(domain, Split::Train);
+  c["count"] = set.size();
+  c["seed"] = job.seed;
+  c["hash"] = set.content_hash();
+  if (!domain.synthesizer.empty())
+    c["cache_file"] = domains.cache_file(domain, pipeline.prepared(job.model).shape, job.count, job.seed, &cfg.models[job.model]);
+  return c;
+}
+
+void add_sample_pictures(const ExperimentConfig& cfg, const Plan& plan, Pipeline& pipeline, DomainCache& domains,
+                         std::map<std::string, std::string>& pictures) {
+  if (!image_output_available()) return;
+  for (const JobSpec& job : plan.jobs) {
+    const Dataset& set = pipeline.calibration_set(job);
+    if (!job.first_set || set.size() == 0) continue;
+    if (job.domain->synthesizer.empty())
+      pictures["domain_" + job.domain->name + ".png"] = render_grid_png(set.images.slice(0, 0, 10), 10, 3);
+    else
+      pictures["synthesized_" + job.domain->name + "_" + cfg.models[job.model].name + ".png"] =
+          render_grid_png(set.images.slice(0, 0, 32), 8, 3);
+  }
+  if (cfg.models.empty()) return;
+  const InputShape& shape = pipeline.prepared(cfg.models.size() - 1).shape;
+  for (const DomainSpec& d : cfg.test_domains)
+    pictures["domain_" + d.name + ".png"] =
+        render_grid_png(domains.get(d, Split::Test, shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10, 3);
+}
+
+}  // namespace
+
 ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                                  std::string* resolved_yaml, std::map<std::string, std::string>* pictures) {
   const int threads = apply_thread_count(cfg.threads);
-  ExperimentResults results;
-  results.experiment = cfg.name;
   DomainCache domains(cfg, registry, progress);
+  Pipeline pipeline(cfg, registry, domains, progress);
+  const Plan plan = plan_experiment(cfg);
+  for (const JobSpec& job : plan.jobs) pipeline.calibration_set(job);
+  pipeline.set_run_counter(plan.run_count());
 
-  YAML::Node resolved;
-  resolved["experiment"] = cfg.name;
-  resolved["seed"] = cfg.seed;
-  resolved["threads"] = threads;
-  resolved["source_file"] = cfg.file;
-
-  // Everything that can be refused is checked before any calibration or evaluation starts.
-  std::vector<PreparedModel> prepared;
-  for (const ModelEntry& entry : cfg.models) prepared.push_back(prepare_model(cfg, entry, domains, progress));
-
-  // Graph passes run before quantization (FP graph) or after rounding (quantized model), as each declares.
-  struct Pass {
-    const PluginRecord* plugin;
-    std::shared_ptr<GraphPass> object;
-    bool after_rounding;
-  };
-  std::vector<Pass> passes;
-  for (const PluginChoice& choice : cfg.passes) {
-    Pass pass{&registry.get(PluginKind::GraphPass, choice.name), registry.create<GraphPass>(choice.name, choice.options), false};
-    pass.after_rounding = plugin_call(*pass.plugin, "stage", [&] { return pass.object->stage(); }) == PassStage::AfterRounding;
-    passes.push_back(std::move(pass));
-  }
-
-  // Per model, before any run: FP32 accuracy on every test domain and the BN-folded graph.
-  struct ModelState {
-    std::vector<double> fp32_top1;
-    Graph folded;
-  };
-  std::vector<ModelState> states;
-  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
-    const PreparedModel& p = prepared[mi];
-    ModelState state;
-    const Executor fp32(p.model.graph);
-    for (const Dataset* t : p.tests)
-      state.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, p.pre, cfg.batch_size));
-    state.folded = p.model.graph;
-    const int folded_pairs = cfg.fold_bn ? fold_batch_norm(state.folded) : 0;
-    states.push_back(std::move(state));
-    YAML::Node m;
-    m["name"] = cfg.models[mi].name;
-    m["path"] = cfg.models[mi].path;
-    m["hash"] = file_hash(cfg.models[mi].path);
-    m["mean"] = p.pre.mean;
-    m["std"] = p.pre.std;
-    m["input"] = std::vector<std::int64_t>{p.shape.channels, p.shape.height, p.shape.width};
-    m["folded_bn"] = folded_pairs;
-    resolved["models"].push_back(m);
-  }
-
-  // Independent runs: one job per (model, calibration set); each runs every bit setting, calibrator and
-  // rounding on its calibration set and tests on every test domain. Jobs run `jobs` at a time and their
-  // results are gathered in job order, so the output does not depend on the parallelism.
-  struct Job {
-    std::size_t model;
-    const DomainSpec* domain;
-    std::int64_t count;
-    std::uint64_t seed;
-    bool first_set;  // first size, first repeat: the one diagnostics and sample pictures use
-    const Dataset* calibration;
-  };
-  struct JobOutput {
-    std::vector<RunResult> runs;
-    std::vector<LayerShiftRow> layer_shift;
-    std::map<std::string, std::string> files;
-  };
-  std::vector<Job> jobs;
-  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi)
-    for (const DomainSpec& domain : cfg.calibration_domains)
-      for (std::int64_t count : cfg.calibration_counts)
-        for (int repeat = 0; repeat < cfg.repeats; ++repeat) {
-          const std::uint64_t seed = cfg.seed + static_cast<std::uint64_t>(repeat);
-          const Dataset& calibration = domains.get(domain, Split::Train, prepared[mi].shape, count, seed, &cfg.models[mi]);
-          jobs.push_back({mi, &domain, count, seed, repeat == 0 && count == cfg.calibration_counts.front(), &calibration});
-        }
+  // Jobs run `jobs` at a time and their results are gathered in plan order, so the output does not depend
+  // on the parallelism.
   const int parallel_jobs =
-      parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(jobs.size())})) : 1;
-  resolved["jobs"] = parallel_jobs;
-  const std::size_t total = jobs.size() * cfg.bits.size() * cfg.calibrators.size() * cfg.rounding.size();
-  std::atomic<std::size_t> index{0};
+      parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(plan.jobs.size())})) : 1;
   StatisticsCache statistics(cache_directory(cfg.data));
   std::mutex progress_mutex;
-  std::vector<JobOutput> outputs(jobs.size());
-
-  auto run_job = [&](const Job& job, std::ostream& log, JobOutput& out) {
-    const ModelEntry& entry = cfg.models[job.model];
-    const PreparedModel& p = prepared[job.model];
-    const ModelState& state = states[job.model];
-    const DomainSpec& domain = *job.domain;
-    const std::uint64_t seed = job.seed;
-    const Dataset& calibration = *job.calibration;
-    const at::Tensor calib_images = p.pre.apply(calibration.images);
-    PassContext pass_context;
-    pass_context.calibration = calib_images;
-    pass_context.seed = seed;
-    pass_context.log = &log;
-    // Graph passes (e.g. AdaBN) adapt the FP graph to this calibration set before folding.
-    Graph folded = state.folded;
-    if (std::any_of(passes.begin(), passes.end(), [](const auto& pass) { return !pass.after_rounding; })) {
-      folded = p.model.graph;
-      for (const auto& pass : passes)
-        if (!pass.after_rounding) plugin_call(*pass.plugin, "run", [&] { pass.object->run(folded, pass_context); });
-      if (cfg.fold_bn) fold_batch_norm(folded);
+  std::vector<JobOutput> outputs(plan.jobs.size());
+  run_jobs(plan.jobs.size(), parallel_jobs, threads, [&](std::size_t j) {
+    if (parallel_jobs == 1) {
+      outputs[j] = pipeline.run(plan.jobs[j], progress, statistics);
+      return;
     }
-    for (const BitSetting& bits : cfg.bits) {
-      const PtqSettings settings = ptq_settings(cfg, bits);
-      for (const PluginChoice& cal : cfg.calibrators) {
-        const auto calibration_start = std::chrono::steady_clock::now();
-        const QuantizedModel calibrated =
-            calibrated_model(cfg, folded, settings, cal, registry, calib_images, p.pre, statistics, log);
-        const double calibration_seconds = seconds_since(calibration_start);
-        if (cfg.layer_shift_images > 0 && &bits == &cfg.bits.front() && &cal == &cfg.calibrators.front() && job.first_set) {
-          std::vector<std::pair<std::string, at::Tensor>> tests;
-          for (std::size_t t = 0; t < p.tests.size(); ++t)
-            tests.emplace_back(cfg.test_domains[t].name, p.pre.apply(p.tests[t]->images.slice(0, 0, cfg.layer_shift_images)));
-          const std::string setting = bits.label() + "/" + cal.label;
-          for (const LayerShift& l :
-               measure_layer_shift(calibrated, calib_images.slice(0, 0, cfg.layer_shift_images), tests, cfg.batch_size))
-            out.layer_shift.push_back({entry.name, setting, domain.name, l.layer, l.domain, l.clipped_fraction, l.tv_distance});
-        }
-        for (const PluginChoice& rnd : cfg.rounding) {
-          const auto start = std::chrono::steady_clock::now();
-          const PluginRecord& rnd_plugin = registry.get(PluginKind::WeightOptimizer, rnd.name);
-          auto optimizer = registry.create<WeightOptimizer>(rnd.name, rnd.options);
-          QuantizedModel quantized = calibrated;
-          RunResult run;
-          run.id = entry.name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
-          if (cfg.calibration_domains.size() > 1) run.id += "/" + domain.name;
-          if (cfg.calibration_counts.size() > 1) run.id += "/n" + std::to_string(job.count);
-          if (cfg.repeats > 1) run.id += "/s" + std::to_string(seed);
-          RoundingContext rounding;
-          rounding.calibration = calib_images;
-          rounding.seed = seed;
-          rounding.progress = &log;
-          rounding.files = &out.files;
-          rounding.run_name = run.id;
-          quantized.round_weights(*optimizer, rnd_plugin, rounding);
-          for (const auto& pass : passes)
-            if (pass.after_rounding) quantized.apply_pass(*pass.object, *pass.plugin, pass_context);
-          const Executor exec = quantized.executor();
-          run.model = entry.name;
-          run.w_bits = bits.w_bits;
-          run.a_bits = bits.a_bits;
-          run.calibrator = cal.label;
-          run.rounding = rnd.label;
-          run.calibration_domain = domain.name;
-          run.calibration_seed = seed;
-          for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
-          run.calibration_source = split_name(domain, Split::Train);
-          run.calibration_count = calibration.size();
-          std::ostringstream line;
-          line << std::fixed << std::setprecision(4);
-          for (std::size_t t = 0; t < p.tests.size(); ++t) {
-            DomainResult d;
-            d.domain = cfg.test_domains[t].name;
-            d.n = p.tests[t]->size();
-            d.fp32_top1 = state.fp32_top1[t];
-            d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *p.tests[t], p.pre, cfg.batch_size);
-            line << "  " << d.domain << " " << d.quant_top1;
-            run.results.push_back(d);
-          }
-          run.seconds = calibration_seconds + seconds_since(start);
-          line << "  (" << std::setprecision(1) << run.seconds << " s)";
-          log << "[" << ++index << "/" << total << "] " << run.id << line.str() << std::endl;
-          out.runs.push_back(std::move(run));
-        }
-      }
-    }
-  };
-  run_jobs(jobs.size(), parallel_jobs, threads, [&](std::size_t j) {
-    if (parallel_jobs == 1) return run_job(jobs[j], progress, outputs[j]);
     SharedLineStream log(progress, progress_mutex);
-    run_job(jobs[j], log, outputs[j]);
+    outputs[j] = pipeline.run(plan.jobs[j], log, statistics);
   });
 
-  for (std::size_t j = 0; j < jobs.size(); ++j) {
-    const Job& job = jobs[j];
-    const ModelEntry& entry = cfg.models[job.model];
-    const PreparedModel& p = prepared[job.model];
-    const DomainSpec& domain = *job.domain;
-    const Dataset& calibration = *job.calibration;
-    YAML::Node c;
-    c["model"] = entry.name;
-    c["domain"] = domain.name;
-    c["source"] = split_name(domain, Split::Train);
-    c["count"] = calibration.size();
-    c["seed"] = job.seed;
-    c["hash"] = calibration.content_hash();
-    if (!domain.synthesizer.empty()) c["cache_file"] = domains.cache_file(domain, p.shape, job.count, job.seed, &entry);
-    resolved["calibration_sets"].push_back(c);
-    // Synthesized sets: a grid per model (4 rows of 8); real domains: a strip of 10 (the same for every model).
-    if (pictures && image_output_available() && job.first_set && calibration.size() > 0) {
-      if (domain.synthesizer.empty())
-        (*pictures)["domain_" + domain.name + ".png"] = render_grid_png(calibration.images.slice(0, 0, 10), 10, 3);
-      else
-        (*pictures)["synthesized_" + domain.name + "_" + entry.name + ".png"] =
-            render_grid_png(calibration.images.slice(0, 0, 32), 8, 3);
-    }
-    JobOutput& out = outputs[j];
-    for (RunResult& r : out.runs) results.runs.push_back(std::move(r));
-    results.layer_shift.insert(results.layer_shift.end(), out.layer_shift.begin(), out.layer_shift.end());
-    if (pictures) pictures->insert(out.files.begin(), out.files.end());
+  ExperimentResults results;
+  results.experiment = cfg.name;
+  YAML::Node provenance;
+  provenance["threads"] = threads;
+  provenance["jobs"] = parallel_jobs;
+  for (std::size_t m = 0; m < cfg.models.size(); ++m) provenance["models"].push_back(model_trace_yaml(cfg.models[m], pipeline.trace(m)));
+  for (std::size_t j = 0; j < plan.jobs.size(); ++j) {
+    provenance["calibration_sets"].push_back(
+        calibration_set_trace(cfg, plan.jobs[j], pipeline.calibration_set(plan.jobs[j]), domains, pipeline));
+    for (RunResult& r : outputs[j].runs) results.runs.push_back(std::move(r));
+    results.layer_shift.insert(results.layer_shift.end(), outputs[j].layer_shift.begin(), outputs[j].layer_shift.end());
+    if (pictures) pictures->insert(outputs[j].files.begin(), outputs[j].files.end());
   }
-  // Test domains: a strip of 10, at the last model's input shape.
-  if (pictures && image_output_available() && !prepared.empty())
-    for (const DomainSpec& d : cfg.test_domains)
-      (*pictures)["domain_" + d.name + ".png"] = render_grid_png(
-          domains.get(d, Split::Test, prepared.back().shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10, 3);
-
-  if (resolved_yaml) {
-    YAML::Node q;
-    q["preset"] = cfg.preset;
-    q["weights"] = spec_yaml(cfg.scheme.weights);
-    q["activations"] = spec_yaml(cfg.scheme.activations);
-    q["activations"]["unsigned_after_relu"] = cfg.scheme.unsigned_after_relu;
-    for (const auto& b : cfg.bits) q["bits"].push_back(b.label());
-    q["weight_range"] = cfg.weight_range;
-    q["fold_bn"] = cfg.fold_bn;
-    for (const auto& o : cfg.overrides) {
-      YAML::Node on;
-      on["layers"] = o.layers;
-      if (o.w_bits) on["w_bits"] = *o.w_bits;
-      if (o.a_bits) on["a_bits"] = *o.a_bits;
-      q["overrides"].push_back(on);
-    }
-    q["calibrators"] = plugin_list_yaml(cfg.calibrators);
-    q["rounding"] = plugin_list_yaml(cfg.rounding);
-    if (!cfg.passes.empty()) q["passes"] = plugin_list_yaml(cfg.passes);
-    resolved["quantization"] = q;
-    resolved["calibration_batch_size"] = cfg.batch_size;
-    resolved["calibration_counts"] = cfg.calibration_counts;
-    resolved["calibration_repeats"] = cfg.repeats;
-    for (const auto* list : {&cfg.calibration_domains, &cfg.test_domains})
-      for (const auto& d : *list) {
-        YAML::Node dn;
-        dn["dataset"] = d.dataset;
-        if (!d.synthesizer.empty()) {
-          dn["synthesizer"] = plugin_list_yaml(d.synthesizer)[0];
-          for (const auto& m : d.synthesis_models) dn["models"].push_back(m);
-        }
-        if (d.fixed_split) dn["split"] = d.split == Split::Train ? "train" : "test";
-        for (const auto& t : d.transforms) {
-          YAML::Node tn;
-          tn["name"] = t.name;
-          tn["severity"] = t.severity;
-          dn["transforms"].push_back(tn);
-        }
-        resolved["domains"][d.name] = dn;
-      }
-    for (const auto& d : cfg.test_domains) resolved["test"]["domains"].push_back(d.name);
-    resolved["test"]["count"] = cfg.test_count;
-    YAML::Emitter out;
-    out << resolved;
-    *resolved_yaml = std::string("# Resolved by xdq: every default filled in, with hashes of model files and\n"
-                                 "# calibration sets (FNV-1a 64) so a result traces back to its inputs.\n") +
-                     out.c_str() + "\n";
-  }
+  if (pictures) add_sample_pictures(cfg, plan, pipeline, domains, *pictures);
+  if (resolved_yaml) *resolved_yaml = resolved_config_yaml(cfg, provenance);
   return results;
 }
 
@@ -406,8 +225,16 @@ ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry&
     body += layer_shift_markdown(results, files);
   }
   std::string curves;
-  for (const auto& [name, bytes] : files)
-    if (name.size() > 11 && name.compare(name.size() - 11, 11, "_curves.png") == 0) curves += "![" + name + "](" + name + ")\n\n";
+  if (image_output_available()) {
+    std::map<std::string, std::string> charts;
+    for (const auto& [name, csv] : files)
+      if (name.size() > 11 && name.compare(name.size() - 11, 11, "_curves.csv") == 0) {
+        const std::string png = name.substr(0, name.size() - 4) + ".png";
+        charts[png] = curves_png(name.substr(0, name.size() - 11), csv);
+        curves += "![" + png + "](" + png + ")\n\n";
+      }
+    files.insert(charts.begin(), charts.end());
+  }
   if (!curves.empty())
     body += "\n## Reconstruction loss per unit\n\nEach run's `*_curves.csv` holds the sampled losses.\n\n" + curves;
   if (cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1 || cfg.calibration_counts.size() > 1 ||

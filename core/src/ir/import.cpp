@@ -145,7 +145,9 @@ const std::vector<std::string>& supported_generic_ops() {
   return ops;
 }
 
-ImportedModel import_torchscript(const std::string& path) {
+namespace {
+
+jit::Module load_module(const std::string& path, ImportedModel& result) {
   if (!std::filesystem::is_regular_file(path)) throw Error(path + ": model file not found");
   jit::Module module;
   try {
@@ -153,7 +155,6 @@ ImportedModel import_torchscript(const std::string& path) {
   } catch (const std::exception& e) {
     throw Error(path + ": not a TorchScript file (" + first_line(e.what()) + ")");
   }
-  ImportedModel result;
   result.path = path;
   if (module.hasattr("input_mean") && module.hasattr("input_std")) {
     result.has_preprocess = true;
@@ -161,20 +162,112 @@ ImportedModel import_torchscript(const std::string& path) {
     result.preprocess.std = module.attr("input_std").toDoubleVector();
   }
   if (!module.find_method("forward")) throw Error(path + ": TorchScript module has no forward method");
-
   module.eval();
-  std::shared_ptr<jit::Graph> g;
+  return module;
+}
+
+// freeze_module keeps batch_norm (and its statistics) and turns parameters into constants.
+std::shared_ptr<jit::Graph> frozen_graph(const std::string& path, const jit::Module& module) {
   try {
     jit::Module frozen = jit::freeze_module(module);
-    g = frozen.get_method("forward").graph()->copy();
+    std::shared_ptr<jit::Graph> g = frozen.get_method("forward").graph()->copy();
     jit::Inline(*g);
     jit::RemoveTensorMutation(g);
     jit::ConstantPropagation(g);
     jit::EliminateDeadCode(g);
+    return g;
   } catch (const c10::Error& e) {
     throw Error(path + ": cannot freeze the module (" + first_line(e.what()) + ")");
   }
+}
 
+// A layer's tensor that is NaN or infinite (or a negative variance) would only surface much later as a
+// calibrator's empty range or a chance-level accuracy: refused here, naming the file and the tensor.
+at::Tensor checked(const std::string& path, const std::string& module, const char* what, const at::Tensor& t,
+                   bool nonnegative = false) {
+  if (!t.defined()) return t;
+  if (!at::isfinite(t).all().item<bool>())
+    throw Error(path + ": '" + module + "' " + what + " holds NaN or infinite values");
+  if (nonnegative && t.lt(0).any().item<bool>()) throw Error(path + ": '" + module + "' " + what + " has negative values");
+  return t;
+}
+
+void import_conv(const std::string& path, const jit::Node* n, const std::string& module, Node& node) {
+  const std::string kind = n->kind().toQualString();
+  node.kind = OpKind::Conv;
+  node.op = "conv2d";
+  node.weight = checked(path, module, "weight", constant_input(path, n, 1, "weight").toTensor());
+  node.bias = checked(path, module, "bias", optional_tensor(constant_input(path, n, 2, "bias")));
+  node.conv.stride = constant_input(path, n, 3, "stride").toIntVector();
+  node.conv.padding = constant_input(path, n, 4, "padding").toIntVector();
+  node.conv.dilation = constant_input(path, n, 5, "dilation").toIntVector();
+  if (kind == "aten::_convolution") {
+    if (constant_input(path, n, 6, "transposed").toBool())
+      throw Error(path + ": transposed convolution at '" + module + "' is not supported");
+    node.conv.groups = constant_input(path, n, 8, "groups").toInt();
+  } else {
+    node.conv.groups = constant_input(path, n, 6, "groups").toInt();
+  }
+  if (node.weight.dim() != 4) throw Error(path + ": only 2-d convolutions are supported ('" + module + "')");
+  node.inputs.resize(1);
+}
+
+void import_linear(const std::string& path, const jit::Node* n, const std::string& module, Node& node) {
+  node.kind = OpKind::Linear;
+  node.op = "linear";
+  node.weight = checked(path, module, "weight", constant_input(path, n, 1, "weight").toTensor());
+  node.bias = checked(path, module, "bias", optional_tensor(constant_input(path, n, 2, "bias")));
+  node.inputs.resize(1);
+}
+
+void import_batch_norm(const std::string& path, const jit::Node* n, const std::string& module, Node& node) {
+  node.kind = OpKind::BatchNorm;
+  node.op = "batch_norm";
+  node.bn.mean = checked(path, module, "running_mean", constant_input(path, n, 3, "running_mean").toTensor());
+  node.bn.var = checked(path, module, "running_var", constant_input(path, n, 4, "running_var").toTensor(), true);
+  const auto channels = node.bn.mean.numel();
+  node.bn.gamma = checked(path, module, "weight", optional_tensor(constant_input(path, n, 1, "weight")));
+  node.bn.beta = checked(path, module, "bias", optional_tensor(constant_input(path, n, 2, "bias")));
+  if (!node.bn.gamma.defined()) node.bn.gamma = at::ones({channels});
+  if (!node.bn.beta.defined()) node.bn.beta = at::zeros({channels});
+  if (constant_input(path, n, 5, "training").toBool())
+    throw Error(path + ": batch_norm at '" + module + "' is in training mode");
+  node.bn.eps = constant_input(path, n, 7, "eps").toDouble();
+  node.inputs.resize(1);
+}
+
+// Layers own their tensors; guards and whitelisted operators run through TorchScript's own operator.
+void import_operation(const std::string& path, const jit::Node* n, const std::string& module, Node& node) {
+  const std::string kind = n->kind().toQualString();
+  const auto& generic = supported_generic_ops();
+  if (kind == "aten::_convolution" || kind == "aten::conv2d") {
+    import_conv(path, n, module, node);
+  } else if (kind == "aten::linear") {
+    import_linear(path, n, module, node);
+  } else if (kind == "aten::batch_norm") {
+    import_batch_norm(path, n, module, node);
+  } else if (is_guard(n)) {
+    node.run = guard_operation(n, (module.empty() ? "" : "'" + module + "' ") + node.source);
+  } else if (std::find(generic.begin(), generic.end(), kind) != generic.end()) {
+    try {
+      node.run = prim_operation(n);
+    } catch (const c10::Error& e) {
+      throw Error(path + ": operator " + kind + " in '" + module + "' cannot run (" + first_line(e.what()) + ")");
+    }
+  } else {
+    std::string where = module.empty() ? "" : " in '" + module + "'";
+    if (!node.source.empty()) where += " (" + node.source + ")";
+    throw Error(path + ": unsupported operator " + kind + where);
+  }
+  node.name = node.kind != OpKind::Generic ? (module.empty() ? node.op : module)
+                                           : (module.empty() ? "" : module + "/") + kind.substr(kind.find("::") + 2);
+}
+
+}  // namespace
+
+ImportedModel import_torchscript(const std::string& path) {
+  ImportedModel result;
+  const std::shared_ptr<jit::Graph> g = frozen_graph(path, load_module(path, result));
   Graph& graph = result.graph;
   std::unordered_map<const jit::Value*, int> ids;
   auto value_id = [&](const jit::Value* v) {
@@ -188,10 +281,7 @@ ImportedModel import_torchscript(const std::string& path) {
     if (in->type()->kind() == c10::TypeKind::ClassType) continue;  // `self`, unused once frozen
     graph.inputs.push_back(value_id(in));
   }
-
-  const auto& generic = supported_generic_ops();
   for (jit::Node* n : g->nodes()) {
-    const std::string kind = n->kind().toQualString();
     if (n->kind() == c10::prim::Constant) {
       auto v = jit::toIValue(n->output());
       if (!v) throw Error(path + ": unreadable constant at " + source_location(n));
@@ -199,67 +289,11 @@ ImportedModel import_torchscript(const std::string& path) {
       continue;
     }
     Node node;
-    node.op = kind;
+    node.op = n->kind().toQualString();
     node.source = source_location(n);
-    const std::string module = module_path(n);
     for (const jit::Value* in : n->inputs()) node.inputs.push_back(value_id(in));
     for (const jit::Value* out : n->outputs()) node.outputs.push_back(value_id(out));
-
-    if (kind == "aten::_convolution" || kind == "aten::conv2d") {
-      node.kind = OpKind::Conv;
-      node.op = "conv2d";
-      node.weight = constant_input(path, n, 1, "weight").toTensor();
-      node.bias = optional_tensor(constant_input(path, n, 2, "bias"));
-      node.conv.stride = constant_input(path, n, 3, "stride").toIntVector();
-      node.conv.padding = constant_input(path, n, 4, "padding").toIntVector();
-      node.conv.dilation = constant_input(path, n, 5, "dilation").toIntVector();
-      if (kind == "aten::_convolution") {
-        if (constant_input(path, n, 6, "transposed").toBool())
-          throw Error(path + ": transposed convolution at '" + module + "' is not supported");
-        node.conv.groups = constant_input(path, n, 8, "groups").toInt();
-      } else {
-        node.conv.groups = constant_input(path, n, 6, "groups").toInt();
-      }
-      if (node.weight.dim() != 4) throw Error(path + ": only 2-d convolutions are supported ('" + module + "')");
-      node.inputs.resize(1);
-    } else if (kind == "aten::linear") {
-      node.kind = OpKind::Linear;
-      node.op = "linear";
-      node.weight = constant_input(path, n, 1, "weight").toTensor();
-      node.bias = optional_tensor(constant_input(path, n, 2, "bias"));
-      node.inputs.resize(1);
-    } else if (kind == "aten::batch_norm") {
-      node.kind = OpKind::BatchNorm;
-      node.op = "batch_norm";
-      node.bn.mean = constant_input(path, n, 3, "running_mean").toTensor();
-      node.bn.var = constant_input(path, n, 4, "running_var").toTensor();
-      const auto channels = node.bn.mean.numel();
-      node.bn.gamma = optional_tensor(constant_input(path, n, 1, "weight"));
-      node.bn.beta = optional_tensor(constant_input(path, n, 2, "bias"));
-      if (!node.bn.gamma.defined()) node.bn.gamma = at::ones({channels});
-      if (!node.bn.beta.defined()) node.bn.beta = at::zeros({channels});
-      if (constant_input(path, n, 5, "training").toBool())
-        throw Error(path + ": batch_norm at '" + module + "' is in training mode");
-      node.bn.eps = constant_input(path, n, 7, "eps").toDouble();
-      node.inputs.resize(1);
-    } else if (is_guard(n)) {
-      node.run = guard_operation(n, (module.empty() ? "" : "'" + module + "' ") + node.source);
-    } else if (std::find(generic.begin(), generic.end(), kind) != generic.end()) {
-      try {
-        node.run = prim_operation(n);
-      } catch (const c10::Error& e) {
-        throw Error(path + ": operator " + kind + " in '" + module + "' cannot run (" + first_line(e.what()) + ")");
-      }
-    } else {
-      std::string where = module.empty() ? "" : " in '" + module + "'";
-      if (!node.source.empty()) where += " (" + node.source + ")";
-      throw Error(path + ": unsupported operator " + kind + where);
-    }
-    if (node.kind != OpKind::Generic) {
-      node.name = module.empty() ? node.op : module;
-    } else {
-      node.name = (module.empty() ? "" : module + "/") + kind.substr(kind.find("::") + 2);
-    }
+    import_operation(path, n, module_path(n), node);
     graph.nodes.push_back(std::move(node));
   }
   for (const jit::Value* out : g->outputs()) graph.outputs.push_back(value_id(out));

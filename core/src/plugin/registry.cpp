@@ -80,6 +80,10 @@ const PluginRecord& PluginRegistry::load(const std::string& path_in) {
   if (d->abi_version != kPluginAbiVersion)
     throw Error(who + " was built for xdq plugin ABI " + std::to_string(d->abi_version) + ", this xdq has ABI " +
                 std::to_string(kPluginAbiVersion) + "; rebuild the plugin");
+  if (!d->abi_hash || std::strcmp(d->abi_hash, XDQ_PLUGIN_ABI_HASH) != 0)
+    throw Error(who + " was built against other xdq plugin SDK headers (hash " +
+                std::string(d->abi_hash ? d->abi_hash : "?") + ", this xdq has " + XDQ_PLUGIN_ABI_HASH +
+                "); rebuild the plugin");
   if (!d->torch_version || std::strcmp(d->torch_version, XDQ_TORCH_VERSION) != 0)
     throw Error(who + " was built against LibTorch " + std::string(d->torch_version ? d->torch_version : "?") +
                 ", this xdq uses " + XDQ_TORCH_VERSION + "; rebuild the plugin");
@@ -97,8 +101,16 @@ const PluginRecord& PluginRegistry::load(const std::string& path_in) {
   record.create = d->create;
   record.library = library;
   record.options = plugin_call(record, "options", [&] { return d->options(); });
-  if (const PluginRecord* other = find(record.kind, record.name))
-    throw Error(who + " (" + to_string(record.kind) + ") is already loaded from " + other->path);
+  // Two libraries declaring one name: neither is used under that name (a built-in must not be replaced
+  // silently, nor a user's plugin ignored); an experiment naming it is refused, naming both.
+  for (const auto& other : records_)
+    if (other.kind == record.kind && other.name == record.name) {
+      auto& paths = conflicts_[{record.kind, record.name}];
+      if (paths.empty()) paths.push_back(other.path);
+      paths.push_back(path);
+      throw Error(who + " (" + to_string(record.kind) + ") declares the same name as " + other.path +
+                  "; an experiment that uses '" + name + "' is refused until one of them leaves the plugin path");
+    }
   records_.push_back(std::move(record));
   return records_.back();
 }
@@ -127,6 +139,7 @@ std::vector<std::string> PluginRegistry::scan(const std::vector<std::string>& di
 }
 
 const PluginRecord* PluginRegistry::find(PluginKind kind, const std::string& name) const {
+  if (conflicts_.count({kind, name})) return nullptr;
   for (const auto& r : records_)
     if (r.kind == kind && r.name == name) return &r;
   return nullptr;
@@ -141,6 +154,12 @@ std::vector<std::string> PluginRegistry::names(PluginKind kind) const {
 }
 
 std::string PluginRegistry::unknown_name_message(PluginKind kind, const std::string& name) const {
+  if (const auto conflict = conflicts_.find({kind, name}); conflict != conflicts_.end()) {
+    std::string paths;
+    for (const auto& p : conflict->second) paths += (paths.empty() ? "" : " and ") + p;
+    return std::string(to_string(kind)) + " '" + name + "' is declared by more than one library (" + paths +
+           "); keep one of them on the plugin path";
+  }
   std::string known;
   for (const auto& n : names(kind)) known += (known.empty() ? "" : ", ") + n;
   return std::string("unknown ") + to_string(kind) + " '" + name + "' (available: " +

@@ -41,20 +41,18 @@ QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : grap
   }
 }
 
-void QuantizedModel::set_range(ActivationQuantizer& act, const Range& range, const PluginRecord& plugin) {
-  if (!(range.min <= range.max)) throw Error("plugin '" + plugin.name + "' returned an empty range for " + act.name);
+void QuantizedModel::set_activation_range(std::size_t i, const Range& range, const std::string& source) {
+  ActivationQuantizer& act = activations_.at(i);
+  if (!(range.min <= range.max)) throw Error(source + " returned an empty range for " + act.name);
   act.range = range;
   act.qparams = qparams_from_range(act.spec, act.range);
 }
 
-namespace {
-// FP forward passes over `images` in batches, `observe(i, x)` called with every batch of activation i.
-template <typename Observe>
-void observe_activations(const Graph& graph, const std::vector<ActivationQuantizer>& activations,
-                         const at::Tensor& images, std::int64_t batch_size, Observe observe) {
-  Executor exec(graph);
-  for (std::size_t i = 0; i < activations.size(); ++i)
-    exec.set_value_hook(activations[i].value, [i, &observe](const at::Tensor& x) {
+void QuantizedModel::observe_activations(const at::Tensor& images, std::int64_t batch_size,
+                                         const std::function<void(std::size_t, const at::Tensor&)>& observe) const {
+  Executor exec(graph_);
+  for (std::size_t i = 0; i < activations_.size(); ++i)
+    exec.set_value_hook(activations_[i].value, [i, &observe](const at::Tensor& x) {
       observe(i, x);
       return x;
     });
@@ -62,75 +60,37 @@ void observe_activations(const Graph& graph, const std::vector<ActivationQuantiz
   for (std::int64_t b = 0; b < images.size(0); b += batch_size)
     exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size)));
 }
-}  // namespace
 
 CalibrationStatistics QuantizedModel::collect_statistics(const at::Tensor& images, std::int64_t batch_size,
                                                          int bins) const {
   std::vector<ActivationStatistics> collected(activations_.size(), ActivationStatistics(bins));
-  observe_activations(graph_, activations_, images, batch_size,
-                      [&](std::size_t i, const at::Tensor& x) { collected[i].add(x); });
+  observe_activations(images, batch_size, [&](std::size_t i, const at::Tensor& x) { collected[i].add(x); });
   CalibrationStatistics statistics;
   for (std::size_t i = 0; i < activations_.size(); ++i) statistics.emplace(activations_[i].value, std::move(collected[i]));
   return statistics;
-}
-
-void QuantizedModel::calibrate_from_statistics(const Calibrator& calibrator, const PluginRecord& plugin,
-                                               const CalibrationStatistics& statistics) {
-  for (auto& act : activations_) {
-    const auto found = statistics.find(act.value);
-    if (found == statistics.end()) throw Error("no calibration statistics for " + act.name);
-    set_range(act, plugin_call(plugin, "range_from_statistics",
-                               [&] { return calibrator.range_from_statistics(found->second, act.spec); }),
-              plugin);
-  }
-}
-
-void QuantizedModel::calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin,
-                                           const at::Tensor& images, std::int64_t batch_size) {
-  std::vector<std::unique_ptr<RangeObserver>> observers;
-  for (auto& act : activations_)
-    observers.push_back(plugin_call(plugin, "make_observer", [&] { return calibrator.make_observer(act.spec); }));
-  observe_activations(graph_, activations_, images, batch_size, [&](std::size_t i, const at::Tensor& x) {
-    plugin_call(plugin, "observe", [&] { observers[i]->observe(x); });
-  });
-  for (std::size_t i = 0; i < activations_.size(); ++i)
-    set_range(activations_[i], plugin_call(plugin, "range", [&] { return observers[i]->range(); }), plugin);
-}
-
-void QuantizedModel::calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin,
-                                          const Range& input_range) {
-  for (auto& act : activations_) {
-    set_range(act, plugin_call(plugin, "range_from_graph", [&] { return calibrator.range_from_graph(graph_, act.value, input_range); }),
-              plugin);
-  }
 }
 
 void QuantizedModel::set_weight_ranges(const std::string& method) {
   for (auto& layer : layers_) layer.qparams = weight_qparams(graph_.nodes[layer.node].weight, layer.spec, method);
 }
 
-void QuantizedModel::round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin,
-                                   RoundingContext context) {
-  context.graph = &graph_;
-  context.layers = &layers_;
-  context.activations = &activations_;
-  plugin_call(plugin, "optimize", [&] { optimizer.optimize(context); });
+RoundingContext QuantizedModel::rounding_context(RoundingContext base) {
+  base.graph = &graph_;
+  base.layers = &layers_;
+  base.activations = &activations_;
+  return base;
+}
+
+void QuantizedModel::check_rounded(const std::string& source) const {
   for (const auto& layer : layers_) {
     const at::Tensor& w = graph_.nodes[layer.node].weight;
     if (!layer.quantized_weight.defined() || !layer.quantized_weight.sizes().equals(w.sizes()))
-      throw Error("plugin '" + plugin.name + "' left no quantized weight of the right shape for " +
-                  graph_.nodes[layer.node].name);
+      throw Error(source + " left no quantized weight of the right shape for " + graph_.nodes[layer.node].name);
   }
 }
 
 void QuantizedModel::round_to_nearest() {
   for (auto& layer : layers_) layer.quantized_weight = fake_quantize(graph_.nodes[layer.node].weight, layer.qparams);
-}
-
-void QuantizedModel::apply_pass(const GraphPass& pass, const PluginRecord& plugin, PassContext context) {
-  context.layers = &layers_;
-  context.activations = &activations_;
-  plugin_call(plugin, "run", [&] { pass.run(graph_, context); });
 }
 
 Executor QuantizedModel::executor() const {

@@ -11,7 +11,6 @@
 
 #include <ATen/core/grad_mode.h>
 
-#include "xdq/data/image_files.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/passes.h"
@@ -397,20 +396,10 @@ void write_curves(RoundingContext& ctx, const ReconstructionOptions& opt, const 
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-') ch = '_';
   std::ostringstream csv;
   csv << "unit,iteration,reconstruction_loss,rounding_loss,beta\n" << std::setprecision(8);
-  std::vector<std::string> names;
-  std::vector<std::vector<std::pair<double, double>>> series;
-  for (const auto& r : reports) {
-    names.push_back(r.name);
-    series.emplace_back();
-    for (const auto& p : r.curve) {
+  for (const auto& r : reports)
+    for (const auto& p : r.curve)
       csv << r.name << "," << p.iteration << "," << p.reconstruction << "," << p.rounding << "," << p.beta << "\n";
-      series.back().emplace_back(static_cast<double>(p.iteration), p.reconstruction);
-    }
-  }
   (*ctx.files)[base + ".csv"] = csv.str();
-  if (image_output_available())
-    (*ctx.files)[base + ".png"] =
-        render_curves_png(opt.method + ": reconstruction loss per unit (log scale)", names, series, true);
 }
 
 }  // namespace
@@ -596,6 +585,5 @@ std::vector<UnitReport> reconstruct(RoundingContext& context, const Reconstructi
   return reports;
 }
 
-void ReconstructionOptimizer::optimize(RoundingContext& context) const { reconstruct(context, options_); }
 
 }  // namespace xdq

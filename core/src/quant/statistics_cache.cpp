@@ -5,22 +5,26 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <ostream>
 #include <sstream>
 #include <thread>
 
 #include "xdq/quant/statistics_cache.h"
 
-#include "xdq/data/dataset.h"
+#include "xdq/files.h"
+#include "xdq/hash.h"
 #include "xdq/error.h"
 
 namespace xdq {
 
 namespace {
 
-constexpr char kMagic[8] = {'X', 'D', 'Q', 'S', 'T', 'A', 'T', '1'};
+// Version 2: a trailing FNV-1a 64 checksum of the body.
+constexpr char kMagic[8] = {'X', 'D', 'Q', 'S', 'T', 'A', 'T', '2'};
 
 std::uint64_t hash_tensor(const at::Tensor& t, std::uint64_t h) {
   if (!t.defined()) return fnv1a("-", 1, h);
@@ -66,12 +70,10 @@ void put_doubles(std::ostream& out, const std::vector<double>& v) {
 }
 
 void save(const CalibrationStatistics& statistics, const std::string& key, const std::string& path) {
-  // Unique per process and thread: parallel runs, or two xdq processes, may write the same statistics.
-  const std::string temporary = path + ".tmp" + std::to_string(getpid()) + "_" +
-                                std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  // Parallel runs, or two xdq processes, may write the same statistics: each to its own temporary.
+  // The body, then an FNV-1a 64 checksum of it: a damaged file is found before any of it is trusted.
+  std::ostringstream out;
   {
-    std::ofstream out(temporary, std::ios::binary);
-    if (!out) throw Error(temporary + ": cannot write the calibration statistics");
     out.write(kMagic, sizeof kMagic);
     put(out, static_cast<std::uint64_t>(key.size()));
     out.write(key.data(), static_cast<std::streamsize>(key.size()));
@@ -89,14 +91,19 @@ void save(const CalibrationStatistics& statistics, const std::string& key, const
       put(out, static_cast<std::uint64_t>(s.batches().size()));
       for (const BatchSummary& b : s.batches()) put(out, b);
     }
-    if (!out) throw Error(temporary + ": cannot write the calibration statistics");
   }
-  std::filesystem::rename(temporary, path);
+  const std::string body = out.str();
+  const std::uint64_t checksum = fnv1a(body.data(), body.size());
+  write_file_atomically(path, [&](std::ostream& file) {
+    file.write(body.data(), static_cast<std::streamsize>(body.size()));
+    put(file, checksum);
+  });
 }
 
+// Reads a statistics file whose trailing checksum matched its body.
 class Reader {
  public:
-  explicit Reader(const std::string& path) : path_(path), in_(path, std::ios::binary) {}
+  Reader(const std::string& path, std::string body) : path_(path), in_(std::move(body)) {}
   template <typename T>
   T get() {
     T v;
@@ -110,16 +117,29 @@ class Reader {
   }
   void read(void* p, std::size_t bytes) {
     if (!in_.read(static_cast<char*>(p), static_cast<std::streamsize>(bytes)))
-      throw Error(path_ + ": truncated calibration statistics (delete the file to recompute it)");
+      throw Error(path_ + ": truncated calibration statistics");
   }
 
  private:
   std::string path_;
-  std::ifstream in_;
+  std::istringstream in_;
 };
 
+std::string checked_body(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (!file.good() && !file.eof()) throw Error(path + ": cannot read the calibration statistics");
+  if (bytes.size() < sizeof kMagic + sizeof(std::uint64_t)) throw Error(path + ": truncated calibration statistics");
+  std::uint64_t stored = 0;
+  std::memcpy(&stored, bytes.data() + bytes.size() - sizeof stored, sizeof stored);
+  bytes.resize(bytes.size() - sizeof stored);
+  if (fnv1a(bytes.data(), bytes.size()) != stored)
+    throw Error(path + ": calibration statistics do not match their checksum (truncated or damaged file)");
+  return bytes;
+}
+
 CalibrationStatistics load(const std::string& path, const std::string& key) {
-  Reader in(path);
+  Reader in(path, checked_body(path));
   char magic[sizeof kMagic];
   in.read(magic, sizeof magic);
   if (!std::equal(magic, magic + sizeof magic, kMagic)) throw Error(path + ": not an xdq calibration statistics file");
@@ -169,14 +189,25 @@ std::shared_ptr<const CalibrationStatistics> StatisticsCache::get(const Quantize
     std::lock_guard<std::mutex> lock(mutex_);
     if (auto it = loaded_.find(path); it != loaded_.end()) return it->second;
   }
+  // The cache only saves time: a damaged file is recomputed and rewritten, a cache that cannot be written
+  // is skipped, each with a warning naming the file.
   std::shared_ptr<const CalibrationStatistics> statistics;
   if (std::filesystem::is_regular_file(path)) {
-    statistics = std::make_shared<const CalibrationStatistics>(load(path, key));
-    log << "xdq: calibration statistics from the cache " << path << "\n";
-  } else {
+    try {
+      statistics = std::make_shared<const CalibrationStatistics>(load(path, key));
+      log << "xdq: calibration statistics from the cache " << path << "\n";
+    } catch (const Error& e) {
+      log << "xdq: warning: " << e.what() << "; recomputing it\n";
+    }
+  }
+  if (!statistics) {
     statistics = std::make_shared<const CalibrationStatistics>(model.collect_statistics(images, batch_size, bins));
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-    save(*statistics, key, path);
+    try {
+      std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+      save(*statistics, key, path);
+    } catch (const std::exception& e) {
+      log << "xdq: warning: calibration statistics not cached (" << e.what() << ")\n";
+    }
   }
   std::lock_guard<std::mutex> lock(mutex_);
   return loaded_.emplace(path, statistics).first->second;

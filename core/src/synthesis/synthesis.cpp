@@ -142,147 +142,194 @@ std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, 
   return out;
 }
 
+namespace {
+
+// One model with the inputs of its BN layers captured by value hooks, checked against the synthesized
+// shape; `classes` is the label count of the first model, which every other must share.
+HookedModel hook_model(const SynthesisModel& m, const std::vector<std::int64_t>& input_shape, const std::string& method,
+                       std::int64_t& classes, std::string& first_name) {
+  const std::int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
+  HookedModel h{&m, std::make_unique<Executor>(*m.graph), batch_norm_nodes(*m.graph, m.name, method),
+                std::make_shared<std::vector<at::Tensor>>(), per_channel(m.preprocess.mean, C), per_channel(m.preprocess.std, C)};
+  h.captured->resize(h.bn_nodes.size());
+  for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
+    auto captured = h.captured;
+    h.exec->set_value_hook(m.graph->nodes[h.bn_nodes[k]].inputs[0], [captured, k](const at::Tensor& x) {
+      (*captured)[k] = x;
+      return x;
+    });
+  }
+  if (!m.input_shape.empty() && m.input_shape != input_shape)
+    throw Error(method + ": model '" + m.name + "' reads " + shape_text(m.input_shape) + " images, the synthesized set is " +
+                shape_text(input_shape) + " (mixed models must share their input shape)");
+  const Node& first = m.graph->nodes.at(m.graph->layer_nodes().at(0));
+  if (first.kind == OpKind::Conv && first.weight.size(1) * first.conv.groups != C)
+    throw Error(method + ": model '" + m.name + "' reads " + std::to_string(first.weight.size(1) * first.conv.groups) +
+                " input channels, the synthesized images have " + std::to_string(C));
+  at::Tensor logits;
+  {
+    at::NoGradGuard no_grad;
+    logits = h.exec->forward(at::zeros({1, C, H, W}));
+  }
+  if (classes < 0) {
+    classes = logits.size(1);
+    first_name = m.name;
+  } else if (logits.size(1) != classes) {
+    throw Error(method + ": models '" + first_name + "' and '" + m.name + "' predict different numbers of classes (" +
+                std::to_string(classes) + " vs " + std::to_string(logits.size(1)) +
+                "); mixed models must share their label set");
+  }
+  return h;
+}
+
+// MixMix data mixing of one step: image perm[i], resized, pasted into a random box of image i.
+struct Mixing {
+  at::Tensor perm;
+  double pasted_area = 0;
+};
+
+class BnSynthesis {
+ public:
+  BnSynthesis(const std::vector<SynthesisModel>& models, const std::vector<std::int64_t>& input_shape,
+              const BnSynthesisOptions& o)
+      : models_(models), o_(o), C_(input_shape[0]), H_(input_shape[1]), W_(input_shape[2]) {
+    std::string first_name;
+    for (const SynthesisModel& m : models) hooked_.push_back(hook_model(m, input_shape, o.method, classes_, first_name));
+    // The parameters are the first model's normalized input; pixels = z·std + mean.
+    mean0_ = hooked_[0].norm_mean;
+    std0_ = hooked_[0].norm_std;
+    z_min_ = (0 - mean0_) / std0_;
+    z_max_ = (1 - mean0_) / std0_;
+  }
+
+  // Batch b of n images (pixels) and their CE targets (undefined without CE).
+  std::pair<at::Tensor, at::Tensor> batch(std::int64_t b, std::int64_t n, std::uint64_t seed, ProgressBar& bar,
+                                          std::int64_t batches);
+  double last_loss() const { return last_loss_; }
+
+ private:
+  at::Tensor loss(const at::Tensor& x, const at::Tensor& z, const at::Tensor& targets, const Mixing& mix) const;
+  at::Tensor model_loss(const HookedModel& h, const at::Tensor& x, const at::Tensor& targets, const Mixing& mix) const;
+
+  const std::vector<SynthesisModel>& models_;
+  const BnSynthesisOptions& o_;
+  std::int64_t C_, H_, W_, classes_ = -1;
+  std::vector<HookedModel> hooked_;
+  at::Tensor mean0_, std0_, z_min_, z_max_;
+  double last_loss_ = 0;
+};
+
+// BN-statistic loss (first BN weighted) and CE on the targets (mixed by area under data mixing).
+at::Tensor BnSynthesis::model_loss(const HookedModel& h, const at::Tensor& x, const at::Tensor& targets,
+                                   const Mixing& mix) const {
+  const at::Tensor input = h.model == &models_[0] ? x : ((x * std0_ + mean0_) - h.norm_mean) / h.norm_std;
+  const at::Tensor logits = h.exec->forward(input);
+  at::Tensor bn_loss = at::zeros({});
+  for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
+    const BatchNormStats& bn = h.model->graph->nodes[h.bn_nodes[k]].bn;
+    const at::Tensor& captured = (*h.captured)[k];
+    at::Tensor l = o_.statistics == BnStatistics::PerSample ? zeroq_bn_loss(captured, bn.mean, bn.var)
+                                                            : deepinversion_bn_loss(captured, bn.mean, bn.var);
+    bn_loss = bn_loss + (k == 0 ? o_.first_bn_multiplier : 1.0) * l;
+  }
+  at::Tensor out = o_.bn_weight * bn_loss;
+  if (targets.defined()) {
+    const at::Tensor log_p = at::log_softmax(logits, 1);
+    at::Tensor ce_loss = at::nll_loss(log_p, targets);
+    if (mix.perm.defined())
+      ce_loss = (1 - mix.pasted_area) * ce_loss + mix.pasted_area * at::nll_loss(log_p, targets.index_select(0, mix.perm));
+    out = out + o_.ce_weight * ce_loss;
+  }
+  return out;
+}
+
+// Mean over models (MixMix feature mixing), plus ZeroQ's input statistics, TV and l2 priors.
+at::Tensor BnSynthesis::loss(const at::Tensor& x, const at::Tensor& z, const at::Tensor& targets, const Mixing& mix) const {
+  at::Tensor loss = at::zeros({});
+  for (const HookedModel& h : hooked_) loss = loss + model_loss(h, x, targets, mix) / static_cast<double>(hooked_.size());
+  if (o_.input_stats_weight > 0) {
+    const at::Tensor flat = z.reshape({z.size(0), C_, -1});
+    loss = loss + o_.input_stats_weight * (squared_distance_per_sample(at::zeros({C_}), flat.mean(2)) +
+                                           squared_distance_per_sample(at::ones({C_}), at::sqrt(flat.var(2, true) + kZeroqEps)));
+  }
+  if (o_.tv_l2 > 0) loss = loss + o_.tv_l2 * total_variation_l2(x);
+  if (o_.tv_l1 > 0) loss = loss + o_.tv_l1 * total_variation_l1(x);
+  if (o_.l2 > 0) loss = loss + o_.l2 * at::norm(x);
+  return loss;
+}
+
+std::pair<at::Tensor, at::Tensor> BnSynthesis::batch(std::int64_t b, std::int64_t n, std::uint64_t seed, ProgressBar& bar,
+                                                     std::int64_t batches) {
+  auto gen = at::detail::createCPUGenerator(seed * 1000003ULL + static_cast<std::uint64_t>(b));
+  auto randint = [&](std::int64_t lo, std::int64_t hi) { return at::randint(lo, hi + 1, {1}, gen).item<std::int64_t>(); };
+  at::Tensor z = at::randn({n, C_, H_, W_}, gen);
+  if (o_.clamp_pixels) z = at::max(at::min(z, z_max_), z_min_);
+  z.requires_grad_(true);
+  const at::Tensor targets = o_.ce_weight > 0 ? at::randint(classes_, {n}, gen) : at::Tensor();
+  Adam adam({z}, o_.lr, o_.beta1, o_.beta2);
+  PlateauSchedule plateau(static_cast<double>(o_.plateau_patience), o_.min_lr);
+  const std::int64_t jitter_h = std::llround(o_.jitter * static_cast<double>(H_)),
+                     jitter_w = std::llround(o_.jitter * static_cast<double>(W_));
+  for (std::int64_t it = 0; it < o_.iterations; ++it) {
+    if (o_.lr_schedule == "cosine")
+      adam.lr = it < o_.warmup ? o_.lr * static_cast<double>(it + 1) / static_cast<double>(o_.warmup)
+                               : cosine_lr(o_.lr, it - o_.warmup, o_.iterations - o_.warmup);
+    at::Tensor x = z;
+    if (jitter_h > 0 || jitter_w > 0) x = at::roll(x, {randint(-jitter_h, jitter_h), randint(-jitter_w, jitter_w)}, {2, 3});
+    if (o_.flips && randint(0, 1) == 1) x = at::flip(x, {3});
+    Mixing mix;
+    if (o_.data_mixing && n > 1) {
+      const double side = o_.mix_min_side + (o_.mix_max_side - o_.mix_min_side) * at::rand({1}, gen).item<double>();
+      const std::int64_t bh = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(H_)));
+      const std::int64_t bw = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(W_)));
+      const std::int64_t y0 = randint(0, H_ - bh), x0 = randint(0, W_ - bw);
+      mix.perm = at::randperm(n, gen);
+      x = paste_into_box(x, mix.perm, y0, x0, bh, bw);
+      mix.pasted_area = static_cast<double>(bh * bw) / static_cast<double>(H_ * W_);
+    }
+    const at::Tensor total = loss(x, z, targets, mix);
+    total.backward();
+    for (HookedModel& h : hooked_)
+      for (auto& t : *h.captured) t = at::Tensor();  // free this step's activations before the next forward
+    last_loss_ = total.item<double>();
+    if (!std::isfinite(last_loss_))
+      throw Error(o_.method + ": loss became " + std::to_string(last_loss_) + " at iteration " + std::to_string(it) +
+                  " of batch " + std::to_string(b) + " (lower lr?)");
+    adam.step();
+    if (o_.lr_schedule == "plateau") adam.lr = plateau.step(last_loss_, adam.lr);
+    if (o_.clamp_pixels) {
+      at::NoGradGuard no_grad;
+      z.copy_(at::max(at::min(z, z_max_), z_min_));
+    }
+    if (it % 10 == 9 || it + 1 == o_.iterations) {
+      std::ostringstream status;
+      status << "batch " << b + 1 << "/" << batches << " loss " << std::setprecision(4) << last_loss_;
+      bar.update(b * o_.iterations + it + 1, status.str());
+    }
+  }
+  at::NoGradGuard no_grad;
+  return {(z.detach() * std0_ + mean0_).contiguous(), targets};
+}
+
+}  // namespace
+
 Dataset synthesize_from_bn_statistics(const std::vector<SynthesisModel>& models, const std::vector<std::int64_t>& input_shape,
                                       std::int64_t count, std::uint64_t seed, const BnSynthesisOptions& o,
                                       std::ostream* progress) {
   if (models.empty()) throw Error(o.method + ": no model to synthesize from");
   if (input_shape.size() != 3) throw Error(o.method + ": input shape must be [C, H, W]");
-  const std::int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
   at::AutoGradMode grad(true);
-
-  std::vector<HookedModel> hooked;
-  std::int64_t classes = -1;
-  std::string first_name;
-  for (const SynthesisModel& m : models) {
-    HookedModel h{&m, std::make_unique<Executor>(*m.graph), batch_norm_nodes(*m.graph, m.name, o.method),
-                  std::make_shared<std::vector<at::Tensor>>(), per_channel(m.preprocess.mean, C), per_channel(m.preprocess.std, C)};
-    h.captured->resize(h.bn_nodes.size());
-    for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
-      auto captured = h.captured;
-      h.exec->set_value_hook(m.graph->nodes[h.bn_nodes[k]].inputs[0], [captured, k](const at::Tensor& x) {
-        (*captured)[k] = x;
-        return x;
-      });
-    }
-    if (!m.input_shape.empty() && m.input_shape != input_shape)
-      throw Error(o.method + ": model '" + m.name + "' reads " + shape_text(m.input_shape) + " images, the synthesized set is " +
-                  shape_text(input_shape) + " (mixed models must share their input shape)");
-    const auto layers = m.graph->layer_nodes();
-    const Node& first = m.graph->nodes.at(layers.at(0));
-    if (first.kind == OpKind::Conv && first.weight.size(1) * first.conv.groups != C)
-      throw Error(o.method + ": model '" + m.name + "' reads " + std::to_string(first.weight.size(1) * first.conv.groups) +
-                  " input channels, the synthesized images have " + std::to_string(C));
-    at::Tensor logits;
-    {
-      at::NoGradGuard no_grad;
-      logits = h.exec->forward(at::zeros({1, C, H, W}));
-    }
-    if (classes < 0) {
-      classes = logits.size(1);
-      first_name = m.name;
-    } else if (logits.size(1) != classes) {
-      throw Error(o.method + ": models '" + first_name + "' and '" + m.name + "' predict different numbers of classes (" +
-                  std::to_string(classes) + " vs " + std::to_string(logits.size(1)) +
-                  "); mixed models must share their label set");
-    }
-    hooked.push_back(std::move(h));
-  }
-  // The parameters are the first model's normalized input; pixels = z·std + mean.
-  const at::Tensor mean0 = hooked[0].norm_mean, std0 = hooked[0].norm_std;
-  const at::Tensor z_min = (0 - mean0) / std0, z_max = (1 - mean0) / std0;
-  const bool ce = o.ce_weight > 0;
-
+  BnSynthesis synthesis(models, input_shape, o);
   std::vector<at::Tensor> images, labels;
   const std::int64_t batches = (count + o.batch_size - 1) / o.batch_size;
   ProgressBar bar(progress, o.method + " (" + std::to_string(count) + " images)", batches * o.iterations);
-  double last_loss = 0;
   for (std::int64_t b = 0; b < batches; ++b) {
-    const std::int64_t n = std::min(o.batch_size, count - b * o.batch_size);
-    auto gen = at::detail::createCPUGenerator(seed * 1000003ULL + static_cast<std::uint64_t>(b));
-    auto randint = [&](std::int64_t lo, std::int64_t hi) { return at::randint(lo, hi + 1, {1}, gen).item<std::int64_t>(); };
-    at::Tensor z = at::randn({n, C, H, W}, gen);
-    if (o.clamp_pixels) z = at::max(at::min(z, z_max), z_min);
-    z.requires_grad_(true);
-    const at::Tensor targets = ce ? at::randint(classes, {n}, gen) : at::Tensor();
-    Adam adam({z}, o.lr, o.beta1, o.beta2);
-    PlateauSchedule plateau(static_cast<double>(o.plateau_patience), o.min_lr);
-    const std::int64_t jitter_h = std::llround(o.jitter * static_cast<double>(H)),
-                       jitter_w = std::llround(o.jitter * static_cast<double>(W));
-    for (std::int64_t it = 0; it < o.iterations; ++it) {
-      if (o.lr_schedule == "cosine")
-        adam.lr = it < o.warmup ? o.lr * static_cast<double>(it + 1) / static_cast<double>(o.warmup)
-                                : cosine_lr(o.lr, it - o.warmup, o.iterations - o.warmup);
-      at::Tensor x = z;
-      if (jitter_h > 0 || jitter_w > 0) x = at::roll(x, {randint(-jitter_h, jitter_h), randint(-jitter_w, jitter_w)}, {2, 3});
-      if (o.flips && randint(0, 1) == 1) x = at::flip(x, {3});
-      // MixMix data mixing: image perm[i], resized, pasted into a random box of image i; labels by area.
-      at::Tensor perm;
-      double pasted_area = 0;
-      if (o.data_mixing && n > 1) {
-        const double side = o.mix_min_side + (o.mix_max_side - o.mix_min_side) * at::rand({1}, gen).item<double>();
-        const std::int64_t bh = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(H)));
-        const std::int64_t bw = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(W)));
-        const std::int64_t y0 = randint(0, H - bh), x0 = randint(0, W - bw);
-        perm = at::randperm(n, gen);
-        x = paste_into_box(x, perm, y0, x0, bh, bw);
-        pasted_area = static_cast<double>(bh * bw) / static_cast<double>(H * W);
-      }
-      at::Tensor loss = at::zeros({});
-      for (HookedModel& h : hooked) {
-        const at::Tensor input = h.model == &models[0] ? x : ((x * std0 + mean0) - h.norm_mean) / h.norm_std;
-        const at::Tensor logits = h.exec->forward(input);
-        at::Tensor bn_loss = at::zeros({});
-        for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
-          const BatchNormStats& bn = h.model->graph->nodes[h.bn_nodes[k]].bn;
-          const at::Tensor& captured = (*h.captured)[k];
-          at::Tensor l = o.statistics == BnStatistics::PerSample ? zeroq_bn_loss(captured, bn.mean, bn.var)
-                                                                 : deepinversion_bn_loss(captured, bn.mean, bn.var);
-          bn_loss = bn_loss + (k == 0 ? o.first_bn_multiplier : 1.0) * l;
-        }
-        at::Tensor model_loss = o.bn_weight * bn_loss;
-        if (ce) {
-          const at::Tensor log_p = at::log_softmax(logits, 1);
-          at::Tensor ce_loss = at::nll_loss(log_p, targets);
-          if (perm.defined())
-            ce_loss = (1 - pasted_area) * ce_loss + pasted_area * at::nll_loss(log_p, targets.index_select(0, perm));
-          model_loss = model_loss + o.ce_weight * ce_loss;
-        }
-        loss = loss + model_loss / static_cast<double>(hooked.size());
-      }
-      if (o.input_stats_weight > 0) {
-        const at::Tensor flat = z.reshape({n, C, -1});
-        loss = loss + o.input_stats_weight *
-                          (squared_distance_per_sample(at::zeros({C}), flat.mean(2)) +
-                           squared_distance_per_sample(at::ones({C}), at::sqrt(flat.var(2, true) + kZeroqEps)));
-      }
-      if (o.tv_l2 > 0) loss = loss + o.tv_l2 * total_variation_l2(x);
-      if (o.tv_l1 > 0) loss = loss + o.tv_l1 * total_variation_l1(x);
-      if (o.l2 > 0) loss = loss + o.l2 * at::norm(x);
-      loss.backward();
-      for (HookedModel& h : hooked)
-        for (auto& t : *h.captured) t = at::Tensor();  // free this step's activations before the next forward
-      last_loss = loss.item<double>();
-      if (!std::isfinite(last_loss))
-        throw Error(o.method + ": loss became " + std::to_string(last_loss) + " at iteration " + std::to_string(it) +
-                    " of batch " + std::to_string(b) + " (lower lr?)");
-      adam.step();
-      if (o.lr_schedule == "plateau") adam.lr = plateau.step(last_loss, adam.lr);
-      if (o.clamp_pixels) {
-        at::NoGradGuard no_grad;
-        z.copy_(at::max(at::min(z, z_max), z_min));
-      }
-      if (it % 10 == 9 || it + 1 == o.iterations) {
-        std::ostringstream status;
-        status << "batch " << b + 1 << "/" << batches << " loss " << std::setprecision(4) << last_loss;
-        bar.update(b * o.iterations + it + 1, status.str());
-      }
-    }
-    at::NoGradGuard no_grad;
-    images.push_back((z.detach() * std0 + mean0).contiguous());
-    if (ce) labels.push_back(targets);
+    auto [batch_images, targets] = synthesis.batch(b, std::min(o.batch_size, count - b * o.batch_size), seed, bar, batches);
+    images.push_back(batch_images);
+    if (targets.defined()) labels.push_back(targets);
   }
   std::ostringstream status;
-  status << "final loss " << std::setprecision(4) << last_loss;
+  status << "final loss " << std::setprecision(4) << synthesis.last_loss();
   bar.finish(status.str());
   Dataset out{o.method, at::cat(images), {}};
   if (!labels.empty()) out.labels = at::cat(labels);

@@ -103,6 +103,41 @@ at::Tensor augment(const at::Tensor& batch, int padding, bool hflip, at::Generat
   return out;
 }
 
+// One epoch of SGD with a per-step cosine learning rate (Loshchilov & Hutter 2017, no restarts); returns
+// the mean training loss and counts correct predictions.
+double train_epoch(torch::jit::Module& net, torch::optim::SGD& sgd, const Recipe& r, const Dataset& train,
+                   at::Generator& gen, std::int64_t& step, std::int64_t total_steps, std::int64_t& correct) {
+  net.train(true);
+  at::Tensor order = at::randperm(train.size(), gen, at::kLong);
+  double loss_sum = 0.0;
+  correct = 0;
+  for (std::int64_t b = 0; b < train.size(); b += r.batch_size, ++step) {
+    const double lr = 0.5 * r.lr * (1.0 + std::cos(M_PI * static_cast<double>(step) / total_steps));
+    for (auto& group : sgd.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+    at::Tensor idx = order.slice(0, b, std::min(train.size(), b + r.batch_size));
+    at::Tensor x = augment(train.images.index_select(0, idx), r.crop_padding, r.hflip, gen);
+    at::Tensor y = train.labels.index_select(0, idx);
+    at::Tensor logits = net.forward({r.preprocess.apply(x)}).toTensor();
+    at::Tensor loss = at::cross_entropy_loss(logits, y);
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+    loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
+    correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
+  }
+  return loss_sum;
+}
+
+torch::jit::Module make_network(const Recipe& r) {
+  const zoo::ResNetSpec& a = r.arch;
+  torch::jit::Module net = r.arch_name == "vgg"            ? zoo::make_vgg({a.width, a.in_channels, a.num_classes}, r.seed)
+                           : r.arch_name == "mobilenet_v2" ? zoo::make_mobilenet_v2({a.width, r.expansion, a.in_channels, a.num_classes}, r.seed)
+                           : r.arch_name == "shufflenet_v2" ? zoo::make_shufflenet_v2({a.width, a.in_channels, a.num_classes}, r.seed)
+                                                            : zoo::make_resnet(a, r.seed);
+  zoo::set_input_normalization(net, r.preprocess.mean, r.preprocess.std);
+  return net;
+}
+
 }  // namespace
 
 TrainSummary train_from_recipe(const std::string& recipe_path, const std::vector<std::string>& overrides) {
@@ -123,12 +158,7 @@ TrainSummary train_from_recipe(const std::string& recipe_path, const std::vector
 
   at::manual_seed(r.seed);
   at::Generator gen = at::detail::createCPUGenerator(r.seed);
-  const zoo::ResNetSpec& a = r.arch;
-  torch::jit::Module net = r.arch_name == "vgg"            ? zoo::make_vgg({a.width, a.in_channels, a.num_classes}, r.seed)
-                           : r.arch_name == "mobilenet_v2" ? zoo::make_mobilenet_v2({a.width, r.expansion, a.in_channels, a.num_classes}, r.seed)
-                           : r.arch_name == "shufflenet_v2" ? zoo::make_shufflenet_v2({a.width, a.in_channels, a.num_classes}, r.seed)
-                                                            : zoo::make_resnet(a, r.seed);
-  zoo::set_input_normalization(net, r.preprocess.mean, r.preprocess.std);
+  torch::jit::Module net = make_network(r);
   std::vector<at::Tensor> params;
   for (const auto& p : net.parameters()) {
     p.requires_grad_(true);
@@ -153,25 +183,8 @@ TrainSummary train_from_recipe(const std::string& recipe_path, const std::vector
   std::int64_t step = 0;
   for (int epoch = 1; epoch <= r.epochs; ++epoch) {
     const auto epoch_start = std::chrono::steady_clock::now();
-    net.train(true);
-    at::Tensor order = at::randperm(train.size(), gen, at::kLong);
-    double loss_sum = 0.0;
     std::int64_t correct = 0;
-    for (std::int64_t b = 0; b < train.size(); b += r.batch_size, ++step) {
-      // Cosine learning-rate decay per step (Loshchilov & Hutter 2017), no restarts.
-      const double lr = 0.5 * r.lr * (1.0 + std::cos(M_PI * static_cast<double>(step) / total_steps));
-      for (auto& group : sgd.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
-      at::Tensor idx = order.slice(0, b, std::min(train.size(), b + r.batch_size));
-      at::Tensor x = augment(train.images.index_select(0, idx), r.crop_padding, r.hflip, gen);
-      at::Tensor y = train.labels.index_select(0, idx);
-      at::Tensor logits = forward(r.preprocess.apply(x));
-      at::Tensor loss = at::cross_entropy_loss(logits, y);
-      sgd.zero_grad();
-      loss.backward();
-      sgd.step();
-      loss_sum += loss.item<double>() * static_cast<double>(idx.size(0));
-      correct += logits.argmax(1).eq(y).sum().item<std::int64_t>();
-    }
+    const double loss_sum = train_epoch(net, sgd, r, train, gen, step, total_steps, correct);
     net.eval();
     test_top1 = top1_accuracy(forward, test, r.preprocess);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();

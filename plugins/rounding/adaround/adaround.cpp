@@ -4,7 +4,7 @@
 // lambda 0.01, beta 20 -> 2 annealed (cosine, as AIMET) after a 20 % warm-up, batch 32, Adam 1e-3; the
 // papers' 10 000 iterations are cut for a CPU (set `iters`). The engine is xdq/quant/reconstruction.h.
 #include "xdq/plugin/interfaces.h"
-#include "xdq/quant/reconstruction.h"
+#include "../common/reconstruction_optimizer.h"
 
 namespace {
 
@@ -17,7 +17,7 @@ xdq::ReconstructionOptions defaults() {
 }
 
 xdq::OptionSchema schema() { return xdq::reconstruction_schema(defaults()); }
-xdq::Plugin* create(const xdq::Options& o) { return new xdq::ReconstructionOptimizer(xdq::reconstruction_options(o, "adaround")); }
+xdq::Plugin* create(const xdq::Options& o) { return new xdq_rounding::ReconstructionOptimizer(xdq::reconstruction_options(o, "adaround")); }
 
 }  // namespace
 

@@ -6,7 +6,7 @@
 // activation steps of each block are learned (Adam 4e-4, cosine). Iterations are cut for a CPU from the
 // paper's 20 000 (weights) and 5 000 (steps): set `iters` and `act_iters`.
 #include "xdq/plugin/interfaces.h"
-#include "xdq/quant/reconstruction.h"
+#include "../common/reconstruction_optimizer.h"
 
 namespace {
 
@@ -21,7 +21,7 @@ xdq::ReconstructionOptions defaults() {
 }
 
 xdq::OptionSchema schema() { return xdq::reconstruction_schema(defaults()); }
-xdq::Plugin* create(const xdq::Options& o) { return new xdq::ReconstructionOptimizer(xdq::reconstruction_options(o, "brecq")); }
+xdq::Plugin* create(const xdq::Options& o) { return new xdq_rounding::ReconstructionOptimizer(xdq::reconstruction_options(o, "brecq")); }
 
 }  // namespace
 

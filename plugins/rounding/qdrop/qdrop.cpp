@@ -4,7 +4,7 @@
 // probability 1 - p (p = 0.5) while learning; rounding and activation steps (LSQ, Adam 4e-5 cosine) are
 // learned jointly. Iterations are cut for a CPU from the paper's 20 000: set `iters`.
 #include "xdq/plugin/interfaces.h"
-#include "xdq/quant/reconstruction.h"
+#include "../common/reconstruction_optimizer.h"
 
 namespace {
 
@@ -19,7 +19,7 @@ xdq::ReconstructionOptions defaults() {
 }
 
 xdq::OptionSchema schema() { return xdq::reconstruction_schema(defaults()); }
-xdq::Plugin* create(const xdq::Options& o) { return new xdq::ReconstructionOptimizer(xdq::reconstruction_options(o, "qdrop")); }
+xdq::Plugin* create(const xdq::Options& o) { return new xdq_rounding::ReconstructionOptimizer(xdq::reconstruction_options(o, "qdrop")); }
 
 }  // namespace
 

@@ -35,7 +35,7 @@ struct OptionSpec {
   OptionSpec& range(double lo, double hi, bool lo_exclusive = false);
   OptionSpec& one_of(std::vector<std::string> allowed);
 
-  std::string range_text() const;  // "(0, 100]", "one of: a, b"
+  std::string range_text() const;  // "(0, 100]", ">= 1", "one of: a, b"
 };
 
 using OptionSchema = std::vector<OptionSpec>;
@@ -61,6 +61,9 @@ class Options {
 // caller (e.g. "name") and are skipped; any other unknown key is an error with file:line:key.
 Options validate_options(const ConfigNode& node, const OptionSchema& schema,
                          const std::vector<std::string>& reserved = {});
+
+// One value against its spec: type, range (finite numbers only) and choices; errors carry file:line:key.
+OptionValue read_option(const ConfigNode& node, const OptionSpec& spec);
 
 // All defaults, no config needed.
 Options default_options(const OptionSchema& schema);

@@ -7,6 +7,9 @@
 
 #include <ATen/ATen.h>
 
+#include "xdq/hash.h"
+#include "xdq/ir/preprocess.h"
+
 namespace xdq {
 
 struct Dataset {
@@ -25,13 +28,8 @@ struct Dataset {
   std::string content_hash() const;
 };
 
-// FNV-1a 64 over raw bytes (chain calls through `seed`), and as 16 hex digits (files and tensors alike).
-std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t seed = 1469598103934665603ULL);
-std::string fnv1a_hex(const void* data, std::size_t bytes, std::uint64_t seed = 1469598103934665603ULL);
-std::string file_hash(const std::string& path);
-
-// A dataset as one binary file (synthesized sets on disk): magic "XDQIMG1", int64 N C H W, int64 labeled,
-// float32 images, int64 labels. save_dataset writes a temporary file and renames it into place; a short or
+// A dataset as one binary file (synthesized sets on disk): magic "XDQIMG2", int64 N C H W, int64 labeled,
+// float32 images, int64 labels, FNV-1a 64 checksum of both. save_dataset writes a temporary file and renames it into place; a short or
 // foreign file read back is an Error naming it.
 void save_dataset(const Dataset& data, const std::string& path);
 Dataset load_dataset_file(const std::string& path);
@@ -39,13 +37,6 @@ Dataset load_dataset_file(const std::string& path);
 }  // namespace xdq
 
 namespace xdq {
-
-// Per-channel normalization the model expects: (x - mean) / std on [0, 1] images.
-struct Preprocess {
-  std::vector<double> mean{0.0};
-  std::vector<double> std{1.0};
-  at::Tensor apply(const at::Tensor& images) const;
-};
 
 // Top-1 accuracy (fraction) of `forward` on a labeled dataset, in batches, without autograd.
 template <class Forward>

@@ -18,6 +18,7 @@ struct ModelEntry {
   std::string name;
   std::int64_t height = 28, width = 28;  // input size; channels come from the first conv
   std::string path;                  // resolved against the experiment file's folder
+  std::string hash;                  // when given: the model file must have this content hash (file_hash)
   bool has_preprocess = false;       // else from the model's own attributes
   std::vector<double> mean, std;
 };
@@ -48,6 +49,7 @@ struct DomainSpec {
   // or from the models listed (names from `models:`), cached on disk.
   std::vector<PluginChoice> synthesizer;  // empty, or exactly one
   std::vector<std::string> synthesis_models;
+  bool declared = false;  // in the `domains:` section (else a dataset named directly)
   std::string line;  // where a test domain was named (file:line key), for errors found when loading it
 };
 
@@ -62,6 +64,7 @@ struct ExperimentConfig {
   std::uint64_t seed = 0;
   int threads = 0;
   int jobs = 1;  // independent runs at a time; each gets threads / jobs intra-op threads
+  std::string on_error = "continue";  // a failed run is recorded and the sweep goes on; "stop": it ends the sweep
   std::vector<std::string> plugin_paths;
   DataLocations data;
 
@@ -99,11 +102,26 @@ struct ExperimentConfig {
   } analysis;
 
   ConfigNode root;  // the file as read (with --set applied)
+
+  // data.<key>: the field of `data` it sets (fashion_mnist, opencv_samples, sklearn_digits, cache).
+  std::string& data_location(const std::string& key);
 };
 
 // Reads and validates `path` with `overrides` ("key.path=value") applied first. Loads the plugins
 // (search path: plugins.paths, $XDQ_PLUGIN_PATH, the build's plugin folder) into `registry`.
 ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
                                  PluginRegistry& registry);
+
+// The config as an experiment file that load_experiment reads back to an equal config: every default
+// filled in, paths absolute, model files pinned by hash; `provenance` (what the run measured about its
+// inputs: threads used, calibration-set hashes) is written under `provenance:`, which loading ignores.
+std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance);
+
+// Every key an experiment file may hold, from the one declaration the loader and the writer use.
+struct ConfigKeyDoc {
+  std::string path, type, default_value, range, doc;
+  bool required = false;
+};
+std::vector<ConfigKeyDoc> experiment_key_docs();
 
 }  // namespace xdq

@@ -3,7 +3,7 @@
 // results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
 //   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds"}]}
-// with top-1 as a fraction in [0, 1]. results.csv has one row per run x test domain.
+// with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no results. results.csv has one row per run x test domain.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -29,6 +29,8 @@ struct RunResult {
   std::uint64_t calibration_seed = 0;
   std::vector<DomainResult> results;
   double seconds = 0.0;
+  std::string error;  // non-empty: the run failed (the message names the plugin or file)
+  bool failed() const { return !error.empty(); }
 };
 
 struct LayerShiftRow {
@@ -40,6 +42,7 @@ struct ExperimentResults {
   std::string experiment;
   std::vector<RunResult> runs;
   std::vector<LayerShiftRow> layer_shift;  // in results.json as "layer_shift" when measured
+  std::size_t failed_runs() const;
 };
 
 std::string results_json(const ExperimentResults& results);

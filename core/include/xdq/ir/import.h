@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "xdq/data/dataset.h"
+#include "xdq/ir/preprocess.h"
 #include "xdq/ir/graph.h"
 
 namespace xdq {

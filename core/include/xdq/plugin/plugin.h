@@ -1,8 +1,8 @@
 #pragma once
 // The plugin ABI. A plugin library exports one entry symbol, `xdq_plugin`, returning a descriptor. The
-// host reads the descriptor's header (xdq plugin ABI, LibTorch version, C++11 string ABI) before
-// anything else and refuses a mismatch with a message naming the file; only then it reads the schema
-// and calls the factory. Registration is explicit: nothing runs at library load.
+// host reads the descriptor's header (xdq plugin ABI, LibTorch version, C++11 string ABI, hash of the
+// SDK headers) before anything else and refuses a mismatch with a message naming the file; only then it
+// reads the schema and calls the factory. Registration is explicit: nothing runs at library load.
 //
 //   XDQ_PLUGIN(xdq::Calibrator, "kl", "1.0.0", "TensorRT entropy calibration", schema, create)
 //
@@ -13,12 +13,15 @@
 #include <boost/dll/alias.hpp>
 #include <torch/version.h>
 
+#include "xdq/abi_hash.h"
 #include "xdq/config/options.h"
 
 namespace xdq {
 
-// Bumped whenever an interface or context struct changes layout.
-constexpr std::uint32_t kPluginAbiVersion = 4;
+// For humans: bumped with releases that change the plugin interfaces. What guards the layout is
+// XDQ_PLUGIN_ABI_HASH (generated at build time from the SDK headers, cmake/abi_hash.cmake): any change to
+// interfaces.h or a header it includes changes it, and plugins built before are refused.
+constexpr std::uint32_t kPluginAbiVersion = 5;
 
 #define XDQ_STRINGIFY_(x) #x
 #define XDQ_STRINGIFY(x) XDQ_STRINGIFY_(x)
@@ -37,8 +40,9 @@ class BOOST_SYMBOL_VISIBLE Plugin {
 };
 
 struct PluginDescriptor {
-  // Header: layout frozen across ABI versions.
+  // Header: checked in this order; abi_version is read first and its place never moves.
   std::uint32_t abi_version;
+  const char* abi_hash;  // XDQ_PLUGIN_ABI_HASH the plugin was compiled with
   const char* torch_version;
   int cxx11_abi;
   const char* kind;  // "calibrator", "synthesizer", "weight_optimizer", "graph_pass", "domain_transform"
@@ -60,7 +64,8 @@ struct PluginKindOf;
 #define XDQ_PLUGIN(INTERFACE, NAME, VERSION, SUMMARY, SCHEMA_FN, CREATE_FN)                                   \
   namespace xdq_plugin_entry {                                                                                  \
   const ::xdq::PluginDescriptor& descriptor() {                                                                 \
-    static const ::xdq::PluginDescriptor d{::xdq::kPluginAbiVersion, XDQ_TORCH_VERSION, _GLIBCXX_USE_CXX11_ABI, \
+    static const ::xdq::PluginDescriptor d{::xdq::kPluginAbiVersion, XDQ_PLUGIN_ABI_HASH, XDQ_TORCH_VERSION,   \
+                                           _GLIBCXX_USE_CXX11_ABI,                                              \
                                            ::xdq::to_string(::xdq::PluginKindOf<INTERFACE>::value), NAME,       \
                                            VERSION, SUMMARY, SCHEMA_FN, CREATE_FN};                             \
     return d;                                                                                                   \

@@ -3,6 +3,7 @@
 // plugin objects. Every object keeps its library loaded (its deleter holds the library); the process-wide
 // registry is never destroyed, so no library is unloaded at exit.
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +21,8 @@ struct PluginRecord {
   std::shared_ptr<void> library;  // the loaded boost::dll::shared_library
 };
 
-// Exception barrier: whatever a plugin throws becomes an xdq::Error naming the plugin and its library.
+// The exception barrier, written once: whatever a plugin throws becomes an xdq::Error naming the plugin,
+// its library and the call. Everything else reaches plugins through Loaded<T>::call.
 template <class F>
 auto plugin_call(const PluginRecord& plugin, const char* what, F&& f) -> decltype(f()) {
   try {
@@ -33,11 +35,31 @@ auto plugin_call(const PluginRecord& plugin, const char* what, F&& f) -> decltyp
   }
 }
 
+// A plugin object with its record: the only way the core calls into a plugin. `call(what, f)` runs
+// f(object) behind the barrier; the object keeps its library loaded.
+template <class Interface>
+class Loaded {
+ public:
+  Loaded(const PluginRecord& record, std::shared_ptr<Interface> object) : record_(&record), object_(std::move(object)) {}
+
+  template <class F>
+  auto call(const char* what, F&& f) const -> decltype(f(std::declval<const Interface&>())) {
+    return plugin_call(*record_, what, [&]() -> decltype(auto) { return f(static_cast<const Interface&>(*object_)); });
+  }
+  const PluginRecord& record() const { return *record_; }
+  const std::string& name() const { return record_->name; }
+
+ private:
+  const PluginRecord* record_;
+  std::shared_ptr<Interface> object_;
+};
+
 class PluginRegistry {
  public:
   // Loads one library. Errors name the path: missing file, not loadable, no entry symbol, or a
-  // descriptor built for another xdq ABI / LibTorch version / C++11 ABI. Loading the same file twice
-  // returns the first record; the same kind and name from another file is an error.
+  // descriptor built for another xdq ABI / SDK headers / LibTorch version / C++11 ABI. Loading the same
+  // file twice returns the first record; the same kind and name from another file is an error, and from
+  // then on that name is unusable (find() gives null, get() and unknown_name_message name both files).
   const PluginRecord& load(const std::string& path);
 
   // Loads every xdq_*.so in `dirs` (missing dirs are skipped). Returns one line per library that failed.
@@ -49,6 +71,17 @@ class PluginRegistry {
   const std::deque<PluginRecord>& records() const { return records_; }
   std::vector<std::string> names(PluginKind kind) const;
   std::string unknown_name_message(PluginKind kind, const std::string& name) const;
+
+  // Makes and discards an object: options that only the factory can check are refused before any work.
+  void try_create(const PluginRecord& plugin, const Options& options) const {
+    delete plugin_call(plugin, "create", [&] { return plugin.create(options); });
+  }
+
+  // A plugin object made by its factory from validated options.
+  template <class Interface>
+  Loaded<Interface> load(const std::string& name, const Options& options) const {
+    return Loaded<Interface>(get(PluginKindOf<Interface>::value, name), create<Interface>(name, options));
+  }
 
   template <class Interface>
   std::shared_ptr<Interface> create(const std::string& name, const Options& options) const {
@@ -65,6 +98,7 @@ class PluginRegistry {
 
  private:
   std::deque<PluginRecord> records_;
+  std::map<std::pair<PluginKind, std::string>, std::vector<std::string>> conflicts_;  // name -> its libraries
 };
 
 // The process-wide registry (never destroyed).

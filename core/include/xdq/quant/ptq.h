@@ -1,6 +1,6 @@
 #pragma once
-// Post-training quantization of a (BN-folded) graph: where the quantizers sit, activation calibration
-// through a Calibrator plugin, weight ranges, and the fake-quantized executor.
+// Post-training quantization of a (BN-folded) graph: where the quantizers sit, their ranges, weight
+// ranges, and the fake-quantized executor. Plugins act on it through xdq/plugin/quantize.h.
 //
 // Placement: every conv/linear weight, and every value a conv/linear reads (the model input included),
 // as the papers' academic setting does; a value read by several layers gets one quantizer.
@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "xdq/exec/executor.h"
-#include "xdq/plugin/interfaces.h"
-#include "xdq/plugin/registry.h"
+#include <functional>
+
+#include "xdq/quant/model_view.h"
 #include "xdq/quant/scheme.h"
+#include "xdq/quant/statistics.h"
 
 namespace xdq {
 
@@ -36,32 +38,26 @@ class QuantizedModel {
   // FP forward passes over `images` (preprocessed) in batches: the statistics of every quantized
   // activation, with histograms of `bins` bins per sign.
   CalibrationStatistics collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins) const;
-  // Activation ranges -> scale/zero-point, from the calibrator named by its input():
-  // from statistics collected on this model's graph (Statistics),
-  void calibrate_from_statistics(const Calibrator& calibrator, const PluginRecord& plugin,
-                                 const CalibrationStatistics& statistics);
-  // from an observer per activation seeing every batch of `images` (Activations),
-  void calibrate_activations(const Calibrator& calibrator, const PluginRecord& plugin, const at::Tensor& images,
-                             std::int64_t batch_size);
-  // from the graph's BN statistics alone (Graph), `input_range` being that of the model input.
-  void calibrate_from_graph(const Calibrator& calibrator, const PluginRecord& plugin, const Range& input_range);
+  // FP forward passes over `images` in batches; `observe(i, x)` sees every batch of activation i.
+  void observe_activations(const at::Tensor& images, std::int64_t batch_size,
+                           const std::function<void(std::size_t, const at::Tensor&)>& observe) const;
+  // Activation i's range -> scale / zero point; an empty range is an error naming `source` and the value.
+  void set_activation_range(std::size_t i, const Range& range, const std::string& source);
   // Weight scale/zero-point from the weight range method.
   void set_weight_ranges(const std::string& method);
-  // The rounding plugin fills each layer's quantized_weight (it may also learn activation steps). The
-  // caller fills the context's calibration, seed and outputs; the model fills in itself.
-  void round_weights(const WeightOptimizer& optimizer, const PluginRecord& plugin, RoundingContext context);
+  // `base` with this model's graph, layers and activations filled in, for a rounding optimizer.
+  RoundingContext rounding_context(RoundingContext base);
+  // After rounding: every layer holds a quantized weight of its weight's shape, else an error naming `source`.
+  void check_rounded(const std::string& source) const;
   // Every weight rounded to its nearest grid point (what the `nearest` plugin does; analysis uses it).
   void round_to_nearest();
-  // Runs an AfterRounding pass (it may change the biases of the folded graph).
-  void apply_pass(const GraphPass& pass, const PluginRecord& plugin, PassContext context);
+  // The folded graph, for AfterRounding passes (they may change its biases).
+  Graph& graph_for_rewrite() { return graph_; }
 
   // Executor running the quantized model (fake-quantized weights and activations).
   Executor executor() const;
 
  private:
-  // A calibrator's range for `act` (an empty range is the plugin's error) and its scale / zero point.
-  static void set_range(ActivationQuantizer& act, const Range& range, const PluginRecord& plugin);
-
   Graph graph_;
   std::vector<QuantizedLayer> layers_;
   std::vector<ActivationQuantizer> activations_;

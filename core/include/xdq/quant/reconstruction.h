@@ -17,7 +17,8 @@
 #include <ATen/ATen.h>
 
 #include "xdq/config/options.h"
-#include "xdq/plugin/interfaces.h"
+#include "xdq/config/options.h"
+#include "xdq/quant/model_view.h"
 
 namespace xdq {
 
@@ -93,18 +94,8 @@ struct UnitReport {
   std::vector<Point> curve;
 };
 
-// Fills context.layers' quantized weights (and learned activation steps). Writes
-// <run_name>_<method>_curves.csv/.png into context.files when given; progress to context.progress.
+// Fills context.layers' quantized weights (and learned activation steps). Writes the loss curves as
+// <run_name>_curves.csv into context.files when given (the report draws them); progress to context.progress.
 std::vector<UnitReport> reconstruct(RoundingContext& context, const ReconstructionOptions& options);
-
-// The WeightOptimizer that the adaround, brecq and qdrop plugins create: reconstruct() with their options.
-class BOOST_SYMBOL_VISIBLE ReconstructionOptimizer : public WeightOptimizer {
- public:
-  explicit ReconstructionOptimizer(ReconstructionOptions options) : options_(std::move(options)) {}
-  void optimize(RoundingContext& context) const override;
-
- private:
-  ReconstructionOptions options_;
-};
 
 }  // namespace xdq

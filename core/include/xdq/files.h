@@ -1,0 +1,18 @@
+#pragma once
+// Files that are either complete or absent: caches and results are written to a temporary name unique
+// to the writing process and thread, and renamed into place only when every byte is written. Whatever
+// fails on the way (a full disk), the temporary is removed.
+#include <functional>
+#include <iosfwd>
+#include <string>
+
+namespace xdq {
+
+// `path` + ".tmp.<pid>.<thread>.<n>": two writers of the same file never share a temporary.
+std::string temporary_name(const std::string& path);
+
+// Calls write(stream) on a temporary file next to `path`, then renames it to `path`. An error (from the
+// stream, or thrown by `write`) removes the temporary and propagates as an Error naming `path`.
+void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& write);
+
+}  // namespace xdq

@@ -1,0 +1,188 @@
+#include "pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <iomanip>
+#include <optional>
+#include <ostream>
+#include <sstream>
+
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+#include "xdq/experiment/diagnostics.h"
+#include "xdq/ir/passes.h"
+
+namespace xdq {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress)
+    : cfg_(cfg), registry_(registry), domains_(domains) {
+  for (const ModelEntry& entry : cfg.models) {
+    Model m{prepare_model(cfg, entry, domains, progress), {}, {}, {}};
+    const Executor fp32(m.prepared.model.graph);
+    for (const Dataset* t : m.prepared.tests)
+      m.fp32_top1.push_back(
+          top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, m.prepared.pre, cfg.batch_size));
+    m.folded = m.prepared.model.graph;
+    m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.fold_bn ? fold_batch_norm(m.folded) : 0};
+    models_.push_back(std::move(m));
+  }
+  for (const PluginChoice& choice : cfg.passes) {
+    Pass pass{registry.load<GraphPass>(choice.name, choice.options), false};
+    pass.after_rounding =
+        pass.plugin.call("stage", [](const GraphPass& p) { return p.stage(); }) == PassStage::AfterRounding;
+    passes_.push_back(std::move(pass));
+  }
+}
+
+const Dataset& Pipeline::calibration_set(const JobSpec& job) {
+  const Dataset*& set = calibration_[&job];
+  if (!set)
+    set = &domains_.get(*job.domain, Split::Train, models_[job.model].prepared.shape, job.count, job.seed,
+                        &cfg_.models[job.model]);
+  return *set;
+}
+
+// Graph passes of stage BeforeQuantization (e.g. AdaBN) adapt the FP graph to this calibration set, then
+// BN is folded; without such passes the model's folded graph is shared by every job.
+Graph Pipeline::adapted_graph(const Model& model, const PassContext& context) const {
+  if (std::none_of(passes_.begin(), passes_.end(), [](const Pass& p) { return !p.after_rounding; })) return model.folded;
+  Graph graph = model.prepared.model.graph;
+  for (const Pass& pass : passes_)
+    if (!pass.after_rounding) pass.plugin.call("run", [&](const GraphPass& p) { p.run(graph, context); });
+  if (cfg_.fold_bn) fold_batch_norm(graph);
+  return graph;
+}
+
+// Per-layer shift diagnostics: for the first bit setting and calibrator of each job's first set.
+void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
+                                  const std::string& setting, JobOutput& out) const {
+  const PreparedModel& p = models_[job.model].prepared;
+  std::vector<std::pair<std::string, at::Tensor>> tests;
+  for (std::size_t t = 0; t < p.tests.size(); ++t)
+    tests.emplace_back(cfg_.test_domains[t].name, p.pre.apply(p.tests[t]->images.slice(0, 0, cfg_.layer_shift_images)));
+  for (const LayerShift& l : measure_layer_shift(calibrated, images.slice(0, 0, cfg_.layer_shift_images), tests,
+                                                 cfg_.batch_size))
+    out.layer_shift.push_back({cfg_.models[job.model].name, setting, job.domain->name, l.layer, l.domain,
+                               l.clipped_fraction, l.tv_distance});
+}
+
+namespace {
+RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count) {
+  RunResult run;
+  run.id = spec.id;
+  run.model = cfg.models[job.model].name;
+  run.w_bits = spec.bits->w_bits;
+  run.a_bits = spec.bits->a_bits;
+  run.calibrator = spec.calibrator->label;
+  run.rounding = spec.rounding->label;
+  run.calibration_domain = job.domain->name;
+  run.calibration_seed = job.seed;
+  for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
+  run.calibration_source = split_name(*job.domain, Split::Train);
+  run.calibration_count = count;
+  return run;
+}
+}  // namespace
+
+RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized) const {
+  const Model& m = models_[job.model];
+  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
+  const Executor exec = quantized.executor();
+  for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
+    DomainResult d;
+    d.domain = cfg_.test_domains[t].name;
+    d.n = m.prepared.tests[t]->size();
+    d.fp32_top1 = m.fp32_top1[t];
+    d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *m.prepared.tests[t],
+                                 m.prepared.pre, cfg_.batch_size);
+    run.results.push_back(d);
+  }
+  return run;
+}
+
+RunResult Pipeline::failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const {
+  if (cfg_.on_error == "stop") throw Error(spec.id + ": " + error);
+  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
+  run.error = error;
+  log << "[" << ++finished_runs_ << "/" << total_runs_ << "] " << run.id << "  FAILED: " << error << std::endl;
+  return run;
+}
+
+void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated,
+                            const at::Tensor& images, const PassContext& pass_context, std::ostream& log,
+                            JobOutput& out) const {
+  const auto start = std::chrono::steady_clock::now();
+  QuantizedModel quantized = calibrated;
+  RoundingContext rounding;
+  rounding.calibration = images;
+  rounding.seed = job.seed;
+  rounding.progress = &log;
+  rounding.files = &out.files;
+  rounding.run_name = spec.id;
+  round_weights(quantized, registry_.load<WeightOptimizer>(spec.rounding->name, spec.rounding->options), rounding);
+  for (const Pass& pass : passes_)
+    if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
+  RunResult run = evaluate(job, spec, quantized);
+  run.seconds = seconds_since(start);
+  out.runs.push_back(std::move(run));
+}
+
+JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const {
+  JobOutput out;
+  const Model& m = models_[job.model];
+  const at::Tensor images = m.prepared.pre.apply(calibration_.at(&job)->images);
+  PassContext pass_context;
+  pass_context.calibration = images;
+  pass_context.seed = job.seed;
+  pass_context.log = &log;
+  Graph folded;
+  try {
+    folded = adapted_graph(m, pass_context);
+  } catch (const std::exception& e) {
+    for (const RunSpec& spec : job.runs) out.runs.push_back(failed(job, spec, e.what(), log));
+    return out;
+  }
+  // Runs come in (bits, calibrator) groups sharing one calibrated model, one group per rounding method.
+  const std::size_t group = cfg_.rounding.size();
+  for (std::size_t first = 0; first < job.runs.size(); first += group) {
+    const RunSpec& head = job.runs[first];
+    const auto calibration_start = std::chrono::steady_clock::now();
+    std::optional<QuantizedModel> calibrated;
+    try {
+      calibrated.emplace(calibrated_model(cfg_, folded, ptq_settings(cfg_, *head.bits), *head.calibrator, registry_, images,
+                                    m.prepared.pre, statistics, log));
+      if (cfg_.layer_shift_images > 0 && first == 0 && job.first_set)
+        record_layer_shift(job, *calibrated, images, head.bits->label() + "/" + head.calibrator->label, out);
+    } catch (const std::exception& e) {
+      for (std::size_t r = first; r < first + group; ++r) out.runs.push_back(failed(job, job.runs[r], e.what(), log));
+      continue;
+    }
+    const double calibration_seconds = seconds_since(calibration_start);
+    for (std::size_t r = first; r < first + group; ++r) {
+      try {
+        run_rounding(job, job.runs[r], *calibrated, images, pass_context, log, out);
+      } catch (const std::exception& e) {
+        out.runs.push_back(failed(job, job.runs[r], e.what(), log));
+        continue;
+      }
+      RunResult& run = out.runs.back();
+      run.seconds += calibration_seconds;
+      std::ostringstream line;
+      line << std::fixed << std::setprecision(4);
+      for (const DomainResult& d : run.results) line << "  " << d.domain << " " << d.quant_top1;
+      line << "  (" << std::setprecision(1) << run.seconds << " s)";
+      log << "[" << ++finished_runs_ << "/" << total_runs_ << "] " << run.id << line.str() << std::endl;
+    }
+  }
+  return out;
+}
+
+}  // namespace xdq

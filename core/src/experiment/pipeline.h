@@ -1,0 +1,75 @@
+#pragma once
+// The one place that executes a job of the plan (private to the experiment module): calibration data,
+// graph passes, calibration, rounding, evaluation. It is the only caller of plugins during a run. A run
+// that throws is recorded as failed and the job goes on (unless on_error is stop).
+#include <atomic>
+#include <cstdint>
+#include <iosfwd>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "prepare.h"
+#include "xdq/experiment/plan.h"
+#include "xdq/experiment/results.h"
+
+namespace xdq {
+
+struct JobOutput {
+  std::vector<RunResult> runs;
+  std::vector<LayerShiftRow> layer_shift;
+  std::map<std::string, std::string> files;  // report files of the runs (reconstruction curves)
+};
+
+// What a run of the whole experiment recorded about its inputs (written into config.resolved.yaml).
+struct ModelTrace {
+  std::string hash;  // of the model file
+  Preprocess pre;
+  InputShape shape;
+  int folded_bn = 0;
+};
+
+class Pipeline {
+ public:
+  // Imports every model, checks it against its test domains, loads every domain and measures FP32
+  // accuracy: everything that can be refused is refused here, before any job.
+  Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress);
+
+  const Dataset& calibration_set(const JobSpec& job);
+  const PreparedModel& prepared(std::size_t model) const { return models_[model].prepared; }
+  const ModelTrace& trace(std::size_t model) const { return models_[model].trace; }
+
+  // Every run of `job`; thread-safe across jobs once calibration_set(job) was called for each.
+  JobOutput run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const;
+  void set_run_counter(std::size_t total) { total_runs_ = total; }
+
+ private:
+  struct Model {
+    PreparedModel prepared;
+    std::vector<double> fp32_top1;  // per test domain
+    Graph folded;
+    ModelTrace trace;
+  };
+  struct Pass {
+    Loaded<GraphPass> plugin;
+    bool after_rounding;
+  };
+  Graph adapted_graph(const Model& model, const PassContext& context) const;
+  void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
+                          const std::string& setting, JobOutput& out) const;
+  RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized) const;
+  RunResult failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const;
+  void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated, const at::Tensor& images,
+                    const PassContext& pass_context, std::ostream& log, JobOutput& out) const;
+
+  const ExperimentConfig& cfg_;
+  PluginRegistry& registry_;
+  DomainCache& domains_;
+  std::vector<Model> models_;
+  std::vector<Pass> passes_;
+  std::map<const JobSpec*, const Dataset*> calibration_;
+  std::size_t total_runs_ = 0;
+  mutable std::atomic<std::size_t> finished_runs_{0};
+};
+
+}  // namespace xdq

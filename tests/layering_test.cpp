@@ -1,0 +1,132 @@
+// The layer order of core/ (docs/architecture.md), checked on the sources: a file may include xdq
+// headers of its own layer or of layers below it, never above. Lowest first:
+//   base (error, hash, parallel, progress, optim, config/) -> ir -> exec -> quant -> data, analysis, train
+//   -> plugin (the SDK interfaces) -> synthesis -> experiment (config, plan, pipeline, runner, results)
+//   -> cli
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The layer of a path relative to core/include/xdq or core/src; -1 when the path is in no layer.
+int layer_of(const std::string& path) {
+  static const std::vector<std::pair<std::string, int>> layers = {
+      {"error.h", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},
+      {"config/", 0},       {"ir/", 1},        {"exec/", 2},       {"quant/", 3},     {"data/", 4},
+      {"analysis/", 4},     {"train/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"experiment/", 7}};
+  for (const auto& [prefix, layer] : layers)
+    if (path.rfind(prefix, 0) == 0) return layer;
+  return -1;
+}
+
+struct Violation {
+  std::string file, include;
+};
+
+std::vector<Violation> violations_under(const fs::path& root, int& files_checked) {
+  std::vector<Violation> out;
+  static const std::regex include_line(R"re(^\s*#\s*include\s*"xdq/([^"]+)")re");
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_regular_file()) continue;
+    const std::string rel = fs::relative(entry.path(), root).string();
+    const int own = layer_of(rel);
+    EXPECT_GE(own, 0) << "core file in no layer (add it to the order): " << entry.path();
+    ++files_checked;
+    std::ifstream in(entry.path());
+    std::string line;
+    std::smatch m;
+    while (std::getline(in, line))
+      if (std::regex_search(line, m, include_line)) {
+        const int used = layer_of(m[1].str());
+        if (used < 0 && m[1].str() == "abi_hash.h") continue;  // generated, with no includes of its own
+        if (used < 0 || used > own) out.push_back({entry.path().string(), m[1].str()});
+      }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Layering, NoCoreFileIncludesALayerAboveItsOwn) {
+  int files = 0;
+  std::vector<Violation> all;
+  for (const char* dir : {"/core/include/xdq", "/core/src"}) {
+    const auto v = violations_under(fs::path(XDQ_SOURCE_DIR + std::string(dir)), files);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  EXPECT_GT(files, 60);
+  for (const auto& v : all) ADD_FAILURE() << v.file << " includes xdq/" << v.include << ", a layer above its own";
+}
+
+TEST(Layering, TheCheckFindsAnUpwardInclude) {
+  // A quant header that includes the plugin SDK (the cycle this order forbids) and an ir file that
+  // includes data: both are found; quant including ir is not.
+  const fs::path root = fs::temp_directory_path() / ("xdq_layering_" + std::to_string(::getpid()));
+  fs::create_directories(root / "quant");
+  fs::create_directories(root / "ir");
+  std::ofstream(root / "quant/x.h") << "#include \"xdq/ir/graph.h\"\n#include \"xdq/plugin/interfaces.h\"\n";
+  std::ofstream(root / "ir/y.cpp") << "  #include \"xdq/data/dataset.h\"\n";
+  int files = 0;
+  const auto found = violations_under(root, files);
+  fs::remove_all(root);
+  EXPECT_EQ(files, 2);
+  ASSERT_EQ(found.size(), 2u);
+  std::vector<std::string> includes{found[0].include, found[1].include};
+  std::sort(includes.begin(), includes.end());
+  EXPECT_EQ(includes, (std::vector<std::string>{"data/dataset.h", "plugin/interfaces.h"}));
+}
+
+// Functions stay short enough to read at once: no function body in core/ over 80 lines. Class bodies
+// are looked into (their methods count, not the class).
+TEST(Layering, NoFunctionInCoreIsLongerThan80Lines) {
+  std::vector<std::string> too_long;
+  int functions = 0;
+  for (const char* dir : {"/core/src", "/core/cli"})
+    for (const auto& entry : fs::recursive_directory_iterator(XDQ_SOURCE_DIR + std::string(dir))) {
+      if (entry.path().extension() != ".cpp") continue;
+      std::ifstream in(entry.path());
+      std::vector<std::string> lines;
+      for (std::string line; std::getline(in, line);) lines.push_back(line);
+      // Brace depth per line, outside strings and comments; a block opened at container depth by a
+      // namespace, class or struct line is a container, any other block a function body.
+      std::vector<bool> container_stack;  // for each open brace: does it open a container?
+      int function_start = -1;
+      for (std::size_t i = 0; i < lines.size(); ++i) {
+        std::string code = std::regex_replace(lines[i], std::regex(R"re(//.*$)re"), "");
+        code = std::regex_replace(code, std::regex(R"re("(\\.|[^"\\])*"|'(\\.|[^'\\])*')re"), "\"\"");
+        for (char ch : code) {
+          const bool in_function = function_start >= 0;
+          if (ch == '{') {
+            const bool container = !in_function && std::regex_search(lines[i], std::regex(R"re(^\s*(namespace|class|struct)\b|^\s*(template\s*<.*>\s*)?(class|struct)\b)re"));
+            if (!in_function && !container) function_start = static_cast<int>(i);
+            container_stack.push_back(container);
+          } else if (ch == '}') {
+            if (container_stack.empty()) continue;
+            container_stack.pop_back();
+            const bool back_to_container =
+                std::all_of(container_stack.begin(), container_stack.end(), [](bool c) { return c; });
+            if (function_start >= 0 && back_to_container) {
+              ++functions;
+              const int length = static_cast<int>(i) - function_start + 1;
+              if (length > 80)
+                too_long.push_back(entry.path().string() + ":" + std::to_string(function_start + 1) + " (" +
+                                   std::to_string(length) + " lines)");
+              function_start = -1;
+            }
+          }
+        }
+      }
+    }
+  EXPECT_GT(functions, 300);
+  for (const auto& f : too_long) ADD_FAILURE() << "function over 80 lines: " << f;
+}
