@@ -11,7 +11,8 @@
 
 #include "test_util.h"
 #include "xdq/data/fashion_mnist.h"
-#include "xdq/data/image_files.h"
+#include "xdq/report/png.h"
+#include "xdq/report/results_tables.h"
 #include "xdq/experiment/results.h"
 #include "xdq/parallel.h"
 #include "xdq/train/zoo.h"
@@ -212,7 +213,7 @@ TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
   EXPECT_LE(res["quant_top1"].get<double>(), 1.0);
   std::ifstream resolved(dir.file("out/config.resolved.yaml"));
   std::string text((std::istreambuf_iterator<char>(resolved)), std::istreambuf_iterator<char>());
-  EXPECT_NE(text.find("hash: "), std::string::npos);
+  EXPECT_NE(text.find("sha256: "), std::string::npos);
   EXPECT_NE(text.find("percentile: 99.9"), std::string::npos);
 }
 
@@ -499,12 +500,15 @@ TEST_F(Cli, TheResolvedConfigRepeatsTheRun) {
   // A pinned model hash that does not match the file is refused.
   std::ifstream in(dir.file("again/config.resolved.yaml"));
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto at = text.find("hash: ");
+  // The SHA-256 written is the file's (sha256sum, an independent implementation).
+  const auto sum = test::run_command("sha256sum " + dir.file("tiny.pt"));
+  const auto at = text.find("sha256: ");
   ASSERT_NE(at, std::string::npos);
-  text.replace(at + 6, 4, "0000");
+  EXPECT_EQ(text.substr(at + 8, 64), sum.output.substr(0, 64));
+  text.replace(at + 8, 4, text.substr(at + 8, 4) == "0000" ? "1111" : "0000");
   test::write_text(dir.file("pinned.yaml"), text);
   const auto pinned = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("pinned.yaml") + " --out " + dir.file("p"));
   EXPECT_EQ(pinned.exit_code, 2);
-  EXPECT_NE(pinned.output.find("models[0].hash: model file "), std::string::npos) << pinned.output;
+  EXPECT_NE(pinned.output.find("models[0].sha256: model file "), std::string::npos) << pinned.output;
   EXPECT_FALSE(fs::exists(dir.file("p")));
 }

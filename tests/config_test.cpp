@@ -6,6 +6,7 @@
 #include "xdq/config/options.h"
 #include "xdq/error.h"
 #include "xdq/experiment/config.h"
+#include "xdq/hash.h"
 
 using namespace xdq;
 using xdq::test::error_of;
@@ -78,4 +79,14 @@ TEST(ExperimentConfig, ResolvedConfigRoundTripsForEveryExperiment) {
     ++checked;
   }
   EXPECT_GE(checked, 15);
+}
+
+// SHA-256 against the FIPS 180-4 examples (one block, two blocks) and the million-'a' message.
+TEST(Hash, Sha256MatchesTheStandardsExamples) {
+  EXPECT_EQ(sha256_hex("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::string two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  EXPECT_EQ(sha256_hex(two.data(), two.size()), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  const std::string million(1000000, 'a');
+  EXPECT_EQ(sha256_hex(million.data(), million.size()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(sha256_hex("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }

@@ -6,6 +6,7 @@
 
 #include "test_util.h"
 #include "xdq/data/image_files.h"
+#include "xdq/report/png.h"
 #include "xdq/data/sources.h"
 #include "xdq/plugin/registry.h"
 

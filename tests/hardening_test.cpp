@@ -192,6 +192,18 @@ TEST_F(BadInput, ModelsWithNonFiniteWeightsOrNegativeVariancesAreNamed) {
   }
 }
 
+TEST_F(BadInput, AModelThatCannotReadTheInputSizeIsNamedBeforeAnyWork) {
+  // A conv and a linear layer over the flattened 26x26 maps: only 28x28 inputs fit.
+  const std::string model = dir.file("fixed28.pt");
+  const auto made = test::run_command(
+      "/usr/bin/python3 -c \"import torch; torch.manual_seed(0); "
+      "m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10)); "
+      "torch.jit.trace(m.eval(), torch.zeros(1, 1, 28, 28)).save('" + model + "')\"");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  expect_refused(run_with(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt", model + "\n    input_size: [12, 12]"),
+                 model + ": model 'resnet20' cannot run on 1x12x12 inputs (set the model's input_size): ", 1);
+}
+
 TEST(PluginShadowing, ABuiltInNameDeclaredAgainIsRefusedNamingBothLibraries) {
   test::TempDir dir;
   fs::create_directories(dir.file("plugins"));
@@ -208,4 +220,22 @@ TEST(PluginShadowing, ABuiltInNameDeclaredAgainIsRefusedNamingBothLibraries) {
   EXPECT_NE(r.output.find(fs::canonical(std::string(XDQ_BUILD_PLUGIN_DIR) + "/xdq_calibrator_minmax.so").string()),
             std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir.file("out")));
+}
+
+// A library whose static initializer throws (it would end the process when opened) is found in a child
+// process, named in a warning and skipped; the experiment that does not use it runs.
+TEST(PluginShadowing, ALibraryThatThrowsWhileOpeningIsSkippedWithAWarning) {
+  const auto listed = test::run_command(std::string(XDQ_BINARY) + " plugins --path " + XDQ_THROWING_INIT_PLUGIN_DIR);
+  EXPECT_EQ(listed.exit_code, 0) << listed.output;
+  EXPECT_NE(listed.output.find("warning: " + std::string(XDQ_THROWING_INIT_PLUGIN_DIR) +
+                               "/xdq_calibrator_test_throws_at_load.so: opening the plugin library ends the process"),
+            std::string::npos) << listed.output;
+  EXPECT_NE(listed.output.find("calibrator  minmax"), std::string::npos) << listed.output;
+  test::TempDir dir;
+  std::string text = quickstart_with_absolute_paths();
+  text.replace(text.find("models:"), 7, std::string("plugins: {paths: [") + XDQ_THROWING_INIT_PLUGIN_DIR + "]}\nmodels:");
+  test::write_text(dir.file("e.yaml"), text);
+  const auto planned = test::run_command(std::string(XDQ_BINARY) + " run --dry-run " + dir.file("e.yaml"));
+  EXPECT_EQ(planned.exit_code, 0) << planned.output;
+  EXPECT_NE(planned.output.find("12 runs"), std::string::npos) << planned.output;
 }

@@ -2,7 +2,7 @@
 // headers of its own layer or of layers below it, never above. Lowest first:
 //   base (error, hash, parallel, progress, optim, config/) -> ir -> exec -> quant -> data, analysis, train
 //   -> plugin (the SDK interfaces) -> synthesis -> experiment (config, plan, pipeline, runner, results)
-//   -> cli
+//   -> report (every rendering: tables, JSON, CSV, markdown, PNG) -> cli
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +23,7 @@ int layer_of(const std::string& path) {
   static const std::vector<std::pair<std::string, int>> layers = {
       {"error.h", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},
       {"config/", 0},       {"ir/", 1},        {"exec/", 2},       {"quant/", 3},     {"data/", 4},
-      {"analysis/", 4},     {"train/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"experiment/", 7}};
+      {"analysis/", 4},     {"train/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"experiment/", 7}, {"report/", 8}};
   for (const auto& [prefix, layer] : layers)
     if (path.rfind(prefix, 0) == 0) return layer;
   return -1;

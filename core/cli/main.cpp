@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "xdq/error.h"
-#include "xdq/experiment/analysis_runner.h"
 #include "xdq/experiment/plan.h"
-#include "xdq/experiment/runner.h"
+#include "xdq/report/analysis_report.h"
+#include "xdq/report/experiment_report.h"
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/train/trainer.h"

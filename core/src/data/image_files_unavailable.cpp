@@ -15,21 +15,4 @@ namespace {
 Dataset load_opencv_digits(const std::string&, Split) { unavailable("opencv_digits"); }
 Dataset natural_crops(const std::string&, std::int64_t, const InputShape&, std::uint64_t) { unavailable("natural"); }
 Dataset load_image_folder(const std::string&, const InputShape&) { unavailable("folder:"); }
-bool image_output_available() { return false; }
-std::string render_grid_png(const at::Tensor&, int, int) { unavailable("PNG output"); }
-std::string render_heatmap_png(const std::string&, const std::vector<std::string>&, const std::vector<std::string>&,
-                               const std::vector<std::vector<double>>&) {
-  unavailable("PNG output");
-}
-
-std::string render_curves_png(const std::string&, const std::vector<std::string>&,
-                              const std::vector<std::vector<std::pair<double, double>>>&, bool) {
-  unavailable("PNG output");
-}
-
-std::string render_bars_png(const std::string&, const std::vector<std::string>&, const std::vector<std::string>&,
-                            const std::vector<std::vector<double>>&) {
-  unavailable("PNG output");
-}
-
 }  // namespace xdq

@@ -14,9 +14,7 @@
 
 #include "prepare.h"
 #include "xdq/analysis/analysis.h"
-#include "xdq/data/image_files.h"
 #include "xdq/error.h"
-#include "xdq/experiment/results.h"
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
 
@@ -30,22 +28,6 @@ constexpr double kFoldingGrowth = 2;       // ... and at least this much wider t
 constexpr double kKurtosis = 10;           // Gaussian: 3
 constexpr double kActivationOutlier = 2;   // max |x| / p99.99 |x|
 constexpr double kMergeRangeRatio = 4;     // widest / narrowest input range of an add or concat
-
-struct LayerRow {
-  std::string name, op;
-  OutputError error;
-  double graph_sqnr_db = 0;
-  WeightStats folded, unfolded;
-  double activation_outlier = 1;
-  std::vector<std::string> flags;
-};
-
-struct ParetoPoint {
-  std::int64_t size_bytes = 0;
-  double quant_top1 = 0;
-  std::map<std::string, int> bits;
-  int raised = 0;  // how many of the most sensitive layers are at fallback bits
-};
 
 double top1(const QuantizedModel& model, const at::Tensor& images, const at::Tensor& labels, std::int64_t batch) {
   const Executor exec = model.executor();
@@ -82,23 +64,6 @@ int producing_layer(const Graph& g, int value) {
   }
   return -1;
 }
-
-// Everything measured for one model at one bit setting; rendered into analysis.json, the report section,
-// mixed_precision.yaml and two charts.
-struct SettingAnalysis {
-  std::string tag;  // <model>_<bits>
-  const ModelEntry* entry = nullptr;
-  const BitSetting* bits = nullptr;
-  PtqSettings settings;
-  std::vector<LayerRow> rows;
-  std::vector<std::size_t> order;  // rows by layerwise SQNR, worst first
-  std::vector<MergeStats> merges;
-  nlohmann::json cross = nlohmann::json::array();
-  std::vector<ParetoPoint> steps, pareto;
-  std::optional<ParetoPoint> chosen;
-  double fp32_top1 = 0;
-  std::int64_t fp32_bytes = 0, images = 0;
-};
 
 // What one model's analysis reads: its folded graph, unfolded weights, calibration and test images.
 struct ModelInputs {
@@ -290,178 +255,27 @@ ModelInputs model_inputs(const ExperimentConfig& cfg, const ModelEntry& entry, c
   return in;
 }
 
-// ---- Rendering: analysis.json, mixed_precision.yaml, the report section and the charts.
-nlohmann::json pareto_json(const ParetoPoint& pt) {
-  return {{"size_bytes", pt.size_bytes}, {"quant_top1", pt.quant_top1}, {"bits", pt.bits}, {"raised", pt.raised}};
-}
-
-std::string analysis_json(const ExperimentConfig& cfg, const SettingAnalysis& a) {
-  nlohmann::json j;
-  j["model"] = a.entry->name;
-  j["bits"] = a.bits->label();
-  j["calibration"] = cfg.calibration_domains[0].name;
-  j["test"] = cfg.test_domains[0].name;
-  j["images"] = a.images;
-  j["layerwise"] = cfg.analysis.layerwise;
-  j["fp32_top1"] = a.fp32_top1;
-  j["fp32_size_bytes"] = a.fp32_bytes;
-  for (const auto& r : a.rows)
-    j["layers"].push_back({{"name", r.name},
-                           {"op", r.op},
-                           {"sqnr_db", r.error.sqnr_db()},
-                           {"cosine", r.error.cosine()},
-                           {"mse", r.error.mse()},
-                           {"top1_drop", r.error.top1_drop()},
-                           {"graph_sqnr_db", r.graph_sqnr_db},
-                           {"channel_range_ratio", r.folded.channel_range_ratio},
-                           {"channel_range_ratio_unfolded", r.unfolded.channel_range_ratio},
-                           {"kurtosis", r.folded.kurtosis},
-                           {"activation_outlier_ratio", r.activation_outlier},
-                           {"flags", r.flags}});
-  for (const auto& pt : a.pareto) j["pareto"].push_back(pareto_json(pt));
-  for (const auto& pt : a.steps)
-    j["search"].push_back({{"size_bytes", pt.size_bytes}, {"quant_top1", pt.quant_top1}, {"raised", pt.raised}});
-  if (a.chosen) j["chosen"] = pareto_json(*a.chosen);
-  for (const auto& m : a.merges)
-    j["merges"].push_back({{"name", m.name}, {"op", m.op}, {"inputs", m.inputs}, {"ranges", m.ranges},
-                           {"range_ratio", m.range_ratio}, {"own_sqnr_db", m.own_sqnr_db}, {"shared_sqnr_db", m.shared_sqnr_db}});
-  j["cross_domain"] = a.cross;
-  return j.dump(2) + "\n";
-}
-
-// The chosen assignment as overrides an experiment includes.
-std::string mixed_precision_yaml(const ExperimentConfig& cfg, const SettingAnalysis& a) {
-  YAML::Emitter y;
-  y << YAML::BeginMap << YAML::Key << "overrides" << YAML::Value << YAML::BeginSeq;
-  std::map<int, std::vector<std::string>> by_bits;
-  for (const auto& [name, b] : a.chosen->bits) by_bits[b].push_back(name);
-  for (const auto& [b, names] : by_bits) {
-    y << YAML::Flow << YAML::BeginMap << YAML::Key << "layers" << YAML::Value << YAML::Flow << names;
-    y << YAML::Key << "w_bits" << YAML::Value << b << YAML::Key << "a_bits" << YAML::Value
-      << (b == a.settings.w_bits ? a.settings.a_bits : cfg.analysis.fallback_bits) << YAML::EndMap;
-  }
-  y << YAML::EndSeq << YAML::EndMap;
-  return "# xdq analyze: " + a.entry->name + " " + a.bits->label() + ", top-1 " + fixed(100 * a.chosen->quant_top1, 2) +
-         " % at " + std::to_string(a.chosen->size_bytes) + " weight bytes.\n# Use with: " +
-         "quantization.overrides: [{include: <this file>}]\n" + y.c_str() + "\n";
-}
-
-void layer_table_markdown(const SettingAnalysis& a, std::ostream& report) {
-  report << "| rank | layer | op | SQNR (dB) | cosine | top-1 drop (pt) | graphwise SQNR (dB) | ch. range ratio (unfolded) | kurtosis | act. max/p99.99 | flags |\n"
-         << "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
-  for (std::size_t k = 0; k < a.order.size(); ++k) {
-    const LayerRow& r = a.rows[a.order[k]];
-    std::string flags;
-    for (const auto& f : r.flags) flags += (flags.empty() ? "" : ", ") + f;
-    report << "| " << k + 1 << " | " << r.name << " | " << r.op << " | " << fixed(r.error.sqnr_db(), 1) << " | "
-           << fixed(r.error.cosine(), 4) << " | " << fixed(r.error.top1_drop(), 2) << " | " << fixed(r.graph_sqnr_db, 1)
-           << " | " << fixed(r.folded.channel_range_ratio, 1) << " (" << fixed(r.unfolded.channel_range_ratio, 1) << ") | "
-           << fixed(r.folded.kurtosis, 1) << " | " << fixed(r.activation_outlier, 2) << " | " << flags << " |\n";
-  }
-}
-
-void merges_and_cross_domain_markdown(const SettingAnalysis& a, std::ostream& report) {
-  if (!a.merges.empty()) {
-    report << "\nMerges (inputs' ranges on the calibration images; SQNR of the worst input at a" << a.bits->a_bits
-           << " on its own range vs on the shared range):\n\n| merge | op | range ratio | own SQNR (dB) | shared SQNR (dB) |\n"
-           << "|---|---|---:|---:|---:|\n";
-    for (const auto& m : a.merges)
-      report << "| " << m.name << " | " << m.op << " | " << fixed(m.range_ratio, 2) << " | " << fixed(m.own_sqnr_db, 1)
-             << " | " << fixed(m.shared_sqnr_db, 1) << " |\n";
-  }
-  if (a.cross.size() <= 1) return;
-  report << "\nCross-domain (ranges from A, measured on B): quantized top-1 and the three layers whose SQNR falls "
-            "most against ranges calibrated on B itself.\n\n| A | B | quant top-1 | most shift-sensitive layers (dB) |\n|---|---|---:|---|\n";
-  for (const auto& c : a.cross) {
-    std::vector<std::pair<double, std::string>> shifts;
-    for (const auto& l : c["layers"])
-      if (l.contains("shift_db")) shifts.emplace_back(l["shift_db"].get<double>(), l["name"].get<std::string>());
-    std::sort(shifts.begin(), shifts.end());
-    std::string names;
-    for (std::size_t k = 0; k < std::min<std::size_t>(3, shifts.size()); ++k)
-      names += (k ? ", " : "") + shifts[k].second + " (" + fixed(shifts[k].first, 1) + ")";
-    report << "| " << c["calibration"].get<std::string>() << " | " << c["test"].get<std::string>() << " | "
-           << fixed(100 * c["quant_top1"].get<double>(), 2) << " % | " << (names.empty() ? "(in-domain)" : names) << " |\n";
-  }
-}
-
-void charts(const SettingAnalysis& a, std::ostream& report, std::map<std::string, std::string>& files) {
-  if (!image_output_available()) return;
-  std::vector<std::string> names;
-  std::vector<std::vector<double>> bars(2);
-  for (const auto& r : a.rows) {
-    names.push_back(r.name);
-    bars[0].push_back(r.error.sqnr_db());
-    bars[1].push_back(r.graph_sqnr_db);
-  }
-  files[a.tag + "/sqnr.png"] =
-      render_bars_png(a.tag + ": SQNR (dB) per layer", names, {"layerwise (output)", "graphwise (layer output)"}, bars);
-  std::vector<std::pair<double, double>> curve;
-  for (const auto& pt : a.pareto) curve.emplace_back(static_cast<double>(pt.size_bytes), 100 * pt.quant_top1);
-  files[a.tag + "/pareto.png"] =
-      render_curves_png(a.tag + ": top-1 (%) vs weight bytes, Pareto front", {"mixed precision"}, {curve}, false);
-  report << "![sqnr](" << a.tag << "/sqnr.png) ![pareto](" << a.tag << "/pareto.png)\n\n";
-}
-
-void render(const ExperimentConfig& cfg, const SettingAnalysis& a, std::ostream& report,
-            std::map<std::string, std::string>& files) {
-  files[a.tag + "/analysis.json"] = analysis_json(cfg, a);
-  if (a.chosen) files[a.tag + "/mixed_precision.yaml"] = mixed_precision_yaml(cfg, a);
-  report << "## " << a.entry->name << " " << a.bits->label() << "\n\n"
-         << "FP32 top-1 " << fixed(100 * a.fp32_top1, 2) << " % on " << a.images << " images of `"
-         << cfg.test_domains[0].name << "`; ranges from `" << cfg.calibration_domains[0].name << "`.\n\n";
-  layer_table_markdown(a, report);
-  merges_and_cross_domain_markdown(a, report);
-  report << "\nMixed precision (" << cfg.analysis.fallback_bits << "-bit fallback):\n\n| configuration | weight bytes | top-1 |\n|---|---:|---:|\n"
-         << "| all " << a.bits->label() << " (first/last per overrides) | " << a.steps.front().size_bytes << " | "
-         << fixed(100 * a.steps.front().quant_top1, 2) << " % |\n";
-  if (a.chosen)
-    report << "| chosen: " << a.chosen->raised << " most sensitive layer(s) raised | " << a.chosen->size_bytes << " | "
-           << fixed(100 * a.chosen->quant_top1, 2) << " % |\n";
-  report << "| FP32 | " << a.fp32_bytes << " | " << fixed(100 * a.fp32_top1, 2) << " % |\n\n";
-  charts(a, report, files);
-}
-
-std::string report_header(const ExperimentConfig& cfg, int threads) {
-  const auto& opt = cfg.analysis;
-  std::ostringstream report;
-  report << "# " << cfg.name << ": outlier-layer analysis\n\nSource: `" << cfg.file << "`; preset `" << cfg.preset
-         << "`, calibrator `" << cfg.calibrators.front().label << "`, weight ranges `" << cfg.weight_range
-         << "`, nearest rounding, seed " << cfg.seed << ", " << threads << " threads. Layerwise: one layer's "
-         << opt.layerwise << " quantized, everything else FP32, error at the network output over " << opt.images
-         << " held-out images; graphwise: the whole model quantized, SQNR of each layer's output. Mixed precision "
-         << "raises the most sensitive layers to " << opt.fallback_bits << " bit until the top-1 drop is at most "
-         << opt.target_drop << " points"
-         << (opt.size_budget ? " within " + std::to_string(opt.size_budget) + " bytes" : std::string())
-         << ". Sizes count conv/linear weights.\n\n";
-  return report.str();
-}
-
 }  // namespace
 
-void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                     std::ostream& progress) {
-  const int threads = apply_thread_count(cfg.threads);
+AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress) {
+  AnalysisRun run;
+  run.threads = apply_thread_count(cfg.threads);
   DomainCache domains(cfg, registry, progress);
   StatisticsCache statistics(cache_directory(cfg.data));
   std::vector<PreparedModel> prepared;
   for (const ModelEntry& entry : cfg.models) prepared.push_back(prepare_model(cfg, entry, domains, progress));
   const Analyzer analyzer(cfg, registry, statistics, progress);
-  std::map<std::string, std::string> files;
-  std::ostringstream report;
-  report << report_header(cfg, threads);
   for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
     const ModelInputs in = model_inputs(cfg, cfg.models[mi], prepared[mi], domains);
     for (const BitSetting& bits : cfg.bits) {
-      const SettingAnalysis a = analyzer.analyze(in, bits);
-      render(cfg, a, report, files);
+      run.settings.push_back(analyzer.analyze(in, bits));
+      const SettingAnalysis& a = run.settings.back();
       progress << "analysis " << a.tag << ": all " << bits.label() << " " << fixed(100 * a.steps.front().quant_top1, 2) << " %";
       if (a.chosen) progress << ", chosen " << fixed(100 * a.chosen->quant_top1, 2) << " % at " << a.chosen->size_bytes << " bytes";
       progress << ", FP32 " << fixed(100 * a.fp32_top1, 2) << " %\n" << std::flush;
     }
   }
-  files["report.md"] = report.str();
-  write_files_atomically(out_dir, files);
+  return run;
 }
 
 }  // namespace xdq

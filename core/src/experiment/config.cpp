@@ -314,14 +314,15 @@ void parse_domains(const ConfigNode& domains, ExperimentConfig&, LoadContext& ct
 }
 
 ModelEntry parse_model(const ConfigNode& m, const fs::path& base) {
-  m.check_keys({"name", "path", "hash", "mean", "std", "input_size"});
+  m.check_keys({"name", "path", "sha256", "mean", "std", "input_size"});
   ModelEntry e;
   e.path = resolve(base, m["path"].as_string());
   if (!fs::is_regular_file(e.path)) m["path"].fail("model file not found: " + e.path);
-  if (m.has("hash")) {
-    e.hash = m["hash"].as_string();
-    const std::string actual = file_hash(e.path);
-    if (actual != e.hash) m["hash"].fail("model file " + e.path + " has hash " + actual + ", not the pinned " + e.hash);
+  if (m.has("sha256")) {
+    e.sha256 = m["sha256"].as_string();
+    const std::string actual = file_sha256(e.path);
+    if (actual != e.sha256)
+      m["sha256"].fail("model file " + e.path + " has SHA-256 " + actual + ", not the pinned " + e.sha256);
   }
   e.name = m.get("name", fs::path(e.path).stem().string());
   if (m.has("mean") != m.has("std")) m.fail("give both mean and std, or neither");
@@ -518,7 +519,7 @@ YAML::Node models_yaml(const ExperimentConfig& cfg) {
     YAML::Node mn;
     mn["name"] = m.name;
     mn["path"] = m.path;
-    mn["hash"] = m.hash.empty() ? file_hash(m.path) : m.hash;
+    mn["sha256"] = m.sha256.empty() ? file_sha256(m.path) : m.sha256;
     mn["input_size"] = std::vector<std::int64_t>{m.height, m.width};
     if (m.has_preprocess) {
       mn["mean"] = m.mean;
@@ -588,7 +589,7 @@ void add_data_keys(std::vector<Key>& k) {
   using S = OptionSpec;
   k.push_back(structured("domains", "named domains: {dataset, transforms} | {mix: {domain: weight}} | {synthesizer, models}",
                          parse_domains, domains_yaml));
-  k.push_back(structured("models", "TorchScript models: [{name, path, hash, input_size, mean, std}]", parse_models, models_yaml, true));
+  k.push_back(structured("models", "TorchScript models: [{name, path, sha256, input_size, mean, std}]", parse_models, models_yaml, true));
   k.push_back(structured("calibration.domains", "calibration domains (A), train split unless a split is named",
                          parse_calibration_domains, [](const ExperimentConfig& c) { return names_yaml(c.calibration_domains); }));
   k.push_back(structured("calibration.source", "one calibration domain (instead of domains)",
@@ -752,7 +753,8 @@ std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& 
   out.SetDoublePrecision(17);
   out << root;
   return std::string("# Resolved by xdq: every default filled in; `xdq run` on this file repeats the experiment.\n"
-                     "# provenance: what the run measured about its inputs (not read back); hashes are FNV-1a 64.\n") +
+                     "# Models are pinned by SHA-256; provenance: what the run measured about its inputs (not read\n"
+                     "# back), its hashes FNV-1a 64.\n") +
          out.c_str() + "\n";
 }
 

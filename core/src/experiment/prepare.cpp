@@ -187,11 +187,20 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
   p.shape = model_input_shape(entry, p.model.graph);
   for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
+  // One FP32 forward before any work: a model that cannot read this input size (a wrong input_size, a
+  // 224x224 model fed 28x28) is named here rather than failing inside a run with a LibTorch trace.
   at::NoGradGuard no_grad;
-  const std::int64_t classes =
-      Executor(p.model.graph)
-          .forward(p.pre.apply(at::zeros({1, p.shape.channels, p.shape.height, p.shape.width})))
-          .size(1);
+  std::int64_t classes = 0;
+  try {
+    classes = Executor(p.model.graph)
+                  .forward(p.pre.apply(at::zeros({1, p.shape.channels, p.shape.height, p.shape.width})))
+                  .size(1);
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    throw Error(entry.path + ": model '" + entry.name + "' cannot run on " + std::to_string(p.shape.channels) + "x" +
+                std::to_string(p.shape.height) + "x" + std::to_string(p.shape.width) +
+                " inputs (set the model's input_size): " + what.substr(0, what.find('\n')));
+  }
   for (const DomainSpec& d : cfg.test_domains) {
     const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed);
     const std::int64_t max_label = ds.labels.max().item<std::int64_t>();

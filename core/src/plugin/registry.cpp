@@ -1,10 +1,20 @@
 #include "xdq/plugin/registry.h"
 
+#include <dlfcn.h>
+#include <exception>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <boost/dll/shared_library.hpp>
@@ -115,6 +125,68 @@ const PluginRecord& PluginRegistry::load(const std::string& path_in) {
   return records_.back();
 }
 
+namespace {
+
+// Opens files[first..] one after another in a child process, reporting on `out` the index of each before
+// opening it; returns the index of the library whose opening ended the child (or files.size()).
+std::size_t first_library_that_kills(const std::vector<fs::path>& files, std::size_t first) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return files.size();  // no probe possible: load as before
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    return files.size();
+  }
+  if (pid == 0) {  // the child: it never returns into the caller's code, whatever a library does
+    std::set_terminate([] { ::_exit(3); });
+    ::close(pipe_fds[0]);
+    for (std::size_t i = first; i < files.size(); ++i) {
+      const std::uint64_t index = i;
+      if (::write(pipe_fds[1], &index, sizeof index) != sizeof index) ::_exit(2);
+      // dlopen is declared noexcept, so a try around a direct call would be compiled away; a throwing
+      // static initializer unwinds through it all the same. The call goes through a pointer the
+      // compiler cannot see into, so the catch stays.
+      void* (*volatile open)(const char*, int) = &::dlopen;
+      try {
+        open(files[i].c_str(), RTLD_NOW | RTLD_LOCAL);
+      } catch (...) {
+        ::_exit(3);
+      }
+    }
+    const std::uint64_t done = files.size();
+    if (::write(pipe_fds[1], &done, sizeof done) != sizeof done) ::_exit(2);
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::uint64_t last = files.size(), index = 0;
+  // The child reports before each library; a child still running after 30 s is stopped and its
+  // current library counted as the culprit.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  ::fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+  for (;;) {
+    const ssize_t n = ::read(pipe_fds[0], &index, sizeof index);
+    if (n == sizeof index) {
+      last = index;
+      if (last == files.size()) break;
+      continue;
+    }
+    if (n == 0) break;  // the child ended
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return clean ? files.size() : static_cast<std::size_t>(last);
+}
+
+}  // namespace
+
 std::vector<std::string> PluginRegistry::scan(const std::vector<std::string>& dirs) {
   std::vector<std::string> failures;
   for (const auto& dir : dirs) {
@@ -127,9 +199,21 @@ std::vector<std::string> PluginRegistry::scan(const std::vector<std::string>& di
         files.push_back(entry.path());
     }
     std::sort(files.begin(), files.end());
-    for (const auto& file : files) {
+    // A library whose static initializer throws or crashes would end this process when opened: each is
+    // opened in a child process first, and one that ends the child is reported and skipped.
+    std::set<std::size_t> fatal;
+    for (std::size_t from = 0; from < files.size();) {
+      const std::size_t culprit = first_library_that_kills(files, from);
+      if (culprit >= files.size()) break;
+      fatal.insert(culprit);
+      failures.push_back(files[culprit].string() + ": opening the plugin library ends the process (its static "
+                         "initialization throws or crashes); not loaded");
+      from = culprit + 1;
+    }
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      if (fatal.count(i)) continue;
       try {
-        load(file.string());
+        load(files[i].string());
       } catch (const Error& e) {
         failures.push_back(e.what());
       }

@@ -18,7 +18,7 @@ struct ModelEntry {
   std::string name;
   std::int64_t height = 28, width = 28;  // input size; channels come from the first conv
   std::string path;                  // resolved against the experiment file's folder
-  std::string hash;                  // when given: the model file must have this content hash (file_hash)
+  std::string sha256;                // when given: the model file must have this SHA-256
   bool has_preprocess = false;       // else from the model's own attributes
   std::vector<double> mean, std;
 };

@@ -3,7 +3,8 @@
 // results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
 //   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds"}]}
-// with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no results. results.csv has one row per run x test domain.
+// with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no
+// results. results.csv has one row per run x test domain. Written by report/results_tables.h.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -44,28 +45,5 @@ struct ExperimentResults {
   std::vector<LayerShiftRow> layer_shift;  // in results.json as "layer_shift" when measured
   std::size_t failed_runs() const;
 };
-
-std::string results_json(const ExperimentResults& results);
-std::string results_csv(const ExperimentResults& results);
-std::string results_markdown(const ExperimentResults& results, const std::string& header);
-
-// The cross-domain matrix of one setting (model x bits x calibrator x rounding x calibration size): rows
-// are calibration domains A, columns test domains B; repeats (calibration seeds) are averaged.
-struct GapMatrix {
-  std::string model, setting;  // setting: "w4a4/mse/nearest"
-  std::vector<std::string> calibration_domains, test_domains;
-  std::vector<std::vector<double>> quant_top1;  // [A][B], mean over repeats, NaN where not run
-  std::vector<std::vector<double>> quant_std;   // [A][B], standard deviation over repeats (0 for one)
-  int repeats = 1;
-  std::vector<double> fp32_top1;                // [B]
-};
-std::vector<GapMatrix> gap_matrices(const ExperimentResults& results);
-// Markdown: quantized top-1 per (A, B), the gap to calibrating in-domain (A = B, when B is also a
-// calibration domain) and the gap to FP32 on B, in points.
-std::string gap_matrix_markdown(const GapMatrix& m);
-
-// Writes every file (name -> content) into `dir` atomically: each goes to a temporary name first and
-// is renamed only after all were written, so a failure leaves no partial result files.
-void write_files_atomically(const std::string& dir, const std::map<std::string, std::string>& files);
 
 }  // namespace xdq

@@ -1,22 +1,33 @@
 #pragma once
-// `xdq run`: expands the experiment into runs (models x bit settings x calibrators x rounding), executes
-// them, and writes config.resolved.yaml, results.json, results.csv and report.md into the output folder.
+// `xdq run`: the plan of the experiment executed job by job (the pipeline), results gathered in plan
+// order. Returns data only; report/experiment_report.h turns it into files.
 #include <iosfwd>
 #include <map>
 #include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
 
 #include "xdq/experiment/config.h"
 #include "xdq/experiment/results.h"
 
 namespace xdq {
 
-// Runs everything in memory; nothing is written. `pictures` (if given) receives PNG files by name.
-ExperimentResults run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
-                                 std::string* resolved_yaml = nullptr,
-                                 std::map<std::string, std::string>* pictures = nullptr);
+// Images [K, C, H, W] in [0, 1] that the report shows as a grid of `columns` (domain strips, the first
+// images of a synthesized set); `name` is the picture's file name without ".png".
+struct SampleImages {
+  std::string name;
+  at::Tensor images;
+  int columns = 10;
+};
 
-// Runs and writes the four output files into `out_dir` atomically (all or none).
-ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                                    std::ostream& progress);
+struct ExperimentRun {
+  ExperimentResults results;
+  std::string resolved_config;                    // config.resolved.yaml
+  std::map<std::string, std::string> data_files;  // files runs produced (reconstruction loss curves, CSV)
+  std::vector<SampleImages> samples;
+};
+
+ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress);
 
 }  // namespace xdq

@@ -1,0 +1,18 @@
+#pragma once
+// The files of `xdq analyze`, from what run_analysis measured: per model and bit setting
+// <model>_<bits>/analysis.json, mixed_precision.yaml, sqnr.png, pareto.png, and report.md.
+#include <iosfwd>
+#include <map>
+#include <string>
+
+#include "xdq/experiment/analysis_runner.h"
+
+namespace xdq {
+
+std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, const AnalysisRun& run);
+
+// run_analysis, analysis_report, then every file written into `out_dir` at once (or none).
+void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
+                     std::ostream& progress);
+
+}  // namespace xdq

@@ -1,0 +1,19 @@
+#pragma once
+// Every file `xdq run` writes, rendered from what the run returned: config.resolved.yaml, results.json,
+// results.csv, report.md (runs, gap matrices, per-layer shift, loss curves, samples) and its PNGs.
+#include <iosfwd>
+#include <map>
+#include <string>
+
+#include "xdq/experiment/runner.h"
+
+namespace xdq {
+
+// File name -> bytes.
+std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg, const ExperimentRun& run);
+
+// run_experiment, experiment_report, then every file written into `out_dir` at once (or none).
+ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
+                                    std::ostream& progress);
+
+}  // namespace xdq

@@ -1,0 +1,30 @@
+#pragma once
+// The results as files and tables: results.json and results.csv (the contract in experiment/results.h),
+// the run table of report.md, and the cross-domain gap matrices.
+#include <string>
+#include <vector>
+
+#include "xdq/experiment/results.h"
+
+namespace xdq {
+
+std::string results_json(const ExperimentResults& results);
+std::string results_csv(const ExperimentResults& results);
+std::string results_markdown(const ExperimentResults& results, const std::string& header);
+
+// The cross-domain matrix of one setting (model x bits x calibrator x rounding x calibration size): rows
+// are calibration domains A, columns test domains B; repeats (calibration seeds) are averaged.
+struct GapMatrix {
+  std::string model, setting;  // setting: "w4a4/mse/nearest"
+  std::vector<std::string> calibration_domains, test_domains;
+  std::vector<std::vector<double>> quant_top1;  // [A][B], mean over repeats, NaN where not run
+  std::vector<std::vector<double>> quant_std;   // [A][B], standard deviation over repeats (0 for one)
+  int repeats = 1;
+  std::vector<double> fp32_top1;                // [B]
+};
+std::vector<GapMatrix> gap_matrices(const ExperimentResults& results);
+// Markdown: quantized top-1 per (A, B), the gap to calibrating in-domain (A = B, when B is also a
+// calibration domain) and the gap to FP32 on B, in points.
+std::string gap_matrix_markdown(const GapMatrix& m);
+
+}  // namespace xdq

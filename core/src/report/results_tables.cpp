@@ -1,0 +1,195 @@
+#include "xdq/report/results_tables.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace xdq {
+
+std::string results_json(const ExperimentResults& results) {
+  nlohmann::ordered_json root;
+  root["experiment"] = results.experiment;
+  root["runs"] = nlohmann::ordered_json::array();
+  for (const auto& r : results.runs) {
+    nlohmann::ordered_json run;
+    run["id"] = r.id;
+    run["model"] = r.model;
+    run["w_bits"] = r.w_bits;
+    run["a_bits"] = r.a_bits;
+    run["calibrator"] = r.calibrator;
+    run["rounding"] = r.rounding;
+    if (!r.passes.empty()) run["passes"] = r.passes;
+    run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}, {"domain", r.calibration_domain},
+                          {"seed", r.calibration_seed}};
+    run["results"] = nlohmann::ordered_json::array();
+    for (const auto& d : r.results)
+      run["results"].push_back(
+          {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
+    run["seconds"] = r.seconds;
+    if (r.failed()) {
+      run["status"] = "failed";
+      run["error"] = r.error;
+    }
+    root["runs"].push_back(run);
+  }
+  if (!results.layer_shift.empty()) {
+    root["layer_shift"] = nlohmann::ordered_json::array();
+    for (const auto& l : results.layer_shift)
+      root["layer_shift"].push_back({{"model", l.model}, {"setting", l.setting}, {"calibration_domain", l.calibration_domain},
+                                     {"layer", l.layer}, {"domain", l.domain}, {"clipped_fraction", l.clipped_fraction},
+                                     {"tv_distance", l.tv_distance}});
+  }
+  return root.dump(2) + "\n";
+}
+
+std::string results_csv(const ExperimentResults& results) {
+  std::ostringstream out;
+  out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,calibration_seed,domain,n,fp32_top1,quant_top1,seconds\n";
+  out << std::setprecision(6);
+  for (const auto& r : results.runs)
+    for (const auto& d : r.results)
+      out << r.id << "," << r.model << "," << r.w_bits << "," << r.a_bits << "," << r.calibrator << "," << r.rounding
+          << "," << r.calibration_source << "," << r.calibration_count << "," << r.calibration_domain << "," << r.calibration_seed << "," << d.domain << "," << d.n << ","
+          << d.fp32_top1 << "," << d.quant_top1 << "," << r.seconds << "\n";
+  return out.str();
+}
+
+std::string results_markdown(const ExperimentResults& results, const std::string& header) {
+  std::ostringstream out;
+  out << "# " << results.experiment << "\n\n" << header << "\n";
+  out << "| model | bits | calibrator | rounding | calibration | test domain | n | FP32 top-1 | quantized top-1 | drop (pt) |\n";
+  out << "|---|---|---|---|---|---|---:|---:|---:|---:|\n";
+  out << std::fixed;
+  for (const auto& r : results.runs)
+    for (const auto& d : r.results)
+      out << "| " << r.model << " | w" << r.w_bits << "a" << r.a_bits << " | " << r.calibrator << " | " << r.rounding
+          << " | " << r.calibration_domain << " (" << r.calibration_count << ") | " << d.domain << " | " << d.n
+          << " | " << std::setprecision(2) << 100 * d.fp32_top1 << " % | " << 100 * d.quant_top1 << " % | "
+          << std::showpos << 100 * (d.quant_top1 - d.fp32_top1) << std::noshowpos << " |\n";
+  if (results.failed_runs() > 0) {
+    out << "\n## Failed runs\n\n| run | error |\n|---|---|\n";
+    for (const auto& r : results.runs)
+      if (r.failed()) out << "| " << r.id << " | " << r.error << " |\n";
+  }
+  return out.str();
+}
+
+std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
+  std::set<std::int64_t> counts;
+  for (const auto& r : results.runs) counts.insert(r.calibration_count);
+  std::vector<GapMatrix> out;
+  std::vector<std::vector<std::vector<std::vector<double>>>> samples;  // [matrix][A][B] -> values over repeats
+  auto index_of = [](std::vector<std::string>& list, const std::string& v) {
+    auto it = std::find(list.begin(), list.end(), v);
+    if (it != list.end()) return static_cast<std::size_t>(it - list.begin());
+    list.push_back(v);
+    return list.size() - 1;
+  };
+  for (const auto& r : results.runs) {
+    std::string setting = "w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator + "/" + r.rounding;
+    if (counts.size() > 1) setting += "/n" + std::to_string(r.calibration_count);
+    auto m = std::find_if(out.begin(), out.end(), [&](const GapMatrix& g) { return g.model == r.model && g.setting == setting; });
+    if (m == out.end()) {
+      GapMatrix g;
+      g.model = r.model;
+      g.setting = setting;
+      out.push_back(g);
+      samples.emplace_back();
+      m = out.end() - 1;
+    }
+    auto& cells = samples[static_cast<std::size_t>(m - out.begin())];
+    const std::size_t a = index_of(m->calibration_domains, r.calibration_domain);
+    for (const auto& d : r.results) {
+      const std::size_t b = index_of(m->test_domains, d.domain);
+      m->fp32_top1.resize(m->test_domains.size(), std::nan(""));
+      m->fp32_top1[b] = d.fp32_top1;
+      cells.resize(m->calibration_domains.size());
+      for (auto& row : cells) row.resize(m->test_domains.size());
+      cells[a][b].push_back(d.quant_top1);
+    }
+  }
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    GapMatrix& m = out[k];
+    for (auto& row : samples[k]) row.resize(m.test_domains.size());
+    m.quant_top1.assign(m.calibration_domains.size(), std::vector<double>(m.test_domains.size(), std::nan("")));
+    m.quant_std = m.quant_top1;
+    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a)
+      for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
+        const auto& v = samples[k][a][b];
+        if (v.empty()) continue;
+        double mean = 0, var = 0;
+        for (double x : v) mean += x / v.size();
+        for (double x : v) var += (x - mean) * (x - mean) / std::max<std::size_t>(1, v.size() - 1);
+        m.quant_top1[a][b] = mean;
+        m.quant_std[a][b] = v.size() > 1 ? std::sqrt(var) : 0.0;
+        m.repeats = std::max(m.repeats, static_cast<int>(v.size()));
+      }
+  }
+  return out;
+}
+
+std::string gap_matrix_markdown(const GapMatrix& m) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  auto header = [&](const std::string& corner) {
+    out << "| " << corner << " |";
+    for (const auto& b : m.test_domains) out << " " << b << " |";
+    out << "\n|---|";
+    for (std::size_t j = 0; j < m.test_domains.size(); ++j) out << "---:|";
+    out << "\n";
+  };
+  auto cell = [&](double v, bool sign) {
+    if (std::isnan(v)) return std::string(" – |");
+    std::ostringstream c;
+    c << std::fixed << std::setprecision(2) << " " << (sign && v >= 0 ? "+" : "") << v << " |";
+    return c.str();
+  };
+  out << "#### " << m.model << " " << m.setting << ": quantized top-1 (%)";
+  if (m.repeats > 1) out << ", mean ± std over " << m.repeats << " calibration seeds";
+  out << "\n\n";
+  header("calibrated on \\ tested on");
+  out << "| *FP32* |";
+  for (double v : m.fp32_top1) out << cell(100 * v, false);
+  out << "\n";
+  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+    out << "| " << m.calibration_domains[a] << " |";
+    for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
+      std::string c = cell(100 * m.quant_top1[a][b], false);
+      if (m.repeats > 1 && !std::isnan(m.quant_std[a][b])) {
+        std::ostringstream sd;
+        sd << std::fixed << std::setprecision(2) << " ± " << 100 * m.quant_std[a][b] << " |";
+        c = c.substr(0, c.size() - 2) + sd.str();
+      }
+      out << c;
+    }
+    out << "\n";
+  }
+  out << "\nGap to calibrating in-domain (points; columns whose domain is also a calibration domain):\n\n";
+  header("calibrated on");
+  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+    out << "| " << m.calibration_domains[a] << " |";
+    for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
+      const auto self = std::find(m.calibration_domains.begin(), m.calibration_domains.end(), m.test_domains[b]);
+      const double in_domain = self == m.calibration_domains.end()
+                                   ? std::nan("")
+                                   : m.quant_top1[static_cast<std::size_t>(self - m.calibration_domains.begin())][b];
+      out << cell(100 * (m.quant_top1[a][b] - in_domain), true);
+    }
+    out << "\n";
+  }
+  out << "\nGap to FP32 on the test domain (points):\n\n";
+  header("calibrated on");
+  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+    out << "| " << m.calibration_domains[a] << " |";
+    for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * (m.quant_top1[a][b] - m.fp32_top1[b]), true);
+    out << "\n";
+  }
+  out << "\n";
+  return out.str();
+}
+
+}  // namespace xdq
