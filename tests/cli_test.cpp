@@ -512,3 +512,74 @@ TEST_F(Cli, TheResolvedConfigRepeatsTheRun) {
   EXPECT_NE(pinned.output.find("models[0].sha256: model file "), std::string::npos) << pinned.output;
   EXPECT_FALSE(fs::exists(dir.file("p")));
 }
+
+// Job shards: every finished job is kept in <out>/jobs; jobs run one per process and merged, or a sweep
+// killed mid-way and run again, give the results of one uninterrupted run.
+TEST_F(Cli, JobsRunApartAndMergedEqualOneRun) {
+  const std::vector<std::pair<std::string, std::string>> two_jobs = {{"count: 64", "count: [32, 64]"}};
+  ASSERT_EQ(run_variants(two_jobs).exit_code, 0);
+  const auto whole = results_without_timings(dir.file("out/results.json"));
+  ASSERT_EQ(whole["runs"].size(), 8u);
+  const std::string bad = dir.file("bad.yaml"), split = dir.file("split");
+  const auto job1 = test::run_command(std::string(XDQ_BINARY) + " run " + bad + " --job 1 --out " + split);
+  ASSERT_EQ(job1.exit_code, 0) << job1.output;
+  EXPECT_FALSE(fs::exists(split + "/results.json"));  // a job alone writes its shard only
+  // Merging with job 0 missing names it, and says so in the exit status.
+  const auto partial = test::run_command(std::string(XDQ_BINARY) + " merge " + split);
+  EXPECT_EQ(partial.exit_code, 3) << partial.output;
+  EXPECT_NE(partial.output.find("1 jobs have no shard yet: 0-tiny-fashion_mnist.train-n32-s3"), std::string::npos)
+      << partial.output;
+  const auto job0 = test::run_command(std::string(XDQ_BINARY) + " run " + bad + " --job 0 --out " + split);
+  ASSERT_EQ(job0.exit_code, 0) << job0.output;
+  const auto merged = test::run_command(std::string(XDQ_BINARY) + " merge " + split);
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  EXPECT_EQ(results_without_timings(split + "/results.json"), whole);
+  EXPECT_EQ(test::run_command(std::string(XDQ_BINARY) + " run " + bad + " --job 2 --out " + split).exit_code, 1);
+}
+
+TEST_F(Cli, AKilledSweepResumesWithoutRedoingFinishedJobs) {
+  const std::vector<std::pair<std::string, std::string>> two_jobs = {{"count: 64", "count: [32, 64]"}};
+  ASSERT_EQ(run_variants(two_jobs).exit_code, 0);
+  const auto whole = results_without_timings(dir.file("out/results.json"));
+  // Killed (SIGKILL) as soon as the first job's shard exists.
+  const std::string killed = dir.file("killed");
+  const auto r = test::run_command("(" + std::string(XDQ_BINARY) + " run " + dir.file("bad.yaml") + " --out " + killed +
+                                   " > /dev/null 2>&1 & pid=$!; for i in $(seq 600); do ls " + killed +
+                                   "/jobs/0-*/shard.json > /dev/null 2>&1 && break; sleep 0.1; done; kill -9 $pid; wait $pid; echo killed $?)");
+  EXPECT_NE(r.output.find("killed"), std::string::npos) << r.output;
+  ASSERT_TRUE(fs::exists(killed + "/jobs"));
+  const auto resumed = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("bad.yaml") + " --out " + killed);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("job 0-tiny-fashion_mnist.train-n32-s3 finished before; read from its shard"),
+            std::string::npos) << resumed.output;
+  EXPECT_EQ(resumed.output.find("tiny/w8a8/minmax/nearest/n32 "), std::string::npos) << resumed.output;  // not run again
+  EXPECT_EQ(results_without_timings(killed + "/results.json"), whole);
+  // Another config into a folder holding shards is refused before any work, saying why.
+  const auto other = run_variants({{"count: 64", "count: [32, 64]"}, {"seed: 3", "seed: 4"}});
+  EXPECT_EQ(other.exit_code, 2) << other.output;
+  EXPECT_NE(other.output.find("holds the finished jobs of another configuration"), std::string::npos) << other.output;
+}
+
+// xdq submit --slurm --dry-run: the resolved experiment and the two sbatch scripts (an array of one
+// task per job, each `xdq run --job $SLURM_ARRAY_TASK_ID`, and the merge), nothing submitted.
+TEST_F(Cli, SubmitWritesAnArrayWithOneTaskPerJobAndAMerge) {
+  test::write_text(dir.file("bad.yaml"), std::string(kGoodExperiment).replace(std::string(kGoodExperiment).find("count: 64"), 9,
+                                                                                "count: [16, 32, 64]"));
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " submit " + dir.file("bad.yaml") + " --out " + dir.file("sweep") +
+                                   " --slurm --dry-run --cpus-per-task 2 --partition short --max-parallel 2 --sbatch-arg=--mem=4G");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(dir.file("sweep/slurm/array.sbatch"));
+  const std::string script((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(script.find("#SBATCH --array=0-2%2\n"), std::string::npos) << script;  // 3 jobs, 2 at a time
+  EXPECT_NE(script.find("#SBATCH --cpus-per-task=2\n#SBATCH --output="), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --partition=short\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --mem=4G\n"), std::string::npos) << script;
+  EXPECT_NE(script.find(" run '" + dir.file("sweep/experiment.yaml") + "' --out '" + dir.file("sweep") +
+                        "' --job \"$SLURM_ARRAY_TASK_ID\""), std::string::npos) << script;
+  EXPECT_NE(r.output.find("--dependency=afterany:$id " + dir.file("sweep/slurm/merge.sbatch")), std::string::npos) << r.output;
+  // The experiment the tasks run is the resolved config with the task's threads, and one of its jobs runs.
+  EXPECT_EQ(YAML::LoadFile(dir.file("sweep/experiment.yaml"))["threads"].as<int>(), 2);
+  const auto task = test::run_command("SLURM_ARRAY_TASK_ID=1 bash -c \"$(grep '^exec' " + dir.file("sweep/slurm/array.sbatch") + ")\"");
+  ASSERT_EQ(task.exit_code, 0) << task.output;
+  EXPECT_TRUE(fs::exists(dir.file("sweep/jobs/1-tiny-fashion_mnist.train-n32-s3/shard.json")));
+}

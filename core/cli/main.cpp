@@ -2,11 +2,14 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <boost/dll/runtime_symbol_info.hpp>
 #include <nlohmann/json.hpp>
 
+#include "submit.h"
 #include "xdq/error.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/report/analysis_report.h"
@@ -90,17 +93,128 @@ void print_keys() {
   }
 }
 
-int run_experiment_command(const xdq::ExperimentConfig& cfg, const std::string& out, bool dry_run) {
+// Exit status of a finished sweep, with a line on what is missing or failed.
+int sweep_status(const xdq::ExperimentRun& run) {
+  int status = kExitOk;
+  if (!run.missing_jobs.empty()) {
+    std::cerr << "xdq: " << run.missing_jobs.size() << " jobs have no shard yet:";
+    for (const auto& id : run.missing_jobs) std::cerr << " " << id;
+    std::cerr << std::endl;
+    status = kExitFailedRuns;
+  }
+  const std::size_t failed = run.results.failed_runs();
+  if (failed > 0) {
+    std::cerr << "xdq: " << failed << " of " << run.results.runs.size() << " runs failed (see results.json and report.md)"
+              << std::endl;
+    status = kExitFailedRuns;
+  }
+  return status;
+}
+
+int run_experiment_command(const xdq::ExperimentConfig& cfg, const std::string& out, bool dry_run,
+                           const std::optional<std::size_t>& job) {
   if (dry_run) {
     std::cout << xdq::describe_plan(cfg, xdq::plan_experiment(cfg));
     return kExitOk;
   }
-  const auto results = xdq::run_experiment_to(cfg, xdq::global_registry(), out, std::cerr);
-  std::cerr << "xdq: wrote " << out << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
-  if (results.failed_runs() == 0) return kExitOk;
-  std::cerr << "xdq: " << results.failed_runs() << " of " << results.runs.size()
-            << " runs failed (see results.json and report.md)" << std::endl;
-  return kExitFailedRuns;
+  xdq::RunOptions options;
+  options.only_job = job;
+  const auto run = xdq::run_experiment_to(cfg, xdq::global_registry(), out, std::cerr, options);
+  if (job)
+    std::cerr << "xdq: job " << *job << " kept in " << out << "/jobs (xdq merge " << out << " gathers the jobs)" << std::endl;
+  else
+    std::cerr << "xdq: wrote " << out << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
+  return sweep_status(run);
+}
+
+// The shards in `dir`, gathered into its results files; jobs without a shard are named.
+int merge_command(const std::string& dir) {
+  const auto cfg = xdq::load_experiment((std::filesystem::path(dir) / "jobs" / "config.yaml").string(), {},
+                                        xdq::global_registry());
+  xdq::RunOptions options;
+  options.merge_only = true;
+  const auto run = xdq::run_experiment_to(cfg, xdq::global_registry(), dir, std::cerr, options);
+  std::cerr << "xdq: merged " << run.results.runs.size() << " runs into " << dir << std::endl;
+  return sweep_status(run);
+}
+
+// Everything the command line sets, and the subcommands it chose.
+struct Args {
+  std::string experiment, out_dir, merge_dir, model_path, recipe;
+  std::vector<std::string> sets, plugin_dirs;
+  bool dry_run = false, json = false, use_slurm = false;
+  std::optional<std::size_t> job;
+  xdq::cli::SlurmOptions slurm;
+  CLI::App *run = nullptr, *analyze = nullptr, *submit = nullptr, *merge = nullptr, *plugins = nullptr, *keys = nullptr,
+           *inspect = nullptr, *train = nullptr;
+};
+
+CLI::App* experiment_command(CLI::App& app, const char* name, const char* doc, Args& a) {
+  CLI::App* cmd = app.add_subcommand(name, doc);
+  cmd->add_option("experiment", a.experiment, "experiment YAML")->required();
+  cmd->add_option("--out", a.out_dir, "output folder (default: runs/<experiment name>)");
+  cmd->add_option("--set", a.sets, "override a config value: key.path=value (repeatable)");
+  return cmd;
+}
+
+void define_commands(CLI::App& app, Args& a) {
+  a.run = experiment_command(app, "run", "run a YAML experiment; writes results into --out", a);
+  a.run->add_flag("--dry-run", a.dry_run, "print the plan (jobs, runs, cells, work) and stop; reads no model or data");
+  a.run->add_option("--job", a.job, "run only job K of the plan (see --dry-run); its shard goes to --out/jobs");
+  a.analyze = experiment_command(app, "analyze", "outlier-layer analysis and mixed-precision fallback (the `analysis:` section)", a);
+  a.submit = experiment_command(app, "submit", "run an experiment's jobs as a Slurm job array, then merge them", a);
+  a.submit->add_flag("--slurm", a.use_slurm, "submit with sbatch (the one scheduler supported)")->required();
+  a.submit->add_option("--partition", a.slurm.partition, "Slurm partition");
+  a.submit->add_option("--time", a.slurm.time, "time limit of each array task (Slurm format)");
+  a.submit->add_option("--cpus-per-task", a.slurm.cpus_per_task, "CPUs (and intra-op threads) of each task")->check(CLI::Range(1, 4096));
+  a.submit->add_option("--gpus-per-task", a.slurm.gpus_per_task, "GPUs of each task")->check(CLI::Range(0, 64));
+  a.submit->add_option("--max-parallel", a.slurm.max_parallel, "array tasks running at once (0: no limit)")->check(CLI::Range(0, 100000));
+  a.submit->add_option("--sbatch-arg", a.slurm.sbatch_args, "extra #SBATCH argument, verbatim (repeatable)");
+  a.submit->add_flag("--dry-run", a.slurm.dry_run, "write the scripts into --out/slurm and submit nothing");
+  a.merge = app.add_subcommand("merge", "gather the job shards of DIR into its results files; names missing jobs");
+  a.merge->add_option("dir", a.merge_dir, "output folder of a sweep (holds jobs/)")->required();
+  a.plugins = app.add_subcommand("plugins", "list the plugins found, with their options");
+  a.plugins->add_flag("--json", a.json, "machine-readable output");
+  a.plugins->add_option("--path", a.plugin_dirs, "extra plugin folder (repeatable)");
+  a.keys = app.add_subcommand("keys", "list every key an experiment file may hold (type, default, range, doc)");
+  a.inspect = app.add_subcommand("inspect", "print a TorchScript model's layers, conv-BN pairs and blocks");
+  a.inspect->add_option("model", a.model_path, "TorchScript file")->required();
+  a.train = app.add_subcommand("train", "train a zoo model from a recipe and save it as TorchScript");
+  a.train->add_option("recipe", a.recipe, "recipe YAML")->required();
+  a.train->add_option("--set", a.sets, "override a recipe value: key.path=value (repeatable)");
+}
+
+// Config errors (the experiment file, --set, plugin options, the output folder) are usage errors:
+// nothing ran, nothing was written.
+bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
+  try {
+    cfg = xdq::load_experiment(a.experiment, a.sets, xdq::global_registry());
+    out = a.out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : a.out_dir;
+    if (!a.dry_run) check_output_folder(out);
+    if (*a.run && !a.dry_run) xdq::check_resumable(cfg, out);
+    return true;
+  } catch (const std::exception& e) {
+    std::cerr << "xdq: error: " << e.what() << std::endl;
+    return false;
+  }
+}
+
+int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& out) {
+  if (*a.run) return run_experiment_command(cfg, out, a.dry_run, a.job);
+  if (*a.submit) return xdq::cli::submit_to_slurm(cfg, out, boost::dll::program_location().string(), a.slurm);
+  if (*a.merge) return merge_command(a.merge_dir);
+  if (*a.plugins) return list_plugins(a.json, a.plugin_dirs);
+  if (*a.analyze) {
+    xdq::run_analysis_to(cfg, xdq::global_registry(), out, std::cerr);
+    std::cerr << "xdq: wrote " << out << "/{report.md, <model>_<bits>/analysis.json, ...}" << std::endl;
+  } else if (*a.keys) {
+    print_keys();
+  } else if (*a.inspect) {
+    std::cout << xdq::describe_model(xdq::import_torchscript(a.model_path));
+  } else if (*a.train) {
+    xdq::train_from_recipe(a.recipe, a.sets);
+  }
+  return kExitOk;
 }
 
 }  // namespace
@@ -108,75 +222,20 @@ int run_experiment_command(const xdq::ExperimentConfig& cfg, const std::string& 
 int main(int argc, char** argv) {
   CLI::App app{"xdq: data-free and cross-domain post-training quantization"};
   app.require_subcommand(1);
-
-  std::string experiment, out_dir;
-  std::vector<std::string> run_sets;
-  bool dry_run = false;
-  auto* run = app.add_subcommand("run", "run a YAML experiment; writes results into --out");
-  run->add_flag("--dry-run", dry_run, "print the plan (jobs, runs, cells, work) and stop; reads no model or data");
-  run->add_option("experiment", experiment, "experiment YAML")->required();
-  run->add_option("--out", out_dir, "output folder (default: runs/<experiment name>)");
-  run->add_option("--set", run_sets, "override a config value: key.path=value (repeatable)");
-
-  auto* analyze = app.add_subcommand("analyze", "outlier-layer analysis and mixed-precision fallback of an experiment's models");
-  analyze->add_option("experiment", experiment, "experiment YAML (its `analysis:` section sets the analysis)")->required();
-  analyze->add_option("--out", out_dir, "output folder (default: runs/<experiment name>)");
-  analyze->add_option("--set", run_sets, "override a config value: key.path=value (repeatable)");
-
-  bool json = false;
-  std::vector<std::string> plugin_dirs;
-  auto* plugins = app.add_subcommand("plugins", "list the plugins found, with their options");
-  plugins->add_flag("--json", json, "machine-readable output");
-  plugins->add_option("--path", plugin_dirs, "extra plugin folder (repeatable)");
-
-  auto* keys = app.add_subcommand("keys", "list every key an experiment file may hold (type, default, range, doc)");
-
-  std::string model_path;
-  auto* inspect = app.add_subcommand("inspect", "print a TorchScript model's layers, conv-BN pairs and blocks");
-  inspect->add_option("model", model_path, "TorchScript file")->required();
-
-  std::string recipe;
-  std::vector<std::string> train_sets;
-  auto* train = app.add_subcommand("train", "train a zoo model from a recipe and save it as TorchScript");
-  train->add_option("recipe", recipe, "recipe YAML")->required();
-  train->add_option("--set", train_sets, "override a recipe value: key.path=value (repeatable)");
-
+  Args args;
+  define_commands(app, args);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  // Config errors (the experiment file, --set, plugin options) are usage errors: nothing ran.
   xdq::ExperimentConfig cfg;
   std::string out;
+  if ((*args.run || *args.analyze || *args.submit) && !load_checked(args, cfg, out)) return kExitUsage;
   try {
-    if (*run || *analyze) {
-      cfg = xdq::load_experiment(experiment, run_sets, xdq::global_registry());
-      out = out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : out_dir;
-      if (!dry_run) check_output_folder(out);
-    }
-  } catch (const std::exception& e) {
-    std::cerr << "xdq: error: " << e.what() << std::endl;
-    return kExitUsage;
-  }
-  try {
-    if (*run) {
-      return run_experiment_command(cfg, out, dry_run);
-    } else if (*analyze) {
-      xdq::run_analysis_to(cfg, xdq::global_registry(), out, std::cerr);
-      std::cerr << "xdq: wrote " << out << "/{report.md, <model>_<bits>/analysis.json, ...}" << std::endl;
-    } else if (*keys) {
-      print_keys();
-    } else if (*plugins) {
-      return list_plugins(json, plugin_dirs);
-    } else if (*inspect) {
-      std::cout << xdq::describe_model(xdq::import_torchscript(model_path));
-    } else if (*train) {
-      xdq::train_from_recipe(recipe, train_sets);
-    }
+    return execute(args, cfg, out);
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
     return kExitRuntime;
   }
-  return kExitOk;
 }

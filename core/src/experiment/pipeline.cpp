@@ -22,9 +22,13 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress)
+Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress,
+                   const std::vector<bool>& needed)
     : cfg_(cfg), registry_(registry), domains_(domains) {
-  for (const ModelEntry& entry : cfg.models) {
+  models_.resize(cfg.models.size());
+  for (std::size_t i = 0; i < cfg.models.size(); ++i) {
+    if (!needed.empty() && !needed[i]) continue;  // a job of another model: not prepared in this process
+    const ModelEntry& entry = cfg.models[i];
     Model m{prepare_model(cfg, entry, domains, progress), {}, {}, {}};
     const Executor fp32(m.prepared.model.graph);
     for (const Dataset* t : m.prepared.tests)
@@ -32,7 +36,7 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
           top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, m.prepared.pre, cfg.batch_size));
     m.folded = m.prepared.model.graph;
     m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.fold_bn ? fold_batch_norm(m.folded) : 0};
-    models_.push_back(std::move(m));
+    models_[i] = std::move(m);
   }
   for (const PluginChoice& choice : cfg.passes) {
     Pass pass{registry.load<GraphPass>(choice.name, choice.options), false};

@@ -31,9 +31,10 @@ struct ModelTrace {
 
 class Pipeline {
  public:
-  // Imports every model, checks it against its test domains, loads every domain and measures FP32
-  // accuracy: everything that can be refused is refused here, before any job.
-  Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress);
+  // Imports every model (or those marked in `needed`), checks it against its test domains, loads them and
+  // measures FP32 accuracy: everything that can be refused is refused here, before any job.
+  Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress,
+           const std::vector<bool>& needed = {});
 
   const Dataset& calibration_set(const JobSpec& job);
   const PreparedModel& prepared(std::size_t model) const { return models_[model].prepared; }

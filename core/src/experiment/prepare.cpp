@@ -209,9 +209,6 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
                   entry.name + "' has " + std::to_string(classes) + " classes");
     p.tests.push_back(&ds);
   }
-  for (const DomainSpec& d : cfg.calibration_domains)
-    for (std::int64_t count : cfg.calibration_counts)
-      for (int r = 0; r < cfg.repeats; ++r) domains.get(d, Split::Train, p.shape, count, cfg.seed + r, &entry);
   return p;
 }
 

@@ -66,7 +66,8 @@ struct PreparedModel {
   std::vector<const Dataset*> tests;  // one per cfg.test_domains
 };
 
-// Imports the model, checks its overrides and test domains' labels, and loads every domain it will use.
+// Imports the model, checks its overrides, its input size and its test domains' labels (calibration sets
+// are loaded by whoever uses them: the pipeline, per job, before the first job runs).
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
                             std::ostream& progress);
 

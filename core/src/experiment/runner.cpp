@@ -1,12 +1,15 @@
 #include "xdq/experiment/runner.h"
 
 #include "pipeline.h"
+#include "shards.h"
 
 #include <algorithm>
 #include <mutex>
+#include <set>
 #include <ostream>
 
 #include "xdq/data/sources.h"
+#include "xdq/error.h"
 #include "xdq/parallel.h"
 #include "xdq/plugin/registry.h"
 
@@ -41,65 +44,118 @@ YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job
   return c;
 }
 
-// Samples for the report: synthesized sets as a grid per model (4 rows of 8), real domains as a strip of
-// 10 (the same for every model), test domains at the last model's input shape.
-void add_samples(const ExperimentConfig& cfg, const Plan& plan, Pipeline& pipeline, DomainCache& domains,
-                 std::vector<SampleImages>& samples) {
-  for (const JobSpec& job : plan.jobs) {
-    const Dataset& set = pipeline.calibration_set(job);
-    if (!job.first_set || set.size() == 0) continue;
+// The pictures a job contributes: its calibration set (first size and repeat only) as a strip of 10, or a
+// synthesized set as a grid per model (4 rows of 8); job 0 also carries the test-domain strips, at its
+// model's input shape.
+void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t index, const Dataset& set,
+                 Pipeline& pipeline, DomainCache& domains, JobShard& shard) {
+  if (job.first_set && set.size() > 0) {
     if (job.domain->synthesizer.empty())
-      samples.push_back({"domain_" + job.domain->name, set.images.slice(0, 0, 10), 10});
+      shard.samples.push_back({"domain_" + job.domain->name, set.images.slice(0, 0, 10), 10});
     else
-      samples.push_back({"synthesized_" + job.domain->name + "_" + cfg.models[job.model].name, set.images.slice(0, 0, 32), 8});
+      shard.samples.push_back({"synthesized_" + job.domain->name + "_" + cfg.models[job.model].name,
+                               set.images.slice(0, 0, 32), 8});
   }
-  if (cfg.models.empty()) return;
-  const InputShape& shape = pipeline.prepared(cfg.models.size() - 1).shape;
+  if (index != 0) return;
+  const InputShape& shape = pipeline.prepared(job.model).shape;
   for (const DomainSpec& d : cfg.test_domains)
-    samples.push_back(
+    shard.test_samples.push_back(
         {"domain_" + d.name, domains.get(d, Split::Test, shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10});
+}
+
+// Runs the jobs marked in `todo`, `jobs` at a time, each kept as a shard as soon as it finishes.
+void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress, const Plan& plan,
+                      const std::vector<bool>& todo, const ShardStore& store, int threads, std::vector<JobShard>& shards,
+                      int& parallel_jobs) {
+  std::vector<bool> needed(cfg.models.size(), false);
+  for (std::size_t j = 0; j < plan.jobs.size(); ++j) needed[plan.jobs[j].model] = needed[plan.jobs[j].model] || todo[j];
+  DomainCache domains(cfg, registry, progress);
+  Pipeline pipeline(cfg, registry, domains, progress, needed);
+  std::vector<std::size_t> pending;
+  std::size_t runs = 0;
+  for (std::size_t j = 0; j < plan.jobs.size(); ++j)
+    if (todo[j]) {
+      pending.push_back(j);
+      pipeline.calibration_set(plan.jobs[j]);
+      runs += plan.jobs[j].runs.size();
+    }
+  pipeline.set_run_counter(runs);
+  parallel_jobs =
+      parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(pending.size())})) : 1;
+  StatisticsCache statistics(cache_directory(cfg.data));
+  std::mutex progress_mutex;
+  run_jobs(pending.size(), parallel_jobs, threads, [&](std::size_t k) {
+    const std::size_t j = pending[k];
+    const JobSpec& job = plan.jobs[j];
+    JobShard& shard = shards[j];
+    if (parallel_jobs == 1) {
+      shard.output = pipeline.run(job, progress, statistics);
+    } else {
+      SharedLineStream log(progress, progress_mutex);
+      shard.output = pipeline.run(job, log, statistics);
+    }
+    const Dataset& set = pipeline.calibration_set(job);
+    shard.model_trace = model_trace_yaml(cfg.models[job.model], pipeline.trace(job.model));
+    shard.calibration_trace = calibration_set_trace(cfg, job, set, domains, pipeline);
+    add_samples(cfg, job, j, set, pipeline, domains, shard);
+    store.write(job, j, shard);
+  });
 }
 
 }  // namespace
 
-ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress) {
+void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir) { ShardStore(cfg, out_dir); }
+
+ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
+                             const RunOptions& options) {
   const int threads = apply_thread_count(cfg.threads);
-  DomainCache domains(cfg, registry, progress);
-  Pipeline pipeline(cfg, registry, domains, progress);
+  const ShardStore store(cfg, options.out_dir);
   const Plan plan = plan_experiment(cfg);
-  for (const JobSpec& job : plan.jobs) pipeline.calibration_set(job);
-  pipeline.set_run_counter(plan.run_count());
-
-  // Jobs run `jobs` at a time and their results are gathered in plan order, so the output does not depend
-  // on the parallelism.
-  const int parallel_jobs =
-      parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(plan.jobs.size())})) : 1;
-  StatisticsCache statistics(cache_directory(cfg.data));
-  std::mutex progress_mutex;
-  std::vector<JobOutput> outputs(plan.jobs.size());
-  run_jobs(plan.jobs.size(), parallel_jobs, threads, [&](std::size_t j) {
-    if (parallel_jobs == 1) {
-      outputs[j] = pipeline.run(plan.jobs[j], progress, statistics);
-      return;
-    }
-    SharedLineStream log(progress, progress_mutex);
-    outputs[j] = pipeline.run(plan.jobs[j], log, statistics);
-  });
-
+  if (options.only_job && *options.only_job >= plan.jobs.size())
+    throw Error("--job " + std::to_string(*options.only_job) + ": the plan has " + std::to_string(plan.jobs.size()) +
+                " jobs (0 to " + std::to_string(plan.jobs.size() - 1) + "; see --dry-run)");
+  // Finished jobs are read back, the others run; results are gathered in plan order, so the output does
+  // not depend on the parallelism, the resumptions or the processes that ran the jobs.
   ExperimentRun run;
+  std::vector<bool> todo(plan.jobs.size());
+  std::vector<bool> present(plan.jobs.size(), true);
+  std::vector<JobShard> shards(plan.jobs.size());
+  for (std::size_t j = 0; j < plan.jobs.size(); ++j) {
+    const bool wanted = !options.only_job || *options.only_job == j;
+    todo[j] = wanted && !store.done(plan.jobs[j], j) && !options.merge_only;
+    if (options.merge_only && !store.done(plan.jobs[j], j)) {
+      run.missing_jobs.push_back(store.id(plan.jobs[j], j));
+      present[j] = false;
+      continue;
+    }
+    if (wanted && !todo[j]) {
+      progress << "xdq: job " << store.id(plan.jobs[j], j) << " finished before; read from its shard\n";
+      shards[j] = store.read(plan.jobs[j], j);
+    }
+  }
+  int parallel_jobs = 1;
+  if (std::any_of(todo.begin(), todo.end(), [](bool t) { return t; }))
+    run_pending_jobs(cfg, registry, progress, plan, todo, store, threads, shards, parallel_jobs);
+
   run.results.experiment = cfg.name;
   YAML::Node provenance;
   provenance["threads"] = threads;
   provenance["jobs"] = parallel_jobs;
-  for (std::size_t m = 0; m < cfg.models.size(); ++m) provenance["models"].push_back(model_trace_yaml(cfg.models[m], pipeline.trace(m)));
+  std::set<std::size_t> traced_models;
+  std::vector<SampleImages> test_samples;
   for (std::size_t j = 0; j < plan.jobs.size(); ++j) {
-    provenance["calibration_sets"].push_back(
-        calibration_set_trace(cfg, plan.jobs[j], pipeline.calibration_set(plan.jobs[j]), domains, pipeline));
-    for (RunResult& r : outputs[j].runs) run.results.runs.push_back(std::move(r));
-    run.results.layer_shift.insert(run.results.layer_shift.end(), outputs[j].layer_shift.begin(), outputs[j].layer_shift.end());
-    run.data_files.insert(outputs[j].files.begin(), outputs[j].files.end());
+    if ((options.only_job && *options.only_job != j) || !present[j]) continue;
+    JobShard& shard = shards[j];
+    if (traced_models.insert(plan.jobs[j].model).second) provenance["models"].push_back(shard.model_trace);
+    provenance["calibration_sets"].push_back(shard.calibration_trace);
+    for (RunResult& r : shard.output.runs) run.results.runs.push_back(std::move(r));
+    run.results.layer_shift.insert(run.results.layer_shift.end(), shard.output.layer_shift.begin(),
+                                   shard.output.layer_shift.end());
+    run.data_files.insert(shard.output.files.begin(), shard.output.files.end());
+    run.samples.insert(run.samples.end(), shard.samples.begin(), shard.samples.end());
+    test_samples.insert(test_samples.end(), shard.test_samples.begin(), shard.test_samples.end());
   }
-  add_samples(cfg, plan, pipeline, domains, run.samples);
+  run.samples.insert(run.samples.end(), test_samples.begin(), test_samples.end());
   run.resolved_config = resolved_config_yaml(cfg, provenance);
   return run;
 }

@@ -162,11 +162,12 @@ std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg
   return files;
 }
 
-ExperimentResults run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                                    std::ostream& progress) {
-  ExperimentRun run = run_experiment(cfg, registry, progress);
-  write_files_atomically(out_dir, experiment_report(cfg, run));
-  return std::move(run.results);
+ExperimentRun run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
+                                std::ostream& progress, RunOptions options) {
+  options.out_dir = out_dir;
+  ExperimentRun run = run_experiment(cfg, registry, progress, options);
+  if (!options.only_job) write_files_atomically(out_dir, experiment_report(cfg, run));
+  return run;
 }
 
 }  // namespace xdq

@@ -3,6 +3,7 @@
 // order. Returns data only; report/experiment_report.h turns it into files.
 #include <iosfwd>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,8 +27,23 @@ struct ExperimentRun {
   std::string resolved_config;                    // config.resolved.yaml
   std::map<std::string, std::string> data_files;  // files runs produced (reconstruction loss curves, CSV)
   std::vector<SampleImages> samples;
+  std::vector<std::string> missing_jobs;  // merge_only: jobs of the plan with no shard
 };
 
-ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress);
+struct RunOptions {
+  // Keeps every finished job as a shard in out_dir/jobs (see shards.h): a run into a folder that holds
+  // shards of the same config reads them instead of running those jobs again. "": in memory only.
+  std::string out_dir;
+  // Only this job of the plan (a cluster array task); the returned run holds that job alone.
+  std::optional<std::size_t> only_job;
+  // Run nothing: gather the shards in out_dir (`xdq merge`); jobs without one are listed as missing.
+  bool merge_only = false;
+};
+
+// An Error when `out_dir` holds the job shards of another config (checked before any work).
+void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir);
+
+ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
+                             const RunOptions& options = {});
 
 }  // namespace xdq

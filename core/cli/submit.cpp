@@ -1,0 +1,104 @@
+#include "submit.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "xdq/error.h"
+#include "xdq/experiment/plan.h"
+#include "xdq/experiment/runner.h"
+#include "xdq/files.h"
+
+namespace xdq::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Single-quoted for the shell.
+std::string quoted(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string array_script(const ExperimentConfig& cfg, const fs::path& dir, const std::string& xdq, std::size_t jobs,
+                         const SlurmOptions& o) {
+  std::ostringstream s;
+  s << "#!/bin/bash\n"
+    << "# Written by xdq submit for experiment '" << cfg.name << "': one array task per job of its plan (" << jobs
+    << " jobs; `xdq run --dry-run " << (dir / "experiment.yaml").string() << "` lists them).\n"
+    << "# Each task keeps its job as a shard in " << (dir / "jobs").string() << "; merge.sbatch gathers them.\n"
+    << "# Models, data, the cache and this folder must be on a filesystem every node sees.\n"
+    << "#SBATCH --job-name=xdq-" << cfg.name << "\n"
+    << "#SBATCH --array=0-" << jobs - 1 << (o.max_parallel > 0 ? "%" + std::to_string(o.max_parallel) : "") << "\n"
+    << "#SBATCH --cpus-per-task=" << o.cpus_per_task << "\n"
+    << "#SBATCH --output=" << (dir / "slurm" / "job_%a.out").string() << "\n";
+  if (!o.partition.empty()) s << "#SBATCH --partition=" << o.partition << "\n";
+  if (!o.time.empty()) s << "#SBATCH --time=" << o.time << "\n";
+  if (o.gpus_per_task > 0) s << "#SBATCH --gpus-per-task=" << o.gpus_per_task << "\n";
+  for (const auto& a : o.sbatch_args) s << "#SBATCH " << a << "\n";
+  s << "exec " << quoted(xdq) << " run " << quoted((dir / "experiment.yaml").string()) << " --out " << quoted(dir.string())
+    << " --job \"$SLURM_ARRAY_TASK_ID\"\n";
+  return s.str();
+}
+
+std::string merge_script(const ExperimentConfig& cfg, const fs::path& dir, const std::string& xdq, const SlurmOptions& o) {
+  std::ostringstream s;
+  s << "#!/bin/bash\n"
+    << "# Written by xdq submit: gathers the shards of experiment '" << cfg.name << "' once the array has ended\n"
+    << "# (submitted with --dependency=afterany on it, so failed tasks do not block it; it names missing jobs).\n"
+    << "#SBATCH --job-name=xdq-" << cfg.name << "-merge\n"
+    << "#SBATCH --cpus-per-task=1\n"
+    << "#SBATCH --output=" << (dir / "slurm" / "merge.out").string() << "\n";
+  if (!o.partition.empty()) s << "#SBATCH --partition=" << o.partition << "\n";
+  s << "exec " << quoted(xdq) << " merge " << quoted(dir.string()) << "\n";
+  return s.str();
+}
+
+// Runs `command`, returns its standard output (the job id sbatch --parsable prints); an Error otherwise.
+std::string run_sbatch(const std::string& command) {
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((command + " 2>&1").c_str(), "r"), pclose);
+  if (!pipe) throw Error("cannot run: " + command);
+  std::string out;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe.get())) out += buffer;
+  const int status = pclose(pipe.release());
+  if (status != 0) throw Error("sbatch failed (" + command + "): " + out);
+  const std::string id = out.substr(0, out.find_first_of(";\n"));
+  if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos)
+    throw Error("sbatch printed no job id (" + command + "): " + out);
+  return id;
+}
+
+}  // namespace
+
+int submit_to_slurm(const ExperimentConfig& cfg_in, const std::string& out_dir, const std::string& xdq_binary,
+                    const SlurmOptions& options) {
+  ExperimentConfig cfg = cfg_in;
+  cfg.threads = options.cpus_per_task;  // each task uses the CPUs it was given
+  check_resumable(cfg, out_dir);        // a folder of another config's shards is refused before writing
+  const std::size_t jobs = plan_experiment(cfg).jobs.size();
+  const fs::path dir = fs::absolute(out_dir).lexically_normal();
+  const std::string xdq = fs::absolute(xdq_binary).string();
+  fs::create_directories(dir / "slurm");
+  write_file_atomically((dir / "experiment.yaml").string(),
+                        [&](std::ostream& out) { out << resolved_config_yaml(cfg, YAML::Node()); });
+  const std::string array = (dir / "slurm" / "array.sbatch").string(), merge = (dir / "slurm" / "merge.sbatch").string();
+  write_file_atomically(array, [&](std::ostream& out) { out << array_script(cfg, dir, xdq, jobs, options); });
+  write_file_atomically(merge, [&](std::ostream& out) { out << merge_script(cfg, dir, xdq, options); });
+  std::cout << "wrote " << array << " (" << jobs << " array tasks) and " << merge << "\n";
+  if (options.dry_run) {
+    std::cout << "submit with: id=$(sbatch --parsable " << array << ") && sbatch --parsable --dependency=afterany:$id "
+              << merge << "\n";
+    return 0;
+  }
+  const std::string array_id = run_sbatch("sbatch --parsable " + quoted(array));
+  const std::string merge_id = run_sbatch("sbatch --parsable --dependency=afterany:" + array_id + " " + quoted(merge));
+  std::cout << "submitted array job " << array_id << " and merge job " << merge_id << "\n";
+  return 0;
+}
+
+}  // namespace xdq::cli

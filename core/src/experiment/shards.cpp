@@ -1,0 +1,157 @@
+#include "shards.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "xdq/data/dataset.h"
+#include "xdq/error.h"
+#include "xdq/files.h"
+
+namespace xdq {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot read");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+nlohmann::json run_json(const RunResult& r) {
+  nlohmann::json j{{"id", r.id},
+                   {"model", r.model},
+                   {"w_bits", r.w_bits},
+                   {"a_bits", r.a_bits},
+                   {"calibrator", r.calibrator},
+                   {"rounding", r.rounding},
+                   {"passes", r.passes},
+                   {"calibration_source", r.calibration_source},
+                   {"calibration_domain", r.calibration_domain},
+                   {"calibration_count", r.calibration_count},
+                   {"calibration_seed", r.calibration_seed},
+                   {"seconds", r.seconds},
+                   {"error", r.error}};
+  j["results"] = nlohmann::json::array();
+  for (const DomainResult& d : r.results)
+    j["results"].push_back({{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
+  return j;
+}
+
+RunResult run_from_json(const nlohmann::json& j) {
+  RunResult r;
+  r.id = j.at("id");
+  r.model = j.at("model");
+  r.w_bits = j.at("w_bits");
+  r.a_bits = j.at("a_bits");
+  r.calibrator = j.at("calibrator");
+  r.rounding = j.at("rounding");
+  r.passes = j.at("passes").get<std::vector<std::string>>();
+  r.calibration_source = j.at("calibration_source");
+  r.calibration_domain = j.at("calibration_domain");
+  r.calibration_count = j.at("calibration_count");
+  r.calibration_seed = j.at("calibration_seed");
+  r.seconds = j.at("seconds");
+  r.error = j.at("error");
+  for (const auto& d : j.at("results")) r.results.push_back({d.at("domain"), d.at("n"), d.at("fp32_top1"), d.at("quant_top1")});
+  return r;
+}
+
+nlohmann::json samples_json(const std::vector<SampleImages>& samples, const fs::path& folder, const std::string& prefix) {
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t k = 0; k < samples.size(); ++k) {
+    const std::string file = prefix + std::to_string(k) + ".xdqimg";
+    save_dataset(Dataset{samples[k].name, samples[k].images, {}}, (folder / file).string());
+    list.push_back({{"name", samples[k].name}, {"columns", samples[k].columns}, {"file", file}});
+  }
+  return list;
+}
+
+std::vector<SampleImages> samples_from_json(const nlohmann::json& list, const fs::path& folder) {
+  std::vector<SampleImages> out;
+  for (const auto& s : list)
+    out.push_back({s.at("name"), load_dataset_file((folder / s.at("file").get<std::string>()).string()).images, s.at("columns")});
+  return out;
+}
+
+}  // namespace
+
+ShardStore::ShardStore(const ExperimentConfig& cfg, const std::string& out_dir) : cfg_(cfg) {
+  if (out_dir.empty()) return;
+  dir_ = (fs::path(out_dir) / "jobs").string();
+  config_ = resolved_config_yaml(cfg, YAML::Node());
+  const fs::path recorded = fs::path(dir_) / "config.yaml";
+  if (fs::exists(recorded) && read_text(recorded) != config_)
+    throw Error(out_dir + ": holds the finished jobs of another configuration (" + recorded.string() +
+                " differs from this experiment's resolved config); use another --out, or remove " + dir_);
+}
+
+// index-model-domain-nCOUNT-sSEED, in characters safe in file names.
+std::string ShardStore::id(const JobSpec& job, std::size_t index) const {
+  const std::string raw = std::to_string(index) + "-" + cfg_.models[job.model].name + "-" + job.domain->name + "-n" +
+                          std::to_string(job.count) + "-s" + std::to_string(job.seed);
+  return std::regex_replace(raw, std::regex("[^A-Za-z0-9._+-]"), "_");
+}
+
+bool ShardStore::done(const JobSpec& job, std::size_t index) const {
+  return enabled() && fs::is_regular_file(fs::path(dir_) / id(job, index) / "shard.json");
+}
+
+void ShardStore::write(const JobSpec& job, std::size_t index, const JobShard& shard) const {
+  if (!enabled()) return;
+  fs::create_directories(dir_);
+  const fs::path recorded = fs::path(dir_) / "config.yaml";
+  if (!fs::exists(recorded)) write_file_atomically(recorded.string(), [&](std::ostream& out) { out << config_; });
+  const fs::path final_dir = fs::path(dir_) / id(job, index);
+  const fs::path staging = temporary_name(final_dir.string());
+  try {
+    fs::create_directories(staging);
+    nlohmann::json j;
+    j["job"] = id(job, index);
+    for (const RunResult& r : shard.output.runs) j["runs"].push_back(run_json(r));
+    j["layer_shift"] = nlohmann::json::array();
+    for (const LayerShiftRow& l : shard.output.layer_shift)
+      j["layer_shift"].push_back({l.model, l.setting, l.calibration_domain, l.layer, l.domain, l.clipped_fraction, l.tv_distance});
+    j["files"] = shard.output.files;
+    j["model_trace"] = YAML::Dump(shard.model_trace);
+    j["calibration_trace"] = YAML::Dump(shard.calibration_trace);
+    j["samples"] = samples_json(shard.samples, staging, "sample_");
+    j["test_samples"] = samples_json(shard.test_samples, staging, "test_sample_");
+    write_file_atomically((staging / "shard.json").string(), [&](std::ostream& out) { out << j.dump(1) << "\n"; });
+    std::error_code ec;
+    fs::rename(staging, final_dir, ec);
+    if (ec) fs::remove_all(staging);  // another process finished the same job first: its shard stands
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    throw;
+  }
+}
+
+JobShard ShardStore::read(const JobSpec& job, std::size_t index) const {
+  const fs::path folder = fs::path(dir_) / id(job, index);
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_text(folder / "shard.json"));
+    JobShard shard;
+    for (const auto& r : j.value("runs", nlohmann::json::array())) shard.output.runs.push_back(run_from_json(r));
+    for (const auto& l : j.at("layer_shift"))
+      shard.output.layer_shift.push_back({l[0], l[1], l[2], l[3], l[4], l[5], l[6]});
+    shard.output.files = j.at("files").get<std::map<std::string, std::string>>();
+    shard.model_trace = YAML::Load(j.at("model_trace").get<std::string>());
+    shard.calibration_trace = YAML::Load(j.at("calibration_trace").get<std::string>());
+    shard.samples = samples_from_json(j.at("samples"), folder);
+    shard.test_samples = samples_from_json(j.at("test_samples"), folder);
+    return shard;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error((folder / "shard.json").string() + ": not a readable job shard (" + e.what() + ")");
+  }
+}
+
+}  // namespace xdq
