@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything xdq needs from Debian 12 packages (run as root). Data comes from packages too:
 # Fashion-MNIST (dataset-fashion-mnist), OpenCV's sample images (opencv-doc), scikit-learn's digits.
+# slurm-wlm and munge: the tests start a real Slurm on localhost for the cluster-sweep test.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
@@ -10,4 +11,5 @@ apt-get install -y -qq \
   libboost-dev libboost-filesystem-dev libyaml-cpp-dev libtbb-dev libopencv-dev \
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev \
   python3-torch python3-torchvision \
-  dataset-fashion-mnist opencv-doc python3-sklearn
+  dataset-fashion-mnist opencv-doc python3-sklearn \
+  slurm-wlm munge
