@@ -437,13 +437,16 @@ void parse_passes(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ct
     cfg.passes = parse_plugins(list, PluginKind::GraphPass, ctx.registry);
 }
 
+// A value as a YAML scalar of its own type, so that it reads back exactly.
+YAML::Node option_yaml(const OptionValue& value) {
+  if (auto b = std::get_if<bool>(&value)) return YAML::Node(*b);
+  if (auto i = std::get_if<std::int64_t>(&value)) return YAML::Node(*i);
+  if (auto d = std::get_if<double>(&value)) return YAML::Node(*d);
+  return YAML::Node(std::get<std::string>(value));
+}
+
 void emit_options(YAML::Node& node, const Options& options) {
-  for (const auto& [key, value] : options.values()) {
-    if (auto b = std::get_if<bool>(&value)) node[key] = *b;
-    else if (auto i = std::get_if<std::int64_t>(&value)) node[key] = *i;
-    else if (auto d = std::get_if<double>(&value)) node[key] = *d;
-    else node[key] = std::get<std::string>(value);
-  }
+  for (const auto& [key, value] : options.values()) node[key] = option_yaml(value);
 }
 
 YAML::Node plugin_yaml(const PluginChoice& c) {
@@ -735,16 +738,8 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
 std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance) {
   YAML::Node root;
   for (const Key& key : experiment_keys()) {
-    const YAML::Node value = key.structured() ? key.emit(cfg) : YAML::Node(to_string(key.get(cfg)));
-    if (!key.structured() && key.is_path && std::get<std::string>(key.get(cfg)).empty()) continue;
-    if (!key.structured() && key.spec.type != OptionType::String) {
-      // Numbers and flags as YAML scalars of their own type, so they read back exactly.
-      const OptionValue v = key.get(cfg);
-      if (auto b = std::get_if<bool>(&v)) set_at(root, key.path, YAML::Node(*b));
-      else if (auto i = std::get_if<std::int64_t>(&v)) set_at(root, key.path, YAML::Node(*i));
-      else set_at(root, key.path, YAML::Node(std::get<double>(v)));
-      continue;
-    }
+    if (!key.structured() && key.is_path && std::get<std::string>(key.get(cfg)).empty()) continue;  // default location
+    const YAML::Node value = key.structured() ? key.emit(cfg) : option_yaml(key.get(cfg));
     if (value.IsDefined() && !value.IsNull()) set_at(root, key.path, value);
   }
   if (provenance.IsDefined() && !provenance.IsNull()) root["provenance"] = provenance;

@@ -48,7 +48,7 @@ YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job
 // synthesized set as a grid per model (4 rows of 8); job 0 also carries the test-domain strips, at its
 // model's input shape.
 void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t index, const Dataset& set,
-                 Pipeline& pipeline, DomainCache& domains, JobShard& shard) {
+                 const Pipeline& pipeline, JobShard& shard) {
   if (job.first_set && set.size() > 0) {
     if (job.domain->synthesizer.empty())
       shard.samples.push_back({"domain_" + job.domain->name, set.images.slice(0, 0, 10), 10});
@@ -57,10 +57,9 @@ void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t in
                                set.images.slice(0, 0, 32), 8});
   }
   if (index != 0) return;
-  const InputShape& shape = pipeline.prepared(job.model).shape;
-  for (const DomainSpec& d : cfg.test_domains)
-    shard.test_samples.push_back(
-        {"domain_" + d.name, domains.get(d, Split::Test, shape, cfg.test_count, cfg.seed).images.slice(0, 0, 10), 10});
+  const PreparedModel& prepared = pipeline.prepared(job.model);  // its test sets, at its input shape
+  for (std::size_t t = 0; t < cfg.test_domains.size(); ++t)
+    shard.test_samples.push_back({"domain_" + cfg.test_domains[t].name, prepared.tests[t]->images.slice(0, 0, 10), 10});
 }
 
 // Runs the jobs marked in `todo`, `jobs` at a time, each kept as a shard as soon as it finishes.
@@ -97,7 +96,7 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
     const Dataset& set = pipeline.calibration_set(job);
     shard.model_trace = model_trace_yaml(cfg.models[job.model], pipeline.trace(job.model));
     shard.calibration_trace = calibration_set_trace(cfg, job, set, domains, pipeline);
-    add_samples(cfg, job, j, set, pipeline, domains, shard);
+    add_samples(cfg, job, j, set, pipeline, shard);
     store.write(job, j, shard);
   });
 }

@@ -64,12 +64,19 @@ bool parse_plugin_kind(const char* text, PluginKind& kind) {
   return false;
 }
 
+const PluginRecord* PluginRegistry::loaded(const fs::path& file) const {
+  std::error_code ec;
+  const std::string path = fs::canonical(file, ec).string();
+  for (const auto& r : records_)
+    if (!ec && r.path == path) return &r;
+  return nullptr;
+}
+
 const PluginRecord& PluginRegistry::load(const std::string& path_in) {
   std::error_code ec;
   if (!fs::is_regular_file(path_in, ec)) throw Error(path_in + ": plugin library not found");
+  if (const PluginRecord* r = loaded(path_in)) return *r;
   const std::string path = fs::canonical(path_in).string();
-  for (const auto& r : records_)
-    if (r.path == path) return r;
 
   auto library = std::make_shared<boost::dll::shared_library>();
   try {
@@ -195,12 +202,13 @@ std::vector<std::string> PluginRegistry::scan(const std::vector<std::string>& di
     std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
       const std::string file = entry.path().filename().string();
-      if (entry.is_regular_file() && file.rfind("xdq_", 0) == 0 && entry.path().extension() == ".so")
+      if (entry.is_regular_file() && file.rfind("xdq_", 0) == 0 && entry.path().extension() == ".so" &&
+          !loaded(entry.path()))
         files.push_back(entry.path());
     }
     std::sort(files.begin(), files.end());
-    // A library whose static initializer throws or crashes would end this process when opened: each is
-    // opened in a child process first, and one that ends the child is reported and skipped.
+    // A library whose static initializer throws or crashes would end this process when opened: each not
+    // yet loaded is opened in a child process first, and one that ends the child is reported and skipped.
     std::set<std::size_t> fatal;
     for (std::size_t from = 0; from < files.size();) {
       const std::size_t culprit = first_library_that_kills(files, from);

@@ -3,6 +3,7 @@
 // plugin objects. Every object keeps its library loaded (its deleter holds the library); the process-wide
 // registry is never destroyed, so no library is unloaded at exit.
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -97,6 +98,9 @@ class PluginRegistry {
   }
 
  private:
+  // The record of the library at `file` (any path to it), or null when it is not loaded.
+  const PluginRecord* loaded(const std::filesystem::path& file) const;
+
   std::deque<PluginRecord> records_;
   std::map<std::pair<PluginKind, std::string>, std::vector<std::string>> conflicts_;  // name -> its libraries
 };
