@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     ctx.calibration = calib_images.slice(0, 0, 256);
     at::AutoGradMode grad(true);
     for (const UnitReport& r : reconstruct(ctx, o))
-      if (r.name == "layer1.block0") return r.seconds_per_iteration;
+      if (r.name == "layer1.block0") return r.timing.seconds_per_iteration;
     return 0.0;
   };
 

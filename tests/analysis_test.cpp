@@ -17,6 +17,7 @@
 #include "xdq/plugin/registry.h"
 
 using namespace xdq;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -173,7 +174,7 @@ TEST(AnalyzeCli, WritesTheContractAndAnIncludableMixedPrecisionFragment) {
   const auto layers = m.graph.layer_nodes();
   for (int n : layers) bytes += m.graph.nodes[n].weight.numel() * ((n == layers.front() || n == layers.back()) ? 1.0 : 0.5);
   EXPECT_EQ(j["search"][0]["size_bytes"].get<std::int64_t>(), static_cast<std::int64_t>(bytes));
-  EXPECT_TRUE(std::filesystem::exists(dir.file("out/report.md")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("out/analysis.md")));
   ASSERT_TRUE(std::filesystem::exists(dir.file("out/resnet20_w4a4/mixed_precision.yaml")));
 
   // The fragment, included by an experiment, reproduces the chosen bits.
@@ -201,4 +202,63 @@ TEST(AnalyzeCli, UnknownLayerInAnOverrideListsTheClosestNames) {
         << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir.file("o")));
   }
+}
+
+// Analysis jobs (one per model and bit setting) behave like a sweep's: run apart and merged, or killed
+// after a phase and resumed, they give the files of one uninterrupted analysis.
+TEST(AnalyzeCli, JobsRunApartOrResumedAfterAKillEqualOneAnalysis) {
+  test::TempDir dir;
+  const std::string model = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";
+  test::write_text(dir.file("a.yaml"), "experiment: a\nseed: 0\nthreads: 2\nmodels:\n  - {name: resnet20, path: " + model +
+                                            "}\ncalibration: {domains: [fashion_mnist.train, fashion_mnist.test], count: 32}\n"
+                                            "test: {domains: [fashion_mnist.test], count: 64}\n"
+                                            "quantization: {bits: [w4a4, w3a8], calibrators: [minmax]}\nanalysis: {images: 64}\n");
+  const std::string xdq = std::string(XDQ_BINARY) + " analyze " + dir.file("a.yaml");
+  ASSERT_EQ(test::run_command(xdq + " --out " + dir.file("whole")).exit_code, 0);
+  // Every file equal; of analysis.md the sections after the header (which names the config read).
+  const auto same_files = [&](const std::string& out) {
+    for (const std::string file : {"analysis.md", "resnet20_w4a4/analysis.json", "resnet20_w3a8/analysis.json",
+                                   "resnet20_w4a4/mixed_precision.yaml"}) {
+      ASSERT_TRUE(fs::exists(dir.file(out + "/" + file))) << out << "/" << file;
+      std::string text = test::read_text(dir.file(out + "/" + file)), whole = test::read_text(dir.file("whole/" + file));
+      if (file == "analysis.md") {
+        text = text.substr(text.find("\n## "));
+        whole = whole.substr(whole.find("\n## "));
+      }
+      EXPECT_EQ(text, whole) << out << "/" << file;
+    }
+  };
+  const auto dry = test::run_command(xdq + " --dry-run");
+  EXPECT_NE(dry.output.find("2 analysis jobs (one per model and bit setting):\n  0-resnet20_w4a4\n  1-resnet20_w3a8\n"),
+            std::string::npos) << dry.output;
+
+  const auto job1 = test::run_command(xdq + " --job 1 --out " + dir.file("split"));
+  ASSERT_EQ(job1.exit_code, 0) << job1.output;
+  EXPECT_FALSE(fs::exists(dir.file("split/analysis.md")));  // a job alone writes its shard only
+  const auto partial = test::run_command(std::string(XDQ_BINARY) + " merge " + dir.file("split"));
+  EXPECT_EQ(partial.exit_code, 3) << partial.output;
+  EXPECT_NE(partial.output.find("1 jobs have no shard yet: 0-resnet20_w4a4"), std::string::npos) << partial.output;
+  ASSERT_EQ(test::run_command(xdq + " --job 0 --out " + dir.file("split")).exit_code, 0);
+  const auto merged = test::run_command(std::string(XDQ_BINARY) + " merge " + dir.file("split"));
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  same_files("split");
+
+  // Killed (SIGKILL) as soon as job 0 has checkpointed a phase: the resumed run reads the checkpoint.
+  const std::string killed = dir.file("killed");
+  test::run_command("(" + xdq + " --out " + killed + " > /dev/null 2>&1 & pid=$!; for i in $(seq 600); do ls " + killed +
+                    "/analysis_jobs/0-*.phases.json > /dev/null 2>&1 && break; sleep 0.05; done; kill -9 $pid; wait $pid)");
+  ASSERT_TRUE(fs::exists(killed + "/analysis_jobs"));
+  const auto resumed = test::run_command(xdq + " --out " + killed);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  const bool from_checkpoint = resumed.output.find("resnet20_w4a4: 1 phase(s) finished before") != std::string::npos ||
+                               resumed.output.find("resnet20_w4a4: 2 phase(s) finished before") != std::string::npos;
+  EXPECT_TRUE(from_checkpoint) << resumed.output;  // the later phases take seconds: the kill lands in them
+  same_files("killed");
+  for (const auto& e : fs::directory_iterator(killed + "/analysis_jobs"))
+    EXPECT_EQ(e.path().string().find(".phases.json"), std::string::npos) << "checkpoint left behind: " << e.path();
+
+  // Another config into the folder is refused before any work.
+  const auto other = test::run_command(xdq + " --out " + killed + " --set seed=1");
+  EXPECT_EQ(other.exit_code, 2) << other.output;
+  EXPECT_NE(other.output.find("holds the finished jobs of another configuration"), std::string::npos) << other.output;
 }

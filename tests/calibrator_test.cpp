@@ -191,7 +191,8 @@ TEST(Calibrators, NearestRoundingEqualsFakeQuantizedWeights) {
   RoundingContext ctx;
   ctx.graph = &g;
   ctx.layers = &layers;
-  auto nearest = registry().create<WeightOptimizer>("nearest", Options());
+  auto nearest = registry().create<WeightOptimizer>(
+      "nearest", default_options(registry().get(PluginKind::WeightOptimizer, "nearest").options));
   nearest->optimize(ctx);
   const QParams& q = layers[0].qparams;
   at::Tensor expected = at::fake_quantize_per_channel_affine(conv.weight, q.scale, q.zero_point, 0, q.qmin, q.qmax);

@@ -583,3 +583,19 @@ TEST_F(Cli, SubmitWritesAnArrayWithOneTaskPerJobAndAMerge) {
   ASSERT_EQ(task.exit_code, 0) << task.output;
   EXPECT_TRUE(fs::exists(dir.file("sweep/jobs/1-tiny-fashion_mnist.train-n32-s3/shard.json")));
 }
+
+// xdq submit --analyze: one array task per analysis job (model x bit setting), each `xdq analyze --job`.
+TEST_F(Cli, SubmitAnalyzeWritesAnArrayOfAnalysisJobs) {
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " submit " + dir.file("good.yaml") + " --out " +
+                                   dir.file("sweep") + " --slurm --analyze --dry-run");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string script = test::read_text(dir.file("sweep/slurm/analysis_array.sbatch"));
+  EXPECT_NE(script.find("#SBATCH --array=0-1\n"), std::string::npos) << script;  // tiny x {w8a8, w4a4}
+  EXPECT_TRUE(fs::exists(dir.file("sweep/slurm/analysis_merge.sbatch")));
+  EXPECT_NE(script.find(" analyze '" + dir.file("sweep/experiment.yaml") + "' --out '" + dir.file("sweep") +
+                        "' --job \"$SLURM_ARRAY_TASK_ID\""), std::string::npos) << script;
+  const auto task = test::run_command("SLURM_ARRAY_TASK_ID=1 bash -c \"$(grep '^exec' " +
+                                      dir.file("sweep/slurm/analysis_array.sbatch") + ")\"");
+  ASSERT_EQ(task.exit_code, 0) << task.output;
+  EXPECT_TRUE(fs::exists(dir.file("sweep/analysis_jobs/1-tiny_w4a4/shard.json")));
+}

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
+#include "xdq/train/zoo.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/passes.h"
@@ -196,6 +197,56 @@ TEST(Scheme, PresetsAndOverrides) {
   EXPECT_TRUE(override_matches(edges, g, 3));
   EXPECT_TRUE(override_matches(glob, g, 2));
   EXPECT_FALSE(override_matches(glob, g, 1));
+  const LayerOverride penultimate{{"penultimate"}, std::nullopt, 8};
+  EXPECT_TRUE(override_matches(penultimate, g, 2));
+  EXPECT_FALSE(override_matches(penultimate, g, 3));
+}
+
+// Which values get an activation quantizer, and at which bits, under each placement, on a ResNet with one
+// basic block per stage (stages 2 and 3 with a downsample conv): the lists are written by hand from the
+// model's forward code and the presets' comments.
+TEST(Scheme, PlacementOfLayerInputsAndOfTheReferenceCodesLayerOutputs) {
+  test::TempDir dir;
+  torch::jit::Module m = zoo::make_resnet({8, 4, 1, 10}, 1);
+  m.eval();
+  m.save(dir.file("r.pt"));
+  Graph folded = import_torchscript(dir.file("r.pt")).graph;
+  fold_batch_norm(folded);
+  const auto placed = [&](const std::string& preset) {
+    PtqSettings settings;
+    settings.w_bits = settings.a_bits = 4;
+    settings.scheme = Scheme::load(preset, std::string(XDQ_SOURCE_DIR) + "/configs/presets");
+    const QuantizedModel q(folded, settings);
+    std::vector<std::pair<std::string, int>> acts, weights;
+    for (const auto& a : q.activations()) acts.emplace_back(a.name, a.spec.bits);
+    for (const auto& l : q.layers()) weights.emplace_back(folded.nodes[l.node].name, l.spec.bits);
+    return std::make_pair(acts, weights);
+  };
+  using Bits = std::vector<std::pair<std::string, int>>;
+  // Academic: every value a layer reads, the model input included; a block input read by conv1 and the
+  // downsample conv has one quantizer.
+  EXPECT_EQ(placed("academic").first, (Bits{{"conv1:input", 4}, {"layer1.block0.conv1:input", 4},
+                                             {"layer1.block0.conv2:input", 4}, {"layer2.block0.conv1:input", 4},
+                                             {"layer2.block0.conv2:input", 4}, {"layer3.block0.conv1:input", 4},
+                                             {"layer3.block0.conv2:input", 4}, {"fc:input", 4}}));
+  // BRECQ's code: the stem's output (8 bit, its first-layer rule), each block's conv1 output, each
+  // block's output after add + ReLU; not conv2 or the downsample conv (they end a branch), not the logits,
+  // not the input. The classifier reads the last block's 4-bit output.
+  const Bits reference_outputs = {{"conv1:output", 8}, {"layer1.block0.conv1:output", 4}, {"layer1.block0/add:output", 4},
+                                  {"layer2.block0.conv1:output", 4}, {"layer2.block0/add:output", 4},
+                                  {"layer3.block0.conv1:output", 4}, {"layer3.block0/add:output", 4}};
+  const auto brecq = placed("brecq_paper");
+  EXPECT_EQ(brecq.first, reference_outputs);
+  const Bits weights = {{"conv1", 8}, {"layer1.block0.conv1", 4}, {"layer1.block0.conv2", 4},
+                        {"layer2.block0.conv1", 4}, {"layer2.block0.conv2", 4}, {"layer2.block0.downsample.conv", 4},
+                        {"layer3.block0.conv1", 4}, {"layer3.block0.conv2", 4}, {"layer3.block0.downsample.conv", 4},
+                        {"fc", 8}};
+  EXPECT_EQ(brecq.second, weights);
+  // QDrop's code: the same places, the stem's output at 4 bit.
+  Bits qdrop_outputs = reference_outputs;
+  qdrop_outputs[0].second = 4;
+  EXPECT_EQ(placed("qdrop_paper").first, qdrop_outputs);
+  EXPECT_EQ(placed("qdrop_paper").second, weights);
 }
 
 #include "xdq/experiment/diagnostics.h"

@@ -318,3 +318,72 @@ TEST(BiasCorrection, EveryLayersMeanOutputMatchesTheFpModel) {
   EXPECT_LT(after, 2e-4);
   EXPECT_THROW(pass->run(r.model.graph, ctx), std::exception);  // no quantized model: refused
 }
+
+// init_images: each activation range is the best of the 80 shrunk candidates for mean |x - Q(x)|^p, x
+// from the first `count` images only, through the model quantized so far (here: the stem's output, with
+// the model input quantized on its new range and the stem's rounded weights, computed with at::conv2d).
+TEST(Reconstruction, InitImagesRangesAreTheLpSearchOnTheFirstImages) {
+  Resnet20W4A4 r(64);
+  r.quantized->round_to_nearest();
+  RoundingContext ctx = r.quantized->rounding_context({});
+  ctx.calibration = r.images.clone();
+  ctx.calibration.slice(0, 16) *= 50;  // images past the first 16 would widen every range
+  initialize_activation_ranges(ctx, 16, 2.4);
+  const auto best_range = [](const at::Tensor& x, const QuantSpec& spec) {
+    const double lo = x.min().item<double>(), hi = x.max().item<double>();
+    Range best{lo, hi};
+    double best_score = std::numeric_limits<double>::infinity();
+    for (int k = 0; k < 80; ++k) {
+      const Range c{lo * (1 - 0.01 * k), hi * (1 - 0.01 * k)};
+      const double score = (fake_quantize(x, qparams_from_range(spec, c)) - x).to(at::kDouble).abs().pow(2.4).mean().item<double>();
+      if (score < best_score) best_score = score, best = c;
+    }
+    return best;
+  };
+  const auto& acts = r.quantized->activations();
+  const at::Tensor input = r.images.slice(0, 0, 16);
+  const Range first = best_range(input, acts[0].spec);
+  EXPECT_DOUBLE_EQ(acts[0].range.min, first.min);
+  EXPECT_DOUBLE_EQ(acts[0].range.max, first.max);
+  EXPECT_LT(acts[0].range.max, 0.2 * ctx.calibration.max().item<double>());  // the later images were not read
+  const QuantizedLayer& stem = r.quantized->layers()[0];
+  const Node& conv = r.quantized->graph().nodes[stem.node];
+  const at::Tensor stem_out = at::relu(at::conv2d(fake_quantize(input, acts[0].qparams), stem.quantized_weight, conv.bias,
+                                                  conv.conv.stride, conv.conv.padding, conv.conv.dilation, conv.conv.groups));
+  ASSERT_EQ(acts[1].name, "layer1.block0.conv1:input");
+  const Range second = best_range(stem_out, acts[1].spec);
+  EXPECT_NEAR(acts[1].range.max, second.max, 1e-5 * second.max);  // one float32 conv against another
+  EXPECT_NEAR(acts[1].range.min, second.min, 1e-6);
+}
+
+// Every reconstruction unit reports its loop time per iteration and its caching time.
+TEST(Reconstruction, EveryUnitReportsItsTimings) {
+  Resnet20W4A4 r(64);
+  RoundingContext ctx = r.quantized->rounding_context({});
+  ctx.calibration = r.images;
+  std::vector<UnitTiming> timings;
+  ctx.timings = &timings;
+  ReconstructionOptions o;
+  o.iters = 4;
+  o.act_steps = "after";
+  o.act_iters = 3;
+  const auto reports = reconstruct(ctx, o);
+  ASSERT_EQ(timings.size(), reports.size());
+  ASSERT_EQ(timings.size(), reconstruction_units(r.quantized->graph(), Granularity::Block).size());
+  int with_steps = 0;  // units holding an activation quantizer (not the classifier, whose output is the logits)
+  for (std::size_t k = 0; k < timings.size(); ++k) {
+    const UnitTiming& t = timings[k];
+    EXPECT_EQ(t.name, reports[k].name);
+    EXPECT_EQ(t.iterations, 4);
+    EXPECT_GT(t.seconds_per_iteration, 0);
+    EXPECT_GT(t.caching_seconds, 0);
+    if (t.step_iterations > 0) {
+      ++with_steps;
+      EXPECT_EQ(t.step_iterations, 3);
+      EXPECT_GT(t.step_seconds_per_iteration, 0);
+      EXPECT_GT(t.step_caching_seconds, 0);
+    }
+    EXPECT_GE(t.seconds, 4 * t.seconds_per_iteration + t.caching_seconds + 3 * t.step_seconds_per_iteration);
+  }
+  EXPECT_EQ(with_steps, static_cast<int>(timings.size()) - 1);
+}

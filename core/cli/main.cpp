@@ -94,14 +94,16 @@ void print_keys() {
 }
 
 // Exit status of a finished sweep, with a line on what is missing or failed.
+int missing_jobs_status(const std::vector<std::string>& missing) {
+  if (missing.empty()) return kExitOk;
+  std::cerr << "xdq: " << missing.size() << " jobs have no shard yet:";
+  for (const auto& id : missing) std::cerr << " " << id;
+  std::cerr << std::endl;
+  return kExitFailedRuns;
+}
+
 int sweep_status(const xdq::ExperimentRun& run) {
-  int status = kExitOk;
-  if (!run.missing_jobs.empty()) {
-    std::cerr << "xdq: " << run.missing_jobs.size() << " jobs have no shard yet:";
-    for (const auto& id : run.missing_jobs) std::cerr << " " << id;
-    std::cerr << std::endl;
-    status = kExitFailedRuns;
-  }
+  int status = missing_jobs_status(run.missing_jobs);
   const std::size_t failed = run.results.failed_runs();
   if (failed > 0) {
     std::cerr << "xdq: " << failed << " of " << run.results.runs.size() << " runs failed (see results.json and report.md)"
@@ -127,15 +129,50 @@ int run_experiment_command(const xdq::ExperimentConfig& cfg, const std::string& 
   return sweep_status(run);
 }
 
-// The shards in `dir`, gathered into its results files; jobs without a shard are named.
+int analyze_command(const xdq::ExperimentConfig& cfg, const std::string& out, bool dry_run,
+                    const std::optional<std::size_t>& job) {
+  if (dry_run) {
+    const auto ids = xdq::analysis_job_ids(cfg);
+    std::cout << ids.size() << " analysis jobs (one per model and bit setting):\n";
+    for (const auto& id : ids) std::cout << "  " << id << "\n";
+    return kExitOk;
+  }
+  xdq::RunOptions options;
+  options.only_job = job;
+  const auto run = xdq::run_analysis_to(cfg, xdq::global_registry(), out, std::cerr, options);
+  if (job)
+    std::cerr << "xdq: analysis job " << *job << " kept in " << out << "/analysis_jobs (xdq merge " << out
+              << " gathers the jobs)" << std::endl;
+  else
+    std::cerr << "xdq: wrote " << out << "/{analysis.md, <model>_<bits>/analysis.json, ...}" << std::endl;
+  return missing_jobs_status(run.missing_jobs);
+}
+
+// The shards in `dir` (a sweep's jobs/, an analysis' analysis_jobs/, or both), gathered into its result
+// files; jobs without a shard are named.
 int merge_command(const std::string& dir) {
-  const auto cfg = xdq::load_experiment((std::filesystem::path(dir) / "jobs" / "config.yaml").string(), {},
-                                        xdq::global_registry());
+  namespace fs = std::filesystem;
   xdq::RunOptions options;
   options.merge_only = true;
-  const auto run = xdq::run_experiment_to(cfg, xdq::global_registry(), dir, std::cerr, options);
-  std::cerr << "xdq: merged " << run.results.runs.size() << " runs into " << dir << std::endl;
-  return sweep_status(run);
+  int status = kExitOk;
+  bool found = false;
+  const auto recorded = [&](const char* kind) { return fs::path(dir) / kind / "config.yaml"; };
+  if (fs::exists(recorded("jobs"))) {
+    found = true;
+    const auto cfg = xdq::load_experiment(recorded("jobs").string(), {}, xdq::global_registry());
+    const auto run = xdq::run_experiment_to(cfg, xdq::global_registry(), dir, std::cerr, options);
+    std::cerr << "xdq: merged " << run.results.runs.size() << " runs into " << dir << std::endl;
+    status = std::max(status, sweep_status(run));
+  }
+  if (fs::exists(recorded("analysis_jobs"))) {
+    found = true;
+    const auto cfg = xdq::load_experiment(recorded("analysis_jobs").string(), {}, xdq::global_registry());
+    const auto run = xdq::run_analysis_to(cfg, xdq::global_registry(), dir, std::cerr, options);
+    std::cerr << "xdq: merged " << run.settings.size() << " analyses into " << dir << std::endl;
+    status = std::max(status, missing_jobs_status(run.missing_jobs));
+  }
+  if (!found) throw xdq::Error(dir + ": holds no job shards (no jobs/config.yaml or analysis_jobs/config.yaml)");
+  return status;
 }
 
 // Everything the command line sets, and the subcommands it chose.
@@ -162,8 +199,11 @@ void define_commands(CLI::App& app, Args& a) {
   a.run->add_flag("--dry-run", a.dry_run, "print the plan (jobs, runs, cells, work) and stop; reads no model or data");
   a.run->add_option("--job", a.job, "run only job K of the plan (see --dry-run); its shard goes to --out/jobs");
   a.analyze = experiment_command(app, "analyze", "outlier-layer analysis and mixed-precision fallback (the `analysis:` section)", a);
+  a.analyze->add_flag("--dry-run", a.dry_run, "print the analysis jobs (one per model and bit setting) and stop");
+  a.analyze->add_option("--job", a.job, "analyze only job K (see --dry-run); its shard goes to --out/analysis_jobs");
   a.submit = experiment_command(app, "submit", "run an experiment's jobs as a Slurm job array, then merge them", a);
   a.submit->add_flag("--slurm", a.use_slurm, "submit with sbatch (the one scheduler supported)")->required();
+  a.submit->add_flag("--analyze", a.slurm.analyze, "submit the experiment's analysis jobs (xdq analyze) instead of its runs");
   a.submit->add_option("--partition", a.slurm.partition, "Slurm partition");
   a.submit->add_option("--time", a.slurm.time, "time limit of each array task (Slurm format)");
   a.submit->add_option("--cpus-per-task", a.slurm.cpus_per_task, "CPUs (and intra-op threads) of each task")->check(CLI::Range(1, 4096));
@@ -192,6 +232,7 @@ bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
     out = a.out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : a.out_dir;
     if (!a.dry_run) check_output_folder(out);
     if (*a.run && !a.dry_run) xdq::check_resumable(cfg, out);
+    if (*a.analyze && !a.dry_run) xdq::check_analysis_resumable(cfg, out);
     return true;
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
@@ -204,10 +245,8 @@ int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& 
   if (*a.submit) return xdq::cli::submit_to_slurm(cfg, out, boost::dll::program_location().string(), a.slurm);
   if (*a.merge) return merge_command(a.merge_dir);
   if (*a.plugins) return list_plugins(a.json, a.plugin_dirs);
-  if (*a.analyze) {
-    xdq::run_analysis_to(cfg, xdq::global_registry(), out, std::cerr);
-    std::cerr << "xdq: wrote " << out << "/{report.md, <model>_<bits>/analysis.json, ...}" << std::endl;
-  } else if (*a.keys) {
+  if (*a.analyze) return analyze_command(cfg, out, a.dry_run, a.job);
+  if (*a.keys) {
     print_keys();
   } else if (*a.inspect) {
     std::cout << xdq::describe_model(xdq::import_torchscript(a.model_path));

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "xdq/error.h"
+#include "xdq/experiment/analysis_runner.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/experiment/runner.h"
 #include "xdq/files.h"
@@ -24,23 +25,28 @@ std::string quoted(const std::string& s) {
   return out + "'";
 }
 
+// The analysis' files are named apart, so a sweep and its analysis can share one folder.
+std::string prefix(const SlurmOptions& o) { return o.analyze ? "analysis_" : ""; }
+
 std::string array_script(const ExperimentConfig& cfg, const fs::path& dir, const std::string& xdq, std::size_t jobs,
                          const SlurmOptions& o) {
   std::ostringstream s;
   s << "#!/bin/bash\n"
-    << "# Written by xdq submit for experiment '" << cfg.name << "': one array task per job of its plan (" << jobs
-    << " jobs; `xdq run --dry-run " << (dir / "experiment.yaml").string() << "` lists them).\n"
-    << "# Each task keeps its job as a shard in " << (dir / "jobs").string() << "; merge.sbatch gathers them.\n"
+    << "# Written by xdq submit for experiment '" << cfg.name << "': one array task per job of its "
+    << (o.analyze ? "analysis" : "plan") << " (" << jobs << " jobs; `xdq " << (o.analyze ? "analyze" : "run")
+    << " --dry-run " << (dir / "experiment.yaml").string() << "` lists them).\n"
+    << "# Each task keeps its job as a shard in " << (dir / (o.analyze ? "analysis_jobs" : "jobs")).string()
+    << "; " << prefix(o) << "merge.sbatch gathers them.\n"
     << "# Models, data, the cache and this folder must be on a filesystem every node sees.\n"
     << "#SBATCH --job-name=xdq-" << cfg.name << "\n"
     << "#SBATCH --array=0-" << jobs - 1 << (o.max_parallel > 0 ? "%" + std::to_string(o.max_parallel) : "") << "\n"
     << "#SBATCH --cpus-per-task=" << o.cpus_per_task << "\n"
-    << "#SBATCH --output=" << (dir / "slurm" / "job_%a.out").string() << "\n";
+    << "#SBATCH --output=" << (dir / "slurm" / (prefix(o) + "job_%a.out")).string() << "\n";
   if (!o.partition.empty()) s << "#SBATCH --partition=" << o.partition << "\n";
   if (!o.time.empty()) s << "#SBATCH --time=" << o.time << "\n";
   if (o.gpus_per_task > 0) s << "#SBATCH --gpus-per-task=" << o.gpus_per_task << "\n";
   for (const auto& a : o.sbatch_args) s << "#SBATCH " << a << "\n";
-  s << "exec " << quoted(xdq) << " run " << quoted((dir / "experiment.yaml").string()) << " --out " << quoted(dir.string())
+  s << "exec " << quoted(xdq) << (o.analyze ? " analyze " : " run ") << quoted((dir / "experiment.yaml").string()) << " --out " << quoted(dir.string())
     << " --job \"$SLURM_ARRAY_TASK_ID\"\n";
   return s.str();
 }
@@ -52,7 +58,7 @@ std::string merge_script(const ExperimentConfig& cfg, const fs::path& dir, const
     << "# (submitted with --dependency=afterany on it, so failed tasks do not block it; it names missing jobs).\n"
     << "#SBATCH --job-name=xdq-" << cfg.name << "-merge\n"
     << "#SBATCH --cpus-per-task=1\n"
-    << "#SBATCH --output=" << (dir / "slurm" / "merge.out").string() << "\n";
+    << "#SBATCH --output=" << (dir / "slurm" / (prefix(o) + "merge.out")).string() << "\n";
   if (!o.partition.empty()) s << "#SBATCH --partition=" << o.partition << "\n";
   s << "exec " << quoted(xdq) << " merge " << quoted(dir.string()) << "\n";
   return s.str();
@@ -79,14 +85,19 @@ int submit_to_slurm(const ExperimentConfig& cfg_in, const std::string& out_dir, 
                     const SlurmOptions& options) {
   ExperimentConfig cfg = cfg_in;
   cfg.threads = options.cpus_per_task;  // each task uses the CPUs it was given
-  check_resumable(cfg, out_dir);        // a folder of another config's shards is refused before writing
-  const std::size_t jobs = plan_experiment(cfg).jobs.size();
+  // A folder of another config's shards is refused before writing.
+  if (options.analyze)
+    check_analysis_resumable(cfg, out_dir);
+  else
+    check_resumable(cfg, out_dir);
+  const std::size_t jobs = options.analyze ? analysis_job_ids(cfg).size() : plan_experiment(cfg).jobs.size();
   const fs::path dir = fs::absolute(out_dir).lexically_normal();
   const std::string xdq = fs::absolute(xdq_binary).string();
   fs::create_directories(dir / "slurm");
   write_file_atomically((dir / "experiment.yaml").string(),
                         [&](std::ostream& out) { out << resolved_config_yaml(cfg, YAML::Node()); });
-  const std::string array = (dir / "slurm" / "array.sbatch").string(), merge = (dir / "slurm" / "merge.sbatch").string();
+  const std::string array = (dir / "slurm" / (prefix(options) + "array.sbatch")).string();
+  const std::string merge = (dir / "slurm" / (prefix(options) + "merge.sbatch")).string();
   write_file_atomically(array, [&](std::ostream& out) { out << array_script(cfg, dir, xdq, jobs, options); });
   write_file_atomically(merge, [&](std::ostream& out) { out << merge_script(cfg, dir, xdq, options); });
   std::cout << "wrote " << array << " (" << jobs << " array tasks) and " << merge << "\n";

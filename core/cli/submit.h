@@ -1,6 +1,6 @@
 #pragma once
 // `xdq submit EXP --out DIR --slurm`: a sweep as a Slurm job array, one array task per job of the plan
-// (`xdq run --job $SLURM_ARRAY_TASK_ID`), and a merge job that runs after the whole array (afterany).
+// (`xdq run --job $SLURM_ARRAY_TASK_ID`, or `xdq analyze --job ...`), and a merge job that runs after the whole array (afterany).
 #include <string>
 #include <vector>
 
@@ -15,6 +15,7 @@ struct SlurmOptions {
   int max_parallel = 0;  // at most this many array tasks at once (0: no limit)
   std::vector<std::string> sbatch_args;  // extra `#SBATCH` arguments, verbatim
   bool dry_run = false;  // write the files, submit nothing
+  bool analyze = false;  // the analysis jobs (`xdq analyze --job`) instead of the sweep's
 };
 
 // Writes DIR/experiment.yaml (the resolved config, threads = cpus_per_task), DIR/slurm/array.sbatch and

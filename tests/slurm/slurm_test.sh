@@ -72,6 +72,7 @@ models:
 calibration: {source: fashion_mnist.train, count: [16, 32, 48, 64], batch_size: 64}
 test: {domains: [fashion_mnist.test], count: 300}
 quantization: {bits: [w8a8, w4a8], calibrators: [minmax, mse]}
+analysis: {images: 64}
 YAML
 export XDQ_CACHE_DIR="$work/cache"
 "$xdq" submit "$work/exp.yaml" --out "$work/sweep" --slurm --cpus-per-task 1 || fail "xdq submit"
@@ -92,4 +93,13 @@ assert len(a["runs"]) == 16, len(a["runs"])
 assert a == b, "slurm and local results differ"
 PY
 echo "ok: a 4-task Slurm array and its merge job equal a local run (16 runs)"
+# The analysis of the same experiment, one array task per (model, bit setting), into the same folder.
+"$xdq" submit "$work/exp.yaml" --out "$work/sweep" --slurm --analyze --cpus-per-task 1 || fail "xdq submit --analyze"
+for i in $(seq 240); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 1; done
+[ -z "$(squeue -h 2>/dev/null)" ] || fail "analysis jobs still queued after 240 s: $(squeue)"
+"$xdq" analyze "$work/exp.yaml" --out "$work/local" >> "$work/local.log" 2>&1 || fail "local analyze"
+for setting in resnet20_w8a8 resnet20_w4a8; do
+  cmp "$work/sweep/$setting/analysis.json" "$work/local/$setting/analysis.json" || fail "$setting/analysis.json differs"
+done
+echo "ok: a 2-task Slurm analysis array and its merge equal a local analysis"
 cleanup

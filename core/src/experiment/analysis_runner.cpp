@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "analysis_shards.h"
 #include "prepare.h"
+#include "shards.h"
 #include "xdq/analysis/analysis.h"
 #include "xdq/error.h"
 #include "xdq/ir/passes.h"
@@ -81,7 +83,9 @@ class Analyzer {
       : cfg_(cfg), registry_(registry), statistics_(statistics), progress_(progress),
         mode_(parse_layerwise_mode(cfg.analysis.layerwise)) {}
 
-  SettingAnalysis analyze(const ModelInputs& in, const BitSetting& bits) const;
+  // Runs the job's phases after those `shards` holds a checkpoint of, checkpointing each.
+  SettingAnalysis analyze(const ModelInputs& in, const BitSetting& bits, const ShardFolder& shards,
+                          const std::string& id) const;
 
  private:
   QuantizedModel nearest(const ModelInputs& in, const PtqSettings& settings, const at::Tensor& calibration) const {
@@ -90,11 +94,9 @@ class Analyzer {
     q.round_to_nearest();
     return q;
   }
-  void measure_layers(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a,
-                      std::vector<OutputError>& errors) const;
+  void measure_layers(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a) const;
   void flag_merges(const Graph& folded, SettingAnalysis& a) const;
-  void cross_domain(const ModelInputs& in, const QuantizedModel& model, const std::vector<OutputError>& errors,
-                    SettingAnalysis& a) const;
+  void cross_domain(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a) const;
   void mixed_precision(const ModelInputs& in, SettingAnalysis& a) const;
 
   const ExperimentConfig& cfg_;
@@ -106,10 +108,9 @@ class Analyzer {
 
 // Per layer: the measurements, then the flags that name a cause; the ranking by output SQNR (continuous;
 // the top-1 change of one layer is a few images either way).
-void Analyzer::measure_layers(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a,
-                              std::vector<OutputError>& errors) const {
+void Analyzer::measure_layers(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a) const {
   const at::Tensor& images = in.test_images[0];
-  errors = layerwise_errors(model, mode_, images, in.test_labels[0], cfg_.batch_size);
+  const auto errors = layerwise_errors(model, mode_, images, in.test_labels[0], cfg_.batch_size);
   const auto graph_sqnr = graphwise_sqnr(model, images, cfg_.batch_size);
   const auto outliers = activation_outlier_ratios(model, in.calibration[0], cfg_.batch_size);
   for (std::size_t l = 0; l < model.layers().size(); ++l) {
@@ -139,6 +140,9 @@ void Analyzer::measure_layers(const ModelInputs& in, const QuantizedModel& model
   std::stable_sort(a.order.begin(), a.order.end(),
                    [&](std::size_t x, std::size_t y) { return a.rows[x].error.sqnr_db() < a.rows[y].error.sqnr_db(); });
   for (std::size_t k = 0; k < std::min<std::size_t>(3, a.order.size()); ++k) a.rows[a.order[k]].flags.push_back("most_sensitive");
+  a.images = images.size(0);
+  a.fp32_top1 = static_cast<double>(errors.empty() ? 0 : errors[0].fp_correct) / static_cast<double>(a.images);
+  for (const auto& layer : model.layers()) a.fp32_bytes += 4 * in.folded.nodes[layer.node].weight.numel();
 }
 
 // The layers feeding a merge whose inputs' ranges differ widely.
@@ -159,15 +163,16 @@ void Analyzer::flag_merges(const Graph& folded, SettingAnalysis& a) const {
 }
 
 // Ranges from each calibration domain A, layerwise SQNR (and the shift against ranges from B) on each B.
-void Analyzer::cross_domain(const ModelInputs& in, const QuantizedModel& model, const std::vector<OutputError>& errors,
-                            SettingAnalysis& a) const {
+void Analyzer::cross_domain(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a) const {
   progress_ << "analysis " << a.tag << ": cross-domain layerwise\n" << std::flush;
   std::map<std::pair<std::string, std::string>, std::vector<double>> sqnr_ab;
   std::map<std::pair<std::string, std::string>, double> top1_ab;
   for (std::size_t c = 0; c < cfg_.calibration_domains.size(); ++c) {
     const QuantizedModel qa = c == 0 ? model : nearest(in, a.settings, in.calibration[c]);
     for (std::size_t t = 0; t < cfg_.test_domains.size(); ++t) {
-      const auto errs = c == 0 && t == 0 ? errors
+      std::vector<OutputError> in_domain;  // measured by the layers phase
+      for (const LayerRow& r : a.rows) in_domain.push_back(r.error);
+      const auto errs = c == 0 && t == 0 ? in_domain
                                          : layerwise_errors(qa, mode_, in.test_images[t], in.test_labels[t], cfg_.batch_size);
       const auto key = std::make_pair(cfg_.calibration_domains[c].name, cfg_.test_domains[t].name);
       for (const auto& e : errs) sqnr_ab[key].push_back(e.sqnr_db());
@@ -220,21 +225,39 @@ void Analyzer::mixed_precision(const ModelInputs& in, SettingAnalysis& a) const 
     if (fits(pt) && (!a.chosen || pt.quant_top1 > a.chosen->quant_top1)) a.chosen = pt;
 }
 
-SettingAnalysis Analyzer::analyze(const ModelInputs& in, const BitSetting& bits) const {
+// Phases of a job, in order; a checkpoint records how many are finished.
+enum Phase { kLayers = 1, kCrossDomain = 2 };
+
+SettingAnalysis Analyzer::analyze(const ModelInputs& in, const BitSetting& bits, const ShardFolder& shards,
+                                  const std::string& id) const {
+  const PtqSettings settings = ptq_settings(cfg_, bits);
   SettingAnalysis a;
-  a.entry = in.entry;
-  a.bits = &bits;
-  a.tag = in.entry->name + "_" + bits.label();
-  a.settings = ptq_settings(cfg_, bits);
-  progress_ << "analysis " << a.tag << ": layerwise, graphwise, weights, merges, activations\n" << std::flush;
-  const QuantizedModel model = nearest(in, a.settings, in.calibration[0]);
-  std::vector<OutputError> errors;
-  measure_layers(in, model, a, errors);
-  cross_domain(in, model, errors, a);
-  a.images = in.test_images[0].size(0);
-  a.fp32_top1 = static_cast<double>(errors.empty() ? 0 : errors[0].fp_correct) / static_cast<double>(a.images);
+  int finished = 0;
+  if (const auto saved = shards.phases(id)) {
+    a = setting_from_json(saved->at("analysis"), *in.entry, bits, settings);
+    finished = saved->at("phases_finished");
+    progress_ << "analysis " << a.tag << ": " << finished << " phase(s) finished before; read from its checkpoint\n";
+  } else {
+    a.entry = in.entry;
+    a.bits = &bits;
+    a.tag = in.entry->name + "_" + bits.label();
+    a.settings = settings;
+  }
+  const auto checkpoint = [&](int phase) {
+    shards.save_phases(id, {{"phases_finished", phase}, {"analysis", setting_json(a)}});
+  };
+  std::optional<QuantizedModel> model;  // ranges from the first calibration domain, nearest rounding
+  if (finished < kCrossDomain) model = nearest(in, a.settings, in.calibration[0]);
+  if (finished < kLayers) {
+    progress_ << "analysis " << a.tag << ": layerwise, graphwise, weights, merges, activations\n" << std::flush;
+    measure_layers(in, *model, a);
+    checkpoint(kLayers);
+  }
+  if (finished < kCrossDomain) {
+    cross_domain(in, *model, a);
+    checkpoint(kCrossDomain);
+  }
   mixed_precision(in, a);
-  for (const auto& layer : model.layers()) a.fp32_bytes += 4 * in.folded.nodes[layer.node].weight.numel();
   return a;
 }
 
@@ -255,26 +278,76 @@ ModelInputs model_inputs(const ExperimentConfig& cfg, const ModelEntry& entry, c
   return in;
 }
 
+void print_summary(const SettingAnalysis& a, std::ostream& progress) {
+  progress << "analysis " << a.tag << ": all " << a.bits->label() << " " << fixed(100 * a.steps.front().quant_top1, 2) << " %";
+  if (a.chosen) progress << ", chosen " << fixed(100 * a.chosen->quant_top1, 2) << " % at " << a.chosen->size_bytes << " bytes";
+  progress << ", FP32 " << fixed(100 * a.fp32_top1, 2) << " %\n" << std::flush;
+}
+
 }  // namespace
 
-AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress) {
+std::vector<std::string> analysis_job_ids(const ExperimentConfig& cfg) {
+  std::vector<std::string> ids;
+  for (const ModelEntry& entry : cfg.models)
+    for (const BitSetting& bits : cfg.bits)
+      ids.push_back(file_name_safe(std::to_string(ids.size()) + "-" + entry.name + "_" + bits.label()));
+  return ids;
+}
+
+constexpr const char* kAnalysisShards = "analysis_jobs";
+
+void check_analysis_resumable(const ExperimentConfig& cfg, const std::string& out_dir) {
+  ShardFolder(cfg, out_dir, kAnalysisShards);
+}
+
+AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
+                         const RunOptions& options) {
+  if (cfg.scheme.placement == Placement::LayerOutputs && cfg.analysis.layerwise != "weights")
+    throw Error("analysis.layerwise: '" + cfg.analysis.layerwise + "' quantizes the activation each layer reads, and preset '" +
+                cfg.preset + "' quantizes layer outputs instead; use analysis.layerwise: weights with this preset");
   AnalysisRun run;
   run.threads = apply_thread_count(cfg.threads);
-  DomainCache domains(cfg, registry, progress);
-  StatisticsCache statistics(cache_directory(cfg.data));
-  std::vector<PreparedModel> prepared;
-  for (const ModelEntry& entry : cfg.models) prepared.push_back(prepare_model(cfg, entry, domains, progress));
-  const Analyzer analyzer(cfg, registry, statistics, progress);
-  for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
-    const ModelInputs in = model_inputs(cfg, cfg.models[mi], prepared[mi], domains);
-    for (const BitSetting& bits : cfg.bits) {
-      run.settings.push_back(analyzer.analyze(in, bits));
-      const SettingAnalysis& a = run.settings.back();
-      progress << "analysis " << a.tag << ": all " << bits.label() << " " << fixed(100 * a.steps.front().quant_top1, 2) << " %";
-      if (a.chosen) progress << ", chosen " << fixed(100 * a.chosen->quant_top1, 2) << " % at " << a.chosen->size_bytes << " bytes";
-      progress << ", FP32 " << fixed(100 * a.fp32_top1, 2) << " %\n" << std::flush;
+  const ShardFolder shards(cfg, options.out_dir, kAnalysisShards);
+  const auto ids = analysis_job_ids(cfg);
+  if (options.only_job && *options.only_job >= ids.size())
+    throw Error("--job " + std::to_string(*options.only_job) + ": the analysis has " + std::to_string(ids.size()) +
+                " jobs (0 to " + std::to_string(ids.size() - 1) + ", one per model and bit setting)");
+  const std::size_t per_model = cfg.bits.size();
+  std::vector<std::optional<SettingAnalysis>> results(ids.size());
+  std::vector<bool> todo(ids.size(), false), model_needed(cfg.models.size(), false);
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    if (options.only_job && *options.only_job != k) continue;
+    const ModelEntry& entry = cfg.models[k / per_model];
+    const BitSetting& bits = cfg.bits[k % per_model];
+    if (shards.done(ids[k])) {
+      progress << "xdq: analysis job " << ids[k] << " finished before; read from its shard\n";
+      results[k] = setting_from_json(shards.read(ids[k]).at("analysis"), entry, bits, ptq_settings(cfg, bits));
+    } else if (options.merge_only) {
+      run.missing_jobs.push_back(ids[k]);
+    } else {
+      todo[k] = model_needed[k / per_model] = true;
     }
   }
+  if (std::find(todo.begin(), todo.end(), true) != todo.end()) {
+    DomainCache domains(cfg, registry, progress);
+    StatisticsCache statistics(cache_directory(cfg.data));
+    const Analyzer analyzer(cfg, registry, statistics, progress);
+    for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
+      if (!model_needed[mi]) continue;
+      const PreparedModel prepared = prepare_model(cfg, cfg.models[mi], domains, progress);
+      const ModelInputs in = model_inputs(cfg, cfg.models[mi], prepared, domains);
+      for (std::size_t k = mi * per_model; k < (mi + 1) * per_model; ++k) {
+        if (!todo[k]) continue;
+        results[k] = analyzer.analyze(in, cfg.bits[k % per_model], shards, ids[k]);
+        shards.write(ids[k], [&](const std::filesystem::path&) {
+          return nlohmann::json{{"job", ids[k]}, {"analysis", setting_json(*results[k])}};
+        });
+        print_summary(*results[k], progress);
+      }
+    }
+  }
+  for (auto& r : results)
+    if (r) run.settings.push_back(std::move(*r));
   return run;
 }
 

@@ -123,38 +123,6 @@ std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind,
   return out;
 }
 
-// quantization.overrides: items {layers, w_bits, a_bits}, or {include: FILE} naming a YAML file whose
-// `overrides` list is read in place (what `xdq analyze` writes as mixed_precision.yaml).
-void parse_overrides(const ConfigNode& list, const fs::path& base, std::vector<LayerOverride>& out, int depth = 0) {
-  if (!list.is_sequence()) list.fail("expected a list of {layers, w_bits, a_bits} or {include: file}");
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    const ConfigNode o = list[i];
-    if (o.has("include")) {
-      o.check_keys({"include"});
-      if (depth > 8) o["include"].fail("includes nested too deeply");
-      const std::string file = resolve(base, o["include"].as_string());
-      const ConfigNode included = ConfigNode::load_file(file);
-      included.check_keys({"overrides"});
-      parse_overrides(included["overrides"], fs::path(file).parent_path(), out, depth + 1);
-      continue;
-    }
-    o.check_keys({"layers", "w_bits", "a_bits"});
-    LayerOverride lo;
-    lo.layers = o["layers"].as_string_list();
-    lo.where = o["layers"].where();
-    if (o.has("w_bits")) {
-      lo.w_bits = static_cast<int>(o["w_bits"].as_int());
-      if (*lo.w_bits < 2 || *lo.w_bits > 8) o["w_bits"].fail("expected an integer in [2, 8]");
-    }
-    if (o.has("a_bits")) {
-      lo.a_bits = static_cast<int>(o["a_bits"].as_int());
-      if (*lo.a_bits < 2 || *lo.a_bits > 16) o["a_bits"].fail("expected an integer in [2, 16]");
-    }
-    out.push_back(lo);
-  }
-}
-
-
 // ---- What loading needs besides the config: where relative paths start, the plugins, the domains so far.
 struct LoadContext {
   fs::path base;
@@ -623,7 +591,7 @@ void add_quantization_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.fold_bn; }));
   k.push_back(structured("quantization.overrides", "per-layer bits: [{layers, w_bits, a_bits} | {include: file}]",
                          [](const ConfigNode& n, ExperimentConfig& c, LoadContext& ctx) {
-                           if (n.defined()) parse_overrides(n, ctx.base, c.overrides);
+                           if (n.defined()) parse_layer_overrides(n, ctx.base.string(), c.overrides);
                          },
                          [](const ExperimentConfig& c) { return c.overrides.empty() ? YAML::Node() : overrides_yaml(c); }));
   k.push_back(structured("quantization.calibrators", "activation range calibrators (plugins)", parse_calibrators,

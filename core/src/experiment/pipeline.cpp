@@ -131,11 +131,14 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   rounding.progress = &log;
   rounding.files = &out.files;
   rounding.run_name = spec.id;
+  std::vector<UnitTiming> timings;
+  rounding.timings = &timings;
   round_weights(quantized, registry_.load<WeightOptimizer>(spec.rounding->name, spec.rounding->options), rounding);
   for (const Pass& pass : passes_)
     if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
   RunResult run = evaluate(job, spec, quantized);
   run.seconds = seconds_since(start);
+  run.units = std::move(timings);
   out.runs.push_back(std::move(run));
 }
 

@@ -37,6 +37,10 @@ nlohmann::json run_json(const RunResult& r) {
                    {"calibration_seed", r.calibration_seed},
                    {"seconds", r.seconds},
                    {"error", r.error}};
+  j["units"] = nlohmann::json::array();
+  for (const UnitTiming& u : r.units)
+    j["units"].push_back({u.name, u.iterations, u.caching_seconds, u.seconds_per_iteration, u.step_iterations,
+                          u.step_caching_seconds, u.step_seconds_per_iteration, u.seconds});
   j["results"] = nlohmann::json::array();
   for (const DomainResult& d : r.results)
     j["results"].push_back({{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
@@ -58,6 +62,7 @@ RunResult run_from_json(const nlohmann::json& j) {
   r.calibration_seed = j.at("calibration_seed");
   r.seconds = j.at("seconds");
   r.error = j.at("error");
+  for (const auto& u : j.at("units")) r.units.push_back({u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]});
   for (const auto& d : j.at("results")) r.results.push_back({d.at("domain"), d.at("n"), d.at("fp32_top1"), d.at("quant_top1")});
   return r;
 }
@@ -81,9 +86,9 @@ std::vector<SampleImages> samples_from_json(const nlohmann::json& list, const fs
 
 }  // namespace
 
-ShardStore::ShardStore(const ExperimentConfig& cfg, const std::string& out_dir) : cfg_(cfg) {
+ShardFolder::ShardFolder(const ExperimentConfig& cfg, const std::string& out_dir, const std::string& kind) {
   if (out_dir.empty()) return;
-  dir_ = (fs::path(out_dir) / "jobs").string();
+  dir_ = (fs::path(out_dir) / kind).string();
   config_ = resolved_config_yaml(cfg, YAML::Node());
   const fs::path recorded = fs::path(dir_) / "config.yaml";
   if (fs::exists(recorded) && read_text(recorded) != config_)
@@ -91,26 +96,73 @@ ShardStore::ShardStore(const ExperimentConfig& cfg, const std::string& out_dir) 
                 " differs from this experiment's resolved config); use another --out, or remove " + dir_);
 }
 
-// index-model-domain-nCOUNT-sSEED, in characters safe in file names.
-std::string ShardStore::id(const JobSpec& job, std::size_t index) const {
-  const std::string raw = std::to_string(index) + "-" + cfg_.models[job.model].name + "-" + job.domain->name + "-n" +
-                          std::to_string(job.count) + "-s" + std::to_string(job.seed);
-  return std::regex_replace(raw, std::regex("[^A-Za-z0-9._+-]"), "_");
+bool ShardFolder::done(const std::string& id) const {
+  return enabled() && fs::is_regular_file(fs::path(dir_) / id / "shard.json");
 }
 
-bool ShardStore::done(const JobSpec& job, std::size_t index) const {
-  return enabled() && fs::is_regular_file(fs::path(dir_) / id(job, index) / "shard.json");
-}
-
-void ShardStore::write(const JobSpec& job, std::size_t index, const JobShard& shard) const {
-  if (!enabled()) return;
+void ShardFolder::record_config() const {
   fs::create_directories(dir_);
   const fs::path recorded = fs::path(dir_) / "config.yaml";
   if (!fs::exists(recorded)) write_file_atomically(recorded.string(), [&](std::ostream& out) { out << config_; });
-  const fs::path final_dir = fs::path(dir_) / id(job, index);
+}
+
+void ShardFolder::write(const std::string& id, const std::function<nlohmann::json(const fs::path&)>& fill) const {
+  if (!enabled()) return;
+  record_config();
+  const fs::path final_dir = fs::path(dir_) / id;
   const fs::path staging = temporary_name(final_dir.string());
   try {
     fs::create_directories(staging);
+    const nlohmann::json j = fill(staging);
+    write_file_atomically((staging / "shard.json").string(), [&](std::ostream& out) { out << j.dump(1) << "\n"; });
+    std::error_code ec;
+    fs::rename(staging, final_dir, ec);
+    if (ec) fs::remove_all(staging);  // another process finished the same job first: its shard stands
+    fs::remove(fs::path(dir_) / (id + ".phases.json"), ec);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    throw;
+  }
+}
+
+nlohmann::json ShardFolder::read(const std::string& id, fs::path* folder) const {
+  const fs::path file = fs::path(dir_) / id / "shard.json";
+  if (folder) *folder = file.parent_path();
+  try {
+    return nlohmann::json::parse(read_text(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file.string() + ": not a readable job shard (" + e.what() + ")");
+  }
+}
+
+void ShardFolder::save_phases(const std::string& id, const nlohmann::json& phases) const {
+  if (!enabled()) return;
+  record_config();
+  write_file_atomically((fs::path(dir_) / (id + ".phases.json")).string(),
+                        [&](std::ostream& out) { out << phases.dump(1) << "\n"; });
+}
+
+std::optional<nlohmann::json> ShardFolder::phases(const std::string& id) const {
+  const fs::path file = fs::path(dir_) / (id + ".phases.json");
+  if (!enabled() || !fs::is_regular_file(file)) return std::nullopt;
+  try {
+    return nlohmann::json::parse(read_text(file));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(file.string() + ": not a readable checkpoint (" + e.what() + "); remove it to redo the job");
+  }
+}
+
+std::string file_name_safe(const std::string& text) { return std::regex_replace(text, std::regex("[^A-Za-z0-9._+-]"), "_"); }
+
+// index-model-domain-nCOUNT-sSEED, in characters safe in file names.
+std::string ShardStore::id(const JobSpec& job, std::size_t index) const {
+  return file_name_safe(std::to_string(index) + "-" + cfg_.models[job.model].name + "-" + job.domain->name + "-n" +
+                        std::to_string(job.count) + "-s" + std::to_string(job.seed));
+}
+
+void ShardStore::write(const JobSpec& job, std::size_t index, const JobShard& shard) const {
+  folder_.write(id(job, index), [&](const fs::path& staging) {
     nlohmann::json j;
     j["job"] = id(job, index);
     for (const RunResult& r : shard.output.runs) j["runs"].push_back(run_json(r));
@@ -122,21 +174,14 @@ void ShardStore::write(const JobSpec& job, std::size_t index, const JobShard& sh
     j["calibration_trace"] = YAML::Dump(shard.calibration_trace);
     j["samples"] = samples_json(shard.samples, staging, "sample_");
     j["test_samples"] = samples_json(shard.test_samples, staging, "test_sample_");
-    write_file_atomically((staging / "shard.json").string(), [&](std::ostream& out) { out << j.dump(1) << "\n"; });
-    std::error_code ec;
-    fs::rename(staging, final_dir, ec);
-    if (ec) fs::remove_all(staging);  // another process finished the same job first: its shard stands
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(staging, ec);
-    throw;
-  }
+    return j;
+  });
 }
 
 JobShard ShardStore::read(const JobSpec& job, std::size_t index) const {
-  const fs::path folder = fs::path(dir_) / id(job, index);
+  fs::path folder;
+  const nlohmann::json j = folder_.read(id(job, index), &folder);
   try {
-    const nlohmann::json j = nlohmann::json::parse(read_text(folder / "shard.json"));
     JobShard shard;
     for (const auto& r : j.value("runs", nlohmann::json::array())) shard.output.runs.push_back(run_from_json(r));
     for (const auto& l : j.at("layer_shift"))

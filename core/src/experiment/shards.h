@@ -1,15 +1,19 @@
 #pragma once
-// Job shards (private to the experiment module): each finished job of a sweep is kept in the output
-// folder, so an interrupted or failing sweep keeps what it finished, is resumed where it stopped, and
-// can be run one job per process (cluster arrays) and merged.
-//   DIR/jobs/config.yaml          the resolved config every shard belongs to (without provenance)
-//   DIR/jobs/<id>/shard.json      the job's runs, layer-shift rows, data files and provenance
-//   DIR/jobs/<id>/samples.xdqimg  the images the report shows for the job (strips, grids)
+// Job shards (private to the experiment module): each finished job of a sweep or an analysis is kept in
+// the output folder, so an interrupted or failing one keeps what it finished, is resumed where it
+// stopped, and can be run one job per process (cluster arrays) and merged.
+//   DIR/<kind>/config.yaml          the resolved config every shard belongs to (without provenance)
+//   DIR/<kind>/<id>/shard.json      the job's data; files it refers to lie beside it
+//   DIR/<kind>/<id>.phases.json     a job's finished phases while it runs (analysis jobs)
+// <kind> is `jobs` for `xdq run` and `analysis_jobs` for `xdq analyze`, so both can share one folder.
 // A shard folder is written under a temporary name and renamed when complete: it exists whole or not.
+#include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include "pipeline.h"
@@ -17,7 +21,29 @@
 
 namespace xdq {
 
-// Everything a finished job contributes to the merged results.
+class ShardFolder {
+ public:
+  // `out_dir` empty: no shards. Refuses (Error) a folder whose shards belong to another config.
+  ShardFolder(const ExperimentConfig& cfg, const std::string& out_dir, const std::string& kind);
+
+  bool enabled() const { return !dir_.empty(); }
+  bool done(const std::string& id) const;
+  // fill(staging folder) writes the shard's files there and returns shard.json's content.
+  void write(const std::string& id, const std::function<nlohmann::json(const std::filesystem::path&)>& fill) const;
+  // shard.json of a finished job, and its folder; an Error naming the file if it is unreadable.
+  nlohmann::json read(const std::string& id, std::filesystem::path* folder = nullptr) const;
+
+  // Checkpoints of an unfinished job: saved atomically after each phase, removed with the shard written.
+  void save_phases(const std::string& id, const nlohmann::json& phases) const;
+  std::optional<nlohmann::json> phases(const std::string& id) const;
+
+ private:
+  void record_config() const;
+  std::string dir_;     // DIR/<kind>, or "" when disabled
+  std::string config_;  // the resolved config text shards are checked against
+};
+
+// Everything a finished `xdq run` job contributes to the merged results.
 struct JobShard {
   JobOutput output;
   YAML::Node model_trace;          // the job's model: file hash, preprocessing, input shape, folded BN
@@ -26,21 +52,23 @@ struct JobShard {
   std::vector<SampleImages> test_samples;  // test-domain strips (carried by job 0)
 };
 
+// The shards of `xdq run`, in DIR/jobs, one per job of the plan.
 class ShardStore {
  public:
-  // `out_dir` empty: no shards. Refuses (Error) a folder whose shards belong to another config.
-  ShardStore(const ExperimentConfig& cfg, const std::string& out_dir);
+  ShardStore(const ExperimentConfig& cfg, const std::string& out_dir) : cfg_(cfg), folder_(cfg, out_dir, "jobs") {}
 
-  bool enabled() const { return !dir_.empty(); }
+  bool enabled() const { return folder_.enabled(); }
   std::string id(const JobSpec& job, std::size_t index) const;
-  bool done(const JobSpec& job, std::size_t index) const;
+  bool done(const JobSpec& job, std::size_t index) const { return folder_.done(id(job, index)); }
   void write(const JobSpec& job, std::size_t index, const JobShard& shard) const;
   JobShard read(const JobSpec& job, std::size_t index) const;
 
  private:
   const ExperimentConfig& cfg_;
-  std::string dir_;     // DIR/jobs, or "" when disabled
-  std::string config_;  // the resolved config text shards are checked against
+  ShardFolder folder_;
 };
+
+// Characters safe in a file name (others become '_').
+std::string file_name_safe(const std::string& text);
 
 }  // namespace xdq

@@ -9,36 +9,75 @@
 
 namespace xdq {
 
+namespace {
+
+// The value `value` becomes after the element-wise activations that alone read it (conv -> ReLU).
+int after_activations(const Graph& g, int value) {
+  for (;;) {
+    if (std::count(g.outputs.begin(), g.outputs.end(), value) > 0) return value;
+    const auto readers = g.consumers(value);
+    if (readers.size() != 1 || !is_activation_op(g.nodes[readers[0]])) return value;
+    value = g.nodes[readers[0]].outputs[0];
+  }
+}
+
+bool is_add(const Node& n) { return strip_inplace(n.op) == "aten::add"; }
+
+}  // namespace
+
 QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : graph_(std::move(folded)) {
+  const bool outputs = settings.scheme.placement == Placement::LayerOutputs;
   for (int node : graph_.layer_nodes()) {
     int w_bits = settings.w_bits, a_bits = settings.a_bits;
-    for (const auto& o : settings.overrides)
-      if (override_matches(o, graph_, node)) {
-        if (o.w_bits) w_bits = *o.w_bits;
-        if (o.a_bits) a_bits = *o.a_bits;
-      }
+    for (const auto* list : {&settings.scheme.overrides, &settings.overrides})
+      for (const auto& o : *list)
+        if (override_matches(o, graph_, node)) {
+          if (o.w_bits) w_bits = *o.w_bits;
+          if (o.a_bits) a_bits = *o.a_bits;
+        }
     QuantizedLayer layer;
     layer.node = node;
     layer.spec = settings.scheme.weight_spec(w_bits);
     layers_.push_back(layer);
-
-    const int value = graph_.nodes[node].inputs[0];
-    auto existing = std::find_if(activations_.begin(), activations_.end(),
-                                 [&](const ActivationQuantizer& a) { return a.value == value; });
-    const int producer = graph_.producer(value);
-    const bool nonnegative = producer >= 0 && output_is_nonnegative(graph_, graph_.nodes[producer]);
-    const QuantSpec spec = settings.scheme.activation_spec(a_bits, nonnegative);
-    if (existing != activations_.end()) {
-      // Shared input (a block input read by conv1 and the shortcut): the widest request wins.
-      if (spec.bits > existing->spec.bits) existing->spec = spec;
+    const Node& n = graph_.nodes[node];
+    if (!outputs) {
+      add_activation(n.inputs[0], n.name + ":input", a_bits, settings.scheme);
       continue;
     }
-    ActivationQuantizer act;
-    act.value = value;
-    act.name = graph_.nodes[node].name + ":input";
-    act.spec = spec;
-    activations_.push_back(act);
+    const int value = after_activations(graph_, n.outputs[0]);
+    const auto readers = graph_.consumers(value);
+    const bool branch_end = !readers.empty() && std::all_of(readers.begin(), readers.end(), [&](int r) {
+      return is_add(graph_.nodes[r]);
+    });
+    if (!branch_end) add_activation(value, n.name + ":output", a_bits, settings.scheme);
   }
+  if (!outputs) return;
+  for (int merge : merge_nodes(graph_))
+    if (is_add(graph_.nodes[merge]))
+      add_activation(after_activations(graph_, graph_.nodes[merge].outputs[0]), graph_.nodes[merge].name + ":output",
+                     settings.a_bits, settings.scheme);
+  std::stable_sort(activations_.begin(), activations_.end(), [&](const auto& a, const auto& b) {
+    return graph_.producer(a.value) < graph_.producer(b.value);  // forward order, as the reference code meets them
+  });
+}
+
+void QuantizedModel::add_activation(int value, const std::string& name, int bits, const Scheme& scheme) {
+  if (std::count(graph_.outputs.begin(), graph_.outputs.end(), value) > 0) return;  // the model output: never
+  const int producer = graph_.producer(value);
+  const bool nonnegative = producer >= 0 && output_is_nonnegative(graph_, graph_.nodes[producer]);
+  const QuantSpec spec = scheme.activation_spec(bits, nonnegative);
+  auto existing = std::find_if(activations_.begin(), activations_.end(),
+                               [&](const ActivationQuantizer& a) { return a.value == value; });
+  if (existing != activations_.end()) {
+    // Shared input (a block input read by conv1 and the shortcut): the widest request wins.
+    if (spec.bits > existing->spec.bits) existing->spec = spec;
+    return;
+  }
+  ActivationQuantizer act;
+  act.value = value;
+  act.name = name;
+  act.spec = spec;
+  activations_.push_back(act);
 }
 
 void QuantizedModel::set_activation_range(std::size_t i, const Range& range, const std::string& source) {

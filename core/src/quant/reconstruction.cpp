@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <iomanip>
+#include <limits>
 #include <map>
 #include <optional>
 #include <ostream>
@@ -56,11 +57,15 @@ void absorb(ReconstructionUnit& a, const ReconstructionUnit& b) {
   a.layers.insert(a.layers.end(), b.layers.begin(), b.layers.end());
 }
 
-// sum over channels of the squared error (weighted), mean over batch and positions.
-at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight) {
-  at::Tensor err = (out - target).pow(2);
+// sum over channels of |error|^p (weighted), mean over batch and positions.
+at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p = 2) {
+  at::Tensor err = p == 2 ? (out - target).pow(2) : (out - target).abs().pow(p);
   if (weight.defined()) err = err * weight.pow(2);
   return out.dim() > 1 ? err.sum(1).mean() : err.mean();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 std::string format_loss(double v) {
@@ -87,8 +92,16 @@ class Engine {
     // A unit starts where its inputs are tensors (not between a chunk and its items).
     const std::vector<bool> is_tensor = fp_.tensor_values(ctx_.calibration.slice(0, 0, 1));
     for (auto& u : units) u.first = fp_.tensor_inputs_start(u.first, u.last, is_tensor);
+    // The BRECQ code keeps the first layer at nearest rounding (ignore_reconstruction), both passes.
+    if (opt_.skip_first && !units.empty() && units.front().layers == std::vector<int>{graph_.layer_nodes().front()})
+      units.erase(units.begin());
+    // The reference code initialises activation ranges once the weights they see are final: before the
+    // rounding when activations are quantized while it is learned, else after it.
+    const bool initialize = opt_.init_images > 0 && ctx_.activations;
+    if (initialize && opt_.act_quant) initialize_activation_ranges(ctx_, opt_.init_images, opt_.p);
     std::vector<UnitReport> reports;
     for (std::size_t k = 0; k < units.size(); ++k) reports.push_back(round_unit(units[k], k, units.size()));
+    if (initialize && !opt_.act_quant) initialize_activation_ranges(ctx_, opt_.init_images, opt_.p);
     if (opt_.act_steps == "after" && ctx_.activations)
       for (std::size_t k = 0; k < units.size(); ++k) learn_steps_after(units[k], k, units.size(), reports[k]);
     return reports;
@@ -272,9 +285,10 @@ class Engine {
   UnitReport round_unit(const ReconstructionUnit& u, std::size_t k, std::size_t n) {
     const auto start = std::chrono::steady_clock::now();
     UnitReport report;
-    report.name = u.name;
+    report.name = report.timing.name = u.name;
     const bool act_quant = opt_.act_quant && ctx_.activations;
     Cached c = cache_unit(u, act_quant);
+    report.timing.caching_seconds = seconds_since(start);
     report.loss_nearest = unit_loss(u, c, act_quant);
 
     std::vector<at::Tensor> logits;
@@ -330,8 +344,8 @@ class Engine {
       if (t % opt_.record_every == 0 || t + 1 == opt_.iters) report.curve.push_back({t, rec_value, round_value, beta});
       bar.update(t + 1, "rec " + format_loss(rec_value) + " round " + format_loss(round_value));
     }
-    report.seconds_per_iteration =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count() / static_cast<double>(opt_.iters);
+    report.timing.iterations = opt_.iters;
+    report.timing.seconds_per_iteration = seconds_since(loop_start) / static_cast<double>(opt_.iters);
     for (std::size_t l = 0; l < u.layers.size(); ++l) {
       QuantizedLayer& layer = (*ctx_.layers)[layer_index_.at(u.layers[l])];
       const at::Tensor hard = (logits[l].detach() >= 0).to(at::kFloat);
@@ -339,7 +353,7 @@ class Engine {
     }
     for (const auto& s : steps) (*ctx_.activations)[s.act].qparams.scale = s.scale.detach().clone().reshape({});
     report.loss_final = unit_loss(u, c, act_quant);
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    report.timing.seconds = seconds_since(start);
     bar.finish("loss " + format_loss(report.loss_nearest) + " (nearest) -> " + format_loss(report.loss_final));
     return report;
   }
@@ -349,6 +363,7 @@ class Engine {
   void learn_steps_after(const ReconstructionUnit& u, std::size_t k, std::size_t n, UnitReport& report) {
     const auto start = std::chrono::steady_clock::now();
     Cached c = cache_unit(u, true);
+    const double caching = seconds_since(start);
     Executor exec(graph_);
     for (int node : u.layers) exec.set_weight(node, (*ctx_.layers)[layer_index_.at(node)].quantized_weight);
     std::vector<Step> steps;
@@ -360,10 +375,11 @@ class Engine {
     ProgressBar bar(ctx_.progress, label(u, k, n) + " steps", opt_.act_iters);
     const std::int64_t count = c.fp_out.size(0);
     const double before = unit_loss(u, c, true);
+    const auto loop_start = std::chrono::steady_clock::now();
     for (std::int64_t t = 0; t < opt_.act_iters; ++t) {
       const at::Tensor idx = at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count));
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, false), {u.output_value})[0];
-      const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx), at::Tensor());
+      const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx), at::Tensor(), opt_.p);
       const double value = loss.item<double>();
       check_finite(value, u, t);
       loss.backward();
@@ -375,9 +391,12 @@ class Engine {
       }
       bar.update(t + 1, "rec " + format_loss(value));
     }
+    report.timing.step_iterations = opt_.act_iters;
+    report.timing.step_seconds_per_iteration = seconds_since(loop_start) / static_cast<double>(opt_.act_iters);
+    report.timing.step_caching_seconds = caching;
     for (const auto& s : steps) (*ctx_.activations)[s.act].qparams.scale = s.scale.detach().clone().reshape({});
     report.loss_final = unit_loss(u, c, true);
-    report.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    report.timing.seconds += seconds_since(start);
     bar.finish("loss " + format_loss(before) + " -> " + format_loss(report.loss_final));
   }
 
@@ -395,10 +414,12 @@ void write_curves(RoundingContext& ctx, const ReconstructionOptions& opt, const 
   for (char& ch : base)
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-') ch = '_';
   std::ostringstream csv;
-  csv << "unit,iteration,reconstruction_loss,rounding_loss,beta\n" << std::setprecision(8);
+  csv << "unit,iteration,reconstruction_loss,rounding_loss,beta,unit_seconds_per_iteration,unit_caching_seconds\n"
+      << std::setprecision(8);
   for (const auto& r : reports)
     for (const auto& p : r.curve)
-      csv << r.name << "," << p.iteration << "," << p.reconstruction << "," << p.rounding << "," << p.beta << "\n";
+      csv << r.name << "," << p.iteration << "," << p.reconstruction << "," << p.rounding << "," << p.beta << ","
+          << r.timing.seconds_per_iteration << "," << r.timing.caching_seconds << "\n";
   (*ctx.files)[base + ".csv"] = csv.str();
 }
 
@@ -547,6 +568,15 @@ OptionSchema reconstruction_schema(const ReconstructionOptions& d) {
       OptionSpec::number("act_after_lr", d.act_after_lr, "Adam learning rate of the 'after' pass (cosine-annealed)")
           .range(0, 10, true),
       OptionSpec::flag("lsq_grad_scale", d.lsq_grad_scale, "scale step gradients by 1/sqrt(numel * qmax) as LSQ"),
+      OptionSpec::flag("skip_first", d.skip_first,
+                       "leave the first conv/linear at nearest rounding, its output step unlearned, when it is a unit "
+                       "alone (the BRECQ code's ignore_reconstruction)"),
+      OptionSpec::number("p", d.p, "exponent of the 'after' step loss sum|out - target|^p and of the init_images search (BRECQ: 2.4)")
+          .range(1, 10),
+      OptionSpec::integer("init_images", d.init_images,
+                          "re-initialise activation ranges on this many calibration images through the model quantized "
+                          "so far, Lp search of 80 candidates (BRECQ/QDrop code: 64); 0 keeps the calibrator's ranges")
+          .range(0, 1 << 20),
       OptionSpec::integer("record_every", d.record_every, "loss-curve sampling interval (iterations)").range(1, 1e7),
   };
 }
@@ -571,6 +601,9 @@ ReconstructionOptions reconstruction_options(const Options& o, const std::string
   r.act_iters = o.integer("act_iters");
   r.act_after_lr = o.number("act_after_lr");
   r.lsq_grad_scale = o.flag("lsq_grad_scale");
+  r.p = o.number("p");
+  r.skip_first = o.flag("skip_first");
+  r.init_images = o.integer("init_images");
   r.record_every = o.integer("record_every");
   if (r.act_steps == "joint" && !r.act_quant)
     throw Error(method + ": act_steps 'joint' needs act_quant: true (the steps are learned while quantizing)");
@@ -578,10 +611,48 @@ ReconstructionOptions reconstruction_options(const Options& o, const std::string
   return r;
 }
 
+void initialize_activation_ranges(RoundingContext& context, std::int64_t count, double p) {
+  const Graph& g = *context.graph;
+  auto& acts = *context.activations;
+  const at::Tensor images = context.calibration.slice(0, 0, std::min(count, context.calibration.size(0)));
+  std::vector<std::size_t> order(acts.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return g.producer(acts[a].value) < g.producer(acts[b].value); });
+  at::NoGradGuard no_grad;
+  for (std::size_t i : order) {
+    ActivationQuantizer& act = acts[i];
+    const int producer = g.producer(act.value);
+    Executor exec(g);
+    for (const auto& layer : *context.layers)
+      if (layer.quantized_weight.defined()) exec.set_weight(layer.node, layer.quantized_weight);
+    for (const auto& earlier : acts)
+      if (g.producer(earlier.value) < producer) {
+        const QParams q = earlier.qparams;
+        exec.set_value_hook(earlier.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
+      }
+    const at::Tensor x = producer < 0 ? images : exec.run_nodes(0, producer + 1, {{g.inputs.at(0), images}}, {act.value})[0];
+    const double lo = x.min().item<double>(), hi = x.max().item<double>();
+    double best = std::numeric_limits<double>::infinity();
+    for (int k = 0; k < 80; ++k) {
+      const Range r{lo * (1 - 0.01 * k), hi * (1 - 0.01 * k)};
+      const QParams q = qparams_from_range(act.spec, r);
+      const double score = (fake_quantize(x, q) - x).abs().pow(p).mean().item<double>();
+      if (score < best) {
+        best = score;
+        act.range = r;
+        act.qparams = q;
+      }
+    }
+  }
+}
+
 std::vector<UnitReport> reconstruct(RoundingContext& context, const ReconstructionOptions& options) {
   Engine engine(context, options);
   std::vector<UnitReport> reports = engine.run();
   write_curves(context, options, reports);
+  if (context.timings)
+    for (const auto& r : reports) context.timings->push_back(r.timing);
   return reports;
 }
 

@@ -12,10 +12,17 @@
 
 namespace xdq {
 
-Scheme Scheme::from_config(const std::string& name, const ConfigNode& node) {
-  node.check_keys({"weights", "activations"});
+Scheme Scheme::from_config(const std::string& name, const ConfigNode& node, const std::string& base) {
+  node.check_keys({"weights", "activations", "placement", "overrides"});
   Scheme s;
   s.name = name;
+  if (node.has("placement")) {
+    const std::string placement = node["placement"].as_string();
+    if (placement != "layer_inputs" && placement != "layer_outputs")
+      node["placement"].fail("expected layer_inputs or layer_outputs");
+    s.placement = placement == "layer_outputs" ? Placement::LayerOutputs : Placement::LayerInputs;
+  }
+  if (node.has("overrides")) parse_layer_overrides(node["overrides"], base, s.overrides);
   const ConfigNode w = node["weights"];
   w.check_keys({"symmetric", "per_channel", "narrow_range", "pow2_scale"});
   s.weights.symmetric = w.get("symmetric", s.weights.symmetric);
@@ -42,7 +49,8 @@ Scheme Scheme::load(const std::string& name_or_path, const std::string& dir) {
       if (e.path().extension() == ".yaml") known += (known.empty() ? "" : ", ") + e.path().stem().string();
     throw Error("unknown quantization preset '" + name_or_path + "' (available: " + known + ")");
   }
-  return from_config(is_path ? std::filesystem::path(path).stem().string() : name_or_path, ConfigNode::load_file(path));
+  return from_config(is_path ? std::filesystem::path(path).stem().string() : name_or_path, ConfigNode::load_file(path),
+                     std::filesystem::path(path).parent_path().string());
 }
 
 QuantSpec Scheme::weight_spec(int bits) const {
@@ -58,11 +66,44 @@ QuantSpec Scheme::activation_spec(int bits, bool nonnegative) const {
   return s;
 }
 
+void parse_layer_overrides(const ConfigNode& list, const std::string& base, std::vector<LayerOverride>& out) {
+  const auto parse = [&out](const auto& self, const ConfigNode& items, const std::filesystem::path& folder, int depth) -> void {
+    if (!items.is_sequence()) items.fail("expected a list of {layers, w_bits, a_bits} or {include: file}");
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const ConfigNode o = items[i];
+      if (o.has("include")) {
+        o.check_keys({"include"});
+        if (depth > 8) o["include"].fail("includes nested too deeply");
+        const std::filesystem::path file = std::filesystem::absolute(folder / o["include"].as_string()).lexically_normal();
+        const ConfigNode included = ConfigNode::load_file(file.string());
+        included.check_keys({"overrides"});
+        self(self, included["overrides"], file.parent_path(), depth + 1);
+        continue;
+      }
+      o.check_keys({"layers", "w_bits", "a_bits"});
+      LayerOverride lo;
+      lo.layers = o["layers"].as_string_list();
+      lo.where = o["layers"].where();
+      if (o.has("w_bits")) {
+        lo.w_bits = static_cast<int>(o["w_bits"].as_int());
+        if (*lo.w_bits < 2 || *lo.w_bits > 8) o["w_bits"].fail("expected an integer in [2, 8]");
+      }
+      if (o.has("a_bits")) {
+        lo.a_bits = static_cast<int>(o["a_bits"].as_int());
+        if (*lo.a_bits < 2 || *lo.a_bits > 16) o["a_bits"].fail("expected an integer in [2, 16]");
+      }
+      out.push_back(lo);
+    }
+  };
+  parse(parse, list, base, 0);
+}
+
 bool override_matches(const LayerOverride& o, const Graph& graph, int node) {
   const auto layers = graph.layer_nodes();
   for (const auto& pattern : o.layers) {
     if (pattern == "first" && !layers.empty() && layers.front() == node) return true;
     if (pattern == "last" && !layers.empty() && layers.back() == node) return true;
+    if (pattern == "penultimate" && layers.size() >= 2 && layers[layers.size() - 2] == node) return true;
     if (fnmatch(pattern.c_str(), graph.nodes[node].name.c_str(), 0) == 0) return true;
   }
   return false;
@@ -88,7 +129,7 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
 void check_override_patterns(const LayerOverride& o, const Graph& graph) {
   const auto layers = graph.layer_nodes();
   for (const auto& pattern : o.layers) {
-    if (pattern == "first" || pattern == "last") continue;
+    if (pattern == "first" || pattern == "last" || pattern == "penultimate") continue;
     LayerOverride one{{pattern}, {}, {}, {}};
     if (std::any_of(layers.begin(), layers.end(), [&](int n) { return override_matches(one, graph, n); })) continue;
     std::vector<std::pair<std::size_t, std::string>> ranked;

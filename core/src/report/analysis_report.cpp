@@ -172,13 +172,21 @@ std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, 
   std::ostringstream report;
   report << report_header(cfg, run.threads);
   for (const SettingAnalysis& a : run.settings) render(cfg, a, report, files);
-  files["report.md"] = report.str();
+  if (!run.missing_jobs.empty()) {
+    report << "Missing (no shard yet):";
+    for (const auto& id : run.missing_jobs) report << " `" << id << "`";
+    report << "\n";
+  }
+  files["analysis.md"] = report.str();
   return files;
 }
 
-void run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                     std::ostream& progress) {
-  write_files_atomically(out_dir, analysis_report(cfg, run_analysis(cfg, registry, progress)));
+AnalysisRun run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
+                            std::ostream& progress, RunOptions options) {
+  options.out_dir = out_dir;
+  AnalysisRun run = run_analysis(cfg, registry, progress, options);
+  if (!options.only_job) write_files_atomically(out_dir, analysis_report(cfg, run));
+  return run;
 }
 
 }  // namespace xdq

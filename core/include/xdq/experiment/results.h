@@ -2,13 +2,16 @@
 // The results contract (later features extend it, never break it):
 // results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
 //   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
-//   "seconds"}]}
+//   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
+//   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs)}]}
 // with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no
 // results. results.csv has one row per run x test domain. Written by report/results_tables.h.
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
+
+#include "xdq/quant/unit_timing.h"
 
 namespace xdq {
 
@@ -30,6 +33,7 @@ struct RunResult {
   std::uint64_t calibration_seed = 0;
   std::vector<DomainResult> results;
   double seconds = 0.0;
+  std::vector<UnitTiming> units;  // where a reconstruction spent its time, per unit
   std::string error;  // non-empty: the run failed (the message names the plugin or file)
   bool failed() const { return !error.empty(); }
 };

@@ -11,6 +11,7 @@
 
 #include "xdq/ir/graph.h"
 #include "xdq/quant/quantizer.h"
+#include "xdq/quant/unit_timing.h"
 
 namespace xdq {
 
@@ -39,6 +40,7 @@ struct RoundingContext {
   std::ostream* progress = nullptr;       // progress lines (may be null)
   std::map<std::string, std::string>* files = nullptr;  // report files to write, name -> bytes (may be null)
   std::string run_name;                   // unique per run, a prefix for those file names
+  std::vector<UnitTiming>* timings = nullptr;  // filled by unit-by-unit optimizers (may be null)
 };
 
 }  // namespace xdq

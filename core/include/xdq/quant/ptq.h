@@ -2,8 +2,9 @@
 // Post-training quantization of a (BN-folded) graph: where the quantizers sit, their ranges, weight
 // ranges, and the fake-quantized executor. Plugins act on it through xdq/plugin/quantize.h.
 //
-// Placement: every conv/linear weight, and every value a conv/linear reads (the model input included),
-// as the papers' academic setting does; a value read by several layers gets one quantizer.
+// Placement: every conv/linear weight; activations as the preset's Placement says (scheme.h), by default
+// every value a conv/linear reads (the model input included); a value read by several layers gets one
+// quantizer, never the model output.
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,8 @@ class QuantizedModel {
   Executor executor() const;
 
  private:
+  void add_activation(int value, const std::string& name, int bits, const Scheme& scheme);
+
   Graph graph_;
   std::vector<QuantizedLayer> layers_;
   std::vector<ActivationQuantizer> activations_;

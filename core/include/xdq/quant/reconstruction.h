@@ -17,7 +17,6 @@
 #include <ATen/ATen.h>
 
 #include "xdq/config/options.h"
-#include "xdq/config/options.h"
 #include "xdq/quant/model_view.h"
 
 namespace xdq {
@@ -74,6 +73,9 @@ struct ReconstructionOptions {
   std::int64_t act_iters = 500;  // iterations per unit of the "after" pass
   double act_after_lr = 4e-4;
   bool lsq_grad_scale = true;
+  bool skip_first = false;     // the first layer, when a unit alone, keeps nearest rounding (BRECQ code)
+  double p = 2;                // exponent of the 'after' step loss and of the init_images range search
+  std::int64_t init_images = 0;  // > 0: activation ranges re-initialised on this many images (reference code)
   std::int64_t record_every = 10;  // loss-curve sampling
 };
 
@@ -85,14 +87,19 @@ struct UnitReport {
   std::string name;
   double loss_nearest = 0;  // reconstruction loss over the calibration set, nearest rounding
   double loss_final = 0;    // ... with the learned (hard) rounding
-  double seconds = 0;
-  double seconds_per_iteration = 0;  // the rounding loop alone (sampling, forward, backward, Adam)
+  UnitTiming timing;
   struct Point {
     std::int64_t iteration;
     double reconstruction, rounding, beta;
   };
   std::vector<Point> curve;
 };
+
+// The activation-range initialisation of the BRECQ / QDrop reference code: in forward order, each range
+// from the first `count` calibration images through the model as quantized now (the layers' quantized
+// weights, earlier activation quantizers on), by an Lp search over 80 candidates [min, max] * (1 - 0.01 k)
+// keeping the least mean |x - Q(x)|^p.
+void initialize_activation_ranges(RoundingContext& context, std::int64_t count, double p);
 
 // Fills context.layers' quantized weights (and learned activation steps). Writes the loss curves as
 // <run_name>_curves.csv into context.files when given (the report draws them); progress to context.progress.

@@ -13,14 +13,33 @@ namespace xdq {
 
 class ConfigNode;
 
+// `layers`: module paths or globs ("layer1.*"), or the words first / last / penultimate (conv/linear
+// layers in graph order).
+struct LayerOverride {
+  std::vector<std::string> layers;
+  std::optional<int> w_bits, a_bits;  // a_bits: the activation quantizer of the layer (see Placement)
+  std::string where;                  // file:line key of `layers`, for errors
+};
+
+// Where activation quantizers sit.
+//   LayerInputs:  every value a conv/linear reads, the model input included; an override's a_bits is the
+//                 bits of the layer's input (the academic setting).
+//   LayerOutputs: what the BRECQ / QDrop / AdaRound reference code quantizes: each conv/linear output after
+//                 its activation function, unless the output only feeds a residual add (a branch end) or
+//                 is the model output; each residual add's output after its activation function; never
+//                 the model input. An override's a_bits is the bits of the layer's output quantizer.
+enum class Placement { LayerInputs, LayerOutputs };
+
 struct Scheme {
   std::string name = "academic";
   QuantSpec weights{8, false, true, false, false, false};
   QuantSpec activations{8, false, false, false, true, false};
   bool unsigned_after_relu = true;  // symmetric activations after ReLU use the unsigned grid
+  Placement placement = Placement::LayerInputs;
+  std::vector<LayerOverride> overrides;  // the preset's own (a paper's first/last rule), before the run's
 
-  // Reads a preset file's map (weights, activations).
-  static Scheme from_config(const std::string& name, const ConfigNode& node);
+  // Reads a preset file's map (weights, activations, placement, overrides); `base`: the file's folder.
+  static Scheme from_config(const std::string& name, const ConfigNode& node, const std::string& base = "");
   // Named preset from `dir` (<dir>/<name>.yaml), or a path to a .yaml file.
   static Scheme load(const std::string& name_or_path, const std::string& dir);
 
@@ -28,12 +47,9 @@ struct Scheme {
   QuantSpec activation_spec(int bits, bool nonnegative) const;
 };
 
-// `layers`: module paths or globs ("layer1.*"), or the words first / last (the first and last conv/linear).
-struct LayerOverride {
-  std::vector<std::string> layers;
-  std::optional<int> w_bits, a_bits;  // a_bits: the activation read by the layer
-  std::string where;                  // file:line key of `layers`, for errors
-};
+// An `overrides` list: items {layers, w_bits, a_bits}, or {include: FILE} naming a YAML file whose own
+// `overrides` list is read in place (what `xdq analyze` writes); relative paths start at `base`.
+void parse_layer_overrides(const ConfigNode& list, const std::string& base, std::vector<LayerOverride>& out);
 
 bool override_matches(const LayerOverride& o, const Graph& graph, int node);
 // Throws an Error (at o.where) for a pattern that matches no conv/linear layer of `graph`, listing the
