@@ -20,6 +20,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
+#include <stdexcept>
 #include <sstream>
 #include <functional>
 #include <string>
@@ -56,15 +58,49 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "usage: xdq_bench [--threads N] [--rounds R] [MODEL.pt]\n"
+    "  xdq against its floors (plain ATen / TorchScript), side by side in one run; ratios printed.\n"
+    "  --threads N  intra-op threads (0: all cores; default 0)\n"
+    "  --rounds R   rounds per measurement, median reported (default 7)\n"
+    "  MODEL.pt     TorchScript model (default: the zoo's ResNet-20)\n";
+
+int run_bench(std::string model_path, int threads, int rounds);
+
 int main(int argc, char** argv) {
   std::string model_path = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";
   int threads = 0, rounds = 7;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
-    else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
-    else model_path = a;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--help" || a == "-h") {
+        std::cout << kUsage;
+        return 0;
+      }
+      if ((a == "--threads" || a == "--rounds") && i + 1 < argc) {
+        const int value = std::stoi(argv[++i]);
+        if (value < (a == "--rounds" ? 1 : 0)) throw std::invalid_argument(a + " out of range");
+        (a == "--threads" ? threads : rounds) = value;
+      } else if (a.rfind("-", 0) == 0) {
+        std::cerr << "xdq_bench: unknown option " << a << "\n" << kUsage;
+        return 2;
+      } else {
+        model_path = a;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "xdq_bench: bad number (" << e.what() << ")\n" << kUsage;
+    return 2;
   }
+  try {
+    return run_bench(model_path, threads, rounds);
+  } catch (const std::exception& e) {
+    std::cerr << "xdq_bench: error: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+int run_bench(std::string model_path, int threads, int rounds) {
   threads = apply_thread_count(threads);
   auto& registry = global_registry();
   registry.scan(plugin_search_dirs());

@@ -182,6 +182,31 @@ TEST(GapMatrix, MeansStdsAndGapsComputedByHand) {
   EXPECT_NE(md.find("| B | -35.00 | +0.00 |"), std::string::npos) << md;  // 50 - 85 on A
 }
 
+// results.csv is RFC 4180: a field with a comma or a quote is quoted (quotes doubled); a failed run has
+// one row with empty numbers and status `failed`.
+TEST(ResultsCsv, QuotesFieldsAndKeepsFailedRunsWithoutNumbers) {
+  ExperimentResults results;
+  RunResult ok;
+  ok.id = "m/w4a4/p,99/nearest/n8";
+  ok.model = "m";
+  ok.calibrator = "p,99";
+  ok.rounding = "say \"hi\"";
+  ok.passes = {"bn_reestimate", "bias_correction"};
+  ok.results = {{"A", 10, 0.5, 0.25}};
+  RunResult failed = ok;
+  failed.id = "m/failed";
+  failed.results.clear();
+  failed.error = "plugin threw";
+  results.runs = {ok, failed};
+  const std::string csv = results_csv(results);
+  const std::string header = csv.substr(0, csv.find('\n'));
+  EXPECT_EQ(header.substr(header.rfind(",seconds,")), ",seconds,passes,status");
+  EXPECT_NE(csv.find("\n\"m/w4a4/p,99/nearest/n8\",m,8,8,\"p,99\",\"say \"\"hi\"\"\","), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nm/failed,m,8,8,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed\n"), std::string::npos) << csv;
+}
+
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
   const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("good.yaml") + " --out " + dir.file("out"));
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -17,6 +17,9 @@
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/train/trainer.h"
+#include "xdq/version.h"
+
+#include <torch/version.h>
 
 namespace {
 
@@ -260,6 +263,7 @@ int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& 
 
 int main(int argc, char** argv) {
   CLI::App app{"xdq: data-free and cross-domain post-training quantization"};
+  app.set_version_flag("--version", std::string("xdq ") + XDQ_VERSION + " (LibTorch " + TORCH_VERSION + ")");
   app.require_subcommand(1);
   Args args;
   define_commands(app, args);

@@ -1,4 +1,5 @@
 #include "xdq/report/results_tables.h"
+#include "xdq/version.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +14,7 @@ namespace xdq {
 std::string results_json(const ExperimentResults& results) {
   nlohmann::ordered_json root;
   root["experiment"] = results.experiment;
+  root["xdq_version"] = XDQ_VERSION;
   root["runs"] = nlohmann::ordered_json::array();
   for (const auto& r : results.runs) {
     nlohmann::ordered_json run;
@@ -51,15 +53,37 @@ std::string results_json(const ExperimentResults& results) {
   return root.dump(2) + "\n";
 }
 
+namespace {
+// An RFC 4180 field: quoted when it holds a comma, a quote or a line break (quotes doubled).
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+}  // namespace
+
 std::string results_csv(const ExperimentResults& results) {
   std::ostringstream out;
-  out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,calibration_seed,domain,n,fp32_top1,quant_top1,seconds\n";
+  out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,"
+         "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status\n";
   out << std::setprecision(6);
-  for (const auto& r : results.runs)
-    for (const auto& d : r.results)
-      out << r.id << "," << r.model << "," << r.w_bits << "," << r.a_bits << "," << r.calibrator << "," << r.rounding
-          << "," << r.calibration_source << "," << r.calibration_count << "," << r.calibration_domain << "," << r.calibration_seed << "," << d.domain << "," << d.n << ","
-          << d.fp32_top1 << "," << d.quant_top1 << "," << r.seconds << "\n";
+  for (const auto& r : results.runs) {
+    std::string passes;
+    for (const auto& p : r.passes) passes += (passes.empty() ? "" : "+") + p;
+    const auto row = [&](const DomainResult* d) {
+      out << csv_field(r.id) << "," << csv_field(r.model) << "," << r.w_bits << "," << r.a_bits << "," << csv_field(r.calibrator)
+          << "," << csv_field(r.rounding) << "," << csv_field(r.calibration_source) << "," << r.calibration_count << ","
+          << csv_field(r.calibration_domain) << "," << r.calibration_seed << ",";
+      if (d)
+        out << csv_field(d->domain) << "," << d->n << "," << d->fp32_top1 << "," << d->quant_top1;
+      else
+        out << ",,,";  // a failed run: one row with no numbers, so it is neither absent nor read as 0 %
+      out << "," << r.seconds << "," << csv_field(passes) << "," << (d ? "ok" : "failed") << "\n";
+    };
+    if (r.failed()) row(nullptr);
+    for (const auto& d : r.results) row(&d);
+  }
   return out.str();
 }
 
