@@ -1,7 +1,8 @@
 # xdq_add_plugin(NAME KIND SOURCES...)
 # Builds one plugin library with the flags every plugin shares: hidden visibility (only the entry symbol
 # is exported), the host's C++ standard and LibTorch ABI. The library lands in XDQ_PLUGIN_OUTPUT_DIR
-# (build/plugins/ in-tree) as xdq_<kind>_<name>.so, where the host's plugin search finds it.
+# (build/plugins/ in-tree) as xdq_<kind>_<name>.so, where the host's plugin search finds it; with
+# XDQ_PLUGIN_INSTALL_DIR set (xdq's own plugins) it is also installed there.
 function(xdq_add_plugin NAME KIND)
   set(sources ${ARGN})
   set(target xdq_${KIND}_${NAME})
@@ -19,5 +20,9 @@ function(xdq_add_plugin NAME KIND)
     VISIBILITY_INLINES_HIDDEN ON)
   if(XDQ_PLUGIN_OUTPUT_DIR)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${XDQ_PLUGIN_OUTPUT_DIR})
+  endif()
+  if(XDQ_PLUGIN_INSTALL_DIR)
+    set_target_properties(${target} PROPERTIES INSTALL_RPATH "$ORIGIN/../..")  # lib/xdq/plugins -> lib
+    install(TARGETS ${target} LIBRARY DESTINATION ${XDQ_PLUGIN_INSTALL_DIR})
   endif()
 endfunction()

@@ -2,6 +2,7 @@
 // layer quantized, graphwise SQNR equals a hook-captured comparison, weight and activation statistics
 // equal their closed forms; `xdq analyze` writes the analysis.json contract and a mixed-precision
 // fragment that an experiment can include; an override naming no layer lists the closest names.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -175,6 +176,14 @@ TEST(AnalyzeCli, WritesTheContractAndAnIncludableMixedPrecisionFragment) {
   for (int n : layers) bytes += m.graph.nodes[n].weight.numel() * ((n == layers.front() || n == layers.back()) ? 1.0 : 0.5);
   EXPECT_EQ(j["search"][0]["size_bytes"].get<std::int64_t>(), static_cast<std::int64_t>(bytes));
   EXPECT_TRUE(std::filesystem::exists(dir.file("out/analysis.md")));
+  // analysis.csv: a header and the 22 layers, ranked; the top row is analysis.json's worst layer.
+  const std::string csv = test::read_text(dir.file("out/analysis.csv"));
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 23) << csv;
+  double worst = 1e9;
+  std::string worst_name;
+  for (const auto& l : j["layers"])
+    if (l["sqnr_db"].get<double>() < worst) worst = l["sqnr_db"].get<double>(), worst_name = l["name"].get<std::string>();
+  EXPECT_NE(csv.find("\nresnet20,w4a4,1," + worst_name + ","), std::string::npos) << csv;
   ASSERT_TRUE(std::filesystem::exists(dir.file("out/resnet20_w4a4/mixed_precision.yaml")));
 
   // The fragment, included by an experiment, reproduces the chosen bits.

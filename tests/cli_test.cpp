@@ -10,6 +10,7 @@
 #include <torch/csrc/jit/serialization/import.h>
 
 #include "test_util.h"
+#include "../core/cli/recorded_stderr.h"
 #include "xdq/data/fashion_mnist.h"
 #include "xdq/report/png.h"
 #include "xdq/report/results_tables.h"
@@ -182,6 +183,23 @@ TEST(GapMatrix, MeansStdsAndGapsComputedByHand) {
   EXPECT_NE(md.find("| B | -35.00 | +0.00 |"), std::string::npos) << md;  // 50 - 85 on A
 }
 
+// --quiet prints nothing on success; run.log keeps what a terminal would show: run lines with their
+// count and ETA, a progress line redrawn after '\r' once, no escape sequences.
+TEST_F(Cli, QuietRunKeepsItsProgressInRunLog) {
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("good.yaml") + " --quiet --out " + dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "");
+  const std::string log = test::read_text(dir.file("out/run.log"));
+  EXPECT_NE(log.find("[1/4] (ETA "), std::string::npos) << log;
+  EXPECT_NE(log.find("[4/4] tiny/"), std::string::npos) << log;  // the last run: no ETA
+  EXPECT_NE(log.find("xdq: wrote "), std::string::npos) << log;
+  {
+    xdq::cli::RecordedStderr recorded(true);
+    std::cerr << "bar 10%\r\033[Kbar 50%\r\033[Kbar 100%\nnext\n";
+    EXPECT_EQ(recorded.text(), "bar 100%\nnext\n");
+  }
+}
+
 // results.csv is RFC 4180: a field with a comma or a quote is quoted (quotes doubled); a failed run has
 // one row with empty numbers and status `failed`.
 TEST(ResultsCsv, QuotesFieldsAndKeepsFailedRunsWithoutNumbers) {
@@ -192,6 +210,7 @@ TEST(ResultsCsv, QuotesFieldsAndKeepsFailedRunsWithoutNumbers) {
   ok.calibrator = "p,99";
   ok.rounding = "say \"hi\"";
   ok.passes = {"bn_reestimate", "bias_correction"};
+  ok.calibrator_options = {{"percentile", "99.9"}, {"bins", "2048"}};
   ok.results = {{"A", 10, 0.5, 0.25}};
   RunResult failed = ok;
   failed.id = "m/failed";
@@ -200,11 +219,12 @@ TEST(ResultsCsv, QuotesFieldsAndKeepsFailedRunsWithoutNumbers) {
   results.runs = {ok, failed};
   const std::string csv = results_csv(results);
   const std::string header = csv.substr(0, csv.find('\n'));
-  EXPECT_EQ(header.substr(header.rfind(",seconds,")), ",seconds,passes,status");
+  EXPECT_EQ(header.substr(header.rfind(",seconds,")), ",seconds,passes,status,calibrator_options,rounding_options");
   EXPECT_NE(csv.find("\n\"m/w4a4/p,99/nearest/n8\",m,8,8,\"p,99\",\"say \"\"hi\"\"\","), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok,bins=2048;percentile=99.9,\n"), std::string::npos)
+      << csv;
   EXPECT_NE(csv.find("\nm/failed,m,8,8,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed,bins=2048;percentile=99.9,\n"), std::string::npos) << csv;
 }
 
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
@@ -312,6 +332,12 @@ TEST_F(Cli, SynthesizedDomainsAreCachedReloadedAndShownAsGrids) {
   };
   const auto hashes = set_hashes();
   ASSERT_EQ(hashes.size(), 2u);  // zq and g
+  // The synthesized set is also a file torch.load reads, named with the content hash the provenance gives.
+  const std::string pt = dir.file("out/sets/zq_tiny_n8_s3_" + hashes[0] + ".pt");
+  ASSERT_TRUE(fs::exists(pt)) << pt;
+  const auto loaded = test::run_command("/usr/bin/python3 -c \"import torch; d = torch.load('" + pt +
+                                        "'); x = d['images']; print(tuple(x.shape), x.dtype, bool(x.isfinite().all()), float(x.std()) > 0)\"");
+  EXPECT_NE(loaded.output.find("(8, 1, 28, 28) torch.float32 True True"), std::string::npos) << loaded.output;
 
   fs::remove_all(dir.file("out"));
   const auto second = run_variants(edits);

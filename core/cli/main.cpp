@@ -7,13 +7,15 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/dll/runtime_symbol_info.hpp>
-#include <nlohmann/json.hpp>
 
+#include "recorded_stderr.h"
 #include "submit.h"
 #include "xdq/error.h"
 #include "xdq/experiment/plan.h"
+#include "xdq/files.h"
 #include "xdq/report/analysis_report.h"
 #include "xdq/report/experiment_report.h"
+#include "xdq/report/plugin_catalog.h"
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/train/trainer.h"
@@ -27,36 +29,11 @@ namespace {
 // with failed runs (results written, failures recorded in them).
 constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitFailedRuns = 3;
 
-nlohmann::ordered_json option_json(const xdq::OptionSpec& o) {
-  nlohmann::ordered_json j;
-  j["name"] = o.name;
-  j["type"] = xdq::to_string(o.type);
-  j["default"] = xdq::to_string(o.default_value);
-  const std::string range = o.range_text();
-  if (!range.empty()) j["range"] = range;
-  j["doc"] = o.doc;
-  return j;
-}
-
 int list_plugins(bool json, const std::vector<std::string>& extra_dirs) {
   auto& registry = xdq::global_registry();
   const auto failures = registry.scan(xdq::plugin_search_dirs(extra_dirs));
   if (json) {
-    nlohmann::ordered_json out;
-    out["plugins"] = nlohmann::ordered_json::array();
-    for (const auto& r : registry.records()) {
-      nlohmann::ordered_json p;
-      p["kind"] = xdq::to_string(r.kind);
-      p["name"] = r.name;
-      p["version"] = r.version;
-      p["path"] = r.path;
-      p["summary"] = r.summary;
-      p["options"] = nlohmann::ordered_json::array();
-      for (const auto& o : r.options) p["options"].push_back(option_json(o));
-      out["plugins"].push_back(p);
-    }
-    out["errors"] = failures;
-    std::cout << out.dump(2) << std::endl;
+    std::cout << xdq::plugin_catalog_json(registry, failures) << std::endl;
   } else {
     for (const auto& r : registry.records()) {
       std::cout << xdq::to_string(r.kind) << "  " << r.name << "  " << r.version << "  " << r.path << "\n    "
@@ -182,7 +159,7 @@ int merge_command(const std::string& dir) {
 struct Args {
   std::string experiment, out_dir, merge_dir, model_path, recipe;
   std::vector<std::string> sets, plugin_dirs;
-  bool dry_run = false, json = false, use_slurm = false;
+  bool dry_run = false, json = false, use_slurm = false, quiet = false;
   std::optional<std::size_t> job;
   xdq::cli::SlurmOptions slurm;
   CLI::App *run = nullptr, *analyze = nullptr, *submit = nullptr, *merge = nullptr, *plugins = nullptr, *keys = nullptr,
@@ -194,6 +171,7 @@ CLI::App* experiment_command(CLI::App& app, const char* name, const char* doc, A
   cmd->add_option("experiment", a.experiment, "experiment YAML")->required();
   cmd->add_option("--out", a.out_dir, "output folder (default: runs/<experiment name>)");
   cmd->add_option("--set", a.sets, "override a config value: key.path=value (repeatable)");
+  cmd->add_flag("--quiet", a.quiet, "print errors only (the progress is still kept in the output folder's run.log)");
   return cmd;
 }
 
@@ -243,7 +221,18 @@ bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
   }
 }
 
+// A run or an analysis, its standard error kept as <out>/run.log (analyze.log) unless one job ran alone.
+int run_recorded(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& out) {
+  xdq::cli::RecordedStderr recorded(a.quiet);
+  const int status = *a.run ? run_experiment_command(cfg, out, false, a.job) : analyze_command(cfg, out, false, a.job);
+  if (!a.job)
+    xdq::write_file_atomically((std::filesystem::path(out) / (*a.run ? "run.log" : "analyze.log")).string(),
+                               [&](std::ostream& log) { log << recorded.text(); });
+  return status;
+}
+
 int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& out) {
+  if ((*a.run || *a.analyze) && !a.dry_run) return run_recorded(a, cfg, out);
   if (*a.run) return run_experiment_command(cfg, out, a.dry_run, a.job);
   if (*a.submit) return xdq::cli::submit_to_slurm(cfg, out, boost::dll::program_location().string(), a.slurm);
   if (*a.merge) return merge_command(a.merge_dir);

@@ -1,5 +1,7 @@
 #include "xdq/files.h"
 
+#include <boost/dll/runtime_symbol_info.hpp>
+
 #include <unistd.h>
 
 #include <atomic>
@@ -68,6 +70,12 @@ void write_files_atomically(const std::string& dir, const std::map<std::string, 
     if (dynamic_cast<const Error*>(&e)) throw;
     throw Error(dir + ": cannot write the results (" + e.what() + ")");
   }
+}
+
+std::string core_library_dir() {
+  boost::dll::fs::error_code ec;
+  const auto self = boost::dll::this_line_location(ec);
+  return ec ? std::string() : self.parent_path().string();
 }
 
 }  // namespace xdq

@@ -21,4 +21,8 @@ void write_file_atomically(const std::string& path, const std::function<void(std
 // not even the folder if this call created it.
 void write_files_atomically(const std::string& dir, const std::map<std::string, std::string>& files);
 
+// The folder holding libxdq_core.so: the build's lib/ or an installed prefix's lib/. Plugins and configs are
+// found from it, so an installed tree works wherever it is copied.
+std::string core_library_dir();
+
 }  // namespace xdq

@@ -685,22 +685,35 @@ std::string& ExperimentConfig::data_location(const std::string& key) {
   throw Error("no data location '" + key + "'");
 }
 
-ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
-                                 PluginRegistry& registry) {
+namespace {
+ExperimentConfig load_experiment_root(ConfigNode root, const std::string& file, const fs::path& base,
+                                      const std::vector<std::string>& overrides, PluginRegistry& registry) {
   ExperimentConfig cfg;
-  cfg.file = path;
-  ConfigNode root = ConfigNode::load_file(path);
+  cfg.file = file;
   for (const auto& kv : overrides) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos) throw Error("--set " + kv + ": expected key.path=value");
     root.set_path(kv.substr(0, eq), kv.substr(eq + 1));
   }
   cfg.root = root;
-  LoadContext ctx{fs::path(path).parent_path(), registry, {}, {}};
+  LoadContext ctx{base, registry, {}, {}};
   check_sections(root);
   for (const Key& key : experiment_keys()) read_key(key, root, cfg, ctx);
   check_after_reading(cfg);
   return cfg;
+}
+}  // namespace
+
+BitSetting parse_bit_setting(const ConfigNode& node) { return parse_bits(node); }
+
+ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
+                                 PluginRegistry& registry) {
+  return load_experiment_root(ConfigNode::load_file(path), path, fs::path(path).parent_path(), overrides, registry);
+}
+
+ExperimentConfig load_experiment_text(const std::string& text, const std::string& label, const std::string& base_dir,
+                                      const std::vector<std::string>& overrides, PluginRegistry& registry) {
+  return load_experiment_root(ConfigNode::parse(text, label), label, base_dir, overrides, registry);
 }
 
 std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance) {

@@ -87,6 +87,8 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
   run.a_bits = spec.bits->a_bits;
   run.calibrator = spec.calibrator->label;
   run.rounding = spec.rounding->label;
+  for (const auto& [name, value] : spec.calibrator->options.values()) run.calibrator_options[name] = to_string(value);
+  for (const auto& [name, value] : spec.rounding->options.values()) run.rounding_options[name] = to_string(value);
   run.calibration_domain = job.domain->name;
   run.calibration_seed = job.seed;
   for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
@@ -112,11 +114,23 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
   return run;
 }
 
+// "[k/N] " and, while runs remain, the time they should take at the pace so far.
+std::string Pipeline::run_counter() const {
+  const std::size_t done = ++finished_runs_;
+  std::ostringstream s;
+  s << "[" << done << "/" << total_runs_ << "] ";
+  if (done < total_runs_) {
+    const double per_run = seconds_since(counting_since_) / static_cast<double>(done);
+    s << "(ETA " << std::fixed << std::setprecision(0) << per_run * static_cast<double>(total_runs_ - done) << " s) ";
+  }
+  return s.str();
+}
+
 RunResult Pipeline::failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const {
   if (cfg_.on_error == "stop") throw Error(spec.id + ": " + error);
   RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
   run.error = error;
-  log << "[" << ++finished_runs_ << "/" << total_runs_ << "] " << run.id << "  FAILED: " << error << std::endl;
+  log << run_counter() << run.id << "  FAILED: " << error << std::endl;
   return run;
 }
 
@@ -186,7 +200,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
       line << std::fixed << std::setprecision(4);
       for (const DomainResult& d : run.results) line << "  " << d.domain << " " << d.quant_top1;
       line << "  (" << std::setprecision(1) << run.seconds << " s)";
-      log << "[" << ++finished_runs_ << "/" << total_runs_ << "] " << run.id << line.str() << std::endl;
+      log << run_counter() << run.id << line.str() << std::endl;
     }
   }
   return out;

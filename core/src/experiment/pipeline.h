@@ -3,6 +3,7 @@
 // graph passes, calibration, rounding, evaluation. It is the only caller of plugins during a run. A run
 // that throws is recorded as failed and the job goes on (unless on_error is stop).
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <iosfwd>
 #include <map>
@@ -42,7 +43,11 @@ class Pipeline {
 
   // Every run of `job`; thread-safe across jobs once calibration_set(job) was called for each.
   JobOutput run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const;
-  void set_run_counter(std::size_t total) { total_runs_ = total; }
+  // Runs to come; the run lines count them and give an ETA from the time since this call.
+  void set_run_counter(std::size_t total) {
+    total_runs_ = total;
+    counting_since_ = std::chrono::steady_clock::now();
+  }
 
  private:
   struct Model {
@@ -69,7 +74,9 @@ class Pipeline {
   std::vector<Model> models_;
   std::vector<Pass> passes_;
   std::map<const JobSpec*, const Dataset*> calibration_;
+  std::string run_counter() const;
   std::size_t total_runs_ = 0;
+  std::chrono::steady_clock::time_point counting_since_;
   mutable std::atomic<std::size_t> finished_runs_{0};
 };
 

@@ -226,15 +226,9 @@ QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded
                                 const Preprocess& pre, StatisticsCache& statistics, std::ostream& log) {
   const auto plugin = registry.load<Calibrator>(calibrator.name, calibrator.options);
   QuantizedModel model(folded, settings);
-  const Calibrator::Input input = plugin.call("input", [](const Calibrator& c) { return c.input(); });
-  if (input == Calibrator::Input::Statistics) {
-    calibrate_from_statistics(model, plugin, *statistics.get(model, images, cfg.batch_size, cfg.histogram_bins, log));
-  } else if (input == Calibrator::Input::Activations) {
-    calibrate_activations(model, plugin, images, cfg.batch_size);
-  } else {
-    const at::Tensor ends = pre.apply(at::stack({at::zeros({images.size(1), 1, 1}), at::ones({images.size(1), 1, 1})}));
-    calibrate_from_graph(model, plugin, {ends.min().item<double>(), ends.max().item<double>()});
-  }
+  const auto [lo, hi] = pre.value_range(images.size(1));
+  calibrate(model, plugin, images, cfg.batch_size, Range{lo, hi},
+            [&] { return statistics.get(model, images, cfg.batch_size, cfg.histogram_bins, log); });
   model.set_weight_ranges(cfg.weight_range);
   return model;
 }

@@ -147,6 +147,12 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
     JobShard& shard = shards[j];
     if (traced_models.insert(plan.jobs[j].model).second) provenance["models"].push_back(shard.model_trace);
     provenance["calibration_sets"].push_back(shard.calibration_trace);
+    if (const YAML::Node& c = shard.calibration_trace; c["cache_file"])
+      run.synthesized_sets.emplace_back(
+          file_name_safe(c["domain"].as<std::string>() + "_" + c["model"].as<std::string>() + "_n" +
+                         c["count"].as<std::string>() + "_s" + c["seed"].as<std::string>() + "_" + c["hash"].as<std::string>()) +
+              ".pt",
+          c["cache_file"].as<std::string>());
     for (RunResult& r : shard.output.runs) run.results.runs.push_back(std::move(r));
     run.results.layer_shift.insert(run.results.layer_shift.end(), shard.output.layer_shift.begin(),
                                    shard.output.layer_shift.end());

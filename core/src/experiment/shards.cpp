@@ -30,6 +30,8 @@ nlohmann::json run_json(const RunResult& r) {
                    {"a_bits", r.a_bits},
                    {"calibrator", r.calibrator},
                    {"rounding", r.rounding},
+                   {"calibrator_options", r.calibrator_options},
+                   {"rounding_options", r.rounding_options},
                    {"passes", r.passes},
                    {"calibration_source", r.calibration_source},
                    {"calibration_domain", r.calibration_domain},
@@ -55,6 +57,8 @@ RunResult run_from_json(const nlohmann::json& j) {
   r.a_bits = j.at("a_bits");
   r.calibrator = j.at("calibrator");
   r.rounding = j.at("rounding");
+  r.calibrator_options = j.at("calibrator_options").get<std::map<std::string, std::string>>();
+  r.rounding_options = j.at("rounding_options").get<std::map<std::string, std::string>>();
   r.passes = j.at("passes").get<std::vector<std::string>>();
   r.calibration_source = j.at("calibration_source");
   r.calibration_domain = j.at("calibration_domain");

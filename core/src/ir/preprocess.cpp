@@ -19,4 +19,9 @@ at::Tensor Preprocess::apply(const at::Tensor& images) const {
   return (images - expand(mean, "mean")) / expand(std, "std");
 }
 
+std::pair<double, double> Preprocess::value_range(std::int64_t channels) const {
+  const at::Tensor ends = apply(at::stack({at::zeros({channels, 1, 1}), at::ones({channels, 1, 1})}));
+  return {ends.min().item<double>(), ends.max().item<double>()};
+}
+
 }  // namespace xdq

@@ -45,6 +45,18 @@ void calibrate_from_graph(QuantizedModel& model, const Loaded<Calibrator>& calib
   }
 }
 
+void calibrate(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const at::Tensor& images,
+               std::int64_t batch_size, const Range& input_range,
+               const std::function<std::shared_ptr<const CalibrationStatistics>()>& statistics) {
+  const Calibrator::Input input = calibrator.call("input", [](const Calibrator& c) { return c.input(); });
+  if (input == Calibrator::Input::Statistics)
+    calibrate_from_statistics(model, calibrator, *statistics());
+  else if (input == Calibrator::Input::Activations)
+    calibrate_activations(model, calibrator, images, batch_size);
+  else
+    calibrate_from_graph(model, calibrator, input_range);
+}
+
 void round_weights(QuantizedModel& model, const Loaded<WeightOptimizer>& optimizer, RoundingContext context) {
   context = model.rounding_context(std::move(context));
   optimizer.call("optimize", [&](const WeightOptimizer& o) { o.optimize(context); });

@@ -1,5 +1,7 @@
 #include "xdq/plugin/registry.h"
 
+#include "xdq/files.h"
+
 #include <dlfcn.h>
 #include <exception>
 #include <fcntl.h>
@@ -275,9 +277,11 @@ std::vector<std::string> plugin_search_dirs(const std::vector<std::string>& extr
     for (std::string dir; std::getline(ss, dir, ':');)
       if (!dir.empty()) dirs.push_back(dir);
   }
-  boost::dll::fs::error_code ec;
-  const auto exe = boost::dll::program_location(ec);
-  if (!ec) dirs.push_back((exe.parent_path().parent_path() / "plugins").string());
+  // The plugins built with this library: <build>/plugins beside <build>/lib, or <prefix>/lib/xdq/plugins.
+  const std::string lib = core_library_dir();
+  if (!lib.empty())
+    for (const auto& dir : {std::filesystem::path(lib).parent_path() / "plugins", std::filesystem::path(lib) / "xdq" / "plugins"})
+      if (std::filesystem::is_directory(dir)) dirs.push_back(dir.string());
   return dirs;
 }
 

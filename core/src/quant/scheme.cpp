@@ -9,6 +9,7 @@
 
 #include "xdq/config/node.h"
 #include "xdq/error.h"
+#include "xdq/files.h"
 
 namespace xdq {
 
@@ -144,6 +145,8 @@ void check_override_patterns(const LayerOverride& o, const Graph& graph) {
 
 std::string config_dir() {
   if (const char* env = std::getenv("XDQ_CONFIG_DIR"); env && *env) return env;
+  const std::filesystem::path installed = std::filesystem::path(core_library_dir()).parent_path() / "share" / "xdq" / "configs";
+  if (std::filesystem::is_directory(installed)) return installed.string();
   return XDQ_SOURCE_CONFIG_DIR;
 }
 

@@ -8,6 +8,7 @@
 
 #include "xdq/files.h"
 #include "xdq/report/png.h"
+#include "xdq/report/results_tables.h"
 
 namespace xdq {
 
@@ -167,8 +168,30 @@ std::string report_header(const ExperimentConfig& cfg, int threads) {
 
 }  // namespace
 
+namespace {
+// analysis.csv: every layer of every model and bit setting, one row each, ranked by layerwise SQNR.
+std::string analysis_csv(const AnalysisRun& run) {
+  std::ostringstream out;
+  out << "model,bits,rank,layer,op,sqnr_db,cosine,mse,top1_drop,graph_sqnr_db,channel_range_ratio,"
+         "channel_range_ratio_unfolded,kurtosis,activation_outlier_ratio,flags\n"
+      << std::setprecision(8);
+  for (const SettingAnalysis& a : run.settings)
+    for (std::size_t k = 0; k < a.order.size(); ++k) {
+      const LayerRow& r = a.rows[a.order[k]];
+      std::string flags;
+      for (const auto& f : r.flags) flags += (flags.empty() ? "" : "+") + f;
+      out << csv_field(a.entry->name) << "," << a.bits->label() << "," << k + 1 << "," << csv_field(r.name) << ","
+          << csv_field(r.op) << "," << r.error.sqnr_db() << "," << r.error.cosine() << "," << r.error.mse() << ","
+          << r.error.top1_drop() << "," << r.graph_sqnr_db << "," << r.folded.channel_range_ratio << ","
+          << r.unfolded.channel_range_ratio << "," << r.folded.kurtosis << "," << r.activation_outlier << "," << flags << "\n";
+    }
+  return out.str();
+}
+}  // namespace
+
 std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, const AnalysisRun& run) {
   std::map<std::string, std::string> files;
+  files["analysis.csv"] = analysis_csv(run);
   std::ostringstream report;
   report << report_header(cfg, run.threads);
   for (const SettingAnalysis& a : run.settings) render(cfg, a, report, files);

@@ -1,10 +1,15 @@
 #include "xdq/report/experiment_report.h"
 
+#include <filesystem>
+
+#include <torch/csrc/jit/serialization/pickle.h>
+
 #include <algorithm>
 #include <cctype>
 #include <iomanip>
 #include <sstream>
 
+#include "xdq/data/dataset.h"
 #include "xdq/files.h"
 #include "xdq/report/png.h"
 #include "xdq/report/results_tables.h"
@@ -146,6 +151,29 @@ std::string samples_markdown(const ExperimentConfig& cfg, const ExperimentRun& r
 
 }  // namespace
 
+namespace {
+// Every synthesized calibration set as sets/<domain>_<model>_n<count>_s<seed>_<content hash>.pt, a dict
+// {"images": [N, C, H, W] pixels before the model's normalization, "labels" when the synthesizer gives
+// them} that torch.load reads; a set whose cache file is gone is
+// named in the report instead.
+std::string synthesized_sets(const ExperimentRun& run, std::map<std::string, std::string>& files) {
+  std::string missing;
+  for (const auto& [name, cache_file] : run.synthesized_sets) {
+    if (!std::filesystem::is_regular_file(cache_file)) {
+      missing += "\n- `" + name + "`: its cache file " + cache_file + " is gone";
+      continue;
+    }
+    const Dataset set = load_dataset_file(cache_file);
+    c10::Dict<std::string, at::Tensor> dict;
+    dict.insert("images", set.images);
+    if (set.labeled()) dict.insert("labels", set.labels);
+    const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+    files["sets/" + name] = std::string(bytes.begin(), bytes.end());
+  }
+  return missing.empty() ? "" : "\nSynthesized sets not saved:" + missing + "\n";
+}
+}  // namespace
+
 std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg, const ExperimentRun& run) {
   std::map<std::string, std::string> files = run.data_files;
   std::ostringstream header;
@@ -155,9 +183,11 @@ std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg
   if (sweeps_domains(cfg)) body += gap_matrices_markdown(run.results, files) + layer_shift_markdown(run.results, files);
   body += curves_markdown(run, files);
   body += samples_markdown(cfg, run, files);
+  body += synthesized_sets(run, files);
   files["config.resolved.yaml"] = run.resolved_config;
   files["results.json"] = results_json(run.results);
   files["results.csv"] = results_csv(run.results);
+  if (!run.results.layer_shift.empty()) files["layer_shift.csv"] = layer_shift_csv(run.results);
   files["report.md"] = body;
   return files;
 }

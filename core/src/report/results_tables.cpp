@@ -24,6 +24,8 @@ std::string results_json(const ExperimentResults& results) {
     run["a_bits"] = r.a_bits;
     run["calibrator"] = r.calibrator;
     run["rounding"] = r.rounding;
+    run["calibrator_options"] = r.calibrator_options;
+    run["rounding_options"] = r.rounding_options;
     if (!r.passes.empty()) run["passes"] = r.passes;
     run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}, {"domain", r.calibration_domain},
                           {"seed", r.calibration_seed}};
@@ -53,21 +55,32 @@ std::string results_json(const ExperimentResults& results) {
   return root.dump(2) + "\n";
 }
 
-namespace {
-// An RFC 4180 field: quoted when it holds a comma, a quote or a line break (quotes doubled).
 std::string csv_field(const std::string& text) {
   if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
   std::string out = "\"";
   for (char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";
 }
-}  // namespace
+
+std::string layer_shift_csv(const ExperimentResults& results) {
+  std::ostringstream out;
+  out << "model,setting,calibration_domain,layer,test_domain,clipped_fraction,tv_distance\n" << std::setprecision(8);
+  for (const auto& l : results.layer_shift)
+    out << csv_field(l.model) << "," << csv_field(l.setting) << "," << csv_field(l.calibration_domain) << ","
+        << csv_field(l.layer) << "," << csv_field(l.domain) << "," << l.clipped_fraction << "," << l.tv_distance << "\n";
+  return out.str();
+}
 
 std::string results_csv(const ExperimentResults& results) {
   std::ostringstream out;
   out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,"
-         "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status\n";
+         "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status,calibrator_options,rounding_options\n";
   out << std::setprecision(6);
+  const auto options_text = [](const std::map<std::string, std::string>& options) {
+    std::string text;  // name=value;name=value
+    for (const auto& [name, value] : options) text += (text.empty() ? "" : ";") + name + "=" + value;
+    return csv_field(text);
+  };
   for (const auto& r : results.runs) {
     std::string passes;
     for (const auto& p : r.passes) passes += (passes.empty() ? "" : "+") + p;
@@ -79,7 +92,8 @@ std::string results_csv(const ExperimentResults& results) {
         out << csv_field(d->domain) << "," << d->n << "," << d->fp32_top1 << "," << d->quant_top1;
       else
         out << ",,,";  // a failed run: one row with no numbers, so it is neither absent nor read as 0 %
-      out << "," << r.seconds << "," << csv_field(passes) << "," << (d ? "ok" : "failed") << "\n";
+      out << "," << r.seconds << "," << csv_field(passes) << "," << (d ? "ok" : "failed") << ","
+          << options_text(r.calibrator_options) << "," << options_text(r.rounding_options) << "\n";
     };
     if (r.failed()) row(nullptr);
     for (const auto& d : r.results) row(&d);

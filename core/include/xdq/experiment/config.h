@@ -58,6 +58,9 @@ struct BitSetting {
   std::string label() const { return "w" + std::to_string(w_bits) + "a" + std::to_string(a_bits); }
 };
 
+// "w4a8" (weight bits 2-8, activation bits 2-16); errors name the node's file:line.
+BitSetting parse_bit_setting(const ConfigNode& node);
+
 struct ExperimentConfig {
   std::string file;
   std::string name;
@@ -111,6 +114,10 @@ struct ExperimentConfig {
 // (search path: plugins.paths, $XDQ_PLUGIN_PATH, the build's plugin folder) into `registry`.
 ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
                                  PluginRegistry& registry);
+// The same from YAML text (a config built in code, e.g. a Python dict): errors name `label`; relative
+// paths start at `base_dir`.
+ExperimentConfig load_experiment_text(const std::string& text, const std::string& label, const std::string& base_dir,
+                                      const std::vector<std::string>& overrides, PluginRegistry& registry);
 
 // The config as an experiment file that load_experiment reads back to an equal config: every default
 // filled in, paths absolute, model files pinned by hash; `provenance` (what the run measured about its

@@ -1,6 +1,7 @@
 #pragma once
 // The results contract (later features extend it, never break it):
-// results.json = {"experiment": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator", "rounding",
+// results.json = {"experiment": str, "xdq_version": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator",
+//   "rounding", "calibrator_options": {name: value}, "rounding_options": {name: value},
 //   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
 //   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs)}]}
@@ -25,7 +26,10 @@ struct DomainResult {
 struct RunResult {
   std::string id, model;
   int w_bits = 8, a_bits = 8;
-  std::string calibrator, rounding;
+  std::string calibrator, rounding;  // labels (the plugin's name unless the config gave one)
+  // Every option of the calibrator and of the rounding plugin (defaults included) as text, so runs that
+  // differ only in an option are told apart in results.json, results.csv and DataFrames.
+  std::map<std::string, std::string> calibrator_options, rounding_options;
   std::vector<std::string> passes;  // graph passes applied before quantization (in results.json when any)
   std::string calibration_source;  // dataset split, e.g. fashion_mnist.train
   std::string calibration_domain;  // domain name (dataset + transforms)

@@ -28,6 +28,9 @@ struct ExperimentRun {
   std::map<std::string, std::string> data_files;  // files runs produced (reconstruction loss curves, CSV)
   std::vector<SampleImages> samples;
   std::vector<std::string> missing_jobs;  // merge_only: jobs of the plan with no shard
+  // Synthesized calibration sets: the file name the report gives each (with the set's content hash) and
+  // the cache file holding it.
+  std::vector<std::pair<std::string, std::string>> synthesized_sets;
 };
 
 struct RunOptions {

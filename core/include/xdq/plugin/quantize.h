@@ -3,6 +3,8 @@
 // input() names), the rounding of weights by a WeightOptimizer, and AfterRounding graph passes. Every
 // call goes through the plugin's Loaded handle, so a throwing plugin becomes an Error naming it.
 #include <cstdint>
+#include <functional>
+#include <memory>
 
 #include "xdq/plugin/registry.h"
 #include "xdq/quant/ptq.h"
@@ -17,6 +19,13 @@ void calibrate_activations(QuantizedModel& model, const Loaded<Calibrator>& cali
                            std::int64_t batch_size);
 // Ranges from the graph's BN statistics alone (Input::Graph); `input_range` is that of the model input.
 void calibrate_from_graph(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const Range& input_range);
+
+// Ranges from whichever input the calibrator names: statistics() is called for Input::Statistics only (a
+// cache may supply them), `images` (preprocessed) serve Input::Activations, `input_range` (the range of
+// the preprocessed model input) Input::Graph.
+void calibrate(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const at::Tensor& images,
+               std::int64_t batch_size, const Range& input_range,
+               const std::function<std::shared_ptr<const CalibrationStatistics>()>& statistics);
 
 // The optimizer fills each layer's quantized weight (it may also learn activation steps); the caller fills
 // the context's calibration, seed and outputs, the model the rest.

@@ -109,7 +109,8 @@ class PluginRegistry {
 PluginRegistry& global_registry();
 
 // Where plugins are searched: `extra` (from the experiment file) first, then $XDQ_PLUGIN_PATH
-// (colon-separated), then the build's plugin folder next to the xdq binary (../plugins).
+// (colon-separated), then the plugins built with xdq: <build>/plugins, or <prefix>/lib/xdq/plugins in an
+// installed tree (both found from libxdq_core.so's folder).
 std::vector<std::string> plugin_search_dirs(const std::vector<std::string>& extra = {});
 
 }  // namespace xdq

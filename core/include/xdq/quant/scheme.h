@@ -56,7 +56,8 @@ bool override_matches(const LayerOverride& o, const Graph& graph, int node);
 // layer names closest to it.
 void check_override_patterns(const LayerOverride& o, const Graph& graph);
 
-// Folder of the shipped configs: $XDQ_CONFIG_DIR, else the source tree's configs/ (compiled in).
+// Folder of the shipped configs: $XDQ_CONFIG_DIR, else an installed tree's share/xdq/configs, else the
+// source tree's configs/ (compiled in).
 std::string config_dir();
 
 }  // namespace xdq

@@ -10,6 +10,10 @@ namespace xdq {
 
 std::string results_json(const ExperimentResults& results);
 std::string results_csv(const ExperimentResults& results);
+// layer_shift.csv: results.json's "layer_shift" rows as a table (written when layer shift was measured).
+std::string layer_shift_csv(const ExperimentResults& results);
+// An RFC 4180 field: quoted when it holds a comma, a quote or a line break (quotes doubled).
+std::string csv_field(const std::string& text);
 std::string results_markdown(const ExperimentResults& results, const std::string& header);
 
 // The cross-domain matrix of one setting (model x bits x calibrator x rounding x calibration size): rows

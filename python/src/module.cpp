@@ -1,0 +1,175 @@
+// _xdq: the C++ side of the Python package `xdq` (python/xdq/__init__.py is the API). Tensors cross as
+// torch.Tensor without copies (python3-torch and libtorch-dev are one LibTorch build); xdq errors become
+// xdq.XdqError with the same file:line:key messages as the command line.
+#include <torch/csrc/utils/pybind.h>
+
+#include <iostream>
+#include <sstream>
+
+#include <ATen/core/grad_mode.h>
+
+#include "xdq/config/node.h"
+#include "xdq/data/sources.h"
+#include "xdq/error.h"
+#include "xdq/experiment/plan.h"
+#include "xdq/ir/describe.h"
+#include "xdq/ir/import.h"
+#include "xdq/ir/passes.h"
+#include "xdq/plugin/quantize.h"
+#include "xdq/report/experiment_report.h"
+#include "xdq/report/plugin_catalog.h"
+#include "xdq/report/results_tables.h"
+#include "xdq/version.h"
+
+namespace py = pybind11;
+
+namespace {
+
+xdq::PluginRegistry& registry() {
+  static bool scanned = false;
+  auto& r = xdq::global_registry();
+  if (!scanned) {
+    r.scan(xdq::plugin_search_dirs({}));
+    scanned = true;
+  }
+  return r;
+}
+
+// A config given as a file path, or as YAML text (a Python dict dumped by the wrapper).
+xdq::ExperimentConfig load(const std::string& path_or_text, bool is_text, const std::string& base_dir,
+                           const std::vector<std::string>& sets) {
+  if (is_text) return xdq::load_experiment_text(path_or_text, "<config dict>", base_dir, sets, registry());
+  return xdq::load_experiment(path_or_text, sets, registry());
+}
+
+// Plugin options from JSON text ("{}" for the defaults), checked against the plugin's schema.
+xdq::Options plugin_options(xdq::PluginKind kind, const std::string& name, const std::string& json) {
+  const xdq::PluginRecord& record = registry().get(kind, name);
+  return xdq::validate_options(xdq::ConfigNode::parse(json, name + " options"), record.options);
+}
+
+// A model quantized from Python: the same steps as a run's (BN folding, calibration, weight ranges,
+// rounding), on images the caller gives.
+class QuantizedModelHandle {
+ public:
+  QuantizedModelHandle(xdq::QuantizedModel model, xdq::Preprocess pre) : model_(std::move(model)), pre_(std::move(pre)) {}
+
+  at::Tensor forward(const at::Tensor& images) const {
+    at::NoGradGuard no_grad;
+    return model_.executor().forward(pre_.apply(images));
+  }
+  py::list activations() const {
+    py::list out;
+    for (const auto& a : model_.activations())
+      out.append(py::dict(py::arg("name") = a.name, py::arg("bits") = a.spec.bits, py::arg("min") = a.range.min,
+                          py::arg("max") = a.range.max, py::arg("scale") = a.qparams.scale,
+                          py::arg("zero_point") = a.qparams.zero_point));
+    return out;
+  }
+  py::list layers() const {
+    py::list out;
+    for (const auto& l : model_.layers())
+      out.append(py::dict(py::arg("name") = model_.graph().nodes[l.node].name, py::arg("bits") = l.spec.bits,
+                          py::arg("scale") = l.qparams.scale, py::arg("zero_point") = l.qparams.zero_point,
+                          py::arg("weight") = l.quantized_weight));
+    return out;
+  }
+
+ private:
+  xdq::QuantizedModel model_;
+  xdq::Preprocess pre_;
+};
+
+struct QuantizeArgs {
+  std::string bits, calibrator, calibrator_options, rounding, rounding_options, preset, weight_range;
+  std::int64_t batch_size, histogram_bins;
+  std::uint64_t seed;
+};
+
+class ModelHandle {
+ public:
+  explicit ModelHandle(const std::string& path) : model_(xdq::import_torchscript(path)) {}
+
+  QuantizedModelHandle quantize(const at::Tensor& calibration, const QuantizeArgs& a) const {
+    const xdq::BitSetting bits = xdq::parse_bit_setting(xdq::ConfigNode::parse(a.bits, "bits"));
+    xdq::PtqSettings settings;
+    settings.w_bits = bits.w_bits;
+    settings.a_bits = bits.a_bits;
+    settings.scheme = xdq::Scheme::load(a.preset, xdq::config_dir() + "/presets");
+    settings.weight_range = a.weight_range;
+    xdq::Graph folded = model_.graph;
+    xdq::fold_batch_norm(folded);
+    xdq::QuantizedModel q(folded, settings);
+    const at::Tensor images = model_.preprocess.apply(calibration);
+    const auto calibrator = registry().load<xdq::Calibrator>(
+        a.calibrator, plugin_options(xdq::PluginKind::Calibrator, a.calibrator, a.calibrator_options));
+    const auto [lo, hi] = model_.preprocess.value_range(images.size(1));
+    xdq::calibrate(q, calibrator, images, a.batch_size, xdq::Range{lo, hi}, [&] {
+      return std::make_shared<const xdq::CalibrationStatistics>(q.collect_statistics(images, a.batch_size, a.histogram_bins));
+    });
+    q.set_weight_ranges(a.weight_range);
+    xdq::RoundingContext context;
+    context.calibration = images;
+    context.seed = a.seed;
+    context.progress = &std::cerr;
+    xdq::round_weights(q, registry().load<xdq::WeightOptimizer>(
+                              a.rounding, plugin_options(xdq::PluginKind::WeightOptimizer, a.rounding, a.rounding_options)),
+                       context);
+    return QuantizedModelHandle(std::move(q), model_.preprocess);
+  }
+  at::Tensor forward(const at::Tensor& images) const {
+    at::NoGradGuard no_grad;
+    return xdq::Executor(model_.graph).forward(model_.preprocess.apply(images));
+  }
+
+ private:
+  xdq::ImportedModel model_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_xdq, m) {
+  m.doc() = "xdq's C++ core; use the `xdq` package";
+  m.attr("__version__") = XDQ_VERSION;
+  py::register_exception<xdq::Error>(m, "XdqError", PyExc_RuntimeError);
+
+  m.def("run", [](const std::string& config, bool is_text, const std::string& base_dir, const std::string& out,
+                  const std::vector<std::string>& sets) {
+    const xdq::ExperimentConfig cfg = load(config, is_text, base_dir, sets);
+    py::gil_scoped_release release;
+    const xdq::ExperimentRun run = out.empty() ? xdq::run_experiment(cfg, registry(), std::cerr)
+                                               : xdq::run_experiment_to(cfg, registry(), out, std::cerr);
+    return xdq::results_json(run.results);
+  });
+  m.def("plan", [](const std::string& config, bool is_text, const std::string& base_dir, const std::vector<std::string>& sets) {
+    const xdq::ExperimentConfig cfg = load(config, is_text, base_dir, sets);
+    return xdq::describe_plan(cfg, xdq::plan_experiment(cfg));
+  });
+  m.def("plugins", [] { return xdq::plugin_catalog_json(registry(), {}); });
+  m.def("inspect", [](const std::string& path) { return xdq::describe_model(xdq::import_torchscript(path)); });
+  m.def("load_dataset", [](const std::string& name, std::int64_t count, std::uint64_t seed) {
+    std::string dataset;
+    xdq::Split split = xdq::Split::Train;
+    if (!xdq::parse_dataset_split(name, dataset, split))
+      throw xdq::Error("dataset '" + name + "': expected <dataset>.train or <dataset>.test, e.g. fashion_mnist.test");
+    xdq::Dataset d = xdq::load_dataset(dataset, split, xdq::DataLocations{}, xdq::InputShape{}, count, seed);
+    if (count > 0) d = d.subset(count, seed);
+    return py::make_tuple(d.images, d.labels);
+  });
+
+  py::class_<QuantizedModelHandle>(m, "QuantizedModel")
+      .def("__call__", &QuantizedModelHandle::forward)
+      .def("activations", &QuantizedModelHandle::activations)
+      .def("layers", &QuantizedModelHandle::layers);
+  py::class_<ModelHandle>(m, "Model")
+      .def(py::init<const std::string&>())
+      .def("__call__", &ModelHandle::forward)
+      .def("quantize",
+           [](const ModelHandle& model, const at::Tensor& calibration, const std::string& bits, const std::string& calibrator,
+              const std::string& calibrator_options, const std::string& rounding, const std::string& rounding_options,
+              const std::string& preset, const std::string& weight_range, std::int64_t batch_size,
+              std::int64_t histogram_bins, std::uint64_t seed) {
+             return model.quantize(calibration, {bits, calibrator, calibrator_options, rounding, rounding_options, preset,
+                                                 weight_range, batch_size, histogram_bins, seed});
+           });
+}

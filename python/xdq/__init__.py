@@ -1,0 +1,119 @@
+"""xdq from Python: run YAML experiments, read their results as DataFrames, quantize one model.
+
+    import xdq
+    results = xdq.run("experiments/quickstart.yaml", out="runs/quickstart", set={"test.count": 1000})
+    frame = xdq.load_results("runs/quickstart")        # one row per run x test domain
+    images, labels = xdq.load_dataset("fashion_mnist.train", count=256, seed=0)
+    q = xdq.Model("models/resnet20_fmnist/model.pt").quantize(images, bits="w4a8", calibrator="mse")
+    logits = q(test_images)                             # fake-quantized forward on a torch tensor
+
+Errors are xdq.XdqError with the messages of the command line (file:line key.path).
+"""
+import json
+import os
+import pathlib
+
+import torch  # noqa: F401  (loads LibTorch's Python bindings before the extension)
+
+from . import _xdq
+from ._xdq import XdqError
+
+__version__ = _xdq.__version__
+__all__ = ["run", "plan", "plugins", "inspect", "load_results", "load_dataset", "Model", "Results", "XdqError"]
+
+
+def _config(config):
+    """(text or path, is_text, base folder): a dict becomes YAML text (JSON is YAML) whose relative paths
+    start at the current folder."""
+    if isinstance(config, dict):
+        return json.dumps(config), True, os.getcwd()
+    return str(config), False, ""
+
+
+def _sets(values):
+    return [f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in (values or {}).items()]
+
+
+class Results:
+    """What xdq.run returns: `.runs` as in results.json, `.frame()` as a DataFrame, `.out` the folder."""
+
+    def __init__(self, data, out=None):
+        self.data, self.out = data, out
+        self.runs = data["runs"]
+
+    def frame(self):
+        return _frame(self.data)
+
+    def __repr__(self):
+        return f"Results({self.data['experiment']!r}, {len(self.runs)} runs, out={self.out!r})"
+
+
+def run(config, out=None, set=None):
+    """Runs an experiment (a YAML path or a dict); with `out`, writes every file `xdq run` writes."""
+    text, is_text, base = _config(config)
+    return Results(json.loads(_xdq.run(text, is_text, base, str(out or ""), _sets(set))), out)
+
+
+def plan(config, set=None):
+    """The plan `xdq run --dry-run` prints: jobs, runs, cells, work."""
+    text, is_text, base = _config(config)
+    return _xdq.plan(text, is_text, base, _sets(set))
+
+
+def plugins():
+    """Every plugin found: kind, name, version, path, summary, options."""
+    return json.loads(_xdq.plugins())["plugins"]
+
+
+def inspect(model_path):
+    """A TorchScript model's layers, conv-BN pairs, residual blocks and merges, as `xdq inspect` prints."""
+    return _xdq.inspect(str(model_path))
+
+
+def load_dataset(name, count=0, seed=0):
+    """(images [N, C, H, W] in [0, 1], labels) of "<dataset>.<split>", the subset a run with this count
+    and seed calibrates on (count 0: all)."""
+    return _xdq.load_dataset(name, count, seed)
+
+
+def _frame(data):
+    import pandas
+
+    rows = []
+    for r in data["runs"]:
+        skip = ("results", "calibration", "units", "calibrator_options", "rounding_options")
+        base = {k: v for k, v in r.items() if k not in skip}
+        base.update({f"calibration_{k}": v for k, v in r.get("calibration", {}).items()})
+        for plugin in ("calibrator", "rounding"):  # every option its own column: calibrator.percentile, ...
+            base.update({f"{plugin}.{k}": v for k, v in r.get(f"{plugin}_options", {}).items()})
+        if "passes" in base:
+            base["passes"] = "+".join(base["passes"])
+        for d in r.get("results") or [{}]:
+            rows.append({**base, **{("test_domain" if k == "domain" else k): v for k, v in d.items()}})
+    return pandas.DataFrame(rows)
+
+
+def load_results(directory):
+    """results.json of a run folder as a DataFrame: one row per run x test domain, every field a column."""
+    with open(pathlib.Path(directory) / "results.json") as f:
+        return _frame(json.load(f))
+
+
+class Model:
+    """A TorchScript classifier as xdq imports it; calling it runs the FP32 graph (with the model's input
+    normalization) on [0, 1] images."""
+
+    def __init__(self, path):
+        self._model = _xdq.Model(str(path))
+
+    def __call__(self, images):
+        return self._model(images)
+
+    def quantize(self, calibration, bits="w8a8", calibrator="minmax", rounding="nearest", preset="academic",
+                 weight_range="minmax", calibrator_options=None, rounding_options=None, batch_size=256,
+                 histogram_bins=2048, seed=0):
+        """Quantized as a run quantizes it (BN folded, ranges from `calibration` images in [0, 1], weights
+        rounded); the result is callable and exposes .activations() and .layers() (scales, zero points)."""
+        return self._model.quantize(calibration, bits, calibrator, json.dumps(calibrator_options or {}), rounding,
+                                    json.dumps(rounding_options or {}), preset, weight_range, batch_size,
+                                    histogram_bins, seed)

@@ -1,0 +1,83 @@
+"""The Python package end to end, as a notebook would use it: the quickstart-sized experiment from Python,
+its DataFrame pivoted into the calibration x test matrix, a model quantized from a torch tensor whose
+top-1 equals the one `xdq run` reports, and errors as xdq.XdqError with file:line key messages.
+Run by ctest with PYTHONPATH=<build>/python; argv[1]: the source folder."""
+import json
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import torch
+import xdq
+
+source, scratch = pathlib.Path(sys.argv[1]), pathlib.Path(tempfile.mkdtemp(prefix="xdq_python_"))
+model = str(source / "models/resnet20_fmnist/model.pt")
+config = {
+    "experiment": "python_check",
+    "seed": 0,
+    "threads": 2,
+    "models": [{"name": "resnet20", "path": model}],
+    "calibration": {"domains": ["fashion_mnist.train", "fashion_mnist.test"], "count": 256, "batch_size": 256},
+    "test": {"domains": ["fashion_mnist.train", "fashion_mnist.test"], "count": 500},
+    "quantization": {"bits": ["w4a8"], "calibrators": ["minmax"], "rounding": ["nearest"]},
+}
+
+# The plan and the plugins, without running anything.
+plan = xdq.plan(config)
+assert plan.count("\njob ") + plan.startswith("job ") == 2, plan
+names = {(p["kind"], p["name"]) for p in xdq.plugins()}
+assert ("calibrator", "mse") in names and ("weight_optimizer", "brecq") in names, names
+assert "layer1.block0" in xdq.inspect(model)
+
+# Run from a dict; the files are those of `xdq run`, and the DataFrame has one row per run x test domain.
+out = scratch / "run"
+results = xdq.run(config, out=out, set={"test.count": 400})
+assert len(results.runs) == 2, results
+frame = xdq.load_results(out)
+assert len(frame) == 4, frame
+assert {"id", "calibrator", "rounding", "calibration_domain", "test_domain", "n", "quant_top1", "fp32_top1"} <= set(frame.columns)
+assert (frame["n"] == 400).all()
+assert (frame["rounding.init_images"] == "0").all(), frame.columns  # every plugin option is a column
+matrix = frame.pivot_table(index="calibration_domain", columns="test_domain", values="quant_top1")
+assert matrix.shape == (2, 2), matrix
+on_disk = json.loads((out / "results.json").read_text())
+for r, disk in zip(results.runs, on_disk["runs"]):
+    assert r["results"] == disk["results"]
+
+# The same model quantized from a torch tensor: the calibration subset a run uses (count 256, seed 0),
+# the run's settings; its top-1 on the run's 400 test images equals the run's quant_top1 exactly.
+calibration, _ = xdq.load_dataset("fashion_mnist.train", count=256, seed=0)
+test_images, test_labels = xdq.load_dataset("fashion_mnist.test", count=400, seed=0)
+assert calibration.shape == (256, 1, 28, 28) and calibration.dtype == torch.float32
+q = xdq.Model(model).quantize(calibration, bits="w4a8", calibrator="minmax")
+correct = sum(int((q(test_images[b:b + 100]).argmax(1) == test_labels[b:b + 100]).sum()) for b in range(0, 400, 100))
+run_top1 = next(r["results"][1]["quant_top1"] for r in results.runs if r["calibration"]["domain"] == "fashion_mnist.train")
+assert correct / 400 == run_top1, (correct / 400, run_top1)
+acts = q.activations()
+assert acts[0]["name"] == "conv1:input" and acts[0]["bits"] == 8 and float(acts[0]["scale"]) > 0
+layers = q.layers()
+assert layers[0]["weight"].shape == (16, 1, 3, 3)
+# The FP32 model through xdq equals TorchScript's forward on the normalized images (float32 tolerance;
+# the model's input_mean / input_std attributes are the normalization it was trained with).
+reference = torch.jit.load(model).eval()
+mean, std = torch.tensor(reference.input_mean).view(1, -1, 1, 1), torch.tensor(reference.input_std).view(1, -1, 1, 1)
+with torch.no_grad():
+    fp = xdq.Model(model)(test_images[:64])
+    expected = reference((test_images[:64] - mean) / std)
+assert torch.allclose(fp, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())), (fp - expected).abs().max()
+
+# Errors: a bad config names the key; an unknown calibrator lists the known ones.
+bad = dict(config, quantization={"bits": ["w9a8"], "calibrators": ["minmax"]})
+try:
+    xdq.run(bad)
+    raise AssertionError("expected XdqError")
+except xdq.XdqError as e:
+    assert "quantization.bits" in str(e) and "weight bits must be in [2, 8]" in str(e), str(e)
+try:
+    xdq.Model(model).quantize(calibration, calibrator="nope")
+    raise AssertionError("expected XdqError")
+except xdq.XdqError as e:
+    assert "nope" in str(e), str(e)
+shutil.rmtree(scratch)
+print("ok: python package", xdq.__version__)
