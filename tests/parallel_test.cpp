@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "xdq/parallel.h"
+#include "xdq/progress.h"
 
 using namespace xdq;
 
@@ -66,4 +67,20 @@ TEST(Parallel, SharedLineStreamKeepsLinesWhole) {
   EXPECT_EQ(start, text.size());
   EXPECT_EQ(count[0], 501);
   EXPECT_EQ(count[1], 501);
+}
+
+// In a log (not a terminal) a short evaluation pass leaves no line; a finished bar leaves one final line.
+TEST(ProgressBar, ShortPassesLeaveNoLineInALog) {
+  std::ostringstream log;
+  {
+    xdq::ProgressBar bar(&log, "evaluation", 100);
+    bar.update(50, "1000 img/s");
+    bar.finish_if_long("1000 img/s");
+  }
+  EXPECT_EQ(log.str(), "");
+  xdq::ProgressBar bar(&log, "rounding", 10);
+  bar.finish("done");
+  const std::string text = log.str();
+  EXPECT_EQ(text.rfind("rounding [####################] 100% done  ", 0), 0u) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1);
 }

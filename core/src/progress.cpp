@@ -37,6 +37,15 @@ void ProgressBar::finish(const std::string& status) {
   if (out_) draw(total_, status, true);
 }
 
+void ProgressBar::finish_if_long(const std::string& status) {
+  if (!out_) return;
+  if (std::chrono::steady_clock::now() - start_ >= std::chrono::seconds(5)) {
+    finish(status);
+  } else if (terminal_ && last_draw_ != start_) {
+    *out_ << "\r\033[K" << std::flush;
+  }
+}
+
 void ProgressBar::draw(std::int64_t done, const std::string& status, bool final) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double fraction = static_cast<double>(done) / static_cast<double>(total_);

@@ -15,6 +15,9 @@ class ProgressBar {
   ProgressBar(std::ostream* out, std::string label, std::int64_t total);
   void update(std::int64_t done, const std::string& status);
   void finish(const std::string& status);
+  // For passes that are usually short (an evaluation): the final line only when the loop took 5 s or
+  // more; on a terminal a shorter one's bar is erased.
+  void finish_if_long(const std::string& status);
 
  private:
   void draw(std::int64_t done, const std::string& status, bool final);

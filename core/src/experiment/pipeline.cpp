@@ -33,7 +33,8 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
     const Executor fp32(m.prepared.model.graph);
     for (const Dataset* t : m.prepared.tests)
       m.fp32_top1.push_back(
-          top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, m.prepared.pre, cfg.batch_size));
+          top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, m.prepared.pre, cfg.batch_size,
+                        &progress, entry.name + " FP32 on " + t->name));
     m.folded = m.prepared.model.graph;
     m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.fold_bn ? fold_batch_norm(m.folded) : 0};
     models_[i] = std::move(m);
@@ -98,7 +99,8 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
 }
 }  // namespace
 
-RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized) const {
+RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
+                             std::ostream& log) const {
   const Model& m = models_[job.model];
   RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
   const Executor exec = quantized.executor();
@@ -108,7 +110,7 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
     d.n = m.prepared.tests[t]->size();
     d.fp32_top1 = m.fp32_top1[t];
     d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *m.prepared.tests[t],
-                                 m.prepared.pre, cfg_.batch_size);
+                                 m.prepared.pre, cfg_.batch_size, &log, spec.id + " on " + d.domain);
     run.results.push_back(d);
   }
   return run;
@@ -150,7 +152,7 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   round_weights(quantized, registry_.load<WeightOptimizer>(spec.rounding->name, spec.rounding->options), rounding);
   for (const Pass& pass : passes_)
     if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
-  RunResult run = evaluate(job, spec, quantized);
+  RunResult run = evaluate(job, spec, quantized, log);
   run.seconds = seconds_since(start);
   run.units = std::move(timings);
   out.runs.push_back(std::move(run));

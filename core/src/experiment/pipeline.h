@@ -63,7 +63,7 @@ class Pipeline {
   Graph adapted_graph(const Model& model, const PassContext& context) const;
   void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
                           const std::string& setting, JobOutput& out) const;
-  RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized) const;
+  RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized, std::ostream& log) const;
   RunResult failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const;
   void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated, const at::Tensor& images,
                     const PassContext& pass_context, std::ostream& log, JobOutput& out) const;

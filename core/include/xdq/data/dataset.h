@@ -38,9 +38,12 @@ Dataset load_dataset_file(const std::string& path);
 
 namespace xdq {
 
-// Top-1 accuracy (fraction) of `forward` on a labeled dataset, in batches, without autograd.
+// Top-1 accuracy (fraction) of `forward` on a labeled dataset, in batches, without autograd. With
+// `progress`, a bar named `label` (images/s, ETA) shows while it lasts; only passes longer than a few
+// seconds leave a line.
 template <class Forward>
-double top1_accuracy(Forward&& forward, const Dataset& data, const Preprocess& pre, std::int64_t batch = 256);
+double top1_accuracy(Forward&& forward, const Dataset& data, const Preprocess& pre, std::int64_t batch = 256,
+                     std::ostream* progress = nullptr, const std::string& label = "evaluation");
 
 }  // namespace xdq
 
