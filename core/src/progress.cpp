@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iomanip>
@@ -44,6 +45,11 @@ void ProgressBar::finish_if_long(const std::string& status) {
   } else if (terminal_ && last_draw_ != start_) {
     *out_ << "\r\033[K" << std::flush;
   }
+}
+
+std::string ProgressBar::rate(std::int64_t done, const std::string& unit) const {
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  return std::to_string(static_cast<std::int64_t>(static_cast<double>(done) / std::max(seconds, 1e-9))) + " " + unit;
 }
 
 void ProgressBar::draw(std::int64_t done, const std::string& status, bool final) {

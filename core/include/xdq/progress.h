@@ -18,6 +18,8 @@ class ProgressBar {
   // For passes that are usually short (an evaluation): the final line only when the loop took 5 s or
   // more; on a terminal a shorter one's bar is erased.
   void finish_if_long(const std::string& status);
+  // "<done per second since the start> <unit>", e.g. "1830 img/s".
+  std::string rate(std::int64_t done, const std::string& unit) const;
 
  private:
   void draw(std::int64_t done, const std::string& status, bool final);

@@ -1,11 +1,13 @@
 #include "xdq/quant/ptq.h"
 
 #include <algorithm>
+#include <string>
 
 #include <ATen/core/grad_mode.h>
 
 #include "xdq/error.h"
 #include "xdq/ir/passes.h"
+#include "xdq/progress.h"
 
 namespace xdq {
 
@@ -88,7 +90,8 @@ void QuantizedModel::set_activation_range(std::size_t i, const Range& range, con
 }
 
 void QuantizedModel::observe_activations(const at::Tensor& images, std::int64_t batch_size,
-                                         const std::function<void(std::size_t, const at::Tensor&)>& observe) const {
+                                         const std::function<void(std::size_t, const at::Tensor&)>& observe,
+                                         std::ostream* progress) const {
   Executor exec(graph_);
   for (std::size_t i = 0; i < activations_.size(); ++i)
     exec.set_value_hook(activations_[i].value, [i, &observe](const at::Tensor& x) {
@@ -96,14 +99,19 @@ void QuantizedModel::observe_activations(const at::Tensor& images, std::int64_t 
       return x;
     });
   at::NoGradGuard no_grad;
-  for (std::int64_t b = 0; b < images.size(0); b += batch_size)
-    exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size)));
+  ProgressBar bar(progress, "activation statistics", images.size(0));
+  for (std::int64_t b = 0; b < images.size(0); b += batch_size) {
+    const std::int64_t e = std::min(images.size(0), b + batch_size);
+    exec.forward(images.slice(0, b, e));
+    bar.update(e, bar.rate(e, "img/s"));
+  }
+  bar.finish_if_long(bar.rate(images.size(0), "img/s"));
 }
 
-CalibrationStatistics QuantizedModel::collect_statistics(const at::Tensor& images, std::int64_t batch_size,
-                                                         int bins) const {
+CalibrationStatistics QuantizedModel::collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins,
+                                                         std::ostream* progress) const {
   std::vector<ActivationStatistics> collected(activations_.size(), ActivationStatistics(bins));
-  observe_activations(images, batch_size, [&](std::size_t i, const at::Tensor& x) { collected[i].add(x); });
+  observe_activations(images, batch_size, [&](std::size_t i, const at::Tensor& x) { collected[i].add(x); }, progress);
   CalibrationStatistics statistics;
   for (std::size_t i = 0; i < activations_.size(); ++i) statistics.emplace(activations_[i].value, std::move(collected[i]));
   return statistics;

@@ -201,7 +201,7 @@ std::shared_ptr<const CalibrationStatistics> StatisticsCache::get(const Quantize
     }
   }
   if (!statistics) {
-    statistics = std::make_shared<const CalibrationStatistics>(model.collect_statistics(images, batch_size, bins));
+    statistics = std::make_shared<const CalibrationStatistics>(model.collect_statistics(images, batch_size, bins, &log));
     try {
       std::filesystem::create_directories(std::filesystem::path(path).parent_path());
       save(*statistics, key, path);

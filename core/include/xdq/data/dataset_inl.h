@@ -1,6 +1,5 @@
 #pragma once
 #include <algorithm>
-#include <chrono>
 #include <string>
 
 #include <ATen/core/grad_mode.h>
@@ -16,19 +15,14 @@ double top1_accuracy(Forward&& forward, const Dataset& data, const Preprocess& p
   if (!data.labeled()) throw Error(data.name + ": top-1 needs labels");
   at::NoGradGuard no_grad;
   ProgressBar bar(progress, label, data.size());
-  const auto start = std::chrono::steady_clock::now();
-  const auto rate = [&](std::int64_t done) {
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return std::to_string(static_cast<std::int64_t>(static_cast<double>(done) / std::max(seconds, 1e-9))) + " img/s";
-  };
   std::int64_t correct = 0;
   for (std::int64_t b = 0; b < data.size(); b += batch) {
     const std::int64_t e = std::min(data.size(), b + batch);
     at::Tensor logits = forward(pre.apply(data.images.slice(0, b, e)));
     correct += logits.argmax(1).eq(data.labels.slice(0, b, e)).sum().item<std::int64_t>();
-    bar.update(e, rate(e));
+    bar.update(e, bar.rate(e, "img/s"));
   }
-  bar.finish_if_long(rate(data.size()));
+  bar.finish_if_long(bar.rate(data.size(), "img/s"));
   return data.size() ? static_cast<double>(correct) / static_cast<double>(data.size()) : 0.0;
 }
 

@@ -37,11 +37,13 @@ class QuantizedModel {
   const std::vector<ActivationQuantizer>& activations() const { return activations_; }
 
   // FP forward passes over `images` (preprocessed) in batches: the statistics of every quantized
-  // activation, with histograms of `bins` bins per sign.
-  CalibrationStatistics collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins) const;
+  // activation, with histograms of `bins` bins per sign. `progress`: a bar while it lasts.
+  CalibrationStatistics collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins,
+                                           std::ostream* progress = nullptr) const;
   // FP forward passes over `images` in batches; `observe(i, x)` sees every batch of activation i.
   void observe_activations(const at::Tensor& images, std::int64_t batch_size,
-                           const std::function<void(std::size_t, const at::Tensor&)>& observe) const;
+                           const std::function<void(std::size_t, const at::Tensor&)>& observe,
+                           std::ostream* progress = nullptr) const;
   // Activation i's range -> scale / zero point; an empty range is an error naming `source` and the value.
   void set_activation_range(std::size_t i, const Range& range, const std::string& source);
   // Weight scale/zero-point from the weight range method.
