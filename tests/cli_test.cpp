@@ -118,11 +118,12 @@ TEST_F(Cli, DomainErrorsNameFileLineAndKey) {
 }
 
 TEST_F(Cli, TestLabelsOutsideTheModelsClassesAreRefused) {
-  // Eleven classes against a ten-class model.
+  // Eleven classes against a ten-class model (five images each: the fifth is the test split's).
   for (int c = 0; c < 11; ++c) {
     const std::string cls = dir.file("eleven/c" + std::string(c < 10 ? "0" : "") + std::to_string(c));
     std::filesystem::create_directories(cls);
-    std::ofstream(cls + "/x.png", std::ios::binary) << render_grid_png(at::zeros({1, 1, 28, 28}), 1, 1);
+    for (int k = 0; k < 5; ++k)
+      std::ofstream(cls + "/x" + std::to_string(k) + ".png", std::ios::binary) << render_grid_png(at::zeros({1, 1, 28, 28}), 1, 1);
   }
   expect_clean_failure(run_variants({{"calibration:", "domains:\n  eleven: {dataset: 'folder:eleven'}\ncalibration:"},
                                      {"domains: [fashion_mnist.test]", "domains: [eleven]"}}),

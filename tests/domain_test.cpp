@@ -69,16 +69,36 @@ TEST(Sources, GeneratedSourcesAreSeededAndUnlabeled) {
   EXPECT_GT(n.images.std().item<float>(), 0.05f);
 }
 
-TEST(Sources, ImageFolderLabelsFromSortedSubfolders) {
+// A folder's splits never share an image: every fifth image of a class (file-name order) is held out for
+// testing; train/ and val/ sub-folders are used as given. Integer class names sort numerically.
+TEST(Sources, ImageFolderSplitsAreDisjointAndClassesSortNumerically) {
   test::TempDir dir;
-  for (const char* cls : {"b_cat", "a_dog"}) std::filesystem::create_directories(dir.path() / cls);
-  write_png(dir.file("a_dog/1.png"), at::full({1, 10, 10}, 1.0f));
-  write_png(dir.file("b_cat/1.png"), at::zeros({1, 10, 10}));
-  write_png(dir.file("b_cat/2.png"), at::zeros({1, 10, 10}));
-  const Dataset d = load_dataset("folder:" + dir.path().string(), Split::Test, DataLocations(), {1, 5, 5}, 0, 0);
-  ASSERT_EQ(d.size(), 3);
-  EXPECT_TRUE(d.labels.equal(at::tensor({0L, 1L, 1L})));
-  EXPECT_FLOAT_EQ(d.images[0].mean().item<float>(), 1.0f);
+  for (const char* cls : {"10", "2"}) std::filesystem::create_directories(dir.path() / cls);
+  for (int k = 0; k < 10; ++k) {
+    write_png(dir.file("2/" + std::to_string(k) + ".png"), at::full({1, 10, 10}, k / 10.0f));
+    if (k < 6) write_png(dir.file("10/" + std::to_string(k) + ".png"), at::full({1, 10, 10}, 1.0f));
+  }
+  const std::string folder = "folder:" + dir.path().string();
+  const Dataset train = load_dataset(folder, Split::Train, DataLocations(), {1, 5, 5}, 0, 0);
+  const Dataset test = load_dataset(folder, Split::Test, DataLocations(), {1, 5, 5}, 0, 0);
+  // Class "2" (label 0): files 0..9, held out 4 and 9; class "10" (label 1): files 0..5, held out 4.
+  ASSERT_EQ(test.size(), 3);
+  EXPECT_TRUE(test.labels.equal(at::tensor({0L, 0L, 1L})));
+  EXPECT_NEAR(test.images[0].mean().item<float>(), 0.4f, 1.0 / 255);  // 8-bit PNG pixels
+  EXPECT_NEAR(test.images[1].mean().item<float>(), 0.9f, 1.0 / 255);
+  ASSERT_EQ(train.size(), 13);
+  EXPECT_EQ(train.labels.eq(0).sum().item<std::int64_t>(), 8);
+  for (std::int64_t i = 0; i < 8; ++i)  // 0, .1, .2, .3, .5, .6, .7, .8: never a test image
+    EXPECT_TRUE(std::abs(train.images[i].mean().item<float>() - 0.4f) > 0.05f &&
+                std::abs(train.images[i].mean().item<float>() - 0.9f) > 0.05f);
+  // train/ and val/: each split is its folder, whole.
+  test::TempDir split;
+  for (const char* d : {"train/a", "val/a"}) std::filesystem::create_directories(split.path() / d);
+  write_png(split.file("train/a/1.png"), at::zeros({1, 10, 10}));
+  write_png(split.file("val/a/1.png"), at::full({1, 10, 10}, 1.0f));
+  const Dataset val = load_dataset("folder:" + split.path().string(), Split::Test, DataLocations(), {1, 5, 5}, 0, 0);
+  ASSERT_EQ(val.size(), 1);
+  EXPECT_FLOAT_EQ(val.images[0].mean().item<float>(), 1.0f);
   test::TempDir empty;
   EXPECT_THROW(load_dataset("folder:" + empty.path().string(), Split::Test, DataLocations(), {1, 5, 5}, 0, 0), Error);
 }

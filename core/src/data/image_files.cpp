@@ -1,6 +1,7 @@
 #include "xdq/data/image_files.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -77,23 +78,44 @@ Dataset natural_crops(const std::string& samples_dir, std::int64_t count, const 
   return Dataset{"natural", at::stack(crops), {}};
 }
 
-Dataset load_image_folder(const std::string& root, const InputShape& shape) {
-  if (!fs::is_directory(root)) throw Error(root + ": image folder not found");
+namespace {
+// Sorted class names; numerically when every name is an integer.
+std::vector<std::string> class_folders(const fs::path& root) {
   std::vector<std::string> classes;
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) classes.push_back(e.path().filename().string());
-  std::sort(classes.begin(), classes.end());
+  const bool numeric = !classes.empty() && std::all_of(classes.begin(), classes.end(), [](const std::string& c) {
+    return !c.empty() && c.size() < 18 && std::all_of(c.begin(), c.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); });
+  });
+  std::sort(classes.begin(), classes.end(), [numeric](const std::string& a, const std::string& b) {
+    return numeric ? std::stoll(a) < std::stoll(b) : a < b;
+  });
+  return classes;
+}
+}  // namespace
+
+Dataset load_image_folder(const std::string& root_dir, const InputShape& shape, Split split) {
+  fs::path root = root_dir;
+  if (!fs::is_directory(root)) throw Error(root_dir + ": image folder not found");
+  // root/train + root/val (or test): the splits as given; otherwise a fixed hold-out of every fifth image.
+  const fs::path test_dir = fs::is_directory(root / "val") ? root / "val" : root / "test";
+  const bool split_folders = fs::is_directory(root / "train") && fs::is_directory(test_dir);
+  if (split_folders) root = split == Split::Train ? root / "train" : test_dir;
+  const std::vector<std::string> classes = class_folders(root);
   std::vector<std::string> files;
   std::vector<std::int64_t> labels;
   for (std::size_t c = 0; c < classes.size(); ++c) {
     std::vector<std::string> in_class;
-    for (const auto& e : fs::directory_iterator(fs::path(root) / classes[c])) {
+    for (const auto& e : fs::directory_iterator(root / classes[c])) {
       const std::string ext = e.path().extension().string();
       if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") in_class.push_back(e.path().string());
     }
     std::sort(in_class.begin(), in_class.end());
-    files.insert(files.end(), in_class.begin(), in_class.end());
-    labels.insert(labels.end(), in_class.size(), static_cast<std::int64_t>(c));
+    for (std::size_t k = 0; k < in_class.size(); ++k)
+      if (split_folders || (k % 5 == 4) == (split == Split::Test)) {
+        files.push_back(in_class[k]);
+        labels.push_back(static_cast<std::int64_t>(c));
+      }
   }
   const int flags = shape.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
   std::vector<at::Tensor> images(files.size());
@@ -103,7 +125,10 @@ Dataset load_image_folder(const std::string& root, const InputShape& shape) {
                0, cv::INTER_AREA);
     images[i] = to_tensor(resized);
   });
-  if (images.empty()) throw Error(root + ": image folder holds no images (expected <class>/<image>.png|jpg)");
+  if (images.empty())
+    throw Error(root.string() + ": image folder holds no images for the " + (split == Split::Train ? "train" : "test") +
+                " split (expected <class>/<image>.png|jpg; without train/ and val/ folders every fifth image of a class is "
+                "held out for testing, so a class needs 5 images to be tested)");
   return Dataset{"folder", at::stack(images), at::tensor(labels)};
 }
 

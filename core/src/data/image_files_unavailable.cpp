@@ -14,5 +14,5 @@ namespace {
 
 Dataset load_opencv_digits(const std::string&, Split) { unavailable("opencv_digits"); }
 Dataset natural_crops(const std::string&, std::int64_t, const InputShape&, std::uint64_t) { unavailable("natural"); }
-Dataset load_image_folder(const std::string&, const InputShape&) { unavailable("folder:"); }
+Dataset load_image_folder(const std::string&, const InputShape&, Split) { unavailable("folder:"); }
 }  // namespace xdq

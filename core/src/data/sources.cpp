@@ -119,7 +119,7 @@ Dataset load_dataset(const std::string& name, Split split, const DataLocations& 
   } else if (name == "noise_gaussian" || name == "noise_uniform") {
     d = noise(name, count, shape, seed);
   } else if (name.rfind("folder:", 0) == 0) {
-    d = load_image_folder(name.substr(7), shape);
+    d = load_image_folder(name.substr(7), shape, split);
   } else if (name == "none") {
     d = Dataset{name, at::empty({0, shape.channels, shape.height, shape.width}), {}};
   } else {

@@ -20,7 +20,10 @@ Dataset load_opencv_digits(const std::string& samples_dir, Split split);
 // `samples_dir`, resized to `shape`, seeded.
 Dataset natural_crops(const std::string& samples_dir, std::int64_t count, const InputShape& shape, std::uint64_t seed);
 
-// root/<class>/<image>, classes = sorted sub-folder names -> 0, 1, ...; each image resized to `shape`.
-Dataset load_image_folder(const std::string& root, const InputShape& shape);
+// root/<class>/<image>, classes = sub-folder names sorted (numerically when all are integers, so 2 comes
+// before 10) -> 0, 1, ...; each image resized to `shape`. Splits never share an image: root/train and
+// root/val (or root/test) when both exist; otherwise, per class in file-name order, every fifth image is
+// held out for the test split and the others are the train split.
+Dataset load_image_folder(const std::string& root, const InputShape& shape, Split split);
 
 }  // namespace xdq
