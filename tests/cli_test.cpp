@@ -149,8 +149,7 @@ TEST_F(Cli, MixturesSizesAndRepeats) {
   EXPECT_EQ(j["runs"][3]["calibration"]["count"], 64);
   EXPECT_EQ(j["runs"][0]["calibration"]["source"], "mix(fashion_mnist.train+noise_uniform.train)");
   EXPECT_EQ(j["runs"][0]["calibration"]["domain"], "mixed");
-  std::ifstream report(dir.file("out/report.md"));
-  std::string text((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  std::string text = test::read_text(dir.file("out/report.md"));
   EXPECT_NE(text.find("mean ± std over 2 calibration seeds"), std::string::npos);
 }
 
@@ -257,8 +256,7 @@ TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
   EXPECT_NEAR(res["fp32_top1"].get<double>(), fp32, test::ambiguous_top1(logits, gamma) / 500.0 + 1e-12);
   EXPECT_GE(res["quant_top1"].get<double>(), 0.0);
   EXPECT_LE(res["quant_top1"].get<double>(), 1.0);
-  std::ifstream resolved(dir.file("out/config.resolved.yaml"));
-  std::string text((std::istreambuf_iterator<char>(resolved)), std::istreambuf_iterator<char>());
+  std::string text = test::read_text(dir.file("out/config.resolved.yaml"));
   EXPECT_NE(text.find("sha256: "), std::string::npos);
   EXPECT_NE(text.find("percentile: 99.9"), std::string::npos);
 }
@@ -314,8 +312,7 @@ TEST_F(Cli, SynthesizedDomainsAreCachedReloadedAndShownAsGrids) {
             std::string::npos)
       << first.output;
   EXPECT_TRUE(fs::exists(dir.file("out/synthesized_zq_tiny.png")));
-  std::ifstream report(dir.file("out/report.md"));
-  const std::string text((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  const std::string text = test::read_text(dir.file("out/report.md"));
   EXPECT_NE(text.find("## Synthesized calibration images"), std::string::npos);
   auto results = [&] {
     std::ifstream in(dir.file("out/results.json"));
@@ -506,8 +503,7 @@ TEST_F(Cli, AFailedRunIsRecordedAndTheSweepGoesOn) {
       EXPECT_NE(run["error"].get<std::string>().find("failed in observe: observer exploded"), std::string::npos);
     }
   }
-  std::ifstream report(dir.file("out/report.md"));
-  const std::string text((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  const std::string text = test::read_text(dir.file("out/report.md"));
   EXPECT_NE(text.find("## Failed runs"), std::string::npos);
 
   // on_error: stop ends the sweep at the failure, with no output.
@@ -550,8 +546,7 @@ TEST_F(Cli, TheResolvedConfigRepeatsTheRun) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(results_without_timings(dir.file("again/results.json")), results_without_timings(dir.file("out/results.json")));
   // A pinned model hash that does not match the file is refused.
-  std::ifstream in(dir.file("again/config.resolved.yaml"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text = test::read_text(dir.file("again/config.resolved.yaml"));
   // The SHA-256 written is the file's (sha256sum, an independent implementation).
   const auto sum = test::run_command("sha256sum " + dir.file("tiny.pt"));
   const auto at = text.find("sha256: ");
@@ -620,8 +615,7 @@ TEST_F(Cli, SubmitWritesAnArrayWithOneTaskPerJobAndAMerge) {
   const auto r = test::run_command(std::string(XDQ_BINARY) + " submit " + dir.file("bad.yaml") + " --out " + dir.file("sweep") +
                                    " --slurm --dry-run --cpus-per-task 2 --partition short --max-parallel 2 --sbatch-arg=--mem=4G");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::ifstream in(dir.file("sweep/slurm/array.sbatch"));
-  const std::string script((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string script = test::read_text(dir.file("sweep/slurm/array.sbatch"));
   EXPECT_NE(script.find("#SBATCH --array=0-2%2\n"), std::string::npos) << script;  // 3 jobs, 2 at a time
   EXPECT_NE(script.find("#SBATCH --cpus-per-task=2\n#SBATCH --output="), std::string::npos) << script;
   EXPECT_NE(script.find("#SBATCH --partition=short\n"), std::string::npos) << script;

@@ -20,8 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string quickstart_with_absolute_paths() {
-  std::ifstream in(std::string(XDQ_SOURCE_DIR) + "/experiments/quickstart.yaml");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text = test::read_text(std::string(XDQ_SOURCE_DIR) + "/experiments/quickstart.yaml");
   return std::regex_replace(text, std::regex(R"(\.\./models)"), std::string(XDQ_SOURCE_DIR) + "/models");
 }
 

@@ -64,8 +64,7 @@ TEST(PluginLoading, AbiHashChangesWithTheLayoutNotWithComments) {
     std::filesystem::remove_all(include);
     std::filesystem::copy(std::string(XDQ_SOURCE_DIR) + "/core/include", include, std::filesystem::copy_options::recursive);
     const std::string view = (include / "xdq/quant/model_view.h").string();
-    std::ifstream in(view);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text = test::read_text(view);
     if (!edit_from.empty()) {
       const auto at = text.find(edit_from);
       EXPECT_NE(at, std::string::npos) << edit_from;
@@ -77,8 +76,7 @@ TEST(PluginLoading, AbiHashChangesWithTheLayoutNotWithComments) {
     const auto r = test::run_command(std::string(XDQ_CMAKE_COMMAND) + " -DINCLUDE_DIR=" + include.string() +
                                      " -DOUT=" + out + " -P " + XDQ_SOURCE_DIR + "/cmake/abi_hash.cmake");
     EXPECT_EQ(r.exit_code, 0) << r.output;
-    std::ifstream header(out);
-    return std::string((std::istreambuf_iterator<char>(header)), std::istreambuf_iterator<char>());
+    return test::read_text(out);
   };
   const std::string original = hash_of("", "");
   EXPECT_NE(original.find(std::string("\"") + XDQ_PLUGIN_ABI_HASH + "\""), std::string::npos) << original;
