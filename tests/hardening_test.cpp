@@ -143,6 +143,23 @@ TEST_F(BadInput, ValuesThatWouldBeSilentlyWrong) {
   expect_refused(run_with("    path:", "    mean: [0.5]\n    std: [.inf]\n    path:"), "models[0].std[0]: expected a finite number");
 }
 
+TEST_F(BadInput, PreprocessAndFolderOptionsAreCheckedByKey) {
+  expect_refused(run_with("    path:", "    preprocess: imagenette\n    path:"), "models[0].preprocess: unknown preprocess preset 'imagenette'");
+  expect_refused(run_with("    path:", "    preprocess: {resize: 32}\n    path:"), "models[0].preprocess: a resize needs a crop");
+  expect_refused(run_with("    path:", "    preprocess: {resize: 32, crop: 28, interpolation: lanczos}\n    path:"),
+                 "models[0].preprocess.interpolation: expected bilinear, bicubic or nearest");
+  expect_refused(run_with("    path:", "    preprocess: {crop: 28, channels: yuv}\n    path:"), "models[0].preprocess.channels: expected rgb or bgr");
+  expect_refused(run_with("    path:", "    mean: [0.5]\n    std: [0.5]\n    preprocess: imagenet\n    path:"),
+                 "models[0].preprocess: mean/std given twice");
+  expect_refused(run_with("calibration:", "domains:\n  d: {dataset: fashion_mnist, classes: c.txt}\ncalibration:"),
+                 "domains.d.classes: only a folder:PATH dataset has this option");
+  fs::create_directories(dir.file("images/a"));
+  expect_refused(run_with("calibration:", "domains:\n  d: {dataset: 'folder:" + dir.file("images") + "', unreadable: ignore}\ncalibration:"),
+                 "domains.d.unreadable: expected error or skip");
+  expect_refused(run_with("calibration:", "domains:\n  d: {dataset: 'folder:" + dir.file("images") + "', classes: none.txt}\ncalibration:"),
+                 "domains.d.classes: classes file not found");
+}
+
 TEST_F(BadInput, NamesThatWouldLeaveTheOutputFolder) {
   expect_refused(run_with("experiment: quickstart", "experiment: ../../x"), "bad.yaml:4 experiment: experiment name '../../x'");
   expect_refused(run_with("  - name: resnet20", "  - name: a/b"), "models[0]: model name 'a/b'");

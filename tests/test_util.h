@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -47,12 +48,12 @@ inline void write_text(const std::string& path, const std::string& text) {
   out << text;
 }
 
-// max|a - b| / max|b|
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// max|a - b| / max|b|
 inline double max_relative_error(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item<double>();
 }
@@ -77,6 +78,15 @@ inline std::int64_t ambiguous_top1(const at::Tensor& logits, double gamma) {
   const at::Tensor top2 = std::get<0>(logits.topk(2, 1));
   const double bound = 2 * gamma * logits.abs().max().item<double>();
   return (top2.select(1, 0) - top2.select(1, 1)).le(bound).sum().item<std::int64_t>();
+}
+
+// --set overrides pointing experiments/imagenet_folder.yaml at the generated fixture (make_imagenet_folder:
+// torchvision models with random weights, a folder holding a few of the 1 000 classes).
+inline std::vector<std::string> imagenet_fixture_sets() {
+  const std::string d = XDQ_IMAGENET_DIR;
+  return {"models.0.path=" + d + "/resnet18.pt", "models.1.path=" + d + "/mobilenet_v2.pt",
+          "domains.imagenet.dataset=folder:" + d + "/resnet18", "domains.imagenet.classes=" + d + "/synsets.txt",
+          "domains.imagenet.missing_classes=allow", "domains.imagenet_night.missing_classes=allow"};
 }
 
 // The message of the xdq::Error that f throws ("" when it throws none).

@@ -87,6 +87,7 @@ def runs(path):
     data = json.load(open(path))
     for run in data["runs"]:
         run.pop("seconds")
+        run.pop("peak_rss_mib")
     return data
 a, b = runs(sys.argv[1]), runs(sys.argv[2])
 assert len(a["runs"]) == 16, len(a["runs"])

@@ -24,6 +24,9 @@ bool parallel_jobs_available();
 // in order on the calling thread without TBB.
 void for_each_parallel(std::size_t n, const std::function<void(std::size_t)>& f);
 
+// The largest resident memory of this process so far (getrusage), in MiB.
+double peak_resident_mib();
+
 // A stream for one of several parallel jobs: each whole line ('\n' or '\r' ended) reaches `shared` under
 // `mutex`, so lines of parallel jobs never interleave mid-line.
 class SharedLineStream : public std::ostream {

@@ -208,15 +208,25 @@ void ConfigNode::set_path(const std::string& dotted_key, const std::string& valu
     parts.push_back(part);
   }
   if (parts.empty()) throw Error("--set: missing key");
-  // yaml-cpp nodes are handles: walking with operator[] on non-const nodes creates missing maps.
+  // yaml-cpp nodes are handles: walking with operator[] on non-const nodes creates missing maps. A
+  // number selects an existing item of a list (models.0.path).
+  auto child = [&](YAML::Node parent, const std::string& part) {
+    if (!parent.IsSequence()) return parent[part];
+    const bool number = part.find_first_not_of("0123456789") == std::string::npos && part.size() < 9;
+    if (!number || std::stoul(part) >= parent.size())
+      throw Error("--set " + dotted_key + ": '" + part + "' is not an item of a list of " + std::to_string(parent.size()));
+    return parent[std::stoul(part)];
+  };
+  // (Handles are copied into the chain, never assigned: assigning one yaml-cpp node to another rewrites
+  // the first node's content.)
   std::vector<YAML::Node> chain{node_};
   for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-    YAML::Node next = chain.back()[parts[i]];
-    if (next.IsDefined() && !next.IsNull() && !next.IsMap())
-      throw Error("--set " + dotted_key + ": '" + parts[i] + "' is not a map");
+    YAML::Node next = child(chain.back(), parts[i]);
+    if (next.IsDefined() && !next.IsNull() && !next.IsMap() && !next.IsSequence())
+      throw Error("--set " + dotted_key + ": '" + parts[i] + "' is not a map or a list");
     chain.push_back(next);
   }
-  chain.back()[parts.back()] = parsed;
+  child(chain.back(), parts.back()) = parsed;
 }
 
 }  // namespace xdq

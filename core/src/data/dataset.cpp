@@ -11,10 +11,15 @@
 
 namespace xdq {
 
+at::Tensor subset_rows(std::int64_t size, std::int64_t count, std::uint64_t seed) {
+  if (count <= 0 || count >= size) return at::arange(size, at::kLong);
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::randperm(size, gen, at::kLong).narrow(0, 0, count);
+}
+
 Dataset Dataset::subset(std::int64_t count, std::uint64_t seed) const {
   if (count <= 0 || count >= size()) return *this;
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  at::Tensor order = at::randperm(size(), gen, at::kLong).narrow(0, 0, count);
+  const at::Tensor order = subset_rows(size(), count, seed);
   Dataset out{name, images.index_select(0, order).contiguous(), {}};
   if (labeled()) out.labels = labels.index_select(0, order).contiguous();
   return out;

@@ -5,6 +5,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -79,8 +82,15 @@ Dataset natural_crops(const std::string& samples_dir, std::int64_t count, const 
 }
 
 namespace {
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
 // Sorted class names; numerically when every name is an integer.
-std::vector<std::string> class_folders(const fs::path& root) {
+std::vector<std::string> sorted_class_folders(const fs::path& root) {
   std::vector<std::string> classes;
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) classes.push_back(e.path().filename().string());
@@ -92,44 +102,107 @@ std::vector<std::string> class_folders(const fs::path& root) {
   });
   return classes;
 }
+
+// Class folder names in class-index order, from the classes file (checked against the folders present)
+// or the sorted folders.
+std::vector<std::string> class_names(const fs::path& root, const FolderOptions& options) {
+  const std::vector<std::string> folders = sorted_class_folders(root);
+  if (options.classes_file.empty()) return folders;
+  std::vector<std::string> names;
+  std::set<std::string> listed;
+  std::ifstream in(options.classes_file);
+  if (!in) throw Error(options.classes_file + ": cannot read the classes file");
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+    const std::string where = options.classes_file + ":" + std::to_string(line_no) + ": ";
+    if (line.empty()) throw Error(where + "empty line (one class folder name per line, line k = class k)");
+    if (!listed.insert(line).second) throw Error(where + "class '" + line + "' listed twice");
+    names.push_back(line);
+    if (!options.allow_missing_classes && !fs::is_directory(root / line))
+      throw Error(where + "class '" + line + "' has no folder in " + root.string() +
+                  " (set the domain's missing_classes: allow for a folder holding only some classes)");
+  }
+  for (const std::string& f : folders)
+    if (!listed.count(f)) throw Error((root / f).string() + ": class folder not listed in " + options.classes_file);
+  return names;
+}
+
 }  // namespace
 
-Dataset load_image_folder(const std::string& root_dir, const InputShape& shape, Split split) {
+ImageFileList list_image_folder(const std::string& root_dir, Split split, const FolderOptions& options) {
   fs::path root = root_dir;
   if (!fs::is_directory(root)) throw Error(root_dir + ": image folder not found");
   // root/train + root/val (or test): the splits as given; otherwise a fixed hold-out of every fifth image.
   const fs::path test_dir = fs::is_directory(root / "val") ? root / "val" : root / "test";
   const bool split_folders = fs::is_directory(root / "train") && fs::is_directory(test_dir);
   if (split_folders) root = split == Split::Train ? root / "train" : test_dir;
-  const std::vector<std::string> classes = class_folders(root);
-  std::vector<std::string> files;
-  std::vector<std::int64_t> labels;
-  for (std::size_t c = 0; c < classes.size(); ++c) {
+  ImageFileList list{root.string(), {}, {}};
+  const std::vector<std::string> classes = class_names(root, options);
+  for (std::size_t label = 0; label < classes.size(); ++label) {
+    const std::string& name = classes[label];
+    if (!fs::is_directory(root / name)) continue;  // a listed class without a folder (allowed above)
     std::vector<std::string> in_class;
-    for (const auto& e : fs::directory_iterator(root / classes[c])) {
-      const std::string ext = e.path().extension().string();
-      if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") in_class.push_back(e.path().string());
-    }
+    for (const auto& e : fs::directory_iterator(root / name))
+      if (e.is_regular_file() && is_image_file(e.path())) in_class.push_back(e.path().string());
+    if (in_class.empty()) throw Error((root / name).string() + ": class folder holds no .png/.jpg/.jpeg/.bmp image");
     std::sort(in_class.begin(), in_class.end());
     for (std::size_t k = 0; k < in_class.size(); ++k)
       if (split_folders || (k % 5 == 4) == (split == Split::Test)) {
-        files.push_back(in_class[k]);
-        labels.push_back(static_cast<std::int64_t>(c));
+        list.files.push_back(in_class[k]);
+        list.labels.push_back(static_cast<std::int64_t>(label));
       }
   }
-  const int flags = shape.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
-  std::vector<at::Tensor> images(files.size());
-  for_each_parallel(files.size(), [&](std::size_t i) {
-    cv::Mat resized;
-    cv::resize(read_image(files[i], flags), resized, cv::Size(static_cast<int>(shape.width), static_cast<int>(shape.height)), 0,
-               0, cv::INTER_AREA);
-    images[i] = to_tensor(resized);
-  });
-  if (images.empty())
+  if (list.files.empty())
     throw Error(root.string() + ": image folder holds no images for the " + (split == Split::Train ? "train" : "test") +
                 " split (expected <class>/<image>.png|jpg; without train/ and val/ folders every fifth image of a class is "
                 "held out for testing, so a class needs 5 images to be tested)");
-  return Dataset{"folder", at::stack(images), at::tensor(labels)};
+  return list;
+}
+
+at::Tensor decode_image_files(const std::vector<std::string>& files, const at::Tensor& rows, const InputShape& shape,
+                              bool skip_unreadable, std::vector<bool>* readable) {
+  const std::int64_t* row = rows.data_ptr<std::int64_t>();
+  const int flags = shape.channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR;
+  std::vector<at::Tensor> images(static_cast<std::size_t>(rows.numel()));
+  for_each_parallel(images.size(), [&](std::size_t i) {
+    const std::string& file = files.at(static_cast<std::size_t>(row[i]));
+    const cv::Mat image = cv::imread(file, flags);
+    if (image.empty()) {
+      if (skip_unreadable) return;
+      throw Error(file + ": cannot read image (not a PNG/JPEG/BMP file, or corrupt; the domain's unreadable: skip "
+                         "leaves such files out)");
+    }
+    if (shape.resize > 0) {
+      images[i] = fit_to_input(to_tensor(image).unsqueeze(0), shape).squeeze(0);
+      return;
+    }
+    cv::Mat resized;
+    cv::resize(image, resized, cv::Size(static_cast<int>(shape.width), static_cast<int>(shape.height)), 0, 0, cv::INTER_AREA);
+    images[i] = fit_to_input(to_tensor(resized).unsqueeze(0), shape).squeeze(0);
+  });
+  if (readable) readable->assign(images.size(), true);
+  std::vector<at::Tensor> kept;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    if (images[i].defined()) kept.push_back(images[i]);
+    else if (readable) (*readable)[i] = false;
+  }
+  return kept.empty() ? at::empty({0, shape.channels, shape.height, shape.width}) : at::stack(kept);
+}
+
+Dataset load_image_files(const ImageFileList& list, const at::Tensor& rows, const InputShape& shape,
+                         bool skip_unreadable) {
+  std::vector<bool> readable;
+  Dataset d{"folder", decode_image_files(list.files, rows, shape, skip_unreadable, &readable), {}};
+  std::vector<std::int64_t> labels;
+  const std::int64_t* row = rows.data_ptr<std::int64_t>();
+  for (std::int64_t i = 0; i < rows.numel(); ++i)
+    if (readable[static_cast<std::size_t>(i)]) labels.push_back(list.labels.at(static_cast<std::size_t>(row[i])));
+  d.labels = at::tensor(labels, at::kLong);
+  if (d.size() < rows.numel())
+    std::cerr << "xdq: warning: " << list.root << ": " << rows.numel() - d.size() << " unreadable image file(s) left out\n";
+  return d;
 }
 
 }  // namespace xdq

@@ -14,5 +14,10 @@ namespace {
 
 Dataset load_opencv_digits(const std::string&, Split) { unavailable("opencv_digits"); }
 Dataset natural_crops(const std::string&, std::int64_t, const InputShape&, std::uint64_t) { unavailable("natural"); }
-Dataset load_image_folder(const std::string&, const InputShape&, Split) { unavailable("folder:"); }
+ImageFileList list_image_folder(const std::string&, Split, const FolderOptions&) { unavailable("folder:"); }
+at::Tensor decode_image_files(const std::vector<std::string>&, const at::Tensor&, const InputShape&, bool,
+                              std::vector<bool>*) {
+  unavailable("folder:");
+}
+Dataset load_image_files(const ImageFileList&, const at::Tensor&, const InputShape&, bool) { unavailable("folder:"); }
 }  // namespace xdq

@@ -1,6 +1,7 @@
 #include "xdq/data/sources.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <sstream>
 
@@ -84,6 +85,42 @@ bool parse_dataset_split(const std::string& name, std::string& dataset, Split& s
   return is_known_dataset(dataset);
 }
 
+namespace {
+
+// torchvision's Resize(int) then CenterCrop: the shorter side becomes shape.resize (the longer one
+// int(resize * long / short)), a same-size image is left as it is; the crop's offset rounds half to even
+// (Python's round), and a side smaller than the crop is zero-padded around the image first.
+at::Tensor resize_and_center_crop(at::Tensor images, const InputShape& shape) {
+  const std::int64_t h = images.size(2), w = images.size(3);
+  const std::int64_t shorter = std::min(h, w), longer = std::max(h, w);
+  const auto stretched = static_cast<std::int64_t>(static_cast<double>(shape.resize) * static_cast<double>(longer) /
+                                                   static_cast<double>(shorter));
+  const std::int64_t nh = h <= w ? shape.resize : stretched, nw = h <= w ? stretched : shape.resize;
+  if (nh != h || nw != w) {
+    switch (shape.interpolation) {
+      case Interpolation::Bilinear: images = at::_upsample_bilinear2d_aa(images, {nh, nw}, false); break;
+      case Interpolation::Bicubic: images = at::_upsample_bicubic2d_aa(images, {nh, nw}, false); break;
+      case Interpolation::Nearest: images = at::upsample_nearest2d(images, {nh, nw}); break;
+    }
+  }
+  const std::int64_t pad_w = std::max<std::int64_t>(0, shape.width - nw), pad_h = std::max<std::int64_t>(0, shape.height - nh);
+  if (pad_w > 0 || pad_h > 0) images = at::constant_pad_nd(images, {pad_w / 2, (pad_w + 1) / 2, pad_h / 2, (pad_h + 1) / 2}, 0.0);
+  const auto top = static_cast<std::int64_t>(std::nearbyint(static_cast<double>(images.size(2) - shape.height) / 2.0));
+  const auto left = static_cast<std::int64_t>(std::nearbyint(static_cast<double>(images.size(3) - shape.width) / 2.0));
+  return images.slice(2, top, top + shape.height).slice(3, left, left + shape.width).contiguous();
+}
+
+}  // namespace
+
+std::string InputShape::key() const {
+  std::string k = std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
+  if (resize > 0) {
+    static const char* names[] = {"bilinear", "bicubic", "nearest"};
+    k += "/r" + std::to_string(resize) + "-" + names[static_cast<int>(interpolation)];
+  }
+  return bgr ? k + "-bgr" : k;
+}
+
 at::Tensor fit_to_input(const at::Tensor& images_in, const InputShape& shape) {
   at::Tensor images = images_in;
   const auto c = images.size(1);
@@ -96,6 +133,8 @@ at::Tensor fit_to_input(const at::Tensor& images_in, const InputShape& shape) {
       throw Error("cannot convert " + std::to_string(c) + "-channel images to " + std::to_string(shape.channels));
     }
   }
+  if (shape.bgr && shape.channels == 3) images = images.flip({1});
+  if (shape.resize > 0) return resize_and_center_crop(images, shape);
   const auto h = images.size(2), w = images.size(3);
   if (h == shape.height && w == shape.width) return images.contiguous();
   if (h >= shape.height && w >= shape.width) return at::adaptive_avg_pool2d(images, {shape.height, shape.width}).contiguous();
@@ -103,7 +142,7 @@ at::Tensor fit_to_input(const at::Tensor& images_in, const InputShape& shape) {
 }
 
 Dataset load_dataset(const std::string& name, Split split, const DataLocations& where, const InputShape& shape,
-                     std::int64_t count, std::uint64_t seed) {
+                     std::int64_t count, std::uint64_t seed, const FolderOptions& folder) {
   Dataset d;
   if (name == "fashion_mnist") {
     d = load_fashion_mnist(fashion_mnist_dir(where.fashion_mnist), split);
@@ -119,7 +158,9 @@ Dataset load_dataset(const std::string& name, Split split, const DataLocations& 
   } else if (name == "noise_gaussian" || name == "noise_uniform") {
     d = noise(name, count, shape, seed);
   } else if (name.rfind("folder:", 0) == 0) {
-    d = load_image_folder(name.substr(7), shape, split);
+    const ImageFileList files = list_image_folder(name.substr(7), split, folder);
+    d = load_image_files(files, subset_rows(static_cast<std::int64_t>(files.files.size()), count, seed), shape,
+                         folder.skip_unreadable);
   } else if (name == "none") {
     d = Dataset{name, at::empty({0, shape.channels, shape.height, shape.width}), {}};
   } else {

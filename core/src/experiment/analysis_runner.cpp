@@ -270,10 +270,10 @@ ModelInputs model_inputs(const ExperimentConfig& cfg, const ModelEntry& entry, c
   for (const DomainSpec& d : cfg.calibration_domains)
     in.calibration.push_back(
         p.pre.apply(domains.get(d, Split::Train, p.shape, cfg.calibration_counts.front(), cfg.seed, &entry).images));
-  for (const Dataset* t : p.tests) {
-    const std::int64_t n = std::min(cfg.analysis.images, t->size());
-    in.test_images.push_back(p.pre.apply(t->images.slice(0, 0, n)));
-    in.test_labels.push_back(t->labels.slice(0, 0, n));
+  for (const TestImages& t : p.tests) {
+    const Dataset head = t.head(cfg.analysis.images);
+    in.test_images.push_back(p.pre.apply(head.images));
+    in.test_labels.push_back(head.labels);
   }
   return in;
 }

@@ -11,6 +11,7 @@
 
 #include "xdq/data/dataset.h"
 #include "xdq/data/sources.h"
+#include "xdq/data/image_files.h"
 #include "xdq/error.h"
 #include "xdq/plugin/interfaces.h"
 #include "xdq/plugin/registry.h"
@@ -207,16 +208,23 @@ void parse_plugin_paths(const ConfigNode& node, ExperimentConfig& cfg, LoadConte
     std::cerr << "xdq: warning: " << failure << "\n";
 }
 
-// An image folder exists and holds <class>/<image> files.
-void check_image_folder(const ConfigNode& node, const fs::path& folder) {
-  if (!fs::is_directory(folder)) node.fail("image folder not found: " + folder.string());
-  for (const auto& cls : fs::directory_iterator(folder))
-    if (cls.is_directory())
-      for (const auto& f : fs::directory_iterator(cls.path())) {
-        const std::string ext = f.path().extension().string();
-        if (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp") return;
-      }
-  node.fail("image folder holds no images (expected <class>/<image>.png|jpg): " + folder.string());
+// A folder:PATH domain's options, and its file list (class folders, classes file) checked now.
+void parse_folder_options(const ConfigNode& d, DomainSpec& spec, const fs::path& base) {
+  FolderOptions& o = spec.folder;
+  if (d.has("classes")) {
+    o.classes_file = resolve(base, d["classes"].as_string());
+    if (!fs::is_regular_file(o.classes_file)) d["classes"].fail("classes file not found: " + o.classes_file);
+  }
+  const std::string missing = d.get("missing_classes", "error"), unreadable = d.get("unreadable", "error");
+  if (missing != "error" && missing != "allow") d["missing_classes"].fail("expected error or allow");
+  if (unreadable != "error" && unreadable != "skip") d["unreadable"].fail("expected error or skip");
+  o.allow_missing_classes = missing == "allow";
+  o.skip_unreadable = unreadable == "skip";
+  try {
+    list_image_folder(spec.dataset.substr(7), Split::Train, o);
+  } catch (const Error& e) {
+    d["dataset"].fail(e.what());
+  }
 }
 
 DomainSpec parse_synthesized_domain(const ConfigNode& d, DomainSpec spec, LoadContext& ctx) {
@@ -257,7 +265,7 @@ DomainSpec parse_dataset_domain(const ConfigNode& d, DomainSpec spec, LoadContex
     for (const auto& k : known_datasets()) known += (known.empty() ? "" : ", ") + k;
     d["dataset"].fail("unknown dataset '" + spec.dataset + "' (known: " + known + ", folder:PATH)");
   }
-  if (folder) check_image_folder(d["dataset"], spec.dataset.substr(7));
+  if (folder) parse_folder_options(d, spec, ctx.base);
   spec.transforms = parse_transforms(d["transforms"], ctx.registry);
   return spec;
 }
@@ -267,8 +275,11 @@ void parse_domains(const ConfigNode& domains, ExperimentConfig&, LoadContext& ct
   domains.require_map();
   for (const auto& name : domains.keys()) {
     const ConfigNode d = domains[name];
-    d.check_keys({"dataset", "transforms", "mix", "synthesizer", "models"});
+    d.check_keys({"dataset", "transforms", "mix", "synthesizer", "models", "classes", "missing_classes", "unreadable"});
     check_name(d, name, "domain name");
+    if (!d.has("dataset") || d["dataset"].as_string().rfind("folder:", 0) != 0)
+      for (const char* key : {"classes", "missing_classes", "unreadable"})
+        if (d.has(key)) d[key].fail("only a folder:PATH dataset has this option");
     DomainSpec spec;
     spec.name = name;
     spec.declared = true;
@@ -281,8 +292,81 @@ void parse_domains(const ConfigNode& domains, ExperimentConfig&, LoadContext& ct
   }
 }
 
+// mean/std, each a list of positive std values; from `node` (a model entry or its preprocess map).
+void parse_normalization(const ConfigNode& node, ModelEntry& e) {
+  if (node.has("mean") != node.has("std")) node.fail("give both mean and std, or neither");
+  if (!node.has("mean")) return;
+  if (e.has_preprocess) node["mean"].fail("mean/std given twice (the model entry and its preprocess)");
+  e.has_preprocess = true;
+  e.mean = node["mean"].as_double_list();
+  e.std = node["std"].as_double_list();
+  for (double s : e.std)
+    if (!(s > 0)) node["std"].fail("expected positive numbers");
+}
+
+void set_input_size(const ConfigNode& node, ModelEntry& e, const std::vector<long long>& size) {
+  if (size.size() != 2 || size[0] < 1 || size[1] < 1 || size[0] > 16384 || size[1] > 16384)
+    node.fail("expected [height, width], each in [1, 16384]");
+  if (e.size_declared && (e.input.height != size[0] || e.input.width != size[1]))
+    node.fail("input size " + std::to_string(size[0]) + "x" + std::to_string(size[1]) + " contradicts the declared " +
+              std::to_string(e.input.height) + "x" + std::to_string(e.input.width));
+  e.input.height = size[0];
+  e.input.width = size[1];
+  e.size_declared = true;
+  if (e.size_where.empty()) e.size_where = node.where();
+}
+
+// preprocess: imagenet | {preset, resize, crop, interpolation, mean, std, channels}: a map's keys override
+// its preset's.
+void parse_preprocess(const ConfigNode& p, ModelEntry& e) {
+  if (p.is_scalar() && p.as_string() != "imagenet") p.fail("unknown preprocess preset '" + p.as_string() + "' (known: imagenet)");
+  if (!p.is_scalar()) p.check_keys({"preset", "resize", "crop", "interpolation", "mean", "std", "channels"});
+  const std::string preset = p.is_scalar() ? p.as_string() : p.get("preset", "");
+  if (!preset.empty() && preset != "imagenet") p["preset"].fail("unknown preprocess preset '" + preset + "' (known: imagenet)");
+  const bool normalization_declared = e.has_preprocess;
+  if (preset == "imagenet") {  // torchvision's evaluation transform for ImageNet classifiers
+    if (normalization_declared) p.fail("mean/std given twice (the model entry and the imagenet preset)");
+    e.input.resize = 256;
+    e.input.interpolation = Interpolation::Bilinear;
+    e.has_preprocess = true;
+    e.mean = {0.485, 0.456, 0.406};
+    e.std = {0.229, 0.224, 0.225};
+  }
+  long long crop = preset == "imagenet" ? 224 : 0;
+  if (p.is_scalar()) {
+    set_input_size(p, e, {crop, crop});
+    return;
+  }
+  if (p.has("mean") && !normalization_declared) e.has_preprocess = false;  // the map's own replaces the preset's
+  parse_normalization(p, e);
+  if (p.has("resize")) {
+    e.input.resize = p["resize"].as_int();
+    if (e.input.resize < 1 || e.input.resize > 16384) p["resize"].fail("expected a shorter-side length in [1, 16384]");
+  }
+  if (p.has("interpolation")) {
+    const std::string i = p["interpolation"].as_string();
+    if (i == "bilinear") e.input.interpolation = Interpolation::Bilinear;
+    else if (i == "bicubic") e.input.interpolation = Interpolation::Bicubic;
+    else if (i == "nearest") e.input.interpolation = Interpolation::Nearest;
+    else p["interpolation"].fail("expected bilinear, bicubic or nearest");
+  }
+  if (p.has("channels")) {
+    const std::string c = p["channels"].as_string();
+    if (c != "rgb" && c != "bgr") p["channels"].fail("expected rgb or bgr");
+    e.input.bgr = c == "bgr";
+  }
+  if (p.has("crop")) {
+    const ConfigNode c = p["crop"];
+    set_input_size(c, e, c.is_scalar() ? std::vector<long long>{c.as_int(), c.as_int()} : c.as_int_list());
+  } else if (crop > 0) {
+    set_input_size(p, e, {crop, crop});
+  } else if (e.input.resize > 0) {
+    p.fail("a resize needs a crop (the input size the model reads)");
+  }
+}
+
 ModelEntry parse_model(const ConfigNode& m, const fs::path& base) {
-  m.check_keys({"name", "path", "sha256", "mean", "std", "input_size"});
+  m.check_keys({"name", "path", "sha256", "mean", "std", "input_size", "preprocess"});
   ModelEntry e;
   e.path = resolve(base, m["path"].as_string());
   if (!fs::is_regular_file(e.path)) m["path"].fail("model file not found: " + e.path);
@@ -293,21 +377,9 @@ ModelEntry parse_model(const ConfigNode& m, const fs::path& base) {
       m["sha256"].fail("model file " + e.path + " has SHA-256 " + actual + ", not the pinned " + e.sha256);
   }
   e.name = m.get("name", fs::path(e.path).stem().string());
-  if (m.has("mean") != m.has("std")) m.fail("give both mean and std, or neither");
-  if (m.has("mean")) {
-    e.has_preprocess = true;
-    e.mean = m["mean"].as_double_list();
-    e.std = m["std"].as_double_list();
-    for (double s : e.std)
-      if (!(s > 0)) m["std"].fail("expected positive numbers");
-  }
-  if (m.has("input_size")) {
-    const auto size = m["input_size"].as_int_list();
-    if (size.size() != 2 || size[0] < 1 || size[1] < 1 || size[0] > 16384 || size[1] > 16384)
-      m["input_size"].fail("expected [height, width], each in [1, 16384]");
-    e.height = size[0];
-    e.width = size[1];
-  }
+  parse_normalization(m, e);
+  if (m.has("input_size")) set_input_size(m["input_size"], e, m["input_size"].as_int_list());
+  if (m.has("preprocess")) parse_preprocess(m["preprocess"], e);
   return e;
 }
 
@@ -452,6 +524,9 @@ void emit_domain(YAML::Node& domains, const DomainSpec& d) {
     }
   } else {
     node["dataset"] = d.dataset;
+    if (!d.folder.classes_file.empty()) node["classes"] = d.folder.classes_file;
+    if (d.folder.allow_missing_classes) node["missing_classes"] = "allow";
+    if (d.folder.skip_unreadable) node["unreadable"] = "skip";
     for (const auto& t : d.transforms) {
       YAML::Node tn;
       tn["name"] = t.name;
@@ -491,10 +566,19 @@ YAML::Node models_yaml(const ExperimentConfig& cfg) {
     mn["name"] = m.name;
     mn["path"] = m.path;
     mn["sha256"] = m.sha256.empty() ? file_sha256(m.path) : m.sha256;
-    mn["input_size"] = std::vector<std::int64_t>{m.height, m.width};
+    if (m.size_declared) mn["input_size"] = std::vector<std::int64_t>{m.input.height, m.input.width};
     if (m.has_preprocess) {
       mn["mean"] = m.mean;
       mn["std"] = m.std;
+    }
+    if (m.input.resize > 0 || m.input.bgr) {
+      static const char* interpolations[] = {"bilinear", "bicubic", "nearest"};
+      YAML::Node p;
+      if (m.input.resize > 0) p["resize"] = m.input.resize;
+      p["crop"] = std::vector<std::int64_t>{m.input.height, m.input.width};
+      p["interpolation"] = interpolations[static_cast<int>(m.input.interpolation)];
+      p["channels"] = m.input.bgr ? "bgr" : "rgb";
+      mn["preprocess"] = p;
     }
     models.push_back(mn);
   }
@@ -558,9 +642,9 @@ void add_run_keys(std::vector<Key>& k) {
 // What is calibrated on and tested on: domains, models, calibration and test sets.
 void add_data_keys(std::vector<Key>& k) {
   using S = OptionSpec;
-  k.push_back(structured("domains", "named domains: {dataset, transforms} | {mix: {domain: weight}} | {synthesizer, models}",
+  k.push_back(structured("domains", "named domains: {dataset, transforms, classes, missing_classes, unreadable} | {mix: {domain: weight}} | {synthesizer, models}",
                          parse_domains, domains_yaml));
-  k.push_back(structured("models", "TorchScript models: [{name, path, sha256, input_size, mean, std}]", parse_models, models_yaml, true));
+  k.push_back(structured("models", "TorchScript models: [{name, path, sha256, input_size, mean, std, preprocess: imagenet | {preset, resize, crop, interpolation, mean, std, channels}}]", parse_models, models_yaml, true));
   k.push_back(structured("calibration.domains", "calibration domains (A), train split unless a split is named",
                          parse_calibration_domains, [](const ExperimentConfig& c) { return names_yaml(c.calibration_domains); }));
   k.push_back(structured("calibration.source", "one calibration domain (instead of domains)",

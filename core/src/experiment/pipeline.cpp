@@ -11,6 +11,7 @@
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/diagnostics.h"
 #include "xdq/ir/passes.h"
+#include "xdq/parallel.h"
 
 namespace xdq {
 
@@ -31,10 +32,9 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
     const ModelEntry& entry = cfg.models[i];
     Model m{prepare_model(cfg, entry, domains, progress), {}, {}, {}};
     const Executor fp32(m.prepared.model.graph);
-    for (const Dataset* t : m.prepared.tests)
-      m.fp32_top1.push_back(
-          top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, *t, m.prepared.pre, cfg.batch_size,
-                        &progress, entry.name + " FP32 on " + t->name));
+    for (const TestImages& t : m.prepared.tests)
+      m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,
+                                          cfg.batch_size, &progress, entry.name + " FP32 on " + t.name()));
     m.folded = m.prepared.model.graph;
     m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.fold_bn ? fold_batch_norm(m.folded) : 0};
     models_[i] = std::move(m);
@@ -72,7 +72,7 @@ void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& cali
   const PreparedModel& p = models_[job.model].prepared;
   std::vector<std::pair<std::string, at::Tensor>> tests;
   for (std::size_t t = 0; t < p.tests.size(); ++t)
-    tests.emplace_back(cfg_.test_domains[t].name, p.pre.apply(p.tests[t]->images.slice(0, 0, cfg_.layer_shift_images)));
+    tests.emplace_back(cfg_.test_domains[t].name, p.pre.apply(p.tests[t].head(cfg_.layer_shift_images).images));
   for (const LayerShift& l : measure_layer_shift(calibrated, images.slice(0, 0, cfg_.layer_shift_images), tests,
                                                  cfg_.batch_size))
     out.layer_shift.push_back({cfg_.models[job.model].name, setting, job.domain->name, l.layer, l.domain,
@@ -107,9 +107,9 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
   for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
     DomainResult d;
     d.domain = cfg_.test_domains[t].name;
-    d.n = m.prepared.tests[t]->size();
+    d.n = m.prepared.tests[t].size();
     d.fp32_top1 = m.fp32_top1[t];
-    d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, *m.prepared.tests[t],
+    d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, m.prepared.tests[t],
                                  m.prepared.pre, cfg_.batch_size, &log, spec.id + " on " + d.domain);
     run.results.push_back(d);
   }
@@ -154,6 +154,7 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
     if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
   RunResult run = evaluate(job, spec, quantized, log);
   run.seconds = seconds_since(start);
+  run.peak_rss_mib = peak_resident_mib();
   run.units = std::move(timings);
   out.runs.push_back(std::move(run));
 }

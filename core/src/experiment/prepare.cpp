@@ -17,8 +17,7 @@ const Dataset& DomainCache::get(const DomainSpec& d, Split default_split, const 
                                 std::uint64_t seed, const ModelEntry* model) {
   const Split split = d.fixed_split ? d.split : default_split;
   std::string key = d.name + (split == Split::Train ? "/train/" : "/test/") + std::to_string(count) + "/" +
-                    std::to_string(seed) + "/" + std::to_string(shape.channels) + "x" + std::to_string(shape.height) +
-                    "x" + std::to_string(shape.width);
+                    std::to_string(seed) + "/" + shape.key();
   if (!d.synthesizer.empty() || !d.mixture.empty())
     for (const ModelEntry* m : synthesis_models(d, model)) key += "/" + (m ? m->name : std::string("-"));
   if (auto it = cache_.find(key); it != cache_.end()) return it->second;
@@ -88,7 +87,7 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
   SynthesisContext context;
   for (const ModelEntry* m : synthesis_models(d, model)) {
     const ImportedModel& im = imported(*m);
-    const InputShape in = model_input_shape(*m, im.graph);
+    const InputShape in = model_input_shape(*m, im);
     context.models.push_back({m->name, &im.graph, model_preprocess(*m, im), {in.channels, in.height, in.width}});
   }
   context.input_shape = {shape.channels, shape.height, shape.width};
@@ -112,18 +111,35 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
   return out;
 }
 
-Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
-                          std::uint64_t seed) {
-  Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed);
-  if (count > 0) ds = ds.subset(count, seed);
+// The domain's transforms in order on images [first, first + n) of the set: each transform's seed
+// depends on the set's seed and on `first`, so a streamed set is transformed batch by batch reproducibly.
+at::Tensor DomainCache::transformed(const DomainSpec& d, at::Tensor images, std::uint64_t seed, std::int64_t first) const {
   for (std::size_t k = 0; k < d.transforms.size(); ++k) {
     const TransformChoice& t = d.transforms[k];
     const auto transform = registry_.load<DomainTransform>(t.name, t.options);
-    ds.images = transform.call("apply", [&](const DomainTransform& f) {
-      return f.apply(ds.images, t.severity, seed + 7919 * (k + 1));
+    images = transform.call("apply", [&](const DomainTransform& f) {
+      return f.apply(images, t.severity, seed + 7919 * (k + 1) + 1000003 * static_cast<std::uint64_t>(first));
     });
   }
+  return images;
+}
+
+Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
+                          std::uint64_t seed) {
+  Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed, d.folder);
+  if (count > 0) ds = ds.subset(count, seed);
+  ds.images = transformed(d, ds.images, seed, 0);
   return ds;
+}
+
+TestImages DomainCache::test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed) {
+  if (!d.mixture.empty() || !d.synthesizer.empty() || d.dataset.rfind("folder:", 0) != 0)
+    return TestImages(get(d, Split::Test, shape, count, seed));
+  const Split split = d.fixed_split ? d.split : Split::Test;
+  ImageFileList files = list_image_folder(d.dataset.substr(7), split, d.folder);
+  at::Tensor rows = subset_rows(static_cast<std::int64_t>(files.files.size()), count, seed);
+  return TestImages(d.dataset + ".test", std::move(files), rows, shape, d.folder.skip_unreadable,
+                    [this, d, seed](const at::Tensor& images, std::int64_t first) { return transformed(d, images, seed, first); });
 }
 
 // count * w_k / sum(w) images from each part (the last part takes the rounding remainder).
@@ -168,11 +184,22 @@ std::string split_name(const DomainSpec& d, Split default_split) {
   return d.dataset + ((d.fixed_split ? d.split : default_split) == Split::Train ? ".train" : ".test");
 }
 
-InputShape model_input_shape(const ModelEntry& entry, const Graph& graph) {
-  const auto layers = graph.layer_nodes();
+InputShape model_input_shape(const ModelEntry& entry, const ImportedModel& model) {
+  const auto layers = model.graph.layer_nodes();
   if (layers.empty()) throw Error(entry.path + ": model has no conv or linear layer to quantize");
-  const Node& first = graph.nodes[layers.front()];
-  return {first.kind == OpKind::Conv ? first.weight.size(1) * first.conv.groups : 1, entry.height, entry.width};
+  const Node& first = model.graph.nodes[layers.front()];
+  InputShape shape = entry.input;
+  shape.channels = first.kind == OpKind::Conv ? first.weight.size(1) * first.conv.groups : 1;
+  if (!model.input_size.empty()) {
+    const std::int64_t h = model.input_size[0], w = model.input_size[1];
+    if (entry.size_declared && (h != shape.height || w != shape.width))
+      throw Error(entry.size_where + ": model '" + entry.name + "' feeds " + std::to_string(shape.height) + "x" +
+                  std::to_string(shape.width) + " images, but " + entry.path + " declares input_size " + std::to_string(h) +
+                  "x" + std::to_string(w));
+    shape.height = h;
+    shape.width = w;
+  }
+  return shape;
 }
 
 Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model) {
@@ -185,7 +212,10 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
   p.pre = model_preprocess(entry, p.model);
   if (!entry.has_preprocess && !p.model.has_preprocess)
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
-  p.shape = model_input_shape(entry, p.model.graph);
+  if (!entry.size_declared && p.model.input_size.empty())
+    progress << "xdq: note: model '" << entry.name << "' declares no input size (input_size or preprocess.crop); feeding "
+             << entry.input.height << "x" << entry.input.width << " images\n";
+  p.shape = model_input_shape(entry, p.model);
   for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
   // One FP32 forward before any work: a model that cannot read this input size (a wrong input_size, a
   // 224x224 model fed 28x28) is named here rather than failing inside a run with a LibTorch trace.
@@ -202,12 +232,12 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
                 " inputs (set the model's input_size): " + what.substr(0, what.find('\n')));
   }
   for (const DomainSpec& d : cfg.test_domains) {
-    const Dataset& ds = domains.get(d, Split::Test, p.shape, cfg.test_count, cfg.seed);
-    const std::int64_t max_label = ds.labels.max().item<std::int64_t>();
+    TestImages test = domains.test_images(d, p.shape, cfg.test_count, cfg.seed);
+    const std::int64_t max_label = test.labels().max().item<std::int64_t>();
     if (max_label >= classes)
       throw Error(d.line + ": test domain '" + d.name + "' has label " + std::to_string(max_label) + " but model '" +
                   entry.name + "' has " + std::to_string(classes) + " classes");
-    p.tests.push_back(&ds);
+    p.tests.push_back(std::move(test));
   }
   return p;
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "xdq/data/sources.h"
+#include "xdq/data/test_images.h"
 #include "xdq/experiment/config.h"
 #include "xdq/ir/import.h"
 #include "xdq/plugin/quantize.h"
@@ -27,12 +28,15 @@ class DomainCache {
 
   const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
                      std::uint64_t seed, const ModelEntry* model = nullptr);
+  // A test domain: a folder streamed from its files, any other domain in memory (get()).
+  TestImages test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed);
   // Where a synthesized domain's images were read from or written to ("" for other domains).
   std::string cache_file(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
                          const ModelEntry* model);
 
  private:
   Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
+  at::Tensor transformed(const DomainSpec& d, at::Tensor images, std::uint64_t seed, std::int64_t first) const;
   Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed,
               const ModelEntry* model);
   Dataset synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
@@ -54,8 +58,9 @@ std::string cache_directory(const DataLocations& data);
 // "fashion_mnist.train", "mix(a.train+b.train)", or "synthesized:zeroq".
 std::string split_name(const DomainSpec& d, Split default_split);
 
-// Channels read by the first layer, height and width from the entry.
-InputShape model_input_shape(const ModelEntry& entry, const Graph& graph);
+// The entry's input geometry with the channels the first layer reads; the size the model file declares
+// (input_size attribute) unless the entry declares one, and then they must agree.
+InputShape model_input_shape(const ModelEntry& entry, const ImportedModel& model);
 // The entry's declared normalization, else the model file's own, else none ([0, 1] images).
 Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model);
 
@@ -63,7 +68,7 @@ struct PreparedModel {
   ImportedModel model;
   Preprocess pre;
   InputShape shape;
-  std::vector<const Dataset*> tests;  // one per cfg.test_domains
+  std::vector<TestImages> tests;  // one per cfg.test_domains
 };
 
 // Imports the model, checks its overrides, its input size and its test domains' labels (calibration sets

@@ -59,7 +59,7 @@ void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t in
   if (index != 0) return;
   const PreparedModel& prepared = pipeline.prepared(job.model);  // its test sets, at its input shape
   for (std::size_t t = 0; t < cfg.test_domains.size(); ++t)
-    shard.test_samples.push_back({"domain_" + cfg.test_domains[t].name, prepared.tests[t]->images.slice(0, 0, 10), 10});
+    shard.test_samples.push_back({"domain_" + cfg.test_domains[t].name, prepared.tests[t].head(10).images, 10});
 }
 
 // Runs the jobs marked in `todo`, `jobs` at a time, each kept as a shard as soon as it finishes.

@@ -38,6 +38,7 @@ nlohmann::json run_json(const RunResult& r) {
                    {"calibration_count", r.calibration_count},
                    {"calibration_seed", r.calibration_seed},
                    {"seconds", r.seconds},
+                   {"peak_rss_mib", r.peak_rss_mib},
                    {"error", r.error}};
   j["units"] = nlohmann::json::array();
   for (const UnitTiming& u : r.units)
@@ -65,6 +66,7 @@ RunResult run_from_json(const nlohmann::json& j) {
   r.calibration_count = j.at("calibration_count");
   r.calibration_seed = j.at("calibration_seed");
   r.seconds = j.at("seconds");
+  r.peak_rss_mib = j.value("peak_rss_mib", 0.0);
   r.error = j.at("error");
   for (const auto& u : j.at("units")) r.units.push_back({u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]});
   for (const auto& d : j.at("results")) r.results.push_back({d.at("domain"), d.at("n"), d.at("fp32_top1"), d.at("quant_top1")});

@@ -156,6 +156,12 @@ jit::Module load_module(const std::string& path, ImportedModel& result) {
     throw Error(path + ": not a TorchScript file (" + first_line(e.what()) + ")");
   }
   result.path = path;
+  if (module.hasattr("input_size")) {
+    const c10::IValue size = module.attr("input_size");
+    if (!size.isIntList() || size.toIntVector().size() != 2)
+      throw Error(path + ": attribute input_size must be a list [height, width] of ints");
+    result.input_size = size.toIntVector();
+  }
   if (module.hasattr("input_mean") && module.hasattr("input_std")) {
     result.has_preprocess = true;
     result.preprocess.mean = module.attr("input_mean").toDoubleVector();

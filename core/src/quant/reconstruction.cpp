@@ -110,7 +110,8 @@ class Engine {
  private:
   struct Cached {
     std::vector<int> inputs;               // values the unit reads from outside
-    std::vector<at::Tensor> fp_in, q_in;   // per input, over the calibration set
+    // Over the calibration set, in float32 or (large units, cache_precision) float16; read back as float32.
+    std::vector<at::Tensor> fp_in, q_in;   // per input
     at::Tensor fp_out;                     // FP target
     at::Tensor fisher;                     // |dKL/d out| + 1, or undefined
   };
@@ -130,34 +131,75 @@ class Engine {
     return e;
   }
 
-  // Runs `exec` over the calibration images up to node `upto`, returning `wanted` values for all images.
-  std::vector<at::Tensor> capture(const Executor& exec, int upto, const std::vector<int>& wanted) const {
+  // Runs `exec` over the calibration images up to node `upto`, returning `wanted` values for all images,
+  // stored as `dtype` (written batch by batch into place: no second copy while caching). A float16 store
+  // of a value beyond its range (65 504) sets `overflow`.
+  std::vector<at::Tensor> capture(const Executor& exec, int upto, const std::vector<int>& wanted, at::ScalarType dtype,
+                                  bool& overflow) const {
     at::NoGradGuard no_grad;
-    std::vector<std::vector<at::Tensor>> parts(wanted.size());
-    const at::Tensor& images = ctx_.calibration;
-    for (std::int64_t b = 0; b < images.size(0); b += kCaptureBatch) {
-      const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + kCaptureBatch));
-      const auto got = exec.run_nodes(0, upto, {{graph_.inputs.at(0), x}}, wanted);
-      for (std::size_t k = 0; k < wanted.size(); ++k) parts[k].push_back(got[k]);
-    }
+    return capture_batches(ctx_.calibration.size(0), dtype, overflow, [&](std::int64_t b, std::int64_t e) {
+      return exec.run_nodes(0, upto, {{graph_.inputs.at(0), ctx_.calibration.slice(0, b, e)}}, wanted);
+    });
+  }
+
+  // `batch(b, e)` gives values for rows [b, e) of the calibration set; they are stored in n-row tensors.
+  template <class Batch>
+  static std::vector<at::Tensor> capture_batches(std::int64_t n, at::ScalarType dtype, bool& overflow, Batch&& batch) {
     std::vector<at::Tensor> out;
-    for (auto& p : parts) out.push_back(at::cat(p));
+    for (std::int64_t b = 0; b < n; b += kCaptureBatch) {
+      const std::int64_t e = std::min(n, b + kCaptureBatch);
+      const std::vector<at::Tensor> got = batch(b, e);
+      for (std::size_t k = 0; k < got.size(); ++k) {
+        if (out.size() <= k) {
+          std::vector<std::int64_t> shape = got[k].sizes().vec();
+          shape[0] = n;
+          out.push_back(at::empty(shape, got[k].options().dtype(dtype)));
+        }
+        if (dtype == at::kHalf && got[k].abs().max().item<double>() > 65504.0) overflow = true;
+        out[k].slice(0, b, e).copy_(got[k]);
+      }
+    }
     return out;
   }
 
+  // float16 when the unit's caches in float32 would exceed cache_limit_mb (cache_precision: auto): the
+  // sizes of its inputs (FP and quantized) and output (target, and Fisher weights) on one image.
+  at::ScalarType cache_dtype(const ReconstructionUnit& u, const std::vector<int>& inputs) const {
+    if (opt_.cache_precision != "auto") return opt_.cache_precision == "float16" ? at::kHalf : at::kFloat;
+    at::NoGradGuard no_grad;
+    std::vector<int> wanted = inputs;
+    wanted.push_back(u.output_value);
+    const auto one = fp_.run_nodes(0, u.last, {{graph_.inputs.at(0), ctx_.calibration.slice(0, 0, 1)}}, wanted);
+    double per_image = (opt_.fisher ? 2.0 : 1.0) * static_cast<double>(one.back().numel());
+    for (std::size_t k = 0; k < inputs.size(); ++k) per_image += 2.0 * static_cast<double>(one[k].numel());
+    const double bytes = 4.0 * per_image * static_cast<double>(ctx_.calibration.size(0));
+    return bytes > static_cast<double>(opt_.cache_limit_mb) * 1048576.0 ? at::kHalf : at::kFloat;
+  }
+
   Cached cache_unit(const ReconstructionUnit& u, bool act_quant) {
+    const at::ScalarType dtype = ctx_.calibration.size(0) > 0 ? cache_dtype(u, fp_.range_inputs(u.first, u.last)) : at::kFloat;
+    bool overflow = false;
+    Cached c = cache_unit_as(u, act_quant, dtype, overflow);
+    if (!overflow) return c;
+    // A value float16 cannot hold: the unit is cached again in float32 rather than with infinities.
+    if (ctx_.progress)
+      *ctx_.progress << opt_.method << ": unit '" << u.name << "' has activations beyond float16's range; cached in float32\n";
+    c = Cached();
+    return cache_unit_as(u, act_quant, at::kFloat, overflow);
+  }
+
+  Cached cache_unit_as(const ReconstructionUnit& u, bool act_quant, at::ScalarType dtype, bool& overflow) {
     Cached c;
     c.inputs = fp_.range_inputs(u.first, u.last);
-    c.fp_in = capture(fp_, u.first, c.inputs);
-    c.q_in = capture(quantized_executor(act_quant, u.first), u.first, c.inputs);
+    c.fp_in = capture(fp_, u.first, c.inputs, dtype, overflow);
+    c.q_in = capture(quantized_executor(act_quant, u.first), u.first, c.inputs, dtype, overflow);
     {
       at::NoGradGuard no_grad;
-      std::vector<at::Tensor> outs;
-      for (std::int64_t b = 0; b < c.fp_in[0].size(0); b += kCaptureBatch)
-        outs.push_back(fp_.run_nodes(u.first, u.last, given(c.fp_in, c.inputs, b, kCaptureBatch), {u.output_value})[0]);
-      c.fp_out = at::cat(outs);
+      c.fp_out = capture_batches(c.fp_in[0].size(0), dtype, overflow, [&](std::int64_t b, std::int64_t e) {
+        return fp_.run_nodes(u.first, u.last, given(c.fp_in, c.inputs, b, e - b), {u.output_value});
+      })[0];
     }
-    if (opt_.fisher) c.fisher = fisher_weights(u, act_quant);
+    if (opt_.fisher) c.fisher = fisher_weights(u, act_quant, dtype);
     return c;
   }
 
@@ -165,14 +207,15 @@ class Engine {
                                                 std::int64_t begin, std::int64_t count) const {
     std::vector<std::pair<int, at::Tensor>> g;
     for (std::size_t k = 0; k < values.size(); ++k)
-      g.emplace_back(values[k], tensors[k].slice(0, begin, std::min(tensors[k].size(0), begin + count)));
+      g.emplace_back(values[k], tensors[k].slice(0, begin, std::min(tensors[k].size(0), begin + count)).to(at::kFloat));
     return g;
   }
 
   // BRECQ's Fisher diagonal: the gradient of KL(FP output || quantized output) w.r.t. the unit's output, the
   // model quantized up to and including this unit (nearest rounding here), |g| + 1. The unit's output is
   // made a leaf by a hook; nothing before it requires grad, so autograd records only what follows.
-  at::Tensor fisher_weights(const ReconstructionUnit& u, bool act_quant) {
+  // Stored as `dtype`.
+  at::Tensor fisher_weights(const ReconstructionUnit& u, bool act_quant, at::ScalarType dtype) {
     Executor q = quantized_executor(act_quant, u.last);
     std::optional<QParams> output_quantizer;
     if (auto it = act_index_.find(u.output_value); act_quant && it != act_index_.end())
@@ -196,7 +239,7 @@ class Engine {
         throw Error(opt_.method + ": the output of unit '" + u.name + "' does not reach the model output (fisher loss)");
       const at::Tensor kl = (target * (at::log(target.clamp_min(1e-30)) - at::log_softmax(out, 1))).sum() / x.size(0);
       kl.backward();
-      grads.push_back(leaf.grad().abs() + 1.0);
+      grads.push_back((leaf.grad().abs() + 1.0).to(dtype));
     }
     return at::cat(grads);
   }
@@ -254,7 +297,8 @@ class Engine {
     for (std::int64_t b = 0; b < n; b += kCaptureBatch) {
       const std::int64_t m = std::min(n, b + kCaptureBatch) - b;
       const at::Tensor out = exec.run_nodes(u.first, u.last, given(c.q_in, c.inputs, b, m), {u.output_value})[0];
-      total += reconstruction_loss(out, c.fp_out.slice(0, b, b + m), at::Tensor()).item<double>() * static_cast<double>(m);
+      total += reconstruction_loss(out, c.fp_out.slice(0, b, b + m).to(at::kFloat), at::Tensor()).item<double>() *
+               static_cast<double>(m);
     }
     return total / static_cast<double>(n);
   }
@@ -262,9 +306,9 @@ class Engine {
   std::vector<std::pair<int, at::Tensor>> sample(const Cached& c, const at::Tensor& idx, bool mix) {
     std::vector<std::pair<int, at::Tensor>> g;
     for (std::size_t k = 0; k < c.inputs.size(); ++k) {
-      at::Tensor q = c.q_in[k].index_select(0, idx);
+      at::Tensor q = c.q_in[k].index_select(0, idx).to(at::kFloat);
       if (mix) {
-        const at::Tensor f = c.fp_in[k].index_select(0, idx);
+        const at::Tensor f = c.fp_in[k].index_select(0, idx).to(at::kFloat);
         q = at::where(at::rand(q.sizes(), gen_, q.options()) < opt_.drop_prob, f, q);
       }
       g.emplace_back(c.inputs[k], q);
@@ -318,8 +362,9 @@ class Engine {
                                                     soft.back()));
       }
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, mix), {u.output_value})[0];
-      const at::Tensor rec = reconstruction_loss(out, c.fp_out.index_select(0, idx),
-                                                 c.fisher.defined() ? c.fisher.index_select(0, idx) : at::Tensor());
+      const at::Tensor rec =
+          reconstruction_loss(out, c.fp_out.index_select(0, idx).to(at::kFloat),
+                              c.fisher.defined() ? c.fisher.index_select(0, idx).to(at::kFloat) : at::Tensor());
       const double beta = opt_.beta.beta(t, opt_.iters);
       at::Tensor loss = rec;
       at::Tensor round_loss;
@@ -379,7 +424,7 @@ class Engine {
     for (std::int64_t t = 0; t < opt_.act_iters; ++t) {
       const at::Tensor idx = at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count));
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, false), {u.output_value})[0];
-      const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx), at::Tensor(), opt_.p);
+      const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx).to(at::kFloat), at::Tensor(), opt_.p);
       const double value = loss.item<double>();
       check_finite(value, u, t);
       loss.backward();
@@ -578,6 +623,12 @@ OptionSchema reconstruction_schema(const ReconstructionOptions& d) {
                           "so far, Lp search of 80 candidates (BRECQ/QDrop code: 64); 0 keeps the calibrator's ranges")
           .range(0, 1 << 20),
       OptionSpec::integer("record_every", d.record_every, "loss-curve sampling interval (iterations)").range(1, 1e7),
+      OptionSpec::text("cache_precision", d.cache_precision,
+                       "cached unit inputs/targets: auto (float16 when a unit's float32 cache exceeds cache_limit_mb), "
+                       "float32, float16")
+          .one_of({"auto", "float32", "float16"}),
+      OptionSpec::integer("cache_limit_mb", d.cache_limit_mb, "float32 cache size of a unit above which auto stores float16")
+          .range(1, 1 << 30),
   };
 }
 
@@ -599,6 +650,8 @@ ReconstructionOptions reconstruction_options(const Options& o, const std::string
   r.act_steps = o.text("act_steps");
   r.act_lr = o.number("act_lr");
   r.act_iters = o.integer("act_iters");
+  r.cache_precision = o.text("cache_precision");
+  r.cache_limit_mb = o.integer("cache_limit_mb");
   r.act_after_lr = o.number("act_after_lr");
   r.lsq_grad_scale = o.flag("lsq_grad_scale");
   r.p = o.number("p");

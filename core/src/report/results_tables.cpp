@@ -34,6 +34,7 @@ std::string results_json(const ExperimentResults& results) {
       run["results"].push_back(
           {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
     run["seconds"] = r.seconds;
+    run["peak_rss_mib"] = r.peak_rss_mib;
     for (const auto& u : r.units)
       run["units"].push_back({{"name", u.name}, {"iterations", u.iterations}, {"seconds_per_iteration", u.seconds_per_iteration},
                               {"caching_seconds", u.caching_seconds}, {"step_iterations", u.step_iterations},

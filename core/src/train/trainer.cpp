@@ -13,6 +13,7 @@
 
 #include "xdq/config/node.h"
 #include "xdq/data/sources.h"
+#include "xdq/data/test_images.h"
 #include "xdq/error.h"
 #include "xdq/parallel.h"
 #include "xdq/train/zoo.h"
@@ -186,7 +187,7 @@ TrainSummary train_from_recipe(const std::string& recipe_path, const std::vector
     std::int64_t correct = 0;
     const double loss_sum = train_epoch(net, sgd, r, train, gen, step, total_steps, correct);
     net.eval();
-    test_top1 = top1_accuracy(forward, test, r.preprocess);
+    test_top1 = top1_accuracy(forward, TestImages(test), r.preprocess);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     std::ostringstream line;
     line << std::fixed << std::setprecision(4) << "epoch " << epoch << "/" << r.epochs

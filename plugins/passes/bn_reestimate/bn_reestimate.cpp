@@ -7,6 +7,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/plugin/interfaces.h"
 

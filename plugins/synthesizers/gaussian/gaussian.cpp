@@ -1,5 +1,6 @@
 // gaussian: the noise baseline of data-free papers (ZeroQ's "Gaussian" row): images drawn from
 // N(mean, std²) in the model's normalized input space, seeded, unlabeled.
+#include "xdq/error.h"
 #include "xdq/plugin/interfaces.h"
 
 namespace {

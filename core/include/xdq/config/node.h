@@ -60,7 +60,8 @@ class ConfigNode {
 
   const YAML::Node& yaml() const { return node_; }
 
-  // --set a.b.c=value: replaces (or creates) the value at a dotted key path; value parsed as YAML.
+  // --set a.b.c=value: replaces (or creates) the value at a dotted key path; value parsed as YAML. A
+  // number selects an item of a list (models.0.path); a YAML alias of the replaced node follows it.
   void set_path(const std::string& dotted_key, const std::string& value);
 
  private:

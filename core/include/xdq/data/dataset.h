@@ -28,6 +28,10 @@ struct Dataset {
   std::string content_hash() const;
 };
 
+// The rows Dataset::subset(count, seed) keeps of a `size`-row set, in its order (all, in order, when
+// count <= 0 or >= size): a set on disk can be subset before it is decoded.
+at::Tensor subset_rows(std::int64_t size, std::int64_t count, std::uint64_t seed);
+
 // A dataset as one binary file (synthesized sets on disk): magic "XDQIMG2", int64 N C H W, int64 labeled,
 // float32 images, int64 labels, FNV-1a 64 checksum of both. save_dataset writes a temporary file and renames it into place; a short or
 // foreign file read back is an Error naming it.
@@ -35,16 +39,3 @@ void save_dataset(const Dataset& data, const std::string& path);
 Dataset load_dataset_file(const std::string& path);
 
 }  // namespace xdq
-
-namespace xdq {
-
-// Top-1 accuracy (fraction) of `forward` on a labeled dataset, in batches, without autograd. With
-// `progress`, a bar named `label` (images/s, ETA) shows while it lasts; only passes longer than a few
-// seconds leave a line.
-template <class Forward>
-double top1_accuracy(Forward&& forward, const Dataset& data, const Preprocess& pre, std::int64_t batch = 256,
-                     std::ostream* progress = nullptr, const std::string& label = "evaluation");
-
-}  // namespace xdq
-
-#include "xdq/data/dataset_inl.h"

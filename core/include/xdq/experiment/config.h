@@ -16,10 +16,14 @@ class PluginRegistry;
 
 struct ModelEntry {
   std::string name;
-  std::int64_t height = 28, width = 28;  // input size; channels come from the first conv
+  // Input size (input_size, or the preprocess crop), resize/interpolation/channel order from `preprocess`;
+  // channels come from the first conv. Without a declared size the model is fed 28x28 with a note.
+  InputShape input;
+  bool size_declared = false;
+  std::string size_where;            // file:line key that declared the size, for errors
   std::string path;                  // resolved against the experiment file's folder
   std::string sha256;                // when given: the model file must have this SHA-256
-  bool has_preprocess = false;       // else from the model's own attributes
+  bool has_preprocess = false;       // mean/std declared; else from the model's own attributes
   std::vector<double> mean, std;
 };
 
@@ -43,6 +47,7 @@ struct DomainSpec {
   bool fixed_split = false;
   Split split = Split::Train;
   std::vector<TransformChoice> transforms;
+  FolderOptions folder;  // a folder:PATH dataset's options
   // A mixture of other domains (weights, normalized): images drawn from each in proportion.
   std::vector<std::pair<DomainSpec, double>> mixture;
   // A synthesized domain (data-free): images made by a Synthesizer plugin from the model being calibrated,

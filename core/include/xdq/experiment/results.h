@@ -4,7 +4,8 @@
 //   "rounding", "calibrator_options": {name: value}, "rounding_options": {name: value},
 //   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
-//   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs)}]}
+//   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs),
+//   "peak_rss_mib"}]}
 // with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no
 // results. results.csv has one row per run x test domain. Written by report/results_tables.h.
 #include <cstdint>
@@ -37,6 +38,7 @@ struct RunResult {
   std::uint64_t calibration_seed = 0;
   std::vector<DomainResult> results;
   double seconds = 0.0;
+  double peak_rss_mib = 0.0;  // the process's peak resident memory when the run ended (all runs before it included)
   std::vector<UnitTiming> units;  // where a reconstruction spent its time, per unit
   std::string error;  // non-empty: the run failed (the message names the plugin or file)
   bool failed() const { return !error.empty(); }

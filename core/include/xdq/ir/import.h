@@ -16,6 +16,8 @@ struct ImportedModel {
   // From the module's input_mean / input_std attributes when present (models trained by xdq have them).
   bool has_preprocess = false;
   Preprocess preprocess;
+  // From the module's input_size attribute ([height, width]) when present (tools/trace_torchvision.py).
+  std::vector<std::int64_t> input_size;
 };
 
 // Errors name the file: not a TorchScript archive, no forward method, or an unsupported operator

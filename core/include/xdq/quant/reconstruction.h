@@ -77,6 +77,11 @@ struct ReconstructionOptions {
   double p = 2;                // exponent of the 'after' step loss and of the init_images range search
   std::int64_t init_images = 0;  // > 0: activation ranges re-initialised on this many images (reference code)
   std::int64_t record_every = 10;  // loss-curve sampling
+  // Unit caches (inputs FP and quantized, targets, Fisher weights over the calibration set): "float32",
+  // "float16", or "auto": float16 when the float32 cache of a unit would exceed cache_limit_mb (ResNet-18's
+  // stem at 224x224 with 1 024 images: 7.8 GB in float32). Read back as float32 for every batch.
+  std::string cache_precision = "auto";
+  std::int64_t cache_limit_mb = 2048;
 };
 
 // The schema every reconstruction plugin declares, with `defaults` as its defaults; and its reading.
