@@ -48,6 +48,11 @@ TEST(FakeQuantize, InferencePathEqualsTorchKernelBitForBit) {
     at::Tensor expected = at::fake_quantize_per_tensor_affine(x, s, q.zero_point.item<int>(), q.qmin, q.qmax);
     at::NoGradGuard no_grad;
     EXPECT_TRUE(fake_quantize(x, q).equal(expected)) << spec.describe();
+    // A channels-last image batch keeps its layout and gets the same values.
+    const at::Tensor nhwc = x.slice(0, 0, 2 * 3 * 8 * 8).view({2, 3, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor out = fake_quantize(nhwc, q);
+    EXPECT_TRUE(out.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(out.equal(expected.slice(0, 0, 2 * 3 * 8 * 8).view({2, 3, 8, 8}))) << spec.describe();
   }
 }
 

@@ -19,15 +19,36 @@ Executor::Executor(Graph graph)
 
 void Executor::set_value_hook(int value, ValueHook hook) { hooks_.at(value) = std::move(hook); }
 void Executor::clear_value_hooks() { std::fill(hooks_.begin(), hooks_.end(), nullptr); }
-void Executor::set_weight(int node, at::Tensor weight) { weights_.at(node) = std::move(weight); }
-void Executor::clear_weights() { std::fill(weights_.begin(), weights_.end(), at::Tensor()); }
+namespace {
+at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
+  return channels_last && t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+}
+c10::IValue in_layout(const c10::IValue& v, bool channels_last) {
+  return channels_last && v.isTensor() ? c10::IValue(in_layout(v.toTensor(), true)) : v;
+}
+}  // namespace
+
+void Executor::set_weight(int node, at::Tensor weight) {
+  weights_.at(node) = graph_.nodes.at(node).kind == OpKind::Conv ? in_layout(weight, channels_last_) : std::move(weight);
+}
+
+void Executor::use_channels_last() {
+  channels_last_ = true;
+  for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
+    if (graph_.nodes[i].kind == OpKind::Conv)
+      weights_[i] = in_layout(weights_[i].defined() ? weights_[i] : graph_.nodes[i].weight, true);
+}
+void Executor::clear_weights() {
+  std::fill(weights_.begin(), weights_.end(), at::Tensor());
+  if (channels_last_) use_channels_last();
+}
 
 std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) const {
   if (inputs.size() != graph_.inputs.size())
     throw Error("model expects " + std::to_string(graph_.inputs.size()) + " inputs, got " + std::to_string(inputs.size()));
   std::vector<c10::IValue> values(graph_.num_values);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
-    c10::IValue value = inputs[i];
+    c10::IValue value = in_layout(inputs[i], channels_last_);
     if (hooks_[graph_.inputs[i]] && value.isTensor()) value = hooks_[graph_.inputs[i]](value.toTensor());
     values[graph_.inputs[i]] = std::move(value);
   }
@@ -45,7 +66,7 @@ std::vector<at::Tensor> Executor::run_nodes(int first, int last, const std::vect
   std::vector<c10::IValue> values(graph_.num_values);
   std::vector<at::Tensor> captured(wanted.size());
   for (const auto& [v, tensor] : given) {
-    at::Tensor value = hooks_.at(v) ? hooks_[v](tensor) : tensor;
+    at::Tensor value = hooks_.at(v) ? hooks_[v](in_layout(tensor, channels_last_)) : in_layout(tensor, channels_last_);
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v) captured[k] = value;
     values[v] = std::move(value);

@@ -618,6 +618,10 @@ void add_run_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.threads; }));
   k.push_back(scalar("jobs", S::integer("jobs", 1, "jobs (model x calibration set) at a time, sharing the threads").range(1, 4096),
                      [](auto& c) -> auto& { return c.jobs; }));
+  k.push_back(scalar("memory_format",
+                     S::text("memory_format", "auto", "layout of evaluation passes: auto, contiguous (NCHW), channels_last (NHWC)")
+                         .one_of({"auto", "contiguous", "channels_last"}),
+                     [](auto& c) -> auto& { return c.memory_format; }));
   k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
                      [](auto& c) -> auto& { return c.on_error; }));
   k.push_back(structured("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",

@@ -68,7 +68,8 @@ namespace {
 // (exact for |v| < 2^22, and v is clamped to the grid first), so the loop vectorizes without SSE4.1.
 at::Tensor fake_quantize_inference(const at::Tensor& x_in, float scale, std::int64_t zero, std::int64_t qmin,
                                    std::int64_t qmax) {
-  const at::Tensor x = x_in.contiguous();
+  // Elementwise over memory: any dense layout (channels-last included) is kept as it is.
+  const at::Tensor x = x_in.is_non_overlapping_and_dense() ? x_in : x_in.contiguous();
   at::Tensor out = at::empty_like(x);
   const float inv_scale = 1.0f / scale;
   const float lo = static_cast<float>(qmin - zero), hi = static_cast<float>(qmax - zero);

@@ -72,6 +72,7 @@ struct ExperimentConfig {
   std::uint64_t seed = 0;
   int threads = 0;
   int jobs = 1;  // independent runs at a time; each gets threads / jobs intra-op threads
+  std::string memory_format = "auto";  // of evaluation passes: auto, contiguous, channels_last
   std::string on_error = "continue";  // a failed run is recorded and the sweep goes on; "stop": it ends the sweep
   std::vector<std::string> plugin_paths;
   DataLocations data;
