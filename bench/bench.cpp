@@ -41,22 +41,12 @@
 #include "xdq/quant/statistics_cache.h"
 #include "xdq/synthesis/synthesis.h"
 
+#include "bench_util.h"
+
 using namespace xdq;
 
-namespace {
-
-double seconds(const std::function<void()>& f) {
-  const auto t = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
+using bench::median;
+using bench::seconds;
 
 constexpr const char* kUsage =
     "usage: xdq_bench [--threads N] [--rounds R] [MODEL.pt]\n"
@@ -162,29 +152,10 @@ int run_bench(std::string model_path, int threads, int rounds) {
     std::fprintf(stderr, "xdq_bench: %s has no two-conv block 'layer1.block0'\n", model_path.c_str());
     return 1;
   }
-  const at::Tensor w1 = folded.nodes[unit->layers[0]].weight.clone().requires_grad_(true);
-  const at::Tensor w2 = folded.nodes[unit->layers[1]].weight.clone().requires_grad_(true);
-  const at::Tensor b1 = folded.nodes[unit->layers[0]].bias, b2 = folded.nodes[unit->layers[1]].bias;
-  const at::Tensor block_in = at::rand({32, w1.size(1), 28, 28}), block_target = at::rand({32, w2.size(0), 28, 28});
-  auto plain_block_step = [&] {
-    at::AutoGradMode grad(true);
-    const at::Tensor h = at::relu(at::conv2d(block_in, w1, b1, 1, 1));
-    const at::Tensor out = at::relu(at::conv2d(h, w2, b2, 1, 1) + block_in);
-    ((out - block_target).pow(2).sum(1).mean()).backward();
-  };
+  const bench::PlainBlock block(folded, *unit, 32, 28);
   const std::int64_t recon_iters = 100;
   auto recon_step_seconds = [&] {
-    QuantizedModel q = w4a4;
-    ReconstructionOptions o;
-    o.iters = recon_iters;
-    RoundingContext ctx;
-    ctx.graph = &q.graph();
-    ctx.layers = &q.layers();
-    ctx.calibration = calib_images.slice(0, 0, 256);
-    at::AutoGradMode grad(true);
-    for (const UnitReport& r : reconstruct(ctx, o))
-      if (r.name == "layer1.block0") return r.timing.seconds_per_iteration;
-    return 0.0;
+    return bench::reconstruction_iteration_seconds(w4a4, calib_images.slice(0, 0, 256), "layer1.block0", recon_iters);
   };
 
   // Synthesis: the engine run for 1 and for 1 + kSynthIters steps; the difference is kSynthIters iterations.
@@ -227,7 +198,7 @@ int run_bench(std::string model_path, int threads, int rounds) {
     fp32_analysis_pass.push_back(seconds([&] { run_batches(analysis_images, fp32_forward); }));
     layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
     plain_iter.push_back(seconds([&] {
-                           for (std::int64_t i = 0; i < recon_iters; ++i) plain_block_step();
+                           for (std::int64_t i = 0; i < recon_iters; ++i) block.step();
                          }) /
                          static_cast<double>(recon_iters));
     zeroq_iter.push_back(synth_step_seconds(synthesis_options("zeroq")));

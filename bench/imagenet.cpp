@@ -6,7 +6,6 @@
 //      backward of the same block written directly with ATen ops (conv, relu, conv, add, relu; MSE loss).
 // Usage: xdq_bench_imagenet FOLDER MODEL.pt [--threads N] [--rounds R]
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -24,20 +23,14 @@
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
 
+#include "bench_util.h"
+
 using namespace xdq;
 
+using bench::median;
+using bench::seconds;
+
 namespace {
-
-double seconds(const std::function<void()>& f) {
-  const auto start = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 int run(const std::string& folder, const std::string& model_path, int threads, int rounds) {
   threads = apply_thread_count(threads);
@@ -49,7 +42,8 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   const auto loader_images = std::min<std::int64_t>(512, static_cast<std::int64_t>(files.files.size()));
   const TestImages val("val", std::move(files), subset_rows(loader_images, 0, 0), shape, false, {});
   const ImportedModel model = import_torchscript(model_path);
-  const Executor fp32(model.graph);
+  Executor fp32(model.graph);  // in the layout `xdq run` evaluates 224x224 inputs in (memory_format: auto)
+  if (Executor::channels_last_pays(224, 224)) fp32.use_channels_last();
   const at::Tensor batch = at::randn({64, 3, 224, 224});
 
   Graph folded = model.graph;
@@ -62,10 +56,6 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   const auto units = reconstruction_units(folded, Granularity::Block);
   const auto unit = std::find_if(units.begin(), units.end(), [](const ReconstructionUnit& u) { return u.name == "layer1.0"; });
   if (unit == units.end() || unit->layers.size() != 2) throw Error(model_path + ": no two-conv block 'layer1.0'");
-  const Node& conv1 = folded.nodes[unit->layers[0]];
-  const at::Tensor w1 = conv1.weight.clone().requires_grad_(true);
-  const at::Tensor w2 = folded.nodes[unit->layers[1]].weight.clone().requires_grad_(true);
-  const at::Tensor b1 = conv1.bias, b2 = folded.nodes[unit->layers[1]].bias;
   // The block's input size: the calibration images through the model up to it.
   const at::Tensor calibration = at::randn({32, 3, 224, 224});
   std::int64_t side = 0;
@@ -75,27 +65,8 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
     const int block_input = folded_exec.range_inputs(unit->first, unit->last).at(0);
     side = folded_exec.run_nodes(0, unit->first, {{folded.inputs.at(0), calibration.slice(0, 0, 1)}}, {block_input})[0].size(2);
   }
-  const at::Tensor block_in = at::rand({32, w1.size(1), side, side}), target = at::rand({32, w2.size(0), side, side});
-  auto plain_block_step = [&] {
-    at::AutoGradMode grad(true);
-    const at::Tensor h = at::relu(at::conv2d(block_in, w1, b1, 1, 1));
-    const at::Tensor out = at::relu(at::conv2d(h, w2, b2, 1, 1) + block_in);
-    ((out - target).pow(2).sum(1).mean()).backward();
-  };
+  const bench::PlainBlock block(folded, *unit, 32, side);
   constexpr std::int64_t kIters = 20;
-  auto brecq_iteration = [&] {
-    QuantizedModel q = w4a4;
-    ReconstructionOptions o;
-    o.iters = kIters;
-    RoundingContext ctx;
-    ctx.graph = &q.graph();
-    ctx.layers = &q.layers();
-    ctx.calibration = calibration;
-    at::AutoGradMode grad(true);
-    for (const UnitReport& r : reconstruct(ctx, o))
-      if (r.name == unit->name) return r.timing.seconds_per_iteration;
-    return 0.0;
-  };
 
   at::NoGradGuard no_grad;
   fp32.forward(batch);  // warm-up
@@ -104,10 +75,10 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
     loader.push_back(seconds([&] { val.for_each_batch(64, [](const at::Tensor&, const at::Tensor&) {}); }));
     eval.push_back(seconds([&] { fp32.forward(batch); }));
     plain.push_back(seconds([&] {
-                      for (std::int64_t i = 0; i < kIters; ++i) plain_block_step();
+                      for (std::int64_t i = 0; i < kIters; ++i) block.step();
                     }) /
                     kIters);
-    brecq.push_back(brecq_iteration());
+    brecq.push_back(bench::reconstruction_iteration_seconds(w4a4, calibration, unit->name, kIters));
   }
   std::printf("model %s, folder %s, threads %d, rounds %d (medians)\n", model_path.c_str(), folder.c_str(), threads, rounds);
   const double loader_rate = static_cast<double>(loader_images) / median(loader), eval_rate = 64.0 / median(eval);

@@ -2,6 +2,7 @@
 // bad files), streamed test sets against the same images in memory, and torchvision's evaluation
 // transform + model in PyTorch against xdq's folder pipeline.
 #include <atomic>
+#include <iostream>
 #include <filesystem>
 #include <fstream>
 
@@ -199,7 +200,9 @@ TEST(ImageFolder, TorchvisionEvaluationMatchesPyTorch) {
     val.for_each_batch(4, [&](const at::Tensor& x, const at::Tensor&) { logits.push_back(model.forward(imagenet.apply(x))); });
     const at::Tensor got = at::cat(logits), expected = holder_tensor(dir + "/" + name + ".logits.pt");
     ASSERT_EQ(got.sizes(), expected.sizes()) << name;
-    EXPECT_LE(test::max_relative_error(got, expected), 1e-4) << name;
+    const double error = test::max_relative_error(got, expected);
+    std::cout << name << ": " << n << " images, max relative logit error " << error << "\n";
+    EXPECT_LE(error, 1e-4) << name;
     EXPECT_TRUE(got.argmax(1).equal(val.labels())) << name;  // the folder's labels are PyTorch's argmax
   }
 }
