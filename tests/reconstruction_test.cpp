@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
@@ -386,4 +387,39 @@ TEST(Reconstruction, EveryUnitReportsItsTimings) {
     EXPECT_GE(t.seconds, 4 * t.seconds_per_iteration + t.caching_seconds + 3 * t.step_seconds_per_iteration);
   }
   EXPECT_EQ(with_steps, static_cast<int>(timings.size()) - 1);
+}
+
+// Unit caches above cache_limit_mb are kept in float16 and read back as float32. Each cached value is
+// then off by at most 2^-11 relative, so the error out - target of a W4A4 unit, some 5 % of the target,
+// moves by at most 2 * 2^-11 / 0.05 = 2 % of itself, its square (the loss) by 4 %. A value beyond
+// float16's range makes the unit cached in float32 again: then the losses are the float32 run's exactly.
+TEST(Reconstruction, LargeCachesAreKeptInFloat16WithinItsRounding) {
+  auto unit_losses = [](const std::string& precision, double image_scale, std::string& log) {
+    Resnet20W4A4 r(128);
+    ReconstructionOptions o;
+    o.method = "test";
+    o.iters = 1;
+    o.cache_precision = precision;
+    o.cache_limit_mb = 1;  // ResNet-20's units at 128 images: 10-20 MB in float32
+    RoundingContext ctx;
+    ctx.graph = &r.quantized->graph();
+    ctx.layers = &r.quantized->layers();
+    ctx.calibration = r.images * image_scale;
+    std::ostringstream progress;
+    ctx.progress = &progress;
+    std::vector<double> losses;
+    for (const auto& rep : reconstruct(ctx, o)) losses.push_back(rep.loss_nearest);
+    log = progress.str();
+    return losses;
+  };
+  std::string log32, log16, log_big32, log_big;
+  const auto f32 = unit_losses("float32", 1, log32), f16 = unit_losses("auto", 1, log16);
+  EXPECT_EQ(log32.find("float16"), std::string::npos);
+  EXPECT_NE(log16.find("test: unit 'layer1.block0' cached in float16"), std::string::npos) << log16;
+  ASSERT_EQ(f32.size(), f16.size());
+  for (std::size_t k = 0; k < f32.size(); ++k) EXPECT_NEAR(f16[k], f32[k], 0.04 * f32[k]) << k;
+  const auto big32 = unit_losses("float32", 1e5, log_big32), big = unit_losses("float16", 1e5, log_big);
+  EXPECT_NE(log_big.find("test: unit 'conv1' has activations beyond float16's range; cached in float32"), std::string::npos)
+      << log_big;
+  EXPECT_EQ(big[0], big32[0]);
 }

@@ -178,6 +178,8 @@ class Engine {
 
   Cached cache_unit(const ReconstructionUnit& u, bool act_quant) {
     const at::ScalarType dtype = ctx_.calibration.size(0) > 0 ? cache_dtype(u, fp_.range_inputs(u.first, u.last)) : at::kFloat;
+    if (dtype == at::kHalf && ctx_.progress)
+      *ctx_.progress << opt_.method << ": unit '" << u.name << "' cached in float16 (cache_precision)\n";
     bool overflow = false;
     Cached c = cache_unit_as(u, act_quant, dtype, overflow);
     if (!overflow) return c;
