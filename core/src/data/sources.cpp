@@ -112,12 +112,18 @@ at::Tensor resize_and_center_crop(at::Tensor images, const InputShape& shape) {
 
 }  // namespace
 
+const char* interpolation_name(Interpolation i) {
+  switch (i) {
+    case Interpolation::Bilinear: return "bilinear";
+    case Interpolation::Bicubic: return "bicubic";
+    case Interpolation::Nearest: return "nearest";
+  }
+  return "?";
+}
+
 std::string InputShape::key() const {
   std::string k = std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
-  if (resize > 0) {
-    static const char* names[] = {"bilinear", "bicubic", "nearest"};
-    k += "/r" + std::to_string(resize) + "-" + names[static_cast<int>(interpolation)];
-  }
+  if (resize > 0) k += "/r" + std::to_string(resize) + "-" + interpolation_name(interpolation);
   return bgr ? k + "-bgr" : k;
 }
 

@@ -1,5 +1,6 @@
 #include "xdq/experiment/config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -344,11 +345,11 @@ void parse_preprocess(const ConfigNode& p, ModelEntry& e) {
     if (e.input.resize < 1 || e.input.resize > 16384) p["resize"].fail("expected a shorter-side length in [1, 16384]");
   }
   if (p.has("interpolation")) {
-    const std::string i = p["interpolation"].as_string();
-    if (i == "bilinear") e.input.interpolation = Interpolation::Bilinear;
-    else if (i == "bicubic") e.input.interpolation = Interpolation::Bicubic;
-    else if (i == "nearest") e.input.interpolation = Interpolation::Nearest;
-    else p["interpolation"].fail("expected bilinear, bicubic or nearest");
+    const std::string name = p["interpolation"].as_string();
+    const auto all = {Interpolation::Bilinear, Interpolation::Bicubic, Interpolation::Nearest};
+    const auto it = std::find_if(all.begin(), all.end(), [&](Interpolation i) { return name == interpolation_name(i); });
+    if (it == all.end()) p["interpolation"].fail("expected bilinear, bicubic or nearest");
+    e.input.interpolation = *it;
   }
   if (p.has("channels")) {
     const std::string c = p["channels"].as_string();
@@ -572,11 +573,10 @@ YAML::Node models_yaml(const ExperimentConfig& cfg) {
       mn["std"] = m.std;
     }
     if (m.input.resize > 0 || m.input.bgr) {
-      static const char* interpolations[] = {"bilinear", "bicubic", "nearest"};
       YAML::Node p;
       if (m.input.resize > 0) p["resize"] = m.input.resize;
       p["crop"] = std::vector<std::int64_t>{m.input.height, m.input.width};
-      p["interpolation"] = interpolations[static_cast<int>(m.input.interpolation)];
+      p["interpolation"] = interpolation_name(m.input.interpolation);
       p["channels"] = m.input.bgr ? "bgr" : "rgb";
       mn["preprocess"] = p;
     }

@@ -29,6 +29,7 @@ struct DataLocations {
 };
 
 enum class Interpolation { Bilinear, Bicubic, Nearest };
+const char* interpolation_name(Interpolation i);  // "bilinear", "bicubic", "nearest"
 
 // What a loader delivers: channels x height x width images in [0, 1], RGB (or BGR) order. With
 // `resize` > 0 an image is first resized so that its shorter side is `resize` (the longer one truncated,
