@@ -79,7 +79,7 @@ struct ReconstructionOptions {
   std::int64_t record_every = 10;  // loss-curve sampling
   // Unit caches (inputs FP and quantized, targets, Fisher weights over the calibration set): "float32",
   // "float16", or "auto": float16 when the float32 cache of a unit would exceed cache_limit_mb (ResNet-18's
-  // stem at 224x224 with 1 024 images: 7.8 GB in float32). Read back as float32 for every batch.
+  // stem at 224x224 with 1 024 images: about 4.5 GB in float32). Read back as float32 for every batch.
   std::string cache_precision = "auto";
   std::int64_t cache_limit_mb = 2048;
 };
