@@ -291,3 +291,25 @@ TEST_F(ImageFolderCli, ShippedExperimentRunsOnTheFixture) {
     EXPECT_EQ(run["results"][1]["domain"], "imagenet_night");
   }
 }
+
+// A calibration set read from a folder (load_dataset, in memory) holds the images a streamed test set of
+// the same rows gives: the geometry (resize, crop, BGR order) applied once.
+TEST(FolderGeometry, CalibrationSetsAndStreamedSetsDecodeAlike) {
+  test::TempDir dir;
+  for (int k = 0; k < 10; ++k) {  // 9x13 colour images: a ramp along the width, a different level per channel
+    const at::Tensor ramp = at::linspace(0, 1, 13).view({1, 1, 13}).expand({3, 9, 13});
+    const at::Tensor levels = at::tensor({0.1f * (k % 5), 0.5f, 0.9f - 0.1f * (k % 5)}).view({3, 1, 1});
+    write_png(dir.file(std::string(k < 5 ? "a" : "b") + "/" + std::to_string(k) + ".png"), (ramp * 0.5 + levels * 0.5).contiguous());
+  }
+  InputShape shape = resized(3, 4, 4, 6);
+  shape.bgr = true;
+  const Dataset memory = load_dataset("folder:" + dir.path().string(), Split::Train, DataLocations(), shape, 6, 3);
+  const ImageFileList list = list_image_folder(dir.path().string(), Split::Train, {});
+  const TestImages stream("t", list, subset_rows(static_cast<std::int64_t>(list.files.size()), 6, 3), shape, false, {});
+  const Dataset head = stream.head(6);
+  ASSERT_EQ(memory.images.sizes(), (std::vector<std::int64_t>{6, 3, 4, 4}));
+  EXPECT_TRUE(memory.images.equal(head.images));
+  EXPECT_TRUE(memory.labels.equal(head.labels));
+  // BGR once: channel 0 holds the blue level (the highest of the image's three at column 0).
+  EXPECT_GT(memory.images.select(1, 0).mean().item<float>(), memory.images.select(1, 2).mean().item<float>());
+}

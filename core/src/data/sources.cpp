@@ -173,7 +173,17 @@ Dataset load_dataset(const std::string& name, Split split, const DataLocations& 
     throw Error("unknown dataset '" + name + "'");
   }
   d.name = name + (split == Split::Train ? ".train" : ".test");
-  d.images = fit_to_input(d.images, shape);
+  // Folders are decoded to `shape` already; generated images are made at its size and need at most the
+  // channel count; datasets of their own size get the whole geometry.
+  const bool folder_images = name.rfind("folder:", 0) == 0;
+  const bool generated = name == "natural" || name == "noise_gaussian" || name == "noise_uniform" || name == "none";
+  if (folder_images) return d;
+  InputShape fit = shape;
+  if (generated) {
+    fit.resize = 0;
+    fit.bgr = false;
+  }
+  d.images = fit_to_input(d.images, fit);
   return d;
 }
 
