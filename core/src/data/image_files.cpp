@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <set>
 
 #include <opencv2/imgcodecs.hpp>
@@ -192,16 +191,15 @@ at::Tensor decode_image_files(const std::vector<std::string>& files, const at::T
 }
 
 Dataset load_image_files(const ImageFileList& list, const at::Tensor& rows, const InputShape& shape,
-                         bool skip_unreadable) {
-  std::vector<bool> readable;
-  Dataset d{"folder", decode_image_files(list.files, rows, shape, skip_unreadable, &readable), {}};
+                         bool skip_unreadable, std::vector<bool>* readable) {
+  std::vector<bool> kept;
+  Dataset d{"folder", decode_image_files(list.files, rows, shape, skip_unreadable, &kept), {}};
   std::vector<std::int64_t> labels;
   const std::int64_t* row = rows.data_ptr<std::int64_t>();
   for (std::int64_t i = 0; i < rows.numel(); ++i)
-    if (readable[static_cast<std::size_t>(i)]) labels.push_back(list.labels.at(static_cast<std::size_t>(row[i])));
+    if (kept[static_cast<std::size_t>(i)]) labels.push_back(list.labels.at(static_cast<std::size_t>(row[i])));
   d.labels = at::tensor(labels, at::kLong);
-  if (d.size() < rows.numel())
-    std::cerr << "xdq: warning: " << list.root << ": " << rows.numel() - d.size() << " unreadable image file(s) left out\n";
+  if (readable) *readable = std::move(kept);
   return d;
 }
 

@@ -19,5 +19,7 @@ at::Tensor decode_image_files(const std::vector<std::string>&, const at::Tensor&
                               std::vector<bool>*) {
   unavailable("folder:");
 }
-Dataset load_image_files(const ImageFileList&, const at::Tensor&, const InputShape&, bool) { unavailable("folder:"); }
+Dataset load_image_files(const ImageFileList&, const at::Tensor&, const InputShape&, bool, std::vector<bool>*) {
+  unavailable("folder:");
+}
 }  // namespace xdq

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <iostream>
 #include <sstream>
 
 #include <zlib.h>
@@ -165,8 +166,10 @@ Dataset load_dataset(const std::string& name, Split split, const DataLocations& 
     d = noise(name, count, shape, seed);
   } else if (name.rfind("folder:", 0) == 0) {
     const ImageFileList files = list_image_folder(name.substr(7), split, folder);
-    d = load_image_files(files, subset_rows(static_cast<std::int64_t>(files.files.size()), count, seed), shape,
-                         folder.skip_unreadable);
+    const at::Tensor rows = subset_rows(static_cast<std::int64_t>(files.files.size()), count, seed);
+    d = load_image_files(files, rows, shape, folder.skip_unreadable);
+    if (d.size() < rows.numel())
+      std::cerr << "xdq: warning: " << files.root << ": " << rows.numel() - d.size() << " unreadable image file(s) left out\n";
   } else if (name == "none") {
     d = Dataset{name, at::empty({0, shape.channels, shape.height, shape.width}), {}};
   } else {

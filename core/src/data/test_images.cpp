@@ -57,20 +57,16 @@ at::Tensor TestImages::labels() const {
 // Rows [begin, end) of the file list decoded and transformed; unreadable ones (skip) recorded and left out.
 Dataset TestImages::decode(std::int64_t begin, std::int64_t end) const {
   Files& f = *files_;
-  const at::Tensor rows = f.rows.slice(0, begin, end);
   std::vector<bool> readable;
-  at::Tensor images = decode_image_files(f.list.files, rows, f.shape, f.skip_unreadable, &readable);
-  std::vector<std::int64_t> labels;
-  const std::int64_t* row = rows.data_ptr<std::int64_t>();
+  Dataset d = load_image_files(f.list, f.rows.slice(0, begin, end), f.shape, f.skip_unreadable, &readable);
+  d.name = name_;
   {
     std::lock_guard<std::mutex> lock(f.mutex);
-    for (std::int64_t i = 0; i < rows.numel(); ++i) {
-      if (readable[static_cast<std::size_t>(i)]) labels.push_back(f.list.labels.at(static_cast<std::size_t>(row[i])));
-      else f.unreadable[static_cast<std::size_t>(begin + i)] = true;
-    }
+    for (std::size_t i = 0; i < readable.size(); ++i)
+      if (!readable[i]) f.unreadable[static_cast<std::size_t>(begin) + i] = true;
   }
-  if (f.transform && images.size(0) > 0) images = f.transform(images, begin);
-  return Dataset{name_, images, at::tensor(labels, at::kLong)};
+  if (f.transform && d.size() > 0) d.images = f.transform(d.images, begin);
+  return d;
 }
 
 void TestImages::for_each_batch(std::int64_t batch, const Visit& visit) const {

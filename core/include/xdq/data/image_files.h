@@ -41,8 +41,8 @@ ImageFileList list_image_folder(const std::string& root, Split split, const Fold
 at::Tensor decode_image_files(const std::vector<std::string>& files, const at::Tensor& rows, const InputShape& shape,
                               bool skip_unreadable, std::vector<bool>* readable = nullptr);
 
-// The rows of `list` (subset_rows) decoded, with their labels; skipped files are named in a count on stderr.
+// The rows of `list` (subset_rows) decoded, with their labels; `readable` as in decode_image_files.
 Dataset load_image_files(const ImageFileList& list, const at::Tensor& rows, const InputShape& shape,
-                         bool skip_unreadable);
+                         bool skip_unreadable, std::vector<bool>* readable = nullptr);
 
 }  // namespace xdq
