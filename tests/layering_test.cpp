@@ -1,6 +1,6 @@
 // The layer order of core/ (docs/architecture.md), checked on the sources: a file may include xdq
 // headers of its own layer or of layers below it, never above. Lowest first:
-//   base (error, hash, parallel, progress, optim, config/) -> ir -> exec -> quant -> data, analysis, train
+//   base (error, hash, parallel, progress, optim, config/) -> ir -> exec -> quant -> data, analysis, train, export
 //   -> plugin (the SDK interfaces) -> synthesis -> experiment (config, plan, pipeline, runner, results)
 //   -> report (every rendering: tables, JSON, CSV, markdown, PNG) -> cli
 #include <unistd.h>
@@ -21,9 +21,9 @@ namespace {
 // The layer of a path relative to core/include/xdq or core/src; -1 when the path is in no layer.
 int layer_of(const std::string& path) {
   static const std::vector<std::pair<std::string, int>> layers = {
-      {"error.h", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},
+      {"error.", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},
       {"config/", 0},       {"ir/", 1},        {"exec/", 2},       {"quant/", 3},     {"data/", 4},
-      {"analysis/", 4},     {"train/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"experiment/", 7}, {"report/", 8}};
+      {"analysis/", 4},     {"train/", 4},     {"export/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"experiment/", 7}, {"report/", 8}};
   for (const auto& [prefix, layer] : layers)
     if (path.rfind(prefix, 0) == 0) return layer;
   return -1;

@@ -1,4 +1,4 @@
-// The xdq command: run, analyze, plugins, inspect, train.
+// The xdq command: run, analyze, export, submit, merge, plugins, keys, inspect, train.
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,6 +16,7 @@
 #include "xdq/report/analysis_report.h"
 #include "xdq/report/experiment_report.h"
 #include "xdq/report/plugin_catalog.h"
+#include "xdq/report/results_tables.h"
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/train/trainer.h"
@@ -128,6 +129,30 @@ int analyze_command(const xdq::ExperimentConfig& cfg, const std::string& out, bo
   return missing_jobs_status(run.missing_jobs);
 }
 
+// One run, computed alone and exported into `out` with its results (results.json beside the artefacts).
+int export_command(xdq::ExperimentConfig cfg, const std::string& out, const std::string& run_id) {
+  cfg.exports.runs = {{run_id, "", "", "", "", "--run"}};
+  xdq::RunOptions options;
+  options.only_run = run_id;
+  options.export_dir = out;
+  const auto run = xdq::run_experiment(cfg, xdq::global_registry(), std::cerr, options);
+  const xdq::RunResult& r = run.results.runs.at(0);
+  const std::string error = r.failed() ? r.error : r.exported.error;
+  if (!error.empty()) {
+    std::cerr << "xdq: error: " << r.id << ": " << error << std::endl;
+    return kExitRuntime;
+  }
+  xdq::write_file_atomically(out + "/results.json", [&](std::ostream& f) { f << xdq::results_json(run.results); });
+  std::cerr << "xdq: wrote " << out << "/{";
+  for (const auto& f : r.exported.files) std::cerr << f << ", ";
+  std::cerr << "results.json}" << std::endl;
+  if (!r.exported.runtime_error.empty()) {
+    std::cerr << "xdq: runtime check failed: " << r.exported.runtime_error << std::endl;
+    return kExitFailedRuns;
+  }
+  return kExitOk;
+}
+
 // The shards in `dir` (a sweep's jobs/, an analysis' analysis_jobs/, or both), gathered into its result
 // files; jobs without a shard are named.
 int merge_command(const std::string& dir) {
@@ -157,13 +182,13 @@ int merge_command(const std::string& dir) {
 
 // Everything the command line sets, and the subcommands it chose.
 struct Args {
-  std::string experiment, out_dir, merge_dir, model_path, recipe;
+  std::string experiment, out_dir, merge_dir, model_path, recipe, run_id;
   std::vector<std::string> sets, plugin_dirs;
   bool dry_run = false, json = false, use_slurm = false, quiet = false;
   std::optional<std::size_t> job;
   xdq::cli::SlurmOptions slurm;
   CLI::App *run = nullptr, *analyze = nullptr, *submit = nullptr, *merge = nullptr, *plugins = nullptr, *keys = nullptr,
-           *inspect = nullptr, *train = nullptr;
+           *inspect = nullptr, *train = nullptr, *exporter = nullptr;
 };
 
 CLI::App* experiment_command(CLI::App& app, const char* name, const char* doc, Args& a) {
@@ -182,6 +207,9 @@ void define_commands(CLI::App& app, Args& a) {
   a.analyze = experiment_command(app, "analyze", "outlier-layer analysis and mixed-precision fallback (the `analysis:` section)", a);
   a.analyze->add_flag("--dry-run", a.dry_run, "print the analysis jobs (one per model and bit setting) and stop");
   a.analyze->add_option("--job", a.job, "analyze only job K (see --dry-run); its shard goes to --out/analysis_jobs");
+  a.exporter = experiment_command(app, "export", "compute one run and write its quantized model (export.formats) into --out", a);
+  a.exporter->add_option("--run", a.run_id, "the run's id (xdq run --dry-run lists them)")->required();
+  a.exporter->get_option("--out")->required();
   a.submit = experiment_command(app, "submit", "run an experiment's jobs as a Slurm job array, then merge them", a);
   a.submit->add_flag("--slurm", a.use_slurm, "submit with sbatch (the one scheduler supported)")->required();
   a.submit->add_flag("--analyze", a.slurm.analyze, "submit the experiment's analysis jobs (xdq analyze) instead of its runs");
@@ -214,6 +242,7 @@ bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
     if (!a.dry_run) check_output_folder(out);
     if (*a.run && !a.dry_run) xdq::check_resumable(cfg, out);
     if (*a.analyze && !a.dry_run) xdq::check_analysis_resumable(cfg, out);
+    if (*a.exporter) xdq::job_of_run(xdq::plan_experiment(cfg), a.run_id);
     return true;
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
@@ -236,6 +265,7 @@ int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& 
   if (*a.run) return run_experiment_command(cfg, out, a.dry_run, a.job);
   if (*a.submit) return xdq::cli::submit_to_slurm(cfg, out, boost::dll::program_location().string(), a.slurm);
   if (*a.merge) return merge_command(a.merge_dir);
+  if (*a.exporter) return export_command(cfg, out, a.run_id);
   if (*a.plugins) return list_plugins(a.json, a.plugin_dirs);
   if (*a.analyze) return analyze_command(cfg, out, a.dry_run, a.job);
   if (*a.keys) {
@@ -263,7 +293,7 @@ int main(int argc, char** argv) {
   }
   xdq::ExperimentConfig cfg;
   std::string out;
-  if ((*args.run || *args.analyze || *args.submit) && !load_checked(args, cfg, out)) return kExitUsage;
+  if ((*args.run || *args.analyze || *args.submit || *args.exporter) && !load_checked(args, cfg, out)) return kExitUsage;
   try {
     return execute(args, cfg, out);
   } catch (const std::exception& e) {

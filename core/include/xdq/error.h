@@ -3,6 +3,7 @@
 // a config file with line and key path, a model or data file, or a plugin and its library path.
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace xdq {
 
@@ -10,5 +11,8 @@ class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// "a, b, c": the `count` candidates closest to `name` by edit distance, for "no X named ...; closest: ..." messages.
+std::string closest_names(const std::string& name, const std::vector<std::string>& candidates, std::size_t count = 3);
 
 }  // namespace xdq

@@ -91,13 +91,21 @@ std::vector<int> Executor::range_inputs(int first, int last) const {
   return out;
 }
 
-std::vector<bool> Executor::tensor_values(const at::Tensor& example) const {
-  std::vector<bool> is_tensor(graph_.num_values, true);
-  std::vector<c10::IValue> values(graph_.num_values);
-  for (int v : graph_.inputs) values[v] = example;
-  for (const auto& c : graph_.constants) is_tensor[c.first] = c.second.isTensor();
+std::vector<c10::IValue> Executor::all_values(const at::Tensor& example) const {
+  std::vector<c10::IValue> values(graph_.num_values), all(graph_.num_values);
+  for (int v : graph_.inputs) {
+    values[v] = hooks_[v] ? hooks_[v](in_layout(example, channels_last_)) : in_layout(example, channels_last_);
+    all[v] = values[v];
+  }
+  for (const auto& c : graph_.constants) all[c.first] = c.second;
   std::vector<at::Tensor> none;
-  execute(0, static_cast<int>(graph_.nodes.size()), values, {}, none, &is_tensor);
+  execute(0, static_cast<int>(graph_.nodes.size()), values, {}, none, &all);
+  return all;
+}
+
+std::vector<bool> Executor::tensor_values(const at::Tensor& example) const {
+  std::vector<bool> is_tensor;
+  for (const c10::IValue& v : all_values(example)) is_tensor.push_back(v.isTensor());
   return is_tensor;
 }
 
@@ -114,11 +122,11 @@ int Executor::tensor_inputs_start(int first, int last, const std::vector<bool>& 
 }
 
 void Executor::execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-                       std::vector<at::Tensor>& captured, std::vector<bool>* produced_tensor) const {
+                       std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all) const {
   for (const auto& c : graph_.constants) values[c.first] = c.second;
   auto produce = [&](int v, c10::IValue value) {
-    if (produced_tensor) (*produced_tensor)[v] = value.isTensor();
     if (hooks_[v] && value.isTensor()) value = hooks_[v](value.toTensor());
+    if (all) (*all)[v] = value;
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v && value.isTensor()) captured[k] = value.toTensor();
     values[v] = std::move(value);

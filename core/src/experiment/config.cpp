@@ -14,6 +14,8 @@
 #include "xdq/data/sources.h"
 #include "xdq/data/image_files.h"
 #include "xdq/error.h"
+#include "xdq/experiment/plan.h"
+#include "xdq/export/export.h"
 #include "xdq/plugin/interfaces.h"
 #include "xdq/plugin/registry.h"
 
@@ -603,6 +605,52 @@ YAML::Node bits_yaml(const ExperimentConfig& cfg) {
   return list;
 }
 
+// export.runs: run ids, or maps of the fields a run must match.
+void parse_export_runs(const ConfigNode& node, ExperimentConfig& cfg, LoadContext&) {
+  if (!node.defined()) return;
+  if (!node.is_sequence()) node.fail("expected a list of run ids or {model, bits, calibrator, rounding} maps");
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const ConfigNode item = node[i];
+    ExperimentConfig::Exports::Selector s;
+    s.where = item.where();
+    if (item.is_map()) {
+      item.check_keys({"model", "bits", "calibrator", "rounding"});
+      s.model = item.get("model", "");
+      s.bits = item.get("bits", "");
+      s.calibrator = item.get("calibrator", "");
+      s.rounding = item.get("rounding", "");
+    } else {
+      s.id = item.as_string();
+    }
+    cfg.exports.runs.push_back(s);
+  }
+}
+
+YAML::Node export_runs_yaml(const ExperimentConfig& cfg) {
+  if (cfg.exports.runs.empty()) return YAML::Node();
+  YAML::Node list(YAML::NodeType::Sequence);
+  for (const auto& s : cfg.exports.runs) {
+    if (!s.id.empty()) {
+      list.push_back(s.id);
+      continue;
+    }
+    YAML::Node m(YAML::NodeType::Map);
+    for (const auto& [key, value] : {std::pair{"model", s.model}, {"bits", s.bits}, {"calibrator", s.calibrator}, {"rounding", s.rounding}})
+      if (!value.empty()) m[key] = value;
+    list.push_back(m);
+  }
+  return list;
+}
+
+void parse_export_formats(const ConfigNode& node, ExperimentConfig& cfg, LoadContext&) {
+  if (!node.defined()) return;
+  cfg.exports.formats = node.as_string_list();
+  const auto& known = export_format_names();
+  for (std::size_t i = 0; i < cfg.exports.formats.size(); ++i)
+    if (std::find(known.begin(), known.end(), cfg.exports.formats[i]) == known.end())
+      (node.is_sequence() ? node[i] : node).fail("unknown export format '" + cfg.exports.formats[i] + "' (torchscript, onnx, encodings, tensorrt)");
+}
+
 constexpr double kUnbounded = std::numeric_limits<double>::infinity();
 
 // The run: name, seed, threads, failure policy, plugin and data locations.
@@ -705,6 +753,12 @@ void add_report_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.analysis.size_budget; }));
   k.push_back(scalar("analysis.fallback_bits", S::integer("fallback_bits", 8, "bits of a raised layer's weights and input").range(2, 8),
                      [](auto& c) -> auto& { return c.analysis.fallback_bits; }));
+  k.push_back(structured("export.runs", "runs whose quantized model is written to <out>/exports: [run id | {model, bits, calibrator, rounding}]",
+                         parse_export_runs, export_runs_yaml));
+  k.push_back(structured("export.formats", "what an exported run writes: torchscript, onnx, encodings, tensorrt",
+                         parse_export_formats, [](const ExperimentConfig& c) { return YAML::Node(c.exports.formats); }));
+  k.push_back(scalar("export.runtime", S::text("runtime", "none", "run the exported model in an int8 runtime on the test domains (runtime_top1)").one_of({"none", "opencv"}),
+                     [](auto& c) -> auto& { return c.exports.runtime; }));
   k.push_back(structured("provenance", "written by xdq into config.resolved.yaml (what a run measured); not read",
                          [](const ConfigNode&, ExperimentConfig&, LoadContext&) {}, [](const ExperimentConfig&) { return YAML::Node(); }));
 }
@@ -753,6 +807,38 @@ void read_key(const Key& key, const ConfigNode& root, ExperimentConfig& cfg, Loa
   key.set(cfg, value);
 }
 
+// export: every selector names runs of the plan, and the formats can express the preset and the bits.
+void check_exports(const ExperimentConfig& cfg) {
+  const auto& e = cfg.exports;
+  const ConfigNode formats = cfg.root["export"]["formats"];
+  for (const auto& f : e.formats)
+    if (const std::string limit = export_format_limit(f, cfg.scheme); !limit.empty())
+      (formats.defined() ? formats : cfg.root["quantization"]["preset"]).fail("export format " + f + ": " + limit);
+  if (e.runs.empty()) return;
+  const Plan plan = plan_experiment(cfg);
+  std::vector<std::string> ids;
+  for (const JobSpec& job : plan.jobs)
+    for (const RunSpec& r : job.runs) ids.push_back(r.id);
+  for (const auto& s : e.runs) {
+    ExperimentConfig::Exports one{{s}, {}, {}};
+    bool found = false;
+    for (const JobSpec& job : plan.jobs)
+      for (const RunSpec& r : job.runs) {
+        if (!one.selects(r.id, cfg.models[job.model].name, r.bits->label(), r.calibrator->label, r.rounding->label)) continue;
+        found = true;
+        const bool integer_formats = e.runtime != "none" || std::any_of(e.formats.begin(), e.formats.end(), [](const std::string& f) {
+                                       return f == "onnx" || f == "tensorrt";
+                                     });
+        if (integer_formats && r.bits->a_bits > 8)
+          throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
+                      "-bit activations; ONNX QuantizeLinear (and the runtime) hold 8 bits at most");
+      }
+    if (!found)
+      throw Error(s.where + ": no run of this experiment matches" + (s.id.empty() ? "" : " '" + s.id + "'") +
+                  "; closest run ids: " + closest_names(s.id, ids));
+  }
+}
+
 // Checks across keys, once all are read. More threads than cores only adds switching: a few times the
 // cores is the useful bound.
 void check_after_reading(const ExperimentConfig& cfg) {
@@ -761,9 +847,19 @@ void check_after_reading(const ExperimentConfig& cfg) {
   if (cfg.threads > 4 * cores)
     cfg.root["threads"].fail("expected at most " + std::to_string(4 * cores) + " (4 x the " + std::to_string(cores) +
                              " cores of this machine), got " + std::to_string(cfg.threads));
+  check_exports(cfg);
 }
 
 }  // namespace
+
+bool ExperimentConfig::Exports::selects(const std::string& id, const std::string& model, const std::string& bits,
+                                        const std::string& calibrator, const std::string& rounding) const {
+  return std::any_of(runs.begin(), runs.end(), [&](const Selector& s) {
+    if (!s.id.empty()) return s.id == id;
+    return (s.model.empty() || s.model == model) && (s.bits.empty() || s.bits == bits) &&
+           (s.calibrator.empty() || s.calibrator == calibrator) && (s.rounding.empty() || s.rounding == rounding);
+  });
+}
 
 std::string& ExperimentConfig::data_location(const std::string& key) {
   if (key == "fashion_mnist") return data.fashion_mnist;

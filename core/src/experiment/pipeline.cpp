@@ -2,14 +2,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iomanip>
 #include <optional>
 #include <ostream>
 #include <sstream>
 
+#include "shards.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/diagnostics.h"
+#include "xdq/export/export.h"
+#include "xdq/export/runtime.h"
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
 
@@ -160,10 +164,62 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   for (const Pass& pass : passes_)
     if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
   RunResult run = evaluate(job, spec, quantized, log);
+  if (cfg_.exports.selects(spec.id, run.model, spec.bits->label(), spec.calibrator->label, spec.rounding->label))
+    export_run(job, quantized, images, log, run);
   run.seconds = seconds_since(start);
   run.peak_rss_mib = peak_resident_mib();
   run.units = std::move(timings);
   out.runs.push_back(std::move(run));
+}
+
+void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images,
+                          std::ostream& log, RunResult& run) const {
+  ExportRecord& record = run.exported;
+  record.dir = export_flat_ ? export_root_ : (std::filesystem::path(export_root_) / file_name_safe(run.id)).string();
+  record.runtime = cfg_.exports.runtime == "none" ? "" : cfg_.exports.runtime;
+  try {
+    if (export_root_.empty()) throw Error("no output folder to export into");
+    ExportRequest request;
+    request.formats = cfg_.exports.formats;
+    request.runtime_model = !record.runtime.empty();
+    request.example = images.slice(0, 0, std::min<std::int64_t>(16, images.size(0)));
+    request.pre = models_[job.model].prepared.pre;
+    const ExportedModel exported = export_quantized_model(quantized, request, record.dir);
+    record.files = exported.files;
+    record.int8_layers = exported.int8_layers;
+    record.layers = exported.layers;
+    log << run.id << ": exported to " << record.dir << std::endl;
+  } catch (const std::exception& e) {
+    record.error = e.what();
+    log << run.id << ": export failed: " << e.what() << std::endl;
+    return;
+  }
+  if (!record.runtime.empty()) runtime_check(job, quantized, log, run);
+}
+
+// The exported model in OpenCV's DNN module on every test domain, beside the simulated model: its top-1 and
+// the images where the two top-1 differ.
+void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized, std::ostream& log, RunResult& run) const {
+  const Model& m = models_[job.model];
+  try {
+    OpenCvRuntime runtime((std::filesystem::path(run.exported.dir) / "model_opencv.onnx").string());
+    const Executor simulated = quantized.executor();
+    for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
+      DomainResult& d = run.results[t];
+      std::int64_t differing = 0;
+      d.runtime_top1 = top1_accuracy(
+          [&](const at::Tensor& x) {
+            at::Tensor logits = runtime.forward(x);
+            differing += logits.argmax(1).ne(simulated.forward(x).argmax(1)).sum().item<std::int64_t>();
+            return logits;
+          },
+          m.prepared.tests[t], m.prepared.pre, cfg_.batch_size, &log, run.id + " in OpenCV on " + d.domain);
+      d.runtime_disagreements = differing;
+    }
+  } catch (const std::exception& e) {
+    run.exported.runtime_error = e.what();
+    log << run.id << ": runtime check failed: " << e.what() << std::endl;
+  }
 }
 
 JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const {
@@ -181,10 +237,15 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     for (const RunSpec& spec : job.runs) out.runs.push_back(failed(job, spec, e.what(), log));
     return out;
   }
-  // Runs come in (bits, calibrator) groups sharing one calibrated model, one group per rounding method.
-  const std::size_t group = cfg_.rounding.size();
-  for (std::size_t first = 0; first < job.runs.size(); first += group) {
+  // Runs come in (bits, calibrator) groups sharing one calibrated model, one run per rounding method.
+  for (std::size_t first = 0, end = 0; first < job.runs.size(); first = end) {
     const RunSpec& head = job.runs[first];
+    end = first + 1;
+    while (end < job.runs.size() && job.runs[end].bits == head.bits && job.runs[end].calibrator == head.calibrator) ++end;
+    const auto wanted = [&](std::size_t r) { return only_run_.empty() || job.runs[r].id == only_run_; };
+    bool any = false;
+    for (std::size_t r = first; r < end; ++r) any = any || wanted(r);
+    if (!any) continue;
     const auto calibration_start = std::chrono::steady_clock::now();
     std::optional<QuantizedModel> calibrated;
     try {
@@ -193,11 +254,13 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
       if (cfg_.layer_shift_images > 0 && first == 0 && job.first_set)
         record_layer_shift(job, *calibrated, images, head.bits->label() + "/" + head.calibrator->label, out);
     } catch (const std::exception& e) {
-      for (std::size_t r = first; r < first + group; ++r) out.runs.push_back(failed(job, job.runs[r], e.what(), log));
+      for (std::size_t r = first; r < end; ++r)
+        if (wanted(r)) out.runs.push_back(failed(job, job.runs[r], e.what(), log));
       continue;
     }
     const double calibration_seconds = seconds_since(calibration_start);
-    for (std::size_t r = first; r < first + group; ++r) {
+    for (std::size_t r = first; r < end; ++r) {
+      if (!wanted(r)) continue;
       try {
         run_rounding(job, job.runs[r], *calibrated, images, pass_context, log, out);
       } catch (const std::exception& e) {
@@ -208,7 +271,10 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
       run.seconds += calibration_seconds;
       std::ostringstream line;
       line << std::fixed << std::setprecision(4);
-      for (const DomainResult& d : run.results) line << "  " << d.domain << " " << d.quant_top1;
+      for (const DomainResult& d : run.results) {
+        line << "  " << d.domain << " " << d.quant_top1;
+        if (d.has_runtime()) line << " (runtime " << d.runtime_top1 << ")";
+      }
       line << "  (" << std::setprecision(1) << run.seconds << " s)";
       log << run_counter() << run.id << line.str() << std::endl;
     }

@@ -43,6 +43,14 @@ class Pipeline {
 
   // Every run of `job`; thread-safe across jobs once calibration_set(job) was called for each.
   JobOutput run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const;
+  // Where `export:` writes a run's artefacts: <root>/<run id as a file name>, or `root` itself when `flat`
+  // (`xdq export`, one run). Unset: exports are refused with an error in the run.
+  void set_export_root(std::string root, bool flat) {
+    export_root_ = std::move(root);
+    export_flat_ = flat;
+  }
+  // Only this run of its job (`xdq export`); the other runs of the job are not computed.
+  void set_only_run(std::string id) { only_run_ = std::move(id); }
   // Runs to come; the run lines count them and give an ETA from the time since this call.
   void set_run_counter(std::size_t total) {
     total_runs_ = total;
@@ -67,6 +75,10 @@ class Pipeline {
   RunResult failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const;
   void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated, const at::Tensor& images,
                     const PassContext& pass_context, std::ostream& log, JobOutput& out) const;
+  // export: the artefacts of a run, and with a runtime its top-1 on every test domain.
+  void export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images, std::ostream& log,
+                  RunResult& run) const;
+  void runtime_check(const JobSpec& job, const QuantizedModel& quantized, std::ostream& log, RunResult& run) const;
 
   const ExperimentConfig& cfg_;
   PluginRegistry& registry_;
@@ -78,6 +90,8 @@ class Pipeline {
   std::size_t total_runs_ = 0;
   std::chrono::steady_clock::time_point counting_since_;
   mutable std::atomic<std::size_t> finished_runs_{0};
+  std::string export_root_, only_run_;
+  bool export_flat_ = false;
 };
 
 }  // namespace xdq

@@ -1,11 +1,42 @@
 #include "xdq/experiment/results.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 
 namespace xdq {
 
 std::size_t ExperimentResults::failed_runs() const {
   return static_cast<std::size_t>(std::count_if(runs.begin(), runs.end(), [](const RunResult& r) { return r.failed(); }));
+}
+
+nlohmann::json export_json(const ExportRecord& e) {
+  return {{"dir", e.dir}, {"files", e.files}, {"runtime", e.runtime}, {"int8_layers", e.int8_layers},
+          {"layers", e.layers}, {"error", e.error}, {"runtime_error", e.runtime_error}};
+}
+
+ExportRecord export_from_json(const nlohmann::json& j) {
+  ExportRecord e;
+  if (!j.is_object()) return e;
+  e.dir = j.value("dir", "");
+  e.files = j.value("files", std::vector<std::string>{});
+  e.runtime = j.value("runtime", "");
+  e.int8_layers = j.value("int8_layers", 0);
+  e.layers = j.value("layers", 0);
+  e.error = j.value("error", "");
+  e.runtime_error = j.value("runtime_error", "");
+  return e;
+}
+
+void add_runtime_json(const DomainResult& d, nlohmann::json& j) {
+  if (!d.has_runtime()) return;
+  j["runtime_top1"] = d.runtime_top1;
+  j["runtime_disagreements"] = d.runtime_disagreements;
+}
+
+void read_runtime_json(const nlohmann::json& j, DomainResult& d) {
+  d.runtime_top1 = j.value("runtime_top1", -1.0);
+  d.runtime_disagreements = j.value("runtime_disagreements", std::int64_t{-1});
 }
 
 }  // namespace xdq

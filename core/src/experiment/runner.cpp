@@ -4,6 +4,7 @@
 #include "shards.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <ostream>
@@ -64,19 +65,24 @@ void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t in
 
 // Runs the jobs marked in `todo`, `jobs` at a time, each kept as a shard as soon as it finishes.
 void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress, const Plan& plan,
-                      const std::vector<bool>& todo, const ShardStore& store, int threads, std::vector<JobShard>& shards,
-                      int& parallel_jobs) {
+                      const std::vector<bool>& todo, const ShardStore& store, int threads, const RunOptions& options,
+                      std::vector<JobShard>& shards, int& parallel_jobs) {
   std::vector<bool> needed(cfg.models.size(), false);
   for (std::size_t j = 0; j < plan.jobs.size(); ++j) needed[plan.jobs[j].model] = needed[plan.jobs[j].model] || todo[j];
   DomainCache domains(cfg, registry, progress);
   Pipeline pipeline(cfg, registry, domains, progress, needed);
+  const std::string exports = !options.export_dir.empty() ? options.export_dir
+                              : options.out_dir.empty()   ? ""
+                                                          : (std::filesystem::path(options.out_dir) / "exports").string();
+  pipeline.set_export_root(exports, !options.only_run.empty());
+  pipeline.set_only_run(options.only_run);
   std::vector<std::size_t> pending;
   std::size_t runs = 0;
   for (std::size_t j = 0; j < plan.jobs.size(); ++j)
     if (todo[j]) {
       pending.push_back(j);
       pipeline.calibration_set(plan.jobs[j]);
-      runs += plan.jobs[j].runs.size();
+      runs += options.only_run.empty() ? plan.jobs[j].runs.size() : 1;
     }
   pipeline.set_run_counter(runs);
   parallel_jobs =
@@ -105,11 +111,24 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
 
 void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir) { ShardStore(cfg, out_dir); }
 
+std::size_t job_of_run(const Plan& plan, const std::string& run_id) {
+  std::vector<std::string> ids;
+  for (std::size_t j = 0; j < plan.jobs.size(); ++j)
+    for (const RunSpec& r : plan.jobs[j].runs) {
+      if (r.id == run_id) return j;
+      ids.push_back(r.id);
+    }
+  throw Error("no run '" + run_id + "' in this experiment (xdq run --dry-run lists them); closest: " +
+              closest_names(run_id, ids));
+}
+
 ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
-                             const RunOptions& options) {
+                             const RunOptions& requested) {
+  RunOptions options = requested;
   const int threads = apply_thread_count(cfg.threads);
   const ShardStore store(cfg, options.out_dir);
   const Plan plan = plan_experiment(cfg);
+  if (!options.only_run.empty()) options.only_job = job_of_run(plan, options.only_run);
   if (options.only_job && *options.only_job >= plan.jobs.size())
     throw Error("--job " + std::to_string(*options.only_job) + ": the plan has " + std::to_string(plan.jobs.size()) +
                 " jobs (0 to " + std::to_string(plan.jobs.size() - 1) + "; see --dry-run)");
@@ -134,7 +153,7 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   }
   int parallel_jobs = 1;
   if (std::any_of(todo.begin(), todo.end(), [](bool t) { return t; }))
-    run_pending_jobs(cfg, registry, progress, plan, todo, store, threads, shards, parallel_jobs);
+    run_pending_jobs(cfg, registry, progress, plan, todo, store, threads, options, shards, parallel_jobs);
 
   run.results.experiment = cfg.name;
   YAML::Node provenance;

@@ -45,8 +45,12 @@ nlohmann::json run_json(const RunResult& r) {
     j["units"].push_back({u.name, u.iterations, u.caching_seconds, u.seconds_per_iteration, u.step_iterations,
                           u.step_caching_seconds, u.step_seconds_per_iteration, u.seconds});
   j["results"] = nlohmann::json::array();
-  for (const DomainResult& d : r.results)
-    j["results"].push_back({{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
+  for (const DomainResult& d : r.results) {
+    nlohmann::json dj = {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}};
+    add_runtime_json(d, dj);
+    j["results"].push_back(dj);
+  }
+  if (r.exported.requested()) j["export"] = export_json(r.exported);
   return j;
 }
 
@@ -69,7 +73,11 @@ RunResult run_from_json(const nlohmann::json& j) {
   r.peak_rss_mib = j.value("peak_rss_mib", 0.0);
   r.error = j.at("error");
   for (const auto& u : j.at("units")) r.units.push_back({u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]});
-  for (const auto& d : j.at("results")) r.results.push_back({d.at("domain"), d.at("n"), d.at("fp32_top1"), d.at("quant_top1")});
+  for (const auto& d : j.at("results")) {
+    r.results.push_back({d.at("domain"), d.at("n"), d.at("fp32_top1"), d.at("quant_top1")});
+    read_runtime_json(d, r.results.back());
+  }
+  r.exported = export_from_json(j.value("export", nlohmann::json()));
   return r;
 }
 

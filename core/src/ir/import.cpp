@@ -297,6 +297,7 @@ ImportedModel import_torchscript(const std::string& path) {
     Node node;
     node.op = n->kind().toQualString();
     node.source = source_location(n);
+    if (const c10::FunctionSchema* schema = n->maybeSchema()) node.schema = c10::toString(*schema);
     for (const jit::Value* in : n->inputs()) node.inputs.push_back(value_id(in));
     for (const jit::Value* out : n->outputs()) node.outputs.push_back(value_id(out));
     import_operation(path, n, module_path(n), node);

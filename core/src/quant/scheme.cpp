@@ -110,22 +110,6 @@ bool override_matches(const LayerOverride& o, const Graph& graph, int node) {
   return false;
 }
 
-namespace {
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
-      diagonal = up;
-    }
-  }
-  return row[b.size()];
-}
-}  // namespace
 
 void check_override_patterns(const LayerOverride& o, const Graph& graph) {
   const auto layers = graph.layer_nodes();
@@ -133,13 +117,9 @@ void check_override_patterns(const LayerOverride& o, const Graph& graph) {
     if (pattern == "first" || pattern == "last" || pattern == "penultimate") continue;
     LayerOverride one{{pattern}, {}, {}, {}};
     if (std::any_of(layers.begin(), layers.end(), [&](int n) { return override_matches(one, graph, n); })) continue;
-    std::vector<std::pair<std::size_t, std::string>> ranked;
-    for (int n : layers) ranked.emplace_back(edit_distance(pattern, graph.nodes[n].name), graph.nodes[n].name);
-    std::sort(ranked.begin(), ranked.end());
-    std::string closest;
-    for (std::size_t k = 0; k < std::min<std::size_t>(3, ranked.size()); ++k)
-      closest += (k ? ", " : "") + ranked[k].second;
-    throw Error(o.where + ": no conv/linear layer named '" + pattern + "' in this model; closest: " + closest);
+    std::vector<std::string> names;
+    for (int n : layers) names.push_back(graph.nodes[n].name);
+    throw Error(o.where + ": no conv/linear layer named '" + pattern + "' in this model; closest: " + closest_names(pattern, names));
   }
 }
 

@@ -30,9 +30,14 @@ std::string results_json(const ExperimentResults& results) {
     run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}, {"domain", r.calibration_domain},
                           {"seed", r.calibration_seed}};
     run["results"] = nlohmann::ordered_json::array();
-    for (const auto& d : r.results)
-      run["results"].push_back(
-          {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}});
+    for (const auto& d : r.results) {
+      nlohmann::json runtime;
+      add_runtime_json(d, runtime);
+      nlohmann::ordered_json dj = {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}};
+      if (!runtime.is_null()) dj.update(nlohmann::ordered_json(runtime));
+      run["results"].push_back(dj);
+    }
+    if (r.exported.requested()) run["export"] = nlohmann::ordered_json(export_json(r.exported));
     run["seconds"] = r.seconds;
     run["peak_rss_mib"] = r.peak_rss_mib;
     for (const auto& u : r.units)
@@ -75,7 +80,8 @@ std::string layer_shift_csv(const ExperimentResults& results) {
 std::string results_csv(const ExperimentResults& results) {
   std::ostringstream out;
   out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,"
-         "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status,calibrator_options,rounding_options\n";
+         "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status,calibrator_options,rounding_options,"
+         "runtime_top1,runtime_disagreements\n";
   out << std::setprecision(6);
   const auto options_text = [](const std::map<std::string, std::string>& options) {
     std::string text;  // name=value;name=value
@@ -94,7 +100,10 @@ std::string results_csv(const ExperimentResults& results) {
       else
         out << ",,,";  // a failed run: one row with no numbers, so it is neither absent nor read as 0 %
       out << "," << r.seconds << "," << csv_field(passes) << "," << (d ? "ok" : "failed") << ","
-          << options_text(r.calibrator_options) << "," << options_text(r.rounding_options) << "\n";
+          << options_text(r.calibrator_options) << "," << options_text(r.rounding_options) << ",";
+      if (d && d->has_runtime()) out << d->runtime_top1 << "," << d->runtime_disagreements;
+      else out << ",";
+      out << "\n";
     };
     if (r.failed()) row(nullptr);
     for (const auto& d : r.results) row(&d);
@@ -119,6 +128,35 @@ std::string results_markdown(const ExperimentResults& results, const std::string
     for (const auto& r : results.runs)
       if (r.failed()) out << "| " << r.id << " | " << r.error << " |\n";
   }
+  out << export_markdown(results);
+  return out.str();
+}
+
+std::string export_markdown(const ExperimentResults& results) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  const bool any_runtime = std::any_of(results.runs.begin(), results.runs.end(), [](const RunResult& r) {
+    return std::any_of(r.results.begin(), r.results.end(), [](const DomainResult& d) { return d.has_runtime(); });
+  });
+  if (any_runtime) {
+    out << "\n## Simulation vs runtime\n\nThe exported model run by " << "OpenCV's DNN module (model_opencv.onnx); "
+        << "differing: test images whose top-1 differs from the simulated model's.\n\n"
+        << "| run | test domain | quantized top-1 | runtime top-1 | runtime - simulated (pt) | differing | int8 convs |\n"
+        << "|---|---|---:|---:|---:|---:|---:|\n";
+    for (const auto& r : results.runs)
+      for (const auto& d : r.results)
+        if (d.has_runtime())
+          out << "| " << r.id << " | " << d.domain << " | " << 100 * d.quant_top1 << " % | " << 100 * d.runtime_top1
+              << " % | " << std::showpos << 100 * (d.runtime_top1 - d.quant_top1) << std::noshowpos << " | "
+              << d.runtime_disagreements << " of " << d.n << " | " << r.exported.int8_layers << " of " << r.exported.layers
+              << " |\n";
+  }
+  std::ostringstream problems;
+  for (const auto& r : results.runs) {
+    if (!r.exported.error.empty()) problems << "| " << r.id << " | export | " << r.exported.error << " |\n";
+    if (!r.exported.runtime_error.empty()) problems << "| " << r.id << " | runtime | " << r.exported.runtime_error << " |\n";
+  }
+  if (!problems.str().empty()) out << "\n## Failed exports\n\n| run | step | error |\n|---|---|---|\n" << problems.str();
   return out.str();
 }
 

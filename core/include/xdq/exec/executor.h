@@ -46,6 +46,8 @@ class Executor {
   // Values read by nodes [first, last) that none of them produces (graph inputs and earlier nodes'
   // outputs; constants excluded), in order of first use.
   std::vector<int> range_inputs(int first, int last) const;
+  // Every value (constants included) of one run of the graph on `example`, hooks applied.
+  std::vector<c10::IValue> all_values(const at::Tensor& example) const;
   // Which values hold tensors (the rest are lists, ints, ...), found by running the graph once on `example`.
   std::vector<bool> tensor_values(const at::Tensor& example) const;
   // `first` moved back until nodes [first, last) read only tensors from outside: a range cannot start
@@ -53,9 +55,10 @@ class Executor {
   int tensor_inputs_start(int first, int last, const std::vector<bool>& is_tensor) const;
 
  private:
-  // Runs nodes [first, last) over `values`; each value in `wanted` is copied out when produced.
+  // Runs nodes [first, last) over `values`; each value in `wanted` is copied out when produced, and every
+  // produced value into `all` when given.
   void execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-               std::vector<at::Tensor>& captured, std::vector<bool>* produced_tensor = nullptr) const;
+               std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all = nullptr) const;
 
   Graph graph_;
   std::vector<ValueHook> hooks_;

@@ -110,6 +110,20 @@ struct ExperimentConfig {
     int fallback_bits = 8;             // bits of a raised layer's weights and input activation
   } analysis;
 
+  // `export:`: the runs whose quantized model is written (xdq/export/export.h) into <out>/exports/<run>,
+  // and, with runtime: opencv, run by OpenCV's DNN module on every test domain (runtime_top1).
+  struct Exports {
+    struct Selector {  // a run id, or the fields a run must match (empty: any)
+      std::string id, model, bits, calibrator, rounding;
+      std::string where;  // file:line key, for errors
+    };
+    std::vector<Selector> runs;
+    std::vector<std::string> formats{"torchscript", "onnx", "encodings"};
+    std::string runtime = "none";  // or opencv
+    bool selects(const std::string& id, const std::string& model, const std::string& bits, const std::string& calibrator,
+                 const std::string& rounding) const;
+  } exports;
+
   ConfigNode root;  // the file as read (with --set applied)
 
   // data.<key>: the field of `data` it sets (fashion_mnist, opencv_samples, sklearn_digits, cache).

@@ -5,13 +5,16 @@
 //   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
 //   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs),
-//   "peak_rss_mib"}]}
+//   "peak_rss_mib", "export": {"dir", "files", "runtime", "int8_layers", "layers", "error", "runtime_error"}
+//   (exported runs; their results then carry "runtime_top1" and "runtime_disagreements")}]}
 // with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no
 // results. results.csv has one row per run x test domain. Written by report/results_tables.h.
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
 
 #include "xdq/quant/unit_timing.h"
 
@@ -22,6 +25,22 @@ struct DomainResult {
   std::int64_t n = 0;
   double fp32_top1 = 0.0;
   double quant_top1 = 0.0;
+  // The exported model run by the int8 runtime (export.runtime): its top-1, and the images whose top-1
+  // differs from the simulated model's; -1 when not measured.
+  double runtime_top1 = -1.0;
+  std::int64_t runtime_disagreements = -1;
+  bool has_runtime() const { return runtime_top1 >= 0; }
+};
+
+// What `export:` wrote for a run (xdq/export/export.h).
+struct ExportRecord {
+  std::string dir;                  // folder of the artefacts
+  std::vector<std::string> files;
+  std::string runtime;              // "opencv" when the runtime check was asked for
+  int int8_layers = 0, layers = 0;  // convs the runtime model runs as int8 kernels, of all conv/linear layers
+  std::string error;                // the export failed: nothing was written
+  std::string runtime_error;        // the runtime could not import or run the model
+  bool requested() const { return !dir.empty() || !error.empty(); }
 };
 
 struct RunResult {
@@ -40,9 +59,17 @@ struct RunResult {
   double seconds = 0.0;
   double peak_rss_mib = 0.0;  // the process's peak resident memory when the run ended (all runs before it included)
   std::vector<UnitTiming> units;  // where a reconstruction spent its time, per unit
+  ExportRecord exported;
   std::string error;  // non-empty: the run failed (the message names the plugin or file)
   bool failed() const { return !error.empty(); }
 };
+
+// A run's "export" object and a domain's runtime fields in JSON (results.json and job shards); an absent
+// or empty object reads as a run that was not exported.
+nlohmann::json export_json(const ExportRecord& e);
+ExportRecord export_from_json(const nlohmann::json& j);
+void add_runtime_json(const DomainResult& d, nlohmann::json& j);
+void read_runtime_json(const nlohmann::json& j, DomainResult& d);
 
 struct LayerShiftRow {
   std::string model, setting, calibration_domain, layer, domain;

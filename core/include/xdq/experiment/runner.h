@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/plan.h"
 #include "xdq/experiment/results.h"
 
 namespace xdq {
@@ -41,7 +42,14 @@ struct RunOptions {
   std::optional<std::size_t> only_job;
   // Run nothing: gather the shards in out_dir (`xdq merge`); jobs without one are listed as missing.
   bool merge_only = false;
+  // Where `export:` writes (default out_dir/exports, one folder per run; none without out_dir).
+  std::string export_dir;
+  // Only this run (its job's other runs are not computed), exported straight into export_dir (`xdq export`).
+  std::string only_run;
 };
+
+// The job of the plan holding run `run_id`; an Error naming the closest run ids when there is none.
+std::size_t job_of_run(const Plan& plan, const std::string& run_id);
 
 // An Error when `out_dir` holds the job shards of another config (checked before any work).
 void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir);

@@ -31,6 +31,7 @@ struct Node {
   std::string op;      // "conv2d", "linear", "batch_norm", or the TorchScript symbol ("aten::relu")
   std::string name;    // PyTorch module path ("layer1.block0.conv1"); ops get "<module>/<op>"
   std::string source;  // source location recorded in the TorchScript file, if any
+  std::string schema;  // Generic registered operators: the TorchScript schema (argument names, for export)
   std::vector<int> inputs, outputs;
 
   // Conv / Linear

@@ -15,6 +15,8 @@ std::string layer_shift_csv(const ExperimentResults& results);
 // An RFC 4180 field: quoted when it holds a comma, a quote or a line break (quotes doubled).
 std::string csv_field(const std::string& text);
 std::string results_markdown(const ExperimentResults& results, const std::string& header);
+// The exported runs: simulated vs runtime top-1 per test domain, and exports or runtimes that failed ("" when none).
+std::string export_markdown(const ExperimentResults& results);
 
 // The cross-domain matrix of one setting (model x bits x calibrator x rounding x calibration size): rows
 // are calibration domains A, columns test domains B; repeats (calibration seeds) are averaged.

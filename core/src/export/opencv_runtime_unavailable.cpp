@@ -1,0 +1,14 @@
+#include "xdq/error.h"
+#include "xdq/export/runtime.h"
+
+namespace xdq {
+
+struct OpenCvRuntime::Impl {};
+
+OpenCvRuntime::OpenCvRuntime(const std::string& onnx_path) {
+  throw Error(onnx_path + ": this xdq was built without OpenCV's dnn module; the runtime check needs it");
+}
+at::Tensor OpenCvRuntime::forward(const at::Tensor&) { return {}; }
+std::vector<std::string> OpenCvRuntime::layer_types() const { return {}; }
+
+}  // namespace xdq
