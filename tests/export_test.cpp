@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -141,6 +142,194 @@ TEST(Export, OpenCvRunsTheRuntimeModel) {
     }
   }
   EXPECT_GT(tensorrt_int8, 0);
+}
+
+// encodings.json holds every quantizer's grid in AIMET's convention (integers q in [0, 2^b - 1] stand for
+// (q + offset) * scale, offset = qmin - zero point): activation entries equal the model's activation
+// quantizers, param entries (one per output channel) its layers' weight grids.
+TEST(Export, EncodingsHoldTheModelsGrids) {
+  const ZooQuantized zoo("resnet20_fmnist", "academic", 4, 8);
+  TempDir dir;
+  zoo.write(dir.file("out"), {"encodings"});
+  std::ifstream in(dir.file("out/encodings.json"));
+  const nlohmann::json enc = nlohmann::json::parse(in);
+  std::multiset<std::pair<double, std::int64_t>> expected, written;
+  for (const ActivationQuantizer& a : zoo.quantized->activations())
+    expected.insert({a.qparams.scale.item<float>(), a.qparams.qmin - a.qparams.zero_point.item<int>()});
+  for (const auto& [name, list] : enc.at("activation_encodings").items()) {
+    ASSERT_EQ(list.size(), 1u) << name;
+    const auto& e = list[0];
+    written.insert({e.at("scale").get<double>(), e.at("offset").get<std::int64_t>()});
+    EXPECT_DOUBLE_EQ(e.at("min").get<double>(), e.at("offset").get<double>() * e.at("scale").get<double>());
+    EXPECT_EQ(e.at("bitwidth"), 8);
+  }
+  EXPECT_EQ(written, expected);
+  const Graph& g = zoo.quantized->graph();
+  ASSERT_EQ(enc.at("param_encodings").size(), zoo.quantized->layers().size());
+  for (const QuantizedLayer& l : zoo.quantized->layers()) {
+    const std::string key = g.nodes[l.node].name + ".weight";
+    ASSERT_TRUE(enc.at("param_encodings").contains(key)) << key;
+    const auto& list = enc.at("param_encodings").at(key);
+    ASSERT_EQ(static_cast<std::int64_t>(list.size()), g.nodes[l.node].weight.size(0)) << key;
+    for (std::size_t c = 0; c < list.size(); ++c) {
+      const double s = l.qparams.scale[c].item<float>();
+      const std::int64_t z = l.qparams.zero_point[c].item<int>();
+      EXPECT_EQ(list[c].at("scale").get<double>(), s);
+      EXPECT_EQ(list[c].at("offset").get<std::int64_t>(), l.qparams.qmin - z);
+      EXPECT_DOUBLE_EQ(list[c].at("max").get<double>(), static_cast<double>(l.qparams.qmax - z) * s);
+      EXPECT_EQ(list[c].at("bitwidth"), l.spec.bits);
+      EXPECT_EQ(list[c].at("is_symmetric"), "False");
+    }
+  }
+}
+
+// TensorRT's cache line is the float32 scale's bits in hex. Hand computation: a symmetric signed 8-bit
+// range of +-0.99609375 has the step 0.99609375 / 127.5 = 2^-7, bits 0x3c000000; +-1 has 1 / 127.5,
+// which rounds to the float32 0x3c008081. Every activation has a line, named as in encodings.json.
+TEST(Export, TensorRtCacheHoldsTheScaleBits) {
+  ZooQuantized zoo("vgg_fmnist", "tensorrt", 8, 8);
+  for (auto [amax, hex] : {std::pair{0.99609375, "3c000000"}, std::pair{1.0, "3c008081"}}) {
+    for (std::size_t i = 0; i < zoo.quantized->activations().size(); ++i)
+      zoo.quantized->set_activation_range(i, Range{-amax, amax}, "test");
+    TempDir dir;
+    zoo.write(dir.file("out"), {"encodings", "tensorrt"});
+    std::ifstream cache(dir.file("out/calibration.cache"));
+    std::string line;
+    std::getline(cache, line);
+    EXPECT_EQ(line, "TRT-8601-MinMaxCalibration");
+    std::ifstream in(dir.file("out/encodings.json"));
+    const nlohmann::json activations = nlohmann::json::parse(in).at("activation_encodings");
+    std::size_t lines = 0;
+    while (std::getline(cache, line)) {
+      ++lines;
+      const auto colon = line.rfind(": ");
+      ASSERT_NE(colon, std::string::npos) << line;
+      EXPECT_EQ(line.substr(colon + 2), hex) << line;
+      EXPECT_TRUE(activations.contains(line.substr(0, colon))) << line;
+    }
+    EXPECT_EQ(lines, zoo.quantized->activations().size());
+  }
+}
+
+// A model with an operator the ONNX writer does not know (a tensor slice): the error names the operator
+// and the layer, and neither the folder nor its partial sibling is left. TorchScript still exports it.
+TEST(Export, UnsupportedOperatorLeavesNoFile) {
+  TempDir dir;
+  torch::jit::Module m("Sliced");
+  m.register_parameter("w", at::randn({4, 1, 3, 3}), false);
+  m.define("def forward(self, x):\n    y = torch.conv2d(x, self.w, None, [1, 1], [1, 1], [1, 1], 1)\n"
+           "    return torch.flatten(y[:, 0:2], 1)\n");
+  m.save(dir.file("sliced.pt"));
+  const ImportedModel model = import_torchscript(dir.file("sliced.pt"));
+  PtqSettings s;
+  s.scheme = Scheme::load("academic", config_dir() + "/presets");
+  QuantizedModel q(model.graph, s);
+  const at::Tensor x = at::rand({8, 1, 6, 6});
+  calibrate_from_statistics(q, built_plugins().load<Calibrator>("minmax", Options()), q.collect_statistics(x, 8, 256));
+  q.set_weight_ranges("minmax");
+  q.round_to_nearest();
+  ExportRequest r;
+  r.formats = {"torchscript", "onnx"};
+  r.example = x;
+  const std::string error = error_of([&] { export_quantized_model(q, r, dir.file("out")); });
+  EXPECT_NE(error.find("aten::slice"), std::string::npos) << error;
+  EXPECT_NE(error.find("not support"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(dir.file("out")));
+  EXPECT_FALSE(fs::exists(dir.file(".out.partial")));
+  r.formats = {"torchscript"};
+  export_quantized_model(q, r, dir.file("out"));
+  const at::Tensor theirs = torch::jit::load(dir.file("out/model.pt")).forward({x}).toTensor();
+  EXPECT_LE(max_relative_error(theirs, q.executor().forward(x)), 1e-5);
+  // A folder that is not an earlier export is never replaced.
+  fs::create_directories(dir.file("mine"));
+  write_text(dir.file("mine/notes.txt"), "keep");
+  EXPECT_NE(error_of([&] { export_quantized_model(q, r, dir.file("mine")); }).find("not an xdq export"), std::string::npos);
+  EXPECT_EQ(read_text(dir.file("mine/notes.txt")), "keep");
+  r.formats = {"tflite"};
+  EXPECT_NE(error_of([&] { export_quantized_model(q, r, dir.file("out")); }).find("unknown format 'tflite'"), std::string::npos);
+}
+
+// ---- The command line
+
+std::string xdq_command(const std::string& args) { return std::string(XDQ_BINARY) + " " + args; }
+const std::string kQuickstart = std::string(XDQ_SOURCE_DIR) + "/experiments/quickstart.yaml";
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+// xdq export computes one run alone; Python loads its model.pt, normalizes Fashion-MNIST's test split
+// itself, and counts exactly the top-1 xdq reported (same images, same ops: the same predictions).
+TEST(ExportCli, ExportedTorchScriptGivesTheRunsTop1InPython) {
+  TempDir dir;
+  const std::string run = "resnet20/w4a8/minmax/nearest";
+  const CommandResult r = run_command(xdq_command("export " + kQuickstart + " --run " + run + " --out " + dir.file("out") +
+                                                  " --set threads=2"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json results = read_json(dir.file("out/results.json"));
+  ASSERT_EQ(results.at("runs").size(), 1u);
+  const auto& cell = results.at("runs")[0].at("results")[0];
+  EXPECT_EQ(results.at("runs")[0].at("id"), run);
+  const CommandResult py = run_command("/usr/bin/python3 " + std::string(XDQ_SOURCE_DIR) + "/tests/python/exported_top1.py " +
+                                       dir.file("out/model.pt"));
+  ASSERT_EQ(py.exit_code, 0) << py.output;
+  long correct = 0, total = 0;
+  ASSERT_EQ(std::sscanf(py.output.c_str(), "top1 %ld %ld", &correct, &total), 2) << py.output;
+  EXPECT_EQ(total, cell.at("n").get<long>());
+  EXPECT_EQ(correct, std::lround(cell.at("quant_top1").get<double>() * total));
+}
+
+// Every bad request is refused before any work (exit 2), naming the key or the run, leaving no folder.
+TEST(ExportCli, BadRequestsAreRefusedBeforeAnyWork) {
+  TempDir dir;
+  const auto refused = [&](const std::string& args, const std::string& expected) {
+    const CommandResult r = run_command(xdq_command(args));
+    EXPECT_EQ(r.exit_code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(dir.file("out"))) << args;
+  };
+  refused("export " + kQuickstart + " --run resnet20/w8a8/mse/nearst --out " + dir.file("out"),
+          "no run 'resnet20/w8a8/mse/nearst' in this experiment (xdq run --dry-run lists them); closest: resnet20/w8a8/mse/nearest");
+  refused("run " + kQuickstart + " --out " + dir.file("out") + " --set 'export.runs=[resnet20/w9a8/mse/nearest]'",
+          "export.runs[0]: no run of this experiment matches 'resnet20/w9a8/mse/nearest'; closest run ids: resnet20/w4a8/mse/nearest, "
+          "resnet20/w8a8/mse/nearest");
+  refused("run " + kQuickstart + " --out " + dir.file("out") + " --set 'export.runs=[{model: resnet20, bitz: w8a8}]'",
+          "export.runs[0].bitz: unknown key (allowed: model, bits, calibrator, rounding)");
+  refused("run " + kQuickstart + " --out " + dir.file("out") + " --set 'export.runs=[{model: resnet20}]' --set 'export.formats=[onnx, tensorrt]'",
+          "export.formats: export format tensorrt: TensorRT's calibration cache holds one symmetric signed scale per tensor; "
+          "the preset 'academic' quantizes activations asymmetrically");
+  refused("run " + kQuickstart + " --out " + dir.file("out") + " --set 'export.formats=[onnx, tflite]'",
+          "export.formats[1]: unknown export format 'tflite'");
+  refused("run " + kQuickstart + " --out " + dir.file("out") + " --set 'quantization.bits=[w8a16]' --set 'export.runs=[{bits: w8a16}]'",
+          "has 16-bit activations; ONNX QuantizeLinear (and the runtime) hold 8 bits at most");
+  refused("run " + kQuickstart + " --out " + dir.file("out") + " --set export.runtime=tensorrt",
+          "export.runtime: expected one of: none, opencv, got 'tensorrt'");
+}
+
+// xdq run with an export section: the selected runs' artefacts under out/exports/<run>, runtime_top1 in
+// results.json and results.csv, and report.md's simulation-vs-runtime table.
+TEST(ExportCli, RunExportsTheSelectedRunsAndReportsTheRuntime) {
+  TempDir dir;
+  const CommandResult r = run_command(xdq_command(
+      "run " + kQuickstart + " --out " + dir.file("out") +
+      " --set threads=2 --set calibration.count=256 --set test.count=500 --set 'quantization.calibrators=[minmax, mse]'"
+      " --set 'quantization.bits=[w8a8]' --set 'export.runs=[{calibrator: minmax}]' --set export.runtime=opencv"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir.file("out/exports/resnet20_w8a8_minmax_nearest/model.onnx")));
+  EXPECT_FALSE(fs::exists(dir.file("out/exports/resnet20_w8a8_mse_nearest")));
+  const nlohmann::json results = read_json(dir.file("out/results.json"));
+  for (const auto& run : results.at("runs")) {
+    const bool exported = run.at("calibrator") == "minmax";
+    EXPECT_EQ(run.contains("export"), exported) << run.at("id");
+    const auto& cell = run.at("results")[0];
+    EXPECT_EQ(cell.contains("runtime_top1"), exported) << run.at("id");
+    if (exported) EXPECT_LE(cell.at("runtime_disagreements").get<long>(), 10) << "of 500: the runtime gap is small";
+  }
+  const std::string report = read_text(dir.file("out/report.md"));
+  EXPECT_NE(report.find("## Simulation vs runtime"), std::string::npos);
+  EXPECT_NE(report.find("| resnet20/w8a8/minmax/nearest | fashion_mnist.test |"), std::string::npos) << report;
+  EXPECT_NE(read_text(dir.file("out/results.csv")).find(",runtime_top1,runtime_disagreements\n"), std::string::npos);
 }
 
 }  // namespace
