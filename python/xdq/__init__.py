@@ -81,9 +81,10 @@ def _frame(data):
 
     rows = []
     for r in data["runs"]:
-        skip = ("results", "calibration", "units", "calibrator_options", "rounding_options")
+        skip = ("results", "calibration", "units", "calibrator_options", "rounding_options", "export")
         base = {k: v for k, v in r.items() if k not in skip}
         base.update({f"calibration_{k}": v for k, v in r.get("calibration", {}).items()})
+        base.update({f"export_{k}": v for k, v in r.get("export", {}).items() if k != "files"})
         for plugin in ("calibrator", "rounding"):  # every option its own column: calibrator.percentile, ...
             base.update({f"{plugin}.{k}": v for k, v in r.get(f"{plugin}_options", {}).items()})
         if "passes" in base:

@@ -753,7 +753,7 @@ void add_report_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.analysis.size_budget; }));
   k.push_back(scalar("analysis.fallback_bits", S::integer("fallback_bits", 8, "bits of a raised layer's weights and input").range(2, 8),
                      [](auto& c) -> auto& { return c.analysis.fallback_bits; }));
-  k.push_back(structured("export.runs", "runs whose quantized model is written to <out>/exports: [run id | {model, bits, calibrator, rounding}]",
+  k.push_back(structured("export.runs", "runs whose quantized model is written to <out>/exports: [all | run id | {model, bits, calibrator, rounding}]",
                          parse_export_runs, export_runs_yaml));
   k.push_back(structured("export.formats", "what an exported run writes: torchscript, onnx, encodings, tensorrt",
                          parse_export_formats, [](const ExperimentConfig& c) { return YAML::Node(c.exports.formats); }));
@@ -855,7 +855,7 @@ void check_after_reading(const ExperimentConfig& cfg) {
 bool ExperimentConfig::Exports::selects(const std::string& id, const std::string& model, const std::string& bits,
                                         const std::string& calibrator, const std::string& rounding) const {
   return std::any_of(runs.begin(), runs.end(), [&](const Selector& s) {
-    if (!s.id.empty()) return s.id == id;
+    if (!s.id.empty()) return s.id == "all" || s.id == id;
     return (s.model.empty() || s.model == model) && (s.bits.empty() || s.bits == bits) &&
            (s.calibrator.empty() || s.calibrator == calibrator) && (s.rounding.empty() || s.rounding == rounding);
   });

@@ -113,7 +113,7 @@ struct ExperimentConfig {
   // `export:`: the runs whose quantized model is written (xdq/export/export.h) into <out>/exports/<run>,
   // and, with runtime: opencv, run by OpenCV's DNN module on every test domain (runtime_top1).
   struct Exports {
-    struct Selector {  // a run id, or the fields a run must match (empty: any)
+    struct Selector {  // a run id ("all": every run), or the fields a run must match (empty: any)
       std::string id, model, bits, calibrator, rounding;
       std::string where;  // file:line key, for errors
     };
