@@ -832,6 +832,9 @@ void check_exports(const ExperimentConfig& cfg) {
         if (integer_formats && r.bits->a_bits > 8)
           throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
                       "-bit activations; ONNX QuantizeLinear (and the runtime) hold 8 bits at most");
+        if (std::find(e.formats.begin(), e.formats.end(), "tensorrt") != e.formats.end() && r.bits->a_bits != 8)
+          throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
+                      "-bit activations; TensorRT's INT8 calibration cache describes 8-bit ones (select the 8-bit runs)");
       }
     if (!found)
       throw Error(s.where + ": no run of this experiment matches" + (s.id.empty() ? "" : " '" + s.id + "'") +

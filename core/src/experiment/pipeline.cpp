@@ -12,7 +12,6 @@
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/diagnostics.h"
-#include "xdq/export/export.h"
 #include "xdq/export/runtime.h"
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
@@ -177,6 +176,7 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
   ExportRecord& record = run.exported;
   record.dir = export_flat_ ? export_root_ : (std::filesystem::path(export_root_) / file_name_safe(run.id)).string();
   record.runtime = cfg_.exports.runtime == "none" ? "" : cfg_.exports.runtime;
+  ExportedModel exported;
   try {
     if (export_root_.empty()) throw Error("no output folder to export into");
     ExportRequest request;
@@ -184,7 +184,7 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     request.runtime_model = !record.runtime.empty();
     request.example = images.slice(0, 0, std::min<std::int64_t>(16, images.size(0)));
     request.pre = models_[job.model].prepared.pre;
-    const ExportedModel exported = export_quantized_model(quantized, request, record.dir);
+    exported = export_quantized_model(quantized, request, record.dir);
     record.files = exported.files;
     record.int8_layers = exported.int8_layers;
     record.layers = exported.layers;
@@ -194,15 +194,49 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     log << run.id << ": export failed: " << e.what() << std::endl;
     return;
   }
-  if (!record.runtime.empty()) runtime_check(job, quantized, log, run);
+  if (!record.runtime.empty()) runtime_check(job, quantized, exported, log, run);
 }
 
+namespace {
+// Each quantized activation as the runtime computes it against the simulation, on one batch.
+std::vector<ExportRecord::LayerGap> layer_gaps(const QuantizedModel& quantized, const std::map<int, std::string>& tensors,
+                                               OpenCvRuntime& runtime, const at::Tensor& batch) {
+  std::vector<int> indices;
+  std::vector<std::string> names;
+  for (const auto& [index, name] : tensors) {
+    if (quantized.activations()[index].qparams.per_channel()) continue;
+    indices.push_back(index);
+    names.push_back(name);
+  }
+  const std::vector<at::Tensor> theirs = runtime.forward(batch, names);
+  const std::vector<c10::IValue> ours = quantized.executor().all_values(batch);
+  std::vector<ExportRecord::LayerGap> gaps;
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    const ActivationQuantizer& a = quantized.activations()[indices[k]];
+    const at::Tensor simulated = ours[a.value].toTensor();
+    const at::Tensor steps = (theirs[k].reshape(simulated.sizes()) - simulated).abs() / a.qparams.scale.item<float>();
+    gaps.push_back({a.name, steps.gt(0.5).to(at::kDouble).mean().item<double>(), steps.max().item<double>()});
+  }
+  return gaps;
+}
+}  // namespace
+
 // The exported model in OpenCV's DNN module on every test domain, beside the simulated model: its top-1 and
-// the images where the two top-1 differ.
-void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized, std::ostream& log, RunResult& run) const {
+// the images where the two top-1 differ; layer by layer on the first batch of the first test domain.
+void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized, const ExportedModel& exported,
+                             std::ostream& log, RunResult& run) const {
   const Model& m = models_[job.model];
   try {
-    OpenCvRuntime runtime((std::filesystem::path(run.exported.dir) / "model_opencv.onnx").string());
+    OpenCvRuntime runtime(exported.runtime_model);
+    if (!m.prepared.tests.empty()) {
+      const at::NoGradGuard no_grad;
+      try {
+        run.exported.layer_gaps = layer_gaps(quantized, exported.runtime_tensors, runtime,
+                                             m.prepared.pre.apply(m.prepared.tests[0].head(64).images));
+      } catch (const std::exception& e) {  // the comparison only: runtime top-1 is measured all the same
+        log << run.id << ": no layer-by-layer comparison: " << e.what() << std::endl;
+      }
+    }
     const Executor simulated = quantized.executor();
     for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
       DomainResult& d = run.results[t];

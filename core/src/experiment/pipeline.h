@@ -13,6 +13,7 @@
 #include "prepare.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/experiment/results.h"
+#include "xdq/export/export.h"
 
 namespace xdq {
 
@@ -78,7 +79,8 @@ class Pipeline {
   // export: the artefacts of a run, and with a runtime its top-1 on every test domain.
   void export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images, std::ostream& log,
                   RunResult& run) const;
-  void runtime_check(const JobSpec& job, const QuantizedModel& quantized, std::ostream& log, RunResult& run) const;
+  void runtime_check(const JobSpec& job, const QuantizedModel& quantized, const ExportedModel& exported,
+                     std::ostream& log, RunResult& run) const;
 
   const ExperimentConfig& cfg_;
   PluginRegistry& registry_;

@@ -11,8 +11,11 @@ std::size_t ExperimentResults::failed_runs() const {
 }
 
 nlohmann::json export_json(const ExportRecord& e) {
+  nlohmann::json gaps = nlohmann::json::array();
+  for (const auto& g : e.layer_gaps)
+    gaps.push_back({{"activation", g.activation}, {"differing", g.differing}, {"max_steps", g.max_steps}});
   return {{"dir", e.dir}, {"files", e.files}, {"runtime", e.runtime}, {"int8_layers", e.int8_layers},
-          {"layers", e.layers}, {"error", e.error}, {"runtime_error", e.runtime_error}};
+          {"layers", e.layers}, {"error", e.error}, {"runtime_error", e.runtime_error}, {"layer_gaps", gaps}};
 }
 
 ExportRecord export_from_json(const nlohmann::json& j) {
@@ -25,6 +28,8 @@ ExportRecord export_from_json(const nlohmann::json& j) {
   e.layers = j.value("layers", 0);
   e.error = j.value("error", "");
   e.runtime_error = j.value("runtime_error", "");
+  for (const auto& g : j.value("layer_gaps", nlohmann::json::array()))
+    e.layer_gaps.push_back({g.at("activation"), g.at("differing"), g.at("max_steps")});
   return e;
 }
 

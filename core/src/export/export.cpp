@@ -144,7 +144,9 @@ ExportedModel write_all(const QuantizedModel& model, const ExportRequest& reques
     }
   }
   if (request.runtime_model) {
-    out.int8_layers = onnx(OnnxForm::OpenCv, "model_opencv.onnx").int8_layers;
+    const exporting::OnnxModel runtime = onnx(OnnxForm::OpenCv, "model_opencv.onnx");
+    out.int8_layers = runtime.int8_layers;
+    out.runtime_tensors = runtime.dequantized;
     out.runtime_model = (dir / "model_opencv.onnx").string();
   }
   return out;

@@ -113,7 +113,9 @@ class OnnxBuilder {
                        const std::string& name) {
     onnx::NodeProto* n = g_->add_node();
     n->set_op_type(op);
-    n->set_name(fresh(name + "/" + op));
+    // OpenCV names a layer after its node, else after the node's first output: unnamed there, so a
+    // tensor's name finds its layer (runtime.h reads activations by name).
+    if (form_ != OnnxForm::OpenCv) n->set_name(fresh(name + "/" + op));
     for (const auto& s : in) n->add_input(s);
     for (const auto& s : out) n->add_output(s);
     return n;
@@ -213,6 +215,7 @@ class OnnxBuilder {
       attr(dn, "axis", q.axis);
     }
     name_[v] = dq;
+    out_.dequantized[it->second] = dq;
   }
 
   // The integer codes of a layer's rounded weight; an error if the weight is off its grid.
@@ -298,6 +301,7 @@ class OnnxBuilder {
     name_[target] = fresh(f + "_dequant");
     add("DequantizeLinear", {quantized_[target], scale, zero}, {name_[target]}, n.name);
     out_.activations[quantizer_[target]] = f;
+    out_.dequantized[quantizer_[target]] = name_[target];
     if (relu >= 0) skip_[relu] = true;
     ++out_.int8_layers;
     return true;

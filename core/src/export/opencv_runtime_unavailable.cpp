@@ -9,6 +9,7 @@ OpenCvRuntime::OpenCvRuntime(const std::string& onnx_path) {
   throw Error(onnx_path + ": this xdq was built without OpenCV's dnn module; the runtime check needs it");
 }
 at::Tensor OpenCvRuntime::forward(const at::Tensor&) { return {}; }
+std::vector<at::Tensor> OpenCvRuntime::forward(const at::Tensor&, const std::vector<std::string>&) { return {}; }
 std::vector<std::string> OpenCvRuntime::layer_types() const { return {}; }
 
 }  // namespace xdq

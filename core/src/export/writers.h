@@ -28,6 +28,7 @@ enum class OnnxForm {
 struct OnnxModel {
   std::string bytes;                       // the serialized ModelProto
   std::map<int, std::string> activations;  // quantized activation (index in model.activations()) -> tensor name
+  std::map<int, std::string> dequantized;  // ... -> the tensor holding its dequantized value (Q/DQ forms)
   std::vector<std::string> weights;        // per layer (index in model.layers()): the weight's name
   int int8_layers = 0;
 };

@@ -150,6 +150,22 @@ std::string export_markdown(const ExperimentResults& results) {
               << " % | " << std::showpos << 100 * (d.runtime_top1 - d.quant_top1) << std::noshowpos << " | "
               << d.runtime_disagreements << " of " << d.n << " | " << r.exported.int8_layers << " of " << r.exported.layers
               << " |\n";
+    out << "\nLayer by layer (the first test batch, each quantized activation in OpenCV against the simulation): "
+        << "the first activation whose integer codes differ, and the one where most differ.\n\n"
+        << "| run | first differing activation | most differing activation |\n|---|---|---|\n";
+    const auto describe = [](const ExportRecord::LayerGap& g) {
+      std::ostringstream d;
+      d << std::setprecision(3) << g.activation << " (" << 100 * g.differing << " % of codes, up to " << g.max_steps << " steps)";
+      return d.str();
+    };
+    for (const auto& r : results.runs) {
+      const auto& gaps = r.exported.layer_gaps;
+      if (gaps.empty()) continue;
+      const auto first = std::find_if(gaps.begin(), gaps.end(), [](const auto& g) { return g.differing > 0; });
+      const auto most = std::max_element(gaps.begin(), gaps.end(), [](const auto& a, const auto& b) { return a.differing < b.differing; });
+      out << "| " << r.id << " | " << (first == gaps.end() ? "none" : describe(*first)) << " | "
+          << (first == gaps.end() ? "none" : describe(*most)) << " |\n";
+    }
   }
   std::ostringstream problems;
   for (const auto& r : results.runs) {

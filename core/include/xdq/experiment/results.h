@@ -40,6 +40,13 @@ struct ExportRecord {
   int int8_layers = 0, layers = 0;  // convs the runtime model runs as int8 kernels, of all conv/linear layers
   std::string error;                // the export failed: nothing was written
   std::string runtime_error;        // the runtime could not import or run the model
+  // Where the runtime departs from the simulation, per quantized activation in graph order, on the first
+  // test batch: the share of its integer codes that differ, and the largest difference in steps.
+  struct LayerGap {
+    std::string activation;
+    double differing = 0.0, max_steps = 0.0;
+  };
+  std::vector<LayerGap> layer_gaps;
   bool requested() const { return !dir.empty() || !error.empty(); }
 };
 

@@ -13,6 +13,7 @@
 // "<module path>.weight"; a quantized tensor T has "T_scale", "T_zero_point", its integer "T_quantized" and
 // the dequantized "T_dequant" that float operators read (OpenCV takes any name ending in "quantized" for
 // an integer tensor).
+#include <map>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,9 @@ struct ExportedModel {
   std::vector<std::string> files;  // file names inside the folder
   std::string runtime_model;       // path of model_opencv.onnx when asked
   int int8_layers = 0;             // conv layers that model_opencv.onnx runs as integer kernels
+  // Per quantized activation (index in model.activations()): the tensor of model_opencv.onnx holding its
+  // dequantized value, to compare the runtime with the simulation layer by layer.
+  std::map<int, std::string> runtime_tensors;
   int layers = 0;                  // conv/linear layers
 };
 

@@ -15,6 +15,8 @@ class OpenCvRuntime {
   explicit OpenCvRuntime(const std::string& onnx_path);
   // [N, C, H, W] float32 -> the model's first output.
   at::Tensor forward(const at::Tensor& input);
+  // The values of the tensors (ONNX names) `names` for `input`; none named: the model's first output.
+  std::vector<at::Tensor> forward(const at::Tensor& input, const std::vector<std::string>& names);
   // The network's layers as OpenCV built them (type per layer, e.g. ConvolutionInt8, Convolution).
   std::vector<std::string> layer_types() const;
 
