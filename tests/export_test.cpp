@@ -324,7 +324,18 @@ TEST(ExportCli, RunExportsTheSelectedRunsAndReportsTheRuntime) {
     EXPECT_EQ(run.contains("export"), exported) << run.at("id");
     const auto& cell = run.at("results")[0];
     EXPECT_EQ(cell.contains("runtime_top1"), exported) << run.at("id");
-    if (exported) EXPECT_LE(cell.at("runtime_disagreements").get<long>(), 10) << "of 500: the runtime gap is small";
+    if (!exported) continue;
+    EXPECT_LE(cell.at("runtime_disagreements").get<long>(), 10) << "of 500: the runtime gap is small";
+    // Layer by layer: every activation quantizer compared; the model input is quantized by the same formula
+    // in both (a code may differ only at a rounding tie).
+    const auto& gaps = run.at("export").at("layer_gaps");
+    std::set<int> layer_inputs;  // the academic preset quantizes each value a conv/linear reads, once
+    Graph g = import_torchscript(zoo_model("resnet20_fmnist")).graph;
+    fold_batch_norm(g);
+    for (int n : g.layer_nodes()) layer_inputs.insert(g.nodes[n].inputs[0]);
+    EXPECT_EQ(gaps.size(), layer_inputs.size());
+    EXPECT_EQ(gaps[0].at("activation"), "conv1:input");
+    EXPECT_LE(gaps[0].at("differing").get<double>(), 1e-3);
   }
   const std::string report = read_text(dir.file("out/report.md"));
   EXPECT_NE(report.find("## Simulation vs runtime"), std::string::npos);

@@ -130,12 +130,16 @@ int analyze_command(const xdq::ExperimentConfig& cfg, const std::string& out, bo
 }
 
 // One run, computed alone and exported into `out` with its results (results.json beside the artefacts).
-int export_command(xdq::ExperimentConfig cfg, const std::string& out, const std::string& run_id) {
+int export_command(xdq::ExperimentConfig cfg, const std::string& out, const std::string& run_id, bool quiet) {
   cfg.exports.runs = {{run_id, "", "", "", "", "--run"}};
   xdq::RunOptions options;
   options.only_run = run_id;
   options.export_dir = out;
-  const auto run = xdq::run_experiment(cfg, xdq::global_registry(), std::cerr, options);
+  xdq::ExperimentRun run;
+  {
+    xdq::cli::RecordedStderr progress(quiet);  // --quiet: the progress is not shown
+    run = xdq::run_experiment(cfg, xdq::global_registry(), std::cerr, options);
+  }
   const xdq::RunResult& r = run.results.runs.at(0);
   const std::string error = r.failed() ? r.error : r.exported.error;
   if (!error.empty()) {
@@ -265,7 +269,7 @@ int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& 
   if (*a.run) return run_experiment_command(cfg, out, a.dry_run, a.job);
   if (*a.submit) return xdq::cli::submit_to_slurm(cfg, out, boost::dll::program_location().string(), a.slurm);
   if (*a.merge) return merge_command(a.merge_dir);
-  if (*a.exporter) return export_command(cfg, out, a.run_id);
+  if (*a.exporter) return export_command(cfg, out, a.run_id, a.quiet);
   if (*a.plugins) return list_plugins(a.json, a.plugin_dirs);
   if (*a.analyze) return analyze_command(cfg, out, a.dry_run, a.job);
   if (*a.keys) {

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds xdq against a CUDA LibTorch (PyTorch's, found through python3) and runs what needs a GPU: the
+# device tests (Device.*: CPU against CUDA parity; skipped with a printed reason where CUDA is missing,
+# never passed silently) and the bench on the GPU. Meant for a machine with an NVIDIA GPU, PyTorch with
+# CUDA, yaml-cpp, Boost headers and GoogleTest; OpenCV, TBB and ONNX are optional (what needs them is left
+# out of the build and says so). Fits a 10-minute command on a 16-core machine.
+#   tools/gpu-check.sh [BUILD_DIR]        (default build-gpu)
+# Fashion-MNIST: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist), or $XDQ_FASHION_MNIST_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-gpu}
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "devices", torch.cuda.device_count())'
+generator=()
+command -v ninja > /dev/null && generator=(-G Ninja)
+start=$(date +%s)
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
+  -DXDQ_BUILD_TESTS=ON -DXDQ_BUILD_BENCH=ON -DXDQ_BUILD_PYTHON=OFF
+cmake --build "$build" --parallel "$(nproc)" --target xdq xdq_tests xdq_bench all
+echo "gpu-check: configured and built in $(( $(date +%s) - start )) s"
+# The device tests: each compares a CUDA run with the CPU run of the same model and data.
+"$build/bin/xdq_tests" --gtest_filter='Device.*' --gtest_color=no
+# The quickstart on the GPU against the CPU, side by side (W4A4 top-1 within 0.1 pt).
+for device in cpu cuda; do
+  "$build/bin/xdq" run experiments/quickstart.yaml --out "$build/quickstart_$device" --quiet \
+    --set device=$device --set 'quantization.bits=[w4a4]' --set 'quantization.calibrators=[mse]' \
+    --set 'quantization.overrides=[]'
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; print(sys.argv[2], r['id'], r['results'][0]['quant_top1'], r['seconds'])" \
+    "$build/quickstart_$device/results.json" "$device"
+done
+echo "gpu-check: done in $(( $(date +%s) - start )) s"
