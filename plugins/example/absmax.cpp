@@ -8,6 +8,10 @@ namespace {
 
 // 1. The plugin object: made once per run from the validated options. It reads the statistics the core
 //    collected for one activation (histogram with exact extremes, per-batch summaries) and gives a range.
+//    Devices: statistics live on the CPU whatever the experiment's `device`. A plugin that sees tensors
+//    (observers of raw activations, passes, rounding optimizers, synthesizers) gets them where the model
+//    runs (its context's `device`): compute with ATen ops on the tensor's own device, create new tensors
+//    with `x.options()`, and call .cpu() only before reading a tensor's memory.
 class AbsMax : public xdq::Calibrator {
  public:
   explicit AbsMax(double margin) : margin_(margin) {}

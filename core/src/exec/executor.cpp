@@ -8,6 +8,7 @@ namespace xdq {
 
 Executor::Executor(Graph graph)
     : graph_(std::move(graph)),
+      device_(graph_.device()),
       hooks_(graph_.num_values),
       weights_(graph_.nodes.size()),
       last_use_(graph_.num_values, -1) {
@@ -23,8 +24,14 @@ namespace {
 at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
   return channels_last && t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
 }
-c10::IValue in_layout(const c10::IValue& v, bool channels_last) {
-  return channels_last && v.isTensor() ? c10::IValue(in_layout(v.toTensor(), true)) : v;
+// An input on `device`: a CPU tensor goes to a GPU through pinned memory, without waiting for the copy.
+at::Tensor on_device(const at::Tensor& t, const c10::Device& device, bool channels_last) {
+  if (t.device() == device) return in_layout(t, channels_last);
+  const at::Tensor moved = t.is_cpu() && device.is_cuda() ? t.pin_memory().to(device, /*non_blocking=*/true) : t.to(device);
+  return in_layout(moved, channels_last);
+}
+c10::IValue on_device(const c10::IValue& v, const c10::Device& device, bool channels_last) {
+  return v.isTensor() ? c10::IValue(on_device(v.toTensor(), device, channels_last)) : v;
 }
 }  // namespace
 
@@ -48,7 +55,7 @@ std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) c
     throw Error("model expects " + std::to_string(graph_.inputs.size()) + " inputs, got " + std::to_string(inputs.size()));
   std::vector<c10::IValue> values(graph_.num_values);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
-    c10::IValue value = in_layout(inputs[i], channels_last_);
+    c10::IValue value = on_device(inputs[i], device_, channels_last_);
     if (hooks_[graph_.inputs[i]] && value.isTensor()) value = hooks_[graph_.inputs[i]](value.toTensor());
     values[graph_.inputs[i]] = std::move(value);
   }
@@ -66,7 +73,8 @@ std::vector<at::Tensor> Executor::run_nodes(int first, int last, const std::vect
   std::vector<c10::IValue> values(graph_.num_values);
   std::vector<at::Tensor> captured(wanted.size());
   for (const auto& [v, tensor] : given) {
-    at::Tensor value = hooks_.at(v) ? hooks_[v](in_layout(tensor, channels_last_)) : in_layout(tensor, channels_last_);
+    const at::Tensor moved = on_device(tensor, device_, channels_last_);
+    at::Tensor value = hooks_.at(v) ? hooks_[v](moved) : moved;
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v) captured[k] = value;
     values[v] = std::move(value);
@@ -93,8 +101,9 @@ std::vector<int> Executor::range_inputs(int first, int last) const {
 
 std::vector<c10::IValue> Executor::all_values(const at::Tensor& example) const {
   std::vector<c10::IValue> values(graph_.num_values), all(graph_.num_values);
+  const at::Tensor input = on_device(example, device_, channels_last_);
   for (int v : graph_.inputs) {
-    values[v] = hooks_[v] ? hooks_[v](in_layout(example, channels_last_)) : in_layout(example, channels_last_);
+    values[v] = hooks_[v] ? hooks_[v](input) : input;
     all[v] = values[v];
   }
   for (const auto& c : graph_.constants) all[c.first] = c.second;

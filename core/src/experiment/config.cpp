@@ -10,6 +10,10 @@
 #include <regex>
 #include <set>
 
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/version.h>
+
 #include "xdq/data/dataset.h"
 #include "xdq/data/sources.h"
 #include "xdq/data/image_files.h"
@@ -670,6 +674,8 @@ void add_run_keys(std::vector<Key>& k) {
                      S::text("memory_format", "auto", "layout of evaluation passes: auto, contiguous (NCHW), channels_last (NHWC)")
                          .one_of({"auto", "contiguous", "channels_last"}),
                      [](auto& c) -> auto& { return c.memory_format; }));
+  k.push_back(scalar("device", S::text("device", "cpu", "where models run: cpu, cuda, cuda:N (data stays on the CPU)"),
+                     [](auto& c) -> auto& { return c.device; }));
   k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
                      [](auto& c) -> auto& { return c.on_error; }));
   k.push_back(structured("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",
@@ -842,6 +848,20 @@ void check_exports(const ExperimentConfig& cfg) {
   }
 }
 
+// device: cpu, or a CUDA device this LibTorch has.
+void check_device(const ExperimentConfig& cfg) {
+  const ConfigNode node = cfg.root["device"];
+  const std::regex form("cpu|cuda(:[0-9]{1,3})?");
+  if (!std::regex_match(cfg.device, form)) node.fail("expected cpu, cuda or cuda:N, got '" + cfg.device + "'");
+  if (cfg.device == "cpu") return;
+  if (!at::hasCUDA())
+    node.fail("the LibTorch this xdq is built with (" + std::string(TORCH_VERSION) +
+              ") has no CUDA, or no GPU is visible; build against a CUDA LibTorch (tools/gpu-check.sh) or use device: cpu");
+  const int index = cfg.torch_device().has_index() ? cfg.torch_device().index() : 0;
+  const int count = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+  if (index >= count) node.fail(cfg.device + ": this machine has " + std::to_string(count) + " CUDA devices");
+}
+
 // Checks across keys, once all are read. More threads than cores only adds switching: a few times the
 // cores is the useful bound.
 void check_after_reading(const ExperimentConfig& cfg) {
@@ -850,6 +870,7 @@ void check_after_reading(const ExperimentConfig& cfg) {
   if (cfg.threads > 4 * cores)
     cfg.root["threads"].fail("expected at most " + std::to_string(4 * cores) + " (4 x the " + std::to_string(cores) +
                              " cores of this machine), got " + std::to_string(cfg.threads));
+  check_device(cfg);
   check_exports(cfg);
 }
 

@@ -28,7 +28,7 @@ std::vector<Tally> tally(const QuantizedModel& q, const at::Tensor& images, std:
       const at::Tensor flat = x.detach().reshape({-1}).to(at::kDouble);
       t->total += static_cast<double>(flat.numel());
       t->clipped += (flat.lt(r.min) | flat.gt(r.max)).sum().item<double>();
-      const at::Tensor h = at::histc(flat.clamp(lo, hi), kBins, lo, hi);
+      const at::Tensor h = at::histc(flat.clamp(lo, hi), kBins, lo, hi).cpu();
       const auto* hp = h.data_ptr<double>();
       for (int b = 0; b < kBins; ++b) t->hist[b] += hp[b];
       return x;

@@ -153,6 +153,7 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   QuantizedModel quantized = calibrated;
   RoundingContext rounding;
   rounding.calibration = images;
+  rounding.device = cfg_.torch_device();
   rounding.seed = job.seed;
   rounding.progress = &log;
   rounding.files = &out.files;
@@ -213,7 +214,7 @@ std::vector<ExportRecord::LayerGap> layer_gaps(const QuantizedModel& quantized, 
   std::vector<ExportRecord::LayerGap> gaps;
   for (std::size_t k = 0; k < indices.size(); ++k) {
     const ActivationQuantizer& a = quantized.activations()[indices[k]];
-    const at::Tensor simulated = ours[a.value].toTensor();
+    const at::Tensor simulated = ours[a.value].toTensor().cpu();
     const at::Tensor steps = (theirs[k].reshape(simulated.sizes()) - simulated).abs() / a.qparams.scale.item<float>();
     gaps.push_back({a.name, steps.gt(0.5).to(at::kDouble).mean().item<double>(), steps.max().item<double>()});
   }
@@ -244,7 +245,7 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
       d.runtime_top1 = top1_accuracy(
           [&](const at::Tensor& x) {
             at::Tensor logits = runtime.forward(x);
-            differing += logits.argmax(1).ne(simulated.forward(x).argmax(1)).sum().item<std::int64_t>();
+            differing += logits.argmax(1).ne(simulated.forward(x).argmax(1).cpu()).sum().item<std::int64_t>();
             return logits;
           },
           m.prepared.tests[t], m.prepared.pre, cfg_.batch_size, &log, run.id + " in OpenCV on " + d.domain);
@@ -262,6 +263,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
   const at::Tensor images = m.prepared.pre.apply(calibration_.at(&job)->images);
   PassContext pass_context;
   pass_context.calibration = images;
+  pass_context.device = cfg_.torch_device();
   pass_context.seed = job.seed;
   pass_context.log = &log;
   Graph folded;

@@ -43,7 +43,11 @@ std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d
 
 const ImportedModel& DomainCache::imported(const ModelEntry& entry) {
   auto it = models_.find(entry.path);
-  if (it == models_.end()) it = models_.emplace(entry.path, import_torchscript(entry.path)).first;
+  if (it == models_.end()) {
+    ImportedModel model = import_torchscript(entry.path);
+    model.graph.to(cfg_.torch_device());  // synthesis runs where the experiment's models run
+    it = models_.emplace(entry.path, std::move(model)).first;
+  }
   return it->second;
 }
 
@@ -94,6 +98,7 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
   context.count = count;
   context.seed = seed;
   context.progress = &progress_;
+  context.device = cfg_.torch_device();
   const auto synthesizer = registry_.load<Synthesizer>(choice.name, choice.options);
   Dataset out = synthesizer.call("synthesize", [&](const Synthesizer& s) { return s.synthesize(context); });
   if (out.size() != count || out.images.dim() != 4 || out.images.size(1) != shape.channels ||
@@ -209,6 +214,7 @@ Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model)
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
                             std::ostream& progress) {
   PreparedModel p{import_torchscript(entry.path), {}, {}, {}};
+  p.model.graph.to(cfg.torch_device());
   p.pre = model_preprocess(entry, p.model);
   if (!entry.has_preprocess && !p.model.has_preprocess)
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";

@@ -66,4 +66,30 @@ std::int64_t Graph::parameter_count() const {
   return n;
 }
 
+namespace {
+void move(at::Tensor& t, const c10::Device& device) {
+  if (t.defined()) t = t.to(device);
+}
+void move(BatchNormStats& bn, const c10::Device& device) {
+  for (at::Tensor* t : {&bn.gamma, &bn.beta, &bn.mean, &bn.var}) move(*t, device);
+}
+}  // namespace
+
+void Graph::to(const c10::Device& device) {
+  for (Node& n : nodes) {
+    move(n.weight, device);
+    move(n.bias, device);
+    move(n.bn, device);
+    move(n.folded_bn, device);
+  }
+  for (auto& [value, constant] : constants)
+    if (constant.isTensor()) constant = constant.toTensor().to(device);
+}
+
+c10::Device Graph::device() const {
+  for (const Node& n : nodes)
+    if (n.is_layer() && n.weight.defined()) return n.weight.device();
+  return c10::Device(c10::kCPU);
+}
+
 }  // namespace xdq

@@ -37,7 +37,7 @@ void Histogram::grow_to(double amax) {
 }
 
 std::pair<double, double> Histogram::add(const at::Tensor& x_in) {
-  at::Tensor x = x_in.detach().to(at::kFloat).contiguous();
+  at::Tensor x = x_in.detach().to(at::kCPU, at::kFloat).contiguous();  // binned here, on the CPU
   const std::int64_t n = x.numel();
   if (n == 0) return {0.0, 0.0};
   auto [lo_t, hi_t] = at::aminmax(x);

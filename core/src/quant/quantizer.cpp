@@ -90,10 +90,11 @@ at::Tensor fake_quantize_inference(const at::Tensor& x_in, float scale, std::int
 
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& q) {
   if (q.per_channel())
-    return at::fake_quantize_per_channel_affine(x, q.scale, q.zero_point, q.axis, q.qmin, q.qmax);
+    return at::fake_quantize_per_channel_affine(x, q.scale.to(x.device()), q.zero_point.to(x.device()), q.axis, q.qmin,
+                                                q.qmax);
   const float scale = q.scale.item<float>();
   const int zero = q.zero_point.item<int>();
-  if (x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
+  if (x.is_cpu() && x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
     return fake_quantize_inference(x, scale, zero, q.qmin, q.qmax);
   return at::fake_quantize_per_tensor_affine(x, scale, zero, q.qmin, q.qmax);
 }
@@ -108,7 +109,7 @@ QParams weight_qparams(const at::Tensor& weight, const QuantSpec& spec, const st
   };
   if (method == "minmax") return make(min, max);
   if (method != "mse") throw Error("weight range method must be minmax or mse, got '" + method + "'");
-  at::Tensor best_err = at::full({flat.size(0)}, std::numeric_limits<double>::infinity(), at::kDouble);
+  at::Tensor best_err = at::full({flat.size(0)}, std::numeric_limits<double>::infinity(), w.options().dtype(at::kDouble));
   at::Tensor best_min = min.clone(), best_max = max.clone();
   for (int k = 0; k < mse_steps; ++k) {
     const double shrink = 1.0 - 0.01 * k;

@@ -22,6 +22,12 @@ namespace xdq {
 
 namespace {
 
+// Uniform draws shaped like `like` from a CPU generator (seeded: the same numbers on any device), placed
+// where `like` is.
+at::Tensor uniform_like(const at::Tensor& like, const at::Generator& gen) {
+  return at::rand(like.sizes(), gen, like.options().device(at::kCPU)).to(like.device());
+}
+
 constexpr double kZeta = 1.1, kGamma = -0.1;
 constexpr std::int64_t kCaptureBatch = 256;
 
@@ -270,13 +276,13 @@ class Engine {
             const double factor = lsq ? 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(q.qmax)) : 1.0;
             const at::Tensor xq = lsq_fake_quantize(x, scale, q, factor);
             if (drop <= 0) return xq;
-            return at::where(at::rand(x.sizes(), gen, x.options()) < drop, x, xq);
+            return at::where(uniform_like(x, gen) < drop, x, xq);
           });
         } else {
           exec.set_value_hook(v, [q, drop, gen](const at::Tensor& x) {
             const at::Tensor xq = fake_quantize(x, q);
             if (drop <= 0) return xq;
-            return at::where(at::rand(x.sizes(), gen, x.options()) < drop, x, xq);
+            return at::where(uniform_like(x, gen) < drop, x, xq);
           });
         }
       }
@@ -305,13 +311,18 @@ class Engine {
     return total / static_cast<double>(n);
   }
 
+  // The rows of one optimization batch, drawn on the CPU generator, placed where the caches are.
+  at::Tensor batch_rows(std::int64_t count, const c10::Device& device) {
+    return at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count)).to(device);
+  }
+
   std::vector<std::pair<int, at::Tensor>> sample(const Cached& c, const at::Tensor& idx, bool mix) {
     std::vector<std::pair<int, at::Tensor>> g;
     for (std::size_t k = 0; k < c.inputs.size(); ++k) {
       at::Tensor q = c.q_in[k].index_select(0, idx).to(at::kFloat);
       if (mix) {
         const at::Tensor f = c.fp_in[k].index_select(0, idx).to(at::kFloat);
-        q = at::where(at::rand(q.sizes(), gen_, q.options()) < opt_.drop_prob, f, q);
+        q = at::where(uniform_like(q, gen_) < opt_.drop_prob, f, q);
       }
       g.emplace_back(c.inputs[k], q);
     }
@@ -355,7 +366,7 @@ class Engine {
     double rec_value = 0, round_value = 0;
     const auto loop_start = std::chrono::steady_clock::now();
     for (std::int64_t t = 0; t < opt_.iters; ++t) {
-      const at::Tensor idx = at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count));
+      const at::Tensor idx = batch_rows(count, c.fp_out.device());
       std::vector<at::Tensor> soft;
       for (std::size_t l = 0; l < u.layers.size(); ++l) {
         const int node = u.layers[l];
@@ -424,7 +435,7 @@ class Engine {
     const double before = unit_loss(u, c, true);
     const auto loop_start = std::chrono::steady_clock::now();
     for (std::int64_t t = 0; t < opt_.act_iters; ++t) {
-      const at::Tensor idx = at::randperm(count, gen_, at::kLong).slice(0, 0, std::min(opt_.batch_size, count));
+      const at::Tensor idx = batch_rows(count, c.fp_out.device());
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, false), {u.output_value})[0];
       const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx).to(at::kFloat), at::Tensor(), opt_.p);
       const double value = loss.item<double>();

@@ -49,7 +49,7 @@ std::array<double, K> chunked_sums(const float* data, std::int64_t n, F f) {
 }  // namespace
 
 void ActivationStatistics::add(const at::Tensor& x_in) {
-  const at::Tensor x = x_in.detach().to(at::kFloat).contiguous();
+  const at::Tensor x = x_in.detach().to(at::kCPU, at::kFloat).contiguous();  // summed here, on the CPU
   const std::int64_t n = x.numel();
   if (n == 0) return;
   BatchSummary b;

@@ -28,7 +28,7 @@ constexpr char kMagic[8] = {'X', 'D', 'Q', 'S', 'T', 'A', 'T', '2'};
 
 std::uint64_t hash_tensor(const at::Tensor& t, std::uint64_t h) {
   if (!t.defined()) return fnv1a("-", 1, h);
-  const at::Tensor c = t.contiguous();
+  const at::Tensor c = t.cpu().contiguous();  // the same key for a graph on any device
   for (std::int64_t d : c.sizes()) h = fnv1a(&d, sizeof d, h);
   return fnv1a(c.data_ptr(), c.nbytes(), h);
 }

@@ -150,7 +150,8 @@ HookedModel hook_model(const SynthesisModel& m, const std::vector<std::int64_t>&
                        std::int64_t& classes, std::string& first_name) {
   const std::int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
   HookedModel h{&m, std::make_unique<Executor>(*m.graph), batch_norm_nodes(*m.graph, m.name, method),
-                std::make_shared<std::vector<at::Tensor>>(), per_channel(m.preprocess.mean, C), per_channel(m.preprocess.std, C)};
+                std::make_shared<std::vector<at::Tensor>>(), per_channel(m.preprocess.mean, C).to(m.graph->device()),
+                per_channel(m.preprocess.std, C).to(m.graph->device())};
   h.captured->resize(h.bn_nodes.size());
   for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
     auto captured = h.captured;
@@ -249,8 +250,8 @@ at::Tensor BnSynthesis::loss(const at::Tensor& x, const at::Tensor& z, const at:
   for (const HookedModel& h : hooked_) loss = loss + model_loss(h, x, targets, mix) / static_cast<double>(hooked_.size());
   if (o_.input_stats_weight > 0) {
     const at::Tensor flat = z.reshape({z.size(0), C_, -1});
-    loss = loss + o_.input_stats_weight * (squared_distance_per_sample(at::zeros({C_}), flat.mean(2)) +
-                                           squared_distance_per_sample(at::ones({C_}), at::sqrt(flat.var(2, true) + kZeroqEps)));
+    loss = loss + o_.input_stats_weight * (squared_distance_per_sample(at::zeros({C_}, z.options()), flat.mean(2)) +
+                                           squared_distance_per_sample(at::ones({C_}, z.options()), at::sqrt(flat.var(2, true) + kZeroqEps)));
   }
   if (o_.tv_l2 > 0) loss = loss + o_.tv_l2 * total_variation_l2(x);
   if (o_.tv_l1 > 0) loss = loss + o_.tv_l1 * total_variation_l1(x);
@@ -262,10 +263,12 @@ std::pair<at::Tensor, at::Tensor> BnSynthesis::batch(std::int64_t b, std::int64_
                                                      std::int64_t batches) {
   auto gen = at::detail::createCPUGenerator(seed * 1000003ULL + static_cast<std::uint64_t>(b));
   auto randint = [&](std::int64_t lo, std::int64_t hi) { return at::randint(lo, hi + 1, {1}, gen).item<std::int64_t>(); };
-  at::Tensor z = at::randn({n, C_, H_, W_}, gen);
+  // Drawn on the CPU generator (the same images on any device), optimized where the first model is.
+  const c10::Device device = mean0_.device();
+  at::Tensor z = at::randn({n, C_, H_, W_}, gen).to(device);
   if (o_.clamp_pixels) z = at::max(at::min(z, z_max_), z_min_);
   z.requires_grad_(true);
-  const at::Tensor targets = o_.ce_weight > 0 ? at::randint(classes_, {n}, gen) : at::Tensor();
+  const at::Tensor targets = o_.ce_weight > 0 ? at::randint(classes_, {n}, gen).to(device) : at::Tensor();
   Adam adam({z}, o_.lr, o_.beta1, o_.beta2);
   PlateauSchedule plateau(static_cast<double>(o_.plateau_patience), o_.min_lr);
   const std::int64_t jitter_h = std::llround(o_.jitter * static_cast<double>(H_)),
@@ -283,7 +286,7 @@ std::pair<at::Tensor, at::Tensor> BnSynthesis::batch(std::int64_t b, std::int64_
       const std::int64_t bh = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(H_)));
       const std::int64_t bw = std::max<std::int64_t>(1, std::llround(side * static_cast<double>(W_)));
       const std::int64_t y0 = randint(0, H_ - bh), x0 = randint(0, W_ - bw);
-      mix.perm = at::randperm(n, gen);
+      mix.perm = at::randperm(n, gen).to(device);
       x = paste_into_box(x, mix.perm, y0, x0, bh, bw);
       mix.pasted_area = static_cast<double>(bh * bw) / static_cast<double>(H_ * W_);
     }
@@ -308,7 +311,7 @@ std::pair<at::Tensor, at::Tensor> BnSynthesis::batch(std::int64_t b, std::int64_
     }
   }
   at::NoGradGuard no_grad;
-  return {(z.detach() * std0_ + mean0_).contiguous(), targets};
+  return {(z.detach() * std0_ + mean0_).cpu().contiguous(), targets.defined() ? targets.cpu() : targets};
 }
 
 }  // namespace

@@ -56,7 +56,7 @@ double top1_accuracy(Forward&& forward, const TestImages& data, const Preprocess
   ProgressBar bar(progress, label, data.size());
   std::int64_t correct = 0, seen = 0;
   data.for_each_batch(batch, [&](const at::Tensor& images, const at::Tensor& labels) {
-    correct += forward(pre.apply(images)).argmax(1).eq(labels).sum().template item<std::int64_t>();
+    correct += forward(pre.apply(images)).argmax(1).cpu().eq(labels).sum().template item<std::int64_t>();
     seen += images.size(0);
     bar.update(seen, bar.rate(seen, "img/s"));
   });

@@ -2,6 +2,8 @@
 // Runs a Graph with ATen ops. Stays differentiable: autograd flows to the inputs and to any weight
 // installed with set_weight (AdaRound-style optimizers install a function of their parameters).
 // Hooks see or replace any value as it is produced: calibration observes, quantization fake-quantizes.
+// It runs where the graph's tensors are (Graph::to): tensors given to it are moved there (from pinned
+// memory when the graph is on a GPU), and what it returns stays there.
 #include <functional>
 #include <vector>
 
@@ -61,6 +63,7 @@ class Executor {
                std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all = nullptr) const;
 
   Graph graph_;
+  c10::Device device_;
   std::vector<ValueHook> hooks_;
   std::vector<at::Tensor> weights_;
   std::vector<int> last_use_;

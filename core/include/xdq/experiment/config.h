@@ -73,6 +73,10 @@ struct ExperimentConfig {
   int threads = 0;
   int jobs = 1;  // independent runs at a time; each gets threads / jobs intra-op threads
   std::string memory_format = "auto";  // of evaluation passes: auto, contiguous, channels_last
+  // Where models run: cpu, cuda or cuda:N (checked at load against the LibTorch in use). Data is read and
+  // decoded on the CPU and moved to the device batch by batch.
+  std::string device = "cpu";
+  c10::Device torch_device() const { return c10::Device(device); }
   std::string on_error = "continue";  // a failed run is recorded and the sweep goes on; "stop": it ends the sweep
   std::vector<std::string> plugin_paths;
   DataLocations data;

@@ -67,6 +67,10 @@ struct Graph {
 
   std::vector<int> layer_nodes() const;  // conv and linear, in order
   std::int64_t parameter_count() const;
+  // Every tensor the graph owns (layer parameters, BatchNorm statistics, tensor constants) moved to `device`.
+  void to(const c10::Device& device);
+  // Where the graph's tensors are: the first layer's weight's device (the CPU for a graph without layers).
+  c10::Device device() const;
 };
 
 }  // namespace xdq

@@ -68,6 +68,7 @@ struct SynthesisContext {
   std::int64_t count = 0;
   std::uint64_t seed = 0;
   std::ostream* progress = nullptr;       // progress lines (may be null)
+  c10::Device device{c10::kCPU};          // where the models' tensors are: work there, return images on the CPU
 };
 
 class BOOST_SYMBOL_VISIBLE Synthesizer : public Plugin {
@@ -83,7 +84,8 @@ class BOOST_SYMBOL_VISIBLE Synthesizer : public Plugin {
 enum class PassStage { BeforeQuantization, AfterRounding };
 
 struct PassContext {
-  at::Tensor calibration;  // preprocessed calibration images, may be undefined (data-free)
+  at::Tensor calibration;  // preprocessed calibration images (on the CPU), may be undefined (data-free)
+  c10::Device device{c10::kCPU};  // where the graph's tensors are; an Executor moves its inputs there
   std::uint64_t seed = 0;
   std::ostream* log = nullptr;  // where a pass reports what it changed and which layers it skipped, and why
   // AfterRounding only: the quantized model's layers (rounded weights) and activation quantizers.

@@ -35,7 +35,8 @@ struct RoundingContext {
   const Graph* graph = nullptr;           // BN-folded FP graph
   std::vector<QuantizedLayer>* layers = nullptr;
   std::vector<ActivationQuantizer>* activations = nullptr;  // calibrated; optimizers may learn their steps
-  at::Tensor calibration;                 // preprocessed calibration images [N, C, H, W]
+  at::Tensor calibration;                 // preprocessed calibration images [N, C, H, W], on the CPU
+  c10::Device device{c10::kCPU};          // where the graph's tensors are; an Executor moves its inputs there
   std::uint64_t seed = 0;
   std::ostream* progress = nullptr;       // progress lines (may be null)
   std::map<std::string, std::string>* files = nullptr;  // report files to write, name -> bytes (may be null)
