@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include "xdq/exec/executor.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
 
@@ -27,16 +28,18 @@ inline double median(std::vector<double> v) {
 }
 
 // A basic residual block (conv, relu, conv, add, relu) with the weights of `unit`'s two convs, written
-// directly in ATen, forward and backward of an MSE loss on a batch of `batch` inputs of side `side`.
+// directly in ATen, forward and backward of an MSE loss on a batch of `batch` inputs of side `side`;
+// `format` is the memory layout of its weights and inputs (channels-last: NHWC).
 class PlainBlock {
  public:
-  PlainBlock(const Graph& folded, const ReconstructionUnit& unit, std::int64_t batch, std::int64_t side)
-      : w1_(folded.nodes[unit.layers[0]].weight.clone().requires_grad_(true)),
-        w2_(folded.nodes[unit.layers[1]].weight.clone().requires_grad_(true)),
+  PlainBlock(const Graph& folded, const ReconstructionUnit& unit, std::int64_t batch, std::int64_t side,
+             at::MemoryFormat format = at::MemoryFormat::Contiguous)
+      : w1_(folded.nodes[unit.layers[0]].weight.clone(format).requires_grad_(true)),
+        w2_(folded.nodes[unit.layers[1]].weight.clone(format).requires_grad_(true)),
         b1_(folded.nodes[unit.layers[0]].bias),
         b2_(folded.nodes[unit.layers[1]].bias),
-        in_(at::rand({batch, w1_.size(1), side, side})),
-        target_(at::rand({batch, w2_.size(0), side, side})) {}
+        in_(at::rand({batch, w1_.size(1), side, side}).contiguous(format)),
+        target_(at::rand({batch, w2_.size(0), side, side}).contiguous(format)) {}
   void step() const {
     at::AutoGradMode grad(true);
     const at::Tensor h = at::relu(at::conv2d(in_, w1_, b1_, 1, 1));
@@ -63,6 +66,30 @@ inline double reconstruction_iteration_seconds(const QuantizedModel& model, cons
   for (const UnitReport& r : reconstruct(ctx, o))
     if (r.name == name) return r.timing.seconds_per_iteration;
   return 0.0;
+}
+
+// Multiply-adds x 2 of one image through `graph`'s convs and linears, from the shapes of one run.
+inline double flops_per_image(const Graph& graph, const at::Tensor& one_image) {
+  const std::vector<c10::IValue> values = Executor(graph).all_values(one_image);
+  double flops = 0;
+  for (int n : graph.layer_nodes()) {
+    const Node& node = graph.nodes[n];
+    const at::Tensor out = values.at(node.outputs[0]).toTensor();
+    flops += 2.0 * static_cast<double>(out.numel() / out.size(0)) * static_cast<double>(node.weight[0].numel());
+  }
+  return flops;
+}
+
+// GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 56x56, batch 16) in `format`: the machine's
+// practical peak for the kind of work evaluation does.
+inline double conv_peak_gflops(at::MemoryFormat format, int repeats = 5) {
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::rand({16, 256, 56, 56}).contiguous(format), w = at::rand({256, 256, 3, 3}).contiguous(format);
+  at::conv2d(x, w, {}, 1, 1);  // warm-up: primitive caches
+  const double t = seconds([&] {
+    for (int r = 0; r < repeats; ++r) at::conv2d(x, w, {}, 1, 1);
+  });
+  return 2.0 * 16 * 256 * 56 * 56 * 256 * 9 * repeats / t / 1e9;
 }
 
 }  // namespace xdq::bench
