@@ -15,7 +15,9 @@
 //      when an experiment is re-run with another calibrator.
 // The floors are measured in both memory layouts, contiguous (NCHW) and channels-last (NHWC), and
 // evaluation throughput is also given in GFLOP/s beside the GFLOP/s of a large 3x3 convolution here.
-// Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R]
+// Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R] [--device cpu|cuda[:N]]
+// On a GPU every measurement runs there (inputs read on the CPU and moved per batch, as in an experiment),
+// the device's queued work inside each timing; the layerwise analysis is measured on the CPU only.
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,17 +53,19 @@ using bench::median;
 using bench::seconds;
 
 constexpr const char* kUsage =
-    "usage: xdq_bench [--threads N] [--rounds R] [MODEL.pt]\n"
+    "usage: xdq_bench [--threads N] [--rounds R] [--device D] [MODEL.pt]\n"
     "  xdq against its floors (plain ATen / TorchScript), side by side in one run; ratios printed.\n"
     "  --threads N  intra-op threads (0: all cores; default 0)\n"
     "  --rounds R   rounds per measurement, median reported (default 7)\n"
+    "  --device D   cpu (default), cuda or cuda:N\n"
     "  MODEL.pt     TorchScript model (default: the zoo's ResNet-20)\n";
 
-int run_bench(std::string model_path, int threads, int rounds);
+int run_bench(std::string model_path, int threads, int rounds, const c10::Device& device);
 
 int main(int argc, char** argv) {
   std::string model_path = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";
   int threads = 0, rounds = 7;
+  std::string device = "cpu";
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -69,7 +73,9 @@ int main(int argc, char** argv) {
         std::cout << kUsage;
         return 0;
       }
-      if ((a == "--threads" || a == "--rounds") && i + 1 < argc) {
+      if (a == "--device" && i + 1 < argc) {
+        device = argv[++i];
+      } else if ((a == "--threads" || a == "--rounds") && i + 1 < argc) {
         const int value = std::stoi(argv[++i]);
         if (value < (a == "--rounds" ? 1 : 0)) throw std::invalid_argument(a + " out of range");
         (a == "--threads" ? threads : rounds) = value;
@@ -85,21 +91,25 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return run_bench(model_path, threads, rounds);
+    const c10::Device d(device);
+    if (!d.is_cpu() && !at::hasCUDA()) throw std::runtime_error("--device " + device + ": this LibTorch has no CUDA");
+    return run_bench(model_path, threads, rounds, d);
   } catch (const std::exception& e) {
     std::cerr << "xdq_bench: error: " << e.what() << std::endl;
     return 1;
   }
 }
 
-int run_bench(std::string model_path, int threads, int rounds) {
+int run_bench(std::string model_path, int threads, int rounds, const c10::Device& device) {
   threads = apply_thread_count(threads);
   auto& registry = global_registry();
   registry.scan(plugin_search_dirs());
 
-  const ImportedModel model = import_torchscript(model_path);
+  ImportedModel model = import_torchscript(model_path);
+  model.graph.to(device);
   torch::jit::Module module = torch::jit::load(model_path);
   module.eval();
+  module.to(device);
   const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test);
   const at::Tensor eval_images = model.preprocess.apply(test.images.slice(0, 0, 2048));
   const at::Tensor calib_images = model.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(1024, 0).images);
@@ -135,10 +145,11 @@ int run_bench(std::string model_path, int threads, int rounds) {
   auto run_batches = [&](const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) {
     for (std::int64_t b = 0; b < images.size(0); b += batch) f(images.slice(0, b, std::min(images.size(0), b + batch)));
   };
-  auto fp32_forward = [&](const at::Tensor& x) { return module.forward({x}).toTensor(); };
+  auto fp32_forward = [&](const at::Tensor& x) { return module.forward({x.to(device)}).toTensor(); };
   auto fp32_forward_nhwc = [&](const at::Tensor& x) {
-    return module.forward({x.contiguous(at::MemoryFormat::ChannelsLast)}).toTensor();
+    return module.forward({x.to(device).contiguous(at::MemoryFormat::ChannelsLast)}).toTensor();
   };
+  auto timed = [&](const std::function<void()>& f) { return seconds(f, device); };
   auto quant_forward = [&](const at::Tensor& x) { return quant_exec.forward(x); };
   auto quant_forward_nhwc = [&](const at::Tensor& x) { return quant_exec_nhwc.forward(x); };
 
@@ -181,12 +192,12 @@ int run_bench(std::string model_path, int threads, int rounds) {
   };
   auto synth_step_seconds = [&](BnSynthesisOptions o) {
     o.iterations = 1;
-    const double setup = seconds([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
+    const double setup = timed([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
     o.iterations = 1 + kSynthIters;
-    const double all = seconds([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
+    const double all = timed([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
     return (all - setup) / kSynthIters;
   };
-  const at::Tensor synth_input = eval_images.slice(0, 0, kSynthBatch);
+  const at::Tensor synth_input = eval_images.slice(0, 0, kSynthBatch).to(device);
   auto plain_synth_step = [&](at::MemoryFormat format) {
     at::AutoGradMode grad(true);
     const at::Tensor x = synth_input.clone(format).requires_grad_(true);
@@ -200,25 +211,26 @@ int run_bench(std::string model_path, int threads, int rounds) {
       fp32_analysis_pass, mse_calib_warm, zeroq_iter, deepinversion_iter, plain_synth_iter, fp32_eval_nhwc, quant_eval_nhwc,
       plain_iter_nhwc, plain_synth_iter_nhwc, peak_nchw, peak_nhwc;
   auto per_iteration = [&](std::int64_t n, const std::function<void()>& step) {
-    return seconds([&] {
+    return timed([&] {
              for (std::int64_t i = 0; i < n; ++i) step();
            }) /
            static_cast<double>(n);
   };
   for (int r = 0; r < rounds; ++r) {
-    fp32_eval.push_back(seconds([&] { run_batches(eval_images, fp32_forward); }));
-    quant_eval.push_back(seconds([&] { run_batches(eval_images, quant_forward); }));
-    fp32_eval_nhwc.push_back(seconds([&] { run_batches(eval_images, fp32_forward_nhwc); }));
-    quant_eval_nhwc.push_back(seconds([&] { run_batches(eval_images, quant_forward_nhwc); }));
-    peak_nchw.push_back(bench::conv_peak_gflops(at::MemoryFormat::Contiguous));
-    peak_nhwc.push_back(bench::conv_peak_gflops(at::MemoryFormat::ChannelsLast));
-    fp32_calib_pass.push_back(seconds([&] { run_batches(calib_images, fp32_forward); }));
-    kl_calib.push_back(seconds([&] { quantize_with("kl"); }));
-    mse_calib.push_back(seconds([&] { quantize_with("mse"); }));
-    mse_calib_warm.push_back(seconds([&] { quantize_with_cache("mse"); }));  // reads what the cold call wrote
+    fp32_eval.push_back(timed([&] { run_batches(eval_images, fp32_forward); }));
+    quant_eval.push_back(timed([&] { run_batches(eval_images, quant_forward); }));
+    fp32_eval_nhwc.push_back(timed([&] { run_batches(eval_images, fp32_forward_nhwc); }));
+    quant_eval_nhwc.push_back(timed([&] { run_batches(eval_images, quant_forward_nhwc); }));
+    peak_nchw.push_back(bench::conv_peak_gflops(at::MemoryFormat::Contiguous, device));
+    peak_nhwc.push_back(bench::conv_peak_gflops(at::MemoryFormat::ChannelsLast, device));
+    fp32_calib_pass.push_back(timed([&] { run_batches(calib_images, fp32_forward); }));
+    kl_calib.push_back(timed([&] { quantize_with("kl"); }));
+    mse_calib.push_back(timed([&] { quantize_with("mse"); }));
+    mse_calib_warm.push_back(timed([&] { quantize_with_cache("mse"); }));  // reads what the cold call wrote
     recon_iter.push_back(recon_step_seconds());
-    fp32_analysis_pass.push_back(seconds([&] { run_batches(analysis_images, fp32_forward); }));
-    layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
+    fp32_analysis_pass.push_back(timed([&] { run_batches(analysis_images, fp32_forward); }));
+    if (device.is_cpu())
+      layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
     plain_iter.push_back(per_iteration(recon_iters, [&] { block.step(); }));
     plain_iter_nhwc.push_back(per_iteration(recon_iters, [&] { block_nhwc.step(); }));
     zeroq_iter.push_back(synth_step_seconds(synthesis_options("zeroq")));
@@ -227,7 +239,8 @@ int run_bench(std::string model_path, int threads, int rounds) {
     plain_synth_iter_nhwc.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(at::MemoryFormat::ChannelsLast); }));
   }
   const double n_eval = static_cast<double>(eval_images.size(0));
-  std::printf("model %s, threads %d, rounds %d (medians)\n", model_path.c_str(), threads, rounds);
+  std::printf("model %s, device %s, threads %d, rounds %d (medians)\n", model_path.c_str(), device.str().c_str(), threads,
+              rounds);
   const double gflop = bench::flops_per_image(folded, eval_images.slice(0, 0, 1)) / 1e9;
   auto rate = [&](const std::vector<double>& t) { return n_eval / median(t); };
   std::printf("FP32 TorchScript eval      %8.0f img/s (%5.1f GFLOP/s); channels-last input %8.0f img/s (%5.1f GFLOP/s)\n",
@@ -246,9 +259,10 @@ int run_bench(std::string model_path, int threads, int rounds) {
               "ratio to the NCHW floor %.3f (target <= 0.65), to the NHWC floor %.3f\n",
               1e3 * median(plain_iter), 1e3 * median(plain_iter_nhwc), 1e3 * median(recon_iter),
               median(recon_iter) / median(plain_iter), median(recon_iter) / median(plain_iter_nhwc));
-  std::printf("layerwise analysis, %zu layers, 1000 images: %.3f s / FP32 pass %.3f s   ratio %.2f   (bound %zu)\n",
-              w8a8.layers().size(), median(layerwise), median(fp32_analysis_pass), median(layerwise) / median(fp32_analysis_pass),
-              w8a8.layers().size() + 1);
+  if (!layerwise.empty())
+    std::printf("layerwise analysis, %zu layers, 1000 images: %.3f s / FP32 pass %.3f s   ratio %.2f   (bound %zu)\n",
+                w8a8.layers().size(), median(layerwise), median(fp32_analysis_pass),
+                median(layerwise) / median(fp32_analysis_pass), w8a8.layers().size() + 1);
   std::printf("synthesis, batch %lld: TorchScript fwd+bwd to the images %.2f ms (NCHW), %.2f ms (NHWC input); zeroq "
               "iteration %.2f ms   ratio %.3f; deepinversion iteration %.2f ms   ratio %.3f   (to the NCHW floor; target <= 0.7)\n",
               static_cast<long long>(kSynthBatch), 1e3 * median(plain_synth_iter), 1e3 * median(plain_synth_iter_nhwc),

@@ -16,9 +16,18 @@
 
 namespace xdq::bench {
 
-inline double seconds(const std::function<void()>& f) {
+// Waits for the work queued on `device` (a GPU runs asynchronously): a copy to the CPU waits for the
+// stream that everything here runs on.
+inline void synchronize(const c10::Device& device) {
+  if (!device.is_cpu()) at::zeros({1}, at::TensorOptions().device(device)).cpu();
+}
+
+// Wall time of f, the device's queued work included.
+inline double seconds(const std::function<void()>& f, const c10::Device& device = c10::Device(c10::kCPU)) {
+  synchronize(device);
   const auto t = std::chrono::steady_clock::now();
   f();
+  synchronize(device);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
@@ -38,8 +47,8 @@ class PlainBlock {
         w2_(folded.nodes[unit.layers[1]].weight.clone(format).requires_grad_(true)),
         b1_(folded.nodes[unit.layers[0]].bias),
         b2_(folded.nodes[unit.layers[1]].bias),
-        in_(at::rand({batch, w1_.size(1), side, side}).contiguous(format)),
-        target_(at::rand({batch, w2_.size(0), side, side}).contiguous(format)) {}
+        in_(at::rand({batch, w1_.size(1), side, side}).to(w1_.device()).contiguous(format)),
+        target_(at::rand({batch, w2_.size(0), side, side}).to(w1_.device()).contiguous(format)) {}
   void step() const {
     at::AutoGradMode grad(true);
     const at::Tensor h = at::relu(at::conv2d(in_, w1_, b1_, 1, 1));
@@ -82,13 +91,14 @@ inline double flops_per_image(const Graph& graph, const at::Tensor& one_image) {
 
 // GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 56x56, batch 16) in `format`: the machine's
 // practical peak for the kind of work evaluation does.
-inline double conv_peak_gflops(at::MemoryFormat format, int repeats = 5) {
+inline double conv_peak_gflops(at::MemoryFormat format, const c10::Device& device, int repeats = 5) {
   at::NoGradGuard no_grad;
-  const at::Tensor x = at::rand({16, 256, 56, 56}).contiguous(format), w = at::rand({256, 256, 3, 3}).contiguous(format);
+  const auto on = at::TensorOptions().device(device);
+  const at::Tensor x = at::rand({16, 256, 56, 56}, on).contiguous(format), w = at::rand({256, 256, 3, 3}, on).contiguous(format);
   at::conv2d(x, w, {}, 1, 1);  // warm-up: primitive caches
   const double t = seconds([&] {
     for (int r = 0; r < repeats; ++r) at::conv2d(x, w, {}, 1, 1);
-  });
+  }, device);
   return 2.0 * 16 * 256 * 56 * 56 * 256 * 9 * repeats / t / 1e9;
 }
 

@@ -19,7 +19,7 @@ generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 start=$(date +%s)
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix" \
-  -DXDQ_BUILD_TESTS=ON -DXDQ_BUILD_BENCH=OFF
+  -DXDQ_BUILD_TESTS=ON -DXDQ_BUILD_BENCH=ON
 cmake --build "$build" --parallel "$(nproc)"
 echo "gpu-check: configured and built in $(( $(date +%s) - start )) s"
 # The device tests: each compares a CUDA run with the CPU run of the same model and data.
@@ -31,5 +31,10 @@ for device in cpu cuda; do
     --set 'quantization.overrides=[]'
   python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; print(sys.argv[2], r['id'], r['results'][0]['quant_top1'], r['seconds'])" \
     "$build/quickstart_$device/results.json" "$device"
+done
+# Speed, side by side: the bench on the CPU and on the GPU (FP32 and W8A8 evaluation, a BRECQ iteration
+# against the plain ATen block on the same device, synthesis iterations, calibration).
+for device in cpu cuda; do
+  "$build/bin/xdq_bench" --device $device --rounds 3
 done
 echo "gpu-check: done in $(( $(date +%s) - start )) s"
