@@ -38,8 +38,8 @@ void OutputError::add(const at::Tensor& fp, const at::Tensor& quant, const at::T
   samples += f.size(0);
   elements += f.numel();
   if (labels.defined()) {
-    fp_correct += fp.argmax(1).eq(labels).sum().item<std::int64_t>();
-    quant_correct += quant.argmax(1).eq(labels).sum().item<std::int64_t>();
+    fp_correct += fp.argmax(1).cpu().eq(labels).sum().item<std::int64_t>();
+    quant_correct += quant.argmax(1).cpu().eq(labels).sum().item<std::int64_t>();
   }
 }
 

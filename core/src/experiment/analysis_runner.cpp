@@ -37,7 +37,7 @@ double top1(const QuantizedModel& model, const at::Tensor& images, const at::Ten
   std::int64_t correct = 0;
   for (std::int64_t b = 0; b < images.size(0); b += batch) {
     const std::int64_t e = std::min(images.size(0), b + batch);
-    correct += exec.forward(images.slice(0, b, e)).argmax(1).eq(labels.slice(0, b, e)).sum().item<std::int64_t>();
+    correct += exec.forward(images.slice(0, b, e)).argmax(1).cpu().eq(labels.slice(0, b, e)).sum().item<std::int64_t>();
   }
   return static_cast<double>(correct) / static_cast<double>(images.size(0));
 }

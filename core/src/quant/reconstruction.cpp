@@ -556,7 +556,7 @@ at::Tensor rectified_sigmoid(const at::Tensor& v) { return (at::sigmoid(v) * (kZ
 namespace {
 // Scale and zero point shaped to broadcast over `weight` (per-channel along axis 0).
 std::pair<at::Tensor, at::Tensor> broadcast_qparams(const at::Tensor& weight, const QParams& q) {
-  at::Tensor s = q.scale.to(at::kFloat), z = q.zero_point.to(at::kFloat);
+  at::Tensor s = q.scale.to(weight.device(), at::kFloat), z = q.zero_point.to(weight.device(), at::kFloat);
   if (q.per_channel()) {
     std::vector<std::int64_t> shape(weight.dim(), 1);
     shape[q.axis] = -1;
