@@ -118,12 +118,18 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
 
 // The domain's transforms in order on images [first, first + n) of the set: each transform's seed
 // depends on the set's seed and on `first`, so a streamed set is transformed batch by batch reproducibly.
-at::Tensor DomainCache::transformed(const DomainSpec& d, at::Tensor images, std::uint64_t seed, std::int64_t first) const {
-  for (std::size_t k = 0; k < d.transforms.size(); ++k) {
-    const TransformChoice& t = d.transforms[k];
-    const auto transform = registry_.load<DomainTransform>(t.name, t.options);
-    images = transform.call("apply", [&](const DomainTransform& f) {
-      return f.apply(images, t.severity, seed + 7919 * (k + 1) + 1000003 * static_cast<std::uint64_t>(first));
+std::vector<Loaded<DomainTransform>> DomainCache::transforms(const DomainSpec& d) const {
+  std::vector<Loaded<DomainTransform>> out;
+  for (const TransformChoice& t : d.transforms) out.push_back(registry_.load<DomainTransform>(t.name, t.options));
+  return out;
+}
+
+at::Tensor DomainCache::transformed(const DomainSpec& d, const std::vector<Loaded<DomainTransform>>& transforms,
+                                    at::Tensor images, std::uint64_t seed, std::int64_t first) {
+  for (std::size_t k = 0; k < transforms.size(); ++k) {
+    const int severity = d.transforms[k].severity;
+    images = transforms[k].call("apply", [&](const DomainTransform& f) {
+      return f.apply(images, severity, seed + 7919 * (k + 1) + 1000003 * static_cast<std::uint64_t>(first));
     });
   }
   return images;
@@ -133,7 +139,7 @@ Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& sh
                           std::uint64_t seed) {
   Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed, d.folder);
   if (count > 0) ds = ds.subset(count, seed);
-  ds.images = transformed(d, ds.images, seed, 0);
+  ds.images = transformed(d, transforms(d), ds.images, seed, 0);
   return ds;
 }
 
@@ -143,8 +149,11 @@ TestImages DomainCache::test_images(const DomainSpec& d, const InputShape& shape
   const Split split = d.fixed_split ? d.split : Split::Test;
   ImageFileList files = list_image_folder(d.dataset.substr(7), split, d.folder);
   at::Tensor rows = subset_rows(static_cast<std::int64_t>(files.files.size()), count, seed);
+  auto loaded = std::make_shared<const std::vector<Loaded<DomainTransform>>>(transforms(d));
   return TestImages(d.dataset + ".test", std::move(files), rows, shape, d.folder.skip_unreadable,
-                    [this, d, seed](const at::Tensor& images, std::int64_t first) { return transformed(d, images, seed, first); });
+                    [d, loaded, seed](const at::Tensor& images, std::int64_t first) {
+                      return transformed(d, *loaded, images, seed, first);
+                    });
 }
 
 // count * w_k / sum(w) images from each part (the last part takes the rounding remainder).

@@ -36,7 +36,10 @@ class DomainCache {
 
  private:
   Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
-  at::Tensor transformed(const DomainSpec& d, at::Tensor images, std::uint64_t seed, std::int64_t first) const;
+  // The domain's transform plugins, loaded once for a set (a streamed set applies them batch by batch).
+  std::vector<Loaded<DomainTransform>> transforms(const DomainSpec& d) const;
+  static at::Tensor transformed(const DomainSpec& d, const std::vector<Loaded<DomainTransform>>& transforms,
+                                at::Tensor images, std::uint64_t seed, std::int64_t first);
   Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed,
               const ModelEntry* model);
   Dataset synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
