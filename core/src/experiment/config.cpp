@@ -825,6 +825,8 @@ void check_exports(const ExperimentConfig& cfg) {
   std::vector<std::string> ids;
   for (const JobSpec& job : plan.jobs)
     for (const RunSpec& r : job.runs) ids.push_back(r.id);
+  const auto wants = [&](const char* format) { return std::find(e.formats.begin(), e.formats.end(), format) != e.formats.end(); };
+  const bool integer_formats = e.runtime != "none" || wants("onnx") || wants("tensorrt");
   for (const auto& s : e.runs) {
     ExperimentConfig::Exports one{{s}, {}, {}};
     bool found = false;
@@ -832,13 +834,10 @@ void check_exports(const ExperimentConfig& cfg) {
       for (const RunSpec& r : job.runs) {
         if (!one.selects(r.id, cfg.models[job.model].name, r.bits->label(), r.calibrator->label, r.rounding->label)) continue;
         found = true;
-        const bool integer_formats = e.runtime != "none" || std::any_of(e.formats.begin(), e.formats.end(), [](const std::string& f) {
-                                       return f == "onnx" || f == "tensorrt";
-                                     });
         if (integer_formats && r.bits->a_bits > 8)
           throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
                       "-bit activations; ONNX QuantizeLinear (and the runtime) hold 8 bits at most");
-        if (std::find(e.formats.begin(), e.formats.end(), "tensorrt") != e.formats.end() && r.bits->a_bits != 8)
+        if (wants("tensorrt") && r.bits->a_bits != 8)
           throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
                       "-bit activations; TensorRT's INT8 calibration cache describes 8-bit ones (select the 8-bit runs)");
       }

@@ -109,7 +109,7 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
 }  // namespace
 
 RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
-                             std::ostream& log) const {
+                             std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {
   const Model& m = models_[job.model];
   RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
   Executor exec = quantized.executor();
@@ -119,8 +119,10 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
     d.domain = cfg_.test_domains[t].name;
     d.n = m.prepared.tests[t].size();
     d.fp32_top1 = m.fp32_top1[t];
+    std::vector<at::Tensor>* predicted = nullptr;
+    if (predictions) predicted = &predictions->emplace_back();
     d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, m.prepared.tests[t],
-                                 m.prepared.pre, cfg_.batch_size, &log, spec.id + " on " + d.domain);
+                                 m.prepared.pre, cfg_.batch_size, &log, spec.id + " on " + d.domain, predicted);
     run.results.push_back(d);
   }
   return run;
@@ -163,9 +165,11 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   round_weights(quantized, registry_.load<WeightOptimizer>(spec.rounding->name, spec.rounding->options), rounding);
   for (const Pass& pass : passes_)
     if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
-  RunResult run = evaluate(job, spec, quantized, log);
-  if (cfg_.exports.selects(spec.id, run.model, spec.bits->label(), spec.calibrator->label, spec.rounding->label))
-    export_run(job, quantized, images, log, run);
+  const bool exported =
+      cfg_.exports.selects(spec.id, cfg_.models[job.model].name, spec.bits->label(), spec.calibrator->label, spec.rounding->label);
+  std::vector<std::vector<at::Tensor>> predictions;
+  RunResult run = evaluate(job, spec, quantized, log, exported ? &predictions : nullptr);
+  if (exported) export_run(job, quantized, images, predictions, log, run);
   run.seconds = seconds_since(start);
   run.peak_rss_mib = peak_resident_mib();
   run.units = std::move(timings);
@@ -173,7 +177,7 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
 }
 
 void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images,
-                          std::ostream& log, RunResult& run) const {
+                          const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log, RunResult& run) const {
   ExportRecord& record = run.exported;
   record.dir = export_flat_ ? export_root_ : (std::filesystem::path(export_root_) / file_name_safe(run.id)).string();
   record.runtime = cfg_.exports.runtime == "none" ? "" : cfg_.exports.runtime;
@@ -195,7 +199,7 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     log << run.id << ": export failed: " << e.what() << std::endl;
     return;
   }
-  if (!record.runtime.empty()) runtime_check(job, quantized, exported, log, run);
+  if (!record.runtime.empty()) runtime_check(job, quantized, exported, predictions, log, run);
 }
 
 namespace {
@@ -225,7 +229,8 @@ std::vector<ExportRecord::LayerGap> layer_gaps(const QuantizedModel& quantized, 
 // The exported model in OpenCV's DNN module on every test domain, beside the simulated model: its top-1 and
 // the images where the two top-1 differ; layer by layer on the first batch of the first test domain.
 void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized, const ExportedModel& exported,
-                             std::ostream& log, RunResult& run) const {
+                             const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log,
+                             RunResult& run) const {
   const Model& m = models_[job.model];
   try {
     OpenCvRuntime runtime(exported.runtime_model);
@@ -238,17 +243,14 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
         log << run.id << ": no layer-by-layer comparison: " << e.what() << std::endl;
       }
     }
-    const Executor simulated = quantized.executor();
     for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
       DomainResult& d = run.results[t];
+      std::vector<at::Tensor> predicted;  // the same batches, in the same order, as evaluate() saw
+      d.runtime_top1 = top1_accuracy([&](const at::Tensor& x) { return runtime.forward(x); }, m.prepared.tests[t],
+                                     m.prepared.pre, cfg_.batch_size, &log, run.id + " in OpenCV on " + d.domain, &predicted);
       std::int64_t differing = 0;
-      d.runtime_top1 = top1_accuracy(
-          [&](const at::Tensor& x) {
-            at::Tensor logits = runtime.forward(x);
-            differing += logits.argmax(1).ne(simulated.forward(x).argmax(1).cpu()).sum().item<std::int64_t>();
-            return logits;
-          },
-          m.prepared.tests[t], m.prepared.pre, cfg_.batch_size, &log, run.id + " in OpenCV on " + d.domain);
+      for (std::size_t b = 0; b < predicted.size(); ++b)
+        differing += predicted[b].ne(predictions.at(t).at(b)).sum().item<std::int64_t>();
       d.runtime_disagreements = differing;
     }
   } catch (const std::exception& e) {

@@ -72,15 +72,18 @@ class Pipeline {
   Graph adapted_graph(const Model& model, const PassContext& context) const;
   void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
                           const std::string& setting, JobOutput& out) const;
-  RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized, std::ostream& log) const;
+  // The run's top-1 on every test domain; with `predictions`, the predicted classes per domain and batch.
+  RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized, std::ostream& log,
+                     std::vector<std::vector<at::Tensor>>* predictions = nullptr) const;
   RunResult failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const;
   void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated, const at::Tensor& images,
                     const PassContext& pass_context, std::ostream& log, JobOutput& out) const;
-  // export: the artefacts of a run, and with a runtime its top-1 on every test domain.
-  void export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images, std::ostream& log,
-                  RunResult& run) const;
+  // export: the artefacts of a run, and with a runtime its top-1 on every test domain, compared image by
+  // image with the simulated model's `predictions` (evaluate()'s).
+  void export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images,
+                  const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log, RunResult& run) const;
   void runtime_check(const JobSpec& job, const QuantizedModel& quantized, const ExportedModel& exported,
-                     std::ostream& log, RunResult& run) const;
+                     const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log, RunResult& run) const;
 
   const ExperimentConfig& cfg_;
   PluginRegistry& registry_;

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 #include <torch/csrc/jit/api/module.h>
@@ -49,24 +48,21 @@ nlohmann::json encoding(const QuantSpec& spec, double scale, std::int64_t zero, 
           {"scale", scale}};
 }
 
+// One encoding per channel of a quantizer (one for a per-tensor one).
+nlohmann::json encodings_of(const QuantSpec& spec, const QParams& q) {
+  const at::Tensor s = q.scale.reshape({-1}).to(at::kCPU, at::kDouble), z = q.zero_point.reshape({-1}).to(at::kCPU, at::kLong);
+  nlohmann::json list = nlohmann::json::array();
+  for (std::int64_t c = 0; c < s.numel(); ++c)
+    list.push_back(encoding(spec, s[c].item<double>(), z[c].item<std::int64_t>(), q.qmin, q.qmax));
+  return list;
+}
+
 std::string encodings_json(const QuantizedModel& model, const OnnxModel& names) {
   nlohmann::json activations = nlohmann::json::object(), params = nlohmann::json::object();
-  for (const auto& [index, tensor] : names.activations) {
-    const ActivationQuantizer& a = model.activations()[index];
-    const at::Tensor s = a.qparams.scale.reshape({-1}).to(at::kDouble), z = a.qparams.zero_point.reshape({-1}).to(at::kLong);
-    nlohmann::json list = nlohmann::json::array();
-    for (std::int64_t c = 0; c < s.numel(); ++c)
-      list.push_back(encoding(a.spec, s[c].item<double>(), z[c].item<std::int64_t>(), a.qparams.qmin, a.qparams.qmax));
-    activations[tensor] = list;
-  }
-  for (std::size_t i = 0; i < model.layers().size(); ++i) {
-    const QuantizedLayer& l = model.layers()[i];
-    const at::Tensor s = l.qparams.scale.reshape({-1}).to(at::kDouble), z = l.qparams.zero_point.reshape({-1}).to(at::kLong);
-    nlohmann::json list = nlohmann::json::array();
-    for (std::int64_t c = 0; c < s.numel(); ++c)
-      list.push_back(encoding(l.spec, s[c].item<double>(), z[c].item<std::int64_t>(), l.qparams.qmin, l.qparams.qmax));
-    params[names.weights.at(i)] = list;
-  }
+  for (const auto& [index, tensor] : names.activations)
+    activations[tensor] = encodings_of(model.activations()[index].spec, model.activations()[index].qparams);
+  for (std::size_t i = 0; i < model.layers().size(); ++i)
+    params[names.weights.at(i)] = encodings_of(model.layers()[i].spec, model.layers()[i].qparams);
   const nlohmann::json doc = {{"version", "0.6.1"},
                               {"activation_encodings", activations},
                               {"param_encodings", params},
@@ -92,19 +88,17 @@ std::string tensorrt_cache(const QuantizedModel& model, const OnnxModel& names) 
   return out;
 }
 
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!f) throw Error(path.string() + ": cannot write");
-}
-
 namespace {
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  write_file_atomically(path.string(), [&](std::ostream& f) { f << bytes; });
+}
 
 // parity.pt: a batch and xdq's simulated logits for it, to check any loader of model.pt against.
 void write_parity_batch(const QuantizedModel& model, const at::Tensor& inputs, const fs::path& path) {
   torch::jit::Module parity("__torch__.xdq.ParityBatch");
-  parity.register_buffer("inputs", inputs.clone());  // a copy: a slice would save its whole storage
-  parity.register_buffer("logits", model.executor().forward(inputs).contiguous());
+  parity.register_buffer("inputs", inputs.cpu().clone());  // a copy: a slice would save its whole storage
+  parity.register_buffer("logits", model.executor().forward(inputs).cpu().contiguous());
   parity.define("def forward(self):\n    return self.logits\n");
   parity.save(path.string());
 }
@@ -172,7 +166,7 @@ ExportedModel export_quantized_model(const QuantizedModel& model, const ExportRe
     ExportedModel out = exporting::write_all(model, request, partial);
     out.files.push_back("export.json");
     const nlohmann::json manifest = {{"files", out.files}, {"layers", out.layers}, {"opencv_int8_layers", out.int8_layers}};
-    exporting::write_bytes(partial / "export.json", manifest.dump(2) + "\n");
+    write_file_atomically((partial / "export.json").string(), [&](std::ostream& f) { f << manifest.dump(2) << "\n"; });
     fs::remove_all(final_dir);
     fs::rename(partial, final_dir);
     if (!out.runtime_model.empty()) out.runtime_model = (final_dir / "model_opencv.onnx").string();

@@ -92,10 +92,12 @@ class OnnxBuilder {
     }
   }
 
-  std::string fresh(const std::string& base) {
+  // `base`, or base#2, base#3, ... : unique among `taken` (tensor names by default; nodes have their own).
+  std::string fresh(const std::string& base) { return fresh(base, tensor_names_); }
+  static std::string fresh(const std::string& base, std::set<std::string>& taken) {
     std::string name = base.empty() ? "t" : base;
-    for (int k = 2; used_.count(name); ++k) name = base + "#" + std::to_string(k);
-    used_.insert(name);
+    for (int k = 2; taken.count(name); ++k) name = base + "#" + std::to_string(k);
+    taken.insert(name);
     return name;
   }
 
@@ -115,7 +117,7 @@ class OnnxBuilder {
     n->set_op_type(op);
     // OpenCV names a layer after its node, else after the node's first output: unnamed there, so a
     // tensor's name finds its layer (runtime.h reads activations by name).
-    if (form_ != OnnxForm::OpenCv) n->set_name(fresh(name + "/" + op));
+    if (form_ != OnnxForm::OpenCv) n->set_name(fresh(name + "/" + op, node_names_));
     for (const auto& s : in) n->add_input(s);
     for (const auto& s : out) n->add_output(s);
     return n;
@@ -140,7 +142,7 @@ class OnnxBuilder {
   }
 
   std::string initializer(const std::string& base, const at::Tensor& value) {
-    const at::Tensor t = value.detach().contiguous();
+    const at::Tensor t = value.detach().cpu().contiguous();  // the graph may live on a GPU
     onnx::TensorProto* init = g_->add_initializer();
     init->set_name(fresh(base));
     init->set_data_type(onnx_type(t.scalar_type()));
@@ -285,7 +287,8 @@ class OnnxBuilder {
     const std::string scale = initializer(f + "_scale", qt.scale.to(at::kFloat));
     const std::string zero = initializer(f + "_zero_point", (qt.zero_point.to(at::kLong) + gt.shift).to(at::kChar));
     const at::Tensor w_scale = l.qparams.per_channel() ? l.qparams.scale.to(at::kFloat)
-                                                       : at::full({n.weight.size(0)}, l.qparams.scale.item<float>());
+                                                       : at::full({n.weight.size(0)}, l.qparams.scale.item<float>(),
+                                                                  n.weight.options().dtype(at::kFloat));
     std::vector<std::string> inputs = {quantized_[in], params_[in].first, params_[in].second,
                                        initializer(n.name + ".weight_int8", weight_codes(l, n).to(at::kChar)),
                                        initializer(n.name + ".weight_scale", w_scale),
@@ -311,11 +314,11 @@ class OnnxBuilder {
     const Node& n = graph_.nodes[index];
     const int li = layer_of_[index];
     const QuantizedLayer* l = li >= 0 ? &model_.layers()[li] : nullptr;
-    if (l) out_.weights[li] = n.name + ".weight";
     if (form_ == OnnxForm::OpenCv && l && qlinear_conv(index, *l)) return;
     const std::string x = tensor(n.inputs[0], n.name + " input");
     const std::string w = form_ == OnnxForm::Qdq && l ? dequantized_weight(*l, n)
                                                        : initializer(n.name + ".weight", l ? l->quantized_weight : n.weight);
+    if (l) out_.weights[li] = w;
     std::vector<std::string> in = {x, w};
     if (n.bias.defined()) in.push_back(initializer(n.name + ".bias", n.bias));
     const int out = n.outputs[0];
@@ -352,6 +355,13 @@ class OnnxBuilder {
     if (v.isInt()) return {v.toInt()};
     if (!v.isIntList()) unsupported(n, "argument " + std::to_string(k) + " is not a list of integers");
     return v.toIntVector();
+  }
+  // An int[2] argument (kernel, stride, padding, dilation): one value stands for both.
+  std::vector<std::int64_t> pair_input(const Node& n, std::size_t k) const {
+    std::vector<std::int64_t> v = ints_input(n, k);
+    if (v.size() == 1) v.push_back(v[0]);
+    if (v.size() != 2 && !v.empty()) unsupported(n, "argument " + std::to_string(k) + " is not a pair");
+    return v;
   }
   double number_input(const Node& n, std::size_t k) const {
     const c10::IValue& v = a_[n.inputs.at(k)];
@@ -418,15 +428,16 @@ class OnnxBuilder {
   }
 
   void pool(const Node& n, bool max) {
-    const std::vector<std::int64_t> k = ints_input(n, 1);
-    std::vector<std::int64_t> s = ints_input(n, 2), p = ints_input(n, 3);
-    if (s.empty()) s = k;
+    const std::vector<std::int64_t> k = pair_input(n, 1);
+    std::vector<std::int64_t> s = pair_input(n, 2), p = pair_input(n, 3);
+    if (s.empty()) s = k;  // stride omitted: the kernel
+    if (k.empty() || p.empty()) unsupported(n, "an empty kernel or padding");
     auto* node = unary(n, max ? "MaxPool" : "AveragePool");
     attr(node, "kernel_shape", k);
     attr(node, "strides", s);
     attr(node, "pads", std::vector<std::int64_t>{p[0], p[1], p[0], p[1]});
     if (max) {
-      attr(node, "dilations", ints_input(n, 4));
+      attr(node, "dilations", pair_input(n, 4));
       attr(node, "ceil_mode", a_[n.inputs[5]].toBool() ? 1 : 0);
     } else {
       attr(node, "ceil_mode", a_[n.inputs[4]].toBool() ? 1 : 0);
@@ -543,24 +554,19 @@ class OnnxBuilder {
     return true;
   }
 
-  void node(int index) {
-    const Node& n = graph_.nodes[index];
-    if (n.kind == OpKind::Conv || n.kind == OpKind::Linear) return layer(index);
-    if (n.kind == OpKind::BatchNorm) return batch_norm(n);
-    if (n.op == "prim::If") return;  // the model's own input check
-    if (collection(n)) {
-      for (int v : n.outputs)
-        if (!name_[v].empty()) quantize_activation(v);
-      return;
-    }
-    const bool static_node = std::all_of(n.outputs.begin(), n.outputs.end(), [&](int v) { return !a_[v].isTensor() && !a_[v].isTensorList(); });
-    if (static_node) {  // integers from shapes: known from the example runs
-      for (int v : n.inputs)
-        if (is_static(v) && !same_in_both_runs(v) && n.op != "prim::ListConstruct" && n.op != "prim::ListUnpack" &&
-            n.op != "aten::__getitem__")
-          unsupported(n, "computes with the batch size");
-      return;
-    }
+  // Integers from shapes (sizes, lists of them): known from the example runs, no ONNX node. Refused when
+  // they would carry the batch size anywhere but into a list a reshape reads.
+  bool static_values(const Node& n) const {
+    const bool integers = std::all_of(n.outputs.begin(), n.outputs.end(), [&](int v) { return !a_[v].isTensor() && !a_[v].isTensorList(); });
+    if (!integers) return false;
+    for (int v : n.inputs)
+      if (is_static(v) && !same_in_both_runs(v) && n.op != "prim::ListConstruct" && n.op != "prim::ListUnpack" &&
+          n.op != "aten::__getitem__")
+        unsupported(n, "computes with the batch size");
+    return true;
+  }
+
+  void operator_node(const Node& n) {
     std::string op = n.op.substr(n.op.find("::") + 2);
     if (!op.empty() && op.back() == '_' && op != "__getitem__") op.pop_back();  // in-place: the same op here
     static const std::set<std::string> activations = {"relu", "relu6", "hardtanh", "sigmoid", "tanh", "leaky_relu",
@@ -584,6 +590,14 @@ class OnnxBuilder {
     else if (op == "adaptive_max_pool2d") adaptive_pool(n, true);
     else if (op == "mean" || op == "sum") reduce(n, op == "mean");
     else unsupported(n, "the ONNX writer does not support this operator");
+  }
+
+  void node(int index) {
+    const Node& n = graph_.nodes[index];
+    if (n.kind == OpKind::Conv || n.kind == OpKind::Linear) return layer(index);
+    if (n.kind == OpKind::BatchNorm) return batch_norm(n);
+    if (n.op == "prim::If") return;  // the model's own input check
+    if (!collection(n) && !static_values(n)) operator_node(n);
     for (int v : n.outputs)
       if (!name_[v].empty()) quantize_activation(v);
   }
@@ -603,7 +617,7 @@ class OnnxBuilder {
   std::vector<bool> skip_;
   std::vector<int> layer_of_;
   std::map<int, int> quantizer_;
-  std::set<std::string> used_;
+  std::set<std::string> tensor_names_, node_names_;
   OnnxModel out_;
 };
 

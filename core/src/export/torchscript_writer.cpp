@@ -41,6 +41,10 @@ std::string list_literal(const std::vector<T>& items, const char* type, Print pr
   return s + "]";
 }
 
+std::string ints_literal(const std::vector<std::int64_t>& items) {
+  return list_literal(items, "int", [](std::int64_t x) { return std::to_string(x); });
+}
+
 class SourceWriter {
  public:
   SourceWriter(const QuantizedModel& model, torch::jit::Module& module) : model_(model), graph_(model.graph()), module_(module) {
@@ -69,7 +73,7 @@ class SourceWriter {
 
   std::string buffer(const std::string& name, const at::Tensor& t) {
     const std::string id = unique_identifier(name, taken_);
-    module_.register_buffer(id, t.detach().contiguous().clone());
+    module_.register_buffer(id, t.detach().cpu().contiguous().clone());  // the file loads on any device
     return "self." + id;
   }
 
@@ -83,8 +87,7 @@ class SourceWriter {
       for (char c : v.toStringRef()) s += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
       return s + "\"";
     }
-    if (v.isIntList())
-      return list_literal(v.toIntVector(), "int", [](std::int64_t x) { return std::to_string(x); });
+    if (v.isIntList()) return ints_literal(v.toIntVector());
     if (v.isDoubleList()) return list_literal(v.toDoubleVector(), "float", float_literal);
     if (v.isBoolList()) {
       std::vector<bool> items;
@@ -130,8 +133,8 @@ class SourceWriter {
     const std::string bias = n.bias.defined() ? buffer(n.name + ".bias", n.bias) : "None";
     if (n.kind == OpKind::Conv) {
       s << "torch.conv2d(" << arg(n.inputs[0]) << ", " << buffer(n.name + ".weight", weight) << ", " << bias << ", "
-        << literal(-1, c10::IValue(n.conv.stride)) << ", " << literal(-1, c10::IValue(n.conv.padding)) << ", "
-        << literal(-1, c10::IValue(n.conv.dilation)) << ", " << n.conv.groups << ")";
+        << ints_literal(n.conv.stride) << ", " << ints_literal(n.conv.padding) << ", " << ints_literal(n.conv.dilation)
+        << ", " << n.conv.groups << ")";
     } else if (n.kind == OpKind::Linear) {
       s << "torch.linear(" << arg(n.inputs[0]) << ", " << buffer(n.name + ".weight", weight) << ", " << bias << ")";
     } else {

@@ -139,7 +139,7 @@ std::string export_markdown(const ExperimentResults& results) {
     return std::any_of(r.results.begin(), r.results.end(), [](const DomainResult& d) { return d.has_runtime(); });
   });
   if (any_runtime) {
-    out << "\n## Simulation vs runtime\n\nThe exported model run by " << "OpenCV's DNN module (model_opencv.onnx); "
+    out << "\n## Simulation vs runtime\n\nThe exported model run by OpenCV's DNN module (model_opencv.onnx); "
         << "differing: test images whose top-1 differs from the simulated model's.\n\n"
         << "| run | test domain | quantized top-1 | runtime top-1 | runtime - simulated (pt) | differing | int8 convs |\n"
         << "|---|---|---:|---:|---:|---:|---:|\n";
