@@ -23,7 +23,7 @@ int layer_of(const std::string& path) {
   static const std::vector<std::pair<std::string, int>> layers = {
       {"error.", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},
       {"config/", 0},       {"ir/", 1},        {"exec/", 2},       {"quant/", 3},     {"data/", 4},
-      {"analysis/", 4},     {"train/", 4},     {"export/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"experiment/", 7}, {"report/", 8}};
+      {"analysis/", 4},     {"train/", 4},     {"export/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"select/", 6}, {"experiment/", 7}, {"report/", 8}};
   for (const auto& [prefix, layer] : layers)
     if (path.rfind(prefix, 0) == 0) return layer;
   return -1;

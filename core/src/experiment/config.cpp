@@ -427,6 +427,48 @@ void parse_calibration_counts(const ConfigNode& node, ExperimentConfig& cfg, Loa
   if (cfg.calibration_counts.empty()) node.fail("expected at least one count");
 }
 
+// calibration.target_sample: {domain, count}.
+void parse_target_sample(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
+  if (!node.defined()) return;
+  node.require_map();
+  node.check_keys({"domain", "count"});
+  cfg.target_sample.domain = resolve_domain(node["domain"], ctx.declared);
+  const DomainSpec& d = cfg.target_sample.domain;
+  if (!d.synthesizer.empty() || d.dataset == "none") node["domain"].fail("a target sample is real images of the target domain");
+  cfg.target_sample.count = node.has("count") ? node["count"].as_int() : 64;
+  if (cfg.target_sample.count < 1 || cfg.target_sample.count > 1'000'000)
+    node["count"].fail("expected an integer in [1, 1000000], got " + std::to_string(cfg.target_sample.count));
+}
+
+// calibration.selector: one plugin or a list (a sweep); checked against the calibration domains, the
+// counts, the pool size and the target sample.
+void parse_selectors(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
+  const ConfigNode target = cfg.root["calibration"]["target_sample"];
+  if (!node.defined()) {
+    if (target.defined()) target.fail("no calibration.selector reads a target sample");
+    return;
+  }
+  cfg.selectors = node.is_sequence() ? parse_plugins(node, PluginKind::Selector, ctx.registry)
+                                     : std::vector<PluginChoice>{parse_plugin(node, PluginKind::Selector, ctx.registry)};
+  bool reads_target = false;
+  for (std::size_t i = 0; i < cfg.selectors.size(); ++i) {
+    const PluginChoice& c = cfg.selectors[i];
+    const bool needs = ctx.registry.load<Selector>(c.name, c.options).call("needs_target", [](const Selector& s) { return s.needs_target(); });
+    reads_target = reads_target || needs;
+    if (needs && cfg.target_sample.count == 0)
+      (node.is_sequence() ? node[i] : node).fail("selector '" + c.label + "' needs a target sample: calibration.target_sample: {domain, count}");
+  }
+  if (target.defined() && !reads_target) target.fail("no calibration.selector reads a target sample (target_match does)");
+  const ConfigNode domains = cfg.root["calibration"].has("domains") ? cfg.root["calibration"]["domains"] : cfg.root["calibration"]["source"];
+  for (const DomainSpec& d : cfg.calibration_domains)
+    if (!d.synthesizer.empty() || d.dataset == "none")
+      domains.fail("calibration domain '" + d.name + "' has no pool of real images for calibration.selector to choose from");
+  for (std::int64_t count : cfg.calibration_counts)
+    if (cfg.pool_size > 0 && count > cfg.pool_size)
+      cfg.root["calibration"]["count"].fail("a selector chooses " + std::to_string(count) + " images from a pool of " +
+                                            std::to_string(cfg.pool_size) + " (calibration.pool_size)");
+}
+
 void parse_test_domains(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
   for (std::size_t i = 0; i < (list.is_sequence() ? list.size() : 1); ++i) {
     const ConfigNode ref = list.is_sequence() ? list[i] : list;
@@ -563,6 +605,7 @@ YAML::Node domains_yaml(const ExperimentConfig& cfg) {
   YAML::Node domains(YAML::NodeType::Map);
   for (const auto* list : {&cfg.calibration_domains, &cfg.test_domains})
     for (const auto& d : *list) emit_domain(domains, d);
+  if (cfg.target_sample.count > 0) emit_domain(domains, cfg.target_sample.domain);
   return domains.size() > 0 ? domains : YAML::Node();
 }
 
@@ -715,6 +758,20 @@ void add_data_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.batch_size; }));
   k.push_back(scalar("calibration.histogram_bins", S::integer("histogram_bins", 2048, "histogram bins per sign of the activation statistics").range(16, 65536),
                      [](auto& c) -> auto& { return c.histogram_bins; }));
+  k.push_back(scalar("calibration.pool_size", S::integer("pool_size", 10000, "images a selector chooses from, drawn from the calibration domain (0: its whole split)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.pool_size; }));
+  k.push_back(structured("calibration.target_sample", "{domain, count}: unlabeled target-domain images a selector reads (train split unless named)",
+                         parse_target_sample, [](const ExperimentConfig& c) {
+                           if (c.target_sample.count == 0) return YAML::Node();
+                           YAML::Node n;
+                           n["domain"] = c.target_sample.domain.name;
+                           n["count"] = c.target_sample.count;
+                           return n;
+                         }));
+  k.push_back(structured("calibration.selector", "selector plugin(s) choosing the calibration set from the pool (a list: a sweep)",
+                         parse_selectors, [](const ExperimentConfig& c) {
+                           return c.selectors.empty() ? YAML::Node() : plugin_list_yaml(c.selectors);
+                         }));
   k.push_back(structured("test.domains", "test domains (B), test split unless a split is named", parse_test_domains,
                          [](const ExperimentConfig& c) { return names_yaml(c.test_domains); }));
   k.push_back(scalar("test.count", S::integer("count", 0, "test images per domain (0: all)").range(0, kUnbounded),

@@ -33,7 +33,7 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress,
                    const std::vector<bool>& needed)
-    : cfg_(cfg), registry_(registry), domains_(domains) {
+    : cfg_(cfg), registry_(registry), domains_(domains), progress_(progress) {
   models_.resize(cfg.models.size());
   for (std::size_t i = 0; i < cfg.models.size(); ++i) {
     if (!needed.empty() && !needed[i]) continue;  // a job of another model: not prepared in this process
@@ -58,10 +58,86 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
 
 const Dataset& Pipeline::calibration_set(const JobSpec& job) {
   const Dataset*& set = calibration_[&job];
-  if (!set)
+  if (set) return *set;
+  if (job.selector)
+    set = &(selected_[&job] = select_calibration_set(job)).set;
+  else
     set = &domains_.get(*job.domain, Split::Train, models_[job.model].prepared.shape, job.count, job.seed,
                         &cfg_.models[job.model]);
   return *set;
+}
+
+namespace {
+// Chosen images per source domain of the pool (a mixture's parts, else the pool's own domain).
+std::map<std::string, std::int64_t> composition(const Dataset& pool, const std::string& domain,
+                                                const std::vector<std::int64_t>& rows) {
+  std::map<std::string, std::int64_t> out;
+  for (std::int64_t row : rows) {
+    std::string source = domain;
+    std::int64_t end = 0;
+    for (const auto& [name, size] : pool.parts)
+      if (row < (end += size)) {
+        source = name;
+        break;
+      }
+    ++out[source];
+  }
+  return out;
+}
+}  // namespace
+
+Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
+  const auto start = std::chrono::steady_clock::now();
+  const Model& m = models_[job.model];
+  const ModelEntry* entry = &cfg_.models[job.model];
+  const Dataset& pool = domains_.get(*job.domain, Split::Train, m.prepared.shape, cfg_.pool_size, job.seed, entry);
+  if (job.count > pool.size())
+    throw Error(cfg_.file + ": calibration.count: " + std::to_string(job.count) + " images asked of a pool of " +
+                std::to_string(pool.size()) + " (domain '" + job.domain->name + "')");
+  const PluginChoice& choice = *job.selector;
+  const auto selector = registry_.load<Selector>(choice.name, choice.options);
+  SelectionContext context;
+  context.graph = &m.prepared.model.graph;
+  context.preprocess = m.prepared.pre;
+  context.pool_size = pool.size();
+  context.pool = [&pool](std::int64_t begin, std::int64_t end) { return pool.images.slice(0, begin, end); };
+  if (cfg_.target_sample.count > 0)  // another seed than the pool's: not the same draw when the domains coincide
+    context.target = domains_.get(cfg_.target_sample.domain, Split::Train, m.prepared.shape, cfg_.target_sample.count,
+                                  job.seed + 7777, entry).images;
+  context.count = job.count;
+  context.seed = job.seed;
+  context.batch_size = cfg_.batch_size;
+  context.device = cfg_.torch_device();
+  context.progress = &progress_;
+  const Selection chosen = selector.call("select", [&](const Selector& s) { return s.select(context); });
+  // The plugin's answer is checked before any image is used: count, range, no repeats.
+  std::vector<char> seen(static_cast<std::size_t>(pool.size()), 0);
+  const std::string who = "plugin '" + choice.name + "' (" + selector.record().path + ")";
+  if (static_cast<std::int64_t>(chosen.indices.size()) != job.count)
+    throw Error(who + " chose " + std::to_string(chosen.indices.size()) + " images, not " + std::to_string(job.count));
+  for (std::int64_t row : chosen.indices) {
+    if (row < 0 || row >= pool.size()) throw Error(who + " chose row " + std::to_string(row) + " of a pool of " + std::to_string(pool.size()));
+    if (seen[static_cast<std::size_t>(row)]++) throw Error(who + " chose row " + std::to_string(row) + " twice");
+  }
+  Selected out;
+  const at::Tensor rows = at::tensor(chosen.indices, at::kLong);
+  out.set = Dataset{job.domain->name, pool.images.index_select(0, rows).contiguous(), {}, {}};
+  if (pool.labeled()) out.set.labels = pool.labels.index_select(0, rows);
+  SelectionRecord& r = out.record;
+  r.selector = choice.label;
+  for (const auto& [name, value] : choice.options.values()) r.options[name] = to_string(value);
+  r.passes = selector.call("passes", [](const Selector& s) { return s.passes(); });
+  r.pool_size = pool.size();
+  if (context.target.defined()) r.target = cfg_.target_sample.domain.name;
+  r.composition = composition(pool, job.domain->name, chosen.indices);
+  r.measures = chosen.measures;
+  r.seconds = seconds_since(start);
+  progress_ << "xdq: " << cfg_.models[job.model].name << ": " << choice.label << " chose " << job.count << " of "
+            << pool.size() << " images of '" << job.domain->name << "' (seed " << job.seed << ") in " << std::fixed
+            << std::setprecision(1) << r.seconds << " s:";
+  for (const auto& [source, n] : r.composition) progress_ << " " << source << " " << n;
+  progress_ << std::endl;
+  return out;
 }
 
 // Graph passes of stage BeforeQuantization (e.g. AdaBN) adapt the FP graph to this calibration set, then
@@ -89,8 +165,10 @@ void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& cali
 }
 
 namespace {
-RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count) {
+RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count,
+                     const SelectionRecord& selection) {
   RunResult run;
+  run.selection = selection;
   run.id = spec.id;
   run.model = cfg.models[job.model].name;
   run.w_bits = spec.bits->w_bits;
@@ -111,7 +189,7 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
 RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
                              std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {
   const Model& m = models_[job.model];
-  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
+  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size(), selection(job));
   Executor exec = quantized.executor();
   if (channels_last(cfg_, m.prepared.shape)) exec.use_channels_last();
   for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
@@ -142,7 +220,7 @@ std::string Pipeline::run_counter() const {
 
 RunResult Pipeline::failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const {
   if (cfg_.on_error == "stop") throw Error(spec.id + ": " + error);
-  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size());
+  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size(), selection(job));
   run.error = error;
   log << run_counter() << run.id << "  FAILED: " << error << std::endl;
   return run;

@@ -69,6 +69,17 @@ class Pipeline {
     Loaded<GraphPass> plugin;
     bool after_rounding;
   };
+  // The job's set chosen by its selector from the pool (calibration.selector), with what the choice was.
+  struct Selected {
+    Dataset set;
+    SelectionRecord record;
+  };
+  Selected select_calibration_set(const JobSpec& job);
+  const SelectionRecord& selection(const JobSpec& job) const {
+    static const SelectionRecord none;
+    const auto it = selected_.find(&job);
+    return it == selected_.end() ? none : it->second.record;
+  }
   Graph adapted_graph(const Model& model, const PassContext& context) const;
   void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
                           const std::string& setting, JobOutput& out) const;
@@ -91,6 +102,8 @@ class Pipeline {
   std::vector<Model> models_;
   std::vector<Pass> passes_;
   std::map<const JobSpec*, const Dataset*> calibration_;
+  std::map<const JobSpec*, Selected> selected_;
+  std::ostream& progress_;
   std::string run_counter() const;
   std::size_t total_runs_ = 0;
   std::chrono::steady_clock::time_point counting_since_;

@@ -1,5 +1,6 @@
 #include "xdq/experiment/plan.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace xdq {
@@ -11,6 +12,7 @@ namespace {
 std::string run_id(const ExperimentConfig& cfg, const JobSpec& job, const BitSetting& bits, const PluginChoice& cal,
                    const PluginChoice& rnd) {
   std::string id = cfg.models[job.model].name + "/" + bits.label() + "/" + cal.label + "/" + rnd.label;
+  if (cfg.selectors.size() > 1) id += "/" + job.selector->label;
   if (cfg.calibration_domains.size() > 1) id += "/" + job.domain->name;
   if (cfg.calibration_counts.size() > 1) id += "/n" + std::to_string(job.count);
   if (cfg.repeats > 1) id += "/s" + std::to_string(job.seed);
@@ -30,19 +32,21 @@ Plan plan_experiment(const ExperimentConfig& cfg) {
   for (std::size_t mi = 0; mi < cfg.models.size(); ++mi)
     for (const DomainSpec& domain : cfg.calibration_domains)
       for (std::int64_t count : cfg.calibration_counts)
-        for (int repeat = 0; repeat < cfg.repeats; ++repeat) {
-          JobSpec job;
-          job.model = mi;
-          job.domain = &domain;
-          job.count = count;
-          job.seed = cfg.seed + static_cast<std::uint64_t>(repeat);
-          job.first_set = repeat == 0 && count == cfg.calibration_counts.front();
-          for (const BitSetting& bits : cfg.bits)
-            for (const PluginChoice& cal : cfg.calibrators)
-              for (const PluginChoice& rnd : cfg.rounding)
-                job.runs.push_back({run_id(cfg, job, bits, cal, rnd), &bits, &cal, &rnd});
-          plan.jobs.push_back(std::move(job));
-        }
+        for (int repeat = 0; repeat < cfg.repeats; ++repeat)
+          for (std::size_t si = 0; si < std::max<std::size_t>(1, cfg.selectors.size()); ++si) {
+            JobSpec job;
+            job.model = mi;
+            job.domain = &domain;
+            job.count = count;
+            job.seed = cfg.seed + static_cast<std::uint64_t>(repeat);
+            job.selector = cfg.selectors.empty() ? nullptr : &cfg.selectors[si];
+            job.first_set = repeat == 0 && count == cfg.calibration_counts.front() && si == 0;
+            for (const BitSetting& bits : cfg.bits)
+              for (const PluginChoice& cal : cfg.calibrators)
+                for (const PluginChoice& rnd : cfg.rounding)
+                  job.runs.push_back({run_id(cfg, job, bits, cal, rnd), &bits, &cal, &rnd});
+            plan.jobs.push_back(std::move(job));
+          }
   return plan;
 }
 
@@ -57,7 +61,11 @@ std::string describe_plan(const ExperimentConfig& cfg, const Plan& plan) {
   for (std::size_t j = 0; j < plan.jobs.size(); ++j) {
     const JobSpec& job = plan.jobs[j];
     out << "job " << j << ": " << cfg.models[job.model].name << " calibrated on " << job.domain->name << " ("
-        << job.count << " images, seed " << job.seed << "), " << job.runs.size() << " runs\n";
+        << job.count << " images, seed " << job.seed
+        << (job.selector ? ", chosen by " + job.selector->label + " from a pool of " +
+                               (cfg.pool_size > 0 ? std::to_string(cfg.pool_size) : std::string("the whole split"))
+                         : std::string())
+        << "), " << job.runs.size() << " runs\n";
     for (const RunSpec& r : job.runs) out << "  " << r.id << "\n";
   }
   out << "test domains:";

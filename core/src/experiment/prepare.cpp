@@ -162,6 +162,7 @@ Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& sha
   double total = 0;
   for (const auto& part : d.mixture) total += part.second;
   std::vector<at::Tensor> images, labels;
+  std::vector<std::pair<std::string, std::int64_t>> parts;
   std::int64_t taken = 0;
   for (std::size_t k = 0; k < d.mixture.size(); ++k) {
     const std::int64_t n =
@@ -173,8 +174,10 @@ Dataset DomainCache::mix(const DomainSpec& d, Split split, const InputShape& sha
     const Dataset& part = get(d.mixture[k].first, split, shape, n, seed + 104729 * (k + 1), model);
     images.push_back(part.images);
     labels.push_back(part.labels);
+    if (part.parts.empty()) parts.emplace_back(d.mixture[k].first.name, part.size());
+    else parts.insert(parts.end(), part.parts.begin(), part.parts.end());  // a mixture of mixtures: its leaves
   }
-  Dataset out{d.name, at::cat(images), {}};
+  Dataset out{d.name, at::cat(images), {}, parts};
   if (std::all_of(labels.begin(), labels.end(), [](const at::Tensor& t) { return t.defined(); }))
     out.labels = at::cat(labels);
   return out;

@@ -33,6 +33,25 @@ ExportRecord export_from_json(const nlohmann::json& j) {
   return e;
 }
 
+nlohmann::json selection_json(const SelectionRecord& s) {
+  return {{"selector", s.selector}, {"options", s.options}, {"passes", s.passes}, {"pool_size", s.pool_size},
+          {"target", s.target}, {"composition", s.composition}, {"measures", s.measures}, {"seconds", s.seconds}};
+}
+
+SelectionRecord selection_from_json(const nlohmann::json& j) {
+  SelectionRecord s;
+  if (!j.is_object()) return s;
+  s.selector = j.value("selector", "");
+  s.options = j.value("options", std::map<std::string, std::string>{});
+  s.passes = j.value("passes", 0);
+  s.pool_size = j.value("pool_size", std::int64_t{0});
+  s.target = j.value("target", "");
+  s.composition = j.value("composition", std::map<std::string, std::int64_t>{});
+  s.measures = j.value("measures", std::map<std::string, double>{});
+  s.seconds = j.value("seconds", 0.0);
+  return s;
+}
+
 void add_runtime_json(const DomainResult& d, nlohmann::json& j) {
   if (!d.has_runtime()) return;
   j["runtime_top1"] = d.runtime_top1;

@@ -40,6 +40,7 @@ YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job
   c["count"] = set.size();
   c["seed"] = job.seed;
   c["hash"] = set.content_hash();
+  if (job.selector) c["selector"] = job.selector->label;
   if (!domain.synthesizer.empty())
     c["cache_file"] = domains.cache_file(domain, pipeline.prepared(job.model).shape, job.count, job.seed, &cfg.models[job.model]);
   return c;

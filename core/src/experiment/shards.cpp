@@ -51,6 +51,7 @@ nlohmann::json run_json(const RunResult& r) {
     j["results"].push_back(dj);
   }
   if (r.exported.requested()) j["export"] = export_json(r.exported);
+  if (r.selection.requested()) j["selection"] = selection_json(r.selection);
   return j;
 }
 
@@ -78,6 +79,7 @@ RunResult run_from_json(const nlohmann::json& j) {
     read_runtime_json(d, r.results.back());
   }
   r.exported = export_from_json(j.value("export", nlohmann::json()));
+  r.selection = selection_from_json(j.value("selection", nlohmann::json()));
   return r;
 }
 
@@ -169,10 +171,11 @@ std::optional<nlohmann::json> ShardFolder::phases(const std::string& id) const {
 
 std::string file_name_safe(const std::string& text) { return std::regex_replace(text, std::regex("[^A-Za-z0-9._+-]"), "_"); }
 
-// index-model-domain-nCOUNT-sSEED, in characters safe in file names.
+// index-model-domain-nCOUNT-sSEED[-selector], in characters safe in file names.
 std::string ShardStore::id(const JobSpec& job, std::size_t index) const {
   return file_name_safe(std::to_string(index) + "-" + cfg_.models[job.model].name + "-" + job.domain->name + "-n" +
-                        std::to_string(job.count) + "-s" + std::to_string(job.seed));
+                        std::to_string(job.count) + "-s" + std::to_string(job.seed) +
+                        (job.selector ? "-" + job.selector->label : std::string()));
 }
 
 void ShardStore::write(const JobSpec& job, std::size_t index, const JobShard& shard) const {

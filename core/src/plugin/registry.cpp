@@ -43,12 +43,13 @@ WeightOptimizer::~WeightOptimizer() = default;
 Synthesizer::~Synthesizer() = default;
 GraphPass::~GraphPass() = default;
 DomainTransform::~DomainTransform() = default;
+Selector::~Selector() = default;
 
 namespace {
 constexpr std::pair<PluginKind, const char*> kKindNames[] = {
     {PluginKind::Calibrator, "calibrator"},         {PluginKind::Synthesizer, "synthesizer"},
     {PluginKind::WeightOptimizer, "weight_optimizer"}, {PluginKind::GraphPass, "graph_pass"},
-    {PluginKind::DomainTransform, "domain_transform"}};
+    {PluginKind::DomainTransform, "domain_transform"}, {PluginKind::Selector, "selector"}};
 }  // namespace
 
 const char* to_string(PluginKind kind) {

@@ -95,7 +95,7 @@ namespace {
 
 bool sweeps_domains(const ExperimentConfig& cfg) {
   return cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1 || cfg.calibration_counts.size() > 1 ||
-         cfg.repeats > 1;
+         cfg.repeats > 1 || cfg.selectors.size() > 1;
 }
 
 // Per setting: the heatmap (first row FP32 on each test domain, the reference every cell is read
@@ -180,6 +180,7 @@ std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg
   header << "Source: `" << cfg.file << "`; preset `" << cfg.preset << "`, weight ranges `" << cfg.weight_range
          << "`, seed " << cfg.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
   std::string body = results_markdown(run.results, header.str());
+  body += selection_markdown(run.results);
   if (sweeps_domains(cfg)) body += gap_matrices_markdown(run.results, files) + layer_shift_markdown(run.results, files);
   body += curves_markdown(run, files);
   body += samples_markdown(cfg, run, files);

@@ -29,6 +29,7 @@ std::string results_json(const ExperimentResults& results) {
     if (!r.passes.empty()) run["passes"] = r.passes;
     run["calibration"] = {{"source", r.calibration_source}, {"count", r.calibration_count}, {"domain", r.calibration_domain},
                           {"seed", r.calibration_seed}};
+    if (r.selection.requested()) run["calibration"]["selection"] = nlohmann::ordered_json(selection_json(r.selection));
     run["results"] = nlohmann::ordered_json::array();
     for (const auto& d : r.results) {
       nlohmann::json runtime;
@@ -176,6 +177,95 @@ std::string export_markdown(const ExperimentResults& results) {
   return out.str();
 }
 
+namespace {
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x / static_cast<double>(v.size());
+  return s;
+}
+double std_of(const std::vector<double>& v) {
+  if (v.size() < 2) return 0;
+  const double m = mean_of(v);
+  double s = 0;
+  for (double x : v) s += (x - m) * (x - m) / static_cast<double>(v.size() - 1);
+  return std::sqrt(s);
+}
+
+// The runs of one selection table: a model, a setting and a set size; per selector, in order of first
+// appearance, the per-seed mean top-1 over the test domains, compositions and measures.
+struct SelectionGroup {
+  std::string title;
+  std::vector<std::string> selectors, sources;
+  std::map<std::string, std::vector<double>> top1;  // selector -> per run (seed)
+  std::map<std::string, std::map<std::string, std::vector<double>>> composition, measures;
+  std::map<std::string, std::vector<double>> seconds;
+};
+
+std::vector<SelectionGroup> selection_groups(const ExperimentResults& results) {
+  std::vector<SelectionGroup> groups;
+  for (const RunResult& r : results.runs) {
+    if (!r.selection.requested() || r.failed() || r.results.empty()) continue;
+    const std::string title = r.model + " w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator +
+                              "/" + r.rounding + ", " + std::to_string(r.calibration_count) + " images";
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const SelectionGroup& x) { return x.title == title; });
+    if (g == groups.end()) g = groups.insert(groups.end(), SelectionGroup{title, {}, {}, {}, {}, {}, {}});
+    const std::string& s = r.selection.selector;
+    if (std::find(g->selectors.begin(), g->selectors.end(), s) == g->selectors.end()) g->selectors.push_back(s);
+    double mean = 0;
+    for (const DomainResult& d : r.results) mean += d.quant_top1 / static_cast<double>(r.results.size());
+    g->top1[s].push_back(mean);
+    for (const auto& [source, n] : r.selection.composition) {
+      if (std::find(g->sources.begin(), g->sources.end(), source) == g->sources.end()) g->sources.push_back(source);
+      g->composition[s][source].push_back(static_cast<double>(n));
+    }
+    for (const auto& [name, value] : r.selection.measures) g->measures[s][name].push_back(value);
+    g->seconds[s].push_back(r.selection.seconds);
+  }
+  return groups;
+}
+}  // namespace
+
+// Per group: each selector's mean top-1 over the test domains (mean ± std over seeds), its difference to
+// `random` (marked when larger than twice the standard deviation of the difference), the chosen sets'
+// composition by source domain, the selection time and the selector's own measures.
+std::string selection_markdown(const ExperimentResults& results) {
+  const std::vector<SelectionGroup> groups = selection_groups(results);
+  if (groups.empty()) return "";
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2)
+      << "\n## Calibration-set selection\n\nTop-1 averaged over the test domains (%), mean ± std over seeds; "
+      << "vs random: difference to the random selector, ** where it exceeds twice the standard deviation of the "
+      << "difference; composition: mean chosen images per source domain of the pool.\n\n";
+  for (const SelectionGroup& g : groups) {
+    out << "#### " << g.title << "\n\n| selector | top-1 | vs random |";
+    for (const auto& source : g.sources) out << " " << source << " |";
+    out << " seconds | measures |\n|---|---:|---:|";
+    for (std::size_t k = 0; k < g.sources.size(); ++k) out << "---:|";
+    out << "---:|---|\n";
+    const auto random = g.top1.find("random");
+    for (const std::string& s : g.selectors) {
+      const std::vector<double>& v = g.top1.at(s);
+      out << "| " << s << " | " << 100 * mean_of(v) << " ± " << 100 * std_of(v) << " | ";
+      if (random != g.top1.end() && s != "random") {
+        const double diff = mean_of(v) - mean_of(random->second);
+        const double sd = std::sqrt(std::pow(std_of(v), 2) + std::pow(std_of(random->second), 2));
+        out << std::showpos << 100 * diff << std::noshowpos << (v.size() > 1 && std::abs(diff) > 2 * sd ? " **" : "");
+      }
+      out << " |";
+      for (const auto& source : g.sources) {
+        const auto c = g.composition.at(s).find(source);
+        out << " " << std::setprecision(1) << (c == g.composition.at(s).end() ? 0.0 : mean_of(c->second)) << " |";
+      }
+      out << " " << mean_of(g.seconds.at(s)) << " | " << std::setprecision(4);
+      if (const auto m = g.measures.find(s); m != g.measures.end())
+        for (const auto& [name, values] : m->second) out << name << " " << mean_of(values) << "; ";
+      out << std::setprecision(2) << " |\n";
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
 std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
   std::set<std::int64_t> counts;
   for (const auto& r : results.runs) counts.insert(r.calibration_count);
@@ -200,7 +290,8 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
       m = out.end() - 1;
     }
     auto& cells = samples[static_cast<std::size_t>(m - out.begin())];
-    const std::size_t a = index_of(m->calibration_domains, r.calibration_domain);
+    // A selected set is its own row: runs of different selectors are never averaged together.
+    const std::size_t a = index_of(m->calibration_domains, r.calibration_domain + (r.selection.requested() ? " (" + r.selection.selector + ")" : ""));
     for (const auto& d : r.results) {
       const std::size_t b = index_of(m->test_domains, d.domain);
       m->fp32_top1.resize(m->test_domains.size(), std::nan(""));

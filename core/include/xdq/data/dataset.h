@@ -16,6 +16,9 @@ struct Dataset {
   std::string name;
   at::Tensor images;
   at::Tensor labels;
+  // Where the rows come from when the set is a mixture: consecutive blocks (domain name, rows), in order.
+  // Empty for a set of one source; subsets and slices drop it.
+  std::vector<std::pair<std::string, std::int64_t>> parts;
 
   std::int64_t size() const { return images.defined() ? images.size(0) : 0; }
   bool labeled() const { return labels.defined(); }

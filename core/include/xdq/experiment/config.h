@@ -87,6 +87,16 @@ struct ExperimentConfig {
   std::vector<std::int64_t> calibration_counts{1024};  // a sweep over calibration-set sizes
   int repeats = 1;  // calibration sets drawn with seeds seed, seed + 1, ...
   std::int64_t batch_size = 256;
+  // calibration.selector: each a point of the sweep; the set is then chosen from a pool of pool_size
+  // images of the calibration domain (0: its whole split). Empty: a random draw from the domain.
+  std::vector<PluginChoice> selectors;
+  std::int64_t pool_size = 10000;
+  // calibration.target_sample: a small unlabeled sample of the target domain for the selectors that read
+  // one (train split unless the reference names one); count 0: none.
+  struct TargetSample {
+    DomainSpec domain;
+    std::int64_t count = 0;
+  } target_sample;
   int histogram_bins = 2048;  // per sign, in the activation statistics every calibrator reads
 
   std::vector<DomainSpec> test_domains;  // B

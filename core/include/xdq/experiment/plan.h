@@ -1,7 +1,7 @@
 #pragma once
 // The plan of an experiment: what `xdq run` will execute, computed from the validated config alone (no
 // model or data is read), so it can be printed (`--dry-run`) and checked before any work.
-//   job = one model x one calibration set (domain, count, seed): data prepared and passes run once;
+//   job = one model x one calibration set (domain, count, seed, selector): data prepared and passes run once;
 //   run = one bit setting x calibrator x rounding of a job, tested on every test domain (its cells).
 #include <cstdint>
 #include <string>
@@ -12,7 +12,7 @@
 namespace xdq {
 
 struct RunSpec {
-  std::string id;  // model/bits/calibrator/rounding[/domain][/nCOUNT][/sSEED], unique in the plan
+  std::string id;  // model/bits/calibrator/rounding[/selector][/domain][/nCOUNT][/sSEED], unique in the plan
   const BitSetting* bits = nullptr;
   const PluginChoice* calibrator = nullptr;
   const PluginChoice* rounding = nullptr;
@@ -23,6 +23,7 @@ struct JobSpec {
   const DomainSpec* domain = nullptr;
   std::int64_t count = 0;
   std::uint64_t seed = 0;
+  const PluginChoice* selector = nullptr;  // chooses the set from a pool (calibration.selector), or null
   bool first_set = false;  // first size, first repeat: the set diagnostics and sample pictures use
   std::vector<RunSpec> runs;  // bits x calibrators x rounding, in that nesting order
 };

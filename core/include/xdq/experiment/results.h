@@ -2,7 +2,8 @@
 // The results contract (later features extend it, never break it):
 // results.json = {"experiment": str, "xdq_version": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator",
 //   "rounding", "calibrator_options": {name: value}, "rounding_options": {name: value},
-//   "calibration": {"source", "count", "domain", "seed"}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
+//   "calibration": {"source", "count", "domain", "seed", "selection": {"selector", "options", "passes", "pool_size",
+//   "target", "composition": {source domain: images}, "measures": {name: value}, "seconds"} (selected sets)}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
 //   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs),
 //   "peak_rss_mib", "export": {"dir", "files", "runtime", "int8_layers", "layers", "error", "runtime_error"}
@@ -50,6 +51,22 @@ struct ExportRecord {
   bool requested() const { return !dir.empty() || !error.empty(); }
 };
 
+// How the calibration set was chosen from a candidate pool (calibration.selector); empty when it was a
+// plain random draw from its domain.
+struct SelectionRecord {
+  std::string selector;  // label
+  std::map<std::string, std::string> options;
+  int passes = 0;              // forward passes over the pool the selector declares
+  std::int64_t pool_size = 0;
+  std::string target;          // target_sample domain, when one was given
+  std::map<std::string, std::int64_t> composition;  // chosen images per source domain of the pool
+  std::map<std::string, double> measures;           // the selector's objective on the chosen set
+  double seconds = 0.0;                             // selection time, features pass included
+  bool requested() const { return !selector.empty(); }
+};
+nlohmann::json selection_json(const SelectionRecord& s);
+SelectionRecord selection_from_json(const nlohmann::json& j);
+
 struct RunResult {
   std::string id, model;
   int w_bits = 8, a_bits = 8;
@@ -62,6 +79,7 @@ struct RunResult {
   std::string calibration_domain;  // domain name (dataset + transforms)
   std::int64_t calibration_count = 0;
   std::uint64_t calibration_seed = 0;
+  SelectionRecord selection;
   std::vector<DomainResult> results;
   double seconds = 0.0;
   double peak_rss_mib = 0.0;  // the process's peak resident memory when the run ended (all runs before it included)

@@ -1,6 +1,7 @@
 #pragma once
 // One abstract interface per plugin kind. No data members; contexts are plain structs owned by the core.
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <memory>
@@ -107,10 +108,42 @@ class BOOST_SYMBOL_VISIBLE DomainTransform : public Plugin {
   virtual at::Tensor apply(const at::Tensor& images, int severity, std::uint64_t seed) const = 0;
 };
 
+// ---- Selector: which images of a candidate pool calibrate ---------------------------------------------
+// The pool is read batch by batch (it may come from several domains; labels are not given: selection is
+// unsupervised). A selector reads the FP model through an Executor of `graph` (value hooks for activations).
+struct SelectionContext {
+  const Graph* graph = nullptr;  // the FP model, BatchNorm unfolded (running statistics intact)
+  Preprocess preprocess;         // pixels -> the model's input
+  std::int64_t pool_size = 0;
+  // Pool images [begin, end) as [0, 1] pixels [n, C, H, W] on the CPU.
+  std::function<at::Tensor(std::int64_t begin, std::int64_t end)> pool;
+  at::Tensor target;  // a small unlabeled sample of the target domain (pixels, CPU), or undefined
+  std::int64_t count = 0;
+  std::uint64_t seed = 0;
+  std::int64_t batch_size = 256;
+  c10::Device device{c10::kCPU};  // where the graph's tensors are
+  std::ostream* progress = nullptr;
+};
+
+struct Selection {
+  std::vector<std::int64_t> indices;       // `count` distinct pool rows
+  std::map<std::string, double> measures;  // the method's objective on the chosen set (reported with the run)
+  std::vector<double> trace;               // the objective after each improving step, where the method has one
+};
+
+class BOOST_SYMBOL_VISIBLE Selector : public Plugin {
+ public:
+  ~Selector() override;
+  virtual int passes() const { return 1; }  // forward passes over the pool a selection makes (0: reads no image)
+  virtual bool needs_target() const { return false; }
+  virtual Selection select(const SelectionContext& context) const = 0;
+};
+
 template <> struct PluginKindOf<Calibrator> { static constexpr PluginKind value = PluginKind::Calibrator; };
 template <> struct PluginKindOf<WeightOptimizer> { static constexpr PluginKind value = PluginKind::WeightOptimizer; };
 template <> struct PluginKindOf<Synthesizer> { static constexpr PluginKind value = PluginKind::Synthesizer; };
 template <> struct PluginKindOf<GraphPass> { static constexpr PluginKind value = PluginKind::GraphPass; };
 template <> struct PluginKindOf<DomainTransform> { static constexpr PluginKind value = PluginKind::DomainTransform; };
+template <> struct PluginKindOf<Selector> { static constexpr PluginKind value = PluginKind::Selector; };
 
 }  // namespace xdq

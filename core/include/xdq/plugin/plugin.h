@@ -21,14 +21,14 @@ namespace xdq {
 // For humans: bumped with releases that change the plugin interfaces. What guards the layout is
 // XDQ_PLUGIN_ABI_HASH (generated at build time from the SDK headers, cmake/abi_hash.cmake): any change to
 // interfaces.h or a header it includes changes it, and plugins built before are refused.
-constexpr std::uint32_t kPluginAbiVersion = 5;
+constexpr std::uint32_t kPluginAbiVersion = 6;
 
 #define XDQ_STRINGIFY_(x) #x
 #define XDQ_STRINGIFY(x) XDQ_STRINGIFY_(x)
 #define XDQ_TORCH_VERSION \
   XDQ_STRINGIFY(TORCH_VERSION_MAJOR) "." XDQ_STRINGIFY(TORCH_VERSION_MINOR) "." XDQ_STRINGIFY(TORCH_VERSION_PATCH)
 
-enum class PluginKind { Calibrator, Synthesizer, WeightOptimizer, GraphPass, DomainTransform };
+enum class PluginKind { Calibrator, Synthesizer, WeightOptimizer, GraphPass, DomainTransform, Selector };
 const char* to_string(PluginKind kind);
 // "calibrator" -> PluginKind; false when unknown.
 bool parse_plugin_kind(const char* text, PluginKind& kind);
@@ -45,7 +45,7 @@ struct PluginDescriptor {
   const char* abi_hash;  // XDQ_PLUGIN_ABI_HASH the plugin was compiled with
   const char* torch_version;
   int cxx11_abi;
-  const char* kind;  // "calibrator", "synthesizer", "weight_optimizer", "graph_pass", "domain_transform"
+  const char* kind;  // "calibrator", "synthesizer", "weight_optimizer", "graph_pass", "domain_transform", "selector"
   const char* name;
   const char* version;
   const char* summary;

@@ -18,6 +18,10 @@ std::string results_markdown(const ExperimentResults& results, const std::string
 // The exported runs: simulated vs runtime top-1 per test domain, and exports or runtimes that failed ("" when none).
 std::string export_markdown(const ExperimentResults& results);
 
+// Runs whose calibration set a selector chose: per model, setting and set size, every selector against
+// random (mean ± std over seeds), the chosen sets' domain composition and the selectors' measures.
+std::string selection_markdown(const ExperimentResults& results);
+
 // The cross-domain matrix of one setting (model x bits x calibrator x rounding x calibration size): rows
 // are calibration domains A, columns test domains B; repeats (calibration seeds) are averaged.
 struct GapMatrix {

@@ -1,0 +1,220 @@
+#include "xdq/select/selection.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <ostream>
+
+#include "xdq/data/dataset.h"
+#include "xdq/error.h"
+#include "xdq/exec/executor.h"
+
+namespace xdq {
+
+namespace {
+
+// Per-image summaries of one activation batch: 4-D over positions, 2-D as they are.
+struct BatchSummary {
+  at::Tensor mean, square, absmax;
+};
+BatchSummary summarize(const at::Tensor& x) {
+  const at::Tensor v = x.detach().to(at::kFloat);
+  if (v.dim() == 4) return {v.mean({2, 3}).cpu(), v.pow(2).mean({2, 3}).cpu(), v.abs().amax({2, 3}).cpu()};
+  if (v.dim() == 2) return {v.cpu(), v.pow(2).cpu(), v.abs().cpu()};
+  const at::Tensor flat = v.flatten(2);  // [B, C, ...] of another rank: positions flattened
+  return {flat.mean(2).cpu(), flat.pow(2).mean(2).cpu(), flat.abs().amax(2).cpu()};
+}
+
+// One site being recorded: its value and the per-batch summaries so far.
+struct Recorder {
+  int value = -1;
+  std::vector<at::Tensor> mean, square, absmax;
+  void add(const BatchSummary& s) {
+    mean.push_back(s.mean);
+    square.push_back(s.square);
+    absmax.push_back(s.absmax);
+  }
+  void finish(SiteFeatures& f) const {
+    f.mean = at::cat(mean);
+    f.square = at::cat(square);
+    f.absmax = at::cat(absmax);
+  }
+};
+
+PoolFeatures features(const SelectionContext& context, std::int64_t n,
+                      const std::function<at::Tensor(std::int64_t, std::int64_t)>& read, const FeatureRequest& request) {
+  if (!context.graph) throw Error("selection: no model");
+  const Graph& graph = *context.graph;
+  PoolFeatures out;
+  std::vector<Recorder> bn, layers;
+  for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
+    const Node& node = graph.nodes[i];
+    if (request.bn_inputs && node.kind == OpKind::BatchNorm) {
+      bn.push_back({node.inputs.at(0), {}, {}, {}});
+      out.bn_inputs.push_back({node.name, {}, {}, {}, node.bn.mean.cpu().to(at::kFloat), node.bn.var.cpu().to(at::kFloat)});
+    }
+    if (request.layer_inputs && node.is_layer()) {
+      layers.push_back({node.inputs.at(0), {}, {}, {}});
+      out.layer_inputs.push_back({node.name, {}, {}, {}, {}, {}});
+    }
+  }
+  const auto layer_nodes = graph.layer_nodes();
+  if (request.penultimate && layer_nodes.empty()) throw Error("selection: the model has no conv or linear layer");
+  const int penultimate = request.penultimate ? graph.nodes[layer_nodes.back()].inputs.at(0) : -1;
+  std::vector<at::Tensor> penultimate_batches, logits_batches;
+  // One hook per value, feeding every recorder that watches it.
+  std::map<int, std::vector<Recorder*>> watchers;
+  for (auto* list : {&bn, &layers})
+    for (Recorder& r : *list) watchers[r.value].push_back(&r);
+  Executor exec(graph);
+  for (auto& [value, recorders] : watchers)
+    exec.set_value_hook(value, [recorders = recorders](const at::Tensor& x) {
+      const BatchSummary s = summarize(x);
+      for (Recorder* r : recorders) r->add(s);
+      return x;
+    });
+  if (penultimate >= 0) {
+    const auto it = watchers.find(penultimate);
+    // The penultimate value may also be a layer input: one hook serves both.
+    exec.set_value_hook(penultimate, [&, it](const at::Tensor& x) {
+      if (it != watchers.end()) {
+        const BatchSummary s = summarize(x);
+        for (Recorder* r : it->second) r->add(s);
+      }
+      penultimate_batches.push_back(summarize(x).mean);
+      return x;
+    });
+  }
+  const at::NoGradGuard no_grad;
+  const std::int64_t batch = std::max<std::int64_t>(1, context.batch_size);
+  for (std::int64_t begin = 0; begin < n; begin += batch) {
+    const at::Tensor logits = exec.forward(context.preprocess.apply(read(begin, std::min(n, begin + batch))));
+    if (request.logits) logits_batches.push_back(logits.detach().to(at::kFloat).cpu());
+  }
+  for (std::size_t k = 0; k < bn.size(); ++k) bn[k].finish(out.bn_inputs[k]);
+  for (std::size_t k = 0; k < layers.size(); ++k) layers[k].finish(out.layer_inputs[k]);
+  if (request.logits) out.logits = at::cat(logits_batches);
+  if (request.penultimate) out.penultimate = at::cat(penultimate_batches);
+  return out;
+}
+
+}  // namespace
+
+PoolFeatures pool_features(const SelectionContext& context, const FeatureRequest& request) {
+  if (context.progress)
+    *context.progress << "xdq: selection: one FP32 pass over the pool (" << context.pool_size << " images)\n";
+  return features(context, context.pool_size, context.pool, request);
+}
+
+PoolFeatures image_features(const SelectionContext& context, const at::Tensor& images, const FeatureRequest& request) {
+  return features(context, images.size(0), [&](std::int64_t b, std::int64_t e) { return images.slice(0, b, e); }, request);
+}
+
+void sample_moments(const std::vector<SiteFeatures>& sites, std::vector<at::Tensor>& mean, std::vector<at::Tensor>& var) {
+  mean.clear();
+  var.clear();
+  for (const SiteFeatures& s : sites) {
+    const at::Tensor m = s.mean.to(at::kDouble).mean(0);
+    mean.push_back(m.to(at::kFloat));
+    var.push_back((s.square.to(at::kDouble).mean(0) - m.pow(2)).clamp_min(0).to(at::kFloat));
+  }
+}
+
+at::Tensor standardized_moment_gaps(const std::vector<SiteFeatures>& sites, const std::vector<at::Tensor>& reference_mean,
+                                    const std::vector<at::Tensor>& reference_var) {
+  std::vector<at::Tensor> parts;
+  for (std::size_t k = 0; k < sites.size(); ++k) {
+    const at::Tensor mu = reference_mean.at(k).to(at::kDouble), var = reference_var.at(k).to(at::kDouble);
+    // A channel the reference never moves (σ = 0) gets σ of the site's mean scale, not a division by zero.
+    const at::Tensor sigma = var.sqrt().clamp_min(1e-3 * (var.mean().sqrt().item<double>() + 1e-12));
+    const double scale = 1.0 / std::sqrt(2.0 * static_cast<double>(mu.size(0)));
+    const at::Tensor gap_mean = (sites[k].mean.to(at::kDouble) - mu) / sigma;
+    const at::Tensor gap_square = (sites[k].square.to(at::kDouble) - mu.pow(2) - sigma.pow(2)) / sigma.pow(2);
+    parts.push_back((gap_mean * scale).to(at::kFloat));
+    parts.push_back((gap_square * scale).to(at::kFloat));
+  }
+  if (parts.empty()) throw Error("selection: the model has no activation site to match moments at");
+  return at::cat(parts, 1).contiguous();
+}
+
+double mean_gap(const at::Tensor& z, const std::vector<std::int64_t>& rows) {
+  const at::Tensor index = at::tensor(rows, at::kLong);
+  return z.index_select(0, index).to(at::kDouble).mean(0).pow(2).sum().item<double>();
+}
+
+namespace {
+// The row minimizing ||sum + z_j||² over rows not `taken`: ||sum||² + 2 sum·z_j + ||z_j||², the first term
+// the same for every j; ranked in float32, ties to the lowest row. `norms`: ||z_j||².
+std::int64_t best_row(const at::Tensor& z, const at::Tensor& norms, const at::Tensor& sum, const at::Tensor& taken) {
+  at::Tensor score = at::mv(z, sum.to(at::kFloat)).mul_(2).add_(norms);
+  score.masked_fill_(taken, std::numeric_limits<float>::infinity());
+  return score.argmin().item<std::int64_t>();
+}
+}  // namespace
+
+MeanMatch match_mean(const at::Tensor& z, std::int64_t count, std::int64_t first, int max_rounds) {
+  const std::int64_t n = z.size(0);
+  if (count > n) throw Error("selection: " + std::to_string(count) + " images asked from a pool of " + std::to_string(n));
+  const at::Tensor norms = z.pow(2).sum(1);
+  const auto row = [&](std::int64_t j) { return z[j].to(at::kDouble); };
+  at::Tensor taken = at::zeros({n}, at::kBool);
+  bool* is_taken = taken.data_ptr<bool>();
+  MeanMatch out;
+  at::Tensor sum = row(first);
+  out.rows.push_back(first);
+  is_taken[first] = true;
+  while (static_cast<std::int64_t>(out.rows.size()) < count) {
+    const std::int64_t j = best_row(z, norms, sum, taken);
+    out.rows.push_back(j);
+    is_taken[j] = true;
+    sum += row(j);
+  }
+  const double k = static_cast<double>(count);
+  double current = (sum / k).pow(2).sum().item<double>();
+  out.trace.push_back(current);
+  for (int round = 0; round < max_rounds && !out.converged; ++round) {
+    bool changed = false;
+    for (std::size_t p = 0; p < out.rows.size(); ++p) {
+      const std::int64_t old = out.rows[p];
+      const at::Tensor without = sum - row(old);
+      is_taken[old] = false;
+      const std::int64_t j = best_row(z, norms, without, taken);
+      const at::Tensor swapped = without + row(j);
+      const double candidate = (swapped / k).pow(2).sum().item<double>();
+      if (j != old && candidate < current) {  // checked in double: the trace never rises
+        out.rows[p] = j;
+        sum = swapped;
+        current = candidate;
+        out.trace.push_back(current);
+        changed = true;
+      }
+      is_taken[out.rows[p]] = true;
+    }
+    out.converged = !changed;
+  }
+  return out;
+}
+
+Selection select_by_moments(const at::Tensor& gaps, const SelectionContext& context, int max_rounds) {
+  const MeanMatch m = match_mean(gaps, context.count, seeded_index(gaps.size(0), context.seed), max_rounds);
+  Selection out;
+  out.indices = m.rows;
+  out.trace = m.trace;
+  out.measures["moment_distance"] = m.trace.back();
+  out.measures["moment_distance_greedy"] = m.trace.front();
+  const at::Tensor random = subset_rows(gaps.size(0), context.count, context.seed);
+  out.measures["moment_distance_random"] =
+      mean_gap(gaps, std::vector<std::int64_t>(random.data_ptr<std::int64_t>(), random.data_ptr<std::int64_t>() + random.numel()));
+  out.measures["swaps_converged"] = m.converged ? 1 : 0;
+  return out;
+}
+
+std::int64_t seeded_index(std::int64_t n, std::uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return at::randint(n, {1}, gen).item<std::int64_t>();
+}
+
+}  // namespace xdq
