@@ -184,18 +184,9 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   constexpr std::int64_t kSynthBatch = 64, kSynthIters = 10;
   for (at::Tensor p : module.parameters()) p.requires_grad_(false);
   const std::vector<SynthesisModel> synth_models{{"resnet20", &model.graph, model.preprocess, {1, 28, 28}}};
-  auto synthesis_options = [&](const std::string& method) {
-    BnSynthesisOptions o = bn_synthesis_options(default_options(registry.get(PluginKind::Synthesizer, method).options), method);
-    o.batch_size = kSynthBatch;
-    o.warmup = 0;
-    return o;
-  };
-  auto synth_step_seconds = [&](BnSynthesisOptions o) {
-    o.iterations = 1;
-    const double setup = timed([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
-    o.iterations = 1 + kSynthIters;
-    const double all = timed([&] { synthesize_from_bn_statistics(synth_models, {1, 28, 28}, kSynthBatch, 0, o, nullptr); });
-    return (all - setup) / kSynthIters;
+  auto synth_step_seconds = [&](const std::string& method) {
+    return bench::synthesis_iteration_seconds(synth_models, {1, 28, 28}, kSynthBatch, kSynthIters,
+                                              bench::synthesis_defaults(registry, method), device);
   };
   const at::Tensor synth_input = eval_images.slice(0, 0, kSynthBatch).to(device);
   auto plain_synth_step = [&](at::MemoryFormat format) {
@@ -233,8 +224,8 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
       layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
     plain_iter.push_back(per_iteration(recon_iters, [&] { block.step(); }));
     plain_iter_nhwc.push_back(per_iteration(recon_iters, [&] { block_nhwc.step(); }));
-    zeroq_iter.push_back(synth_step_seconds(synthesis_options("zeroq")));
-    deepinversion_iter.push_back(synth_step_seconds(synthesis_options("deepinversion")));
+    zeroq_iter.push_back(synth_step_seconds("zeroq"));
+    deepinversion_iter.push_back(synth_step_seconds("deepinversion"));
     plain_synth_iter.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(at::MemoryFormat::Contiguous); }));
     plain_synth_iter_nhwc.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(at::MemoryFormat::ChannelsLast); }));
   }

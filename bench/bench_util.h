@@ -12,7 +12,9 @@
 
 #include "xdq/exec/executor.h"
 #include "xdq/quant/ptq.h"
+#include "xdq/plugin/registry.h"
 #include "xdq/quant/reconstruction.h"
+#include "xdq/synthesis/synthesis.h"
 
 namespace xdq::bench {
 
@@ -75,6 +77,25 @@ inline double reconstruction_iteration_seconds(const QuantizedModel& model, cons
   for (const UnitReport& r : reconstruct(ctx, o))
     if (r.name == name) return r.timing.seconds_per_iteration;
   return 0.0;
+}
+
+// One synthesis iteration of the engine (options `o`, batch `batch` of `shape` images): the engine run for
+// 1 and for 1 + iters steps, the difference divided by iters (set-up and the first step left out).
+inline double synthesis_iteration_seconds(const std::vector<SynthesisModel>& models, const std::vector<std::int64_t>& shape,
+                                          std::int64_t batch, std::int64_t iters, BnSynthesisOptions o,
+                                          const c10::Device& device) {
+  o.batch_size = batch;
+  o.warmup = 0;
+  o.iterations = 1;
+  const double setup = seconds([&] { synthesize_from_bn_statistics(models, shape, batch, 0, o, nullptr); }, device);
+  o.iterations = 1 + iters;
+  const double all = seconds([&] { synthesize_from_bn_statistics(models, shape, batch, 0, o, nullptr); }, device);
+  return (all - setup) / static_cast<double>(iters);
+}
+
+// A synthesizer plugin's default options (its paper's).
+inline BnSynthesisOptions synthesis_defaults(PluginRegistry& registry, const std::string& method) {
+  return bn_synthesis_options(default_options(registry.get(PluginKind::Synthesizer, method).options), method);
 }
 
 // Multiply-adds x 2 of one image through `graph`'s convs and linears, from the shapes of one run.

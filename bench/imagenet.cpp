@@ -1,14 +1,17 @@
 // Real-size speeds of a 224x224 model, measured side by side in one run (rounds interleaved, medians):
 //   1. the folder loader alone (decode, resize the shorter side to 256, crop 224, on all cores) in images/s,
 //      next to xdq's FP32 evaluation of MODEL at batch 64 from memory: the loader is not the bottleneck
-//      of an evaluation while it is faster;
+//      of an evaluation while it is faster (FOLDER "none": no loader row, e.g. where OpenCV is missing);
 //   2. one BRECQ iteration of layer1.block0 (batch 32; ResNet-18: 64 channels at 56x56) / a plain forward +
-//      backward of the same block written directly with ATen ops (conv, relu, conv, add, relu; MSE loss).
-// Usage: xdq_bench_imagenet FOLDER MODEL.pt [--threads N] [--rounds R]
+//      backward of the same block written directly with ATen ops (conv, relu, conv, add, relu; MSE loss);
+//   3. one ZeroQ synthesis iteration at batch 64.
+// --device runs the model, the block and synthesis there (cpu, cuda, cuda:N); the loader stays on the CPU.
+// Usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D]
 #include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 #include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
+#include "xdq/plugin/registry.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
 
@@ -32,19 +36,30 @@ using bench::seconds;
 
 namespace {
 
-int run(const std::string& folder, const std::string& model_path, int threads, int rounds) {
-  threads = apply_thread_count(threads);
+// The loader over up to 512 images of the folder's test split (null for "none").
+std::unique_ptr<TestImages> folder_loader(const std::string& folder) {
+  if (folder == "none") return nullptr;
   InputShape shape;
   shape.channels = 3;
   shape.height = shape.width = 224;
   shape.resize = 256;
   ImageFileList files = list_image_folder(folder, Split::Test, {});
-  const auto loader_images = std::min<std::int64_t>(512, static_cast<std::int64_t>(files.files.size()));
-  const TestImages val("val", std::move(files), subset_rows(loader_images, 0, 0), shape, false, {});
-  const ImportedModel model = import_torchscript(model_path);
+  const auto count = std::min<std::int64_t>(512, static_cast<std::int64_t>(files.files.size()));
+  return std::make_unique<TestImages>("val", std::move(files), subset_rows(count, 0, 0), shape, false, TestImages::BatchTransform{});
+}
+
+int run(const std::string& folder, const std::string& model_path, int threads, int rounds, const c10::Device& device) {
+  threads = apply_thread_count(threads);
+  auto& registry = global_registry();
+  registry.scan(plugin_search_dirs());
+  const std::unique_ptr<TestImages> val = folder_loader(folder);
+  ImportedModel model = import_torchscript(model_path);
+  model.graph.to(device);
   Executor fp32(model.graph);  // in the layout `xdq run` evaluates 224x224 inputs in (memory_format: auto)
   if (Executor::channels_last_pays(224, 224)) fp32.use_channels_last();
-  const at::Tensor batch = at::randn({64, 3, 224, 224});
+  const at::Tensor batch = at::randn({64, 3, 224, 224}).to(device);
+  const std::vector<SynthesisModel> synthesis_models{{"model", &model.graph, model.preprocess, {3, 224, 224}}};
+  const BnSynthesisOptions zeroq = bench::synthesis_defaults(registry, "zeroq");
 
   Graph folded = model.graph;
   fold_batch_norm(folded);
@@ -70,24 +85,32 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
 
   at::NoGradGuard no_grad;
   fp32.forward(batch);  // warm-up
-  std::vector<double> loader, eval, plain, brecq;
+  std::vector<double> loader, eval, plain, brecq, synthesis;
   for (int r = 0; r < rounds; ++r) {
-    loader.push_back(seconds([&] { val.for_each_batch(64, [](const at::Tensor&, const at::Tensor&) {}); }));
-    eval.push_back(seconds([&] { fp32.forward(batch); }));
+    if (val) loader.push_back(seconds([&] { val->for_each_batch(64, [](const at::Tensor&, const at::Tensor&) {}); }));
+    eval.push_back(seconds([&] { fp32.forward(batch); }, device));
     plain.push_back(seconds([&] {
                       for (std::int64_t i = 0; i < kIters; ++i) block.step();
-                    }) /
+                    }, device) /
                     kIters);
     brecq.push_back(bench::reconstruction_iteration_seconds(w4a4, calibration, unit->name, kIters));
+    synthesis.push_back(bench::synthesis_iteration_seconds(synthesis_models, {3, 224, 224}, 64, 2, zeroq, device));
   }
-  std::printf("model %s, folder %s, threads %d, rounds %d (medians)\n", model_path.c_str(), folder.c_str(), threads, rounds);
-  const double loader_rate = static_cast<double>(loader_images) / median(loader), eval_rate = 64.0 / median(eval);
-  std::printf("loader alone (decode, resize 256, crop 224)  %7.1f img/s\n", loader_rate);
-  std::printf("xdq FP32 evaluation, batch 64               %7.1f img/s   loader / evaluation %.2f   (> 1: not the bottleneck)\n",
-              eval_rate, loader_rate / eval_rate);
+  std::printf("model %s, folder %s, device %s, threads %d, rounds %d (medians)\n", model_path.c_str(), folder.c_str(),
+              device.str().c_str(), threads, rounds);
+  const double eval_rate = 64.0 / median(eval);
+  if (val) {
+    const double loader_rate = static_cast<double>(val->size()) / median(loader);
+    std::printf("loader alone (decode, resize 256, crop 224)  %7.1f img/s\n", loader_rate);
+    std::printf("xdq FP32 evaluation, batch 64               %7.1f img/s   loader / evaluation %.2f   (> 1: not the bottleneck)\n",
+                eval_rate, loader_rate / eval_rate);
+  } else {
+    std::printf("xdq FP32 evaluation, batch 64               %7.1f img/s\n", eval_rate);
+  }
   std::printf("block %s, batch 32, %lldx%lld: plain ATen fwd+bwd %.1f ms, BRECQ iteration %.1f ms   ratio %.3f   (target <= 1.3)\n",
               unit->name.c_str(), static_cast<long long>(side), static_cast<long long>(side), 1e3 * median(plain),
               1e3 * median(brecq), median(brecq) / median(plain));
+  std::printf("zeroq synthesis iteration, batch 64: %.1f ms\n", 1e3 * median(synthesis));
   return 0;
 }
 
@@ -96,23 +119,28 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
 int main(int argc, char** argv) {
   std::vector<std::string> positional;
   int threads = 0, rounds = 3;
+  std::string device = "cpu";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--threads" || a == "--rounds") && i + 1 < argc) {
+    if (a == "--device" && i + 1 < argc) {
+      device = argv[++i];
+    } else if ((a == "--threads" || a == "--rounds") && i + 1 < argc) {
       (a == "--threads" ? threads : rounds) = std::max(a == "--rounds" ? 1 : 0, std::atoi(argv[++i]));
     } else if (a.rfind("-", 0) == 0) {
-      std::cerr << "usage: xdq_bench_imagenet FOLDER MODEL.pt [--threads N] [--rounds R]\n";
+      std::cerr << "usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D]\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     } else {
       positional.push_back(a);
     }
   }
   if (positional.size() != 2) {
-    std::cerr << "usage: xdq_bench_imagenet FOLDER MODEL.pt [--threads N] [--rounds R]\n";
+    std::cerr << "usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D]\n";
     return 2;
   }
   try {
-    return run(positional[0], positional[1], threads, rounds);
+    const c10::Device d(device);
+    if (!d.is_cpu() && !at::hasCUDA()) throw Error("--device " + device + ": this LibTorch has no CUDA");
+    return run(positional[0], positional[1], threads, rounds, d);
   } catch (const std::exception& e) {
     std::cerr << "xdq_bench_imagenet: error: " << e.what() << std::endl;
     return 1;

@@ -220,18 +220,24 @@ TEST(ResultsCsv, QuotesFieldsAndKeepsFailedRunsWithoutNumbers) {
   exported.id = "m/exported";
   exported.results[0].runtime_top1 = 0.75;
   exported.results[0].runtime_disagreements = 3;
-  results.runs = {ok, failed, exported};
+  RunResult selected = ok;  // chosen from a pool by a selector: its two columns filled
+  selected.id = "m/selected";
+  selected.selection.selector = "kcenter";
+  selected.selection.composition = {{"clean", 3}, {"night", 5}};
+  results.runs = {ok, failed, exported, selected};
   const std::string csv = results_csv(results);
   const std::string header = csv.substr(0, csv.find('\n'));
   EXPECT_EQ(header.substr(header.rfind(",seconds,")),
-            ",seconds,passes,status,calibrator_options,rounding_options,runtime_top1,runtime_disagreements");
+            ",seconds,passes,status,calibrator_options,rounding_options,runtime_top1,runtime_disagreements,selector,composition");
   EXPECT_NE(csv.find("\n\"m/w4a4/p,99/nearest/n8\",m,8,8,\"p,99\",\"say \"\"hi\"\"\","), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok,bins=2048;percentile=99.9,,,\n"), std::string::npos)
+  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok,bins=2048;percentile=99.9,,,,,\n"), std::string::npos)
       << csv;
   EXPECT_NE(csv.find("\nm/failed,m,8,8,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed,bins=2048;percentile=99.9,,,\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed,bins=2048;percentile=99.9,,,,,\n"), std::string::npos) << csv;
   EXPECT_NE(csv.find("\nm/exported,m,8,8,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,0.75,3\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,0.75,3,,\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\nm/selected,m,8,8,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,,,kcenter,clean=3;night=5\n"), std::string::npos) << csv;
 }
 
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {

@@ -33,8 +33,18 @@ for device in cpu cuda; do
     "$build/quickstart_$device/results.json" "$device"
 done
 # Speed, side by side: the bench on the CPU and on the GPU (FP32 and W8A8 evaluation, a BRECQ iteration
-# against the plain ATen block on the same device, synthesis iterations, calibration).
+# against the plain ATen block on the same device, synthesis iterations, calibration), on ResNet-20.
 for device in cpu cuda; do
   "$build/bin/xdq_bench" --device $device --rounds 3
 done
+# The same at 224x224: ResNet-18 (torchvision's architecture, random weights: speed only) evaluated at batch
+# 64, a BRECQ iteration of layer1.0 against the plain ATen block, a ZeroQ synthesis iteration at batch 64.
+if python3 -c 'import torchvision' 2> /dev/null; then
+  python3 tools/trace_torchvision.py resnet18 "$build/resnet18.pt"
+  for device in cpu cuda; do
+    "$build/bin/xdq_bench_imagenet" none "$build/resnet18.pt" --device $device --rounds 2
+  done
+else
+  echo "gpu-check: no torchvision in python3: the 224x224 bench is left out"
+fi
 echo "gpu-check: done in $(( $(date +%s) - start )) s"

@@ -83,7 +83,15 @@ def _frame(data):
     for r in data["runs"]:
         skip = ("results", "calibration", "units", "calibrator_options", "rounding_options", "export")
         base = {k: v for k, v in r.items() if k not in skip}
-        base.update({f"calibration_{k}": v for k, v in r.get("calibration", {}).items()})
+        calibration = dict(r.get("calibration", {}))
+        selection = calibration.pop("selection", None)
+        base.update({f"calibration_{k}": v for k, v in calibration.items()})
+        if selection:  # a selected set: selector, its options, composition per source domain, measures
+            base["selector"] = selection["selector"]
+            base["selection_seconds"] = selection["seconds"]
+            base.update({f"selector.{k}": v for k, v in selection["options"].items()})
+            base.update({f"composition.{k}": v for k, v in selection["composition"].items()})
+            base.update({f"selection.{k}": v for k, v in selection["measures"].items()})
         base.update({f"export_{k}": v for k, v in r.get("export", {}).items() if k != "files"})
         for plugin in ("calibrator", "rounding"):  # every option its own column: calibrator.percentile, ...
             base.update({f"{plugin}.{k}": v for k, v in r.get(f"{plugin}_options", {}).items()})

@@ -87,7 +87,6 @@ std::map<std::string, std::int64_t> composition(const Dataset& pool, const std::
 }  // namespace
 
 Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
-  const auto start = std::chrono::steady_clock::now();
   const Model& m = models_[job.model];
   const ModelEntry* entry = &cfg_.models[job.model];
   const Dataset& pool = domains_.get(*job.domain, Split::Train, m.prepared.shape, cfg_.pool_size, job.seed, entry);
@@ -109,7 +108,9 @@ Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
   context.batch_size = cfg_.batch_size;
   context.device = cfg_.torch_device();
   context.progress = &progress_;
+  const auto start = std::chrono::steady_clock::now();  // the selector's work only: the pool is loaded
   const Selection chosen = selector.call("select", [&](const Selector& s) { return s.select(context); });
+  const double seconds = seconds_since(start);
   // The plugin's answer is checked before any image is used: count, range, no repeats.
   std::vector<char> seen(static_cast<std::size_t>(pool.size()), 0);
   const std::string who = "plugin '" + choice.name + "' (" + selector.record().path + ")";
@@ -131,7 +132,7 @@ Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
   if (context.target.defined()) r.target = cfg_.target_sample.domain.name;
   r.composition = composition(pool, job.domain->name, chosen.indices);
   r.measures = chosen.measures;
-  r.seconds = seconds_since(start);
+  r.seconds = seconds;
   progress_ << "xdq: " << cfg_.models[job.model].name << ": " << choice.label << " chose " << job.count << " of "
             << pool.size() << " images of '" << job.domain->name << "' (seed " << job.seed << ") in " << std::fixed
             << std::setprecision(1) << r.seconds << " s:";
@@ -160,7 +161,7 @@ void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& cali
     tests.emplace_back(cfg_.test_domains[t].name, p.pre.apply(p.tests[t].head(cfg_.layer_shift_images).images));
   for (const LayerShift& l : measure_layer_shift(calibrated, images.slice(0, 0, cfg_.layer_shift_images), tests,
                                                  cfg_.batch_size))
-    out.layer_shift.push_back({cfg_.models[job.model].name, setting, job.domain->name, l.layer, l.domain,
+    out.layer_shift.push_back({cfg_.models[job.model].name, setting, job.set_name(), l.layer, l.domain,
                                l.clipped_fraction, l.tv_distance});
 }
 

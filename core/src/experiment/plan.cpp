@@ -40,7 +40,7 @@ Plan plan_experiment(const ExperimentConfig& cfg) {
             job.count = count;
             job.seed = cfg.seed + static_cast<std::uint64_t>(repeat);
             job.selector = cfg.selectors.empty() ? nullptr : &cfg.selectors[si];
-            job.first_set = repeat == 0 && count == cfg.calibration_counts.front() && si == 0;
+            job.first_set = repeat == 0 && count == cfg.calibration_counts.front();
             for (const BitSetting& bits : cfg.bits)
               for (const PluginChoice& cal : cfg.calibrators)
                 for (const PluginChoice& rnd : cfg.rounding)

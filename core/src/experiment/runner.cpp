@@ -53,7 +53,8 @@ void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t in
                  const Pipeline& pipeline, JobShard& shard) {
   if (job.first_set && set.size() > 0) {
     if (job.domain->synthesizer.empty())
-      shard.samples.push_back({"domain_" + job.domain->name, set.images.slice(0, 0, 10), 10});
+      shard.samples.push_back({"domain_" + job.domain->name + (job.selector ? "_" + job.selector->label : ""),
+                               set.images.slice(0, 0, 10), 10});
     else
       shard.samples.push_back({"synthesized_" + job.domain->name + "_" + cfg.models[job.model].name,
                                set.images.slice(0, 0, 32), 8});

@@ -82,7 +82,7 @@ std::string results_csv(const ExperimentResults& results) {
   std::ostringstream out;
   out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,"
          "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status,calibrator_options,rounding_options,"
-         "runtime_top1,runtime_disagreements\n";
+         "runtime_top1,runtime_disagreements,selector,composition\n";
   out << std::setprecision(6);
   const auto options_text = [](const std::map<std::string, std::string>& options) {
     std::string text;  // name=value;name=value
@@ -90,8 +90,10 @@ std::string results_csv(const ExperimentResults& results) {
     return csv_field(text);
   };
   for (const auto& r : results.runs) {
-    std::string passes;
+    std::string passes, composition;  // a+b; source=n;source=n
     for (const auto& p : r.passes) passes += (passes.empty() ? "" : "+") + p;
+    for (const auto& [source, n] : r.selection.composition)
+      composition += (composition.empty() ? "" : ";") + source + "=" + std::to_string(n);
     const auto row = [&](const DomainResult* d) {
       out << csv_field(r.id) << "," << csv_field(r.model) << "," << r.w_bits << "," << r.a_bits << "," << csv_field(r.calibrator)
           << "," << csv_field(r.rounding) << "," << csv_field(r.calibration_source) << "," << r.calibration_count << ","
@@ -104,7 +106,7 @@ std::string results_csv(const ExperimentResults& results) {
           << options_text(r.calibrator_options) << "," << options_text(r.rounding_options) << ",";
       if (d && d->has_runtime()) out << d->runtime_top1 << "," << d->runtime_disagreements;
       else out << ",";
-      out << "\n";
+      out << "," << csv_field(r.selection.selector) << "," << csv_field(composition) << "\n";
     };
     if (r.failed()) row(nullptr);
     for (const auto& d : r.results) row(&d);
@@ -252,14 +254,17 @@ std::string selection_markdown(const ExperimentResults& results) {
         out << std::showpos << 100 * diff << std::noshowpos << (v.size() > 1 && std::abs(diff) > 2 * sd ? " **" : "");
       }
       out << " |";
+      // A source absent from a run's composition gave it 0 images: averaged over all of the selector's runs.
       for (const auto& source : g.sources) {
-        const auto c = g.composition.at(s).find(source);
-        out << " " << std::setprecision(1) << (c == g.composition.at(s).end() ? 0.0 : mean_of(c->second)) << " |";
+        double images = 0;
+        if (const auto c = g.composition.at(s).find(source); c != g.composition.at(s).end())
+          for (double n : c->second) images += n;
+        out << " " << std::setprecision(1) << images / static_cast<double>(v.size()) << " |";
       }
-      out << " " << mean_of(g.seconds.at(s)) << " | " << std::setprecision(4);
+      out << " " << mean_of(g.seconds.at(s)) << " |" << std::defaultfloat << std::setprecision(4);
       if (const auto m = g.measures.find(s); m != g.measures.end())
-        for (const auto& [name, values] : m->second) out << name << " " << mean_of(values) << "; ";
-      out << std::setprecision(2) << " |\n";
+        for (const auto& [name, values] : m->second) out << " " << name << " " << mean_of(values) << ";";
+      out << std::fixed << std::setprecision(2) << " |\n";
     }
     out << "\n";
   }

@@ -16,16 +16,27 @@ namespace xdq {
 
 namespace {
 
-// Per-image summaries of one activation batch: 4-D over positions, 2-D as they are.
+// Per-image summaries of one activation batch over its positions (a 2-D batch is its own summary); only
+// what is asked: each is a reduction over the whole activation, without temporaries of its size.
 struct BatchSummary {
   at::Tensor mean, square, absmax;
 };
-BatchSummary summarize(const at::Tensor& x) {
+BatchSummary summarize(const at::Tensor& x, bool moments, bool absmax) {
   const at::Tensor v = x.detach().to(at::kFloat);
-  if (v.dim() == 4) return {v.mean({2, 3}).cpu(), v.pow(2).mean({2, 3}).cpu(), v.abs().amax({2, 3}).cpu()};
-  if (v.dim() == 2) return {v.cpu(), v.pow(2).cpu(), v.abs().cpu()};
-  const at::Tensor flat = v.flatten(2);  // [B, C, ...] of another rank: positions flattened
-  return {flat.mean(2).cpu(), flat.pow(2).mean(2).cpu(), flat.abs().amax(2).cpu()};
+  BatchSummary s;
+  if (v.dim() == 2) {
+    if (moments) s = {v.cpu(), v.pow(2).cpu(), {}};
+    if (absmax) s.absmax = v.abs().cpu();
+    return s;
+  }
+  const at::Tensor flat = v.flatten(2);  // [B, C, positions]
+  if (moments) {
+    const auto [var, mean] = at::var_mean(flat, {2}, /*unbiased=*/false);
+    s.mean = mean.cpu();
+    s.square = (var + mean.pow(2)).cpu();
+  }
+  if (absmax) s.absmax = at::maximum(flat.amax(2), -flat.amin(2)).cpu();
+  return s;
 }
 
 // One site being recorded: its value and the per-batch summaries so far.
@@ -33,14 +44,12 @@ struct Recorder {
   int value = -1;
   std::vector<at::Tensor> mean, square, absmax;
   void add(const BatchSummary& s) {
-    mean.push_back(s.mean);
-    square.push_back(s.square);
-    absmax.push_back(s.absmax);
+    if (s.mean.defined()) mean.push_back(s.mean), square.push_back(s.square);
+    if (s.absmax.defined()) absmax.push_back(s.absmax);
   }
   void finish(SiteFeatures& f) const {
-    f.mean = at::cat(mean);
-    f.square = at::cat(square);
-    f.absmax = at::cat(absmax);
+    if (!mean.empty()) f.mean = at::cat(mean), f.square = at::cat(square);
+    if (!absmax.empty()) f.absmax = at::cat(absmax);
   }
 };
 
@@ -71,8 +80,8 @@ PoolFeatures features(const SelectionContext& context, std::int64_t n,
     for (Recorder& r : *list) watchers[r.value].push_back(&r);
   Executor exec(graph);
   for (auto& [value, recorders] : watchers)
-    exec.set_value_hook(value, [recorders = recorders](const at::Tensor& x) {
-      const BatchSummary s = summarize(x);
+    exec.set_value_hook(value, [recorders = recorders, &request](const at::Tensor& x) {
+      const BatchSummary s = summarize(x, request.moments, request.absmax);
       for (Recorder* r : recorders) r->add(s);
       return x;
     });
@@ -80,11 +89,10 @@ PoolFeatures features(const SelectionContext& context, std::int64_t n,
     const auto it = watchers.find(penultimate);
     // The penultimate value may also be a layer input: one hook serves both.
     exec.set_value_hook(penultimate, [&, it](const at::Tensor& x) {
-      if (it != watchers.end()) {
-        const BatchSummary s = summarize(x);
+      const BatchSummary s = summarize(x, true, request.absmax);
+      if (it != watchers.end())
         for (Recorder* r : it->second) r->add(s);
-      }
-      penultimate_batches.push_back(summarize(x).mean);
+      penultimate_batches.push_back(s.mean);
       return x;
     });
   }
@@ -146,12 +154,10 @@ double mean_gap(const at::Tensor& z, const std::vector<std::int64_t>& rows) {
 }
 
 namespace {
-// The row minimizing ||sum + z_j||² over rows not `taken`: ||sum||² + 2 sum·z_j + ||z_j||², the first term
-// the same for every j; ranked in float32, ties to the lowest row. `norms`: ||z_j||².
-std::int64_t best_row(const at::Tensor& z, const at::Tensor& norms, const at::Tensor& sum, const at::Tensor& taken) {
-  at::Tensor score = at::mv(z, sum.to(at::kFloat)).mul_(2).add_(norms);
-  score.masked_fill_(taken, std::numeric_limits<float>::infinity());
-  return score.argmin().item<std::int64_t>();
+// The row minimizing ||sum + z_j||² over rows not `taken`, from `projection` = z·sum: ||sum||² +
+// 2 sum·z_j + ||z_j||², the first term the same for every j; ranked in float32, ties to the lowest row.
+std::int64_t best_row(const at::Tensor& projection, const at::Tensor& norms, const at::Tensor& taken) {
+  return (projection * 2 + norms).masked_fill_(taken, std::numeric_limits<float>::infinity()).argmin().item<std::int64_t>();
 }
 }  // namespace
 
@@ -163,11 +169,11 @@ MeanMatch match_mean(const at::Tensor& z, std::int64_t count, std::int64_t first
   at::Tensor taken = at::zeros({n}, at::kBool);
   bool* is_taken = taken.data_ptr<bool>();
   MeanMatch out;
-  at::Tensor sum = row(first);
+  at::Tensor sum = row(first);  // of the chosen rows, in double
   out.rows.push_back(first);
   is_taken[first] = true;
   while (static_cast<std::int64_t>(out.rows.size()) < count) {
-    const std::int64_t j = best_row(z, norms, sum, taken);
+    const std::int64_t j = best_row(at::mv(z, sum.to(at::kFloat)), norms, taken);
     out.rows.push_back(j);
     is_taken[j] = true;
     sum += row(j);
@@ -175,16 +181,23 @@ MeanMatch match_mean(const at::Tensor& z, std::int64_t count, std::int64_t first
   const double k = static_cast<double>(count);
   double current = (sum / k).pow(2).sum().item<double>();
   out.trace.push_back(current);
+  // Swaps: z·z_p for every chosen p in one product per round (columns of `dots`), z·sum kept up to date
+  // with one product per accepted swap; whether a swap lowers the objective is decided in double.
   for (int round = 0; round < max_rounds && !out.converged; ++round) {
+    at::Tensor dots = at::mm(z, z.index_select(0, at::tensor(out.rows, at::kLong)).t()).contiguous();
+    at::Tensor projection = at::mv(z, sum.to(at::kFloat));
     bool changed = false;
     for (std::size_t p = 0; p < out.rows.size(); ++p) {
       const std::int64_t old = out.rows[p];
-      const at::Tensor without = sum - row(old);
+      const at::Tensor column = dots.select(1, static_cast<std::int64_t>(p));
       is_taken[old] = false;
-      const std::int64_t j = best_row(z, norms, without, taken);
-      const at::Tensor swapped = without + row(j);
+      const std::int64_t j = best_row(projection - column, norms, taken);
+      const at::Tensor swapped = sum - row(old) + row(j);
       const double candidate = (swapped / k).pow(2).sum().item<double>();
-      if (j != old && candidate < current) {  // checked in double: the trace never rises
+      if (j != old && candidate < current) {  // the trace never rises
+        const at::Tensor added = at::mv(z, z[j]);
+        projection += added - column;
+        column.copy_(added);
         out.rows[p] = j;
         sum = swapped;
         current = candidate;

@@ -24,7 +24,9 @@ struct JobSpec {
   std::int64_t count = 0;
   std::uint64_t seed = 0;
   const PluginChoice* selector = nullptr;  // chooses the set from a pool (calibration.selector), or null
-  bool first_set = false;  // first size, first repeat: the set diagnostics and sample pictures use
+  bool first_set = false;  // first size, first repeat (of each selector): the set diagnostics and sample pictures use
+  // The calibration set's name in tables: the domain, and the selector that chose it from the domain.
+  std::string set_name() const { return domain->name + (selector ? " (" + selector->label + ")" : ""); }
   std::vector<RunSpec> runs;  // bits x calibrators x rounding, in that nesting order
 };
 

@@ -17,10 +17,13 @@ struct FeatureRequest {
   bool penultimate = false;   // the last layer's input (spatial mean when 4-D)
   bool bn_inputs = false;     // at every BatchNorm input
   bool layer_inputs = false;  // at every conv/linear input (the activations calibration quantizes)
+  // What is summarized at those sites (each costs a pass over every activation).
+  bool moments = true;  // E[x] and E[x²]
+  bool absmax = false;  // max |x|
 };
 
 // One activation site over N images: per image and channel, E[x] and E[x²] over the image's positions,
-// and max |x| ([N, C] each, float32, CPU).
+// and max |x| ([N, C] each, float32, CPU; undefined when not requested).
 struct SiteFeatures {
   std::string name;
   at::Tensor mean, square, absmax;
