@@ -180,6 +180,7 @@ std::string export_markdown(const ExperimentResults& results) {
 }
 
 namespace {
+// Over repeats (seeds): the mean, and the sample standard deviation (0 for one value).
 double mean_of(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x / static_cast<double>(v.size());
@@ -315,11 +316,8 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
       for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
         const auto& v = samples[k][a][b];
         if (v.empty()) continue;
-        double mean = 0, var = 0;
-        for (double x : v) mean += x / v.size();
-        for (double x : v) var += (x - mean) * (x - mean) / std::max<std::size_t>(1, v.size() - 1);
-        m.quant_top1[a][b] = mean;
-        m.quant_std[a][b] = v.size() > 1 ? std::sqrt(var) : 0.0;
+        m.quant_top1[a][b] = mean_of(v);
+        m.quant_std[a][b] = std_of(v);
         m.repeats = std::max(m.repeats, static_cast<int>(v.size()));
       }
   }

@@ -42,13 +42,14 @@ BatchSummary summarize(const at::Tensor& x, bool moments, bool absmax) {
   return s;
 }
 
-// One site being recorded: its value and the per-batch summaries so far.
+// One site being recorded: its value, what it summarizes, and the per-batch summaries so far.
 struct Recorder {
   int value = -1;
+  bool moments = false, absmax_wanted = false;
   std::vector<at::Tensor> mean, square, absmax;
   void add(const BatchSummary& s) {
-    if (s.mean.defined()) mean.push_back(s.mean), square.push_back(s.square);
-    if (s.absmax.defined()) absmax.push_back(s.absmax);
+    if (moments) mean.push_back(s.mean), square.push_back(s.square);
+    if (absmax_wanted) absmax.push_back(s.absmax);
   }
   void finish(SiteFeatures& f) const {
     if (!mean.empty()) f.mean = at::cat(mean), f.square = at::cat(square);
@@ -65,37 +66,30 @@ PoolFeatures features(const SelectionContext& context, std::int64_t n,
   for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
     const Node& node = graph.nodes[i];
     if (request.bn_inputs && node.kind == OpKind::BatchNorm) {
-      bn.push_back({node.inputs.at(0), {}, {}, {}});
+      bn.push_back({node.inputs.at(0), request.moments, request.absmax, {}, {}, {}});
       out.bn_inputs.push_back({node.name, {}, {}, {}, node.bn.mean.cpu().to(at::kFloat), node.bn.var.cpu().to(at::kFloat)});
     }
     if (request.layer_inputs && node.is_layer()) {
-      layers.push_back({node.inputs.at(0), {}, {}, {}});
+      layers.push_back({node.inputs.at(0), request.moments, request.absmax, {}, {}, {}});
       out.layer_inputs.push_back({node.name, {}, {}, {}, {}, {}});
     }
   }
   const auto layer_nodes = graph.layer_nodes();
   if (request.penultimate && layer_nodes.empty()) throw Error("selection: the model has no conv or linear layer");
-  const int penultimate = request.penultimate ? graph.nodes[layer_nodes.back()].inputs.at(0) : -1;
-  std::vector<at::Tensor> penultimate_batches, logits_batches;
-  // One hook per value, feeding every recorder that watches it.
+  Recorder penultimate{request.penultimate ? graph.nodes[layer_nodes.back()].inputs.at(0) : -1, true, false, {}, {}, {}};
+  std::vector<at::Tensor> logits_batches;
+  // One hook per value, feeding every recorder that watches it what any of them asks for.
   std::map<int, std::vector<Recorder*>> watchers;
   for (auto* list : {&bn, &layers})
     for (Recorder& r : *list) watchers[r.value].push_back(&r);
+  if (penultimate.value >= 0) watchers[penultimate.value].push_back(&penultimate);
   Executor exec(graph);
-  for (auto& [value, recorders] : watchers)
-    exec.set_value_hook(value, [recorders = recorders, &request](const at::Tensor& x) {
-      const BatchSummary s = summarize(x, request.moments, request.absmax);
+  for (auto& [value, recorders] : watchers) {
+    bool moments = false, absmax = false;
+    for (const Recorder* r : recorders) moments = moments || r->moments, absmax = absmax || r->absmax_wanted;
+    exec.set_value_hook(value, [recorders = recorders, moments, absmax](const at::Tensor& x) {
+      const BatchSummary s = summarize(x, moments, absmax);
       for (Recorder* r : recorders) r->add(s);
-      return x;
-    });
-  if (penultimate >= 0) {
-    const auto it = watchers.find(penultimate);
-    // The penultimate value may also be a layer input: one hook serves both.
-    exec.set_value_hook(penultimate, [&, it](const at::Tensor& x) {
-      const BatchSummary s = summarize(x, true, request.absmax);
-      if (it != watchers.end())
-        for (Recorder* r : it->second) r->add(s);
-      penultimate_batches.push_back(s.mean);
       return x;
     });
   }
@@ -108,7 +102,7 @@ PoolFeatures features(const SelectionContext& context, std::int64_t n,
   for (std::size_t k = 0; k < bn.size(); ++k) bn[k].finish(out.bn_inputs[k]);
   for (std::size_t k = 0; k < layers.size(); ++k) layers[k].finish(out.layer_inputs[k]);
   if (request.logits) out.logits = at::cat(logits_batches);
-  if (request.penultimate) out.penultimate = at::cat(penultimate_batches);
+  if (request.penultimate) out.penultimate = at::cat(penultimate.mean);
   return out;
 }
 
