@@ -1,10 +1,12 @@
 // Speed ratios, measured side by side in one run (rounds interleaved, medians compared):
-//   1. W8A8 fake-quantized evaluation throughput / FP32 TorchScript evaluation throughput (batch 256);
+//   1. evaluation throughput (batch 256) of the FP32 TorchScript module, xdq's FP32 executor (BN folded)
+//      and its W8A8 fake-quantized executor, each against the NCHW TorchScript module;
 //   2. time to calibrate all activation ranges with kl or mse on 1 024 images / one FP32 forward pass
 //      over the same 1 024 images;
-//   3. one BRECQ reconstruction iteration of ResNet-20's layer1.block0 (batch 32: sampling, soft-rounded
-//      weights, forward, loss, backward, Adam) / a plain forward + backward of the same block written
-//      directly with ATen ops (conv, relu, conv, add, relu; MSE loss);
+//   3. one reconstruction iteration of ResNet-20's layer1.block0 (batch 32: sampling, soft-rounded
+//      weights, forward, loss, backward, Adam) with BRECQ's defaults (the weight loop and the activation-
+//      step loop) and QDrop's / a plain forward + backward of the same block written directly with ATen
+//      ops (conv, relu, conv, add, relu; MSE loss);
 //   4. layerwise analysis (each of the 22 layers quantized alone, error at the output) over 1 000 images
 //      / one FP32 forward pass over them (the bound is 1 + 22: one pass per layer plus the FP32 pass);
 //   5. one synthesis iteration with zeroq's and deepinversion's losses (batch 64: forward with the BN
@@ -13,8 +15,10 @@
 //   6. calibrating all activation ranges with mse on 1 024 images with the statistics cache cold
 //      (the model runs over the images, statistics written to disk) / warm (statistics read back), as
 //      when an experiment is re-run with another calibrator.
-// The floors are measured in both memory layouts, contiguous (NCHW) and channels-last (NHWC), and
-// evaluation throughput is also given in GFLOP/s beside the GFLOP/s of a large 3x3 convolution here.
+// 1, 3 and 5 run in both memory layouts, contiguous (NCHW) and channels-last (NHWC): the floors, the
+// TorchScript module (its parameters converted) and xdq (memory_format), each ratio against the NCHW
+// floor and against its own layout's; evaluation is also given in GFLOP/s beside a large 3x3
+// convolution's here.
 // Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R] [--device cpu|cuda[:N]]
 // On a GPU every measurement runs there (inputs read on the CPU and moved per batch, as in an experiment),
 // the device's queued work inside each timing; the layerwise analysis is measured on the CPU only.
@@ -105,25 +109,43 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   auto& registry = global_registry();
   registry.scan(plugin_search_dirs());
 
+  // The model in both memory layouts (index 0: contiguous NCHW, 1: channels-last NHWC): every engine runs
+  // in the layout of the graph it is given, and every measurement below is taken in both.
+  constexpr int kLayouts = 2;
+  const char* kLayoutNames[kLayouts] = {"NCHW", "NHWC"};
+  const at::MemoryFormat kFormats[kLayouts] = {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast};
   ImportedModel model = import_torchscript(model_path);
   model.graph.to(device);
-  torch::jit::Module module = torch::jit::load(model_path);
-  module.eval();
-  module.to(device);
+  std::vector<Graph> graphs(kLayouts, model.graph), folded(kLayouts);
+  for (int l = 0; l < kLayouts; ++l) {
+    graphs[l].channels_last = l == 1;
+    folded[l] = graphs[l];
+    fold_batch_norm(folded[l]);
+  }
+  // The TorchScript module itself, its parameters in each layout (a channels-last input alone does not
+  // make a one-channel model run NHWC: its first convolution's output follows the weights).
+  std::vector<torch::jit::Module> modules;
+  for (int l = 0; l < kLayouts; ++l) {
+    modules.push_back(torch::jit::load(model_path));
+    modules[l].eval();
+    modules[l].to(device);
+    for (at::Tensor p : modules[l].parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(kFormats[l]));
+      p.requires_grad_(false);
+    }
+  }
   const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test);
   const at::Tensor eval_images = model.preprocess.apply(test.images.slice(0, 0, 2048));
   const at::Tensor calib_images = model.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(1024, 0).images);
   const std::int64_t batch = 256;
 
-  Graph folded = model.graph;
-  fold_batch_norm(folded);
   PtqSettings settings;
   settings.scheme = Scheme::load("academic", config_dir() + "/presets");
   const std::string cache_dir = (std::filesystem::temp_directory_path() / ("xdq_bench_" + std::to_string(getpid()))).string();
   std::ostringstream cache_log;
   // Calibration with a cache: every call of a fresh cache object reads the file if it exists.
-  auto quantize_with_cache = [&](const std::string& calibrator_name) {
-    QuantizedModel q(folded, settings);
+  auto quantize_with_cache = [&](const PtqSettings& s, const std::string& calibrator_name) {
+    QuantizedModel q(folded[0], s);
     const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator_name);
     StatisticsCache cache(cache_dir);
     calibrate_from_statistics(q, registry.load<Calibrator>(calibrator_name, default_options(plugin.options)),
@@ -132,75 +154,89 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   };
   auto quantize_with = [&](const std::string& calibrator_name) {
     std::filesystem::remove_all(cache_dir);
-    return quantize_with_cache(calibrator_name);
+    return quantize_with_cache(settings, calibrator_name);
+  };
+  // A calibrated model in layout l: the NCHW model's quantizers on the graph of layout l.
+  auto in_layout = [&](const QuantizedModel& q, int l) {
+    QuantizedModel out = q;
+    out.graph_for_rewrite().channels_last = l == 1;
+    return out;
   };
   QuantizedModel w8a8 = quantize_with("minmax");
   w8a8.set_weight_ranges("minmax");
   w8a8.round_to_nearest();
-  const Executor quant_exec = w8a8.executor();
-  Executor quant_exec_nhwc = w8a8.executor();
-  quant_exec_nhwc.use_channels_last();
+  std::vector<Executor> fp32_exec, quant_exec;
+  for (int l = 0; l < kLayouts; ++l) {
+    fp32_exec.emplace_back(folded[l]);
+    quant_exec.push_back(in_layout(w8a8, l).executor());
+  }
 
   at::NoGradGuard no_grad;
   auto run_batches = [&](const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) {
     for (std::int64_t b = 0; b < images.size(0); b += batch) f(images.slice(0, b, std::min(images.size(0), b + batch)));
   };
-  auto fp32_forward = [&](const at::Tensor& x) { return module.forward({x.to(device)}).toTensor(); };
-  auto fp32_forward_nhwc = [&](const at::Tensor& x) {
-    return module.forward({x.to(device).contiguous(at::MemoryFormat::ChannelsLast)}).toTensor();
+  auto module_forward = [&](int l) {
+    return [&, l](const at::Tensor& x) { return modules[l].forward({x.to(device).contiguous(kFormats[l])}).toTensor(); };
+  };
+  auto exec_forward = [&](const std::vector<Executor>& e, int l) {
+    return [&, l](const at::Tensor& x) { return e[l].forward(x); };
   };
   auto timed = [&](const std::function<void()>& f) { return seconds(f, device); };
-  auto quant_forward = [&](const at::Tensor& x) { return quant_exec.forward(x); };
-  auto quant_forward_nhwc = [&](const at::Tensor& x) { return quant_exec_nhwc.forward(x); };
 
   // Warm-up (oneDNN primitive caches, allocator).
-  run_batches(eval_images, fp32_forward);
-  run_batches(eval_images, quant_forward);
-  run_batches(eval_images, fp32_forward_nhwc);
-  run_batches(eval_images, quant_forward_nhwc);
+  for (int l = 0; l < kLayouts; ++l) {
+    run_batches(eval_images, module_forward(l));
+    run_batches(eval_images, exec_forward(fp32_exec, l));
+    run_batches(eval_images, exec_forward(quant_exec, l));
+  }
 
-  // Reconstruction: the engine's own timing of its rounding loop on one block, against the same block in ATen.
+  // Reconstruction: the engine's own timing of its loops on one block, against the same block in ATen;
+  // BRECQ's and QDrop's defaults, W4A4 (activations calibrated with minmax, weights with mse).
   QuantizedModel w4a4 = [&] {
     PtqSettings s4 = settings;
     s4.w_bits = s4.a_bits = 4;
-    QuantizedModel q(folded, s4);
+    std::filesystem::remove_all(cache_dir);
+    QuantizedModel q = quantize_with_cache(s4, "minmax");
     q.set_weight_ranges("mse");
     return q;
   }();
-  const auto units = reconstruction_units(folded, Granularity::Block);
+  const auto units = reconstruction_units(folded[0], Granularity::Block);
   const auto unit = std::find_if(units.begin(), units.end(), [](const ReconstructionUnit& u) { return u.name == "layer1.block0"; });
   if (unit == units.end() || unit->layers.size() != 2) {
     std::fprintf(stderr, "xdq_bench: %s has no two-conv block 'layer1.block0'\n", model_path.c_str());
     return 1;
   }
-  const bench::PlainBlock block(folded, *unit, 32, 28);
-  const bench::PlainBlock block_nhwc(folded, *unit, 32, 28, at::MemoryFormat::ChannelsLast);
   const std::int64_t recon_iters = 100;
-  auto recon_step_seconds = [&] {
-    return bench::reconstruction_iteration_seconds(w4a4, calib_images.slice(0, 0, 256), "layer1.block0", recon_iters);
-  };
+  const ReconstructionOptions brecq = bench::reconstruction_defaults(registry, "brecq", recon_iters),
+                              qdrop = bench::reconstruction_defaults(registry, "qdrop", recon_iters);
+  std::vector<bench::PlainBlock> blocks;
+  for (int l = 0; l < kLayouts; ++l) blocks.emplace_back(folded[0], *unit, 32, 28, kFormats[l]);
 
   // Synthesis: the engine run for 1 and for 1 + kSynthIters steps; the difference is kSynthIters iterations.
   constexpr std::int64_t kSynthBatch = 64, kSynthIters = 10;
-  for (at::Tensor p : module.parameters()) p.requires_grad_(false);
-  const std::vector<SynthesisModel> synth_models{{"resnet20", &model.graph, model.preprocess, {1, 28, 28}}};
-  auto synth_step_seconds = [&](const std::string& method) {
-    return bench::synthesis_iteration_seconds(synth_models, {1, 28, 28}, kSynthBatch, kSynthIters,
+  std::vector<std::vector<SynthesisModel>> synth_models;
+  for (int l = 0; l < kLayouts; ++l) synth_models.push_back({{"resnet20", &graphs[l], model.preprocess, {1, 28, 28}}});
+  auto synth_step_seconds = [&](const std::string& method, int l) {
+    return bench::synthesis_iteration_seconds(synth_models[l], {1, 28, 28}, kSynthBatch, kSynthIters,
                                               bench::synthesis_defaults(registry, method), device);
   };
   const at::Tensor synth_input = eval_images.slice(0, 0, kSynthBatch).to(device);
-  auto plain_synth_step = [&](at::MemoryFormat format) {
+  auto plain_synth_step = [&](int l) {
     at::AutoGradMode grad(true);
-    const at::Tensor x = synth_input.clone(format).requires_grad_(true);
-    module.forward({x}).toTensor().sum().backward();
+    const at::Tensor x = synth_input.clone(kFormats[l]).requires_grad_(true);
+    modules[l].forward({x}).toTensor().sum().backward();
   };
 
   const at::Tensor analysis_images = eval_images.slice(0, 0, 1000);
   const at::Tensor analysis_labels = test.labels.slice(0, 0, 1000);
 
-  std::vector<double> fp32_eval, quant_eval, fp32_calib_pass, kl_calib, mse_calib, recon_iter, plain_iter, layerwise,
-      fp32_analysis_pass, mse_calib_warm, zeroq_iter, deepinversion_iter, plain_synth_iter, fp32_eval_nhwc, quant_eval_nhwc,
-      plain_iter_nhwc, plain_synth_iter_nhwc, peak_nchw, peak_nhwc;
+  // Per layout: evaluation, reconstruction and synthesis timings.
+  struct Timings {
+    std::vector<double> module_eval, fp32_eval, quant_eval, peak, plain_block, brecq_weights, brecq_steps, qdrop,
+        plain_synth, zeroq, deepinversion;
+  };
+  Timings t[kLayouts];
+  std::vector<double> fp32_calib_pass, kl_calib, mse_calib, layerwise, fp32_analysis_pass, mse_calib_warm;
   auto per_iteration = [&](std::int64_t n, const std::function<void()>& step) {
     return timed([&] {
              for (std::int64_t i = 0; i < n; ++i) step();
@@ -208,57 +244,81 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
            static_cast<double>(n);
   };
   for (int r = 0; r < rounds; ++r) {
-    fp32_eval.push_back(timed([&] { run_batches(eval_images, fp32_forward); }));
-    quant_eval.push_back(timed([&] { run_batches(eval_images, quant_forward); }));
-    fp32_eval_nhwc.push_back(timed([&] { run_batches(eval_images, fp32_forward_nhwc); }));
-    quant_eval_nhwc.push_back(timed([&] { run_batches(eval_images, quant_forward_nhwc); }));
-    peak_nchw.push_back(bench::conv_peak_gflops(at::MemoryFormat::Contiguous, device));
-    peak_nhwc.push_back(bench::conv_peak_gflops(at::MemoryFormat::ChannelsLast, device));
-    fp32_calib_pass.push_back(timed([&] { run_batches(calib_images, fp32_forward); }));
+    for (int l = 0; l < kLayouts; ++l) {
+      t[l].module_eval.push_back(timed([&] { run_batches(eval_images, module_forward(l)); }));
+      t[l].fp32_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(fp32_exec, l)); }));
+      t[l].quant_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(quant_exec, l)); }));
+      t[l].peak.push_back(bench::conv_peak_gflops(kFormats[l], device));
+      t[l].plain_block.push_back(per_iteration(recon_iters, [&] { blocks[l].step(); }));
+      const bench::IterationSeconds b = bench::reconstruction_iteration_seconds(in_layout(w4a4, l), calib_images.slice(0, 0, 256),
+                                                                                 unit->name, brecq);
+      t[l].brecq_weights.push_back(b.weights);
+      t[l].brecq_steps.push_back(b.steps);
+      t[l].qdrop.push_back(
+          bench::reconstruction_iteration_seconds(in_layout(w4a4, l), calib_images.slice(0, 0, 256), unit->name, qdrop).weights);
+      t[l].plain_synth.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(l); }));
+      t[l].zeroq.push_back(synth_step_seconds("zeroq", l));
+      t[l].deepinversion.push_back(synth_step_seconds("deepinversion", l));
+    }
+    fp32_calib_pass.push_back(timed([&] { run_batches(calib_images, module_forward(0)); }));
     kl_calib.push_back(timed([&] { quantize_with("kl"); }));
     mse_calib.push_back(timed([&] { quantize_with("mse"); }));
-    mse_calib_warm.push_back(timed([&] { quantize_with_cache("mse"); }));  // reads what the cold call wrote
-    recon_iter.push_back(recon_step_seconds());
-    fp32_analysis_pass.push_back(timed([&] { run_batches(analysis_images, fp32_forward); }));
+    mse_calib_warm.push_back(timed([&] { quantize_with_cache(settings, "mse"); }));  // reads what the cold call wrote
+    fp32_analysis_pass.push_back(timed([&] { run_batches(analysis_images, module_forward(0)); }));
     if (device.is_cpu())
       layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
-    plain_iter.push_back(per_iteration(recon_iters, [&] { block.step(); }));
-    plain_iter_nhwc.push_back(per_iteration(recon_iters, [&] { block_nhwc.step(); }));
-    zeroq_iter.push_back(synth_step_seconds("zeroq"));
-    deepinversion_iter.push_back(synth_step_seconds("deepinversion"));
-    plain_synth_iter.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(at::MemoryFormat::Contiguous); }));
-    plain_synth_iter_nhwc.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(at::MemoryFormat::ChannelsLast); }));
   }
-  const double n_eval = static_cast<double>(eval_images.size(0));
   std::printf("model %s, device %s, threads %d, rounds %d (medians)\n", model_path.c_str(), device.str().c_str(), threads,
               rounds);
-  const double gflop = bench::flops_per_image(folded, eval_images.slice(0, 0, 1)) / 1e9;
-  auto rate = [&](const std::vector<double>& t) { return n_eval / median(t); };
-  std::printf("FP32 TorchScript eval      %8.0f img/s (%5.1f GFLOP/s); channels-last input %8.0f img/s (%5.1f GFLOP/s)\n",
-              rate(fp32_eval), rate(fp32_eval) * gflop, rate(fp32_eval_nhwc), rate(fp32_eval_nhwc) * gflop);
-  std::printf("W8A8 fake-quant eval       %8.0f img/s (%5.1f GFLOP/s); channels-last %8.0f img/s (%5.1f GFLOP/s)\n",
-              rate(quant_eval), rate(quant_eval) * gflop, rate(quant_eval_nhwc), rate(quant_eval_nhwc) * gflop);
+  const double n_eval = static_cast<double>(eval_images.size(0));
+  const double gflop = bench::flops_per_image(folded[0], eval_images.slice(0, 0, 1)) / 1e9;
+  // Evaluation: throughput per layout, and each against the NCHW TorchScript module.
+  std::printf("evaluation, batch 256           img/s (GFLOP/s)  %-4s              %-4s\n", kLayoutNames[0], kLayoutNames[1]);
+  auto eval_row = [&](const char* name, std::vector<double> Timings::*field) {
+    std::printf("  %-28s", name);
+    for (const Timings& x : t)
+      std::printf("  %6.0f (%5.1f) %4.2fx", n_eval / median(x.*field), n_eval / median(x.*field) * gflop,
+                  median(t[0].module_eval) / median(x.*field));
+    std::printf("\n");
+  };
+  eval_row("FP32 TorchScript module", &Timings::module_eval);
+  eval_row("FP32 xdq (BN folded)", &Timings::fp32_eval);
+  eval_row("W8A8 fake-quant xdq", &Timings::quant_eval);
+  std::printf("  (x: throughput over the NCHW TorchScript module's; target >= 1.6)\n");
   std::printf("  peak here: 3x3 conv 256->256, 56x56, batch 16: %.0f GFLOP/s NCHW, %.0f GFLOP/s NHWC (%.3f GFLOP per image)\n",
-              median(peak_nchw), median(peak_nhwc), gflop);
-  std::printf("  ratio quant/fp32 throughput   %.3f   (target >= 0.85)\n", median(fp32_eval) / median(quant_eval));
+              median(t[0].peak), median(t[1].peak), gflop);
+  std::printf("  ratio quant/fp32 throughput (NCHW module)  %.3f   (target >= 0.85)\n",
+              median(t[0].module_eval) / std::min(median(t[0].quant_eval), median(t[1].quant_eval)));
+  // Reconstruction and synthesis: ms per iteration, each against the NCHW floor (the target) and the
+  // floor of its own layout.
+  auto iteration_row = [&](const char* name, std::vector<double> Timings::*field, std::vector<double> Timings::*floor) {
+    std::printf("  %-34s", name);
+    for (int l = 0; l < kLayouts; ++l)
+      std::printf("  %8.2f ms %5.3f %5.3f", 1e3 * median(t[l].*field), median(t[l].*field) / median(t[0].*floor),
+                  median(t[l].*field) / median(t[l].*floor));
+    std::printf("\n");
+  };
+  std::printf("block %s, batch 32, ms per iteration    %-4s  /NCHW floor /own      %-4s  /NCHW floor /own\n",
+              unit->name.c_str(), kLayoutNames[0], kLayoutNames[1]);
+  iteration_row("plain ATen fwd+bwd (floor)", &Timings::plain_block, &Timings::plain_block);
+  iteration_row("BRECQ weight iteration", &Timings::brecq_weights, &Timings::plain_block);
+  iteration_row("BRECQ activation-step iteration", &Timings::brecq_steps, &Timings::plain_block);
+  iteration_row("QDrop iteration", &Timings::qdrop, &Timings::plain_block);
+  std::printf("  (target <= 0.65 of the NCHW floor)\n");
+  std::printf("synthesis, batch %lld, ms per iteration\n", static_cast<long long>(kSynthBatch));
+  iteration_row("TorchScript fwd+bwd to images (floor)", &Timings::plain_synth, &Timings::plain_synth);
+  iteration_row("zeroq iteration", &Timings::zeroq, &Timings::plain_synth);
+  iteration_row("deepinversion iteration", &Timings::deepinversion, &Timings::plain_synth);
+  std::printf("  (target <= 0.7 of the NCHW floor)\n");
   std::printf("FP32 forward, 1024 images  %8.3f s\n", median(fp32_calib_pass));
   std::printf("kl calibration, 1024 images  %6.3f s   ratio %.3f   (target <= 2)\n", median(kl_calib),
               median(kl_calib) / median(fp32_calib_pass));
   std::printf("mse calibration, 1024 images %6.3f s   ratio %.3f   (target <= 2)\n", median(mse_calib),
               median(mse_calib) / median(fp32_calib_pass));
-  std::printf("block layer1.block0, batch 32: plain ATen fwd+bwd %.2f ms (NCHW), %.2f ms (NHWC); BRECQ iteration %.2f ms   "
-              "ratio to the NCHW floor %.3f (target <= 0.65), to the NHWC floor %.3f\n",
-              1e3 * median(plain_iter), 1e3 * median(plain_iter_nhwc), 1e3 * median(recon_iter),
-              median(recon_iter) / median(plain_iter), median(recon_iter) / median(plain_iter_nhwc));
   if (!layerwise.empty())
     std::printf("layerwise analysis, %zu layers, 1000 images: %.3f s / FP32 pass %.3f s   ratio %.2f   (bound %zu)\n",
                 w8a8.layers().size(), median(layerwise), median(fp32_analysis_pass),
                 median(layerwise) / median(fp32_analysis_pass), w8a8.layers().size() + 1);
-  std::printf("synthesis, batch %lld: TorchScript fwd+bwd to the images %.2f ms (NCHW), %.2f ms (NHWC input); zeroq "
-              "iteration %.2f ms   ratio %.3f; deepinversion iteration %.2f ms   ratio %.3f   (to the NCHW floor; target <= 0.7)\n",
-              static_cast<long long>(kSynthBatch), 1e3 * median(plain_synth_iter), 1e3 * median(plain_synth_iter_nhwc),
-              1e3 * median(zeroq_iter), median(zeroq_iter) / median(plain_synth_iter), 1e3 * median(deepinversion_iter),
-              median(deepinversion_iter) / median(plain_synth_iter));
   std::printf("mse calibration, 1024 images: statistics cache cold %.3f s, warm %.3f s   speed-up %.1f   (target >= 5)\n",
               median(mse_calib), median(mse_calib_warm), median(mse_calib) / median(mse_calib_warm));
   std::filesystem::remove_all(cache_dir);

@@ -62,21 +62,30 @@ class PlainBlock {
   at::Tensor w1_, w2_, b1_, b2_, in_, target_;
 };
 
-// The reconstruction engine's own timing of its loop (seconds per iteration) on unit `name`, with
-// `iters` iterations per unit over `calibration` (preprocessed), from `model`'s weight ranges.
-inline double reconstruction_iteration_seconds(const QuantizedModel& model, const at::Tensor& calibration,
-                                               const std::string& name, std::int64_t iters) {
+// The reconstruction engine's own timing of its loops (seconds per iteration of the rounding loop and of
+// the activation-step loop, 0 when it has none) on unit `name`, with options `o` over `calibration`
+// (preprocessed), from `model`'s ranges. Every unit runs; one is reported.
+struct IterationSeconds {
+  double weights = 0, steps = 0;
+};
+inline IterationSeconds reconstruction_iteration_seconds(const QuantizedModel& model, const at::Tensor& calibration,
+                                                         const std::string& name, const ReconstructionOptions& o) {
   QuantizedModel q = model;
-  ReconstructionOptions o;
-  o.iters = iters;
   RoundingContext ctx;
-  ctx.graph = &q.graph();
-  ctx.layers = &q.layers();
   ctx.calibration = calibration;
+  ctx = q.rounding_context(ctx);
   at::AutoGradMode grad(true);
   for (const UnitReport& r : reconstruct(ctx, o))
-    if (r.name == name) return r.timing.seconds_per_iteration;
-  return 0.0;
+    if (r.name == name) return {r.timing.seconds_per_iteration, r.timing.step_seconds_per_iteration};
+  return {};
+}
+
+// A rounding plugin's default options (its paper's), with `iters` iterations of each loop.
+inline ReconstructionOptions reconstruction_defaults(PluginRegistry& registry, const std::string& method, std::int64_t iters) {
+  ReconstructionOptions o =
+      reconstruction_options(default_options(registry.get(PluginKind::WeightOptimizer, method).options), method);
+  o.iters = o.act_iters = iters;
+  return o;
 }
 
 // One synthesis iteration of the engine (options `o`, batch `batch` of `shape` images): the engine run for

@@ -55,8 +55,8 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   const std::unique_ptr<TestImages> val = folder_loader(folder);
   ImportedModel model = import_torchscript(model_path);
   model.graph.to(device);
-  Executor fp32(model.graph);  // in the layout `xdq run` evaluates 224x224 inputs in (memory_format: auto)
-  if (Executor::channels_last_pays(224, 224)) fp32.use_channels_last();
+  model.graph.channels_last = channels_last_pays(device);  // the layout of `xdq run` (memory_format: auto)
+  Executor fp32(model.graph);
   const at::Tensor batch = at::randn({64, 3, 224, 224}).to(device);
   const std::vector<SynthesisModel> synthesis_models{{"model", &model.graph, model.preprocess, {3, 224, 224}}};
   const BnSynthesisOptions zeroq = bench::synthesis_defaults(registry, "zeroq");
@@ -82,6 +82,8 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   }
   const bench::PlainBlock block(folded, *unit, 32, side);
   constexpr std::int64_t kIters = 20;
+  ReconstructionOptions weights_only;  // the rounding loop alone
+  weights_only.iters = kIters;
 
   at::NoGradGuard no_grad;
   fp32.forward(batch);  // warm-up
@@ -93,7 +95,7 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
                       for (std::int64_t i = 0; i < kIters; ++i) block.step();
                     }, device) /
                     kIters);
-    brecq.push_back(bench::reconstruction_iteration_seconds(w4a4, calibration, unit->name, kIters));
+    brecq.push_back(bench::reconstruction_iteration_seconds(w4a4, calibration, unit->name, weights_only).weights);
     synthesis.push_back(bench::synthesis_iteration_seconds(synthesis_models, {3, 224, 224}, 64, 2, zeroq, device));
   }
   std::printf("model %s, folder %s, device %s, threads %d, rounds %d (medians)\n", model_path.c_str(), folder.c_str(),

@@ -96,14 +96,10 @@ TEST(BnLoss, DeepInversionIsZeroForMatchingBatchStatisticsAndTheNormOfAShift) {
   EXPECT_NEAR(deepinversion_bn_loss(x + delta.view({1, -1, 1, 1}), mean, var).item<double>(), 0.5, 1e-5);
 }
 
+// In both memory layouts (the one-pass sums read channels-last memory as it lies).
 TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
   const at::Tensor mean = at::randn({3}), var = at::rand({3}) + 0.5;
   const at::Tensor x0 = at::randn({5, 3, 4, 6});
-  auto grad_of = [&](const std::function<at::Tensor(const at::Tensor&)>& loss) {
-    const at::Tensor x = x0.clone().requires_grad_(true);
-    loss(x).backward();
-    return x.grad();
-  };
   // The formulas with ATen's own var/mean and autograd.
   auto zeroq_reference = [&](const at::Tensor& x) {
     const at::Tensor flat = x.reshape({5, 3, -1});
@@ -114,10 +110,25 @@ TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
     const at::Tensor flat = x.transpose(0, 1).reshape({3, -1});
     return at::norm(flat.var(1, false) - var) + at::norm(flat.mean(1) - mean);
   };
-  EXPECT_LT(max_relative_error(grad_of([&](const at::Tensor& x) { return zeroq_bn_loss(x, mean, var); }), grad_of(zeroq_reference)), 1e-5);
-  EXPECT_LT(max_relative_error(grad_of([&](const at::Tensor& x) { return deepinversion_bn_loss(x, mean, var); }),
-                               grad_of(deepinversion_reference)),
-            1e-5);
+  auto zeroq = [&](const at::Tensor& x) { return zeroq_bn_loss(x, mean, var); };
+  auto deepinversion = [&](const at::Tensor& x) { return deepinversion_bn_loss(x, mean, var); };
+  for (at::MemoryFormat format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+    auto loss_and_grad = [&](const std::function<at::Tensor(const at::Tensor&)>& loss) {
+      const at::Tensor x = x0.clone(format).requires_grad_(true);
+      const at::Tensor value = loss(x);
+      value.backward();
+      return std::pair{value.item<double>(), x.grad()};
+    };
+    for (const auto& [ours, reference] : {std::pair{std::function<at::Tensor(const at::Tensor&)>(zeroq),
+                                                     std::function<at::Tensor(const at::Tensor&)>(zeroq_reference)},
+                                           std::pair{std::function<at::Tensor(const at::Tensor&)>(deepinversion),
+                                                     std::function<at::Tensor(const at::Tensor&)>(deepinversion_reference)}}) {
+      const auto [value, grad] = loss_and_grad(ours);
+      const auto [expected_value, expected_grad] = loss_and_grad(reference);
+      EXPECT_NEAR(value, expected_value, 1e-5 * std::abs(expected_value)) << (format == at::MemoryFormat::ChannelsLast);
+      EXPECT_LT(max_relative_error(grad, expected_grad), 1e-5) << (format == at::MemoryFormat::ChannelsLast);
+    }
+  }
 }
 
 TEST(BnLoss, TotalVariationMatchesLoops) {

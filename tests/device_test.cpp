@@ -33,7 +33,9 @@ std::map<std::string, double> quickstart_top1(const std::string& device, const s
   if (r.exit_code != 0) throw std::runtime_error(r.output);
   std::ifstream in(out + "/results.json");
   std::map<std::string, double> top1;
-  for (const auto& run : nlohmann::json::parse(in).at("runs")) top1[run.at("id")] = run.at("results")[0].at("quant_top1");
+  const nlohmann::json results = nlohmann::json::parse(in);  // kept alive: a loop over parse(in).at(...) reads freed memory
+  for (const auto& run : results.at("runs")) top1[run.at("id")] = run.at("results")[0].at("quant_top1");
+  if (top1.empty()) throw std::runtime_error(out + "/results.json has no runs");
   return top1;
 }
 
@@ -49,7 +51,9 @@ TEST(Device, ExplicitCpuGivesTheDefaultsResults) {
                                       " --set 'quantization.calibrators=[minmax, mse]' --set 'quantization.bits=[w4a4]'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::ifstream in(dir.file("default/results.json"));
-  for (const auto& run : nlohmann::json::parse(in).at("runs"))
+  const nlohmann::json results = nlohmann::json::parse(in);
+  ASSERT_EQ(results.at("runs").size(), explicit_cpu.size());
+  for (const auto& run : results.at("runs"))
     EXPECT_EQ(run.at("results")[0].at("quant_top1").get<double>(), explicit_cpu.at(run.at("id"))) << run.at("id");
 }
 

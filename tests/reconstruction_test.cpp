@@ -104,6 +104,107 @@ TEST(Reconstruction, LsqStepGradientIsTheClosedForm) {
   EXPECT_NEAR(scale.grad().item<double>(), factor * expected, 1e-5);
 }
 
+// The one-pass soft rounding against AdaRound's formulas composed of ATen ops: the weight within a float32
+// rounding of a grid step, the regularizer and the logits' gradient (through the weight and the
+// regularizer) within 1e-5 relative; per-channel (an asymmetric grid) and per-tensor; logits spread so
+// that some h sit at 0 or 1 (their gradient is 0).
+TEST(Reconstruction, FusedSoftRoundingMatchesTheComposedOps) {
+  at::manual_seed(4);
+  const at::Tensor w = at::randn({6, 4, 3, 3});
+  QParams per_tensor;
+  per_tensor.scale = at::tensor(0.3);
+  per_tensor.zero_point = at::tensor(1, at::kInt);
+  per_tensor.qmin = -8;
+  per_tensor.qmax = 7;
+  for (const QParams& q : {per_channel_qparams(w, 4), per_tensor}) {
+    const at::Tensor v0 = initial_rounding_logits(w, q) + 3 * at::randn(w.sizes());
+    const at::Tensor upstream = at::randn(w.sizes());
+    auto run = [&](bool fused) {
+      const at::Tensor v = v0.clone().requires_grad_(true);
+      SoftRounding r;
+      if (fused) {
+        r = soft_rounding(v, w, q, 5.0);
+      } else {
+        const at::Tensor h = rectified_sigmoid(v);
+        r = {soft_quantized_weight(w, q, h), (1 - (2 * h - 1).abs().pow(5.0)).sum()};
+      }
+      ((r.weight * upstream).sum() + 0.3 * r.regularizer).backward();
+      return std::tuple{r.weight.detach(), r.regularizer.item<double>(), v.grad()};
+    };
+    const auto [weight, reg, grad] = run(true);
+    const auto [weight_ref, reg_ref, grad_ref] = run(false);
+    const double step = q.scale.max().item<double>();
+    EXPECT_LE((weight - weight_ref).abs().max().item<double>(), 1e-6 * step * 8) << q.per_channel();
+    EXPECT_NEAR(reg, reg_ref, 1e-5 * reg_ref) << q.per_channel();
+    EXPECT_LE((grad - grad_ref).abs().max().item<double>(), 1e-5 * grad_ref.abs().max().item<double>()) << q.per_channel();
+    EXPECT_GT((grad == 0).sum().item<std::int64_t>(), 0) << "no h at 0 or 1: the clamp's gradient is untested";
+  }
+}
+
+// LSQ with QDrop written here with ATen ops (the reference): the step's gradient scaled by `factor`
+// through s = (scale - f·scale) + f·scale, round with a straight-through gradient, dropped elements kept.
+at::Tensor composed_lsq(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double factor, double drop,
+                        std::uint64_t key) {
+  const double z = q.zero_point.item<double>();
+  const at::Tensor s = (scale - scale * factor).detach() + scale * factor;
+  const at::Tensor y = x / s;
+  const at::Tensor rounded = (at::round(y) - y).detach() + y;
+  const at::Tensor xq = ((rounded + z).clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax)) - z) * s;
+  return drop > 0 ? at::where(uniform_draws(x, key) < drop, x, xq) : xq;
+}
+
+// The one-pass CPU quantizer against the composed reference: outputs and input gradients equal up to a
+// float32 rounding (the reference multiplies and divides by the step), zero at the same elements, the step
+// gradient up to the reference's float32 sum's rounding; in channels-last memory the same; an
+// asymmetric and a signed grid, with and without dropping.
+TEST(Reconstruction, FusedLsqQuantizerMatchesTheComposedOps) {
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({4, 8, 6, 6}) * 0.6;
+  const at::Tensor upstream = at::randn({4, 8, 6, 6});
+  for (const auto& [qmin, qmax, zero] : {std::tuple{0, 15, 3}, std::tuple{-8, 7, 0}})
+    for (double drop : {0.0, 0.5})
+      for (bool channels_last : {false, true}) {
+        QParams q;
+        q.qmin = qmin;
+        q.qmax = qmax;
+        q.zero_point = at::tensor(zero, at::kInt);
+        q.scale = at::tensor(0.1);
+        const std::string what = "grid [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "] drop " +
+                                 std::to_string(drop) + (channels_last ? " NHWC" : " NCHW");
+        auto run = [&](bool fused) {
+          const at::Tensor xi = (channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.clone()).requires_grad_(true);
+          const at::Tensor scale = at::tensor(0.1f).requires_grad_(true);
+          const at::Tensor y = fused ? lsq_fake_quantize(xi, scale, q, 0.25, drop, 77) : composed_lsq(xi, scale, q, 0.25, drop, 77);
+          (y * upstream).sum().backward();
+          return std::tuple{y.detach().contiguous(), xi.grad().contiguous(), scale.grad().item<double>()};
+        };
+        const auto [y, gx, gs] = run(true);
+        const auto [y_ref, gx_ref, gs_ref] = run(false);
+        EXPECT_LE((y - y_ref).abs().max().item<double>(), 1e-6) << what;  // s differs from scale by at most an ulp
+        // The composed chain multiplies by s and divides by it: equal to a float32 rounding or two.
+        EXPECT_LE((gx - gx_ref).abs().max().item<double>(), 1e-6 * upstream.abs().max().item<double>()) << what;
+        EXPECT_TRUE(at::equal(gx == 0, gx_ref == 0)) << what;  // the same elements outside the grid
+        // Float32 sums of n terms (the reference's) err by up to about log2(n) * eps * Σ|term|; a term is
+        // factor * upstream * (code - y, or a grid end), at most 8 in magnitude here.
+        EXPECT_NEAR(gs, gs_ref, 1e-6 * 0.25 * 8 * upstream.abs().sum().item<double>()) << what;
+        if (drop > 0) EXPECT_GT((y == x).to(at::kFloat).mean().item<double>(), 0.3) << what;  // some kept as FP
+      }
+}
+
+// The draws: in [0, 1), mean 1/2 and the fraction below 0.3 within 5 standard deviations over 10^5
+// elements, the same numbers by logical index in channels-last memory, others for another key.
+TEST(Reconstruction, UniformDrawsAreUniformAndIndependentOfTheLayout) {
+  const at::Tensor like = at::empty({10, 10, 25, 40});
+  const at::Tensor u = uniform_draws(like, 12345);
+  const double n = static_cast<double>(u.numel());
+  EXPECT_GE(u.min().item<double>(), 0.0);
+  EXPECT_LT(u.max().item<double>(), 1.0);
+  EXPECT_NEAR(u.mean().item<double>(), 0.5, 5 * std::sqrt(1.0 / 12 / n));
+  EXPECT_NEAR((u < 0.3).to(at::kDouble).mean().item<double>(), 0.3, 5 * std::sqrt(0.3 * 0.7 / n));
+  EXPECT_TRUE(at::equal(uniform_draws(like.contiguous(at::MemoryFormat::ChannelsLast), 12345).contiguous(), u));
+  EXPECT_FALSE(at::equal(uniform_draws(like, 12346), u));
+}
+
 TEST(Reconstruction, BlockUnitsCoverEveryResidualBlockOfTheZoo) {
   struct Case {
     std::string model;

@@ -135,8 +135,11 @@ struct QuantizedResnet20 {
   at::Tensor images, labels;
   std::unique_ptr<QuantizedModel> quantized;
 
-  QuantizedResnet20(std::int64_t count, Split split, std::uint64_t seed, const std::string& weight_range)
+  // channels_last: every engine runs the model in channels-last memory (memory_format).
+  QuantizedResnet20(std::int64_t count, Split split, std::uint64_t seed, const std::string& weight_range,
+                    bool channels_last = false)
       : model(import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt")) {
+    model.graph.channels_last = channels_last;
     Graph folded = model.graph;
     fold_batch_norm(folded);
     PtqSettings s;

@@ -1,8 +1,11 @@
 #include "xdq/parallel.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <limits>
+#include <mutex>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -20,7 +23,19 @@ double peak_resident_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+void keep_freed_memory() {
+  // glibc gives blocks above a moving threshold (128 KiB at first) back to the system when freed, and
+  // trims the heap's top: each new activation of that size then page-faults as the kernel zeroes it again.
+  // Blocks up to 32 MiB (glibc's ceiling) now come from the heap and stay there once freed.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  });
+}
+
 int apply_thread_count(int requested) {
+  keep_freed_memory();
   const int n = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
   return n;

@@ -25,10 +25,10 @@ namespace py = pybind11;
 
 namespace {
 
-// The memory layout `xdq run` evaluates in (memory_format: auto) for images of this size.
-xdq::Executor in_fastest_layout(xdq::Executor exec, const at::Tensor& images) {
-  if (images.dim() == 4 && xdq::Executor::channels_last_pays(images.size(2), images.size(3))) exec.use_channels_last();
-  return exec;
+// `graph` in the memory layout `xdq run` chooses (memory_format: auto) for such images.
+xdq::Graph in_fastest_layout(xdq::Graph graph, const at::Tensor& images) {
+  graph.channels_last = images.dim() == 4 && xdq::channels_last_pays(graph.device());
+  return graph;
 }
 
 xdq::PluginRegistry& registry() {
@@ -62,7 +62,7 @@ class QuantizedModelHandle {
 
   at::Tensor forward(const at::Tensor& images) const {
     at::NoGradGuard no_grad;
-    return in_fastest_layout(model_.executor(), images).forward(pre_.apply(images));
+    return model_.executor().forward(pre_.apply(images));
   }
   py::list activations() const {
     py::list out;
@@ -103,7 +103,7 @@ class ModelHandle {
     settings.a_bits = bits.a_bits;
     settings.scheme = xdq::Scheme::load(a.preset, xdq::config_dir() + "/presets");
     settings.weight_range = a.weight_range;
-    xdq::Graph folded = model_.graph;
+    xdq::Graph folded = in_fastest_layout(model_.graph, calibration);
     xdq::fold_batch_norm(folded);
     xdq::QuantizedModel q(folded, settings);
     const at::Tensor images = model_.preprocess.apply(calibration);
@@ -125,7 +125,7 @@ class ModelHandle {
   }
   at::Tensor forward(const at::Tensor& images) const {
     at::NoGradGuard no_grad;
-    return in_fastest_layout(xdq::Executor(model_.graph), images).forward(model_.preprocess.apply(images));
+    return xdq::Executor(in_fastest_layout(model_.graph, images)).forward(model_.preprocess.apply(images));
   }
 
  private:

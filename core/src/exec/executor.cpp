@@ -16,6 +16,7 @@ Executor::Executor(Graph graph)
     for (int v : graph_.nodes[i].inputs) last_use_[v] = static_cast<int>(i);
   for (int v : graph_.outputs) last_use_[v] = static_cast<int>(graph_.nodes.size());
   for (const auto& c : graph_.constants) last_use_[c.first] = static_cast<int>(graph_.nodes.size());
+  clear_weights();
 }
 
 void Executor::set_value_hook(int value, ValueHook hook) { hooks_.at(value) = std::move(hook); }
@@ -36,18 +37,14 @@ c10::IValue on_device(const c10::IValue& v, const c10::Device& device, bool chan
 }  // namespace
 
 void Executor::set_weight(int node, at::Tensor weight) {
-  weights_.at(node) = graph_.nodes.at(node).kind == OpKind::Conv ? in_layout(weight, channels_last_) : std::move(weight);
+  weights_.at(node) = graph_.nodes.at(node).kind == OpKind::Conv ? in_layout(weight, graph_.channels_last) : std::move(weight);
 }
 
-void Executor::use_channels_last() {
-  channels_last_ = true;
-  for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
-    if (graph_.nodes[i].kind == OpKind::Conv)
-      weights_[i] = in_layout(weights_[i].defined() ? weights_[i] : graph_.nodes[i].weight, true);
-}
 void Executor::clear_weights() {
   std::fill(weights_.begin(), weights_.end(), at::Tensor());
-  if (channels_last_) use_channels_last();
+  if (!graph_.channels_last) return;
+  for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
+    if (graph_.nodes[i].kind == OpKind::Conv) weights_[i] = in_layout(graph_.nodes[i].weight, true);
 }
 
 std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) const {
@@ -55,7 +52,7 @@ std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) c
     throw Error("model expects " + std::to_string(graph_.inputs.size()) + " inputs, got " + std::to_string(inputs.size()));
   std::vector<c10::IValue> values(graph_.num_values);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
-    c10::IValue value = on_device(inputs[i], device_, channels_last_);
+    c10::IValue value = on_device(inputs[i], device_, graph_.channels_last);
     if (hooks_[graph_.inputs[i]] && value.isTensor()) value = hooks_[graph_.inputs[i]](value.toTensor());
     values[graph_.inputs[i]] = std::move(value);
   }
@@ -73,7 +70,7 @@ std::vector<at::Tensor> Executor::run_nodes(int first, int last, const std::vect
   std::vector<c10::IValue> values(graph_.num_values);
   std::vector<at::Tensor> captured(wanted.size());
   for (const auto& [v, tensor] : given) {
-    const at::Tensor moved = on_device(tensor, device_, channels_last_);
+    const at::Tensor moved = on_device(tensor, device_, graph_.channels_last);
     at::Tensor value = hooks_.at(v) ? hooks_[v](moved) : moved;
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v) captured[k] = value;
@@ -101,7 +98,7 @@ std::vector<int> Executor::range_inputs(int first, int last) const {
 
 std::vector<c10::IValue> Executor::all_values(const at::Tensor& example) const {
   std::vector<c10::IValue> values(graph_.num_values), all(graph_.num_values);
-  const at::Tensor input = on_device(example, device_, channels_last_);
+  const at::Tensor input = on_device(example, device_, graph_.channels_last);
   for (int v : graph_.inputs) {
     values[v] = hooks_[v] ? hooks_[v](input) : input;
     all[v] = values[v];

@@ -714,7 +714,7 @@ void add_run_keys(std::vector<Key>& k) {
   k.push_back(scalar("jobs", S::integer("jobs", 1, "jobs (model x calibration set) at a time, sharing the threads").range(1, 4096),
                      [](auto& c) -> auto& { return c.jobs; }));
   k.push_back(scalar("memory_format",
-                     S::text("memory_format", "auto", "layout of evaluation passes: auto, contiguous (NCHW), channels_last (NHWC)")
+                     S::text("memory_format", "auto", "memory layout of every engine: auto (channels-last on the CPU), contiguous (NCHW), channels_last (NHWC)")
                          .one_of({"auto", "contiguous", "channels_last"}),
                      [](auto& c) -> auto& { return c.memory_format; }));
   k.push_back(scalar("device", S::text("device", "cpu", "where models run: cpu, cuda, cuda:N (data stays on the CPU)"),

@@ -20,11 +20,6 @@ namespace xdq {
 
 namespace {
 
-bool channels_last(const ExperimentConfig& cfg, const InputShape& shape) {
-  if (cfg.memory_format != "auto") return cfg.memory_format == "channels_last";
-  return Executor::channels_last_pays(shape.height, shape.width);
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
@@ -39,8 +34,7 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
     if (!needed.empty() && !needed[i]) continue;  // a job of another model: not prepared in this process
     const ModelEntry& entry = cfg.models[i];
     Model m{prepare_model(cfg, entry, domains, progress), {}, {}, {}};
-    Executor fp32(m.prepared.model.graph);
-    if (channels_last(cfg, m.prepared.shape)) fp32.use_channels_last();
+    const Executor fp32(m.prepared.model.graph);
     for (const TestImages& t : m.prepared.tests)
       m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,
                                           cfg.batch_size, &progress, entry.name + " FP32 on " + t.name()));
@@ -191,8 +185,7 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
                              std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {
   const Model& m = models_[job.model];
   RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size(), selection(job));
-  Executor exec = quantized.executor();
-  if (channels_last(cfg_, m.prepared.shape)) exec.use_channels_last();
+  const Executor exec = quantized.executor();
   for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
     DomainResult d;
     d.domain = cfg_.test_domains[t].name;

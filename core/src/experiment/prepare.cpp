@@ -45,7 +45,8 @@ const ImportedModel& DomainCache::imported(const ModelEntry& entry) {
   auto it = models_.find(entry.path);
   if (it == models_.end()) {
     ImportedModel model = import_torchscript(entry.path);
-    model.graph.to(cfg_.torch_device());  // synthesis runs where the experiment's models run
+    model.graph.to(cfg_.torch_device());  // synthesis runs where and how the experiment's models run
+    model.graph.channels_last = runs_channels_last(cfg_);
     it = models_.emplace(entry.path, std::move(model)).first;
   }
   return it->second;
@@ -223,6 +224,11 @@ Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model)
   return entry.has_preprocess ? Preprocess{entry.mean, entry.std} : model.preprocess;
 }
 
+bool runs_channels_last(const ExperimentConfig& cfg) {
+  if (cfg.memory_format != "auto") return cfg.memory_format == "channels_last";
+  return channels_last_pays(cfg.torch_device());
+}
+
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
                             std::ostream& progress) {
   PreparedModel p{import_torchscript(entry.path), {}, {}, {}};
@@ -234,6 +240,7 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
     progress << "xdq: note: model '" << entry.name << "' declares no input size (input_size or preprocess.crop); feeding "
              << entry.input.height << "x" << entry.input.width << " images\n";
   p.shape = model_input_shape(entry, p.model);
+  p.model.graph.channels_last = runs_channels_last(cfg);  // every engine, every copy of the graph
   for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
   // One FP32 forward before any work: a model that cannot read this input size (a wrong input_size, a
   // 224x224 model fed 28x28) is named here rather than failing inside a run with a LibTorch trace.

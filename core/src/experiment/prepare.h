@@ -74,8 +74,12 @@ struct PreparedModel {
   std::vector<TestImages> tests;  // one per cfg.test_domains
 };
 
-// Imports the model, checks its overrides, its input size and its test domains' labels (calibration sets
-// are loaded by whoever uses them: the pipeline, per job, before the first job runs).
+// memory_format: whether the experiment's models run channels-last (auto: channels_last_pays).
+bool runs_channels_last(const ExperimentConfig& cfg);
+
+// Imports the model (in the layout of runs_channels_last), checks its overrides, its input size and its
+// test domains' labels (calibration sets are loaded by whoever uses them: the pipeline, per job, before
+// the first job runs).
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
                             std::ostream& progress);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 #include <ATen/Parallel.h>
 
@@ -58,11 +59,12 @@ std::pair<double, double> Histogram::add(const at::Tensor& x_in) {
   const auto slot = [&](float v) {
     return (v < 0.0f ? bins_ : 0) + std::min(static_cast<int>(std::fabs(v) * inv_width), last);
   };
-  // Per-thread integer histograms, summed afterwards: binning is the hot loop of calibration.
-  const int threads = at::get_num_threads();
-  std::vector<std::vector<std::int64_t>> local(threads, std::vector<std::int64_t>(2 * bins_, 0));
+  // Integer histograms per parallel range, added into one under a lock: binning is the hot loop of
+  // calibration, and counts add up the same in any order.
+  std::vector<std::int64_t> total(2 * bins_, 0);
+  std::mutex total_mutex;
   at::parallel_for(0, n, 1 << 16, [&](std::int64_t begin, std::int64_t end) {
-    std::int64_t* h = local[at::get_thread_num()].data();
+    std::vector<std::int64_t> h(2 * bins_, 0);
     // Four interleaved copies: consecutive values landing in one bin (the zeros of a ReLU output) do not
     // chain every increment through the same memory word.
     constexpr int kCopies = 4;
@@ -80,12 +82,13 @@ std::pair<double, double> Histogram::add(const at::Tensor& x_in) {
           copies[c * stride + k] = 0;
         }
     }
+    std::lock_guard<std::mutex> lock(total_mutex);
+    for (std::int64_t k = 0; k < stride; ++k) total[k] += h[k];
   });
-  for (const auto& h : local)
-    for (int i = 0; i < bins_; ++i) {
-      positive_[i] += static_cast<double>(h[i]);
-      negative_[i] += static_cast<double>(h[bins_ + i]);
-    }
+  for (int i = 0; i < bins_; ++i) {
+    positive_[i] += static_cast<double>(total[i]);
+    negative_[i] += static_cast<double>(total[bins_ + i]);
+  }
   return {lo, hi};
 }
 

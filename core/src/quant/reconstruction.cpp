@@ -22,13 +22,13 @@ namespace xdq {
 
 namespace {
 
-// Uniform draws shaped like `like` from a CPU generator (seeded: the same numbers on any device), placed
-// where `like` is.
-at::Tensor uniform_like(const at::Tensor& like, const at::Generator& gen) {
-  return at::rand(like.sizes(), gen, like.options().device(at::kCPU)).to(like.device());
+// Rows `idx` of a cache, in the cache's memory layout: index_select alone returns contiguous (NCHW) rows,
+// which the executor would reorder again; a channels-last cache is gathered as [N, H, W, C] rows.
+at::Tensor gather_rows(const at::Tensor& cache, const at::Tensor& idx) {
+  if (cache.dim() == 4 && !cache.is_contiguous() && cache.is_contiguous(at::MemoryFormat::ChannelsLast))
+    return cache.permute({0, 2, 3, 1}).index_select(0, idx).permute({0, 3, 1, 2});
+  return cache.index_select(0, idx);
 }
-
-constexpr double kZeta = 1.1, kGamma = -0.1;
 constexpr std::int64_t kCaptureBatch = 256;
 
 int name_depth(const std::string& name) { return 1 + static_cast<int>(std::count(name.begin(), name.end(), '.')); }
@@ -63,11 +63,13 @@ void absorb(ReconstructionUnit& a, const ReconstructionUnit& b) {
   a.layers.insert(a.layers.end(), b.layers.begin(), b.layers.end());
 }
 
-// sum over channels of |error|^p (weighted), mean over batch and positions.
+// sum over channels of |error|^p (weighted), mean over batch and positions: one sum over every element
+// divided by the count of (image, position) pairs (a sum over the channel axis first is a slow strided
+// reduction in channels-last memory).
 at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p = 2) {
   at::Tensor err = p == 2 ? (out - target).pow(2) : (out - target).abs().pow(p);
   if (weight.defined()) err = err * weight.pow(2);
-  return out.dim() > 1 ? err.sum(1).mean() : err.mean();
+  return out.dim() > 1 ? err.sum() / static_cast<double>(out.numel() / out.size(1)) : err.mean();
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -159,7 +161,7 @@ class Engine {
         if (out.size() <= k) {
           std::vector<std::int64_t> shape = got[k].sizes().vec();
           shape[0] = n;
-          out.push_back(at::empty(shape, got[k].options().dtype(dtype)));
+          out.push_back(at::empty(shape, got[k].options().dtype(dtype), got[k].suggest_memory_format()));
         }
         if (dtype == at::kHalf && got[k].abs().max().item<double>() > 65504.0) overflow = true;
         out[k].slice(0, b, e).copy_(got[k]);
@@ -272,17 +274,20 @@ class Engine {
           steps.push_back({q.scale.clone().to(at::kFloat).requires_grad_(true), it->second});
           at::Tensor scale = steps.back().scale;
           const bool lsq = opt_.lsq_grad_scale;
-          exec.set_value_hook(v, [scale, q, drop, gen, lsq](const at::Tensor& x) {
+          exec.set_value_hook(v, [scale, q, drop, gen, lsq](const at::Tensor& x) mutable {
             const double factor = lsq ? 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(q.qmax)) : 1.0;
-            const at::Tensor xq = lsq_fake_quantize(x, scale, q, factor);
-            if (drop <= 0) return xq;
-            return at::where(uniform_like(x, gen) < drop, x, xq);
+            return lsq_fake_quantize(x, scale, q, factor, drop, drop > 0 ? next_draw_key(gen) : 0);
+          });
+        } else if (!q.per_channel()) {  // a fixed step: the same one-pass quantizer, its step gradient unused
+          const at::Tensor scale = q.scale.to(at::kFloat);
+          exec.set_value_hook(v, [scale, q, drop, gen](const at::Tensor& x) mutable {
+            return lsq_fake_quantize(x, scale, q, 1.0, drop, drop > 0 ? next_draw_key(gen) : 0);
           });
         } else {
-          exec.set_value_hook(v, [q, drop, gen](const at::Tensor& x) {
+          exec.set_value_hook(v, [q, drop, gen](const at::Tensor& x) mutable {
             const at::Tensor xq = fake_quantize(x, q);
             if (drop <= 0) return xq;
-            return at::where(uniform_like(x, gen) < drop, x, xq);
+            return at::where(uniform_draws(x, next_draw_key(gen)) < drop, x, xq);
           });
         }
       }
@@ -319,10 +324,10 @@ class Engine {
   std::vector<std::pair<int, at::Tensor>> sample(const Cached& c, const at::Tensor& idx, bool mix) {
     std::vector<std::pair<int, at::Tensor>> g;
     for (std::size_t k = 0; k < c.inputs.size(); ++k) {
-      at::Tensor q = c.q_in[k].index_select(0, idx).to(at::kFloat);
+      at::Tensor q = gather_rows(c.q_in[k], idx).to(at::kFloat);
       if (mix) {
-        const at::Tensor f = c.fp_in[k].index_select(0, idx).to(at::kFloat);
-        q = at::where(uniform_like(q, gen_) < opt_.drop_prob, f, q);
+        const at::Tensor f = gather_rows(c.fp_in[k], idx).to(at::kFloat);
+        q = at::where(uniform_draws(q, next_draw_key(gen_)) < opt_.drop_prob, f, q);
       }
       g.emplace_back(c.inputs[k], q);
     }
@@ -367,27 +372,21 @@ class Engine {
     const auto loop_start = std::chrono::steady_clock::now();
     for (std::int64_t t = 0; t < opt_.iters; ++t) {
       const at::Tensor idx = batch_rows(count, c.fp_out.device());
-      std::vector<at::Tensor> soft;
+      const double beta = opt_.beta.beta(t, opt_.iters);
+      const bool regularizing = opt_.beta.regularizing(t, opt_.iters);
+      at::Tensor round_loss;
       for (std::size_t l = 0; l < u.layers.size(); ++l) {
         const int node = u.layers[l];
-        soft.push_back(rectified_sigmoid(logits[l]));
-        exec.set_weight(node, soft_quantized_weight(graph_.nodes[node].weight, (*ctx_.layers)[layer_index_.at(node)].qparams,
-                                                    soft.back()));
+        const SoftRounding r = soft_rounding(logits[l], graph_.nodes[node].weight,
+                                             (*ctx_.layers)[layer_index_.at(node)].qparams, regularizing ? beta : 0.0);
+        exec.set_weight(node, r.weight);
+        if (regularizing) round_loss = round_loss.defined() ? round_loss + r.regularizer : r.regularizer;
       }
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, mix), {u.output_value})[0];
       const at::Tensor rec =
-          reconstruction_loss(out, c.fp_out.index_select(0, idx).to(at::kFloat),
-                              c.fisher.defined() ? c.fisher.index_select(0, idx).to(at::kFloat) : at::Tensor());
-      const double beta = opt_.beta.beta(t, opt_.iters);
-      at::Tensor loss = rec;
-      at::Tensor round_loss;
-      if (opt_.beta.regularizing(t, opt_.iters)) {
-        for (const auto& h : soft) {
-          const at::Tensor term = (1 - (2 * h - 1).abs().pow(beta)).sum();
-          round_loss = round_loss.defined() ? round_loss + term : term;
-        }
-        loss = loss + opt_.round_weight * round_loss;
-      }
+          reconstruction_loss(out, gather_rows(c.fp_out, idx).to(at::kFloat),
+                              c.fisher.defined() ? gather_rows(c.fisher, idx).to(at::kFloat) : at::Tensor());
+      const at::Tensor loss = round_loss.defined() ? rec + opt_.round_weight * round_loss : rec;
       rec_value = rec.item<double>();
       round_value = round_loss.defined() ? round_loss.item<double>() : 0.0;
       check_finite(rec_value + round_value, u, t);
@@ -437,7 +436,7 @@ class Engine {
     for (std::int64_t t = 0; t < opt_.act_iters; ++t) {
       const at::Tensor idx = batch_rows(count, c.fp_out.device());
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, false), {u.output_value})[0];
-      const at::Tensor loss = reconstruction_loss(out, c.fp_out.index_select(0, idx).to(at::kFloat), at::Tensor(), opt_.p);
+      const at::Tensor loss = reconstruction_loss(out, gather_rows(c.fp_out, idx).to(at::kFloat), at::Tensor(), opt_.p);
       const double value = loss.item<double>();
       check_finite(value, u, t);
       loss.backward();
@@ -551,49 +550,12 @@ Granularity parse_granularity(const std::string& text) {
   throw Error("unknown granularity '" + text + "' (layer, block, two_blocks)");
 }
 
-at::Tensor rectified_sigmoid(const at::Tensor& v) { return (at::sigmoid(v) * (kZeta - kGamma) + kGamma).clamp(0, 1); }
-
-namespace {
-// Scale and zero point shaped to broadcast over `weight` (per-channel along axis 0).
-std::pair<at::Tensor, at::Tensor> broadcast_qparams(const at::Tensor& weight, const QParams& q) {
-  at::Tensor s = q.scale.to(weight.device(), at::kFloat), z = q.zero_point.to(weight.device(), at::kFloat);
-  if (q.per_channel()) {
-    std::vector<std::int64_t> shape(weight.dim(), 1);
-    shape[q.axis] = -1;
-    s = s.view(shape);
-    z = z.view(shape);
-  }
-  return {s, z};
-}
-}  // namespace
-
-at::Tensor initial_rounding_logits(const at::Tensor& weight, const QParams& q) {
-  const auto [s, z] = broadcast_qparams(weight, q);
-  const at::Tensor scaled = weight.detach() / s;
-  const at::Tensor frac = scaled - at::floor(scaled);
-  return -at::log((kZeta - kGamma) / (frac - kGamma) - 1);
-}
-
-at::Tensor soft_quantized_weight(const at::Tensor& weight, const QParams& q, const at::Tensor& h) {
-  const auto [s, z] = broadcast_qparams(weight, q);
-  const at::Tensor grid = at::floor(weight.detach() / s) + z + h;
-  return (grid.clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax)) - z) * s;
-}
-
 double BetaSchedule::beta(std::int64_t t, std::int64_t iters) const {
   const double warm = warmup * static_cast<double>(iters);
   if (t < warm) return start;
   const double rel = (static_cast<double>(t) - warm) / std::max(1.0, static_cast<double>(iters) - warm);
   if (cosine) return end + 0.5 * (start - end) * (1 + std::cos(M_PI * std::min(rel, 1.0)));
   return end + (start - end) * std::max(0.0, 1 - rel);
-}
-
-at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor) {
-  const at::Tensor s = grad_factor == 1.0 ? scale : (scale - scale * grad_factor).detach() + scale * grad_factor;
-  const double z = q.zero_point.item<double>();
-  const at::Tensor y = x / s;
-  const at::Tensor rounded = (at::round(y) - y).detach() + y;
-  return ((rounded + z).clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax)) - z) * s;
 }
 
 OptionSchema reconstruction_schema(const ReconstructionOptions& d) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <sstream>
 
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -50,6 +51,61 @@ struct HookedModel {
 
 namespace {
 
+// Σx and Σx² in double over the positions of each (image, channel) of a 4-D float32 CPU tensor, contiguous
+// or channels-last, in one read: [N, C] each. ATen's two reductions (and x² in between) read it three times.
+std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x) {
+  const std::int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+  at::Tensor s1 = at::zeros({N, C}, x.options().dtype(at::kDouble)), s2 = at::zeros({N, C}, s1.options());
+  const float* data = x.data_ptr<float>();
+  double *d1 = s1.data_ptr<double>(), *d2 = s2.data_ptr<double>();
+  if (!x.is_contiguous()) {  // channels-last: memory is [N, P, C], a whole image's channels at a time
+    at::parallel_for(0, N, 1, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t n = begin; n < end; ++n)
+        for (std::int64_t p = 0; p < P; ++p)
+          for (std::int64_t c = 0; c < C; ++c) {
+            const double v = data[(n * P + p) * C + c];
+            d1[n * C + c] += v;
+            d2[n * C + c] += v * v;
+          }
+    });
+    return {s1, s2};
+  }
+  at::parallel_for(0, N * C, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = begin; row < end; ++row) {
+      constexpr int kLanes = 8;  // interleaved sums: the loop vectorizes
+      double a[kLanes] = {}, b[kLanes] = {};
+      const float* r = data + row * P;
+      std::int64_t p = 0;
+      for (; p + kLanes <= P; p += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const double v = r[p + l];
+          a[l] += v;
+          b[l] += v * v;
+        }
+      for (; p < P; ++p) {
+        a[0] += r[p];
+        b[0] += static_cast<double>(r[p]) * r[p];
+      }
+      for (int l = 0; l < kLanes; ++l) {
+        d1[row] += a[l];
+        d2[row] += b[l];
+      }
+    }
+  });
+  return {s1, s2};
+}
+
+// Σx and Σx² in double over `dims` (kept as size-1 axes): the positions of each image, or also the images.
+std::pair<at::Tensor, at::Tensor> sums_of_powers(const at::Tensor& x, const std::vector<std::int64_t>& dims) {
+  const bool dense = x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const bool positions = dims == std::vector<std::int64_t>{2, 3}, all = dims == std::vector<std::int64_t>{0, 2, 3};
+  if (!x.is_cpu() || x.scalar_type() != at::kFloat || x.dim() != 4 || !dense || !(positions || all))
+    return {x.sum(dims, /*keepdim=*/true, at::kDouble), (x * x).sum(dims, true, at::kDouble)};
+  auto [s1, s2] = position_sums(x);
+  if (all) return {s1.sum(0, true).view({1, -1, 1, 1}), s2.sum(0, true).view({1, -1, 1, 1})};
+  return {s1.view({x.size(0), x.size(1), 1, 1}), s2.view({x.size(0), x.size(1), 1, 1})};
+}
+
 // Mean and variance of x over `dims` (kept as size-1 axes), with a backward that forms the gradient to x in
 // one pass: dL/dx = dL/dm / n + dL/dv · 2(x - m) / (n - ddof), written as one addcmul. ATen's var_mean and
 // autograd's var/mean backward take several slow passes per BN input, which made a synthesis step 1.5x a
@@ -58,7 +114,7 @@ struct Moments : public torch::autograd::Function<Moments> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                                                 std::vector<std::int64_t> dims, bool unbiased) {
     // Sums of x and x² accumulated in double: several times faster than at::var_mean here, and exact enough.
-    const at::Tensor s1 = x.sum(dims, /*keepdim=*/true, at::kDouble), s2 = (x * x).sum(dims, true, at::kDouble);
+    const auto [s1, s2] = sums_of_powers(x, dims);
     const std::int64_t n = x.numel() / s1.numel();
     const double count = static_cast<double>(n);
     const at::Tensor mean = (s1 / count).to(x.scalar_type());

@@ -25,15 +25,9 @@ class Executor {
   // Replaces a conv/linear node's weight in the computation (the graph keeps the original).
   void set_weight(int node, at::Tensor weight);
   void clear_weights();
-  // Convolutions in channels-last (NHWC) memory: conv weights converted once (and any set later), 4-D
-  // inputs on entry; the ops after a conv keep its layout, and results equal the default layout's within
-  // float32 rounding. On CPU this is faster for large feature maps (ResNet-18 at 224x224: 1.4x) and
-  // slower for small ones (28x28), so the caller chooses (memory_format in the experiment).
-  void use_channels_last();
-  // The choice of memory_format: auto: channels-last for inputs of 64x64 and more. Measured on 2 cores:
-  // torchvision ResNet-18 / MobileNetV2 run 1.17-1.93x faster at 64-224; the zoo's ResNet-20 at 28x28
-  // evaluates 13 % slower.
-  static bool channels_last_pays(std::int64_t height, std::int64_t width) { return height * width >= 64 * 64; }
+  // With graph().channels_last, convolutions run in channels-last (NHWC) memory: conv weights converted
+  // once (and any set later), 4-D inputs on entry; the ops after a conv keep its layout, and results equal
+  // the default layout's within float32 rounding.
 
   std::vector<c10::IValue> run(const std::vector<c10::IValue>& inputs) const;
   // One tensor in, first output out.
@@ -66,8 +60,7 @@ class Executor {
   c10::Device device_;
   std::vector<ValueHook> hooks_;
   std::vector<at::Tensor> weights_;
-  std::vector<int> last_use_;
-  bool channels_last_ = false;  // node index after which a value is dead (frees memory early)
+  std::vector<int> last_use_;  // node index after which a value is dead (frees memory early)
 };
 
 }  // namespace xdq

@@ -43,6 +43,13 @@ at::Tensor rectified_sigmoid(const at::Tensor& v);
 at::Tensor initial_rounding_logits(const at::Tensor& weight, const QParams& q);
 // The weight with rounding h added to floor(W/s) (h in [0, 1], soft or hard).
 at::Tensor soft_quantized_weight(const at::Tensor& weight, const QParams& q, const at::Tensor& h);
+// One iteration's rounding of a layer from its logits v: soft_quantized_weight(weight, q, rectified_sigmoid(v))
+// and, when beta > 0, AdaRound's regularizer Σ 1 - |2h - 1|^beta (else undefined). On the CPU one pass
+// forward and one backward (composed, it was some 25 small autograd operations per layer per iteration).
+struct SoftRounding {
+  at::Tensor weight, regularizer;
+};
+SoftRounding soft_rounding(const at::Tensor& v, const at::Tensor& weight, const QParams& q, double beta);
 
 // beta of the rounding regularizer at iteration t of `iters`: `start` during the warm-up fraction, then
 // annealed to `end` (linear as BRECQ, or cosine as AIMET). The regularizer is off during the warm-up.
@@ -55,7 +62,14 @@ struct BetaSchedule {
 
 // Per-tensor fake quantization with a learnable step `scale` (0-d, requires grad): round with a
 // straight-through gradient, the step's gradient multiplied by grad_factor (LSQ: 1/sqrt(numel * qmax)).
-at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor);
+// QDrop with drop_prob > 0: element i keeps its FP value where uniform_draws(x, key)[i] < drop_prob.
+at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor,
+                             double drop_prob = 0, std::uint64_t key = 0);
+// Uniform draws in [0, 1), one per element of `like` by its logical (row-major NCHW) index: a hash of `key`
+// and the index, so the same numbers in any memory layout, on any thread count and device (drawn on the
+// CPU, placed where `like` is). next_draw_key takes a key from a CPU generator.
+at::Tensor uniform_draws(const at::Tensor& like, std::uint64_t key);
+std::uint64_t next_draw_key(at::Generator& gen);
 
 struct ReconstructionOptions {
   std::string method = "reconstruction";  // names progress lines, errors and files
