@@ -98,10 +98,12 @@ void for_each_chunk(std::int64_t n, const Grid& g, const LogicalIndex& index, Bo
   const std::int64_t chunks = (n + kGrain - 1) / kGrain;
   at::parallel_for(0, chunks, 1, [&](std::int64_t first, std::int64_t last) {
     std::vector<float> draws(g.drop > 0 ? kGrain : 0);
+    const std::uint64_t key = g.key;
+    float* d = draws.data();
     for (std::int64_t k = first; k < last; ++k) {
       const std::int64_t begin = k * kGrain, end = std::min(n, begin + kGrain);
       if (g.drop > 0)
-        index.walk(begin, end, [&](std::int64_t p, std::int64_t logical) { draws[p - begin] = uniform_draw(g.key, logical); });
+        index.walk(begin, end, [&](std::int64_t p, std::int64_t logical) { d[p - begin] = uniform_draw(key, logical); });
       body(k, begin, end, g.drop > 0 ? draws.data() - begin : nullptr);
     }
   });
@@ -114,7 +116,10 @@ void lsq_forward_cpu(const float* x, float* out, std::int64_t n, const Grid& gri
   auto quantized = [&](float v) { return std::min(std::max(round_on_grid(v / g.scale, g), g.lo), g.hi) * g.scale; };
   for_each_chunk(n, g, index, [&](std::int64_t, std::int64_t begin, std::int64_t end, const float* draws) {
     if (draws)
-      for (std::int64_t p = begin; p < end; ++p) out[p] = draws[p] < drop ? x[p] : quantized(x[p]);
+      for (std::int64_t p = begin; p < end; ++p) {
+        const float xq = quantized(x[p]);
+        out[p] = draws[p] < drop ? x[p] : xq;
+      }
     else
       for (std::int64_t p = begin; p < end; ++p) out[p] = quantized(x[p]);
   });
