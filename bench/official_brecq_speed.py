@@ -7,7 +7,8 @@ The official side calls the reference implementation's own block_reconstruction 
 (read from OFFICIAL, a checkout of github.com/yhhhli/BRECQ that is not part of xdq; its loop moves
 batches to 'cuda', which is mapped to the CPU here), run for 1 and for 1 + ITERS iterations: the
 difference is ITERS iterations without the caching. The xdq side is build/bin/xdq_bench's line for the
-same block (its engine's own loop timing, and the plain ATen forward + backward floor). Rounds alternate.
+same block (its engine's own loop timing in its default layout, channels-last on the CPU, and the plain
+ATen forward + backward floor in NCHW), one round of the bench per round here. Rounds alternate.
 
 Usage: bench/official_brecq_speed.py OFFICIAL [--threads 2] [--rounds 3] [--iters 100] [--xdq-bench build/bin/xdq_bench]
 """
@@ -107,9 +108,15 @@ def official_iteration_seconds(official_dir, iters):
 
 
 def xdq_iteration_seconds(xdq_bench, threads):
-    out = subprocess.run([xdq_bench, "--threads", str(threads), "--rounds", "3"], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"plain ATen fwd\+bwd ([\d.]+) ms \(NCHW\).*?BRECQ iteration ([\d.]+) ms", out)
-    return float(m.group(2)) / 1e3, float(m.group(1)) / 1e3
+    """xdq's BRECQ weight iteration in its default layout (channels-last on the CPU) and the plain ATen
+    block's NCHW floor, from one round of xdq_bench (its table: NCHW columns, then NHWC)."""
+    out = subprocess.run([xdq_bench, "--threads", str(threads), "--rounds", "1"], capture_output=True, text=True, check=True).stdout
+
+    def row(name):
+        m = re.search(re.escape(name) + r"\s+([\d.]+) ms [\d.]+ [\d.]+\s+([\d.]+) ms", out)
+        return float(m.group(1)) / 1e3, float(m.group(2)) / 1e3
+
+    return row("BRECQ weight iteration")[1], row("plain ATen fwd+bwd (floor)")[0]
 
 
 def main():

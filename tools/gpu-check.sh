@@ -32,10 +32,11 @@ for device in cpu cuda; do
   python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; print(sys.argv[2], r['id'], r['results'][0]['quant_top1'], r['seconds'])" \
     "$build/quickstart_$device/results.json" "$device"
 done
-# Speed, side by side: the bench on the CPU and on the GPU (FP32 and W8A8 evaluation, a BRECQ iteration
-# against the plain ATen block on the same device, synthesis iterations, calibration), on ResNet-20.
+# Speed, side by side: the bench on the CPU and on the GPU (FP32 and W8A8 evaluation, BRECQ and QDrop
+# iterations against the plain ATen block on the same device, synthesis iterations, calibration), on
+# ResNet-20, each in both memory layouts (the GPU's line decides memory_format: auto there).
 for device in cpu cuda; do
-  "$build/bin/xdq_bench" --device $device --rounds 3
+  "$build/bin/xdq_bench" --device $device --rounds 2
 done
 # The same at 224x224: ResNet-18 (torchvision's architecture, random weights: speed only) evaluated at batch
 # 64, a BRECQ iteration of layer1.0 against the plain ATen block, a ZeroQ synthesis iteration at batch 64.
