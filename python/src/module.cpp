@@ -25,12 +25,6 @@ namespace py = pybind11;
 
 namespace {
 
-// `graph` in the memory layout `xdq run` chooses (memory_format: auto) for such images.
-xdq::Graph in_fastest_layout(xdq::Graph graph, const at::Tensor& images) {
-  graph.channels_last = images.dim() == 4 && xdq::channels_last_pays(graph.device());
-  return graph;
-}
-
 xdq::PluginRegistry& registry() {
   static bool scanned = false;
   auto& r = xdq::global_registry();
@@ -94,7 +88,10 @@ struct QuantizeArgs {
 
 class ModelHandle {
  public:
-  explicit ModelHandle(const std::string& path) : model_(xdq::import_torchscript(path)) {}
+  // In the memory layout `xdq run` chooses (memory_format: auto), which its quantized copies keep.
+  explicit ModelHandle(const std::string& path) : model_(xdq::import_torchscript(path)) {
+    model_.graph.channels_last = xdq::channels_last_pays(model_.graph.device());
+  }
 
   QuantizedModelHandle quantize(const at::Tensor& calibration, const QuantizeArgs& a) const {
     const xdq::BitSetting bits = xdq::parse_bit_setting(xdq::ConfigNode::parse(a.bits, "bits"));
@@ -103,7 +100,7 @@ class ModelHandle {
     settings.a_bits = bits.a_bits;
     settings.scheme = xdq::Scheme::load(a.preset, xdq::config_dir() + "/presets");
     settings.weight_range = a.weight_range;
-    xdq::Graph folded = in_fastest_layout(model_.graph, calibration);
+    xdq::Graph folded = model_.graph;
     xdq::fold_batch_norm(folded);
     xdq::QuantizedModel q(folded, settings);
     const at::Tensor images = model_.preprocess.apply(calibration);
@@ -125,7 +122,7 @@ class ModelHandle {
   }
   at::Tensor forward(const at::Tensor& images) const {
     at::NoGradGuard no_grad;
-    return xdq::Executor(in_fastest_layout(model_.graph, images)).forward(model_.preprocess.apply(images));
+    return xdq::Executor(model_.graph).forward(model_.preprocess.apply(images));
   }
 
  private:

@@ -41,13 +41,19 @@ std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d
   return out;
 }
 
+ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::string& path) {
+  ImportedModel model = import_torchscript(path);
+  model.graph.to(cfg.torch_device());
+  // memory_format: every engine, and every copy of the graph (folded, quantized), runs in this layout.
+  model.graph.channels_last =
+      cfg.memory_format == "auto" ? channels_last_pays(cfg.torch_device()) : cfg.memory_format == "channels_last";
+  return model;
+}
+
 const ImportedModel& DomainCache::imported(const ModelEntry& entry) {
   auto it = models_.find(entry.path);
   if (it == models_.end()) {
-    ImportedModel model = import_torchscript(entry.path);
-    model.graph.to(cfg_.torch_device());  // synthesis runs where and how the experiment's models run
-    model.graph.channels_last = runs_channels_last(cfg_);
-    it = models_.emplace(entry.path, std::move(model)).first;
+    it = models_.emplace(entry.path, import_for_experiment(cfg_, entry.path)).first;  // synthesis runs as the models do
   }
   return it->second;
 }
@@ -224,15 +230,9 @@ Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model)
   return entry.has_preprocess ? Preprocess{entry.mean, entry.std} : model.preprocess;
 }
 
-bool runs_channels_last(const ExperimentConfig& cfg) {
-  if (cfg.memory_format != "auto") return cfg.memory_format == "channels_last";
-  return channels_last_pays(cfg.torch_device());
-}
-
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
                             std::ostream& progress) {
-  PreparedModel p{import_torchscript(entry.path), {}, {}, {}};
-  p.model.graph.to(cfg.torch_device());
+  PreparedModel p{import_for_experiment(cfg, entry.path), {}, {}, {}};
   p.pre = model_preprocess(entry, p.model);
   if (!entry.has_preprocess && !p.model.has_preprocess)
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
@@ -240,7 +240,6 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
     progress << "xdq: note: model '" << entry.name << "' declares no input size (input_size or preprocess.crop); feeding "
              << entry.input.height << "x" << entry.input.width << " images\n";
   p.shape = model_input_shape(entry, p.model);
-  p.model.graph.channels_last = runs_channels_last(cfg);  // every engine, every copy of the graph
   for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
   // One FP32 forward before any work: a model that cannot read this input size (a wrong input_size, a
   // 224x224 model fed 28x28) is named here rather than failing inside a run with a LibTorch trace.

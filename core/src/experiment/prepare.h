@@ -74,10 +74,10 @@ struct PreparedModel {
   std::vector<TestImages> tests;  // one per cfg.test_domains
 };
 
-// memory_format: whether the experiment's models run channels-last (auto: channels_last_pays).
-bool runs_channels_last(const ExperimentConfig& cfg);
+// The model at `path` on the experiment's device, in its memory_format (auto: channels_last_pays).
+ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::string& path);
 
-// Imports the model (in the layout of runs_channels_last), checks its overrides, its input size and its
+// Imports the model (import_for_experiment), checks its overrides, its input size and its
 // test domains' labels (calibration sets are loaded by whoever uses them: the pipeline, per job, before
 // the first job runs).
 PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,

@@ -186,7 +186,7 @@ struct FusedLsq : public torch::autograd::Function<FusedLsq> {
     const Grid grid{scale.item<float>(), static_cast<float>(ctx->saved_data["lo"].toDouble()),
                     static_cast<float>(ctx->saved_data["hi"].toDouble()), ctx->saved_data["drop"].toDouble(),
                     static_cast<std::uint64_t>(ctx->saved_data["key"].toInt())};
-    const at::Tensor grad = laid_out_as(grads[0].contiguous(grads[0].suggest_memory_format()), x);
+    const at::Tensor grad = laid_out_as(grads[0], x);
     at::Tensor grad_x = ctx->needs_input_grad(0) ? at::empty_like(x) : at::Tensor();
     const double sum = lsq_backward_cpu(x.data_ptr<float>(), grad.data_ptr<float>(),
                                         grad_x.defined() ? grad_x.data_ptr<float>() : nullptr, x.numel(), grid,
