@@ -193,16 +193,63 @@ TEST(Reconstruction, FusedLsqQuantizerMatchesTheComposedOps) {
 
 // The draws: in [0, 1), mean 1/2 and the fraction below 0.3 within 5 standard deviations over 10^5
 // elements, the same numbers by logical index in channels-last memory, others for another key.
+// Shapes: 10 channels (each pixel's channels one by one), 48 (whole blocks of 16, a chunk of 16 384
+// elements starting inside a pixel).
 TEST(Reconstruction, UniformDrawsAreUniformAndIndependentOfTheLayout) {
-  const at::Tensor like = at::empty({10, 10, 25, 40});
-  const at::Tensor u = uniform_draws(like, 12345);
-  const double n = static_cast<double>(u.numel());
-  EXPECT_GE(u.min().item<double>(), 0.0);
-  EXPECT_LT(u.max().item<double>(), 1.0);
-  EXPECT_NEAR(u.mean().item<double>(), 0.5, 5 * std::sqrt(1.0 / 12 / n));
-  EXPECT_NEAR((u < 0.3).to(at::kDouble).mean().item<double>(), 0.3, 5 * std::sqrt(0.3 * 0.7 / n));
-  EXPECT_TRUE(at::equal(uniform_draws(like.contiguous(at::MemoryFormat::ChannelsLast), 12345).contiguous(), u));
-  EXPECT_FALSE(at::equal(uniform_draws(like, 12346), u));
+  for (const auto& shape : {std::vector<std::int64_t>{10, 10, 25, 40}, std::vector<std::int64_t>{3, 48, 13, 17}}) {
+    const at::Tensor like = at::empty(shape);
+    const at::Tensor u = uniform_draws(like, 12345);
+    const double n = static_cast<double>(u.numel());
+    EXPECT_GE(u.min().item<double>(), 0.0);
+    EXPECT_LT(u.max().item<double>(), 1.0);
+    EXPECT_NEAR(u.mean().item<double>(), 0.5, 5 * std::sqrt(1.0 / 12 / n));
+    EXPECT_NEAR((u < 0.3).to(at::kDouble).mean().item<double>(), 0.3, 5 * std::sqrt(0.3 * 0.7 / n));
+    EXPECT_TRUE(at::equal(uniform_draws(like.contiguous(at::MemoryFormat::ChannelsLast), 12345).contiguous(), u))
+        << shape[1] << " channels";
+    EXPECT_FALSE(at::equal(uniform_draws(like, 12346), u));
+  }
+}
+
+// QDrop's one-pass mixing against at::where on the draws: the same elements, in either layout.
+TEST(Reconstruction, QdropMixTakesTheFpValueWhereTheDrawIsBelowTheProbability) {
+  at::manual_seed(5);
+  const at::Tensor quantized = at::randn({3, 48, 13, 17}), fp = at::randn({3, 48, 13, 17});
+  const at::Tensor expected = at::where(uniform_draws(quantized, 99) < 0.3, fp, quantized);
+  EXPECT_TRUE(at::equal(qdrop_mix(quantized, fp, 0.3, 99), expected));
+  const at::MemoryFormat cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor mixed = qdrop_mix(quantized.contiguous(cl), fp.contiguous(cl), 0.3, 99);
+  EXPECT_TRUE(mixed.is_contiguous(cl));
+  EXPECT_TRUE(at::equal(mixed.contiguous(), expected));
+  const double kept = (expected == fp).to(at::kDouble).mean().item<double>();
+  EXPECT_NEAR(kept, 0.3, 5 * std::sqrt(0.3 * 0.7 / static_cast<double>(fp.numel())));
+}
+
+// The one-pass loss against Σ w²|out - target|^p / (images · positions) written with ATen ops, with and
+// without weights, p = 2 and BRECQ's 2.4, in either layout. The reference sums n float32 terms (error up to
+// about log2(n)·eps·Σ|term|); the gradient is a product of the same factors in another order, and at
+// p = 2.4 two pow implementations (a few ulp): 1e-5 relative.
+TEST(Reconstruction, FusedLossMatchesTheComposedOps) {
+  at::manual_seed(6);
+  const at::Tensor out0 = at::randn({4, 8, 6, 6}), target = at::randn({4, 8, 6, 6}), weight = at::rand({4, 8, 6, 6}) + 1;
+  const double divisor = 4 * 6 * 6;
+  for (double p : {2.0, 2.4})
+    for (bool weighted : {false, true})
+      for (bool channels_last : {false, true}) {
+        const std::string what = "p " + std::to_string(p) + (weighted ? " weighted" : "") + (channels_last ? " NHWC" : " NCHW");
+        const at::MemoryFormat format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+        const at::Tensor out = out0.clone(format).requires_grad_(true);
+        const at::Tensor loss = reconstruction_loss(out, target, weighted ? weight.contiguous(format) : at::Tensor(), p);
+        loss.backward();
+        const at::Tensor ref_out = out0.clone().requires_grad_(true);
+        at::Tensor err = (ref_out - target).abs().pow(p);
+        if (weighted) err = err * weight.pow(2);
+        const at::Tensor ref = err.sum() / divisor;
+        ref.backward();
+        const double sum_bound = 1e-6 * 10 * err.abs().sum().item<double>() / divisor;
+        EXPECT_NEAR(loss.item<double>(), ref.item<double>(), sum_bound) << what;
+        EXPECT_LE((out.grad() - ref_out.grad()).abs().max().item<double>(), 1e-5 * ref_out.grad().abs().max().item<double>())
+            << what;
+      }
 }
 
 TEST(Reconstruction, BlockUnitsCoverEveryResidualBlockOfTheZoo) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "xdq/error.h"
+#include "vector_clones.h"
 
 namespace xdq {
 
@@ -66,22 +67,27 @@ namespace {
 // Inference-only per-tensor fake quantization, bit-identical to torch's kernel: code = clamp(round(x / s))
 // on the grid shifted by z, out = code * s. Rounding to nearest-even by adding and subtracting 1.5 * 2^23
 // (exact for |v| < 2^22, and v is clamped to the grid first), so the loop vectorizes without SSE4.1.
+XDQ_VECTOR_CLONES void fake_quantize_range(const float* src, float* dst, std::int64_t begin, std::int64_t end,
+                                           float scale, float lo, float hi) {
+  constexpr float kRound = 12582912.0f;
+  const float inv_scale = 1.0f / scale;
+  for (std::int64_t i = begin; i < end; ++i) {
+    const float v = std::min(std::max(src[i] * inv_scale, lo - 1.0f), hi + 1.0f);
+    const float code = std::min(std::max((v + kRound) - kRound, lo), hi);
+    dst[i] = code * scale;
+  }
+}
+
 at::Tensor fake_quantize_inference(const at::Tensor& x_in, float scale, std::int64_t zero, std::int64_t qmin,
                                    std::int64_t qmax) {
   // Elementwise over memory: any dense layout (channels-last included) is kept as it is.
   const at::Tensor x = x_in.is_non_overlapping_and_dense() ? x_in : x_in.contiguous();
   at::Tensor out = at::empty_like(x);
-  const float inv_scale = 1.0f / scale;
   const float lo = static_cast<float>(qmin - zero), hi = static_cast<float>(qmax - zero);
   const float* src = x.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   at::parallel_for(0, x.numel(), 1 << 14, [&](std::int64_t begin, std::int64_t end) {
-    constexpr float kRound = 12582912.0f;
-    for (std::int64_t i = begin; i < end; ++i) {
-      const float v = std::min(std::max(src[i] * inv_scale, lo - 1.0f), hi + 1.0f);
-      const float code = std::min(std::max((v + kRound) - kRound, lo), hi);
-      dst[i] = code * scale;
-    }
+    fake_quantize_range(src, dst, begin, end, scale, lo, hi);
   });
   return out;
 }

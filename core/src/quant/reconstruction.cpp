@@ -63,15 +63,6 @@ void absorb(ReconstructionUnit& a, const ReconstructionUnit& b) {
   a.layers.insert(a.layers.end(), b.layers.begin(), b.layers.end());
 }
 
-// sum over channels of |error|^p (weighted), mean over batch and positions: one sum over every element
-// divided by the count of (image, position) pairs (a sum over the channel axis first is a slow strided
-// reduction in channels-last memory).
-at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p = 2) {
-  at::Tensor err = p == 2 ? (out - target).pow(2) : (out - target).abs().pow(p);
-  if (weight.defined()) err = err * weight.pow(2);
-  return out.dim() > 1 ? err.sum() / static_cast<double>(out.numel() / out.size(1)) : err.mean();
-}
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -285,9 +276,7 @@ class Engine {
           });
         } else {
           exec.set_value_hook(v, [q, drop, gen](const at::Tensor& x) mutable {
-            const at::Tensor xq = fake_quantize(x, q);
-            if (drop <= 0) return xq;
-            return at::where(uniform_draws(x, next_draw_key(gen)) < drop, x, xq);
+            return drop > 0 ? qdrop_mix(fake_quantize(x, q), x, drop, next_draw_key(gen)) : fake_quantize(x, q);
           });
         }
       }
@@ -327,7 +316,7 @@ class Engine {
       at::Tensor q = gather_rows(c.q_in[k], idx).to(at::kFloat);
       if (mix) {
         const at::Tensor f = gather_rows(c.fp_in[k], idx).to(at::kFloat);
-        q = at::where(uniform_draws(q, next_draw_key(gen_)) < opt_.drop_prob, f, q);
+        q = qdrop_mix(q, f, opt_.drop_prob, next_draw_key(gen_));
       }
       g.emplace_back(c.inputs[k], q);
     }

@@ -5,12 +5,14 @@
 // generator: QDrop iterations cost 4.6 plain forward + backward passes of the block).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
 #include <mutex>
 
 #include "xdq/quant/reconstruction.h"
+#include "vector_clones.h"
 
 namespace xdq {
 
@@ -44,18 +46,30 @@ struct LogicalIndex {
     channels_last = t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (channels_last) C = t.size(1), H = t.size(2), W = t.size(3);
   }
-  // f(p, logical index of p) for memory positions p in [begin, end); a channels-last position is decoded once
-  // per run of C channels.
+  // f(p, logical index of p) for memory positions p in [begin, end); a channels-last position is decoded
+  // once, then the pixel is stepped. A pixel's channels in whole blocks of 16 go through a loop of fixed
+  // length, which compiles to straight vector code (a loop of C iterations pays its set-up per pixel).
   template <class F>
   void walk(std::int64_t begin, std::int64_t end, F&& f) const {
     if (!channels_last) {
       for (std::int64_t p = begin; p < end; ++p) f(p, p);
       return;
     }
-    for (std::int64_t p = begin; p < end;) {
-      const std::int64_t pixel = p / C, w = pixel % W, h = (pixel / W) % H, n = pixel / (W * H);
-      const std::int64_t stop = std::min(end, (pixel + 1) * C);
-      for (std::int64_t logical = ((n * C + p % C) * H + h) * W + w; p < stop; ++p, logical += H * W) f(p, logical);
+    constexpr std::int64_t kBlock = 16;
+    const std::int64_t pixel = begin / C, step = H * W;
+    std::int64_t c = begin % C, w = pixel % W, h = (pixel / W) % H, n = pixel / (W * H);
+    for (std::int64_t p = begin; p < end; c = 0) {
+      const std::int64_t stop = std::min(end, p + (C - c));
+      std::int64_t logical = ((n * C + c) * H + h) * W + w;
+      if ((stop - p) % kBlock == 0)
+        for (; p < stop; p += kBlock, logical += kBlock * step)
+          for (std::int64_t b = 0; b < kBlock; ++b) f(p + b, logical + b * step);
+      else
+        for (; p < stop; ++p, logical += step) f(p, logical);
+      if (++w == W) {
+        w = 0;
+        if (++h == H) h = 0, ++n;
+      }
     }
   }
 };
@@ -90,47 +104,59 @@ inline float round_on_grid(float y, const Grid& g) {
   return (clamped + kRound) - kRound;
 }
 
-// Runs body(begin, end, draws) over fixed chunks of n elements in parallel; `draws` holds each element's
-// uniform draw when dropping (else it is null), so the body's loop has no branch to mispredict and
-// vectorizes.
-template <class Body>
-void for_each_chunk(std::int64_t n, const Grid& g, const LogicalIndex& index, Body&& body) {
-  const std::int64_t chunks = (n + kGrain - 1) / kGrain;
-  at::parallel_for(0, chunks, 1, [&](std::int64_t first, std::int64_t last) {
-    std::vector<float> draws(g.drop > 0 ? kGrain : 0);
-    const std::uint64_t key = g.key;
-    float* d = draws.data();
-    for (std::int64_t k = first; k < last; ++k) {
-      const std::int64_t begin = k * kGrain, end = std::min(n, begin + kGrain);
-      if (g.drop > 0)
-        index.walk(begin, end, [&](std::int64_t p, std::int64_t logical) { d[p - begin] = uniform_draw(key, logical); });
-      body(k, begin, end, g.drop > 0 ? draws.data() - begin : nullptr);
-    }
+// d[p - begin] = the uniform draw of memory position p, for p in [begin, end).
+XDQ_VECTOR_CLONES void fill_draws(float* d, std::int64_t begin, std::int64_t end, const LogicalIndex& index,
+                                  std::uint64_t key) {
+  index.walk(begin, end, [&](std::int64_t p, std::int64_t logical) { d[p - begin] = uniform_draw(key, logical); });
+}
+
+// Runs f(k, begin, end) over the fixed chunks k of n elements, in parallel.
+template <class F>
+void for_each_chunk(std::int64_t n, F&& f) {
+  at::parallel_for(0, (n + kGrain - 1) / kGrain, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t k = first; k < last; ++k) f(k, k * kGrain, std::min(n, (k + 1) * kGrain));
   });
 }
 
-// out[p] = x[p] kept (dropped from quantization) or fake-quantized.
-void lsq_forward_cpu(const float* x, float* out, std::int64_t n, const Grid& grid, const LogicalIndex& index) {
-  const Grid g = grid;  // locals: the compiler need not reload them after each store
+// Σ f(begin, end) over the fixed chunks of n elements, added in chunk order: the same on any thread count.
+template <class F>
+double sum_over_chunks(std::int64_t n, F&& f) {
+  std::vector<double> partial((n + kGrain - 1) / kGrain, 0.0);
+  for_each_chunk(n, [&](std::int64_t k, std::int64_t begin, std::int64_t end) { partial[k] = f(begin, end); });
+  double total = 0;
+  for (double v : partial) total += v;
+  return total;
+}
+
+// A chunk's uniform draws in `buffer` (kGrain floats) when dropping, else null: the loops that read them
+// then have no branch to mispredict.
+const float* chunk_draws(const Grid& g, const LogicalIndex& index, std::int64_t begin, std::int64_t end, float* buffer) {
+  if (g.drop <= 0) return nullptr;
+  fill_draws(buffer, begin, end, index, g.key);
+  return buffer;
+}
+
+// out[p] = x[p] kept (dropped from quantization: draws[p - begin] < drop) or fake-quantized, p in [begin, end).
+XDQ_VECTOR_CLONES void lsq_forward_range(const float* x, float* out, std::int64_t begin, std::int64_t end,
+                                         const Grid g, const float* draws) {
   const float drop = static_cast<float>(g.drop);
   auto quantized = [&](float v) { return std::min(std::max(round_on_grid(v / g.scale, g), g.lo), g.hi) * g.scale; };
-  for_each_chunk(n, g, index, [&](std::int64_t, std::int64_t begin, std::int64_t end, const float* draws) {
-    if (draws)
-      for (std::int64_t p = begin; p < end; ++p) {
-        const float xq = quantized(x[p]);
-        out[p] = draws[p] < drop ? x[p] : xq;
-      }
-    else
-      for (std::int64_t p = begin; p < end; ++p) out[p] = quantized(x[p]);
-  });
+  if (draws)
+    for (std::int64_t p = begin; p < end; ++p) {
+      const float xq = quantized(x[p]);
+      out[p] = draws[p - begin] < drop ? x[p] : xq;
+    }
+  else
+    for (std::int64_t p = begin; p < end; ++p) out[p] = quantized(x[p]);
 }
 
 // Over [begin, end): dL/dx (straight-through inside the grid, 0 outside, 1 where dropped) and the sum of
 // dL/d out · d out/d scale, whose term is code - y inside the grid and the nearer grid end outside:
 // clamped - inside · y. Eight interleaved double sums: the loop vectorizes.
-template <bool Dropping>
-double lsq_backward_range(const float* x, const float* grad, float* grad_x, std::int64_t begin, std::int64_t end,
-                          const Grid& g, const float* draws) {
+template <bool Dropping, bool WithGradX>
+[[gnu::always_inline]] inline double lsq_backward_lanes(const float* x, const float* grad, float* grad_x,
+                                                        std::int64_t begin, std::int64_t end, const Grid& g,
+                                                        const float* draws) {
   constexpr int kLanes = 8;
   const float drop = static_cast<float>(g.drop);
   double lanes[kLanes] = {};
@@ -138,8 +164,8 @@ double lsq_backward_range(const float* x, const float* grad, float* grad_x, std:
     const float y = x[p] / g.scale, code = round_on_grid(y, g);
     const float clamped = std::min(std::max(code, g.lo), g.hi);
     const float inside = code == clamped ? 1.0f : 0.0f;
-    const float quantized = Dropping ? (draws[p] < drop ? 0.0f : 1.0f) : 1.0f;
-    if (grad_x) grad_x[p] = grad[p] * (1.0f - quantized * (1.0f - inside));
+    const float quantized = Dropping ? (draws[p - begin] < drop ? 0.0f : 1.0f) : 1.0f;
+    if (WithGradX) grad_x[p] = grad[p] * (1.0f - quantized * (1.0f - inside));
     lane += static_cast<double>(quantized * grad[p] * (clamped - inside * y));
   };
   std::int64_t p = begin;
@@ -151,17 +177,28 @@ double lsq_backward_range(const float* x, const float* grad, float* grad_x, std:
   return sum;
 }
 
-double lsq_backward_cpu(const float* x, const float* grad, float* grad_x, std::int64_t n, const Grid& grid,
-                        const LogicalIndex& index) {
-  const Grid g = grid;
-  std::vector<double> partial((n + kGrain - 1) / kGrain, 0.0);
-  for_each_chunk(n, g, index, [&](std::int64_t k, std::int64_t begin, std::int64_t end, const float* draws) {
-    partial[k] = draws ? lsq_backward_range<true>(x, grad, grad_x, begin, end, g, draws)
-                       : lsq_backward_range<false>(x, grad, grad_x, begin, end, g, nullptr);
+XDQ_VECTOR_CLONES double lsq_backward_range(const float* x, const float* grad, float* grad_x, std::int64_t begin,
+                                            std::int64_t end, const Grid g, const float* draws) {
+  if (draws)
+    return grad_x ? lsq_backward_lanes<true, true>(x, grad, grad_x, begin, end, g, draws)
+                  : lsq_backward_lanes<true, false>(x, grad, grad_x, begin, end, g, draws);
+  return grad_x ? lsq_backward_lanes<false, true>(x, grad, grad_x, begin, end, g, draws)
+                : lsq_backward_lanes<false, false>(x, grad, grad_x, begin, end, g, draws);
+}
+
+void lsq_forward_cpu(const float* x, float* out, std::int64_t n, const Grid& g, const LogicalIndex& index) {
+  for_each_chunk(n, [&](std::int64_t, std::int64_t begin, std::int64_t end) {
+    float buffer[kGrain];
+    lsq_forward_range(x, out, begin, end, g, chunk_draws(g, index, begin, end, buffer));
   });
-  double total = 0;
-  for (double v : partial) total += v;
-  return total;
+}
+
+double lsq_backward_cpu(const float* x, const float* grad, float* grad_x, std::int64_t n, const Grid& g,
+                        const LogicalIndex& index) {
+  return sum_over_chunks(n, [&](std::int64_t begin, std::int64_t end) {
+    float buffer[kGrain];
+    return lsq_backward_range(x, grad, grad_x, begin, end, g, chunk_draws(g, index, begin, end, buffer));
+  });
 }
 
 struct FusedLsq : public torch::autograd::Function<FusedLsq> {
@@ -196,83 +233,146 @@ struct FusedLsq : public torch::autograd::Function<FusedLsq> {
   }
 };
 
+// The reconstruction loss Σ w²·|out - target|^p on the CPU: one pass forward (eight interleaved double sums
+// over fixed chunks), one backward. Composed of ATen ops it was six passes over the unit's output.
+template <bool Weighted, bool Square>
+[[gnu::always_inline]] inline double error_sum_lanes(const float* out, const float* target, const float* weight,
+                                                     std::int64_t begin, std::int64_t end, float p) {
+  constexpr int kLanes = 8;
+  double lanes[kLanes] = {};
+  auto element = [&](std::int64_t i, double& lane) {
+    const float e = out[i] - target[i];
+    float v = Square ? e * e : std::pow(std::fabs(e), p);
+    if (Weighted) v *= weight[i] * weight[i];
+    lane += static_cast<double>(v);
+  };
+  std::int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) element(i + l, lanes[l]);
+  for (; i < end; ++i) element(i, lanes[0]);
+  double sum = 0;
+  for (double v : lanes) sum += v;
+  return sum;
+}
+
+XDQ_VECTOR_CLONES double error_sum_range(const float* out, const float* target, const float* weight,
+                                         std::int64_t begin, std::int64_t end, float p) {
+  if (p == 2.0f)
+    return weight ? error_sum_lanes<true, true>(out, target, weight, begin, end, p)
+                  : error_sum_lanes<false, true>(out, target, weight, begin, end, p);
+  return weight ? error_sum_lanes<true, false>(out, target, weight, begin, end, p)
+                : error_sum_lanes<false, false>(out, target, weight, begin, end, p);
+}
+
+// d/d out of g·w²·|e|^p: g·w²·2e, or g·w²·p|e|^(p-1)·sign(e) (0 at e = 0, as ATen's abs passes it).
+XDQ_VECTOR_CLONES void error_grad_range(const float* out, const float* target, const float* weight, float* grad,
+                                        std::int64_t begin, std::int64_t end, float p, float g) {
+  for (std::int64_t i = begin; i < end; ++i) {
+    const float e = out[i] - target[i];
+    const float sign = e > 0.0f ? 1.0f : (e < 0.0f ? -1.0f : 0.0f);
+    const float d = p == 2.0f ? 2.0f * e : p * std::pow(std::fabs(e), p - 1.0f) * sign;
+    grad[i] = weight ? g * (weight[i] * weight[i]) * d : g * d;
+  }
+}
+
+// The constants of the loss, laid out as the output: no gradient flows to them (and autograd's apply
+// takes no undefined tensor argument).
+struct ErrorConstants {
+  at::Tensor target, weight;  // weight undefined: 1
+};
+
+struct FusedError : public torch::autograd::Function<FusedError> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& out,
+                                                ErrorConstants k, double p, double divisor) {
+    const at::Tensor &target = k.target, &weight = k.weight;
+    const float* w = weight.defined() ? weight.data_ptr<float>() : nullptr;
+    const float *o = out.data_ptr<float>(), *t = target.data_ptr<float>();
+    const double sum = sum_over_chunks(out.numel(), [&](std::int64_t begin, std::int64_t end) {
+      return error_sum_range(o, t, w, begin, end, static_cast<float>(p));
+    });
+    ctx->save_for_backward({out, target, weight});
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["divisor"] = divisor;
+    return {at::full({}, sum / divisor, out.options())};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &out = saved[0], &target = saved[1], &weight = saved[2];
+    const float g = static_cast<float>(grads[0].item<double>() / ctx->saved_data["divisor"].toDouble());
+    const float p = static_cast<float>(ctx->saved_data["p"].toDouble());
+    at::Tensor grad = at::empty_like(out);
+    const float *o = out.data_ptr<float>(), *t = target.data_ptr<float>(),
+                *w = weight.defined() ? weight.data_ptr<float>() : nullptr;
+    float* d = grad.data_ptr<float>();
+    for_each_chunk(out.numel(), [&](std::int64_t, std::int64_t begin, std::int64_t end) {
+      error_grad_range(o, t, w, d, begin, end, p, g);
+    });
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+XDQ_VECTOR_CLONES void mix_range(const float* quantized, const float* fp, float* out, std::int64_t begin,
+                                 std::int64_t end, float drop, const float* draws) {
+  for (std::int64_t p = begin; p < end; ++p) out[p] = draws[p - begin] < drop ? fp[p] : quantized[p];
+}
+
 // AdaRound's soft rounding of one layer on the CPU: per element e of channel k (axis 0), with
 // h = clamp(σ(v)(ζ - γ) + γ, 0, 1): W̃ = (clamp(floor(W/s_k) + z_k + h, qmin, qmax) - z_k)·s_k and, when beta > 0,
 // R = Σ 1 - |2h - 1|^β. Backward: dv = (dW̃·s_k·[grid inside] + dR·dR/dh)·dh/dv, each clamp passing its
-// gradient on its closed interval as ATen's does.
+// gradient on its closed interval as ATen's does. The forward stores each element's two coefficients,
+// dv = dW̃·a + dR·b, so the backward has no exp or pow to recompute.
 struct SoftRoundingConstants {
   at::Tensor weight, scale, zero;  // weight contiguous; scale, zero float32 per output channel (or one)
   float qmin, qmax, beta;
 };
-
-inline float rounding_h(float v, float& dh_dv) {
-  const float sig = 1.0f / (1.0f + std::exp(-v));
-  const float raw = sig * static_cast<float>(kZeta - kGamma) + static_cast<float>(kGamma);
-  dh_dv = raw >= 0.0f && raw <= 1.0f ? static_cast<float>(kZeta - kGamma) * sig * (1.0f - sig) : 0.0f;
-  return std::min(std::max(raw, 0.0f), 1.0f);
-}
 
 struct FusedSoftRounding : public torch::autograd::Function<FusedSoftRounding> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& v_in,
                                                 SoftRoundingConstants k) {
     const at::Tensor v = v_in.contiguous();
     const std::int64_t n = v.numel(), per_channel = n / k.scale.numel();
-    at::Tensor out = at::empty_like(v);
+    at::Tensor out = at::empty_like(v), dw_coef = at::empty_like(v), dr_coef = at::empty_like(v);
     const float *vd = v.data_ptr<float>(), *w = k.weight.data_ptr<float>(), *s = k.scale.data_ptr<float>(),
                 *z = k.zero.data_ptr<float>();
-    float* o = out.data_ptr<float>();
+    float *o = out.data_ptr<float>(), *a = dw_coef.data_ptr<float>(), *b = dr_coef.data_ptr<float>();
+    constexpr float kSpan = static_cast<float>(kZeta - kGamma);
     std::vector<double> partial(k.scale.numel(), 0.0);
     at::parallel_for(0, k.scale.numel(), 1, [&](std::int64_t first, std::int64_t last) {
       for (std::int64_t c = first; c < last; ++c) {
         double reg = 0;
         for (std::int64_t e = c * per_channel; e < (c + 1) * per_channel; ++e) {
-          float dh_dv;
-          const float h = rounding_h(vd[e], dh_dv);
+          const float sig = 1.0f / (1.0f + std::exp(-vd[e]));
+          const float raw = sig * kSpan + static_cast<float>(kGamma);
+          const float dh_dv = raw >= 0.0f && raw <= 1.0f ? kSpan * sig * (1.0f - sig) : 0.0f;
+          const float h = std::min(std::max(raw, 0.0f), 1.0f);
           const float grid = std::floor(w[e] / s[c]) + z[c] + h;
           o[e] = (std::min(std::max(grid, k.qmin), k.qmax) - z[c]) * s[c];
-          if (k.beta > 0) reg += 1.0 - std::pow(std::fabs(2.0f * h - 1.0f), k.beta);
+          a[e] = grid >= k.qmin && grid <= k.qmax ? s[c] * dh_dv : 0.0f;
+          b[e] = 0.0f;
+          if (k.beta > 0) {
+            // d/dh of 1 - |d|^β, d = 2h - 1: -2β|d|^(β-1) sign(d); |d|^β = |d|^(β-1)·|d|.
+            const float d = 2.0f * h - 1.0f, power = std::pow(std::fabs(d), k.beta - 1.0f);
+            const float sign = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f);
+            reg += 1.0 - static_cast<double>(power * std::fabs(d));
+            b[e] = -2.0f * k.beta * power * sign * dh_dv;
+          }
         }
         partial[c] = reg;
       }
     });
     double regularizer = 0;
     for (double r : partial) regularizer += r;
-    ctx->save_for_backward({v, k.weight, k.scale, k.zero});
-    ctx->saved_data["qmin"] = static_cast<double>(k.qmin);
-    ctx->saved_data["qmax"] = static_cast<double>(k.qmax);
-    ctx->saved_data["beta"] = static_cast<double>(k.beta);
+    ctx->save_for_backward({dw_coef, dr_coef});
     return {out, at::full({}, regularizer, v.options())};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &v = saved[0], &weight = saved[1], &scale = saved[2], &zero = saved[3];
-    const float qmin = static_cast<float>(ctx->saved_data["qmin"].toDouble()),
-                qmax = static_cast<float>(ctx->saved_data["qmax"].toDouble()),
-                beta = static_cast<float>(ctx->saved_data["beta"].toDouble());
-    const at::Tensor grad_w = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(v);
-    const float grad_r = grads[1].defined() && beta > 0 ? grads[1].item<float>() : 0.0f;
-    at::Tensor grad_v = at::empty_like(v);
-    const std::int64_t per_channel = v.numel() / scale.numel();
-    const float *vd = v.data_ptr<float>(), *w = weight.data_ptr<float>(), *s = scale.data_ptr<float>(),
-                *z = zero.data_ptr<float>(), *gw = grad_w.data_ptr<float>();
-    float* gv = grad_v.data_ptr<float>();
-    at::parallel_for(0, scale.numel(), 1, [&](std::int64_t first, std::int64_t last) {
-      for (std::int64_t c = first; c < last; ++c)
-        for (std::int64_t e = c * per_channel; e < (c + 1) * per_channel; ++e) {
-          float dh_dv;
-          const float h = rounding_h(vd[e], dh_dv);
-          const float grid = std::floor(w[e] / s[c]) + z[c] + h;
-          float dh = grid >= qmin && grid <= qmax ? gw[e] * s[c] : 0.0f;
-          if (grad_r != 0.0f) {
-            const float d = 2.0f * h - 1.0f;  // d/dh of 1 - |d|^β is -2β|d|^(β-1) sign(d)
-            const float sign = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f);
-            dh -= grad_r * 2.0f * beta * std::pow(std::fabs(d), beta - 1.0f) * sign;
-          }
-          gv[e] = dh * dh_dv;
-        }
-    });
-    return {grad_v, at::Tensor()};
+    const at::Tensor &dw_coef = saved[0], &dr_coef = saved[1];
+    const at::Tensor grad_v = grads[0].defined() ? grads[0].contiguous() * dw_coef : at::zeros_like(dw_coef);
+    if (!grads[1].defined()) return {grad_v, at::Tensor()};
+    return {grad_v + grads[1] * dr_coef, at::Tensor()};
   }
 };
 
@@ -331,9 +431,44 @@ at::Tensor uniform_draws(const at::Tensor& like, std::uint64_t key) {
   float* d = out.data_ptr<float>();
   const LogicalIndex index(out);
   at::parallel_for(0, out.numel(), kGrain, [&](std::int64_t begin, std::int64_t end) {
-    index.walk(begin, end, [&](std::int64_t p, std::int64_t logical) { d[p] = uniform_draw(key, logical); });
+    fill_draws(d + begin, begin, end, index, key);
   });
   return out.to(like.device());
+}
+
+at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p) {
+  // The mean over images and positions of the sum over channels: one sum over every element divided by
+  // the count of (image, position) pairs (a sum over the channel axis first is a slow strided reduction
+  // in channels-last memory).
+  const double divisor = static_cast<double>(out.dim() > 1 ? out.numel() / out.size(1) : out.numel());
+  const bool fused = out.is_cpu() && out.scalar_type() == at::kFloat && target.scalar_type() == at::kFloat &&
+                     (!weight.defined() || weight.scalar_type() == at::kFloat);
+  if (fused) {
+    const at::Tensor o = dense(out);
+    const ErrorConstants k{laid_out_as(target, o), weight.defined() ? laid_out_as(weight, o) : weight};
+    return FusedError::apply(o, k, p, divisor)[0];
+  }
+  at::Tensor err = p == 2 ? (out - target).pow(2) : (out - target).abs().pow(p);
+  if (weight.defined()) err = err * weight.pow(2);
+  return err.sum() / divisor;
+}
+
+at::Tensor qdrop_mix(const at::Tensor& quantized, const at::Tensor& fp, double drop_prob, std::uint64_t key) {
+  const bool fused = quantized.is_cpu() && quantized.scalar_type() == at::kFloat && fp.scalar_type() == at::kFloat &&
+                     !(at::GradMode::is_enabled() && (quantized.requires_grad() || fp.requires_grad()));
+  if (drop_prob <= 0) return quantized;
+  if (!fused) return at::where(uniform_draws(quantized, key) < drop_prob, fp, quantized);
+  const at::Tensor q = dense(quantized), f = laid_out_as(fp, q);
+  at::Tensor out = at::empty_like(q);
+  const Grid g{0.0f, 0.0f, 0.0f, drop_prob, key};
+  const LogicalIndex index(q);
+  const float *qd = q.data_ptr<float>(), *fd = f.data_ptr<float>();
+  float* od = out.data_ptr<float>();
+  for_each_chunk(q.numel(), [&](std::int64_t, std::int64_t begin, std::int64_t end) {
+    float buffer[kGrain];
+    mix_range(qd, fd, od, begin, end, static_cast<float>(drop_prob), chunk_draws(g, index, begin, end, buffer));
+  });
+  return out;
 }
 
 at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor,
@@ -348,7 +483,7 @@ at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const
   const at::Tensor y = x / s;
   const at::Tensor rounded = (at::round(y) - y).detach() + y;
   const at::Tensor xq = ((rounded + z).clamp(static_cast<double>(q.qmin), static_cast<double>(q.qmax)) - z) * s;
-  return drop_prob > 0 ? at::where(uniform_draws(x, key) < drop_prob, x, xq) : xq;
+  return drop_prob > 0 ? qdrop_mix(xq, x, drop_prob, key) : xq;
 }
 
 }  // namespace xdq

@@ -65,6 +65,11 @@ struct BetaSchedule {
 // QDrop with drop_prob > 0: element i keeps its FP value where uniform_draws(x, key)[i] < drop_prob.
 at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const QParams& q, double grad_factor,
                              double drop_prob = 0, std::uint64_t key = 0);
+// QDrop's mixing: element i of `fp` where uniform_draws(quantized, key)[i] < drop_prob, else of `quantized`.
+at::Tensor qdrop_mix(const at::Tensor& quantized, const at::Tensor& fp, double drop_prob, std::uint64_t key);
+// The reconstruction loss: Σ over channels of weight²·|out - target|^p (no weight: 1), averaged over images
+// and positions. On the CPU one pass forward and one backward.
+at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p = 2);
 // Uniform draws in [0, 1), one per element of `like` by its logical (row-major NCHW) index: a hash of `key`
 // and the index, so the same numbers in any memory layout, on any thread count and device (drawn on the
 // CPU, placed where `like` is). next_draw_key takes a key from a CPU generator.
