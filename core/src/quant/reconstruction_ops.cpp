@@ -50,7 +50,7 @@ struct LogicalIndex {
   // once, then the pixel is stepped. A pixel's channels in whole blocks of 16 go through a loop of fixed
   // length, which compiles to straight vector code (a loop of C iterations pays its set-up per pixel).
   template <class F>
-  void walk(std::int64_t begin, std::int64_t end, F&& f) const {
+  [[gnu::always_inline]] inline void walk(std::int64_t begin, std::int64_t end, F&& f) const {
     if (!channels_last) {
       for (std::int64_t p = begin; p < end; ++p) f(p, p);
       return;
@@ -136,6 +136,21 @@ const float* chunk_draws(const Grid& g, const LogicalIndex& index, std::int64_t 
   return buffer;
 }
 
+// Σ term(i) over [begin, end) in kLanes interleaved double sums, added in a fixed order: the loop
+// vectorizes and keeps enough independent additions in flight (8 lanes waited on each addition's latency).
+template <class Term>
+[[gnu::always_inline]] inline double lane_sum(std::int64_t begin, std::int64_t end, Term&& term) {
+  constexpr int kLanes = 16;
+  double lanes[kLanes] = {};
+  std::int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lanes[l] += static_cast<double>(term(i + l));
+  for (; i < end; ++i) lanes[0] += static_cast<double>(term(i));
+  double sum = 0;
+  for (double v : lanes) sum += v;
+  return sum;
+}
+
 // out[p] = x[p] kept (dropped from quantization: draws[p - begin] < drop) or fake-quantized, p in [begin, end).
 XDQ_VECTOR_CLONES void lsq_forward_range(const float* x, float* out, std::int64_t begin, std::int64_t end,
                                          const Grid g, const float* draws) {
@@ -152,29 +167,20 @@ XDQ_VECTOR_CLONES void lsq_forward_range(const float* x, float* out, std::int64_
 
 // Over [begin, end): dL/dx (straight-through inside the grid, 0 outside, 1 where dropped) and the sum of
 // dL/d out · d out/d scale, whose term is code - y inside the grid and the nearer grid end outside:
-// clamped - inside · y. Eight interleaved double sums: the loop vectorizes.
+// clamped - inside · y.
 template <bool Dropping, bool WithGradX>
 [[gnu::always_inline]] inline double lsq_backward_lanes(const float* x, const float* grad, float* grad_x,
                                                         std::int64_t begin, std::int64_t end, const Grid& g,
                                                         const float* draws) {
-  constexpr int kLanes = 8;
   const float drop = static_cast<float>(g.drop);
-  double lanes[kLanes] = {};
-  auto element = [&](std::int64_t p, double& lane) {
+  return lane_sum(begin, end, [&](std::int64_t p) {
     const float y = x[p] / g.scale, code = round_on_grid(y, g);
     const float clamped = std::min(std::max(code, g.lo), g.hi);
     const float inside = code == clamped ? 1.0f : 0.0f;
     const float quantized = Dropping ? (draws[p - begin] < drop ? 0.0f : 1.0f) : 1.0f;
     if (WithGradX) grad_x[p] = grad[p] * (1.0f - quantized * (1.0f - inside));
-    lane += static_cast<double>(quantized * grad[p] * (clamped - inside * y));
-  };
-  std::int64_t p = begin;
-  for (; p + kLanes <= end; p += kLanes)
-    for (int l = 0; l < kLanes; ++l) element(p + l, lanes[l]);
-  for (; p < end; ++p) element(p, lanes[0]);
-  double sum = 0;
-  for (double v : lanes) sum += v;
-  return sum;
+    return quantized * grad[p] * (clamped - inside * y);
+  });
 }
 
 XDQ_VECTOR_CLONES double lsq_backward_range(const float* x, const float* grad, float* grad_x, std::int64_t begin,
@@ -233,26 +239,16 @@ struct FusedLsq : public torch::autograd::Function<FusedLsq> {
   }
 };
 
-// The reconstruction loss Σ w²·|out - target|^p on the CPU: one pass forward (eight interleaved double sums
-// over fixed chunks), one backward. Composed of ATen ops it was six passes over the unit's output.
+// The reconstruction loss Σ w²·|out - target|^p on the CPU: one pass forward (double sums over fixed
+// chunks), one backward. Composed of ATen ops it was six passes over the unit's output.
 template <bool Weighted, bool Square>
 [[gnu::always_inline]] inline double error_sum_lanes(const float* out, const float* target, const float* weight,
                                                      std::int64_t begin, std::int64_t end, float p) {
-  constexpr int kLanes = 8;
-  double lanes[kLanes] = {};
-  auto element = [&](std::int64_t i, double& lane) {
+  return lane_sum(begin, end, [&](std::int64_t i) {
     const float e = out[i] - target[i];
-    float v = Square ? e * e : std::pow(std::fabs(e), p);
-    if (Weighted) v *= weight[i] * weight[i];
-    lane += static_cast<double>(v);
-  };
-  std::int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) element(i + l, lanes[l]);
-  for (; i < end; ++i) element(i, lanes[0]);
-  double sum = 0;
-  for (double v : lanes) sum += v;
-  return sum;
+    const float v = Square ? e * e : std::pow(std::fabs(e), p);
+    return Weighted ? v * (weight[i] * weight[i]) : v;
+  });
 }
 
 XDQ_VECTOR_CLONES double error_sum_range(const float* out, const float* target, const float* weight,
