@@ -112,6 +112,18 @@ TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
   };
   auto zeroq = [&](const at::Tensor& x) { return zeroq_bn_loss(x, mean, var); };
   auto deepinversion = [&](const at::Tensor& x) { return deepinversion_bn_loss(x, mean, var); };
+  // As synthesis reads them: the layer reads the passed value (here a weighted sum with weights u), whose
+  // gradient the moments' backward adds in.
+  const at::Tensor u = at::randn({5, 3, 4, 6});
+  auto read_by_a_layer = [&](BnStatistics statistics) {
+    return std::function<at::Tensor(const at::Tensor&)>([&, statistics](const at::Tensor& x) {
+      const BnMoments m = bn_moments(x, statistics);
+      return bn_statistics_loss(m, statistics, mean, var) + (m.x * u).sum();
+    });
+  };
+  auto with_layer = [&](const std::function<at::Tensor(const at::Tensor&)>& reference) {
+    return std::function<at::Tensor(const at::Tensor&)>([&, reference](const at::Tensor& x) { return reference(x) + (x * u).sum(); });
+  };
   for (at::MemoryFormat format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
     auto loss_and_grad = [&](const std::function<at::Tensor(const at::Tensor&)>& loss) {
       const at::Tensor x = x0.clone(format).requires_grad_(true);
@@ -122,7 +134,9 @@ TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
     for (const auto& [ours, reference] : {std::pair{std::function<at::Tensor(const at::Tensor&)>(zeroq),
                                                      std::function<at::Tensor(const at::Tensor&)>(zeroq_reference)},
                                            std::pair{std::function<at::Tensor(const at::Tensor&)>(deepinversion),
-                                                     std::function<at::Tensor(const at::Tensor&)>(deepinversion_reference)}}) {
+                                                     std::function<at::Tensor(const at::Tensor&)>(deepinversion_reference)},
+                                           std::pair{read_by_a_layer(BnStatistics::PerSample), with_layer(zeroq_reference)},
+                                           std::pair{read_by_a_layer(BnStatistics::Batch), with_layer(deepinversion_reference)}}) {
       const auto [value, grad] = loss_and_grad(ours);
       const auto [expected_value, expected_grad] = loss_and_grad(reference);
       EXPECT_NEAR(value, expected_value, 1e-5 * std::abs(expected_value)) << (format == at::MemoryFormat::ChannelsLast);

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "xdq/error.h"
-#include "vector_clones.h"
+#include "../vector_clones.h"
 
 namespace xdq {
 

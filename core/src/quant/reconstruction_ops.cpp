@@ -12,7 +12,7 @@
 #include <mutex>
 
 #include "xdq/quant/reconstruction.h"
-#include "vector_clones.h"
+#include "../vector_clones.h"
 
 namespace xdq {
 

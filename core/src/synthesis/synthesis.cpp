@@ -14,6 +14,7 @@
 #include "xdq/exec/executor.h"
 #include "xdq/optim.h"
 #include "xdq/progress.h"
+#include "../vector_clones.h"
 
 namespace xdq {
 
@@ -38,18 +39,55 @@ std::string shape_text(const std::vector<std::int64_t>& s) {
   return t;
 }
 
-// One model during synthesis: an executor whose BatchNorm inputs are captured as they are produced.
+// One model during synthesis: an executor whose BatchNorm inputs pass through the moments their loss reads.
 struct HookedModel {
   const SynthesisModel* model;
   std::unique_ptr<Executor> exec;
   std::vector<int> bn_nodes;
-  std::shared_ptr<std::vector<at::Tensor>> captured;
+  std::shared_ptr<std::vector<BnMoments>> captured;  // per BN layer, this step's
   at::Tensor norm_mean, norm_std;  // its input normalization, per channel [1, C, 1, 1]
 };
 
 }  // namespace
 
 namespace {
+
+// Σx and Σx² in double over the positions of rows [begin, end) of a contiguous [rows, P] float32 tensor.
+XDQ_VECTOR_CLONES void row_sums(const float* data, std::int64_t P, std::int64_t begin, std::int64_t end, double* d1,
+                                double* d2) {
+  for (std::int64_t row = begin; row < end; ++row) {
+    constexpr int kLanes = 8;  // interleaved sums: the loop vectorizes
+    double a[kLanes] = {}, b[kLanes] = {};
+    const float* r = data + row * P;
+    std::int64_t p = 0;
+    for (; p + kLanes <= P; p += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const double v = r[p + l];
+        a[l] += v;
+        b[l] += v * v;
+      }
+    for (; p < P; ++p) {
+      a[0] += r[p];
+      b[0] += static_cast<double>(r[p]) * r[p];
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      d1[row] += a[l];
+      d2[row] += b[l];
+    }
+  }
+}
+
+// The same for images [begin, end) of a channels-last tensor (memory [N, P, C]: a pixel's channels at a time).
+XDQ_VECTOR_CLONES void pixel_sums(const float* data, std::int64_t P, std::int64_t C, std::int64_t begin,
+                                  std::int64_t end, double* d1, double* d2) {
+  for (std::int64_t n = begin; n < end; ++n)
+    for (std::int64_t p = 0; p < P; ++p)
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double v = data[(n * P + p) * C + c];
+        d1[n * C + c] += v;
+        d2[n * C + c] += v * v;
+      }
+}
 
 // Σx and Σx² in double over the positions of each (image, channel) of a 4-D float32 CPU tensor, contiguous
 // or channels-last, in one read: [N, C] each. ATen's two reductions (and x² in between) read it three times.
@@ -58,41 +96,31 @@ std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x) {
   at::Tensor s1 = at::zeros({N, C}, x.options().dtype(at::kDouble)), s2 = at::zeros({N, C}, s1.options());
   const float* data = x.data_ptr<float>();
   double *d1 = s1.data_ptr<double>(), *d2 = s2.data_ptr<double>();
-  if (!x.is_contiguous()) {  // channels-last: memory is [N, P, C], a whole image's channels at a time
-    at::parallel_for(0, N, 1, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t n = begin; n < end; ++n)
-        for (std::int64_t p = 0; p < P; ++p)
-          for (std::int64_t c = 0; c < C; ++c) {
-            const double v = data[(n * P + p) * C + c];
-            d1[n * C + c] += v;
-            d2[n * C + c] += v * v;
-          }
-    });
-    return {s1, s2};
-  }
-  at::parallel_for(0, N * C, 1, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t row = begin; row < end; ++row) {
-      constexpr int kLanes = 8;  // interleaved sums: the loop vectorizes
-      double a[kLanes] = {}, b[kLanes] = {};
-      const float* r = data + row * P;
-      std::int64_t p = 0;
-      for (; p + kLanes <= P; p += kLanes)
-        for (int l = 0; l < kLanes; ++l) {
-          const double v = r[p + l];
-          a[l] += v;
-          b[l] += v * v;
+  if (!x.is_contiguous())
+    at::parallel_for(0, N, 1, [&](std::int64_t begin, std::int64_t end) { pixel_sums(data, P, C, begin, end, d1, d2); });
+  else
+    at::parallel_for(0, N * C, 1, [&](std::int64_t begin, std::int64_t end) { row_sums(data, P, begin, end, d1, d2); });
+  return {s1, s2};
+}
+
+// out = gx + a + b·x per element, a and b per (image, channel) ([N, C]); gx null: 0. Rows [begin, end) of
+// a contiguous tensor ([N·C, P]), or images [begin, end) of a channels-last one ([N, P, C]).
+XDQ_VECTOR_CLONES void add_moments_gradient(const float* x, const float* gx, const float* a, const float* b,
+                                            float* out, std::int64_t P, std::int64_t C, bool channels_last,
+                                            std::int64_t begin, std::int64_t end) {
+  for (std::int64_t i = begin; i < end; ++i)
+    for (std::int64_t p = 0; p < P; ++p) {
+      if (channels_last) {
+        const std::int64_t base = (i * P + p) * C;
+        for (std::int64_t c = 0; c < C; ++c) {
+          const float g = a[i * C + c] + b[i * C + c] * x[base + c];
+          out[base + c] = gx ? gx[base + c] + g : g;
         }
-      for (; p < P; ++p) {
-        a[0] += r[p];
-        b[0] += static_cast<double>(r[p]) * r[p];
-      }
-      for (int l = 0; l < kLanes; ++l) {
-        d1[row] += a[l];
-        d2[row] += b[l];
+      } else {
+        const float g = a[i] + b[i] * x[i * P + p];
+        out[i * P + p] = gx ? gx[i * P + p] + g : g;
       }
     }
-  });
-  return {s1, s2};
 }
 
 // Σx and Σx² in double over `dims` (kept as size-1 axes): the positions of each image, or also the images.
@@ -106,10 +134,11 @@ std::pair<at::Tensor, at::Tensor> sums_of_powers(const at::Tensor& x, const std:
   return {s1.view({x.size(0), x.size(1), 1, 1}), s2.view({x.size(0), x.size(1), 1, 1})};
 }
 
-// Mean and variance of x over `dims` (kept as size-1 axes), with a backward that forms the gradient to x in
-// one pass: dL/dx = dL/dm / n + dL/dv · 2(x - m) / (n - ddof), written as one addcmul. ATen's var_mean and
-// autograd's var/mean backward take several slow passes per BN input, which made a synthesis step 1.5x a
-// plain forward + backward.
+// x passed on, with its mean and variance over `dims` (kept as size-1 axes). The backward forms the
+// gradient to x in one pass: the passed value's own gradient plus dL/dm / n + dL/dv · 2(x - m) / (n - ddof).
+// Hooked on a BatchNorm input, the passed value is what the layer reads, so autograd adds no second
+// gradient into x. ATen's var_mean and autograd's var/mean backward took several slow passes per BN
+// input, which made a synthesis step 1.5x a plain forward + backward.
 struct Moments : public torch::autograd::Function<Moments> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                                                 std::vector<std::int64_t> dims, bool unbiased) {
@@ -122,35 +151,62 @@ struct Moments : public torch::autograd::Function<Moments> {
     ctx->save_for_backward({x, mean});
     ctx->saved_data["factor"] = 2.0 / static_cast<double>(unbiased ? n - 1 : n);
     ctx->saved_data["n"] = static_cast<double>(n);
-    return {mean, var};
+    return {x, mean, var};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &mean = saved[1];
     const double n = ctx->saved_data["n"].toDouble(), factor = ctx->saved_data["factor"].toDouble();
-    at::Tensor g_mean = grads[0].defined() ? grads[0] : at::zeros_like(mean);
-    at::Tensor g_var = grads[1].defined() ? grads[1] * factor : at::zeros_like(mean);
-    return {at::addcmul(g_mean / n - g_var * mean, g_var, x), at::Tensor(), at::Tensor()};
+    const at::Tensor g_mean = grads[1].defined() ? grads[1] : at::zeros_like(mean);
+    const at::Tensor g_var = grads[2].defined() ? grads[2] * factor : at::zeros_like(mean);
+    const at::Tensor a = g_mean / n - g_var * mean;  // dL/dx = a + g_var·x, per (image or all, channel)
+    const bool channels_last = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+    if (!x.is_cpu() || x.scalar_type() != at::kFloat || x.dim() != 4 || !(x.is_contiguous() || channels_last)) {
+      const at::Tensor g = at::addcmul(a, g_var, x);
+      return {grads[0].defined() ? grads[0] + g : g, at::Tensor(), at::Tensor()};
+    }
+    const std::int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+    const at::Tensor a_nc = a.reshape({-1, C}).expand({N, C}).contiguous(),
+                     b_nc = g_var.reshape({-1, C}).expand({N, C}).contiguous();
+    const at::Tensor gx = grads[0].defined() ? grads[0].contiguous(x.suggest_memory_format()) : at::Tensor();
+    at::Tensor out = at::empty_like(x);
+    const float *xd = x.data_ptr<float>(), *gd = gx.defined() ? gx.data_ptr<float>() : nullptr,
+                *ad = a_nc.data_ptr<float>(), *bd = b_nc.data_ptr<float>();
+    float* od = out.data_ptr<float>();
+    at::parallel_for(0, channels_last ? N : N * C, 1, [&](std::int64_t begin, std::int64_t end) {
+      add_moments_gradient(xd, gd, ad, bd, od, P, C, channels_last, begin, end);
+    });
+    return {out, at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
+BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics) {
+  std::vector<std::int64_t> dims;
+  if (statistics == BnStatistics::Batch) dims.push_back(0);
+  for (std::int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  const auto out = Moments::apply(x, dims, /*unbiased=*/statistics == BnStatistics::PerSample);
+  return {out[0], out[1], out[2]};
+}
+
+at::Tensor bn_statistics_loss(const BnMoments& m, BnStatistics statistics, const at::Tensor& running_mean,
+                              const at::Tensor& running_var) {
+  if (statistics == BnStatistics::Batch)
+    return at::norm(m.var.reshape({-1}) - running_var, 2) + at::norm(m.mean.reshape({-1}) - running_mean, 2);
+  const std::int64_t N = m.mean.size(0), C = m.mean.size(1);
+  const at::Tensor s = at::sqrt(m.var.reshape({N, C}) + kZeroqEps);
+  return squared_distance_per_sample(running_mean, m.mean.reshape({N, C})) +
+         squared_distance_per_sample(at::sqrt(running_var + kZeroqEps), s);
+}
+
 at::Tensor zeroq_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var) {
-  std::vector<std::int64_t> positions;
-  for (std::int64_t d = 2; d < x.dim(); ++d) positions.push_back(d);
-  const auto moments = Moments::apply(x, positions, /*unbiased=*/true);
-  const at::Tensor m = moments[0].reshape({x.size(0), x.size(1)});
-  const at::Tensor s = at::sqrt(moments[1].reshape({x.size(0), x.size(1)}) + kZeroqEps);
-  return squared_distance_per_sample(running_mean, m) + squared_distance_per_sample(at::sqrt(running_var + kZeroqEps), s);
+  return bn_statistics_loss(bn_moments(x, BnStatistics::PerSample), BnStatistics::PerSample, running_mean, running_var);
 }
 
 at::Tensor deepinversion_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var) {
-  std::vector<std::int64_t> dims{0};
-  for (std::int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-  const auto moments = Moments::apply(x, dims, /*unbiased=*/false);
-  return at::norm(moments[1].reshape({-1}) - running_var, 2) + at::norm(moments[0].reshape({-1}) - running_mean, 2);
+  return bn_statistics_loss(bn_moments(x, BnStatistics::Batch), BnStatistics::Batch, running_mean, running_var);
 }
 
 namespace {
@@ -200,20 +256,22 @@ std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, 
 
 namespace {
 
-// One model with the inputs of its BN layers captured by value hooks, checked against the synthesized
-// shape; `classes` is the label count of the first model, which every other must share.
-HookedModel hook_model(const SynthesisModel& m, const std::vector<std::int64_t>& input_shape, const std::string& method,
-                       std::int64_t& classes, std::string& first_name) {
+// One model with the moments of its BN layers' inputs taken by value hooks (the layer reads the value
+// passed on with them), checked against the synthesized shape; `classes` is the label count of the first
+// model, which every other must share.
+HookedModel hook_model(const SynthesisModel& m, const std::vector<std::int64_t>& input_shape, BnStatistics statistics,
+                       const std::string& method, std::int64_t& classes, std::string& first_name) {
   const std::int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
   HookedModel h{&m, std::make_unique<Executor>(*m.graph), batch_norm_nodes(*m.graph, m.name, method),
-                std::make_shared<std::vector<at::Tensor>>(), per_channel(m.preprocess.mean, C).to(m.graph->device()),
+                std::make_shared<std::vector<BnMoments>>(), per_channel(m.preprocess.mean, C).to(m.graph->device()),
                 per_channel(m.preprocess.std, C).to(m.graph->device())};
   h.captured->resize(h.bn_nodes.size());
   for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
     auto captured = h.captured;
-    h.exec->set_value_hook(m.graph->nodes[h.bn_nodes[k]].inputs[0], [captured, k](const at::Tensor& x) {
-      (*captured)[k] = x;
-      return x;
+    h.exec->set_value_hook(m.graph->nodes[h.bn_nodes[k]].inputs[0], [captured, k, statistics](const at::Tensor& x) {
+      if (!at::GradMode::is_enabled()) return x;  // the class count's probe below
+      (*captured)[k] = bn_moments(x, statistics);
+      return (*captured)[k].x;
     });
   }
   if (!m.input_shape.empty() && m.input_shape != input_shape)
@@ -251,7 +309,7 @@ class BnSynthesis {
               const BnSynthesisOptions& o)
       : models_(models), o_(o), C_(input_shape[0]), H_(input_shape[1]), W_(input_shape[2]) {
     std::string first_name;
-    for (const SynthesisModel& m : models) hooked_.push_back(hook_model(m, input_shape, o.method, classes_, first_name));
+    for (const SynthesisModel& m : models) hooked_.push_back(hook_model(m, input_shape, o.statistics, o.method, classes_, first_name));
     // The parameters are the first model's normalized input; pixels = z·std + mean.
     mean0_ = hooked_[0].norm_mean;
     std0_ = hooked_[0].norm_std;
@@ -284,9 +342,7 @@ at::Tensor BnSynthesis::model_loss(const HookedModel& h, const at::Tensor& x, co
   at::Tensor bn_loss = at::zeros({});
   for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
     const BatchNormStats& bn = h.model->graph->nodes[h.bn_nodes[k]].bn;
-    const at::Tensor& captured = (*h.captured)[k];
-    at::Tensor l = o_.statistics == BnStatistics::PerSample ? zeroq_bn_loss(captured, bn.mean, bn.var)
-                                                            : deepinversion_bn_loss(captured, bn.mean, bn.var);
+    const at::Tensor l = bn_statistics_loss((*h.captured)[k], o_.statistics, bn.mean, bn.var);
     bn_loss = bn_loss + (k == 0 ? o_.first_bn_multiplier : 1.0) * l;
   }
   at::Tensor out = o_.bn_weight * bn_loss;
@@ -349,7 +405,7 @@ std::pair<at::Tensor, at::Tensor> BnSynthesis::batch(std::int64_t b, std::int64_
     const at::Tensor total = loss(x, z, targets, mix);
     total.backward();
     for (HookedModel& h : hooked_)
-      for (auto& t : *h.captured) t = at::Tensor();  // free this step's activations before the next forward
+      for (auto& m : *h.captured) m = BnMoments();  // free this step's activations before the next forward
     last_loss_ = total.item<double>();
     if (!std::isfinite(last_loss_))
       throw Error(o_.method + ": loss became " + std::to_string(last_loss_) + " at iteration " + std::to_string(it) +

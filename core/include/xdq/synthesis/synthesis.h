@@ -44,6 +44,16 @@ struct BnSynthesisOptions {
 //   DeepInversion: ‖σ²_batch − running_var‖₂ + ‖μ_batch − running_mean‖₂ over (N, positions), biased.
 at::Tensor zeroq_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var);
 at::Tensor deepinversion_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var);
+// The same in two steps, as synthesis runs them: the moments of a BN input x (PerSample: per image over
+// positions, unbiased, [N, C, 1, 1]; Batch: over images and positions, biased, [1, C, 1, 1]) with `x`, x
+// passed on for the layer to read in x's place (its backward then adds the moments' gradient to the
+// layer's in one pass), and the loss of those moments.
+struct BnMoments {
+  at::Tensor x, mean, var;
+};
+BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics);
+at::Tensor bn_statistics_loss(const BnMoments& m, BnStatistics statistics, const at::Tensor& running_mean,
+                              const at::Tensor& running_var);
 // DeepInversion's image priors: the l2 and (mean |·|/255) l1 norms of the differences to the right, down
 // and both diagonal neighbours, summed over the four directions.
 at::Tensor total_variation_l2(const at::Tensor& x);
