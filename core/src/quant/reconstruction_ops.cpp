@@ -1,8 +1,10 @@
 // The elementwise functions of the reconstruction loop: AdaRound's soft rounding of weights, LSQ's learned
-// activation step with QDrop's random dropping, and the counter-based draws that dropping uses. The
-// activation quantizer runs on every activation inside a unit at every iteration, so on the CPU it is one
-// pass forward and one backward (composed of ATen ops it took eight passes each way and the draws a serial
-// generator: QDrop iterations cost 4.6 plain forward + backward passes of the block).
+// activation step with QDrop's random dropping, QDrop's mixing of the unit input, the reconstruction loss,
+// and the counter-based draws that dropping uses. They run on every activation of a unit at every
+// iteration, so on the CPU each is one pass forward and one backward, compiled per instruction set
+// (composed of ATen ops the quantizer took eight passes each way, the loss six, the mixing a where that
+// alone cost a sixth of a convolution, and the draws a serial generator: QDrop iterations cost 4.6 plain
+// forward + backward passes of the block).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
