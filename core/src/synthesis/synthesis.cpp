@@ -103,8 +103,9 @@ std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x) {
   return {s1, s2};
 }
 
-// out = gx + a + b·x per element, a and b per (image, channel) ([N, C]); gx null: 0. Rows [begin, end) of
-// a contiguous tensor ([N·C, P]), or images [begin, end) of a channels-last one ([N, P, C]).
+// out = gx + (a + b·x) per element, a and b per (image, channel) ([N, C]); gx null: 0. Rows [begin, end)
+// of a contiguous tensor ([N·C, P]), or images [begin, end) of a channels-last one ([N, P, C]). a + b·x is
+// one fused multiply-add, as ATen's addcmul computes it on AVX2 and AVX-512 machines.
 XDQ_VECTOR_CLONES void add_moments_gradient(const float* x, const float* gx, const float* a, const float* b,
                                             float* out, std::int64_t P, std::int64_t C, bool channels_last,
                                             std::int64_t begin, std::int64_t end) {
@@ -113,11 +114,11 @@ XDQ_VECTOR_CLONES void add_moments_gradient(const float* x, const float* gx, con
       if (channels_last) {
         const std::int64_t base = (i * P + p) * C;
         for (std::int64_t c = 0; c < C; ++c) {
-          const float g = a[i * C + c] + b[i * C + c] * x[base + c];
+          const float g = std::fma(b[i * C + c], x[base + c], a[i * C + c]);
           out[base + c] = gx ? gx[base + c] + g : g;
         }
       } else {
-        const float g = a[i] + b[i] * x[i * P + p];
+        const float g = std::fma(b[i], x[i * P + p], a[i]);
         out[i * P + p] = gx ? gx[i * P + p] + g : g;
       }
     }
