@@ -109,19 +109,18 @@ std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x) {
 XDQ_VECTOR_CLONES void add_moments_gradient(const float* x, const float* gx, const float* a, const float* b,
                                             float* out, std::int64_t P, std::int64_t C, bool channels_last,
                                             std::int64_t begin, std::int64_t end) {
-  for (std::int64_t i = begin; i < end; ++i)
-    for (std::int64_t p = 0; p < P; ++p) {
-      if (channels_last) {
-        const std::int64_t base = (i * P + p) * C;
-        for (std::int64_t c = 0; c < C; ++c) {
-          const float g = std::fma(b[i * C + c], x[base + c], a[i * C + c]);
-          out[base + c] = gx ? gx[base + c] + g : g;
-        }
-      } else {
-        const float g = std::fma(b[i], x[i * P + p], a[i]);
-        out[i * P + p] = gx ? gx[i * P + p] + g : g;
-      }
-    }
+  auto element = [&](std::int64_t e, std::int64_t row) {
+    const float g = std::fma(b[row], x[e], a[row]);
+    out[e] = gx ? gx[e] + g : g;
+  };
+  if (channels_last) {
+    for (std::int64_t i = begin; i < end; ++i)
+      for (std::int64_t e = i * P * C; e < (i + 1) * P * C; e += C)
+        for (std::int64_t c = 0; c < C; ++c) element(e + c, i * C + c);
+  } else {
+    for (std::int64_t i = begin; i < end; ++i)
+      for (std::int64_t e = i * P; e < (i + 1) * P; ++e) element(e, i);
+  }
 }
 
 // Σx and Σx² in double over `dims` (kept as size-1 axes): the positions of each image, or also the images.
