@@ -15,10 +15,12 @@
 //   6. calibrating all activation ranges with mse on 1 024 images with the statistics cache cold
 //      (the model runs over the images, statistics written to disk) / warm (statistics read back), as
 //      when an experiment is re-run with another calibrator.
-// 1, 3 and 5 run in both memory layouts, contiguous (NCHW) and channels-last (NHWC): the floors, the
-// TorchScript module (its parameters converted) and xdq (memory_format), each ratio against the NCHW
-// floor and against its own layout's; evaluation is also given in GFLOP/s beside a large 3x3
-// convolution's here.
+// 1, 3 and 5 run in both memory layouts, contiguous (NCHW) and channels-last (NHWC), and where oneDNN has
+// Winograd kernels on this CPU also channels-last with Winograd convolutions (convolution: winograd): the
+// floors, the TorchScript module (its parameters converted) and xdq (memory_format), each ratio against
+// the NCHW floor and against its own column's (the Winograd column's block floor convolves with Winograd
+// too; TorchScript cannot, so its module is the NHWC one); evaluation is also given in GFLOP/s beside a
+// large 3x3 convolution's here.
 // Usage: xdq_bench [MODEL.pt] [--threads N] [--rounds R] [--device cpu|cuda[:N]]
 // On a GPU every measurement runs there (inputs read on the CPU and moved per batch, as in an experiment),
 // the device's queued work inside each timing; the layerwise analysis is measured on the CPU only.
@@ -109,16 +111,21 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   auto& registry = global_registry();
   registry.scan(plugin_search_dirs());
 
-  // The model in both memory layouts (index 0: contiguous NCHW, 1: channels-last NHWC): every engine runs
-  // in the layout of the graph it is given, and every measurement below is taken in both.
-  constexpr int kLayouts = 2;
-  const char* kLayoutNames[kLayouts] = {"NCHW", "NHWC"};
-  const at::MemoryFormat kFormats[kLayouts] = {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast};
+  // The model's columns (index 0: contiguous NCHW, 1: channels-last NHWC, 2: NHWC with Winograd
+  // convolutions where this CPU has them): every engine runs as the graph it is given says, and every
+  // measurement below is taken in each column.
+  ConvAttrs same;
+  same.padding = {1, 1};
+  const int kLayouts = device.is_cpu() && winograd_applies(at::zeros({1, 16, 8, 8}), at::zeros({16, 16, 3, 3}), same) ? 3 : 2;
+  const char* kLayoutNames[3] = {"NCHW", "NHWC", "NHWC+Winograd"};
+  const at::MemoryFormat kFormats[3] = {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast, at::MemoryFormat::ChannelsLast};
+  const ConvAlgorithm kConvs[3] = {ConvAlgorithm::Direct, ConvAlgorithm::Direct, ConvAlgorithm::Winograd};
   ImportedModel model = import_torchscript(model_path);
   model.graph.to(device);
   std::vector<Graph> graphs(kLayouts, model.graph), folded(kLayouts);
   for (int l = 0; l < kLayouts; ++l) {
-    graphs[l].channels_last = l == 1;
+    graphs[l].channels_last = kFormats[l] == at::MemoryFormat::ChannelsLast;
+    graphs[l].convolution = kConvs[l];
     folded[l] = graphs[l];
     fold_batch_norm(folded[l]);
   }
@@ -156,10 +163,11 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
     std::filesystem::remove_all(cache_dir);
     return quantize_with_cache(settings, calibrator_name);
   };
-  // A calibrated model in layout l: the NCHW model's quantizers on the graph of layout l.
+  // A calibrated model in column l: the NCHW model's quantizers on the graph of column l.
   auto in_layout = [&](const QuantizedModel& q, int l) {
     QuantizedModel out = q;
-    out.graph_for_rewrite().channels_last = l == 1;
+    out.graph_for_rewrite().channels_last = kFormats[l] == at::MemoryFormat::ChannelsLast;
+    out.graph_for_rewrite().convolution = kConvs[l];
     return out;
   };
   QuantizedModel w8a8 = quantize_with("minmax");
@@ -210,7 +218,7 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   const ReconstructionOptions brecq = bench::reconstruction_defaults(registry, "brecq", recon_iters),
                               qdrop = bench::reconstruction_defaults(registry, "qdrop", recon_iters);
   std::vector<bench::PlainBlock> blocks;
-  for (int l = 0; l < kLayouts; ++l) blocks.emplace_back(folded[0], *unit, 32, 28, kFormats[l]);
+  for (int l = 0; l < kLayouts; ++l) blocks.emplace_back(folded[0], *unit, 32, 28, kFormats[l], kConvs[l]);
 
   // Synthesis: the engine run for 1 and for 1 + kSynthIters steps; the difference is kSynthIters iterations.
   constexpr std::int64_t kSynthBatch = 64, kSynthIters = 10;
@@ -235,7 +243,7 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
     std::vector<double> module_eval, fp32_eval, quant_eval, peak, plain_block, brecq_weights, brecq_steps, qdrop,
         plain_synth, zeroq, deepinversion;
   };
-  Timings t[kLayouts];
+  Timings t[3];
   std::vector<double> fp32_calib_pass, kl_calib, mse_calib, layerwise, fp32_analysis_pass, mse_calib_warm;
   auto per_iteration = [&](std::int64_t n, const std::function<void()>& step) {
     return timed([&] {
@@ -248,7 +256,7 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
       t[l].module_eval.push_back(timed([&] { run_batches(eval_images, module_forward(l)); }));
       t[l].fp32_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(fp32_exec, l)); }));
       t[l].quant_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(quant_exec, l)); }));
-      t[l].peak.push_back(bench::conv_peak_gflops(kFormats[l], device));
+      t[l].peak.push_back(bench::conv_peak_gflops(kFormats[l], device, 5, kConvs[l]));
       t[l].plain_block.push_back(per_iteration(recon_iters, [&] { blocks[l].step(); }));
       const bench::IterationSeconds b = bench::reconstruction_iteration_seconds(in_layout(w4a4, l), calib_images.slice(0, 0, 256),
                                                                                  unit->name, brecq);
@@ -273,39 +281,50 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   const double n_eval = static_cast<double>(eval_images.size(0));
   const double gflop = bench::flops_per_image(folded[0], eval_images.slice(0, 0, 1)) / 1e9;
   // Evaluation: throughput per layout, and each against the NCHW TorchScript module.
-  std::printf("evaluation, batch 256           img/s (GFLOP/s)  %-4s              %-4s\n", kLayoutNames[0], kLayoutNames[1]);
+  std::printf("evaluation, batch 256           img/s (GFLOP/s)");
+  for (int l = 0; l < kLayouts; ++l) std::printf("  %-20s", kLayoutNames[l]);
+  std::printf("\n");
   auto eval_row = [&](const char* name, std::vector<double> Timings::*field) {
     std::printf("  %-28s", name);
-    for (const Timings& x : t)
+    for (int l = 0; l < kLayouts; ++l) {
+      const Timings& x = t[l];
       std::printf("  %6.0f (%5.1f) %4.2fx", n_eval / median(x.*field), n_eval / median(x.*field) * gflop,
                   median(t[0].module_eval) / median(x.*field));
+    }
     std::printf("\n");
   };
   eval_row("FP32 TorchScript module", &Timings::module_eval);
   eval_row("FP32 xdq (BN folded)", &Timings::fp32_eval);
   eval_row("W8A8 fake-quant xdq", &Timings::quant_eval);
   std::printf("  (x: throughput over the NCHW TorchScript module's; target >= 1.6)\n");
-  std::printf("  peak here: 3x3 conv 256->256, 56x56, batch 16: %.0f GFLOP/s NCHW, %.0f GFLOP/s NHWC (%.3f GFLOP per image)\n",
-              median(t[0].peak), median(t[1].peak), gflop);
+  std::printf("  peak here: 3x3 conv 256->256, 56x56, batch 16:");
+  for (int l = 0; l < kLayouts; ++l) std::printf(" %.0f GFLOP/s %s%s", median(t[l].peak), kLayoutNames[l], l + 1 < kLayouts ? "," : "");
+  std::printf(" (%.3f GFLOP per image)\n", gflop);
+  double fastest_quant_eval = median(t[0].quant_eval);
+  for (int l = 1; l < kLayouts; ++l) fastest_quant_eval = std::min(fastest_quant_eval, median(t[l].quant_eval));
   std::printf("  ratio quant/fp32 throughput (NCHW module)  %.3f   (target >= 0.85)\n",
-              median(t[0].module_eval) / std::min(median(t[0].quant_eval), median(t[1].quant_eval)));
+              median(t[0].module_eval) / fastest_quant_eval);
   // Reconstruction and synthesis: ms per iteration, each against the NCHW floor (the target) and the
   // floor of its own layout.
   auto iteration_row = [&](const char* name, std::vector<double> Timings::*field, std::vector<double> Timings::*floor) {
     std::printf("  %-34s", name);
     for (int l = 0; l < kLayouts; ++l)
-      std::printf("  %8.2f ms %5.3f %5.3f", 1e3 * median(t[l].*field), median(t[l].*field) / median(t[0].*floor),
+      std::printf("  %10.2f ms %11.3f %4.3f", 1e3 * median(t[l].*field), median(t[l].*field) / median(t[0].*floor),
                   median(t[l].*field) / median(t[l].*floor));
     std::printf("\n");
   };
-  std::printf("block %s, batch 32, ms per iteration    %-4s  /NCHW floor /own      %-4s  /NCHW floor /own\n",
-              unit->name.c_str(), kLayoutNames[0], kLayoutNames[1]);
+  auto iteration_header = [&](const std::string& what) {
+    std::printf("%-36s", what.c_str());
+    for (int l = 0; l < kLayouts; ++l) std::printf("  %13s /NCHW floor /own", kLayoutNames[l]);
+    std::printf("\n");
+  };
+  iteration_header("block " + unit->name + ", batch 32, ms/iteration");
   iteration_row("plain ATen fwd+bwd (floor)", &Timings::plain_block, &Timings::plain_block);
   iteration_row("BRECQ weight iteration", &Timings::brecq_weights, &Timings::plain_block);
   iteration_row("BRECQ activation-step iteration", &Timings::brecq_steps, &Timings::plain_block);
   iteration_row("QDrop iteration", &Timings::qdrop, &Timings::plain_block);
   std::printf("  (target <= 0.65 of the NCHW floor)\n");
-  std::printf("synthesis, batch %lld, ms per iteration\n", static_cast<long long>(kSynthBatch));
+  iteration_header("synthesis, batch " + std::to_string(kSynthBatch) + ", ms/iteration");
   iteration_row("TorchScript fwd+bwd to images (floor)", &Timings::plain_synth, &Timings::plain_synth);
   iteration_row("zeroq iteration", &Timings::zeroq, &Timings::plain_synth);
   iteration_row("deepinversion iteration", &Timings::deepinversion, &Timings::plain_synth);

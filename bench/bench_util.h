@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include "xdq/exec/convolution.h"
 #include "xdq/exec/executor.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/plugin/registry.h"
@@ -40,12 +41,13 @@ inline double median(std::vector<double> v) {
 
 // A basic residual block (conv, relu, conv, add, relu) with the weights of `unit`'s two convs, written
 // directly in ATen, forward and backward of an MSE loss on a batch of `batch` inputs of side `side`;
-// `format` is the memory layout of its weights and inputs (channels-last: NHWC).
+// `format` is the memory layout of its weights and inputs (channels-last: NHWC), `conv` its convolutions'.
 class PlainBlock {
  public:
   PlainBlock(const Graph& folded, const ReconstructionUnit& unit, std::int64_t batch, std::int64_t side,
-             at::MemoryFormat format = at::MemoryFormat::Contiguous)
-      : w1_(folded.nodes[unit.layers[0]].weight.clone(format).requires_grad_(true)),
+             at::MemoryFormat format = at::MemoryFormat::Contiguous, ConvAlgorithm conv = ConvAlgorithm::Direct)
+      : conv_(conv),
+        w1_(folded.nodes[unit.layers[0]].weight.clone(format).requires_grad_(true)),
         w2_(folded.nodes[unit.layers[1]].weight.clone(format).requires_grad_(true)),
         b1_(folded.nodes[unit.layers[0]].bias),
         b2_(folded.nodes[unit.layers[1]].bias),
@@ -53,12 +55,15 @@ class PlainBlock {
         target_(at::rand({batch, w2_.size(0), side, side}).to(w1_.device()).contiguous(format)) {}
   void step() const {
     at::AutoGradMode grad(true);
-    const at::Tensor h = at::relu(at::conv2d(in_, w1_, b1_, 1, 1));
-    const at::Tensor out = at::relu(at::conv2d(h, w2_, b2_, 1, 1) + in_);
+    ConvAttrs same;
+    same.padding = {1, 1};
+    const at::Tensor h = at::relu(convolve(in_, w1_, b1_, same, conv_));
+    const at::Tensor out = at::relu(convolve(h, w2_, b2_, same, conv_) + in_);
     ((out - target_).pow(2).sum(1).mean()).backward();
   }
 
  private:
+  ConvAlgorithm conv_;
   at::Tensor w1_, w2_, b1_, b2_, in_, target_;
 };
 
@@ -120,14 +125,17 @@ inline double flops_per_image(const Graph& graph, const at::Tensor& one_image) {
 }
 
 // GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 56x56, batch 16) in `format`: the machine's
-// practical peak for the kind of work evaluation does.
-inline double conv_peak_gflops(at::MemoryFormat format, const c10::Device& device, int repeats = 5) {
+// practical peak for the kind of work evaluation does (with Winograd: the direct FLOPs over its time).
+inline double conv_peak_gflops(at::MemoryFormat format, const c10::Device& device, int repeats = 5,
+                               ConvAlgorithm conv = ConvAlgorithm::Direct) {
   at::NoGradGuard no_grad;
   const auto on = at::TensorOptions().device(device);
   const at::Tensor x = at::rand({16, 256, 56, 56}, on).contiguous(format), w = at::rand({256, 256, 3, 3}, on).contiguous(format);
-  at::conv2d(x, w, {}, 1, 1);  // warm-up: primitive caches
+  ConvAttrs same;
+  same.padding = {1, 1};
+  convolve(x, w, {}, same, conv);  // warm-up: primitive caches
   const double t = seconds([&] {
-    for (int r = 0; r < repeats; ++r) at::conv2d(x, w, {}, 1, 1);
+    for (int r = 0; r < repeats; ++r) convolve(x, w, {}, same, conv);
   }, device);
   return 2.0 * 16 * 256 * 56 * 56 * 256 * 9 * repeats / t / 1e9;
 }

@@ -108,15 +108,17 @@ def official_iteration_seconds(official_dir, iters):
 
 
 def xdq_iteration_seconds(xdq_bench, threads):
-    """xdq's BRECQ weight iteration in its default layout (channels-last on the CPU) and the plain ATen
-    block's NCHW floor, from one round of xdq_bench (its table: NCHW columns, then NHWC)."""
+    """xdq's BRECQ weight iteration in its default layout (channels-last on the CPU), with Winograd
+    convolutions (None where this CPU has none), and the plain ATen block's NCHW floor, from one round of
+    xdq_bench (its table's columns: NCHW, NHWC, NHWC+Winograd)."""
     out = subprocess.run([xdq_bench, "--threads", str(threads), "--rounds", "1"], capture_output=True, text=True, check=True).stdout
 
     def row(name):
-        m = re.search(re.escape(name) + r"\s+([\d.]+) ms [\d.]+ [\d.]+\s+([\d.]+) ms", out)
-        return float(m.group(1)) / 1e3, float(m.group(2)) / 1e3
+        line = next(l for l in out.splitlines() if l.strip().startswith(name))
+        return [float(ms) / 1e3 for ms in re.findall(r"([\d.]+) ms", line)]
 
-    return row("BRECQ weight iteration")[1], row("plain ATen fwd+bwd (floor)")[0]
+    brecq = row("BRECQ weight iteration")
+    return brecq[1], brecq[2] if len(brecq) > 2 else None, row("plain ATen fwd+bwd (floor)")[0]
 
 
 def main():
@@ -128,17 +130,21 @@ def main():
     parser.add_argument("--xdq-bench", default=str(ROOT / "build/bin/xdq_bench"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    official, xdq, floor = [], [], []
+    official, xdq, winograd, floor = [], [], [], []
     for _ in range(args.rounds):
         official.append(official_iteration_seconds(args.official, args.iters))
-        x, f = xdq_iteration_seconds(args.xdq_bench, args.threads)
+        x, w, f = xdq_iteration_seconds(args.xdq_bench, args.threads)
         xdq.append(x)
         floor.append(f)
+        if w is not None:
+            winograd.append(w)
     o, x, f = (statistics.median(v) * 1e3 for v in (official, xdq, floor))
     print(f"threads {args.threads}, rounds {args.rounds} (medians); ResNet-20 layer1.block0, batch 32, W4, mse loss")
     print(f"official BRECQ iteration {o:.2f} ms   xdq BRECQ iteration {x:.2f} ms   xdq / official {x / o:.3f} (target <= 0.5)")
+    if winograd:
+        w = statistics.median(winograd) * 1e3
+        print(f"xdq with convolution: winograd {w:.2f} ms   xdq / official {w / o:.3f} (target <= 0.5)")
     print(f"plain ATen fwd+bwd of the block (NCHW) {f:.2f} ms   official / floor {o / f:.3f}   xdq / floor {x / f:.3f}")
-
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ apt-get install -y -qq \
   libtorch-dev libopenblas0-openmp \
   libboost-dev libboost-filesystem-dev libyaml-cpp-dev libtbb-dev libopencv-dev \
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev \
-  libonnx-dev python3-onnx \
+  libonnx-dev python3-onnx libdnnl-dev \
   python3-torch python3-torchvision python3-pil python3-numpy python3-dev pybind11-dev python3-pandas \
   dataset-fashion-mnist opencv-doc python3-sklearn \
   slurm-wlm munge

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "xdq/error.h"
+#include "xdq/exec/convolution.h"
 
 namespace xdq {
 
@@ -143,8 +144,9 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
     switch (node.kind) {
       case OpKind::Conv: {
         const at::Tensor& w = weights_[i].defined() ? weights_[i] : node.weight;
-        produce(node.outputs[0], at::conv2d(values[node.inputs[0]].toTensor(), w, node.bias, node.conv.stride,
-                                            node.conv.padding, node.conv.dilation, node.conv.groups));
+        // In layout even after a one-channel input, where ATen's choice follows strides that cannot tell.
+        produce(node.outputs[0], in_layout(convolve(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, graph_.convolution),
+                                           graph_.channels_last));
         break;
       }
       case OpKind::Linear: {

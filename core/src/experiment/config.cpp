@@ -18,6 +18,7 @@
 #include "xdq/data/sources.h"
 #include "xdq/data/image_files.h"
 #include "xdq/error.h"
+#include "xdq/exec/convolution.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/export/export.h"
 #include "xdq/plugin/interfaces.h"
@@ -717,6 +718,10 @@ void add_run_keys(std::vector<Key>& k) {
                      S::text("memory_format", "auto", "memory layout of every engine: auto (channels-last on the CPU), contiguous (NCHW), channels_last (NHWC)")
                          .one_of({"auto", "contiguous", "channels_last"}),
                      [](auto& c) -> auto& { return c.memory_format; }));
+  k.push_back(scalar("convolution",
+                     S::text("convolution", "direct", "convolution kernels of every engine: direct (ATen's), winograd (oneDNN's F(4x4, 3x3) for the 3x3 stride-1 convolutions it covers on AVX-512 CPUs: faster, float32 rounding of its own)")
+                         .one_of({"direct", "winograd"}),
+                     [](auto& c) -> auto& { return c.convolution; }));
   k.push_back(scalar("device", S::text("device", "cpu", "where models run: cpu, cuda, cuda:N (data stays on the CPU)"),
                      [](auto& c) -> auto& { return c.device; }));
   k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
@@ -918,6 +923,16 @@ void check_device(const ExperimentConfig& cfg) {
   if (index >= count) node.fail(cfg.device + ": this machine has " + std::to_string(count) + " CUDA devices");
 }
 
+// convolution: winograd needs oneDNN's API in this build, and the CPU.
+void check_convolution(const ExperimentConfig& cfg) {
+  if (cfg.convolution != "winograd") return;
+  const ConfigNode node = cfg.root["convolution"];
+  if (!winograd_built())
+    node.fail("this xdq was built without oneDNN's headers (libdnnl-dev), which Winograd convolutions need; "
+              "install them and configure again, or use convolution: direct");
+  if (cfg.device != "cpu") node.fail("Winograd convolutions run on the CPU (device is " + cfg.device + ")");
+}
+
 // Checks across keys, once all are read. More threads than cores only adds switching: a few times the
 // cores is the useful bound.
 void check_after_reading(const ExperimentConfig& cfg) {
@@ -927,6 +942,7 @@ void check_after_reading(const ExperimentConfig& cfg) {
     cfg.root["threads"].fail("expected at most " + std::to_string(4 * cores) + " (4 x the " + std::to_string(cores) +
                              " cores of this machine), got " + std::to_string(cfg.threads));
   check_device(cfg);
+  check_convolution(cfg);
   check_exports(cfg);
 }
 

@@ -72,7 +72,8 @@ struct ExperimentConfig {
   std::uint64_t seed = 0;
   int threads = 0;
   int jobs = 1;  // independent runs at a time; each gets threads / jobs intra-op threads
-  std::string memory_format = "auto";  // of evaluation passes: auto, contiguous, channels_last
+  std::string memory_format = "auto";  // of every engine: auto, contiguous, channels_last
+  std::string convolution = "direct";  // of every engine: direct, winograd (xdq/exec/convolution.h)
   // Where models run: cpu, cuda or cuda:N (checked at load against the LibTorch in use). Data is read and
   // decoded on the CPU and moved to the device batch by batch.
   std::string device = "cpu";

@@ -15,6 +15,10 @@ namespace xdq {
 
 enum class OpKind { Conv, Linear, BatchNorm, Generic };
 
+// How conv nodes convolve: ATen's convolution (direct), or oneDNN's Winograd F(4x4, 3x3) for the 3x3,
+// stride-1 ones it covers (xdq/exec/convolution.h): fewer multiplications, float32 rounding of its own.
+enum class ConvAlgorithm { Direct, Winograd };
+
 struct ConvAttrs {
   std::vector<std::int64_t> stride{1, 1}, padding{0, 0}, dilation{1, 1};
   std::int64_t groups = 1;
@@ -57,6 +61,8 @@ struct Graph {
   // The memory layout every Executor of this graph (and of its copies) runs convolutions in: channels-last
   // (NHWC) when set, else contiguous (NCHW). The weights stay contiguous here; executors convert them.
   bool channels_last = false;
+  // The experiment's `convolution`, carried to every copy of the graph like the layout.
+  ConvAlgorithm convolution = ConvAlgorithm::Direct;
 
   int add_value(const std::string& name);
   // Node index producing `value`, or -1 for graph inputs and constants.

@@ -1,0 +1,284 @@
+// oneDNN's Winograd convolution as an autograd function (built when oneDNN's headers are found).
+// oneDNN runs it on activations blocked by 16 channels (nChw16c); a channels-last tensor with 16 channels
+// already lies that way, so it is used in place, any other is reordered in and out by oneDNN.
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <dnnl.hpp>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <unordered_map>
+
+#include "xdq/error.h"
+#include "xdq/exec/convolution.h"
+
+namespace xdq {
+namespace {
+
+using Tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+constexpr auto kF32 = dnnl::memory::data_type::f32;
+constexpr std::int64_t kBlock = 16;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// oneDNN's description of a tensor as it lies in memory (any strides).
+dnnl::memory::desc described(const at::Tensor& t) {
+  return dnnl::memory::desc(dims(t.sizes().begin(), t.sizes().end()), kF32, dims(t.strides().begin(), t.strides().end()));
+}
+
+// Every primitive takes its scratchpad (the transformed tiles: megabytes) from one buffer per thread that
+// only grows: oneDNN's own would be allocated at every call, and the fresh pages' faults took 30 % of
+// an evaluation's time.
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::memory scratchpad_for(const dnnl::memory::desc& want) {
+  thread_local at::Tensor buffer;
+  const auto bytes = static_cast<std::int64_t>(want.get_size());
+  if (!buffer.defined() || buffer.numel() < bytes) buffer = at::empty({bytes}, at::kByte);
+  return dnnl::memory(want, cpu_engine(), buffer.data_ptr());
+}
+
+// The primitives of one convolution shape, made once per thread (descriptor creation costs more than a
+// small convolution).
+struct Shape {
+  std::int64_t n, c, k, h, w, pad;
+  bool bias;
+  bool operator<(const Shape& o) const {
+    return std::tie(n, c, k, h, w, pad, bias) < std::tie(o.n, o.c, o.k, o.h, o.w, o.pad, o.bias);
+  }
+};
+
+struct Primitives {
+  dnnl::convolution_forward::primitive_desc forward_desc;
+  dnnl::convolution_forward forward;
+  // Made at the first backward pass.
+  std::unique_ptr<dnnl::convolution_backward_data::primitive_desc> to_input_desc;
+  std::unique_ptr<dnnl::convolution_backward_data> to_input;
+  std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> to_weights_desc;
+  std::unique_ptr<dnnl::convolution_backward_weights> to_weights;
+};
+
+struct ConvDescs {
+  dnnl::memory::desc src, weights, bias, dst;
+  dnnl::memory::dims stride, padding;
+};
+
+ConvDescs descs_of(const Shape& s) {
+  const std::int64_t out_h = s.h + 2 * s.pad - 2, out_w = s.w + 2 * s.pad - 2;
+  return {dnnl::memory::desc({s.n, s.c, s.h, s.w}, kF32, Tag::nChw16c),
+          dnnl::memory::desc({s.k, s.c, 3, 3}, kF32, Tag::any),
+          s.bias ? dnnl::memory::desc({s.k}, kF32, Tag::x) : dnnl::memory::desc(),
+          dnnl::memory::desc({s.n, s.k, out_h, out_w}, kF32, Tag::nChw16c),
+          {1, 1},
+          {s.pad, s.pad}};
+}
+
+// The shape's primitives, or null where oneDNN has no Winograd kernel for it on this CPU.
+Primitives* primitives(const Shape& s) {
+  thread_local std::map<Shape, std::unique_ptr<Primitives>> made;
+  auto it = made.find(s);
+  if (it != made.end()) return it->second.get();
+  if (made.size() >= 256) made.clear();  // batch sizes vary between passes; keep the cache bounded
+  std::unique_ptr<Primitives> p;
+  try {
+    const ConvDescs d = descs_of(s);
+    auto desc = s.bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                         dnnl::algorithm::convolution_winograd, d.src, d.weights,
+                                                         d.bias, d.dst, d.stride, d.padding, d.padding)
+                       : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                         dnnl::algorithm::convolution_winograd, d.src, d.weights,
+                                                         d.dst, d.stride, d.padding, d.padding);
+    dnnl::convolution_forward::primitive_desc pd(desc, user_scratchpad(), cpu_engine());
+    p.reset(new Primitives{pd, dnnl::convolution_forward(pd), nullptr, nullptr, nullptr, nullptr});
+  } catch (const dnnl::error&) {
+    p.reset();  // no Winograd implementation for this shape here
+  }
+  return made.emplace(s, std::move(p)).first->second.get();
+}
+
+void make_backward(Primitives& p, const Shape& s) {
+  if (p.to_input) return;
+  const ConvDescs d = descs_of(s);
+  p.to_input_desc.reset(new dnnl::convolution_backward_data::primitive_desc(
+      dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_winograd, d.src, d.weights, d.dst, d.stride,
+                                            d.padding, d.padding),
+      user_scratchpad(), cpu_engine(), p.forward_desc));
+  auto weights_desc = s.bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_winograd, d.src,
+                                                                        d.weights, d.bias, d.dst, d.stride, d.padding,
+                                                                        d.padding)
+                             : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_winograd, d.src,
+                                                                        d.weights, d.dst, d.stride, d.padding,
+                                                                        d.padding);
+  p.to_weights_desc.reset(
+      new dnnl::convolution_backward_weights::primitive_desc(weights_desc, user_scratchpad(), cpu_engine(), p.forward_desc));
+  p.to_weights.reset(new dnnl::convolution_backward_weights(*p.to_weights_desc));
+  p.to_input.reset(new dnnl::convolution_backward_data(*p.to_input_desc));
+}
+
+Shape shape_of(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, bool bias) {
+  return {x.size(0), x.size(1), w.size(0), x.size(2), x.size(3), attrs.padding[0], bias};
+}
+
+// A 4-d activation in the blocked layout: the tensor's own memory when it already lies that way
+// (channels-last with 16 channels), else a reordered copy (kept alive by `storage`).
+dnnl::memory blocked(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
+  if (t.size(1) == kBlock && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    storage = t;
+    return dnnl::memory(want, cpu_engine(), t.data_ptr<float>());
+  }
+  storage = at::empty({static_cast<std::int64_t>(want.get_size() / sizeof(float))}, t.options());
+  dnnl::memory out(want, cpu_engine(), storage.data_ptr<float>());
+  dnnl::memory in(described(t), cpu_engine(), t.data_ptr<float>());
+  dnnl::reorder(in, out).execute(stream, in, out);
+  return out;
+}
+
+// ATen's rule for a convolution's output layout: channels-last when the input or the weight is (the
+// executor keeps weights channels-last, and a one-channel input cannot tell).
+at::MemoryFormat output_format(const at::Tensor& x, const at::Tensor& w) {
+  return x.suggest_memory_format() == at::MemoryFormat::ChannelsLast || w.suggest_memory_format() == at::MemoryFormat::ChannelsLast
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
+// A tensor of `like`'s options in `format` holding a blocked oneDNN result: written in place
+// where the layouts agree, else reordered out of `scratch`.
+struct Unblocked {
+  at::Tensor tensor, scratch;
+  dnnl::memory memory;
+};
+Unblocked unblocked_output(at::IntArrayRef sizes, const at::Tensor& like, at::MemoryFormat format,
+                           const dnnl::memory::desc& blocked_desc) {
+  Unblocked u;
+  u.tensor = at::empty(sizes, like.options(), format);
+  if (sizes[1] == kBlock && u.tensor.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    u.memory = dnnl::memory(blocked_desc, cpu_engine(), u.tensor.data_ptr<float>());
+  } else {
+    u.scratch = at::empty({static_cast<std::int64_t>(blocked_desc.get_size() / sizeof(float))}, like.options());
+    u.memory = dnnl::memory(blocked_desc, cpu_engine(), u.scratch.data_ptr<float>());
+  }
+  return u;
+}
+void finish(Unblocked& u, dnnl::stream& stream) {
+  if (!u.scratch.defined()) return;
+  dnnl::memory out(described(u.tensor), cpu_engine(), u.tensor.data_ptr<float>());
+  dnnl::reorder(u.memory, out).execute(stream, u.memory, out);
+}
+
+// The weight in the layout a primitive wants (reordered every call: the optimizers change it every step).
+dnnl::memory weights_for(const at::Tensor& w, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
+  storage = at::empty({static_cast<std::int64_t>(want.get_size() / sizeof(float))}, w.options());
+  dnnl::memory out(want, cpu_engine(), storage.data_ptr<float>());
+  dnnl::memory in(described(w), cpu_engine(), w.data_ptr<float>());
+  dnnl::reorder(in, out).execute(stream, in, out);
+  return out;
+}
+
+at::Tensor forward_pass(Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                        at::Tensor& x_storage) {
+  dnnl::stream stream(cpu_engine());
+  at::Tensor w_storage;
+  dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
+  dnnl::memory weights = weights_for(w, p.forward_desc.weights_desc(), stream, w_storage);
+  const auto& dst_dims = p.forward_desc.dst_desc().dims();
+  Unblocked out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, output_format(x, w),
+                                   p.forward_desc.dst_desc());
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.memory},
+                                             {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.forward_desc.scratchpad_desc())}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.forward_desc.bias_desc(), cpu_engine(), bias.data_ptr<float>()));
+  p.forward.execute(stream, args);
+  finish(out, stream);
+  stream.wait();
+  return out.tensor;
+}
+
+struct WinogradConv : public torch::autograd::Function<WinogradConv> {
+  // `bias` is an empty tensor for none (autograd's apply takes no undefined tensor).
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                                                const at::Tensor& w, const at::Tensor& bias, ConvAttrs attrs) {
+    const bool has_bias = bias.numel() > 0;
+    Primitives* p = primitives(shape_of(x, w, attrs, has_bias));
+    at::Tensor x_storage;
+    at::Tensor y = forward_pass(*p, x, w, has_bias ? bias.contiguous() : at::Tensor(), x_storage);
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["padding"] = attrs.padding[0];
+    ctx->saved_data["bias"] = has_bias;
+    return {y};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const bool has_bias = ctx->saved_data["bias"].toBool();
+    ConvAttrs attrs;
+    attrs.padding = {ctx->saved_data["padding"].toInt(), ctx->saved_data["padding"].toInt()};
+    const Shape s = shape_of(x, w, attrs, has_bias);
+    Primitives& p = *primitives(s);
+    make_backward(p, s);
+    dnnl::stream stream(cpu_engine());
+    at::Tensor dy_storage, w_storage, x_storage;
+    const at::Tensor dy = grads[0].contiguous(output_format(x, w));
+    const dnnl::memory diff_dst = blocked(dy, p.forward_desc.dst_desc(), stream, dy_storage);
+    at::Tensor dx, dw, db;
+    std::vector<Unblocked> outputs;
+    if (ctx->needs_input_grad(0)) {
+      const dnnl::memory weights = weights_for(w, p.to_input_desc->weights_desc(), stream, w_storage);
+      outputs.push_back(unblocked_output(x.sizes(), x, x.suggest_memory_format(), p.forward_desc.src_desc()));
+      p.to_input->execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
+                                   {DNNL_ARG_DIFF_SRC, outputs.back().memory},
+                                   {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.to_input_desc->scratchpad_desc())}});
+    }
+    if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2))) {
+      const dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
+      const auto& wd = *p.to_weights_desc;
+      at::Tensor dw_blocked = at::empty({static_cast<std::int64_t>(wd.diff_weights_desc().get_size() / sizeof(float))}, w.options());
+      dnnl::memory diff_weights(wd.diff_weights_desc(), cpu_engine(), dw_blocked.data_ptr<float>());
+      std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
+                                                 {DNNL_ARG_SCRATCHPAD, scratchpad_for(wd.scratchpad_desc())}};
+      if (has_bias) {
+        db = at::empty({s.k}, w.options());
+        args.emplace(DNNL_ARG_DIFF_BIAS, dnnl::memory(wd.diff_bias_desc(), cpu_engine(), db.data_ptr<float>()));
+      }
+      p.to_weights->execute(stream, args);
+      dw = at::empty(w.sizes(), w.options(), w.suggest_memory_format());
+      dnnl::memory dw_out(described(dw), cpu_engine(), dw.data_ptr<float>());
+      dnnl::reorder(diff_weights, dw_out).execute(stream, diff_weights, dw_out);
+    }
+    for (Unblocked& u : outputs) finish(u, stream);
+    stream.wait();
+    if (!outputs.empty()) dx = outputs.front().tensor;
+    return {dx, dw, db, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool winograd_built() { return true; }
+
+bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
+  const bool form = x.is_cpu() && w.is_cpu() && x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat &&
+                    x.dim() == 4 && w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && attrs.groups == 1 &&
+                    attrs.stride == std::vector<std::int64_t>{1, 1} && attrs.dilation == std::vector<std::int64_t>{1, 1} &&
+                    attrs.padding[0] == attrs.padding[1] && attrs.padding[0] <= 1 && x.size(1) % kBlock == 0 &&
+                    w.size(0) % kBlock == 0 && w.size(1) == x.size(1);
+  return form && primitives(shape_of(x, w, attrs, false)) != nullptr;
+}
+
+at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs) {
+  if (!winograd_applies(x, w, attrs))
+    throw Error("winograd_conv2d: oneDNN has no Winograd kernel for this convolution on this CPU (input " +
+                std::to_string(x.dim()) + "-d, weight " + std::to_string(w.dim()) + "-d)");
+  const at::Tensor b = bias.defined() ? bias : at::empty({0}, w.options());
+  return WinogradConv::apply(x.contiguous(x.suggest_memory_format()), w, b, attrs)[0];
+}
+
+}  // namespace xdq

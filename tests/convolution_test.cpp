@@ -1,0 +1,158 @@
+// Winograd convolutions (convolution: winograd) against a float64 ATen convolution, forward and backward.
+// Error bound: each output (or gradient element) is a sum of products p_i; a float32 evaluation of it is
+// within c·eps·Σ|p_i| of the exact value, c ~ the number of roundings each product passes (direct: the
+// summation depth). Winograd forms the products in transformed space: F(4x4, 3x3)'s input and output
+// transforms combine up to 6x6 tile values with coefficients up to 8 (points 0, ±1, ±2, ±1/2), so each
+// product's rounding error reaches the output multiplied by their row norms; c = 1024 covers that
+// amplification (measured: at most 22 on these shapes), and one wrong or missing product of the 144-576
+// in a sum exceeds it more than tenfold.
+// The Σ|p_i| of every element comes from the same float64 convolution run on absolute values.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <limits>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+#include "xdq/exec/convolution.h"
+#include "xdq/experiment/config.h"
+
+namespace xdq::test {
+namespace {
+
+constexpr double kEps32 = std::numeric_limits<float>::epsilon();
+constexpr double kWinogradRoundings = 1024;
+
+ConvAttrs attrs_with_padding(std::int64_t pad) {
+  ConvAttrs a;
+  a.padding = {pad, pad};
+  return a;
+}
+
+// Skips (with the reason printed) where oneDNN has no Winograd kernel: built without libdnnl-dev, or a CPU
+// without AVX-512.
+#define SKIP_WITHOUT_WINOGRAD()                                                                               \
+  if (!winograd_applies(at::zeros({1, 16, 8, 8}), at::zeros({16, 16, 3, 3}), attrs_with_padding(1)))         \
+  GTEST_SKIP() << (winograd_built() ? "this CPU has no oneDNN Winograd kernels (AVX-512 needed)"             \
+                                    : "built without oneDNN's headers (libdnnl-dev)")
+
+struct Case {
+  std::int64_t n, c, k, size, pad;
+  bool bias, channels_last;
+};
+
+// max over elements of |got - exact| / (eps·Σ|p_i|)
+double rounding_multiple(const at::Tensor& got, const at::Tensor& exact, const at::Tensor& abs_sum) {
+  return ((got.to(at::kDouble) - exact).abs() / (kEps32 * abs_sum + 1e-300)).max().item<double>();
+}
+
+TEST(Winograd, ForwardAndGradientsMatchFloat64WithinTheTransformsRoundingBound) {
+  SKIP_WITHOUT_WINOGRAD();
+  at::manual_seed(3);
+  for (const Case& t : {Case{3, 16, 16, 28, 1, true, true}, Case{2, 32, 16, 13, 1, false, false},
+                        Case{2, 16, 48, 9, 0, true, false}, Case{4, 64, 32, 7, 1, true, true}}) {
+    const auto format = t.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    const at::Tensor x = at::randn({t.n, t.c, t.size, t.size}).contiguous(format),
+                     w = (at::randn({t.k, t.c, 3, 3}) * 0.2).contiguous(format),
+                     b = t.bias ? at::randn({t.k}) : at::Tensor();
+    const ConvAttrs attrs = attrs_with_padding(t.pad);
+    ASSERT_TRUE(winograd_applies(x, w, attrs));
+    at::Tensor xv = x.clone().requires_grad_(), wv = w.clone().requires_grad_(),
+               bv = t.bias ? b.clone().requires_grad_() : at::Tensor();
+    const at::Tensor y = winograd_conv2d(xv, wv, bv, attrs);
+    EXPECT_EQ(y.is_contiguous(at::MemoryFormat::ChannelsLast) && !y.is_contiguous(), t.channels_last);
+    const at::Tensor dy = at::randn(y.sizes());
+    y.backward(dy);
+
+    // float64 references: the values, and the same convolution on absolute values (Σ|p_i|).
+    auto reference = [&](const at::Tensor& xs, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& g) {
+      at::Tensor xd = xs.to(at::kDouble).requires_grad_(), wd = ws.to(at::kDouble).requires_grad_(),
+                 bd = bs.defined() ? bs.to(at::kDouble).requires_grad_() : at::Tensor();
+      const at::Tensor yd = at::conv2d(xd, wd, bd, {1, 1}, attrs.padding);
+      yd.backward(g.to(at::kDouble));
+      return std::vector<at::Tensor>{yd.detach(), xd.grad(), wd.grad(), bd.defined() ? bd.grad() : at::Tensor()};
+    };
+    const auto exact = reference(x, w, b, dy), scale = reference(x.abs(), w.abs(), t.bias ? b.abs() : b, dy.abs());
+    const std::string where = "case c=" + std::to_string(t.c) + " k=" + std::to_string(t.k);
+    EXPECT_LE(rounding_multiple(y.detach(), exact[0], scale[0]), kWinogradRoundings) << where << " output";
+    EXPECT_LE(rounding_multiple(xv.grad(), exact[1], scale[1]), kWinogradRoundings) << where << " input gradient";
+    EXPECT_LE(rounding_multiple(wv.grad(), exact[2], scale[2]), kWinogradRoundings) << where << " weight gradient";
+    if (t.bias) EXPECT_LE(rounding_multiple(bv.grad(), exact[3], scale[3]), kWinogradRoundings) << where << " bias gradient";
+    EXPECT_EQ(xv.grad().suggest_memory_format(), format) << where;
+  }
+}
+
+// Only the gradients asked for are formed, and autograd flows through a Winograd convolution into the
+// ops around it (here a weight computed from a parameter, as soft rounding does).
+TEST(Winograd, GradientsFlowThroughComputedWeights) {
+  SKIP_WITHOUT_WINOGRAD();
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({2, 16, 10, 10}), v = at::randn({16, 16, 3, 3}).requires_grad_();
+  const ConvAttrs attrs = attrs_with_padding(1);
+  winograd_conv2d(x, v.sigmoid(), at::Tensor(), attrs).square().sum().backward();
+  at::Tensor vd = v.detach().to(at::kDouble).requires_grad_();
+  at::conv2d(x.to(at::kDouble), vd.sigmoid(), {}, {1, 1}, attrs.padding).square().sum().backward();
+  EXPECT_LE((v.grad().to(at::kDouble) - vd.grad()).abs().max().item<double>(), 1e-3 * vd.grad().abs().max().item<double>());
+}
+
+// Convolutions oneDNN has no Winograd kernel for stay ATen's: bit-equal to at::conv2d.
+TEST(Winograd, UncoveredConvolutionsStayDirect) {
+  at::manual_seed(5);
+  ConvAttrs strided = attrs_with_padding(1);
+  strided.stride = {2, 2};
+  const at::Tensor x = at::randn({2, 16, 12, 12}), w3 = at::randn({16, 16, 3, 3}), w1 = at::randn({16, 16, 1, 1}),
+                   x3 = at::randn({2, 3, 12, 12}), w_rgb = at::randn({16, 3, 3, 3});
+  EXPECT_FALSE(winograd_applies(x, w3, strided));
+  EXPECT_FALSE(winograd_applies(x, w1, attrs_with_padding(0)));
+  EXPECT_FALSE(winograd_applies(x3, w_rgb, attrs_with_padding(1)));
+  EXPECT_TRUE(at::equal(convolve(x, w3, {}, strided, ConvAlgorithm::Winograd), at::conv2d(x, w3, {}, {2, 2}, {1, 1})));
+  EXPECT_TRUE(at::equal(convolve(x3, w_rgb, {}, attrs_with_padding(1), ConvAlgorithm::Winograd),
+                        at::conv2d(x3, w_rgb, {}, {1, 1}, {1, 1})));
+  EXPECT_THROW(winograd_conv2d(x, w3, {}, strided), Error);
+}
+
+// A whole model: ResNet-20's logits within 1e-3 of the largest (twenty layers, each within the bound
+// above relative to its own scale, and the two algorithms round differently: not bit-equal, which also
+// shows that the executor ran Winograd).
+TEST(Winograd, ResnetLogitsMatchDirectConvolutions) {
+  SKIP_WITHOUT_WINOGRAD();
+  for (bool channels_last : {false, true}) {
+    QuantizedResnet20 direct(128, Split::Test, 0, "minmax", channels_last);
+    Graph winograd = direct.model.graph;
+    winograd.convolution = ConvAlgorithm::Winograd;
+    at::NoGradGuard no_grad;
+    const at::Tensor a = Executor(winograd).forward(direct.images), b = Executor(direct.model.graph).forward(direct.images);
+    EXPECT_LE((a - b).abs().max().item<double>(), 1e-3 * b.abs().max().item<double>()) << channels_last;
+    EXPECT_FALSE(at::equal(a, b));
+  }
+}
+
+// The experiment key: the quickstart's W4A4 top-1 with Winograd convolutions within 0.1 point of direct
+// ones; a value that is not an algorithm is refused naming the file, line and key.
+TEST(Winograd, ExperimentTop1MatchesDirectConvolutions) {
+  const std::string quickstart = std::string(XDQ_SOURCE_DIR) + "/experiments/quickstart.yaml";
+  const std::string bad = error_of([&] { load_experiment(quickstart, {"convolution=fast"}, built_plugins()); });
+  EXPECT_NE(bad.find("quickstart.yaml:1"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("convolution"), std::string::npos) << bad;
+  SKIP_WITHOUT_WINOGRAD();
+  TempDir dir;
+  std::map<std::string, double> top1;
+  for (const char* algorithm : {"direct", "winograd"}) {
+    const std::string out = dir.file(algorithm);
+    const CommandResult r = run_command(std::string(XDQ_BINARY) + " run " + quickstart + " --out " + out +
+                                        " --quiet --set convolution=" + algorithm +
+                                        " --set calibration.count=256 --set test.count=2000"
+                                        " --set 'quantization.calibrators=[mse]' --set 'quantization.bits=[w4a4]'");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::ifstream in(out + "/results.json");
+    const nlohmann::json results = nlohmann::json::parse(in);
+    EXPECT_NE(read_text(out + "/config.resolved.yaml").find(std::string("convolution: ") + algorithm), std::string::npos);
+    top1[algorithm] = results.at("runs")[0].at("results")[0].at("quant_top1").get<double>();
+  }
+  EXPECT_NEAR(top1["winograd"], top1["direct"], 0.001);
+}
+
+}  // namespace
+}  // namespace xdq::test
