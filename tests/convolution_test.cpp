@@ -9,11 +9,9 @@
 // The Σ|p_i| of every element comes from the same float64 convolution run on absolute values.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <limits>
 #include <map>
 
-#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 #include "xdq/exec/convolution.h"
@@ -140,16 +138,10 @@ TEST(Winograd, ExperimentTop1MatchesDirectConvolutions) {
   TempDir dir;
   std::map<std::string, double> top1;
   for (const char* algorithm : {"direct", "winograd"}) {
-    const std::string out = dir.file(algorithm);
-    const CommandResult r = run_command(std::string(XDQ_BINARY) + " run " + quickstart + " --out " + out +
-                                        " --quiet --set convolution=" + algorithm +
-                                        " --set calibration.count=256 --set test.count=2000"
-                                        " --set 'quantization.calibrators=[mse]' --set 'quantization.bits=[w4a4]'");
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    std::ifstream in(out + "/results.json");
-    const nlohmann::json results = nlohmann::json::parse(in);
-    EXPECT_NE(read_text(out + "/config.resolved.yaml").find(std::string("convolution: ") + algorithm), std::string::npos);
-    top1[algorithm] = results.at("runs")[0].at("results")[0].at("quant_top1").get<double>();
+    const auto runs = quickstart_w4a4_top1(dir.file(algorithm), "[mse]", std::string("--set convolution=") + algorithm);
+    ASSERT_EQ(runs.size(), 1u);
+    top1[algorithm] = runs.begin()->second;
+    EXPECT_NE(read_text(dir.file(algorithm) + "/config.resolved.yaml").find(std::string("convolution: ") + algorithm), std::string::npos);
   }
   EXPECT_NEAR(top1["winograd"], top1["direct"], 0.001);
 }

@@ -3,10 +3,7 @@
 // rounding carried through each engine. The contiguous run is the reference (LibTorch's NCHW kernels).
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <map>
-
-#include <nlohmann/json.hpp>
 
 #include "test_util.h"
 #include "xdq/experiment/config.h"
@@ -126,22 +123,12 @@ TEST(Layout, SynthesisMatchesTheContiguousLayout) {
 // is refused naming the file, line and key.
 TEST(Layout, ExperimentTop1MatchesTheContiguousLayout) {
   TempDir dir;
-  const std::string quickstart = std::string(XDQ_SOURCE_DIR) + "/experiments/quickstart.yaml";
   std::map<std::string, std::map<std::string, double>> top1;
-  for (const char* layout : {"contiguous", "channels_last"}) {
-    const std::string out = dir.file(layout);
-    const CommandResult r = run_command(std::string(XDQ_BINARY) + " run " + quickstart + " --out " + out +
-                                        " --quiet --set memory_format=" + layout +
-                                        " --set calibration.count=256 --set test.count=2000"
-                                        " --set 'quantization.calibrators=[minmax, mse]' --set 'quantization.bits=[w4a4]'");
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    std::ifstream in(out + "/results.json");
-    const nlohmann::json results = nlohmann::json::parse(in);
-    for (const auto& run : results.at("runs"))
-      top1[layout][run.at("id").get<std::string>()] = run.at("results")[0].at("quant_top1").get<double>();
-  }
+  for (const char* layout : {"contiguous", "channels_last"})
+    top1[layout] = quickstart_w4a4_top1(dir.file(layout), "[minmax, mse]", std::string("--set memory_format=") + layout);
   ASSERT_EQ(top1["contiguous"].size(), 2u);
   for (const auto& [id, value] : top1["contiguous"]) EXPECT_NEAR(top1["channels_last"].at(id), value, 0.001) << id;
+  const std::string quickstart = std::string(XDQ_SOURCE_DIR) + "/experiments/quickstart.yaml";
   const std::string bad = error_of([&] { load_experiment(quickstart, {"memory_format=nhwc"}, built_plugins()); });
   EXPECT_NE(bad.find("quickstart.yaml:1"), std::string::npos) << bad;
   EXPECT_NE(bad.find("memory_format"), std::string::npos) << bad;

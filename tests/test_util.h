@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 #include "xdq/data/fashion_mnist.h"
 #include "xdq/error.h"
@@ -113,6 +115,22 @@ inline CommandResult run_command(const std::string& command) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// The quickstart's W4A4 runs on 256 calibration and 2 000 test images with `calibrators` (a YAML list)
+// and the extra `sets` ("--set k=v ..."), written to `out`: quant_top1 by run id. Throws with the
+// command's output when it fails.
+inline std::map<std::string, double> quickstart_w4a4_top1(const std::string& out, const std::string& calibrators,
+                                                          const std::string& sets) {
+  const CommandResult r = run_command(std::string(XDQ_BINARY) + " run " + XDQ_SOURCE_DIR + "/experiments/quickstart.yaml --out " +
+                                      out + " --quiet " + sets + " --set calibration.count=256 --set test.count=2000" +
+                                      " --set 'quantization.calibrators=" + calibrators + "' --set 'quantization.bits=[w4a4]'");
+  if (r.exit_code != 0) throw std::runtime_error("quickstart failed:\n" + r.output);
+  std::ifstream in(out + "/results.json");
+  std::map<std::string, double> top1;
+  for (const auto& run : nlohmann::json::parse(in).at("runs"))
+    top1[run.at("id").get<std::string>()] = run.at("results")[0].at("quant_top1").get<double>();
+  return top1;
 }
 
 // The in-tree plugins, scanned once from the build's plugin folder; a library that fails to load
