@@ -127,8 +127,9 @@ inline std::map<std::string, double> quickstart_w4a4_top1(const std::string& out
                                       " --set 'quantization.calibrators=" + calibrators + "' --set 'quantization.bits=[w4a4]'");
   if (r.exit_code != 0) throw std::runtime_error("quickstart failed:\n" + r.output);
   std::ifstream in(out + "/results.json");
+  const nlohmann::json results = nlohmann::json::parse(in);
   std::map<std::string, double> top1;
-  for (const auto& run : nlohmann::json::parse(in).at("runs"))
+  for (const auto& run : results.at("runs"))
     top1[run.at("id").get<std::string>()] = run.at("results")[0].at("quant_top1").get<double>();
   return top1;
 }
