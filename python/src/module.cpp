@@ -11,6 +11,7 @@
 #include "xdq/config/node.h"
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
+#include "xdq/exec/convolution.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/ir/describe.h"
 #include "xdq/ir/import.h"
@@ -88,9 +89,15 @@ struct QuantizeArgs {
 
 class ModelHandle {
  public:
-  // In the memory layout `xdq run` chooses (memory_format: auto), which its quantized copies keep.
-  explicit ModelHandle(const std::string& path) : model_(xdq::import_torchscript(path)) {
+  // In the memory layout `xdq run` chooses (memory_format: auto) and with the convolutions of the
+  // experiment key `convolution`, which its quantized copies keep.
+  ModelHandle(const std::string& path, const std::string& convolution) : model_(xdq::import_torchscript(path)) {
     model_.graph.channels_last = xdq::channels_last_pays(model_.graph.device());
+    if (convolution != "direct" && convolution != "winograd")
+      throw xdq::Error("convolution: expected direct or winograd, got '" + convolution + "'");
+    if (convolution == "winograd" && !xdq::winograd_built())
+      throw xdq::Error("convolution: winograd: this xdq was built without oneDNN's headers (libdnnl-dev)");
+    model_.graph.convolution = convolution == "winograd" ? xdq::ConvAlgorithm::Winograd : xdq::ConvAlgorithm::Direct;
   }
 
   QuantizedModelHandle quantize(const at::Tensor& calibration, const QuantizeArgs& a) const {
@@ -165,7 +172,7 @@ PYBIND11_MODULE(_xdq, m) {
       .def("activations", &QuantizedModelHandle::activations)
       .def("layers", &QuantizedModelHandle::layers);
   py::class_<ModelHandle>(m, "Model")
-      .def(py::init<const std::string&>())
+      .def(py::init<const std::string&, const std::string&>())
       .def("__call__", &ModelHandle::forward)
       .def("quantize",
            [](const ModelHandle& model, const at::Tensor& calibration, const std::string& bits, const std::string& calibrator,

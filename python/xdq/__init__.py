@@ -110,10 +110,10 @@ def load_results(directory):
 
 class Model:
     """A TorchScript classifier as xdq imports it; calling it runs the FP32 graph (with the model's input
-    normalization) on [0, 1] images."""
+    normalization) on [0, 1] images. `convolution`: "direct" or "winograd", as the experiment key."""
 
-    def __init__(self, path):
-        self._model = _xdq.Model(str(path))
+    def __init__(self, path, convolution="direct"):
+        self._model = _xdq.Model(str(path), convolution)
 
     def __call__(self, images):
         return self._model(images)

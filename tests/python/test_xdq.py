@@ -66,6 +66,14 @@ with torch.no_grad():
     fp = xdq.Model(model)(test_images[:64])
     expected = reference((test_images[:64] - mean) / std)
 assert torch.allclose(fp, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())), (fp - expected).abs().max()
+# With Winograd convolutions: within 1e-3 of the largest logit (the C++ tests' bound, Winograd.*).
+try:
+    with torch.no_grad():
+        winograd = xdq.Model(model, convolution="winograd")(test_images[:64])
+    assert (winograd - expected).abs().max() <= 1e-3 * float(expected.abs().max()), (winograd - expected).abs().max()
+except xdq.XdqError as e:
+    assert "libdnnl-dev" in str(e), str(e)
+    print("skipped: Winograd convolutions (" + str(e) + ")")
 
 # Errors: a bad config names the key; an unknown calibrator lists the known ones.
 bad = dict(config, quantization={"bits": ["w9a8"], "calibrators": ["minmax"]})
@@ -74,6 +82,11 @@ try:
     raise AssertionError("expected XdqError")
 except xdq.XdqError as e:
     assert "quantization.bits" in str(e) and "weight bits must be in [2, 8]" in str(e), str(e)
+try:
+    xdq.Model(model, convolution="fast")
+    raise AssertionError("expected XdqError")
+except xdq.XdqError as e:
+    assert "convolution" in str(e) and "fast" in str(e), str(e)
 try:
     xdq.Model(model).quantize(calibration, calibrator="nope")
     raise AssertionError("expected XdqError")
