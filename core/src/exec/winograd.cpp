@@ -46,8 +46,8 @@ dnnl::memory scratchpad_for(const dnnl::memory::desc& want) {
   return dnnl::memory(want, cpu_engine(), buffer.data_ptr());
 }
 
-// The primitives of one convolution shape, made once per thread (descriptor creation costs more than a
-// small convolution).
+// The primitives of one convolution shape, made once per shape and thread (making them runs oneDNN's
+// search over its implementations).
 struct Shape {
   std::int64_t n, c, k, h, w, pad;
   bool bias;
@@ -104,8 +104,18 @@ Primitives* primitives(const Shape& s) {
   return made.emplace(s, std::move(p)).first->second.get();
 }
 
-void make_backward(Primitives& p, const Shape& s) {
-  if (p.to_input) return;
+// The shape's primitives; throws where oneDNN has none (a shape winograd_applies accepted without a
+// bias, asked for with one).
+Primitives& available_primitives(const Shape& s) {
+  Primitives* found = primitives(s);
+  if (!found) throw Error("winograd_conv2d: oneDNN has no Winograd kernel for this convolution with a bias");
+  return *found;
+}
+
+// The shape's primitives with the backward ones made.
+Primitives& primitives_for_backward(const Shape& s) {
+  Primitives& p = available_primitives(s);
+  if (p.to_input) return p;
   const ConvDescs d = descs_of(s);
   p.to_input_desc.reset(new dnnl::convolution_backward_data::primitive_desc(
       dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_winograd, d.src, d.weights, d.dst, d.stride,
@@ -121,6 +131,7 @@ void make_backward(Primitives& p, const Shape& s) {
       new dnnl::convolution_backward_weights::primitive_desc(weights_desc, user_scratchpad(), cpu_engine(), p.forward_desc));
   p.to_weights.reset(new dnnl::convolution_backward_weights(*p.to_weights_desc));
   p.to_input.reset(new dnnl::convolution_backward_data(*p.to_input_desc));
+  return p;
 }
 
 Shape shape_of(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, bool bias) {
@@ -182,10 +193,9 @@ dnnl::memory weights_for(const at::Tensor& w, const dnnl::memory::desc& want, dn
   return out;
 }
 
-at::Tensor forward_pass(Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                        at::Tensor& x_storage) {
+at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   dnnl::stream stream(cpu_engine());
-  at::Tensor w_storage;
+  at::Tensor x_storage, w_storage;
   dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
   dnnl::memory weights = weights_for(w, p.forward_desc.weights_desc(), stream, w_storage);
   const auto& dst_dims = p.forward_desc.dst_desc().dims();
@@ -205,9 +215,8 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                                                 const at::Tensor& w, const at::Tensor& bias, ConvAttrs attrs) {
     const bool has_bias = bias.numel() > 0;
-    Primitives* p = primitives(shape_of(x, w, attrs, has_bias));
-    at::Tensor x_storage;
-    at::Tensor y = forward_pass(*p, x, w, has_bias ? bias.contiguous() : at::Tensor(), x_storage);
+    const at::Tensor y = forward_pass(available_primitives(shape_of(x, w, attrs, has_bias)), x, w,
+                                      has_bias ? bias.contiguous() : at::Tensor());
     ctx->save_for_backward({x, w});
     ctx->saved_data["padding"] = attrs.padding[0];
     ctx->saved_data["bias"] = has_bias;
@@ -222,8 +231,7 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
     ConvAttrs attrs;
     attrs.padding = {ctx->saved_data["padding"].toInt(), ctx->saved_data["padding"].toInt()};
     const Shape s = shape_of(x, w, attrs, has_bias);
-    Primitives& p = *primitives(s);
-    make_backward(p, s);
+    const Primitives& p = primitives_for_backward(s);
     dnnl::stream stream(cpu_engine());
     at::Tensor dy_storage, w_storage, x_storage;
     const at::Tensor dy = grads[0].contiguous(output_format(x, w));
@@ -277,6 +285,8 @@ at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::T
   if (!winograd_applies(x, w, attrs))
     throw Error("winograd_conv2d: oneDNN has no Winograd kernel for this convolution on this CPU (input " +
                 std::to_string(x.dim()) + "-d, weight " + std::to_string(w.dim()) + "-d)");
+  if (bias.defined() && (!bias.is_cpu() || bias.scalar_type() != at::kFloat || bias.numel() != w.size(0)))
+    throw Error("winograd_conv2d: the bias must be " + std::to_string(w.size(0)) + " float32 values on the CPU");
   const at::Tensor b = bias.defined() ? bias : at::empty({0}, w.options());
   return WinogradConv::apply(x.contiguous(x.suggest_memory_format()), w, b, attrs)[0];
 }
