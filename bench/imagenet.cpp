@@ -6,7 +6,9 @@
 //      backward of the same block written directly with ATen ops (conv, relu, conv, add, relu; MSE loss);
 //   3. one ZeroQ synthesis iteration at batch 64.
 // --device runs the model, the block and synthesis there (cpu, cuda, cuda:N); the loader stays on the CPU.
-// Usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D]
+// --convolution winograd: every engine and the plain block convolve with oneDNN's Winograd kernels (the
+// experiment key `convolution`); the plain block runs in the model's layout.
+// Usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D] [--convolution C]
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -48,7 +50,8 @@ std::unique_ptr<TestImages> folder_loader(const std::string& folder) {
   return std::make_unique<TestImages>("val", std::move(files), subset_rows(count, 0, 0), shape, false, TestImages::BatchTransform{});
 }
 
-int run(const std::string& folder, const std::string& model_path, int threads, int rounds, const c10::Device& device) {
+int run(const std::string& folder, const std::string& model_path, int threads, int rounds, const c10::Device& device,
+        ConvAlgorithm convolution) {
   threads = apply_thread_count(threads);
   auto& registry = global_registry();
   registry.scan(plugin_search_dirs());
@@ -56,6 +59,7 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   ImportedModel model = import_torchscript(model_path);
   model.graph.to(device);
   model.graph.channels_last = channels_last_pays(device);  // the layout of `xdq run` (memory_format: auto)
+  model.graph.convolution = convolution;
   Executor fp32(model.graph);
   const at::Tensor batch = at::randn({64, 3, 224, 224}).to(device);
   const std::vector<SynthesisModel> synthesis_models{{"model", &model.graph, model.preprocess, {3, 224, 224}}};
@@ -80,7 +84,8 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
     const int block_input = folded_exec.range_inputs(unit->first, unit->last).at(0);
     side = folded_exec.run_nodes(0, unit->first, {{folded.inputs.at(0), calibration.slice(0, 0, 1)}}, {block_input})[0].size(2);
   }
-  const bench::PlainBlock block(folded, *unit, 32, side);
+  const bench::PlainBlock block(folded, *unit, 32, side,
+                                model.graph.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous, convolution);
   constexpr std::int64_t kIters = 20;
   ReconstructionOptions weights_only;  // the rounding loop alone
   weights_only.iters = kIters;
@@ -98,8 +103,8 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
     brecq.push_back(bench::reconstruction_iteration_seconds(w4a4, calibration, unit->name, weights_only).weights);
     synthesis.push_back(bench::synthesis_iteration_seconds(synthesis_models, {3, 224, 224}, 64, 2, zeroq, device));
   }
-  std::printf("model %s, folder %s, device %s, threads %d, rounds %d (medians)\n", model_path.c_str(), folder.c_str(),
-              device.str().c_str(), threads, rounds);
+  std::printf("model %s, folder %s, device %s, threads %d, rounds %d, convolution %s (medians)\n", model_path.c_str(),
+              folder.c_str(), device.str().c_str(), threads, rounds, convolution == ConvAlgorithm::Winograd ? "winograd" : "direct");
   const double eval_rate = 64.0 / median(eval);
   if (val) {
     const double loader_rate = static_cast<double>(val->size()) / median(loader);
@@ -118,31 +123,39 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D] [--convolution direct|winograd]\n";
+
 int main(int argc, char** argv) {
   std::vector<std::string> positional;
   int threads = 0, rounds = 3;
-  std::string device = "cpu";
+  std::string device = "cpu", convolution = "direct";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--device" && i + 1 < argc) {
       device = argv[++i];
+    } else if (a == "--convolution" && i + 1 < argc) {
+      convolution = argv[++i];
     } else if ((a == "--threads" || a == "--rounds") && i + 1 < argc) {
       (a == "--threads" ? threads : rounds) = std::max(a == "--rounds" ? 1 : 0, std::atoi(argv[++i]));
     } else if (a.rfind("-", 0) == 0) {
-      std::cerr << "usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D]\n";
+      std::cerr << kUsage;
       return a == "--help" || a == "-h" ? 0 : 2;
     } else {
       positional.push_back(a);
     }
   }
   if (positional.size() != 2) {
-    std::cerr << "usage: xdq_bench_imagenet FOLDER|none MODEL.pt [--threads N] [--rounds R] [--device D]\n";
+    std::cerr << kUsage;
     return 2;
   }
   try {
     const c10::Device d(device);
     if (!d.is_cpu() && !at::hasCUDA()) throw Error("--device " + device + ": this LibTorch has no CUDA");
-    return run(positional[0], positional[1], threads, rounds, d);
+    if (convolution != "direct" && convolution != "winograd") throw Error("--convolution: direct or winograd, got " + convolution);
+    if (convolution == "winograd" && !winograd_built()) throw Error("--convolution winograd: built without oneDNN's headers");
+    return run(positional[0], positional[1], threads, rounds, d,
+               convolution == "winograd" ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct);
   } catch (const std::exception& e) {
     std::cerr << "xdq_bench_imagenet: error: " << e.what() << std::endl;
     return 1;
