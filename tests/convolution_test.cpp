@@ -11,11 +11,13 @@
 
 #include <limits>
 #include <map>
+#include <sstream>
 
 
 #include "test_util.h"
 #include "xdq/exec/convolution.h"
 #include "xdq/experiment/config.h"
+#include "xdq/quant/statistics_cache.h"
 
 namespace xdq::test {
 namespace {
@@ -125,6 +127,25 @@ TEST(Winograd, ResnetLogitsMatchDirectConvolutions) {
     EXPECT_LE((a - b).abs().max().item<double>(), 1e-3 * b.abs().max().item<double>()) << channels_last;
     EXPECT_FALSE(at::equal(a, b));
   }
+}
+
+// Statistics collected with Winograd convolutions are cached apart from the direct ones' (their values
+// differ in rounding): each algorithm computes its own once, then reads it back.
+TEST(Winograd, StatisticsCacheKeepsTheAlgorithmsApart) {
+  SKIP_WITHOUT_WINOGRAD();
+  QuantizedResnet20 direct(64, Split::Train, 0, "minmax", true);
+  QuantizedModel winograd = *direct.quantized;
+  winograd.graph_for_rewrite().convolution = ConvAlgorithm::Winograd;
+  TempDir dir;
+  auto from_cache = [&](const QuantizedModel& m) {
+    std::ostringstream log;
+    StatisticsCache(dir.file("cache")).get(m, direct.images, 64, 256, log);
+    return log.str().find("from the cache") != std::string::npos;
+  };
+  EXPECT_FALSE(from_cache(*direct.quantized));
+  EXPECT_FALSE(from_cache(winograd));
+  EXPECT_TRUE(from_cache(winograd));
+  EXPECT_TRUE(from_cache(*direct.quantized));
 }
 
 // The experiment key: the quickstart's W4A4 top-1 with Winograd convolutions within 0.1 point of direct

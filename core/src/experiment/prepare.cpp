@@ -72,6 +72,7 @@ std::string DomainCache::cache_file(const DomainSpec& d, const InputShape& shape
   }
   key += "count=" + std::to_string(count) + ";seed=" + std::to_string(seed) + ";shape=" + std::to_string(shape.channels) +
          "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
+  if (cfg_.convolution == "winograd") key += ";convolution=winograd";  // other rounding, other images
   const std::string file = plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg";
   return (std::filesystem::path(cache_directory(cfg_.data)) / "synthesized" / file).string();
 }

@@ -35,9 +35,11 @@ std::uint64_t hash_tensor(const at::Tensor& t, std::uint64_t h) {
 
 std::uint64_t hash_text(const std::string& s, std::uint64_t h) { return fnv1a(s.data(), s.size() + 1, h); }
 
-// Everything that decides the activations of a graph: structure, layer parameters, folded BN statistics
-// and the constants its generic ops read.
+// Everything that decides the activations of a graph: structure, layer parameters, folded BN statistics,
+// the constants its generic ops read, and Winograd convolutions (their rounding is their own; the direct
+// ones' key is unchanged by the option).
 std::uint64_t hash_graph(const Graph& g, std::uint64_t h) {
+  if (g.convolution == ConvAlgorithm::Winograd) h = hash_text("convolution=winograd", h);
   for (const Node& n : g.nodes) {
     h = hash_text(n.op, h);
     for (int v : n.inputs) h = fnv1a(&v, sizeof v, h);
