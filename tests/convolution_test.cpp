@@ -13,7 +13,6 @@
 #include <map>
 #include <sstream>
 
-
 #include "test_util.h"
 #include "xdq/exec/convolution.h"
 #include "xdq/experiment/config.h"
