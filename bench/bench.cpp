@@ -114,9 +114,7 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   // The model's columns (index 0: contiguous NCHW, 1: channels-last NHWC, 2: NHWC with Winograd
   // convolutions where this CPU has them): every engine runs as the graph it is given says, and every
   // measurement below is taken in each column.
-  ConvAttrs same;
-  same.padding = {1, 1};
-  const int kLayouts = device.is_cpu() && winograd_applies(at::zeros({1, 16, 8, 8}), at::zeros({16, 16, 3, 3}), same) ? 3 : 2;
+  const int kLayouts = device.is_cpu() && winograd_on_this_cpu() ? 3 : 2;
   const char* kLayoutNames[3] = {"NCHW", "NHWC", "NHWC+Winograd"};
   const at::MemoryFormat kFormats[3] = {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast, at::MemoryFormat::ChannelsLast};
   const ConvAlgorithm kConvs[3] = {ConvAlgorithm::Direct, ConvAlgorithm::Direct, ConvAlgorithm::Winograd};

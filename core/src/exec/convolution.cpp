@@ -2,6 +2,12 @@
 
 namespace xdq {
 
+bool winograd_on_this_cpu() {
+  ConvAttrs same;
+  same.padding = {1, 1};
+  return winograd_applies(at::zeros({1, 16, 8, 8}), at::zeros({16, 16, 3, 3}), same);
+}
+
 at::Tensor convolve(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,
                     ConvAlgorithm algorithm) {
   if (algorithm == ConvAlgorithm::Winograd && winograd_applies(x, w, attrs)) return winograd_conv2d(x, w, bias, attrs);

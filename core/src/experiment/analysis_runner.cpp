@@ -307,6 +307,7 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
                 cfg.preset + "' quantizes layer outputs instead; use analysis.layerwise: weights with this preset");
   AnalysisRun run;
   run.threads = apply_thread_count(cfg.threads);
+  warn_if_convolutions_stay_direct(cfg, progress);
   const ShardFolder shards(cfg, options.out_dir, kAnalysisShards);
   const auto ids = analysis_job_ids(cfg);
   if (options.only_job && *options.only_job >= ids.size())

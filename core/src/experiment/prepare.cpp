@@ -9,6 +9,7 @@
 #include <ostream>
 
 #include "xdq/error.h"
+#include "xdq/exec/convolution.h"
 #include "xdq/exec/executor.h"
 
 namespace xdq {
@@ -49,6 +50,12 @@ ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::stri
       cfg.memory_format == "auto" ? channels_last_pays(cfg.torch_device()) : cfg.memory_format == "channels_last";
   model.graph.convolution = cfg.convolution == "winograd" ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct;
   return model;
+}
+
+void warn_if_convolutions_stay_direct(const ExperimentConfig& cfg, std::ostream& progress) {
+  if (cfg.convolution == "winograd" && !winograd_on_this_cpu())
+    progress << "xdq: warning: convolution: winograd: this CPU has no oneDNN Winograd kernels (AVX-512 needed); "
+                "every convolution runs direct\n";
 }
 
 const ImportedModel& DomainCache::imported(const ModelEntry& entry) {

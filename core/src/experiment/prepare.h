@@ -76,6 +76,9 @@ struct PreparedModel {
 
 // The model at `path` on the experiment's device, in its memory_format (auto: channels_last_pays).
 ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::string& path);
+// A warning on `progress` when the experiment asks for Winograd convolutions and this CPU has no oneDNN
+// kernels for them: every convolution then runs direct, as the results will show.
+void warn_if_convolutions_stay_direct(const ExperimentConfig& cfg, std::ostream& progress);
 
 // Imports the model (import_for_experiment), checks its overrides, its input size and its
 // test domains' labels (calibration sets are loaded by whoever uses them: the pipeline, per job, before

@@ -128,6 +128,7 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
                              const RunOptions& requested) {
   RunOptions options = requested;
   const int threads = apply_thread_count(cfg.threads);
+  warn_if_convolutions_stay_direct(cfg, progress);
   const ShardStore store(cfg, options.out_dir);
   const Plan plan = plan_experiment(cfg);
   if (!options.only_run.empty()) options.only_job = job_of_run(plan, options.only_run);

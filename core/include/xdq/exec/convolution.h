@@ -18,6 +18,9 @@ bool winograd_built();
 // Whether oneDNN runs this convolution (x: input, w: weight) with Winograd kernels on this machine.
 bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs);
 
+// Whether this CPU has oneDNN's Winograd kernels at all (a 16-channel convolution probed).
+bool winograd_on_this_cpu();
+
 // conv2d through oneDNN's Winograd kernels, differentiable in x, w and bias (each as it requires grad;
 // bias may be undefined). The output is channels-last when x or w is, as ATen's. Throws when
 // !winograd_applies.
