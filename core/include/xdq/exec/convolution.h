@@ -1,7 +1,7 @@
 #pragma once
 // The convolution of conv nodes. Direct: ATen's conv2d (oneDNN's direct kernels on the CPU). Winograd:
 // oneDNN's Winograd F(4x4, 3x3) kernels, which transform 6x6 input tiles so that one 4x4 output tile
-// costs 36 multiplications per channel pair instead of 144; measured on 2 AVX-512 cores 1.4-2.8x faster
+// costs 36 multiplications per channel pair instead of 144; measured on 2 AVX-512 cores 1.2-2.8x faster
 // per pass than direct (forward, gradient to the input, gradient to the weights), with float32 error a
 // few times the direct kernel's (transforms add and subtract terms before the products). oneDNN offers
 // them on x86-64 CPUs with AVX-512 for float32 3x3 convolutions of stride 1, dilation 1, one group,
