@@ -152,10 +152,7 @@ int main(int argc, char** argv) {
   try {
     const c10::Device d(device);
     if (!d.is_cpu() && !at::hasCUDA()) throw Error("--device " + device + ": this LibTorch has no CUDA");
-    if (convolution != "direct" && convolution != "winograd") throw Error("--convolution: direct or winograd, got " + convolution);
-    if (convolution == "winograd" && !winograd_built()) throw Error("--convolution winograd: built without oneDNN's headers");
-    return run(positional[0], positional[1], threads, rounds, d,
-               convolution == "winograd" ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct);
+    return run(positional[0], positional[1], threads, rounds, d, conv_algorithm(convolution));
   } catch (const std::exception& e) {
     std::cerr << "xdq_bench_imagenet: error: " << e.what() << std::endl;
     return 1;

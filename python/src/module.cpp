@@ -93,11 +93,7 @@ class ModelHandle {
   // experiment key `convolution`, which its quantized copies keep.
   ModelHandle(const std::string& path, const std::string& convolution) : model_(xdq::import_torchscript(path)) {
     model_.graph.channels_last = xdq::channels_last_pays(model_.graph.device());
-    if (convolution != "direct" && convolution != "winograd")
-      throw xdq::Error("convolution: expected direct or winograd, got '" + convolution + "'");
-    if (convolution == "winograd" && !xdq::winograd_built())
-      throw xdq::Error("convolution: winograd: this xdq was built without oneDNN's headers (libdnnl-dev)");
-    model_.graph.convolution = convolution == "winograd" ? xdq::ConvAlgorithm::Winograd : xdq::ConvAlgorithm::Direct;
+    model_.graph.convolution = xdq::conv_algorithm(convolution);
   }
 
   QuantizedModelHandle quantize(const at::Tensor& calibration, const QuantizeArgs& a) const {

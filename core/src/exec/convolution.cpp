@@ -1,6 +1,17 @@
 #include "xdq/exec/convolution.h"
 
+#include "xdq/error.h"
+
 namespace xdq {
+
+ConvAlgorithm conv_algorithm(const std::string& name) {
+  if (name == "direct") return ConvAlgorithm::Direct;
+  if (name != "winograd") throw Error("convolution: expected direct or winograd, got '" + name + "'");
+  if (!winograd_built())
+    throw Error("convolution: winograd: this xdq was built without oneDNN's headers (libdnnl-dev), which Winograd "
+                "convolutions need; install them and configure again, or use convolution: direct");
+  return ConvAlgorithm::Winograd;
+}
 
 bool winograd_on_this_cpu() {
   ConvAttrs same;

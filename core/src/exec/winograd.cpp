@@ -104,11 +104,10 @@ Primitives* primitives(const Shape& s) {
   return made.emplace(s, std::move(p)).first->second.get();
 }
 
-// The shape's primitives; throws where oneDNN has none (a shape winograd_applies accepted without a
-// bias, asked for with one).
+// The shape's primitives; throws where oneDNN has none on this CPU.
 Primitives& available_primitives(const Shape& s) {
   Primitives* found = primitives(s);
-  if (!found) throw Error("winograd_conv2d: oneDNN has no Winograd kernel for this convolution with a bias");
+  if (!found) throw Error("winograd_conv2d: oneDNN has no Winograd kernel for this convolution on this CPU");
   return *found;
 }
 
@@ -138,6 +137,20 @@ Shape shape_of(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs,
   return {x.size(0), x.size(1), w.size(0), x.size(2), x.size(3), attrs.padding[0], bias};
 }
 
+// Memory laid out as `desc`, in a fresh tensor of `options` (kept alive by `storage`).
+dnnl::memory allocated(const dnnl::memory::desc& desc, const at::TensorOptions& options, at::Tensor& storage) {
+  storage = at::empty({static_cast<std::int64_t>(desc.get_size() / sizeof(float))}, options);
+  return dnnl::memory(desc, cpu_engine(), storage.data_ptr<float>());
+}
+
+// `t` reordered into the layout `want` (kept alive by `storage`).
+dnnl::memory reordered(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
+  dnnl::memory out = allocated(want, t.options(), storage);
+  dnnl::memory in(described(t), cpu_engine(), t.data_ptr<float>());
+  dnnl::reorder(in, out).execute(stream, in, out);
+  return out;
+}
+
 // A 4-d activation in the blocked layout: the tensor's own memory when it already lies that way
 // (channels-last with 16 channels), else a reordered copy (kept alive by `storage`).
 dnnl::memory blocked(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
@@ -145,11 +158,7 @@ dnnl::memory blocked(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::
     storage = t;
     return dnnl::memory(want, cpu_engine(), t.data_ptr<float>());
   }
-  storage = at::empty({static_cast<std::int64_t>(want.get_size() / sizeof(float))}, t.options());
-  dnnl::memory out(want, cpu_engine(), storage.data_ptr<float>());
-  dnnl::memory in(described(t), cpu_engine(), t.data_ptr<float>());
-  dnnl::reorder(in, out).execute(stream, in, out);
-  return out;
+  return reordered(t, want, stream, storage);
 }
 
 // ATen's rule for a convolution's output layout: channels-last when the input or the weight is (the
@@ -170,12 +179,9 @@ Unblocked unblocked_output(at::IntArrayRef sizes, const at::Tensor& like, at::Me
                            const dnnl::memory::desc& blocked_desc) {
   Unblocked u;
   u.tensor = at::empty(sizes, like.options(), format);
-  if (sizes[1] == kBlock && u.tensor.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    u.memory = dnnl::memory(blocked_desc, cpu_engine(), u.tensor.data_ptr<float>());
-  } else {
-    u.scratch = at::empty({static_cast<std::int64_t>(blocked_desc.get_size() / sizeof(float))}, like.options());
-    u.memory = dnnl::memory(blocked_desc, cpu_engine(), u.scratch.data_ptr<float>());
-  }
+  u.memory = sizes[1] == kBlock && u.tensor.is_contiguous(at::MemoryFormat::ChannelsLast)
+                 ? dnnl::memory(blocked_desc, cpu_engine(), u.tensor.data_ptr<float>())
+                 : allocated(blocked_desc, like.options(), u.scratch);
   return u;
 }
 void finish(Unblocked& u, dnnl::stream& stream) {
@@ -184,20 +190,12 @@ void finish(Unblocked& u, dnnl::stream& stream) {
   dnnl::reorder(u.memory, out).execute(stream, u.memory, out);
 }
 
-// The weight in the layout a primitive wants (reordered every call: the optimizers change it every step).
-dnnl::memory weights_for(const at::Tensor& w, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
-  storage = at::empty({static_cast<std::int64_t>(want.get_size() / sizeof(float))}, w.options());
-  dnnl::memory out(want, cpu_engine(), storage.data_ptr<float>());
-  dnnl::memory in(described(w), cpu_engine(), w.data_ptr<float>());
-  dnnl::reorder(in, out).execute(stream, in, out);
-  return out;
-}
-
 at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   dnnl::stream stream(cpu_engine());
   at::Tensor x_storage, w_storage;
   dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
-  dnnl::memory weights = weights_for(w, p.forward_desc.weights_desc(), stream, w_storage);
+  // The weight is reordered at every call: the optimizers change it every step.
+  dnnl::memory weights = reordered(w, p.forward_desc.weights_desc(), stream, w_storage);
   const auto& dst_dims = p.forward_desc.dst_desc().dims();
   Unblocked out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, output_format(x, w),
                                    p.forward_desc.dst_desc());
@@ -239,7 +237,7 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
     at::Tensor dx, dw, db;
     std::vector<Unblocked> outputs;
     if (ctx->needs_input_grad(0)) {
-      const dnnl::memory weights = weights_for(w, p.to_input_desc->weights_desc(), stream, w_storage);
+      const dnnl::memory weights = reordered(w, p.to_input_desc->weights_desc(), stream, w_storage);
       outputs.push_back(unblocked_output(x.sizes(), x, x.suggest_memory_format(), p.forward_desc.src_desc()));
       p.to_input->execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
                                    {DNNL_ARG_DIFF_SRC, outputs.back().memory},
@@ -248,8 +246,8 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
     if (ctx->needs_input_grad(1) || (has_bias && ctx->needs_input_grad(2))) {
       const dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
       const auto& wd = *p.to_weights_desc;
-      at::Tensor dw_blocked = at::empty({static_cast<std::int64_t>(wd.diff_weights_desc().get_size() / sizeof(float))}, w.options());
-      dnnl::memory diff_weights(wd.diff_weights_desc(), cpu_engine(), dw_blocked.data_ptr<float>());
+      at::Tensor dw_blocked;
+      dnnl::memory diff_weights = allocated(wd.diff_weights_desc(), w.options(), dw_blocked);
       std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_weights},
                                                  {DNNL_ARG_SCRATCHPAD, scratchpad_for(wd.scratchpad_desc())}};
       if (has_bias) {
@@ -268,22 +266,28 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
   }
 };
 
+// Whether the convolution has the form oneDNN's Winograd kernels take (whether this CPU has them is the
+// primitives' business).
+bool winograd_form(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
+  return x.is_cpu() && w.is_cpu() && x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && x.dim() == 4 &&
+         w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && attrs.groups == 1 &&
+         attrs.stride == std::vector<std::int64_t>{1, 1} && attrs.dilation == std::vector<std::int64_t>{1, 1} &&
+         attrs.padding[0] == attrs.padding[1] && attrs.padding[0] <= 1 && x.size(1) % kBlock == 0 &&
+         w.size(0) % kBlock == 0 && w.size(1) == x.size(1);
+}
+
 }  // namespace
 
 bool winograd_built() { return true; }
 
 bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
-  const bool form = x.is_cpu() && w.is_cpu() && x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat &&
-                    x.dim() == 4 && w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && attrs.groups == 1 &&
-                    attrs.stride == std::vector<std::int64_t>{1, 1} && attrs.dilation == std::vector<std::int64_t>{1, 1} &&
-                    attrs.padding[0] == attrs.padding[1] && attrs.padding[0] <= 1 && x.size(1) % kBlock == 0 &&
-                    w.size(0) % kBlock == 0 && w.size(1) == x.size(1);
-  return form && primitives(shape_of(x, w, attrs, false)) != nullptr;
+  return winograd_form(x, w, attrs) && primitives(shape_of(x, w, attrs, false)) != nullptr;
 }
 
+// Checks the form only: the forward pass looks the primitives up (once) and refuses a shape without them.
 at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs) {
-  if (!winograd_applies(x, w, attrs))
-    throw Error("winograd_conv2d: oneDNN has no Winograd kernel for this convolution on this CPU (input " +
+  if (!winograd_form(x, w, attrs))
+    throw Error("winograd_conv2d: not a convolution oneDNN's Winograd kernels take (input " +
                 std::to_string(x.dim()) + "-d, weight " + std::to_string(w.dim()) + "-d)");
   if (bias.defined() && (!bias.is_cpu() || bias.scalar_type() != at::kFloat || bias.numel() != w.size(0)))
     throw Error("winograd_conv2d: the bias must be " + std::to_string(w.size(0)) + " float32 values on the CPU");

@@ -925,11 +925,12 @@ void check_device(const ExperimentConfig& cfg) {
 
 // convolution: winograd needs oneDNN's API in this build, and the CPU.
 void check_convolution(const ExperimentConfig& cfg) {
-  if (cfg.convolution != "winograd") return;
   const ConfigNode node = cfg.root["convolution"];
-  if (!winograd_built())
-    node.fail("this xdq was built without oneDNN's headers (libdnnl-dev), which Winograd convolutions need; "
-              "install them and configure again, or use convolution: direct");
+  try {
+    if (conv_algorithm(cfg.convolution) == ConvAlgorithm::Direct) return;
+  } catch (const Error& e) {
+    node.fail(e.what());
+  }
   if (cfg.device != "cpu") node.fail("Winograd convolutions run on the CPU (device is " + cfg.device + ")");
 }
 

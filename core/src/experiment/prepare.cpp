@@ -48,7 +48,7 @@ ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::stri
   // memory_format: every engine, and every copy of the graph (folded, quantized), runs in this layout.
   model.graph.channels_last =
       cfg.memory_format == "auto" ? channels_last_pays(cfg.torch_device()) : cfg.memory_format == "channels_last";
-  model.graph.convolution = cfg.convolution == "winograd" ? ConvAlgorithm::Winograd : ConvAlgorithm::Direct;
+  model.graph.convolution = conv_algorithm(cfg.convolution);
   return model;
 }
 

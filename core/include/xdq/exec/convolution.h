@@ -6,6 +6,8 @@
 // few times the direct kernel's (transforms add and subtract terms before the products). oneDNN offers
 // them on x86-64 CPUs with AVX-512 for float32 3x3 convolutions of stride 1, dilation 1, one group,
 // padding 0 or 1 and channel counts multiple of 16; elsewhere the convolution stays direct.
+#include <string>
+
 #include <ATen/ATen.h>
 
 #include "xdq/ir/graph.h"
@@ -14,6 +16,10 @@ namespace xdq {
 
 // Whether this build links oneDNN's API (libdnnl-dev at configure time).
 bool winograd_built();
+
+// The algorithm named `name` (the experiment key `convolution`: "direct" or "winograd"); throws naming
+// what is wrong: another name, or winograd in a build without oneDNN's headers.
+ConvAlgorithm conv_algorithm(const std::string& name);
 
 // Whether oneDNN runs this convolution (x: input, w: weight) with Winograd kernels on this machine.
 bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs);
