@@ -76,6 +76,18 @@ double zeroq_total_loss(const ImportedModel& m, const at::Tensor& images) {
   return total;
 }
 
+// The BN losses' formulas with ATen's own var/mean (autograd differentiates them), for x [N, C, H, W].
+at::Tensor zeroq_formula(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& var) {
+  const std::int64_t N = x.size(0);
+  const at::Tensor flat = x.reshape({N, x.size(1), -1});
+  const at::Tensor m = flat.mean(2), s = at::sqrt(flat.var(2, true) + 1e-6);
+  return (m - mean).pow(2).sum() / N + (s - at::sqrt(var + 1e-6)).pow(2).sum() / N;
+}
+at::Tensor deepinversion_formula(const at::Tensor& x, const at::Tensor& mean, const at::Tensor& var) {
+  const at::Tensor flat = x.transpose(0, 1).reshape({x.size(1), -1});
+  return at::norm(flat.var(1, false) - var) + at::norm(flat.mean(1) - mean);
+}
+
 }  // namespace
 
 TEST(BnLoss, ZeroqIsZeroForMatchingPerImageStatisticsAndClosedFormForAShift) {
@@ -100,16 +112,8 @@ TEST(BnLoss, DeepInversionIsZeroForMatchingBatchStatisticsAndTheNormOfAShift) {
 TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
   const at::Tensor mean = at::randn({3}), var = at::rand({3}) + 0.5;
   const at::Tensor x0 = at::randn({5, 3, 4, 6});
-  // The formulas with ATen's own var/mean and autograd.
-  auto zeroq_reference = [&](const at::Tensor& x) {
-    const at::Tensor flat = x.reshape({5, 3, -1});
-    const at::Tensor m = flat.mean(2), s = at::sqrt(flat.var(2, true) + 1e-6);
-    return (m - mean).pow(2).sum() / 5 + (s - at::sqrt(var + 1e-6)).pow(2).sum() / 5;
-  };
-  auto deepinversion_reference = [&](const at::Tensor& x) {
-    const at::Tensor flat = x.transpose(0, 1).reshape({3, -1});
-    return at::norm(flat.var(1, false) - var) + at::norm(flat.mean(1) - mean);
-  };
+  auto zeroq_reference = [&](const at::Tensor& x) { return zeroq_formula(x, mean, var); };
+  auto deepinversion_reference = [&](const at::Tensor& x) { return deepinversion_formula(x, mean, var); };
   auto zeroq = [&](const at::Tensor& x) { return zeroq_bn_loss(x, mean, var); };
   auto deepinversion = [&](const at::Tensor& x) { return deepinversion_bn_loss(x, mean, var); };
   // As synthesis reads them: the layer reads the passed value (here a weighted sum with weights u), whose
@@ -143,6 +147,39 @@ TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
       EXPECT_LT(max_relative_error(grad, expected_grad), 1e-5) << (format == at::MemoryFormat::ChannelsLast);
     }
   }
+}
+
+// As synthesis runs a BN layer: the layer (eval mode) and its ReLU applied to the value passed on, one
+// backward for ReLU, layer and moments; against the chain in float64 through ATen's batch_norm, relu and
+// autograd. Each gradient element is a handful of float32 operations on sums of <= 480 terms.
+TEST(BnLoss, FusedLayerEqualsBatchNormReluAndMomentsInDouble) {
+  const at::Tensor x0 = at::randn({5, 3, 4, 6}) * 2 + 0.5, u = at::randn({5, 3, 4, 6});
+  const BatchNormStats bn{at::rand({3}) + 0.5, at::randn({3}), at::randn({3}), at::rand({3}) + 0.5, 1e-5};
+  const at::Tensor target_mean = at::randn({3}), target_var = at::rand({3}) + 0.5;
+  auto as_double = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  const at::Tensor layer_double = at::batch_norm(as_double(x0), as_double(bn.gamma), as_double(bn.beta), as_double(bn.mean),
+                                                 as_double(bn.var), false, 0.0, bn.eps, true);
+  ASSERT_GT(layer_double.abs().min().item<double>(), 1e-4);  // ReLU's mask is the same in float32 and float64
+  for (BnStatistics statistics : {BnStatistics::PerSample, BnStatistics::Batch})
+    for (bool relu : {false, true})
+      for (at::MemoryFormat format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+        const at::Tensor x = x0.clone(format).requires_grad_(true);
+        const BnMoments m = bn_layer_moments(x, bn, relu, statistics);
+        const at::Tensor loss = bn_statistics_loss(m, statistics, target_mean, target_var) + (m.x * u).sum();
+        loss.backward();
+        const at::Tensor xd = as_double(x0).requires_grad_(true);
+        at::Tensor yd = at::batch_norm(xd, as_double(bn.gamma), as_double(bn.beta), as_double(bn.mean), as_double(bn.var),
+                                       false, 0.0, bn.eps, true);
+        if (relu) yd = at::relu(yd);
+        const at::Tensor moments = statistics == BnStatistics::PerSample ? zeroq_formula(xd, target_mean, target_var)
+                                                                         : deepinversion_formula(xd, target_mean, target_var);
+        const at::Tensor expected = moments + (yd * as_double(u)).sum();
+        expected.backward();
+        const std::string where = std::string(relu ? "relu " : "") + (format == at::MemoryFormat::ChannelsLast ? "channels-last" : "");
+        EXPECT_LT(max_relative_error(as_double(m.x), yd.detach()), 1e-6) << where;
+        EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-5 * std::abs(expected.item<double>())) << where;
+        EXPECT_LT(max_relative_error(as_double(x.grad()), xd.grad()), 1e-5) << where;
+      }
 }
 
 TEST(BnLoss, TotalVariationMatchesLoops) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iomanip>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include <ATen/Parallel.h>
@@ -39,7 +40,7 @@ std::string shape_text(const std::vector<std::int64_t>& s) {
   return t;
 }
 
-// One model during synthesis: an executor whose BatchNorm inputs pass through the moments their loss reads.
+// One model during synthesis: an executor whose BatchNorm layers take the moments their loss reads.
 struct HookedModel {
   const SynthesisModel* model;
   std::unique_ptr<Executor> exec;
@@ -103,24 +104,56 @@ std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x) {
   return {s1, s2};
 }
 
-// out = gx + (a + b·x) per element, a and b per (image, channel) ([N, C]); gx null: 0. Rows [begin, end)
-// of a contiguous tensor ([N·C, P]), or images [begin, end) of a channels-last one ([N, P, C]). a + b·x is
-// one fused multiply-add, as ATen's addcmul computes it on AVX2 and AVX-512 machines.
-XDQ_VECTOR_CLONES void add_moments_gradient(const float* x, const float* gx, const float* a, const float* b,
-                                            float* out, std::int64_t P, std::int64_t C, bool channels_last,
-                                            std::int64_t begin, std::int64_t end) {
-  auto element = [&](std::int64_t e, std::int64_t row) {
+// The gradient a BN layer of synthesis passes back to its input x: the layer's own (eval mode; after
+// ReLU's when it is fused in) plus the moments' a + b·x (a, b per (image, channel), [N, C]).
+struct MomentsGradient {
+  const float *x, *gy;      // gy: the gradient of the value passed on (null: none)
+  const float *a, *b;
+  const float* relu_out;    // ReLU's output when fused (its backward reads y <= 0), else null
+  const float *invstd, *w;  // the BN layer's per-channel factors [C] (ones when x is passed on as is)
+  float* out;
+  std::int64_t P, C;
+  bool channels_last;
+};
+
+enum class PassedGradient { None, Plain, ThroughRelu };
+
+// Rows [begin, end) of a contiguous tensor ([N·C, P]), or images [begin, end) of a channels-last one
+// ([N, P, C]). Each step as autograd formed it from ReLU's, BN's and the moments' backward, so the bits
+// are those of the unfused chain: ReLU's mask, then (g · invstd) · w as ATen's eval BatchNorm, then the
+// moments' a + b·x as one fused multiply-add (as ATen's addcmul on AVX2 and AVX-512 machines).
+template <PassedGradient kind>
+[[gnu::always_inline]] inline void moments_gradient_rows(const MomentsGradient& k, std::int64_t begin, std::int64_t end) {
+  const float *__restrict x = k.x, *__restrict gy = k.gy, *__restrict a = k.a, *__restrict b = k.b,
+              *__restrict r = k.relu_out, *__restrict s = k.invstd, *__restrict w = k.w;
+  float* __restrict out = k.out;
+  auto element = [&](std::int64_t e, std::int64_t row, std::int64_t c) {
     const float g = std::fma(b[row], x[e], a[row]);
-    out[e] = gx ? gx[e] + g : g;
+    if constexpr (kind == PassedGradient::None) {
+      out[e] = g;
+    } else {
+      const float passed = kind == PassedGradient::ThroughRelu && r[e] <= 0 ? 0.0f : gy[e];
+      out[e] = passed * s[c] * w[c] + g;
+    }
   };
-  if (channels_last) {
+  const std::int64_t P = k.P, C = k.C;
+  if (k.channels_last) {
     for (std::int64_t i = begin; i < end; ++i)
       for (std::int64_t e = i * P * C; e < (i + 1) * P * C; e += C)
-        for (std::int64_t c = 0; c < C; ++c) element(e + c, i * C + c);
+        for (std::int64_t c = 0; c < C; ++c) element(e + c, i * C + c, c);
   } else {
     for (std::int64_t i = begin; i < end; ++i)
-      for (std::int64_t e = i * P; e < (i + 1) * P; ++e) element(e, i);
+      for (std::int64_t e = i * P; e < (i + 1) * P; ++e) element(e, i, i % C);
   }
+}
+
+XDQ_VECTOR_CLONES void add_moments_gradient(const MomentsGradient& k, std::int64_t begin, std::int64_t end) {
+  if (!k.gy)
+    moments_gradient_rows<PassedGradient::None>(k, begin, end);
+  else if (k.relu_out)
+    moments_gradient_rows<PassedGradient::ThroughRelu>(k, begin, end);
+  else
+    moments_gradient_rows<PassedGradient::Plain>(k, begin, end);
 }
 
 // Σx and Σx² in double over `dims` (kept as size-1 axes): the positions of each image, or also the images.
@@ -134,60 +167,104 @@ std::pair<at::Tensor, at::Tensor> sums_of_powers(const at::Tensor& x, const std:
   return {s1.view({x.size(0), x.size(1), 1, 1}), s2.view({x.size(0), x.size(1), 1, 1})};
 }
 
-// x passed on, with its mean and variance over `dims` (kept as size-1 axes). The backward forms the
-// gradient to x in one pass: the passed value's own gradient plus dL/dm / n + dL/dv · 2(x - m) / (n - ddof).
-// Hooked on a BatchNorm input, the passed value is what the layer reads, so autograd adds no second
-// gradient into x. ATen's var_mean and autograd's var/mean backward took several slow passes per BN
-// input, which made a synthesis step 1.5x a plain forward + backward.
+// A BatchNorm layer run by a synthesis step (eval mode), optionally with the ReLU that alone reads it.
+struct BnLayer {
+  BatchNormStats bn;
+  bool relu = false;
+};
+
+// x's mean and variance over `dims` (kept as size-1 axes), with the value passed on: x itself, or the
+// BN layer `layer` (and its ReLU) applied to x. The backward forms the gradient to x in one pass: the
+// passed value's gradient (back through ReLU and BN when they run inside) plus dL/dm / n + dL/dv ·
+// 2(x - m) / (n - ddof). ATen's var_mean and autograd's var/mean backward took several slow passes per
+// BN input, and eval BatchNorm's own backward reads its output gradient twice more for the weight and
+// bias gradients that synthesis never asks for.
 struct Moments : public torch::autograd::Function<Moments> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                                                std::vector<std::int64_t> dims, bool unbiased) {
+                                                std::vector<std::int64_t> dims, bool unbiased,
+                                                const std::optional<BnLayer>& layer) {
     // Sums of x and x² accumulated in double: several times faster than at::var_mean here, and exact enough.
     const auto [s1, s2] = sums_of_powers(x, dims);
     const std::int64_t n = x.numel() / s1.numel();
     const double count = static_cast<double>(n);
     const at::Tensor mean = (s1 / count).to(x.scalar_type());
     const at::Tensor var = at::clamp_min((s2 - s1 * s1 / count) / (unbiased ? count - 1 : count), 0).to(x.scalar_type());
-    ctx->save_for_backward({x, mean});
+    at::Tensor y = x;
+    std::vector<at::Tensor> saved{x, mean};
+    if (layer) {
+      const BatchNormStats& bn = layer->bn;
+      y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
+      if (layer->relu) y.relu_();
+      // ATen's eval backward: g · invstd · w, invstd rounded to float from double.
+      saved.push_back((1.0 / at::sqrt(bn.var.to(at::kDouble) + bn.eps)).to(x.scalar_type()));
+      saved.push_back(bn.gamma.defined() ? bn.gamma : at::ones_like(bn.var));
+      if (layer->relu) saved.push_back(y);
+    }
+    ctx->save_for_backward(saved);
     ctx->saved_data["factor"] = 2.0 / static_cast<double>(unbiased ? n - 1 : n);
     ctx->saved_data["n"] = static_cast<double>(n);
-    return {x, mean, var};
+    return {y, mean, var};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &mean = saved[1];
+    const bool layer = saved.size() > 2, relu = saved.size() > 4;
     const double n = ctx->saved_data["n"].toDouble(), factor = ctx->saved_data["factor"].toDouble();
     const at::Tensor g_mean = grads[1].defined() ? grads[1] : at::zeros_like(mean);
     const at::Tensor g_var = grads[2].defined() ? grads[2] * factor : at::zeros_like(mean);
     const at::Tensor a = g_mean / n - g_var * mean;  // dL/dx = a + g_var·x, per (image or all, channel)
     const bool channels_last = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (!x.is_cpu() || x.scalar_type() != at::kFloat || x.dim() != 4 || !(x.is_contiguous() || channels_last)) {
-      const at::Tensor g = at::addcmul(a, g_var, x);
-      return {grads[0].defined() ? grads[0] + g : g, at::Tensor(), at::Tensor()};
+      at::Tensor g = at::addcmul(a, g_var, x);
+      if (grads[0].defined()) {
+        at::Tensor d = relu ? at::threshold_backward(grads[0], saved[4], 0) : grads[0];
+        if (layer) d = d * saved[2].view({1, -1, 1, 1}) * saved[3].view({1, -1, 1, 1});
+        g = d + g;
+      }
+      return {g, at::Tensor(), at::Tensor(), at::Tensor()};
     }
     const std::int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
+    const at::MemoryFormat format = x.suggest_memory_format();
     const at::Tensor a_nc = a.reshape({-1, C}).expand({N, C}).contiguous(),
                      b_nc = g_var.reshape({-1, C}).expand({N, C}).contiguous();
-    const at::Tensor gx = grads[0].defined() ? grads[0].contiguous(x.suggest_memory_format()) : at::Tensor();
+    const at::Tensor gy = grads[0].defined() ? grads[0].contiguous(format) : at::Tensor();
+    const at::Tensor relu_out = relu ? saved[4].contiguous(format) : at::Tensor();
+    const at::Tensor invstd = layer ? saved[2] : at::ones({C}, x.options()), w = layer ? saved[3] : invstd;  // ·1·1 exact
     at::Tensor out = at::empty_like(x);
-    const float *xd = x.data_ptr<float>(), *gd = gx.defined() ? gx.data_ptr<float>() : nullptr,
-                *ad = a_nc.data_ptr<float>(), *bd = b_nc.data_ptr<float>();
-    float* od = out.data_ptr<float>();
-    at::parallel_for(0, channels_last ? N : N * C, 1, [&](std::int64_t begin, std::int64_t end) {
-      add_moments_gradient(xd, gd, ad, bd, od, P, C, channels_last, begin, end);
-    });
-    return {out, at::Tensor(), at::Tensor()};
+    const MomentsGradient k{x.data_ptr<float>(),
+                            gy.defined() ? gy.data_ptr<float>() : nullptr,
+                            a_nc.data_ptr<float>(),
+                            b_nc.data_ptr<float>(),
+                            relu ? relu_out.data_ptr<float>() : nullptr,
+                            invstd.data_ptr<float>(),
+                            w.data_ptr<float>(),
+                            out.data_ptr<float>(),
+                            P,
+                            C,
+                            channels_last};
+    at::parallel_for(0, channels_last ? N : N * C, 1,
+                     [&](std::int64_t begin, std::int64_t end) { add_moments_gradient(k, begin, end); });
+    return {out, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
+
+std::vector<std::int64_t> moment_dims(const at::Tensor& x, BnStatistics statistics) {
+  std::vector<std::int64_t> dims;
+  if (statistics == BnStatistics::Batch) dims.push_back(0);
+  for (std::int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  return dims;
+}
 
 }  // namespace
 
 BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics) {
-  std::vector<std::int64_t> dims;
-  if (statistics == BnStatistics::Batch) dims.push_back(0);
-  for (std::int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-  const auto out = Moments::apply(x, dims, /*unbiased=*/statistics == BnStatistics::PerSample);
+  const auto out = Moments::apply(x, moment_dims(x, statistics), statistics == BnStatistics::PerSample, std::nullopt);
+  return {out[0], out[1], out[2]};
+}
+
+BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics) {
+  const auto out = Moments::apply(x, moment_dims(x, statistics), statistics == BnStatistics::PerSample, BnLayer{bn, relu});
   return {out[0], out[1], out[2]};
 }
 
@@ -256,24 +333,56 @@ std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, 
 
 namespace {
 
-// One model with the moments of its BN layers' inputs taken by value hooks (the layer reads the value
-// passed on with them), checked against the synthesized shape; `classes` is the label count of the first
-// model, which every other must share.
+// The graph a synthesis step runs: each BatchNorm becomes one node that takes its input's moments into
+// captured[k] and applies the layer, and the ReLU after it where that ReLU alone reads it. Backward then
+// makes one pass over the layer's input where ReLU, BN and the moments made three.
+Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnStatistics statistics,
+                      const std::shared_ptr<std::vector<BnMoments>>& captured) {
+  Graph out = graph;
+  std::vector<int> fused_relus;
+  for (std::size_t k = 0; k < bn_nodes.size(); ++k) {
+    Node& node = out.nodes[bn_nodes[k]];
+    BnLayer layer{node.bn, false};
+    const std::vector<int> readers = graph.consumers(node.outputs[0]);
+    const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), node.outputs[0]) > 0;
+    if (readers.size() == 1 && graph.nodes[readers[0]].op == "aten::relu" && !is_output) {
+      layer.relu = true;
+      node.outputs = graph.nodes[readers[0]].outputs;
+      fused_relus.push_back(readers[0]);
+    }
+    node.kind = OpKind::Generic;
+    node.op = layer.relu ? "xdq::synthesis_batch_norm_relu" : "xdq::synthesis_batch_norm";
+    node.run = [layer, statistics, captured, k](std::vector<c10::IValue>& stack) {
+      const at::Tensor x = stack.at(0).toTensor();
+      at::Tensor y;
+      if (at::GradMode::is_enabled()) {
+        const BnMoments moments = bn_layer_moments(x, layer.bn, layer.relu, statistics);
+        (*captured)[k] = {at::Tensor(), moments.mean, moments.var};  // the output stays the graph's
+        y = moments.x;
+      } else {  // the class count's probe below
+        const BatchNormStats& bn = layer.bn;
+        y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
+        if (layer.relu) y.relu_();
+      }
+      stack.clear();
+      stack.emplace_back(y);
+    };
+  }
+  std::sort(fused_relus.rbegin(), fused_relus.rend());
+  for (int i : fused_relus) out.nodes.erase(out.nodes.begin() + i);
+  return out;
+}
+
+// One model whose BN layers take their inputs' moments, checked against the synthesized shape;
+// `classes` is the label count of the first model, which every other must share.
 HookedModel hook_model(const SynthesisModel& m, const std::vector<std::int64_t>& input_shape, BnStatistics statistics,
                        const std::string& method, std::int64_t& classes, std::string& first_name) {
   const std::int64_t C = input_shape[0], H = input_shape[1], W = input_shape[2];
-  HookedModel h{&m, std::make_unique<Executor>(*m.graph), batch_norm_nodes(*m.graph, m.name, method),
-                std::make_shared<std::vector<BnMoments>>(), per_channel(m.preprocess.mean, C).to(m.graph->device()),
+  const std::vector<int> bn_nodes = batch_norm_nodes(*m.graph, m.name, method);
+  auto captured = std::make_shared<std::vector<BnMoments>>(bn_nodes.size());
+  HookedModel h{&m, std::make_unique<Executor>(synthesis_graph(*m.graph, bn_nodes, statistics, captured)), bn_nodes,
+                captured, per_channel(m.preprocess.mean, C).to(m.graph->device()),
                 per_channel(m.preprocess.std, C).to(m.graph->device())};
-  h.captured->resize(h.bn_nodes.size());
-  for (std::size_t k = 0; k < h.bn_nodes.size(); ++k) {
-    auto captured = h.captured;
-    h.exec->set_value_hook(m.graph->nodes[h.bn_nodes[k]].inputs[0], [captured, k, statistics](const at::Tensor& x) {
-      if (!at::GradMode::is_enabled()) return x;  // the class count's probe below
-      (*captured)[k] = bn_moments(x, statistics);
-      return (*captured)[k].x;
-    });
-  }
   if (!m.input_shape.empty() && m.input_shape != input_shape)
     throw Error(method + ": model '" + m.name + "' reads " + shape_text(m.input_shape) + " images, the synthesized set is " +
                 shape_text(input_shape) + " (mixed models must share their input shape)");

@@ -44,14 +44,18 @@ struct BnSynthesisOptions {
 //   DeepInversion: ‖σ²_batch − running_var‖₂ + ‖μ_batch − running_mean‖₂ over (N, positions), biased.
 at::Tensor zeroq_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var);
 at::Tensor deepinversion_bn_loss(const at::Tensor& x, const at::Tensor& running_mean, const at::Tensor& running_var);
-// The same in two steps, as synthesis runs them: the moments of a BN input x (PerSample: per image over
-// positions, unbiased, [N, C, 1, 1]; Batch: over images and positions, biased, [1, C, 1, 1]) with `x`, x
-// passed on for the layer to read in x's place (its backward then adds the moments' gradient to the
-// layer's in one pass), and the loss of those moments.
+// The same in two steps: the moments of a BN input x (PerSample: per image over positions, unbiased,
+// [N, C, 1, 1]; Batch: over images and positions, biased, [1, C, 1, 1]) with a value passed on, and the
+// loss of those moments. bn_moments passes x itself on, for a layer to read in x's place (its backward
+// then adds the moments' gradient to the layer's in one pass). bn_layer_moments, as synthesis runs each
+// BN layer, passes on the layer `bn` (eval mode) applied to x, and ReLU after it when `relu`: one backward
+// pass over x for ReLU, the layer and the moments, every rounding the unfused chain's (ReLU's mask,
+// ATen's (g · invstd) · w, then the moments' term).
 struct BnMoments {
-  at::Tensor x, mean, var;
+  at::Tensor x, mean, var;  // x: the value passed on
 };
 BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics);
+BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics);
 at::Tensor bn_statistics_loss(const BnMoments& m, BnStatistics statistics, const at::Tensor& running_mean,
                               const at::Tensor& running_var);
 // DeepInversion's image priors: the l2 and (mean |·|/255) l1 norms of the differences to the right, down
