@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -53,9 +54,24 @@ struct HookedModel {
 
 namespace {
 
-// Σx and Σx² in double over the positions of rows [begin, end) of a contiguous [rows, P] float32 tensor.
-XDQ_VECTOR_CLONES void row_sums(const float* data, std::int64_t P, std::int64_t begin, std::int64_t end, double* d1,
-                                double* d2) {
+// A BN layer (eval mode) applied in the pass that sums its input: y = fma(x, α, β) per channel, then
+// ReLU when fused in. α = γ · (1 / sqrt(var + eps)) and β = fma(−mean, α, bias), in float: the bits of
+// ATen's eval batch_norm on AVX2 and AVX-512 machines (its kernels fuse both multiply-adds).
+struct AffineOut {
+  const float *alpha, *beta;  // [C]; null: sums only
+  bool relu;
+  float* y;
+};
+
+[[gnu::always_inline]] inline float affine(float x, float alpha, float beta, bool relu) {
+  const float v = std::fma(x, alpha, beta);
+  return relu && v < 0 ? 0.0f : v;
+}
+
+// Σx and Σx² in double over the positions of rows [begin, end) of a contiguous [rows, P] float32 tensor
+// (row = image · C + channel), and the layer's output where asked.
+XDQ_VECTOR_CLONES void row_sums(const float* data, std::int64_t P, std::int64_t C, std::int64_t begin, std::int64_t end,
+                                double* d1, double* d2, const AffineOut& out) {
   for (std::int64_t row = begin; row < end; ++row) {
     constexpr int kLanes = 8;  // interleaved sums: the loop vectorizes
     double a[kLanes] = {}, b[kLanes] = {};
@@ -75,32 +91,42 @@ XDQ_VECTOR_CLONES void row_sums(const float* data, std::int64_t P, std::int64_t 
       d1[row] += a[l];
       d2[row] += b[l];
     }
+    if (out.alpha) {  // the row again, from L1/L2
+      const float alpha = out.alpha[row % C], beta = out.beta[row % C];
+      float* y = out.y + row * P;
+      for (std::int64_t q = 0; q < P; ++q) y[q] = affine(r[q], alpha, beta, out.relu);
+    }
   }
 }
 
 // The same for images [begin, end) of a channels-last tensor (memory [N, P, C]: a pixel's channels at a time).
 XDQ_VECTOR_CLONES void pixel_sums(const float* data, std::int64_t P, std::int64_t C, std::int64_t begin,
-                                  std::int64_t end, double* d1, double* d2) {
+                                  std::int64_t end, double* d1, double* d2, const AffineOut& out) {
   for (std::int64_t n = begin; n < end; ++n)
-    for (std::int64_t p = 0; p < P; ++p)
+    for (std::int64_t p = 0; p < P; ++p) {
+      const std::int64_t e = (n * P + p) * C;
       for (std::int64_t c = 0; c < C; ++c) {
-        const double v = data[(n * P + p) * C + c];
+        const double v = data[e + c];
         d1[n * C + c] += v;
         d2[n * C + c] += v * v;
       }
+      if (out.alpha)
+        for (std::int64_t c = 0; c < C; ++c) out.y[e + c] = affine(data[e + c], out.alpha[c], out.beta[c], out.relu);
+    }
 }
 
 // Σx and Σx² in double over the positions of each (image, channel) of a 4-D float32 CPU tensor, contiguous
-// or channels-last, in one read: [N, C] each. ATen's two reductions (and x² in between) read it three times.
-std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x) {
+// or channels-last, in one read: [N, C] each (ATen's two reductions and x² in between read it three
+// times); and the layer's output `out` in the same pass where asked.
+std::pair<at::Tensor, at::Tensor> position_sums(const at::Tensor& x, const AffineOut& out) {
   const std::int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
   at::Tensor s1 = at::zeros({N, C}, x.options().dtype(at::kDouble)), s2 = at::zeros({N, C}, s1.options());
   const float* data = x.data_ptr<float>();
   double *d1 = s1.data_ptr<double>(), *d2 = s2.data_ptr<double>();
   if (!x.is_contiguous())
-    at::parallel_for(0, N, 1, [&](std::int64_t begin, std::int64_t end) { pixel_sums(data, P, C, begin, end, d1, d2); });
+    at::parallel_for(0, N, 1, [&](std::int64_t begin, std::int64_t end) { pixel_sums(data, P, C, begin, end, d1, d2, out); });
   else
-    at::parallel_for(0, N * C, 1, [&](std::int64_t begin, std::int64_t end) { row_sums(data, P, begin, end, d1, d2); });
+    at::parallel_for(0, N * C, 1, [&](std::int64_t begin, std::int64_t end) { row_sums(data, P, C, begin, end, d1, d2, out); });
   return {s1, s2};
 }
 
@@ -156,14 +182,19 @@ XDQ_VECTOR_CLONES void add_moments_gradient(const MomentsGradient& k, std::int64
     moments_gradient_rows<PassedGradient::Plain>(k, begin, end);
 }
 
-// Σx and Σx² in double over `dims` (kept as size-1 axes): the positions of each image, or also the images.
-std::pair<at::Tensor, at::Tensor> sums_of_powers(const at::Tensor& x, const std::vector<std::int64_t>& dims) {
+// Whether x's sums over `dims` (the positions of each image, or also the images) take one pass here.
+bool one_pass_sums(const at::Tensor& x, const std::vector<std::int64_t>& dims) {
   const bool dense = x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast);
   const bool positions = dims == std::vector<std::int64_t>{2, 3}, all = dims == std::vector<std::int64_t>{0, 2, 3};
-  if (!x.is_cpu() || x.scalar_type() != at::kFloat || x.dim() != 4 || !dense || !(positions || all))
-    return {x.sum(dims, /*keepdim=*/true, at::kDouble), (x * x).sum(dims, true, at::kDouble)};
-  auto [s1, s2] = position_sums(x);
-  if (all) return {s1.sum(0, true).view({1, -1, 1, 1}), s2.sum(0, true).view({1, -1, 1, 1})};
+  return x.is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 4 && dense && (positions || all);
+}
+
+// Σx and Σx² in double over `dims` (kept as size-1 axes); with one_pass_sums, `out` written in the same pass.
+std::pair<at::Tensor, at::Tensor> sums_of_powers(const at::Tensor& x, const std::vector<std::int64_t>& dims,
+                                                 const AffineOut& out = {nullptr, nullptr, false, nullptr}) {
+  if (!one_pass_sums(x, dims)) return {x.sum(dims, /*keepdim=*/true, at::kDouble), (x * x).sum(dims, true, at::kDouble)};
+  auto [s1, s2] = position_sums(x, out);
+  if (dims.size() == 3) return {s1.sum(0, true).view({1, -1, 1, 1}), s2.sum(0, true).view({1, -1, 1, 1})};
   return {s1.view({x.size(0), x.size(1), 1, 1}), s2.view({x.size(0), x.size(1), 1, 1})};
 }
 
@@ -172,6 +203,21 @@ struct BnLayer {
   BatchNormStats bn;
   bool relu = false;
 };
+
+// α and β of AffineOut for a float32 CPU layer ([C] each).
+std::pair<at::Tensor, at::Tensor> bn_affine(const BatchNormStats& bn) {
+  const std::int64_t C = bn.var.numel();
+  at::Tensor alpha = at::empty({C}, bn.var.options()), beta = at::empty({C}, bn.var.options());
+  const at::Tensor mean = bn.mean.contiguous(), var = bn.var.contiguous();
+  const at::Tensor gamma = bn.gamma.defined() ? bn.gamma.contiguous() : at::ones({C}, var.options());
+  const at::Tensor bias = bn.beta.defined() ? bn.beta.contiguous() : at::zeros({C}, var.options());
+  const float eps = static_cast<float>(bn.eps);
+  for (std::int64_t c = 0; c < C; ++c) {
+    alpha.data_ptr<float>()[c] = 1 / std::sqrt(var.data_ptr<float>()[c] + eps) * gamma.data_ptr<float>()[c];
+    beta.data_ptr<float>()[c] = std::fma(-mean.data_ptr<float>()[c], alpha.data_ptr<float>()[c], bias.data_ptr<float>()[c]);
+  }
+  return {alpha, beta};
+}
 
 // x's mean and variance over `dims` (kept as size-1 axes), with the value passed on: x itself, or the
 // BN layer `layer` (and its ReLU) applied to x. The backward forms the gradient to x in one pass: the
@@ -183,18 +229,24 @@ struct Moments : public torch::autograd::Function<Moments> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                                                 std::vector<std::int64_t> dims, bool unbiased,
                                                 const std::optional<BnLayer>& layer) {
+    // The layer applied in the pass that sums x where it can be, else by ATen after it.
+    const bool fused = layer && one_pass_sums(x, dims);
+    at::Tensor y = fused ? at::empty_like(x) : x, alpha, beta;
+    if (fused) std::tie(alpha, beta) = bn_affine(layer->bn);
     // Sums of x and x² accumulated in double: several times faster than at::var_mean here, and exact enough.
-    const auto [s1, s2] = sums_of_powers(x, dims);
+    const auto [s1, s2] = sums_of_powers(x, dims, {fused ? alpha.data_ptr<float>() : nullptr, fused ? beta.data_ptr<float>() : nullptr,
+                                                   layer && layer->relu, fused ? y.data_ptr<float>() : nullptr});
     const std::int64_t n = x.numel() / s1.numel();
     const double count = static_cast<double>(n);
     const at::Tensor mean = (s1 / count).to(x.scalar_type());
     const at::Tensor var = at::clamp_min((s2 - s1 * s1 / count) / (unbiased ? count - 1 : count), 0).to(x.scalar_type());
-    at::Tensor y = x;
     std::vector<at::Tensor> saved{x, mean};
     if (layer) {
       const BatchNormStats& bn = layer->bn;
-      y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
-      if (layer->relu) y.relu_();
+      if (!fused) {
+        y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
+        if (layer->relu) y.relu_();
+      }
       // ATen's eval backward: g · invstd · w, invstd rounded to float from double.
       saved.push_back((1.0 / at::sqrt(bn.var.to(at::kDouble) + bn.eps)).to(x.scalar_type()));
       saved.push_back(bn.gamma.defined() ? bn.gamma : at::ones_like(bn.var));
