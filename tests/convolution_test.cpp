@@ -129,6 +129,36 @@ TEST(Winograd, ResnetLogitsMatchDirectConvolutions) {
   }
 }
 
+// Evaluation without autograd runs a Winograd convolution's add and ReLU inside its kernel: ResNet-20's
+// conv -> ReLU and conv -> add -> ReLU chains, with the logits the separate ops give (one float addition
+// per add, ReLU exact: within one rounding per fused add, carried through twenty layers). A hook on a
+// value in between keeps that chain's ops separate, so the hook still sees and replaces the value.
+TEST(Winograd, EvaluationRunsTheAddAndReluInsideTheConvolution) {
+  SKIP_WITHOUT_WINOGRAD();
+  QuantizedResnet20 direct(128, Split::Test, 0, "minmax", true);
+  Graph graph = direct.model.graph;
+  fold_batch_norm(graph);
+  EXPECT_EQ(Executor(graph).fused_epilogues(), 0);  // direct convolutions
+  graph.convolution = ConvAlgorithm::Winograd;
+  Executor exec(graph);
+  // Every ReLU after a conv, and every add with the conv computed after the other operand: the second
+  // conv of seven blocks, the shortcut's 1x1 conv of two (planned; at run time only 3x3 stride-1 convs
+  // with 16k channels have the kernels, so the stem and the shortcuts stay direct and separate).
+  EXPECT_EQ(exec.fused_epilogues(), 1 + 9 + 9);
+  auto evaluate = [&](bool autograd) {
+    at::AutoGradMode mode(autograd);  // autograd on: every op separate
+    return exec.forward(direct.images).detach();
+  };
+  const at::Tensor fused = evaluate(false), separate = evaluate(true);
+  EXPECT_LE(max_relative_error(fused, separate), forward_relative_error(20, 576));
+  const auto conv = std::find_if(graph.nodes.begin(), graph.nodes.end(), [](const Node& n) { return n.name == "layer1.block0.conv1"; });
+  ASSERT_NE(conv, graph.nodes.end());
+  exec.set_value_hook(conv->outputs[0], [](const at::Tensor& x) { return x * 0.5; });
+  const at::Tensor hooked = evaluate(false);
+  EXPECT_LE(max_relative_error(hooked, evaluate(true)), forward_relative_error(20, 576));
+  EXPECT_GT(max_relative_error(hooked, fused), 1e-2);  // the hook halved a layer's output
+}
+
 // Statistics collected with Winograd convolutions are cached apart from the direct ones' (their values
 // differ in rounding): each algorithm computes its own once, then reads it back.
 TEST(Winograd, StatisticsCacheKeepsTheAlgorithmsApart) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <ATen/core/grad_mode.h>
+
 #include "xdq/error.h"
 #include "xdq/exec/convolution.h"
 
@@ -18,6 +20,64 @@ Executor::Executor(Graph graph)
   for (int v : graph_.outputs) last_use_[v] = static_cast<int>(graph_.nodes.size());
   for (const auto& c : graph_.constants) last_use_[c.first] = static_cast<int>(graph_.nodes.size());
   clear_weights();
+  plan_epilogues();
+}
+
+void Executor::plan_epilogues() {
+  epilogues_.assign(graph_.nodes.size(), Epilogue());
+  if (graph_.convolution != ConvAlgorithm::Winograd) return;
+  auto only_reader = [&](int value) {
+    const std::vector<int> readers = graph_.consumers(value);
+    const bool output = std::count(graph_.outputs.begin(), graph_.outputs.end(), value) > 0;
+    return readers.size() == 1 && !output ? readers[0] : -1;
+  };
+  for (std::size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (graph_.nodes[i].kind != OpKind::Conv) continue;
+    Epilogue e;
+    int value = graph_.nodes[i].outputs[0], next = only_reader(value);
+    e.skipped.push_back(value);
+    if (next >= 0 && graph_.nodes[next].op == "aten::add" && graph_.nodes[next].inputs.size() == 3) {
+      const Node& add = graph_.nodes[next];
+      const int other = add.inputs[0] == value ? add.inputs[1] : add.inputs[0];
+      if (other == value || graph_.producer(other) >= static_cast<int>(i)) continue;  // residual made later
+      e.add = next;
+      e.residual = other;
+      e.alpha = add.inputs[2];
+      value = add.outputs[0];
+      next = only_reader(value);
+      e.skipped.push_back(value);
+    }
+    if (next >= 0 && graph_.nodes[next].op == "aten::relu") {
+      e.relu = next;
+      value = graph_.nodes[next].outputs[0];
+    } else {
+      e.skipped.pop_back();  // the last value is the output
+    }
+    e.output = value;
+    if (e.add >= 0 || e.relu >= 0) epilogues_[i] = e;
+  }
+}
+
+int Executor::fused_epilogues() const {
+  return static_cast<int>(std::count_if(epilogues_.begin(), epilogues_.end(), [](const Epilogue& e) { return e.output >= 0; }));
+}
+
+bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<int>& wanted,
+                              const std::vector<c10::IValue>* all) const {
+  const Epilogue& e = epilogues_[i];
+  if (e.output < 0 || all || at::GradMode::is_enabled() || std::max(e.add, e.relu) >= last) return false;
+  for (int v : e.skipped)
+    if (hooks_[v] || std::count(wanted.begin(), wanted.end(), v)) return false;
+  const Node& conv = graph_.nodes[i];
+  const at::Tensor& x = values[conv.inputs[0]].toTensor();
+  const at::Tensor& w = weights_[i].defined() ? weights_[i] : conv.weight;
+  if (e.add < 0) return winograd_applies(x, w, conv.conv, {at::Tensor(), e.relu >= 0});
+  const c10::IValue &residual = values[e.residual], &alpha = values[e.alpha];
+  if (!residual.isTensor() || !(alpha.isInt() && alpha.toInt() == 1)) return false;
+  const at::Tensor& r = residual.toTensor();
+  const std::int64_t out_h = x.size(2) + 2 * conv.conv.padding[0] - 2, out_w = x.size(3) + 2 * conv.conv.padding[1] - 2;
+  return r.is_cpu() && r.scalar_type() == at::kFloat && r.sizes() == at::IntArrayRef{x.size(0), w.size(0), out_h, out_w} &&
+         winograd_applies(x, w, conv.conv, {r, e.relu >= 0});
 }
 
 void Executor::set_value_hook(int value, ValueHook hook) { hooks_.at(value) = std::move(hook); }
@@ -139,11 +199,26 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
     values[v] = std::move(value);
   };
   std::vector<c10::IValue> stack;
+  std::vector<bool> fused(graph_.nodes.size(), false);  // nodes a convolution ran as its epilogue
   for (int i = first; i < last; ++i) {
     const Node& node = graph_.nodes[i];
+    if (fused[i]) {
+      for (int v : node.inputs)
+        if (last_use_[v] == i) values[v] = c10::IValue();
+      continue;
+    }
     switch (node.kind) {
       case OpKind::Conv: {
         const at::Tensor& w = weights_[i].defined() ? weights_[i] : node.weight;
+        if (fuses_epilogue(i, last, values, wanted, all)) {
+          const Epilogue& e = epilogues_[i];
+          const ConvEpilogue epilogue{e.add >= 0 ? values[e.residual].toTensor() : at::Tensor(), e.relu >= 0};
+          produce(e.output, in_layout(winograd_conv2d_fused(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, epilogue),
+                                      graph_.channels_last));
+          for (int n : {e.add, e.relu})
+            if (n >= 0) fused[n] = true;
+          break;
+        }
         // In layout even after a one-channel input, where ATen's choice follows strides that cannot tell.
         produce(node.outputs[0], in_layout(convolve(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, graph_.convolution),
                                            graph_.channels_last));

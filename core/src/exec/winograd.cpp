@@ -39,6 +39,7 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
+
 dnnl::memory scratchpad_for(const dnnl::memory::desc& want) {
   thread_local at::Tensor buffer;
   const auto bytes = static_cast<std::int64_t>(want.get_size());
@@ -51,8 +52,10 @@ dnnl::memory scratchpad_for(const dnnl::memory::desc& want) {
 struct Shape {
   std::int64_t n, c, k, h, w, pad;
   bool bias;
+  bool residual = false, relu = false;  // the epilogue run inside the kernel (oneDNN's post-ops)
   bool operator<(const Shape& o) const {
-    return std::tie(n, c, k, h, w, pad, bias) < std::tie(o.n, o.c, o.k, o.h, o.w, o.pad, o.bias);
+    return std::tie(n, c, k, h, w, pad, bias, residual, relu) <
+           std::tie(o.n, o.c, o.k, o.h, o.w, o.pad, o.bias, o.residual, o.relu);
   }
 };
 
@@ -81,6 +84,16 @@ ConvDescs descs_of(const Shape& s) {
           {s.pad, s.pad}};
 }
 
+// The forward's attributes: the user scratchpad, and the epilogue: dst += conv (the residual written into dst before), then ReLU.
+dnnl::primitive_attr forward_attr(const Shape& s) {
+  dnnl::primitive_attr attr = user_scratchpad();
+  dnnl::post_ops ops;
+  if (s.residual) ops.append_sum(1.0f);
+  if (s.relu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  attr.set_post_ops(ops);
+  return attr;
+}
+
 // The shape's primitives, or null where oneDNN has no Winograd kernel for it on this CPU.
 Primitives* primitives(const Shape& s) {
   thread_local std::map<Shape, std::unique_ptr<Primitives>> made;
@@ -96,7 +109,7 @@ Primitives* primitives(const Shape& s) {
                        : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
                                                          dnnl::algorithm::convolution_winograd, d.src, d.weights,
                                                          d.dst, d.stride, d.padding, d.padding);
-    dnnl::convolution_forward::primitive_desc pd(desc, user_scratchpad(), cpu_engine());
+    dnnl::convolution_forward::primitive_desc pd(desc, forward_attr(s), cpu_engine());
     p.reset(new Primitives{pd, dnnl::convolution_forward(pd), nullptr, nullptr, nullptr, nullptr});
   } catch (const dnnl::error&) {
     p.reset();  // no Winograd implementation for this shape here
@@ -190,7 +203,10 @@ void finish(Unblocked& u, dnnl::stream& stream) {
   dnnl::reorder(u.memory, out).execute(stream, u.memory, out);
 }
 
-at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
+// The convolution, and the residual added (when defined: dst holds it before the kernel runs) and ReLU
+// where the primitives run them.
+at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                        const at::Tensor& residual = {}) {
   dnnl::stream stream(cpu_engine());
   at::Tensor x_storage, w_storage;
   dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
@@ -199,6 +215,12 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
   const auto& dst_dims = p.forward_desc.dst_desc().dims();
   Unblocked out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, output_format(x, w),
                                    p.forward_desc.dst_desc());
+  if (residual.defined() && !out.scratch.defined()) {
+    out.tensor.copy_(residual);
+  } else if (residual.defined()) {
+    dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
+    dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
+  }
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.memory},
                                              {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.forward_desc.scratchpad_desc())}};
   if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.forward_desc.bias_desc(), cpu_engine(), bias.data_ptr<float>()));
@@ -280,19 +302,46 @@ bool winograd_form(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& at
 
 bool winograd_built() { return true; }
 
-bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
-  return winograd_form(x, w, attrs) && primitives(shape_of(x, w, attrs, false)) != nullptr;
+bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue) {
+  if (!winograd_form(x, w, attrs)) return false;
+  Shape s = shape_of(x, w, attrs, false);
+  s.residual = epilogue.residual.defined();
+  s.relu = epilogue.relu;
+  return primitives(s) != nullptr;
 }
 
-// Checks the form only: the forward pass looks the primitives up (once) and refuses a shape without them.
-at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs) {
+namespace {
+// Refuses what the kernels do not take (the forward pass looks the primitives up once and refuses a
+// shape without them on this CPU).
+void check_form(const char* function, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                const ConvAttrs& attrs) {
   if (!winograd_form(x, w, attrs))
-    throw Error("winograd_conv2d: not a convolution oneDNN's Winograd kernels take (input " +
+    throw Error(std::string(function) + ": not a convolution oneDNN's Winograd kernels take (input " +
                 std::to_string(x.dim()) + "-d, weight " + std::to_string(w.dim()) + "-d)");
   if (bias.defined() && (!bias.is_cpu() || bias.scalar_type() != at::kFloat || bias.numel() != w.size(0)))
-    throw Error("winograd_conv2d: the bias must be " + std::to_string(w.size(0)) + " float32 values on the CPU");
+    throw Error(std::string(function) + ": the bias must be " + std::to_string(w.size(0)) + " float32 values on the CPU");
+}
+}  // namespace
+
+at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs) {
+  check_form("winograd_conv2d", x, w, bias, attrs);
   const at::Tensor b = bias.defined() ? bias : at::empty({0}, w.options());
   return WinogradConv::apply(x.contiguous(x.suggest_memory_format()), w, b, attrs)[0];
+}
+
+at::Tensor winograd_conv2d_fused(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,
+                                 const ConvEpilogue& epilogue) {
+  check_form("winograd_conv2d_fused", x, w, bias, attrs);
+  const at::Tensor& r = epilogue.residual;
+  if (r.defined() && (!r.is_cpu() || r.scalar_type() != at::kFloat || r.dim() != 4 || r.size(0) != x.size(0) ||
+                      r.size(1) != w.size(0)))
+    throw Error("winograd_conv2d_fused: the residual must be a float32 CPU tensor of the output's shape");
+  Shape s = shape_of(x, w, attrs, bias.defined());
+  s.residual = r.defined();
+  s.relu = epilogue.relu;
+  at::NoGradGuard no_grad;
+  return forward_pass(available_primitives(s), x.contiguous(x.suggest_memory_format()), w,
+                      bias.defined() ? bias.contiguous() : at::Tensor(), r);
 }
 
 }  // namespace xdq

@@ -6,10 +6,15 @@ namespace xdq {
 
 bool winograd_built() { return false; }
 
-bool winograd_applies(const at::Tensor&, const at::Tensor&, const ConvAttrs&) { return false; }
+bool winograd_applies(const at::Tensor&, const at::Tensor&, const ConvAttrs&, const ConvEpilogue&) { return false; }
 
 at::Tensor winograd_conv2d(const at::Tensor&, const at::Tensor&, const at::Tensor&, const ConvAttrs&) {
   throw Error("winograd_conv2d: this xdq was built without oneDNN's headers (install libdnnl-dev and reconfigure)");
+}
+
+at::Tensor winograd_conv2d_fused(const at::Tensor&, const at::Tensor&, const at::Tensor&, const ConvAttrs&,
+                                 const ConvEpilogue&) {
+  throw Error("winograd_conv2d_fused: this xdq was built without oneDNN's headers (install libdnnl-dev and reconfigure)");
 }
 
 }  // namespace xdq

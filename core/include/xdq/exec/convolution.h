@@ -21,9 +21,6 @@ bool winograd_built();
 // what is wrong: another name, or winograd in a build without oneDNN's headers.
 ConvAlgorithm conv_algorithm(const std::string& name);
 
-// Whether oneDNN runs this convolution (x: input, w: weight) with Winograd kernels on this machine.
-bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs);
-
 // Whether this CPU has oneDNN's Winograd kernels at all (a 16-channel convolution probed).
 bool winograd_on_this_cpu();
 
@@ -31,6 +28,23 @@ bool winograd_on_this_cpu();
 // bias may be undefined). The output is channels-last when x or w is, as ATen's. Throws when
 // !winograd_applies.
 at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs);
+
+// What follows a convolution in the graph, run inside the Winograd kernel (oneDNN's post-ops) when an
+// evaluation needs no value in between: the residual added to the output (undefined: none; the output's
+// shape), then ReLU. One pass over the output where the add and the ReLU made two more; each value as
+// the separate ops round it (the sum is one float addition, ReLU exact).
+struct ConvEpilogue {
+  at::Tensor residual;
+  bool relu = false;
+};
+
+// Whether oneDNN runs this convolution (x: input, w: weight), followed by `epilogue`, with Winograd
+// kernels on this machine.
+bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue = {});
+
+// winograd_conv2d followed by `epilogue`, without autograd. Throws when !winograd_applies.
+at::Tensor winograd_conv2d_fused(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,
+                                 const ConvEpilogue& epilogue);
 
 // A conv node's convolution: Winograd where `algorithm` asks for it and it applies, else ATen's conv2d.
 at::Tensor convolve(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,

@@ -29,6 +29,12 @@ class Executor {
   // once (and any set later), 4-D inputs on entry; the ops after a conv keep its layout, and results equal
   // the default layout's within float32 rounding.
 
+  // With graph().convolution Winograd, evaluation without autograd runs the add and ReLU after a conv node
+  // inside its convolution where no hook or capture needs the values in between (xdq/exec/convolution.h:
+  // the same values, fewer passes over memory). How many conv nodes have such an epilogue planned (each
+  // runs fused where its shape has the kernels).
+  int fused_epilogues() const;
+
   std::vector<c10::IValue> run(const std::vector<c10::IValue>& inputs) const;
   // One tensor in, first output out.
   at::Tensor forward(const at::Tensor& input) const;
@@ -56,11 +62,26 @@ class Executor {
   void execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
                std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all = nullptr) const;
 
+  // The ops after a conv node that a Winograd convolution runs inside its kernel (an add of a residual
+  // produced earlier, a ReLU; xdq/exec/convolution.h) when nothing reads the values in between. Planned
+  // from the graph; used only without autograd and without hooks or captures on those values.
+  struct Epilogue {
+    int add = -1, relu = -1;     // the fused nodes (-1: none)
+    int residual = -1, alpha = -1;  // the add's other operand and its alpha input
+    std::vector<int> skipped;    // values never produced when fused: the conv's output, the add's before ReLU
+    int output = -1;             // the value the fused convolution produces
+  };
+  void plan_epilogues();
+  // Whether node i runs with its epilogue in this pass (`values` as they are when it runs).
+  bool fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<int>& wanted,
+                      const std::vector<c10::IValue>* all) const;
+
   Graph graph_;
   c10::Device device_;
   std::vector<ValueHook> hooks_;
   std::vector<at::Tensor> weights_;
   std::vector<int> last_use_;  // node index after which a value is dead (frees memory early)
+  std::vector<Epilogue> epilogues_;  // per node
 };
 
 }  // namespace xdq
