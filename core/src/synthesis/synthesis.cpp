@@ -204,6 +204,13 @@ struct BnLayer {
   bool relu = false;
 };
 
+// The layer through ATen (where the sums' pass cannot apply it).
+at::Tensor run_layer(const at::Tensor& x, const BnLayer& layer) {
+  const BatchNormStats& bn = layer.bn;
+  at::Tensor y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
+  return layer.relu ? y.relu_() : y;
+}
+
 // α and β of AffineOut for a float32 CPU layer ([C] each).
 std::pair<at::Tensor, at::Tensor> bn_affine(const BatchNormStats& bn) {
   const std::int64_t C = bn.var.numel();
@@ -243,10 +250,7 @@ struct Moments : public torch::autograd::Function<Moments> {
     std::vector<at::Tensor> saved{x, mean};
     if (layer) {
       const BatchNormStats& bn = layer->bn;
-      if (!fused) {
-        y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
-        if (layer->relu) y.relu_();
-      }
+      if (!fused) y = run_layer(x, *layer);
       // ATen's eval backward: g · invstd · w, invstd rounded to float from double.
       saved.push_back((1.0 / at::sqrt(bn.var.to(at::kDouble) + bn.eps)).to(x.scalar_type()));
       saved.push_back(bn.gamma.defined() ? bn.gamma : at::ones_like(bn.var));
@@ -412,9 +416,7 @@ Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnSt
         (*captured)[k] = {at::Tensor(), moments.mean, moments.var};  // the output stays the graph's
         y = moments.x;
       } else {  // the class count's probe below
-        const BatchNormStats& bn = layer.bn;
-        y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
-        if (layer.relu) y.relu_();
+        y = run_layer(x, layer);
       }
       stack.clear();
       stack.emplace_back(y);

@@ -66,10 +66,10 @@ class Executor {
   // produced earlier, a ReLU; xdq/exec/convolution.h) when nothing reads the values in between. Planned
   // from the graph; used only without autograd and without hooks or captures on those values.
   struct Epilogue {
-    int add = -1, relu = -1;     // the fused nodes (-1: none)
+    int add = -1, relu = -1;        // the fused nodes (-1: none)
     int residual = -1, alpha = -1;  // the add's other operand and its alpha input
-    std::vector<int> skipped;    // values never produced when fused: the conv's output, the add's before ReLU
-    int output = -1;             // the value the fused convolution produces
+    std::vector<int> skipped;       // values never produced when fused: the conv's output, the add's before ReLU
+    int output = -1;                // the value the fused convolution produces
   };
   void plan_epilogues();
   // Whether node i runs with its epilogue in this pass (`values` as they are when it runs).
