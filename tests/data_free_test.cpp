@@ -151,7 +151,9 @@ TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
 
 // As synthesis runs a BN layer: the layer (eval mode) and its ReLU applied to the value passed on, one
 // backward for ReLU, layer and moments; against the chain in float64 through ATen's batch_norm, relu and
-// autograd. Each gradient element is a handful of float32 operations on sums of <= 480 terms.
+// autograd. Each gradient element is a handful of float32 operations on sums of <= 480 terms. Inputs
+// contiguous, channels-last, and strided (every other column of a wider tensor: the path through ATen
+// ops that a GPU takes).
 TEST(BnLoss, FusedLayerEqualsBatchNormReluAndMomentsInDouble) {
   const at::Tensor x0 = at::randn({5, 3, 4, 6}) * 2 + 0.5, u = at::randn({5, 3, 4, 6});
   const BatchNormStats bn{at::rand({3}) + 0.5, at::randn({3}), at::randn({3}), at::rand({3}) + 0.5, 1e-5};
@@ -162,11 +164,17 @@ TEST(BnLoss, FusedLayerEqualsBatchNormReluAndMomentsInDouble) {
   ASSERT_GT(layer_double.abs().min().item<double>(), 1e-4);  // ReLU's mask is the same in float32 and float64
   for (BnStatistics statistics : {BnStatistics::PerSample, BnStatistics::Batch})
     for (bool relu : {false, true})
-      for (at::MemoryFormat format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
-        const at::Tensor x = x0.clone(format).requires_grad_(true);
+      for (const std::string layout : {"contiguous", "channels-last", "strided"}) {
+        // The leaf: x itself, or the wider tensor x is a view of.
+        at::Tensor leaf = layout == "strided" ? at::zeros({5, 3, 4, 12}) : x0.clone(layout == "contiguous" ? at::MemoryFormat::Contiguous
+                                                                                                          : at::MemoryFormat::ChannelsLast);
+        if (layout == "strided") leaf.slice(3, 0, 12, 2).copy_(x0);
+        leaf.requires_grad_(true);
+        const at::Tensor x = layout == "strided" ? leaf.slice(3, 0, 12, 2) : leaf;
         const BnMoments m = bn_layer_moments(x, bn, relu, statistics);
         const at::Tensor loss = bn_statistics_loss(m, statistics, target_mean, target_var) + (m.x * u).sum();
         loss.backward();
+        const at::Tensor x_grad = layout == "strided" ? leaf.grad().slice(3, 0, 12, 2) : leaf.grad();
         const at::Tensor xd = as_double(x0).requires_grad_(true);
         at::Tensor yd = at::batch_norm(xd, as_double(bn.gamma), as_double(bn.beta), as_double(bn.mean), as_double(bn.var),
                                        false, 0.0, bn.eps, true);
@@ -175,10 +183,10 @@ TEST(BnLoss, FusedLayerEqualsBatchNormReluAndMomentsInDouble) {
                                                                          : deepinversion_formula(xd, target_mean, target_var);
         const at::Tensor expected = moments + (yd * as_double(u)).sum();
         expected.backward();
-        const std::string where = std::string(relu ? "relu " : "") + (format == at::MemoryFormat::ChannelsLast ? "channels-last" : "");
+        const std::string where = std::string(relu ? "relu " : "") + layout;
         EXPECT_LT(max_relative_error(as_double(m.x), yd.detach()), 1e-6) << where;
         EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-5 * std::abs(expected.item<double>())) << where;
-        EXPECT_LT(max_relative_error(as_double(x.grad()), xd.grad()), 1e-5) << where;
+        EXPECT_LT(max_relative_error(as_double(x_grad), xd.grad()), 1e-5) << where;
       }
 }
 
