@@ -71,13 +71,13 @@ bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& v
   const Node& conv = graph_.nodes[i];
   const at::Tensor& x = values[conv.inputs[0]].toTensor();
   const at::Tensor& w = weights_[i].defined() ? weights_[i] : conv.weight;
-  if (e.add < 0) return winograd_applies(x, w, conv.conv, {at::Tensor(), e.relu >= 0});
-  const c10::IValue &residual = values[e.residual], &alpha = values[e.alpha];
-  if (!residual.isTensor() || !(alpha.isInt() && alpha.toInt() == 1)) return false;
-  const at::Tensor& r = residual.toTensor();
-  const std::int64_t out_h = x.size(2) + 2 * conv.conv.padding[0] - 2, out_w = x.size(3) + 2 * conv.conv.padding[1] - 2;
-  return r.is_cpu() && r.scalar_type() == at::kFloat && r.sizes() == at::IntArrayRef{x.size(0), w.size(0), out_h, out_w} &&
-         winograd_applies(x, w, conv.conv, {r, e.relu >= 0});
+  at::Tensor residual;
+  if (e.add >= 0) {
+    const c10::IValue &r = values[e.residual], &alpha = values[e.alpha];
+    if (!r.isTensor() || !(alpha.isInt() && alpha.toInt() == 1)) return false;
+    residual = r.toTensor();
+  }
+  return winograd_applies(x, w, conv.conv, {residual, e.relu >= 0});  // also checks the residual's shape
 }
 
 void Executor::set_value_hook(int value, ValueHook hook) { hooks_.at(value) = std::move(hook); }

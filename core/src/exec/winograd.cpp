@@ -39,7 +39,6 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
-
 dnnl::memory scratchpad_for(const dnnl::memory::desc& want) {
   thread_local at::Tensor buffer;
   const auto bytes = static_cast<std::int64_t>(want.get_size());
@@ -84,7 +83,8 @@ ConvDescs descs_of(const Shape& s) {
           {s.pad, s.pad}};
 }
 
-// The forward's attributes: the user scratchpad, and the epilogue: dst += conv (the residual written into dst before), then ReLU.
+// The forward's attributes: the user scratchpad, and the epilogue: dst += conv (the residual written
+// into dst before), then ReLU.
 dnnl::primitive_attr forward_attr(const Shape& s) {
   dnnl::primitive_attr attr = user_scratchpad();
   dnnl::post_ops ops;
@@ -215,9 +215,7 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
   const auto& dst_dims = p.forward_desc.dst_desc().dims();
   Unblocked out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, output_format(x, w),
                                    p.forward_desc.dst_desc());
-  if (residual.defined() && !out.scratch.defined()) {
-    out.tensor.copy_(residual);
-  } else if (residual.defined()) {
+  if (residual.defined()) {
     dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
     dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
   }
@@ -298,12 +296,19 @@ bool winograd_form(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& at
          w.size(0) % kBlock == 0 && w.size(1) == x.size(1);
 }
 
+// Whether `r` can be the residual of a convolution of that form: a float32 CPU tensor of its output's shape.
+bool residual_fits(const at::Tensor& r, const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
+  const std::int64_t out_h = x.size(2) + 2 * attrs.padding[0] - 2, out_w = x.size(3) + 2 * attrs.padding[1] - 2;
+  return r.is_cpu() && r.scalar_type() == at::kFloat && r.sizes() == at::IntArrayRef{x.size(0), w.size(0), out_h, out_w};
+}
+
 }  // namespace
 
 bool winograd_built() { return true; }
 
 bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue) {
-  if (!winograd_form(x, w, attrs)) return false;
+  if (!winograd_form(x, w, attrs) || (epilogue.residual.defined() && !residual_fits(epilogue.residual, x, w, attrs)))
+    return false;
   Shape s = shape_of(x, w, attrs, false);
   s.residual = epilogue.residual.defined();
   s.relu = epilogue.relu;
@@ -333,8 +338,7 @@ at::Tensor winograd_conv2d_fused(const at::Tensor& x, const at::Tensor& w, const
                                  const ConvEpilogue& epilogue) {
   check_form("winograd_conv2d_fused", x, w, bias, attrs);
   const at::Tensor& r = epilogue.residual;
-  if (r.defined() && (!r.is_cpu() || r.scalar_type() != at::kFloat || r.dim() != 4 || r.size(0) != x.size(0) ||
-                      r.size(1) != w.size(0)))
+  if (r.defined() && !residual_fits(r, x, w, attrs))
     throw Error("winograd_conv2d_fused: the residual must be a float32 CPU tensor of the output's shape");
   Shape s = shape_of(x, w, attrs, bias.defined());
   s.residual = r.defined();

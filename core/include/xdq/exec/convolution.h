@@ -38,8 +38,8 @@ struct ConvEpilogue {
   bool relu = false;
 };
 
-// Whether oneDNN runs this convolution (x: input, w: weight), followed by `epilogue`, with Winograd
-// kernels on this machine.
+// Whether oneDNN runs this convolution (x: input, w: weight), followed by `epilogue` (a residual of the
+// output's shape, float32, on the CPU), with Winograd kernels on this machine.
 bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue = {});
 
 // winograd_conv2d followed by `epilogue`, without autograd. Throws when !winograd_applies.
