@@ -6,7 +6,6 @@
 #include <memory>
 #include <optional>
 #include <sstream>
-#include <tuple>
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -198,32 +197,40 @@ std::pair<at::Tensor, at::Tensor> sums_of_powers(const at::Tensor& x, const std:
   return {s1.view({x.size(0), x.size(1), 1, 1}), s2.view({x.size(0), x.size(1), 1, 1})};
 }
 
-// A BatchNorm layer run by a synthesis step (eval mode), optionally with the ReLU that alone reads it.
+// A BatchNorm layer run by a synthesis step (eval mode), optionally with the ReLU that alone reads it, and
+// the per-channel factors of its passes, computed once per layer rather than at every step.
 struct BnLayer {
   BatchNormStats bn;
   bool relu = false;
+  at::Tensor alpha, beta;  // AffineOut's [C], for a float32 CPU layer (else undefined: ATen applies it)
+  at::Tensor invstd, w;    // the backward's: ATen's eval g · invstd · w, invstd rounded to float from double
 };
+
+BnLayer bn_layer(const BatchNormStats& bn, bool relu) {
+  BnLayer layer{bn, relu};
+  layer.invstd = (1.0 / at::sqrt(bn.var.to(at::kDouble) + bn.eps)).to(bn.var.scalar_type());
+  layer.w = bn.gamma.defined() ? bn.gamma : at::ones_like(bn.var);
+  if (!bn.var.is_cpu() || bn.var.scalar_type() != at::kFloat) return layer;
+  const std::int64_t C = bn.var.numel();
+  layer.alpha = at::empty({C}, bn.var.options());
+  layer.beta = at::empty({C}, bn.var.options());
+  const at::Tensor mean = bn.mean.contiguous(), var = bn.var.contiguous(), gamma = layer.w.contiguous();
+  const at::Tensor bias = bn.beta.defined() ? bn.beta.contiguous() : at::zeros({C}, var.options());
+  const float *m = mean.data_ptr<float>(), *v = var.data_ptr<float>(), *g = gamma.data_ptr<float>(), *b = bias.data_ptr<float>();
+  float *alpha = layer.alpha.data_ptr<float>(), *beta = layer.beta.data_ptr<float>();
+  const float eps = static_cast<float>(bn.eps);
+  for (std::int64_t c = 0; c < C; ++c) {
+    alpha[c] = 1 / std::sqrt(v[c] + eps) * g[c];
+    beta[c] = std::fma(-m[c], alpha[c], b[c]);
+  }
+  return layer;
+}
 
 // The layer through ATen (where the sums' pass cannot apply it).
 at::Tensor run_layer(const at::Tensor& x, const BnLayer& layer) {
   const BatchNormStats& bn = layer.bn;
   at::Tensor y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
   return layer.relu ? y.relu_() : y;
-}
-
-// α and β of AffineOut for a float32 CPU layer ([C] each).
-std::pair<at::Tensor, at::Tensor> bn_affine(const BatchNormStats& bn) {
-  const std::int64_t C = bn.var.numel();
-  at::Tensor alpha = at::empty({C}, bn.var.options()), beta = at::empty({C}, bn.var.options());
-  const at::Tensor mean = bn.mean.contiguous(), var = bn.var.contiguous();
-  const at::Tensor gamma = bn.gamma.defined() ? bn.gamma.contiguous() : at::ones({C}, var.options());
-  const at::Tensor bias = bn.beta.defined() ? bn.beta.contiguous() : at::zeros({C}, var.options());
-  const float eps = static_cast<float>(bn.eps);
-  for (std::int64_t c = 0; c < C; ++c) {
-    alpha.data_ptr<float>()[c] = 1 / std::sqrt(var.data_ptr<float>()[c] + eps) * gamma.data_ptr<float>()[c];
-    beta.data_ptr<float>()[c] = std::fma(-mean.data_ptr<float>()[c], alpha.data_ptr<float>()[c], bias.data_ptr<float>()[c]);
-  }
-  return {alpha, beta};
 }
 
 // x's mean and variance over `dims` (kept as size-1 axes), with the value passed on: x itself, or the
@@ -237,23 +244,21 @@ struct Moments : public torch::autograd::Function<Moments> {
                                                 std::vector<std::int64_t> dims, bool unbiased,
                                                 const std::optional<BnLayer>& layer) {
     // The layer applied in the pass that sums x where it can be, else by ATen after it.
-    const bool fused = layer && one_pass_sums(x, dims);
-    at::Tensor y = fused ? at::empty_like(x) : x, alpha, beta;
-    if (fused) std::tie(alpha, beta) = bn_affine(layer->bn);
+    const bool fused = layer && layer->alpha.defined() && one_pass_sums(x, dims);
+    at::Tensor y = fused ? at::empty_like(x) : x;
     // Sums of x and x² accumulated in double: several times faster than at::var_mean here, and exact enough.
-    const auto [s1, s2] = sums_of_powers(x, dims, {fused ? alpha.data_ptr<float>() : nullptr, fused ? beta.data_ptr<float>() : nullptr,
-                                                   layer && layer->relu, fused ? y.data_ptr<float>() : nullptr});
+    const auto [s1, s2] = sums_of_powers(x, dims, {fused ? layer->alpha.data_ptr<float>() : nullptr,
+                                                   fused ? layer->beta.data_ptr<float>() : nullptr, layer && layer->relu,
+                                                   fused ? y.data_ptr<float>() : nullptr});
     const std::int64_t n = x.numel() / s1.numel();
     const double count = static_cast<double>(n);
     const at::Tensor mean = (s1 / count).to(x.scalar_type());
     const at::Tensor var = at::clamp_min((s2 - s1 * s1 / count) / (unbiased ? count - 1 : count), 0).to(x.scalar_type());
     std::vector<at::Tensor> saved{x, mean};
     if (layer) {
-      const BatchNormStats& bn = layer->bn;
       if (!fused) y = run_layer(x, *layer);
-      // ATen's eval backward: g · invstd · w, invstd rounded to float from double.
-      saved.push_back((1.0 / at::sqrt(bn.var.to(at::kDouble) + bn.eps)).to(x.scalar_type()));
-      saved.push_back(bn.gamma.defined() ? bn.gamma : at::ones_like(bn.var));
+      saved.push_back(layer->invstd);
+      saved.push_back(layer->w);
       if (layer->relu) saved.push_back(y);
     }
     ctx->save_for_backward(saved);
@@ -319,9 +324,15 @@ BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics) {
   return {out[0], out[1], out[2]};
 }
 
-BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics) {
-  const auto out = Moments::apply(x, moment_dims(x, statistics), statistics == BnStatistics::PerSample, BnLayer{bn, relu});
+namespace {
+BnMoments layer_moments(const at::Tensor& x, const BnLayer& layer, BnStatistics statistics) {
+  const auto out = Moments::apply(x, moment_dims(x, statistics), statistics == BnStatistics::PerSample, layer);
   return {out[0], out[1], out[2]};
+}
+}  // namespace
+
+BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics) {
+  return layer_moments(x, bn_layer(bn, relu), statistics);
 }
 
 at::Tensor bn_statistics_loss(const BnMoments& m, BnStatistics statistics, const at::Tensor& running_mean,
@@ -398,21 +409,21 @@ Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnSt
   std::vector<int> fused_relus;
   for (std::size_t k = 0; k < bn_nodes.size(); ++k) {
     Node& node = out.nodes[bn_nodes[k]];
-    BnLayer layer{node.bn, false};
     const std::vector<int> readers = graph.consumers(node.outputs[0]);
     const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), node.outputs[0]) > 0;
-    if (readers.size() == 1 && graph.nodes[readers[0]].op == "aten::relu" && !is_output) {
-      layer.relu = true;
+    const bool relu = readers.size() == 1 && graph.nodes[readers[0]].op == "aten::relu" && !is_output;
+    if (relu) {
       node.outputs = graph.nodes[readers[0]].outputs;
       fused_relus.push_back(readers[0]);
     }
+    const BnLayer layer = bn_layer(node.bn, relu);
     node.kind = OpKind::Generic;
     node.op = layer.relu ? "xdq::synthesis_batch_norm_relu" : "xdq::synthesis_batch_norm";
     node.run = [layer, statistics, captured, k](std::vector<c10::IValue>& stack) {
       const at::Tensor x = stack.at(0).toTensor();
       at::Tensor y;
       if (at::GradMode::is_enabled()) {
-        const BnMoments moments = bn_layer_moments(x, layer.bn, layer.relu, statistics);
+        const BnMoments moments = layer_moments(x, layer, statistics);
         (*captured)[k] = {at::Tensor(), moments.mean, moments.var};  // the output stays the graph's
         y = moments.x;
       } else {  // the class count's probe below
