@@ -159,6 +159,78 @@ TEST(Winograd, EvaluationRunsTheAddAndReluInsideTheConvolution) {
   EXPECT_GT(max_relative_error(hooked, fused), 1e-2);  // the hook halved a layer's output
 }
 
+// A blocked activation holds channel c of pixel (h, w) at [n][c / 16][h][w][c % 16]: the same convolutions
+// to and from that layout give the bits of the 4-d ones, with the layout formed by ATen's view and permute.
+TEST(Winograd, BlockedActivationsHoldTheChannelsInBlocksOf16) {
+  SKIP_WITHOUT_WINOGRAD();
+  at::manual_seed(6);
+  for (std::int64_t c : {16, 32}) {
+    const at::Tensor x = at::randn({3, c, 9, 9}).contiguous(at::MemoryFormat::ChannelsLast),
+                     w1 = (at::randn({c, c, 3, 3}) * 0.2).contiguous(at::MemoryFormat::ChannelsLast),
+                     w2 = (at::randn({c, c, 3, 3}) * 0.2).contiguous(at::MemoryFormat::ChannelsLast), b = at::randn({c});
+    const ConvAttrs same = attrs_with_padding(1);
+    auto to_blocks = [&](const at::Tensor& t) {
+      return t.reshape({t.size(0), c / 16, 16, t.size(2), t.size(3)}).permute({0, 1, 3, 4, 2}).contiguous();
+    };
+    const at::Tensor h = winograd_conv2d_fused(x, w1, b, same, {at::Tensor(), true});
+    const at::Tensor h_blocked = winograd_conv2d_fused(x, w1, b, same, {at::Tensor(), true}, {false, false, true});
+    ASSERT_EQ(h_blocked.sizes(), (at::IntArrayRef{3, c / 16, 9, 9, 16})) << c;
+    EXPECT_TRUE(at::equal(h_blocked, to_blocks(h))) << c;
+    EXPECT_TRUE(at::equal(from_blocked(h_blocked), h)) << c;
+    // Blocked input and residual, 4-d or blocked output.
+    ASSERT_TRUE(winograd_applies(h_blocked, w2, same, {h_blocked, true}, {true, true, false}));
+    const at::Tensor out = winograd_conv2d_fused(h, w2, b, same, {h, true});
+    EXPECT_TRUE(at::equal(winograd_conv2d_fused(h_blocked, w2, b, same, {h_blocked, true}, {true, true, false}), out)) << c;
+    EXPECT_TRUE(at::equal(winograd_conv2d_fused(h_blocked, w2, b, same, {h, true}, {true, false, true}), to_blocks(out))) << c;
+    // What is not a blocked activation is refused.
+    EXPECT_FALSE(winograd_applies(h, w2, same, {}, {true, false, false}));
+    EXPECT_FALSE(winograd_applies(h_blocked, w2, same, {h_blocked, false}, {true, false, false}));
+    EXPECT_THROW(winograd_conv2d_fused(h_blocked.transpose(2, 3), w2, b, same, {}, {true, false, false}), Error);
+    EXPECT_THROW(from_blocked(h), Error);
+  }
+}
+
+// Evaluation keeps the activations between Winograd convolutions blocked: an elementwise hook on each ReLU
+// output sees 13 of ResNet-20's 19 so (all but the stem's, those made by the stride-2 and 1x1 convolutions
+// of the two downsampling blocks, which stay direct, and the last, which the pooling reads), and the
+// logits carry the bits of the run where plain hooks keep every value 4-d; so do the quantized model's
+// (W4A4), whose per-tensor fake quantizers are elementwise hooks.
+TEST(Winograd, EvaluationKeepsActivationsBetweenWinogradConvolutionsBlocked) {
+  SKIP_WITHOUT_WINOGRAD();
+  QuantizedResnet20 direct(64, Split::Test, 0, "minmax", true);
+  QuantizedModel q = *direct.quantized;
+  q.graph_for_rewrite().convolution = ConvAlgorithm::Winograd;
+  const Graph& graph = q.graph();
+  std::vector<int> relu_outputs;
+  for (const Node& n : graph.nodes)
+    if (n.op == "aten::relu") relu_outputs.push_back(n.outputs[0]);
+  ASSERT_EQ(relu_outputs.size(), 19u);
+  at::NoGradGuard no_grad;
+  Executor blocked_run(graph), logical_run(graph);
+  int seen_blocked = 0;
+  for (int v : relu_outputs) {
+    blocked_run.set_elementwise_hook(v, [&seen_blocked](const at::Tensor& x) {
+      seen_blocked += x.dim() == 5;
+      return x;
+    });
+    logical_run.set_value_hook(v, [](const at::Tensor& x) { return x; });
+  }
+  EXPECT_TRUE(at::equal(blocked_run.forward(direct.images), logical_run.forward(direct.images)));
+  EXPECT_EQ(seen_blocked, 13);
+
+  q.round_to_nearest();
+  Executor quantized = q.executor(), quantized_logical(graph);
+  for (const QuantizedLayer& layer : q.layers()) quantized_logical.set_weight(layer.node, layer.quantized_weight);
+  for (const ActivationQuantizer& act : q.activations()) {
+    const QParams p = act.qparams;
+    quantized_logical.set_value_hook(act.value, [p](const at::Tensor& x) { return fake_quantize(x, p); });
+  }
+  EXPECT_TRUE(at::equal(quantized.forward(direct.images), quantized_logical.forward(direct.images)));
+  // A hook that is not elementwise after all is refused, naming the value.
+  blocked_run.set_elementwise_hook(relu_outputs[2], [](const at::Tensor& x) { return x.sum(4); });
+  EXPECT_THROW(blocked_run.forward(direct.images), Error);
+}
+
 // Statistics collected with Winograd convolutions are cached apart from the direct ones' (their values
 // differ in rounding): each algorithm computes its own once, then reads it back.
 TEST(Winograd, StatisticsCacheKeepsTheAlgorithmsApart) {

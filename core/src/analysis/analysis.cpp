@@ -75,10 +75,7 @@ std::vector<OutputError> layerwise_errors(const QuantizedModel& model, Layerwise
     if (mode != LayerwiseMode::Weights) {
       const int value = g.nodes[layer.node].inputs[0];
       for (const auto& act : model.activations())
-        if (act.value == value) {
-          const QParams q = act.qparams;
-          e.set_value_hook(value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
-        }
+        if (act.value == value) set_fake_quantizer(e, value, act.qparams);
     }
     single.push_back(std::move(e));
     // A quantized activation is seen by every layer reading it, so the run starts at its first reader.

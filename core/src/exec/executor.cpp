@@ -13,6 +13,7 @@ Executor::Executor(Graph graph)
     : graph_(std::move(graph)),
       device_(graph_.device()),
       hooks_(graph_.num_values),
+      elementwise_(graph_.num_values, 0),
       weights_(graph_.nodes.size()),
       last_use_(graph_.num_values, -1) {
   for (std::size_t i = 0; i < graph_.nodes.size(); ++i)
@@ -21,6 +22,7 @@ Executor::Executor(Graph graph)
   for (const auto& c : graph_.constants) last_use_[c.first] = static_cast<int>(graph_.nodes.size());
   clear_weights();
   plan_epilogues();
+  plan_blocked_values();
 }
 
 void Executor::plan_epilogues() {
@@ -58,12 +60,31 @@ void Executor::plan_epilogues() {
   }
 }
 
+void Executor::plan_blocked_values() {
+  blockable_.assign(graph_.num_values, 0);
+  std::vector<int> residual_of(graph_.nodes.size(), -1);  // per add node fused as an epilogue: its residual
+  for (const Epilogue& e : epilogues_)
+    if (e.add >= 0) residual_of[e.add] = e.residual;
+  for (const Epilogue& e : epilogues_) {
+    if (e.output < 0 || std::count(graph_.outputs.begin(), graph_.outputs.end(), e.output)) continue;
+    const std::vector<int> readers = graph_.consumers(e.output);
+    blockable_[e.output] = !readers.empty() && std::all_of(readers.begin(), readers.end(), [&](int r) {
+      const Node& n = graph_.nodes[r];
+      const bool fused_input = n.kind == OpKind::Conv && epilogues_[r].output >= 0 && n.inputs[0] == e.output &&
+                               std::count(n.inputs.begin(), n.inputs.end(), e.output) == 1;
+      return fused_input || residual_of[r] == e.output;
+    });
+  }
+}
+
+int Executor::blocked_values() const { return static_cast<int>(std::count(blockable_.begin(), blockable_.end(), 1)); }
+
 int Executor::fused_epilogues() const {
   return static_cast<int>(std::count_if(epilogues_.begin(), epilogues_.end(), [](const Epilogue& e) { return e.output >= 0; }));
 }
 
-bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-                              const std::vector<c10::IValue>* all) const {
+bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<char>& blocked,
+                              const std::vector<int>& wanted, const std::vector<c10::IValue>* all) const {
   const Epilogue& e = epilogues_[i];
   if (e.output < 0 || all || at::GradMode::is_enabled() || std::max(e.add, e.relu) >= last) return false;
   for (int v : e.skipped)
@@ -77,11 +98,23 @@ bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& v
     if (!r.isTensor() || !(alpha.isInt() && alpha.toInt() == 1)) return false;
     residual = r.toTensor();
   }
-  return winograd_applies(x, w, conv.conv, {residual, e.relu >= 0});  // also checks the residual's shape
+  // Also checks the residual's shape.
+  return winograd_applies(x, w, conv.conv, {residual, e.relu >= 0},
+                          {blocked[conv.inputs[0]] != 0, e.add >= 0 && blocked[e.residual] != 0});
 }
 
-void Executor::set_value_hook(int value, ValueHook hook) { hooks_.at(value) = std::move(hook); }
-void Executor::clear_value_hooks() { std::fill(hooks_.begin(), hooks_.end(), nullptr); }
+void Executor::set_value_hook(int value, ValueHook hook) {
+  hooks_.at(value) = std::move(hook);
+  elementwise_[value] = 0;
+}
+void Executor::set_elementwise_hook(int value, ValueHook hook) {
+  set_value_hook(value, std::move(hook));
+  elementwise_[value] = 1;
+}
+void Executor::clear_value_hooks() {
+  std::fill(hooks_.begin(), hooks_.end(), nullptr);
+  std::fill(elementwise_.begin(), elementwise_.end(), 0);
+}
 namespace {
 at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
   return channels_last && t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
@@ -191,8 +224,14 @@ int Executor::tensor_inputs_start(int first, int last, const std::vector<bool>& 
 void Executor::execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
                        std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all) const {
   for (const auto& c : graph_.constants) values[c.first] = c.second;
+  std::vector<char> blocked(graph_.num_values, 0);  // values held in oneDNN's blocked layout
   auto produce = [&](int v, c10::IValue value) {
-    if (hooks_[v] && value.isTensor()) value = hooks_[v](value.toTensor());
+    if (hooks_[v] && value.isTensor()) {
+      const at::Tensor before = value.toTensor();
+      value = hooks_[v](before);
+      if (blocked[v] && !(value.isTensor() && value.toTensor().sizes() == before.sizes() && value.toTensor().is_contiguous()))
+        throw Error("the elementwise hook on value '" + graph_.value_names.at(v) + "' changed its shape or memory layout");
+    }
     if (all) (*all)[v] = value;
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v && value.isTensor()) captured[k] = value.toTensor();
@@ -200,6 +239,14 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
   };
   std::vector<c10::IValue> stack;
   std::vector<bool> fused(graph_.nodes.size(), false);  // nodes a convolution ran as its epilogue
+  auto keeps_blocked = [&](int v) {
+    return blockable_[v] && (!hooks_[v] || elementwise_[v]) && !std::count(wanted.begin(), wanted.end(), v);
+  };
+  auto as_logical = [&](int v) {
+    if (!blocked[v]) return;
+    values[v] = from_blocked(values[v].toTensor());
+    blocked[v] = 0;
+  };
   for (int i = first; i < last; ++i) {
     const Node& node = graph_.nodes[i];
     if (fused[i]) {
@@ -207,14 +254,20 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
         if (last_use_[v] == i) values[v] = c10::IValue();
       continue;
     }
+    const bool fuses = node.kind == OpKind::Conv && fuses_epilogue(i, last, values, blocked, wanted, all);
+    if (!fuses)
+      for (int v : node.inputs) as_logical(v);
     switch (node.kind) {
       case OpKind::Conv: {
         const at::Tensor& w = weights_[i].defined() ? weights_[i] : node.weight;
-        if (fuses_epilogue(i, last, values, wanted, all)) {
+        if (fuses) {
           const Epilogue& e = epilogues_[i];
           const ConvEpilogue epilogue{e.add >= 0 ? values[e.residual].toTensor() : at::Tensor(), e.relu >= 0};
-          produce(e.output, in_layout(winograd_conv2d_fused(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, epilogue),
-                                      graph_.channels_last));
+          const WinogradBlocking blocking{blocked[node.inputs[0]] != 0, e.add >= 0 && blocked[e.residual] != 0,
+                                          keeps_blocked(e.output)};
+          const at::Tensor y = winograd_conv2d_fused(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, epilogue, blocking);
+          blocked[e.output] = blocking.output;
+          produce(e.output, blocking.output ? y : in_layout(y, graph_.channels_last));
           for (int n : {e.add, e.relu})
             if (n >= 0) fused[n] = true;
           break;

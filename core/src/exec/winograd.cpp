@@ -146,8 +146,29 @@ Primitives& primitives_for_backward(const Shape& s) {
   return p;
 }
 
-Shape shape_of(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, bool bias) {
-  return {x.size(0), x.size(1), w.size(0), x.size(2), x.size(3), attrs.padding[0], bias};
+Shape shape_of(at::IntArrayRef x, const at::Tensor& w, const ConvAttrs& attrs, bool bias) {
+  return {x[0], x[1], w.size(0), x[2], x[3], attrs.padding[0], bias};
+}
+
+// Whether `t` holds an activation in the blocked layout: a contiguous [N, C/16, H, W, 16] float32 CPU tensor.
+bool is_blocked_activation(const at::Tensor& t) {
+  return t.is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 5 && t.size(4) == kBlock && t.is_contiguous();
+}
+
+// The 4-d sizes [N, C, H, W] an activation stands for: its own, or a blocked one's (empty when `t` is
+// not such a tensor).
+std::vector<std::int64_t> logical_sizes(const at::Tensor& t, bool blocked) {
+  if (blocked) {
+    if (!is_blocked_activation(t)) return {};
+    return {t.size(0), t.size(1) * kBlock, t.size(2), t.size(3)};
+  }
+  if (t.dim() != 4) return {};
+  return t.sizes().vec();
+}
+
+// The memory of a blocked activation, as oneDNN describes it.
+dnnl::memory blocked_memory(const at::Tensor& t, const dnnl::memory::desc& desc) {
+  return dnnl::memory(desc, cpu_engine(), t.data_ptr<float>());
 }
 
 // Memory laid out as `desc`, in a fresh tensor of `options` (kept alive by `storage`).
@@ -204,18 +225,28 @@ void finish(Unblocked& u, dnnl::stream& stream) {
 }
 
 // The convolution, and the residual added (when defined: dst holds it before the kernel runs) and ReLU
-// where the primitives run them.
+// where the primitives run them; x, the residual and the result laid out as `blocking` says.
 at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                        const at::Tensor& residual = {}) {
+                        const at::Tensor& residual = {}, const WinogradBlocking& blocking = {}) {
   dnnl::stream stream(cpu_engine());
   at::Tensor x_storage, w_storage;
-  dnnl::memory src = blocked(x, p.forward_desc.src_desc(), stream, x_storage);
+  const dnnl::memory::desc& dst_desc = p.forward_desc.dst_desc();
+  dnnl::memory src = blocking.input ? blocked_memory(x, p.forward_desc.src_desc())
+                                    : blocked(x, p.forward_desc.src_desc(), stream, x_storage);
   // The weight is reordered at every call: the optimizers change it every step.
   dnnl::memory weights = reordered(w, p.forward_desc.weights_desc(), stream, w_storage);
-  const auto& dst_dims = p.forward_desc.dst_desc().dims();
-  Unblocked out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, output_format(x, w),
-                                   p.forward_desc.dst_desc());
-  if (residual.defined()) {
+  const auto& dst_dims = dst_desc.dims();
+  Unblocked out;
+  if (blocking.output) {
+    out.tensor = at::empty({dst_dims[0], dst_dims[1] / kBlock, dst_dims[2], dst_dims[3], kBlock}, x.options());
+    out.memory = blocked_memory(out.tensor, dst_desc);
+  } else {
+    out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x,
+                           blocking.input ? at::MemoryFormat::ChannelsLast : output_format(x, w), dst_desc);
+  }
+  if (blocking.residual) {  // dst lies as the residual: a copy (oneDNN's reorder between equal layouts is serial)
+    at::from_blob(out.memory.get_data_handle(), residual.sizes(), residual.options()).copy_(residual);
+  } else if (residual.defined()) {
     dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
     dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
   }
@@ -233,7 +264,7 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                                                 const at::Tensor& w, const at::Tensor& bias, ConvAttrs attrs) {
     const bool has_bias = bias.numel() > 0;
-    const at::Tensor y = forward_pass(available_primitives(shape_of(x, w, attrs, has_bias)), x, w,
+    const at::Tensor y = forward_pass(available_primitives(shape_of(x.sizes(), w, attrs, has_bias)), x, w,
                                       has_bias ? bias.contiguous() : at::Tensor());
     ctx->save_for_backward({x, w});
     ctx->saved_data["padding"] = attrs.padding[0];
@@ -248,7 +279,7 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
     const bool has_bias = ctx->saved_data["bias"].toBool();
     ConvAttrs attrs;
     attrs.padding = {ctx->saved_data["padding"].toInt(), ctx->saved_data["padding"].toInt()};
-    const Shape s = shape_of(x, w, attrs, has_bias);
+    const Shape s = shape_of(x.sizes(), w, attrs, has_bias);
     const Primitives& p = primitives_for_backward(s);
     dnnl::stream stream(cpu_engine());
     at::Tensor dy_storage, w_storage, x_storage;
@@ -286,30 +317,36 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
   }
 };
 
-// Whether the convolution has the form oneDNN's Winograd kernels take (whether this CPU has them is the
-// primitives' business).
-bool winograd_form(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
-  return x.is_cpu() && w.is_cpu() && x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && x.dim() == 4 &&
-         w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && attrs.groups == 1 &&
+// Whether the convolution of an input of 4-d sizes `x` (empty: none) has the form oneDNN's Winograd kernels
+// take (whether this CPU has them is the primitives' business).
+bool winograd_form(const at::Tensor& input, at::IntArrayRef x, const at::Tensor& w, const ConvAttrs& attrs) {
+  return input.is_cpu() && w.is_cpu() && input.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat &&
+         x.size() == 4 && w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 && attrs.groups == 1 &&
          attrs.stride == std::vector<std::int64_t>{1, 1} && attrs.dilation == std::vector<std::int64_t>{1, 1} &&
-         attrs.padding[0] == attrs.padding[1] && attrs.padding[0] <= 1 && x.size(1) % kBlock == 0 &&
-         w.size(0) % kBlock == 0 && w.size(1) == x.size(1);
+         attrs.padding[0] == attrs.padding[1] && attrs.padding[0] <= 1 && x[1] % kBlock == 0 && w.size(0) % kBlock == 0 &&
+         w.size(1) == x[1];
 }
 
-// Whether `r` can be the residual of a convolution of that form: a float32 CPU tensor of its output's shape.
-bool residual_fits(const at::Tensor& r, const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs) {
-  const std::int64_t out_h = x.size(2) + 2 * attrs.padding[0] - 2, out_w = x.size(3) + 2 * attrs.padding[1] - 2;
-  return r.is_cpu() && r.scalar_type() == at::kFloat && r.sizes() == at::IntArrayRef{x.size(0), w.size(0), out_h, out_w};
+// Whether `r` (blocked or not) can be the residual of a convolution of that form: a float32 CPU tensor of
+// its output's shape.
+bool residual_fits(const at::Tensor& r, bool blocked, at::IntArrayRef x, const at::Tensor& w, const ConvAttrs& attrs) {
+  const std::int64_t out_h = x[2] + 2 * attrs.padding[0] - 2, out_w = x[3] + 2 * attrs.padding[1] - 2;
+  return r.is_cpu() && r.scalar_type() == at::kFloat &&
+         at::IntArrayRef(logical_sizes(r, blocked)) == at::IntArrayRef{x[0], w.size(0), out_h, out_w};
 }
 
 }  // namespace
 
 bool winograd_built() { return true; }
 
-bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue) {
-  if (!winograd_form(x, w, attrs) || (epilogue.residual.defined() && !residual_fits(epilogue.residual, x, w, attrs)))
+bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue,
+                      const WinogradBlocking& blocking) {
+  const std::vector<std::int64_t> sizes = logical_sizes(x, blocking.input);
+  if (!winograd_form(x, sizes, w, attrs) ||
+      (epilogue.residual.defined() && !residual_fits(epilogue.residual, blocking.residual, sizes, w, attrs)) ||
+      (blocking.residual && !epilogue.residual.defined()))
     return false;
-  Shape s = shape_of(x, w, attrs, false);
+  Shape s = shape_of(sizes, w, attrs, false);
   s.residual = epilogue.residual.defined();
   s.relu = epilogue.relu;
   return primitives(s) != nullptr;
@@ -318,34 +355,52 @@ bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs&
 namespace {
 // Refuses what the kernels do not take (the forward pass looks the primitives up once and refuses a
 // shape without them on this CPU).
-void check_form(const char* function, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                const ConvAttrs& attrs) {
-  if (!winograd_form(x, w, attrs))
+void check_form(const char* function, const at::Tensor& x, at::IntArrayRef sizes, const at::Tensor& w,
+                const at::Tensor& bias, const ConvAttrs& attrs) {
+  if (!winograd_form(x, sizes, w, attrs))
     throw Error(std::string(function) + ": not a convolution oneDNN's Winograd kernels take (input " +
-                std::to_string(x.dim()) + "-d, weight " + std::to_string(w.dim()) + "-d)");
+                std::to_string(x.dim()) + "-d" + (x.dim() == 5 && sizes.empty() ? " but not blocked" : "") + ", weight " +
+                std::to_string(w.dim()) + "-d)");
   if (bias.defined() && (!bias.is_cpu() || bias.scalar_type() != at::kFloat || bias.numel() != w.size(0)))
     throw Error(std::string(function) + ": the bias must be " + std::to_string(w.size(0)) + " float32 values on the CPU");
 }
 }  // namespace
 
 at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs) {
-  check_form("winograd_conv2d", x, w, bias, attrs);
+  check_form("winograd_conv2d", x, logical_sizes(x, false), w, bias, attrs);
   const at::Tensor b = bias.defined() ? bias : at::empty({0}, w.options());
   return WinogradConv::apply(x.contiguous(x.suggest_memory_format()), w, b, attrs)[0];
 }
 
 at::Tensor winograd_conv2d_fused(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,
-                                 const ConvEpilogue& epilogue) {
-  check_form("winograd_conv2d_fused", x, w, bias, attrs);
+                                 const ConvEpilogue& epilogue, const WinogradBlocking& blocking) {
+  const std::vector<std::int64_t> sizes = logical_sizes(x, blocking.input);
+  check_form("winograd_conv2d_fused", x, sizes, w, bias, attrs);
   const at::Tensor& r = epilogue.residual;
-  if (r.defined() && !residual_fits(r, x, w, attrs))
-    throw Error("winograd_conv2d_fused: the residual must be a float32 CPU tensor of the output's shape");
-  Shape s = shape_of(x, w, attrs, bias.defined());
+  if (r.defined() ? !residual_fits(r, blocking.residual, sizes, w, attrs) : blocking.residual)
+    throw Error(std::string("winograd_conv2d_fused: the residual must be a float32 CPU tensor of the output's shape") +
+                (blocking.residual ? ", blocked" : ""));
+  Shape s = shape_of(sizes, w, attrs, bias.defined());
   s.residual = r.defined();
   s.relu = epilogue.relu;
   at::NoGradGuard no_grad;
-  return forward_pass(available_primitives(s), x.contiguous(x.suggest_memory_format()), w,
-                      bias.defined() ? bias.contiguous() : at::Tensor(), r);
+  return forward_pass(available_primitives(s), blocking.input ? x : x.contiguous(x.suggest_memory_format()), w,
+                      bias.defined() ? bias.contiguous() : at::Tensor(), r, blocking);
+}
+
+at::Tensor from_blocked(const at::Tensor& blocked) {
+  if (!is_blocked_activation(blocked))
+    throw Error("from_blocked: expected a contiguous [N, C/16, H, W, 16] float32 CPU tensor, got " +
+                std::to_string(blocked.dim()) + "-d");
+  const std::vector<std::int64_t> sizes = logical_sizes(blocked, true);
+  if (blocked.size(1) == 1) return blocked.view({sizes[0], sizes[2], sizes[3], kBlock}).permute({0, 3, 1, 2});  // NHWC already
+  at::Tensor out = at::empty(sizes, blocked.options(), at::MemoryFormat::ChannelsLast);
+  dnnl::stream stream(cpu_engine());
+  dnnl::memory in = blocked_memory(blocked, dnnl::memory::desc(sizes, kF32, Tag::nChw16c));
+  dnnl::memory to(described(out), cpu_engine(), out.data_ptr<float>());
+  dnnl::reorder(in, to).execute(stream, in, to);
+  stream.wait();
+  return out;
 }
 
 }  // namespace xdq

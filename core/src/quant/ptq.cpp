@@ -144,8 +144,7 @@ Executor QuantizedModel::executor() const {
   Executor exec(graph_);
   for (const auto& layer : layers_) exec.set_weight(layer.node, layer.quantized_weight);
   for (const auto& act : activations_) {
-    const QParams q = act.qparams;
-    exec.set_value_hook(act.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
+    set_fake_quantizer(exec, act.value, act.qparams);
   }
   return exec;
 }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "xdq/error.h"
+#include "xdq/exec/executor.h"
 #include "../vector_clones.h"
 
 namespace xdq {
@@ -103,6 +104,14 @@ at::Tensor fake_quantize(const at::Tensor& x, const QParams& q) {
   if (x.is_cpu() && x.scalar_type() == at::kFloat && !(at::GradMode::is_enabled() && x.requires_grad()))
     return fake_quantize_inference(x, scale, zero, q.qmin, q.qmax);
   return at::fake_quantize_per_tensor_affine(x, scale, zero, q.qmin, q.qmax);
+}
+
+void set_fake_quantizer(Executor& exec, int value, const QParams& q) {
+  auto hook = [q](const at::Tensor& x) { return fake_quantize(x, q); };
+  if (q.per_channel())
+    exec.set_value_hook(value, hook);
+  else
+    exec.set_elementwise_hook(value, hook);
 }
 
 QParams weight_qparams(const at::Tensor& weight, const QuantSpec& spec, const std::string& method, int mse_steps,

@@ -123,10 +123,7 @@ class Engine {
       if (layer.node < before) e.set_weight(layer.node, layer.quantized_weight);
     if (with_acts && ctx_.activations)
       for (const auto& act : *ctx_.activations)
-        if (graph_.producer(act.value) < before) {
-          const QParams q = act.qparams;
-          e.set_value_hook(act.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
-        }
+        if (graph_.producer(act.value) < before) set_fake_quantizer(e, act.value, act.qparams);
     return e;
   }
 
@@ -289,10 +286,8 @@ class Engine {
     if (act_quant && ctx_.activations)
       for (int i = u.first; i < u.last; ++i)
         for (int v : graph_.nodes[i].outputs)
-          if (auto it = act_index_.find(v); it != act_index_.end()) {
-            const QParams q = (*ctx_.activations)[it->second].qparams;
-            exec.set_value_hook(v, [q](const at::Tensor& x) { return fake_quantize(x, q); });
-          }
+          if (auto it = act_index_.find(v); it != act_index_.end())
+            set_fake_quantizer(exec, v, (*ctx_.activations)[it->second].qparams);
     at::NoGradGuard no_grad;
     double total = 0;
     const std::int64_t n = c.fp_out.size(0);
@@ -644,10 +639,7 @@ void initialize_activation_ranges(RoundingContext& context, std::int64_t count, 
     for (const auto& layer : *context.layers)
       if (layer.quantized_weight.defined()) exec.set_weight(layer.node, layer.quantized_weight);
     for (const auto& earlier : acts)
-      if (g.producer(earlier.value) < producer) {
-        const QParams q = earlier.qparams;
-        exec.set_value_hook(earlier.value, [q](const at::Tensor& x) { return fake_quantize(x, q); });
-      }
+      if (g.producer(earlier.value) < producer) set_fake_quantizer(exec, earlier.value, earlier.qparams);
     const at::Tensor x = producer < 0 ? images : exec.run_nodes(0, producer + 1, {{g.inputs.at(0), images}}, {act.value})[0];
     const double lo = x.min().item<double>(), hi = x.max().item<double>();
     double best = std::numeric_limits<double>::infinity();

@@ -38,13 +38,27 @@ struct ConvEpilogue {
   bool relu = false;
 };
 
-// Whether oneDNN runs this convolution (x: input, w: weight), followed by `epilogue` (a residual of the
-// output's shape, float32, on the CPU), with Winograd kernels on this machine.
-bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue = {});
+// Which activations of a fused convolution lie in oneDNN's blocked layout (nChw16c, held as a contiguous
+// [N, C/16, H, W, 16] tensor) instead of being 4-d: an evaluation passes the activations between two
+// Winograd convolutions on that way, where ATen's layouts cost a reorder out of the kernel's layout and one
+// back in for every convolution with more than 16 channels (a 16-channel NHWC tensor is already blocked).
+struct WinogradBlocking {
+  bool input = false, residual = false, output = false;
+};
 
-// winograd_conv2d followed by `epilogue`, without autograd. Throws when !winograd_applies.
+// Whether oneDNN runs this convolution (x: input, w: weight), followed by `epilogue` (a residual of the
+// output's shape, float32, on the CPU), with Winograd kernels on this machine; x and the residual as
+// `blocking` says.
+bool winograd_applies(const at::Tensor& x, const at::Tensor& w, const ConvAttrs& attrs, const ConvEpilogue& epilogue = {},
+                      const WinogradBlocking& blocking = {});
+
+// winograd_conv2d followed by `epilogue`, without autograd, on and to activations laid out as `blocking`
+// says. Throws when !winograd_applies.
 at::Tensor winograd_conv2d_fused(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,
-                                 const ConvEpilogue& epilogue);
+                                 const ConvEpilogue& epilogue, const WinogradBlocking& blocking = {});
+
+// A blocked activation ([N, C/16, H, W, 16]) as the 4-d channels-last tensor [N, C, H, W] it holds.
+at::Tensor from_blocked(const at::Tensor& blocked);
 
 // A conv node's convolution: Winograd where `algorithm` asks for it and it applies, else ATen's conv2d.
 at::Tensor convolve(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const ConvAttrs& attrs,

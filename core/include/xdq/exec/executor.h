@@ -21,6 +21,9 @@ class Executor {
 
   // The hook's result replaces the value for every reader. One hook per value; null clears it.
   void set_value_hook(int value, ValueHook hook);
+  // A hook that maps each element by itself and keeps its input's shape and memory layout (per-tensor fake
+  // quantization): evaluation may apply it to a value held in a blocked layout (below).
+  void set_elementwise_hook(int value, ValueHook hook);
   void clear_value_hooks();
   // Replaces a conv/linear node's weight in the computation (the graph keeps the original).
   void set_weight(int node, at::Tensor weight);
@@ -34,6 +37,11 @@ class Executor {
   // the same values, fewer passes over memory). How many conv nodes have such an epilogue planned (each
   // runs fused where its shape has the kernels).
   int fused_epilogues() const;
+  // Such an evaluation also keeps a fused convolution's output in oneDNN's blocked layout when only fused
+  // Winograd convolutions read it (as input or residual) and no hook but an elementwise one, capture or
+  // graph output sees it; a reader that turns out unable to take it gets it as a 4-d tensor. How many
+  // values are planned so.
+  int blocked_values() const;
 
   std::vector<c10::IValue> run(const std::vector<c10::IValue>& inputs) const;
   // One tensor in, first output out.
@@ -72,16 +80,20 @@ class Executor {
     int output = -1;                // the value the fused convolution produces
   };
   void plan_epilogues();
-  // Whether node i runs with its epilogue in this pass (`values` as they are when it runs).
-  bool fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-                      const std::vector<c10::IValue>* all) const;
+  void plan_blocked_values();
+  // Whether node i runs with its epilogue in this pass (`values` as they are when it runs, those held
+  // blocked marked in `blocked`).
+  bool fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<char>& blocked,
+                      const std::vector<int>& wanted, const std::vector<c10::IValue>* all) const;
 
   Graph graph_;
   c10::Device device_;
   std::vector<ValueHook> hooks_;
+  std::vector<char> elementwise_;  // per value: its hook is elementwise
   std::vector<at::Tensor> weights_;
   std::vector<int> last_use_;  // node index after which a value is dead (frees memory early)
   std::vector<Epilogue> epilogues_;  // per node
+  std::vector<char> blockable_;      // per value: planned to stay blocked
 };
 
 }  // namespace xdq

@@ -7,6 +7,8 @@
 
 namespace xdq {
 
+class Executor;
+
 // A calibrated real range [min, max] of one tensor.
 struct Range {
   double min = 0.0;
@@ -30,6 +32,9 @@ QParams qparams_from_range(const QuantSpec& spec, const at::Tensor& min, const a
 QParams qparams_from_range(const QuantSpec& spec, const Range& range);
 
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& q);
+
+// fake_quantize with `q` as the hook of `value` in `exec` (a per-tensor quantizer as an elementwise hook).
+void set_fake_quantizer(Executor& exec, int value, const QParams& q);
 
 // Per-channel (axis 0) or per-tensor weight ranges: "minmax", or "mse" (Lp search over ranges shrunk by
 // 1% steps, keeping each channel's least ||W - Q(W)||_p; BRECQ's 80 steps and p = 2.4 by default).
