@@ -252,6 +252,41 @@ TEST(Reconstruction, FusedLossMatchesTheComposedOps) {
       }
 }
 
+// The loss read through rows of the caches (the images of one optimization batch, in place) gives the
+// bits of the loss of the gathered images, value and gradient, for the upstream gradient 1 (formed in the
+// forward pass) and another (recomputed); images of 392 values, so that the loss's fixed chunks of 16 384
+// end inside an image. A float16 cache is gathered and converted; a row outside the cache is refused.
+TEST(Reconstruction, LossOfCachedRowsEqualsTheLossOfGatheredRows) {
+  at::manual_seed(7);
+  const at::Tensor rows = at::tensor(std::vector<std::int64_t>{5, 0, 69, 5, 33, 12, 68, 1}).repeat({8});
+  for (bool channels_last : {false, true})
+    for (bool weighted : {false, true})
+      for (double upstream : {1.0, 0.5}) {
+        const std::string what = std::string(channels_last ? "NHWC" : "NCHW") + (weighted ? " weighted" : "") +
+                                 " upstream " + std::to_string(upstream);
+        const at::MemoryFormat format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+        const at::Tensor target = at::randn({70, 8, 7, 7}).contiguous(format),
+                         weight = weighted ? (at::rand({70, 8, 7, 7}) + 1).contiguous(format) : at::Tensor(),
+                         out0 = at::randn({64, 8, 7, 7}).contiguous(format);
+        const at::Tensor out = out0.clone().requires_grad_(true), gathered_out = out0.clone().requires_grad_(true);
+        const at::Tensor loss = reconstruction_loss_of_rows(out, target, weight, rows, 2.4);
+        const at::Tensor gathered = reconstruction_loss(gathered_out, gather_rows(target, rows),
+                                                        weighted ? gather_rows(weight, rows) : weight, 2.4);
+        (loss * upstream).backward();
+        (gathered * upstream).backward();
+        EXPECT_EQ(loss.item<double>(), gathered.item<double>()) << what;
+        EXPECT_TRUE(at::equal(out.grad(), gathered_out.grad())) << what;
+        // And against the composed ops on index_select's images.
+        at::Tensor err = (out0 - target.index_select(0, rows)).abs().pow(2.4);
+        if (weighted) err = err * weight.index_select(0, rows).pow(2);
+        EXPECT_NEAR(loss.item<double>(), err.sum().item<double>() / (64 * 49), 1e-5 * loss.item<double>()) << what;
+      }
+  const at::Tensor target = at::randn({10, 4, 3, 3}), out = at::randn({3, 4, 3, 3}), some = at::tensor(std::vector<std::int64_t>{9, 0, 4});
+  EXPECT_EQ(reconstruction_loss_of_rows(out, target.to(at::kHalf), at::Tensor(), some).item<double>(),
+            reconstruction_loss(out, gather_rows(target.to(at::kHalf), some).to(at::kFloat), at::Tensor()).item<double>());
+  EXPECT_THROW(reconstruction_loss_of_rows(out, target, at::Tensor(), at::tensor(std::vector<std::int64_t>{9, 10, 4})), Error);
+}
+
 TEST(Reconstruction, BlockUnitsCoverEveryResidualBlockOfTheZoo) {
   struct Case {
     std::string model;

@@ -22,13 +22,6 @@ namespace xdq {
 
 namespace {
 
-// Rows `idx` of a cache, in the cache's memory layout: index_select alone returns contiguous (NCHW) rows,
-// which the executor would reorder again; a channels-last cache is gathered as [N, H, W, C] rows.
-at::Tensor gather_rows(const at::Tensor& cache, const at::Tensor& idx) {
-  if (cache.dim() == 4 && !cache.is_contiguous() && cache.is_contiguous(at::MemoryFormat::ChannelsLast))
-    return cache.permute({0, 2, 3, 1}).index_select(0, idx).permute({0, 3, 1, 2});
-  return cache.index_select(0, idx);
-}
 constexpr std::int64_t kCaptureBatch = 256;
 
 int name_depth(const std::string& name) { return 1 + static_cast<int>(std::count(name.begin(), name.end(), '.')); }
@@ -367,9 +360,7 @@ class Engine {
         if (regularizing) round_loss = round_loss.defined() ? round_loss + r.regularizer : r.regularizer;
       }
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, mix), {u.output_value})[0];
-      const at::Tensor rec =
-          reconstruction_loss(out, gather_rows(c.fp_out, idx).to(at::kFloat),
-                              c.fisher.defined() ? gather_rows(c.fisher, idx).to(at::kFloat) : at::Tensor());
+      const at::Tensor rec = reconstruction_loss_of_rows(out, c.fp_out, c.fisher, idx);
       const at::Tensor loss = round_loss.defined() ? rec + opt_.round_weight * round_loss : rec;
       rec_value = rec.item<double>();
       round_value = round_loss.defined() ? round_loss.item<double>() : 0.0;
@@ -420,7 +411,7 @@ class Engine {
     for (std::int64_t t = 0; t < opt_.act_iters; ++t) {
       const at::Tensor idx = batch_rows(count, c.fp_out.device());
       const at::Tensor out = exec.run_nodes(u.first, u.last, sample(c, idx, false), {u.output_value})[0];
-      const at::Tensor loss = reconstruction_loss(out, gather_rows(c.fp_out, idx).to(at::kFloat), at::Tensor(), opt_.p);
+      const at::Tensor loss = reconstruction_loss_of_rows(out, c.fp_out, at::Tensor(), idx, opt_.p);
       const double value = loss.item<double>();
       check_finite(value, u, t);
       loss.backward();

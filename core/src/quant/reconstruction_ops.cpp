@@ -11,8 +11,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <cstring>
 #include <mutex>
 
+#include "xdq/error.h"
 #include "xdq/quant/reconstruction.h"
 #include "../vector_clones.h"
 
@@ -277,18 +279,60 @@ XDQ_VECTOR_CLONES void error_grad_range(const float* out, const float* target, c
 // takes no undefined tensor argument).
 struct ErrorConstants {
   at::Tensor target, weight;  // weight undefined: 1
+  at::Tensor rows;            // defined: output image b is compared with image rows[b] of target and weight
 };
 
+// The target and weight values of output memory positions [begin, end): pointers into them, or, with
+// rows, into `target_buffer` and `weight_buffer` (kGrain floats each) filled from the rows' images.
+struct ChunkConstants {
+  const float *target, *weight;
+};
+ChunkConstants chunk_constants(const ErrorConstants& k, std::int64_t image_size, std::int64_t begin, std::int64_t end,
+                               float* target_buffer, float* weight_buffer) {
+  const float* t = k.target.data_ptr<float>();
+  const float* w = k.weight.defined() ? k.weight.data_ptr<float>() : nullptr;
+  if (!k.rows.defined()) return {t + begin, w ? w + begin : nullptr};
+  const std::int64_t* rows = k.rows.data_ptr<std::int64_t>();
+  for (std::int64_t p = begin; p < end;) {
+    const std::int64_t image = p / image_size, offset = p % image_size, n = std::min(end - p, image_size - offset);
+    const std::int64_t from = rows[image] * image_size + offset;
+    std::memcpy(target_buffer + (p - begin), t + from, n * sizeof(float));
+    if (w) std::memcpy(weight_buffer + (p - begin), w + from, n * sizeof(float));
+    p += n;
+  }
+  return {target_buffer, w ? weight_buffer : nullptr};
+}
+
+// The loss's gradient for an upstream gradient `g` into `grad`: one pass over the output.
+void error_gradient(const at::Tensor& out, const ErrorConstants& k, float p, float g, at::Tensor& grad) {
+  const float* o = out.data_ptr<float>();
+  float* d = grad.data_ptr<float>();
+  const std::int64_t image_size = out.numel() / out.size(0);
+  for_each_chunk(out.numel(), [&](std::int64_t, std::int64_t begin, std::int64_t end) {
+    float target_buffer[kGrain], weight_buffer[kGrain];
+    const ChunkConstants c = chunk_constants(k, image_size, begin, end, target_buffer, weight_buffer);
+    error_grad_range(o + begin, c.target, c.weight, d + begin, 0, end - begin, p, g);
+  });
+}
+
+// The loss reads its output and constants once: the gradient for the upstream gradient 1 (the loss
+// summed into the objective as it is) is formed in the same pass when autograd will ask for it, and the
+// backward recomputes it only for another upstream gradient.
 struct FusedError : public torch::autograd::Function<FusedError> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& out,
-                                                ErrorConstants k, double p, double divisor) {
-    const at::Tensor &target = k.target, &weight = k.weight;
-    const float* w = weight.defined() ? weight.data_ptr<float>() : nullptr;
-    const float *o = out.data_ptr<float>(), *t = target.data_ptr<float>();
+                                                ErrorConstants k, double p, double divisor, bool with_gradient) {
+    const float* o = out.data_ptr<float>();
+    const float unit_g = static_cast<float>(1.0 / divisor);
+    at::Tensor grad = with_gradient ? at::empty_like(out) : at::Tensor();
+    float* d = with_gradient ? grad.data_ptr<float>() : nullptr;
+    const std::int64_t image_size = out.numel() / out.size(0);
     const double sum = sum_over_chunks(out.numel(), [&](std::int64_t begin, std::int64_t end) {
-      return error_sum_range(o, t, w, begin, end, static_cast<float>(p));
+      float target_buffer[kGrain], weight_buffer[kGrain];
+      const ChunkConstants c = chunk_constants(k, image_size, begin, end, target_buffer, weight_buffer);
+      if (d) error_grad_range(o + begin, c.target, c.weight, d + begin, 0, end - begin, static_cast<float>(p), unit_g);
+      return error_sum_range(o + begin, c.target, c.weight, 0, end - begin, static_cast<float>(p));
     });
-    ctx->save_for_backward({out, target, weight});
+    ctx->save_for_backward({out, k.target, k.weight, k.rows, grad});
     ctx->saved_data["p"] = p;
     ctx->saved_data["divisor"] = divisor;
     return {at::full({}, sum / divisor, out.options())};
@@ -296,17 +340,12 @@ struct FusedError : public torch::autograd::Function<FusedError> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &out = saved[0], &target = saved[1], &weight = saved[2];
-    const float g = static_cast<float>(grads[0].item<double>() / ctx->saved_data["divisor"].toDouble());
-    const float p = static_cast<float>(ctx->saved_data["p"].toDouble());
-    at::Tensor grad = at::empty_like(out);
-    const float *o = out.data_ptr<float>(), *t = target.data_ptr<float>(),
-                *w = weight.defined() ? weight.data_ptr<float>() : nullptr;
-    float* d = grad.data_ptr<float>();
-    for_each_chunk(out.numel(), [&](std::int64_t, std::int64_t begin, std::int64_t end) {
-      error_grad_range(o, t, w, d, begin, end, p, g);
-    });
-    return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+    const double upstream = grads[0].item<double>();
+    if (upstream == 1.0 && saved[4].defined()) return {saved[4], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const float g = static_cast<float>(upstream / ctx->saved_data["divisor"].toDouble());
+    at::Tensor grad = at::empty_like(saved[0]);
+    error_gradient(saved[0], {saved[1], saved[2], saved[3]}, static_cast<float>(ctx->saved_data["p"].toDouble()), g, grad);
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -434,21 +473,56 @@ at::Tensor uniform_draws(const at::Tensor& like, std::uint64_t key) {
   return out.to(like.device());
 }
 
+namespace {
+// The mean over images and positions of the sum over channels: one sum over every element divided by the
+// count of (image, position) pairs (a sum over the channel axis first is a slow strided reduction in
+// channels-last memory).
+double loss_divisor(const at::Tensor& out) {
+  return static_cast<double>(out.dim() > 1 ? out.numel() / out.size(1) : out.numel());
+}
+bool fused_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight) {
+  return out.is_cpu() && out.dim() >= 1 && out.size(0) > 0 && out.scalar_type() == at::kFloat &&
+         target.scalar_type() == at::kFloat && (!weight.defined() || weight.scalar_type() == at::kFloat);
+}
+at::Tensor fused_error(const at::Tensor& out, const ErrorConstants& k, double p) {
+  return FusedError::apply(out, k, p, loss_divisor(out), at::GradMode::is_enabled() && out.requires_grad())[0];
+}
+}  // namespace
+
 at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p) {
-  // The mean over images and positions of the sum over channels: one sum over every element divided by
-  // the count of (image, position) pairs (a sum over the channel axis first is a slow strided reduction
-  // in channels-last memory).
-  const double divisor = static_cast<double>(out.dim() > 1 ? out.numel() / out.size(1) : out.numel());
-  const bool fused = out.is_cpu() && out.scalar_type() == at::kFloat && target.scalar_type() == at::kFloat &&
-                     (!weight.defined() || weight.scalar_type() == at::kFloat);
-  if (fused) {
+  if (fused_loss(out, target, weight)) {
     const at::Tensor o = dense(out);
-    const ErrorConstants k{laid_out_as(target, o), weight.defined() ? laid_out_as(weight, o) : weight};
-    return FusedError::apply(o, k, p, divisor)[0];
+    return fused_error(o, {laid_out_as(target, o), weight.defined() ? laid_out_as(weight, o) : weight}, p);
   }
   at::Tensor err = p == 2 ? (out - target).pow(2) : (out - target).abs().pow(p);
   if (weight.defined()) err = err * weight.pow(2);
-  return err.sum() / divisor;
+  return err.sum() / loss_divisor(out);
+}
+
+at::Tensor gather_rows(const at::Tensor& cache, const at::Tensor& rows) {
+  if (cache.dim() == 4 && !cache.is_contiguous() && cache.is_contiguous(at::MemoryFormat::ChannelsLast))
+    return cache.permute({0, 2, 3, 1}).index_select(0, rows).permute({0, 3, 1, 2});
+  return cache.index_select(0, rows);
+}
+
+at::Tensor reconstruction_loss_of_rows(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight,
+                                       const at::Tensor& rows, double p) {
+  const at::Tensor o = out.is_cpu() ? dense(out) : out;
+  // In place where the caches hold float32 images laid out as the output's (a float16 cache is converted).
+  auto in_place = [&](const at::Tensor& cache) {
+    return !cache.defined() || (cache.is_cpu() && cache.sizes().slice(1) == o.sizes().slice(1) &&
+                                cache.strides().slice(1) == o.strides().slice(1) && cache.stride(0) == o.stride(0) &&
+                                cache.is_non_overlapping_and_dense());
+  };
+  if (fused_loss(o, target, weight) && in_place(target) && in_place(weight) && rows.is_cpu() &&
+      rows.scalar_type() == at::kLong && rows.dim() == 1 && rows.size(0) == o.size(0)) {
+    const at::Tensor r = rows.contiguous();
+    if (r.numel() > 0 && (r.min().item<std::int64_t>() < 0 || r.max().item<std::int64_t>() >= target.size(0)))
+      throw Error("reconstruction_loss_of_rows: a row outside the " + std::to_string(target.size(0)) + " cached images");
+    return fused_error(o, {target, weight, r}, p);
+  }
+  return reconstruction_loss(out, gather_rows(target, rows).to(at::kFloat),
+                             weight.defined() ? gather_rows(weight, rows).to(at::kFloat) : weight, p);
 }
 
 at::Tensor qdrop_mix(const at::Tensor& quantized, const at::Tensor& fp, double drop_prob, std::uint64_t key) {

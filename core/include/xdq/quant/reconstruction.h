@@ -70,6 +70,14 @@ at::Tensor qdrop_mix(const at::Tensor& quantized, const at::Tensor& fp, double d
 // The reconstruction loss: Σ over channels of weight²·|out - target|^p (no weight: 1), averaged over images
 // and positions. On the CPU one pass forward and one backward.
 at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p = 2);
+// Images `rows` of a cache ([N, ...]), in the cache's memory layout (a channels-last cache gives
+// channels-last images).
+at::Tensor gather_rows(const at::Tensor& cache, const at::Tensor& rows);
+// reconstruction_loss(out, gather_rows(target, rows), gather_rows(weight, rows), p) — the same value and
+// gradient — reading the images of the caches `target` and `weight` in place where they are float32 and
+// laid out as `out` (on the CPU), instead of gathering copies.
+at::Tensor reconstruction_loss_of_rows(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight,
+                                       const at::Tensor& rows, double p = 2);
 // Uniform draws in [0, 1), one per element of `like` by its logical (row-major NCHW) index: a hash of `key`
 // and the index, so the same numbers in any memory layout, on any thread count and device (drawn on the
 // CPU, placed where `like` is). next_draw_key takes a key from a CPU generator.
