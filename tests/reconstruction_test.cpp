@@ -276,10 +276,15 @@ TEST(Reconstruction, LossOfCachedRowsEqualsTheLossOfGatheredRows) {
         (gathered * upstream).backward();
         EXPECT_EQ(loss.item<double>(), gathered.item<double>()) << what;
         EXPECT_TRUE(at::equal(out.grad(), gathered_out.grad())) << what;
-        // And against the composed ops on index_select's images.
-        at::Tensor err = (out0 - target.index_select(0, rows)).abs().pow(2.4);
+        // And against the composed ops on index_select's images (tolerances as in the test above).
+        const at::Tensor ref_out = out0.clone().requires_grad_(true);
+        at::Tensor err = (ref_out - target.index_select(0, rows)).abs().pow(2.4);
         if (weighted) err = err * weight.index_select(0, rows).pow(2);
-        EXPECT_NEAR(loss.item<double>(), err.sum().item<double>() / (64 * 49), 1e-5 * loss.item<double>()) << what;
+        const at::Tensor ref = err.sum() / (64 * 49);
+        (ref * upstream).backward();
+        EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-5 * ref.item<double>()) << what;
+        EXPECT_LE((out.grad() - ref_out.grad()).abs().max().item<double>(), 1e-5 * ref_out.grad().abs().max().item<double>())
+            << what;
       }
   const at::Tensor target = at::randn({10, 4, 3, 3}), out = at::randn({3, 4, 3, 3}), some = at::tensor(std::vector<std::int64_t>{9, 0, 4});
   EXPECT_EQ(reconstruction_loss_of_rows(out, target.to(at::kHalf), at::Tensor(), some).item<double>(),
