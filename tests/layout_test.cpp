@@ -51,6 +51,24 @@ TEST(Layout, LogitsMatchTheContiguousLayout) {
             1e-4);
 }
 
+// A one-channel NCHW input passes ATen's channels-last check as it is, and ATen's convolution would then
+// read its strides as NCHW and write an NCHW output: the executor hands it on with NHWC strides (the
+// stem's convolution runs NHWC; its logits are among those compared above).
+TEST(Layout, OneChannelInputTakesChannelsLastStrides) {
+  QuantizedResnet20 nhwc(8, Split::Test, 0, "minmax", true);
+  ASSERT_EQ(nhwc.images.size(1), 1);
+  ASSERT_EQ(nhwc.images.stride(1), 28 * 28);
+  Executor exec(nhwc.model.graph);
+  std::vector<std::int64_t> strides;
+  exec.set_value_hook(nhwc.model.graph.inputs.at(0), [&](const at::Tensor& x) {
+    strides = x.strides().vec();
+    return x;
+  });
+  at::NoGradGuard no_grad;
+  exec.forward(nhwc.images);
+  EXPECT_EQ(strides, (std::vector<std::int64_t>{28 * 28, 1, 28, 1}));
+}
+
 struct Reconstructed {
   std::vector<UnitReport> reports;
   std::vector<at::Tensor> weights;

@@ -117,7 +117,11 @@ void Executor::clear_value_hooks() {
 }
 namespace {
 at::Tensor in_layout(const at::Tensor& t, bool channels_last) {
-  return channels_last && t.dim() == 4 ? t.contiguous(at::MemoryFormat::ChannelsLast) : t;
+  if (!channels_last || t.dim() != 4) return t;
+  // A one-channel NCHW tensor passes as channels-last, but ATen's convolution reads its strides as NCHW
+  // and writes an NCHW output, reordered after (4x the stem's convolution time at 28x28): NHWC strides.
+  if (t.size(1) == 1 && t.stride(1) != 1) return t.clone(at::MemoryFormat::ChannelsLast);
+  return t.contiguous(at::MemoryFormat::ChannelsLast);
 }
 // An input on `device`: a CPU tensor goes to a GPU through pinned memory, without waiting for the copy.
 at::Tensor on_device(const at::Tensor& t, const c10::Device& device, bool channels_last) {

@@ -185,10 +185,13 @@ dnnl::memory reordered(const at::Tensor& t, const dnnl::memory::desc& want, dnnl
   return out;
 }
 
-// A 4-d activation in the blocked layout: the tensor's own memory when it already lies that way
-// (channels-last with 16 channels), else a reordered copy (kept alive by `storage`).
+// Whether a 4-d activation already lies in the blocked layout: channels-last with 16 channels.
+bool lies_blocked(const at::Tensor& t) { return t.size(1) == kBlock && t.is_contiguous(at::MemoryFormat::ChannelsLast); }
+
+// A 4-d activation in the blocked layout: the tensor's own memory when it already lies that way, else a
+// reordered copy (kept alive by `storage`).
 dnnl::memory blocked(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
-  if (t.size(1) == kBlock && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+  if (lies_blocked(t)) {
     storage = t;
     return dnnl::memory(want, cpu_engine(), t.data_ptr<float>());
   }
@@ -213,9 +216,8 @@ Unblocked unblocked_output(at::IntArrayRef sizes, const at::Tensor& like, at::Me
                            const dnnl::memory::desc& blocked_desc) {
   Unblocked u;
   u.tensor = at::empty(sizes, like.options(), format);
-  u.memory = sizes[1] == kBlock && u.tensor.is_contiguous(at::MemoryFormat::ChannelsLast)
-                 ? dnnl::memory(blocked_desc, cpu_engine(), u.tensor.data_ptr<float>())
-                 : allocated(blocked_desc, like.options(), u.scratch);
+  u.memory = lies_blocked(u.tensor) ? dnnl::memory(blocked_desc, cpu_engine(), u.tensor.data_ptr<float>())
+                                    : allocated(blocked_desc, like.options(), u.scratch);
   return u;
 }
 void finish(Unblocked& u, dnnl::stream& stream) {
@@ -244,8 +246,9 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
     out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x,
                            blocking.input ? at::MemoryFormat::ChannelsLast : output_format(x, w), dst_desc);
   }
-  if (blocking.residual) {  // dst lies as the residual: a copy (oneDNN's reorder between equal layouts is serial)
-    at::from_blob(out.memory.get_data_handle(), residual.sizes(), residual.options()).copy_(residual);
+  if (blocking.residual || (residual.defined() && lies_blocked(residual))) {
+    // dst lies as the residual: a plain copy (oneDNN's reorder between equal layouts is serial)
+    at::from_blob(out.memory.get_data_handle(), residual.sizes(), residual.strides(), residual.options()).copy_(residual);
   } else if (residual.defined()) {
     dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
     dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
