@@ -44,8 +44,7 @@ class BiasCorrection : public xdq::GraphPass {
       for (const auto& layer : *context.layers) quantized.set_weight(layer.node, layer.quantized_weight);
       for (const auto& act : *context.activations) {
         if (act.value == outputs[l]) continue;  // the mean before this output's own quantizer
-        const xdq::QParams q = act.qparams;
-        quantized.set_value_hook(act.value, [q](const at::Tensor& x) { return xdq::fake_quantize(x, q); });
+        xdq::set_fake_quantizer(quantized, act.value, act.qparams);
       }
       const at::Tensor shift = fp_means[l] - means(quantized, images, {outputs[l]}, node + 1)[0];
       xdq::Node& n = graph.nodes[node];
