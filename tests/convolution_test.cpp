@@ -231,6 +231,45 @@ TEST(Winograd, EvaluationKeepsActivationsBetweenWinogradConvolutionsBlocked) {
   EXPECT_THROW(blocked_run.forward(direct.images), Error);
 }
 
+// A fused add writes its output into the residual's memory when nothing else holds or reads it (ResNet-20:
+// layer1.block1's output lands where layer1.block0's lay), and never into a residual the caller gave or
+// captures: those keep their values.
+TEST(Winograd, FusedAddWritesIntoAResidualNothingElseHolds) {
+  SKIP_WITHOUT_WINOGRAD();
+  QuantizedResnet20 direct(32, Split::Test, 0, "minmax", true);
+  Graph graph = direct.model.graph;
+  fold_batch_norm(graph);
+  graph.convolution = ConvAlgorithm::Winograd;
+  auto output_of = [&](const std::string& block) {  // the ReLU after the block's add
+    const auto add = std::find_if(graph.nodes.begin(), graph.nodes.end(), [&](const Node& x) { return x.name == block + "/add"; });
+    return add == graph.nodes.end() ? -1 : graph.nodes.at(graph.consumers(add->outputs[0]).at(0)).outputs[0];
+  };
+  const int block0 = output_of("layer1.block0"), block1 = output_of("layer1.block1");
+  ASSERT_GE(block0, 0);
+  ASSERT_GE(block1, 0);
+  Executor exec(graph);
+  const void *memory0 = nullptr, *memory1 = nullptr;
+  exec.set_elementwise_hook(block0, [&](const at::Tensor& x) { return memory0 = x.data_ptr(), x; });
+  exec.set_elementwise_hook(block1, [&](const at::Tensor& x) { return memory1 = x.data_ptr(), x; });
+  at::NoGradGuard no_grad;
+  const int input = graph.inputs.at(0), last = static_cast<int>(graph.nodes.size()), logits = graph.outputs.at(0);
+  const at::Tensor plain = exec.run_nodes(0, last, {{input, direct.images}}, {logits})[0];
+  EXPECT_EQ(memory0, memory1);
+  // Captured: block0's value as the run that ends where it is made gives it, and the same logits.
+  const auto captured = exec.run_nodes(0, last, {{input, direct.images}}, {logits, block0});
+  EXPECT_NE(memory0, memory1);
+  const at::Tensor block0_alone = exec.run_nodes(0, graph.producer(block0) + 1, {{input, direct.images}}, {block0})[0];
+  EXPECT_TRUE(at::equal(captured[1], block0_alone));
+  EXPECT_TRUE(at::equal(captured[0], plain));
+  // Given: the caller's tensor is left as it was.
+  const int first = graph.producer(block0) + 1;
+  ASSERT_EQ(exec.range_inputs(first, last), std::vector<int>{block0});
+  const at::Tensor given = block0_alone.clone(at::MemoryFormat::ChannelsLast);
+  const at::Tensor before = given.clone();
+  EXPECT_TRUE(at::equal(exec.run_nodes(first, last, {{block0, given}}, {logits})[0], plain));
+  EXPECT_TRUE(at::equal(given, before));
+}
+
 // Statistics collected with Winograd convolutions are cached apart from the direct ones' (their values
 // differ in rounding): each algorithm computes its own once, then reads it back.
 TEST(Winograd, StatisticsCacheKeepsTheAlgorithmsApart) {

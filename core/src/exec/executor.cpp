@@ -77,6 +77,18 @@ void Executor::plan_blocked_values() {
   }
 }
 
+bool Executor::residual_buffer_free(int residual, int conv, int first, const std::vector<c10::IValue>& values,
+                                    const std::vector<int>& wanted) const {
+  const Node& add = graph_.nodes[epilogues_[conv].add];
+  if (last_use_[residual] != epilogues_[conv].add || graph_.producer(residual) < first || residual == graph_.nodes[conv].inputs[0] ||
+      std::count(add.inputs.begin(), add.inputs.end(), residual) != 1 || std::count(wanted.begin(), wanted.end(), residual))
+    return false;
+  // Made in this pass, read by nothing after the add: free when `values` holds the only reference to the
+  // tensor and the tensor the only one to its memory (no view, capture or hook keeps either).
+  const at::Tensor& r = values[residual].toTensor();
+  return r.use_count() == 1 && r.storage().use_count() == 1;
+}
+
 int Executor::blocked_values() const { return static_cast<int>(std::count(blockable_.begin(), blockable_.end(), 1)); }
 
 int Executor::fused_epilogues() const {
@@ -266,7 +278,8 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
         const at::Tensor& w = weights_[i].defined() ? weights_[i] : node.weight;
         if (fuses) {
           const Epilogue& e = epilogues_[i];
-          const ConvEpilogue epilogue{e.add >= 0 ? values[e.residual].toTensor() : at::Tensor(), e.relu >= 0};
+          const bool reuse = e.add >= 0 && residual_buffer_free(e.residual, i, first, values, wanted);  // before a copy
+          const ConvEpilogue epilogue{e.add >= 0 ? values[e.residual].toTensor() : at::Tensor(), e.relu >= 0, reuse};
           const WinogradBlocking blocking{blocked[node.inputs[0]] != 0, e.add >= 0 && blocked[e.residual] != 0,
                                           keeps_blocked(e.output)};
           const at::Tensor y = winograd_conv2d_fused(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, epilogue, blocking);

@@ -229,7 +229,8 @@ void finish(Unblocked& u, dnnl::stream& stream) {
 // The convolution, and the residual added (when defined: dst holds it before the kernel runs) and ReLU
 // where the primitives run them; x, the residual and the result laid out as `blocking` says.
 at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                        const at::Tensor& residual = {}, const WinogradBlocking& blocking = {}) {
+                        const at::Tensor& residual = {}, const WinogradBlocking& blocking = {},
+                        bool residual_buffer_free = false) {
   dnnl::stream stream(cpu_engine());
   at::Tensor x_storage, w_storage;
   const dnnl::memory::desc& dst_desc = p.forward_desc.dst_desc();
@@ -239,19 +240,28 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
   dnnl::memory weights = reordered(w, p.forward_desc.weights_desc(), stream, w_storage);
   const auto& dst_dims = dst_desc.dims();
   Unblocked out;
-  if (blocking.output) {
+  const at::MemoryFormat format = blocking.input ? at::MemoryFormat::ChannelsLast : output_format(x, w);
+  const bool lies_as_output =
+      residual.defined() && (blocking.output ? blocking.residual
+                                             : !blocking.residual && format == at::MemoryFormat::ChannelsLast && lies_blocked(residual));
+  const bool in_place = residual_buffer_free && lies_as_output && !residual.storage().is_alias_of(x.storage());
+  if (in_place) {  // dst (the residual) += the convolution
+    out.tensor = residual;
+    out.memory = dnnl::memory(dst_desc, cpu_engine(), residual.data_ptr<float>());
+  } else if (blocking.output) {
     out.tensor = at::empty({dst_dims[0], dst_dims[1] / kBlock, dst_dims[2], dst_dims[3], kBlock}, x.options());
     out.memory = blocked_memory(out.tensor, dst_desc);
   } else {
-    out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x,
-                           blocking.input ? at::MemoryFormat::ChannelsLast : output_format(x, w), dst_desc);
+    out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, format, dst_desc);
   }
-  if (blocking.residual || (residual.defined() && lies_blocked(residual))) {
-    // dst lies as the residual: a plain copy (oneDNN's reorder between equal layouts is serial)
-    at::from_blob(out.memory.get_data_handle(), residual.sizes(), residual.strides(), residual.options()).copy_(residual);
-  } else if (residual.defined()) {
-    dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
-    dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
+  if (residual.defined() && !in_place) {
+    if (blocking.residual || lies_blocked(residual)) {
+      // dst lies as the residual: a plain copy (oneDNN's reorder between equal layouts is serial)
+      at::from_blob(out.memory.get_data_handle(), residual.sizes(), residual.strides(), residual.options()).copy_(residual);
+    } else {
+      dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
+      dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
+    }
   }
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.memory},
                                              {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.forward_desc.scratchpad_desc())}};
@@ -388,7 +398,7 @@ at::Tensor winograd_conv2d_fused(const at::Tensor& x, const at::Tensor& w, const
   s.relu = epilogue.relu;
   at::NoGradGuard no_grad;
   return forward_pass(available_primitives(s), blocking.input ? x : x.contiguous(x.suggest_memory_format()), w,
-                      bias.defined() ? bias.contiguous() : at::Tensor(), r, blocking);
+                      bias.defined() ? bias.contiguous() : at::Tensor(), r, blocking, epilogue.residual_buffer_free);
 }
 
 at::Tensor from_blocked(const at::Tensor& blocked) {

@@ -36,6 +36,9 @@ at::Tensor winograd_conv2d(const at::Tensor& x, const at::Tensor& w, const at::T
 struct ConvEpilogue {
   at::Tensor residual;
   bool relu = false;
+  // The caller holds the residual's only reference and reads it no more: where its memory lies as the
+  // kernel writes (blocked, or NHWC with 16 channels) the output is written into it, and no copy is made.
+  bool residual_buffer_free = false;
 };
 
 // Which activations of a fused convolution lie in oneDNN's blocked layout (nChw16c, held as a contiguous

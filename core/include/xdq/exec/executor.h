@@ -81,6 +81,10 @@ class Executor {
   };
   void plan_epilogues();
   void plan_blocked_values();
+  // Whether the fused add of conv node `conv` may write into its residual's memory in this pass (nodes
+  // from `first`; `values` as they are when it runs).
+  bool residual_buffer_free(int residual, int conv, int first, const std::vector<c10::IValue>& values,
+                            const std::vector<int>& wanted) const;
   // Whether node i runs with its epilogue in this pass (`values` as they are when it runs, those held
   // blocked marked in `blocked`).
   bool fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<char>& blocked,
