@@ -233,7 +233,7 @@ TEST(Winograd, EvaluationKeepsActivationsBetweenWinogradConvolutionsBlocked) {
 
 // A fused add writes its output into the residual's memory when nothing else holds or reads it (ResNet-20:
 // layer1.block1's output lands where layer1.block0's lay), and never into a residual the caller gave or
-// captures: those keep their values.
+// captures or a hook kept: those keep their values.
 TEST(Winograd, FusedAddWritesIntoAResidualNothingElseHolds) {
   SKIP_WITHOUT_WINOGRAD();
   QuantizedResnet20 direct(32, Split::Test, 0, "minmax", true);
@@ -261,6 +261,11 @@ TEST(Winograd, FusedAddWritesIntoAResidualNothingElseHolds) {
   const at::Tensor block0_alone = exec.run_nodes(0, graph.producer(block0) + 1, {{input, direct.images}}, {block0})[0];
   EXPECT_TRUE(at::equal(captured[1], block0_alone));
   EXPECT_TRUE(at::equal(captured[0], plain));
+  // Kept by a hook: the kept tensor holds block0's value after the run.
+  at::Tensor kept;
+  exec.set_elementwise_hook(block0, [&kept](const at::Tensor& x) { return kept = x, x; });
+  EXPECT_TRUE(at::equal(exec.run_nodes(0, last, {{input, direct.images}}, {logits})[0], plain));
+  EXPECT_TRUE(at::equal(kept.dim() == 5 ? from_blocked(kept) : kept, block0_alone));
   // Given: the caller's tensor is left as it was.
   const int first = graph.producer(block0) + 1;
   ASSERT_EQ(exec.range_inputs(first, last), std::vector<int>{block0});
