@@ -95,6 +95,13 @@ int Executor::fused_epilogues() const {
   return static_cast<int>(std::count_if(epilogues_.begin(), epilogues_.end(), [](const Epilogue& e) { return e.output >= 0; }));
 }
 
+namespace {
+// Which of a fused convolution's activations (its input value, its residual value or -1) are held blocked.
+WinogradBlocking held_blocked(int input, int residual, const std::vector<char>& blocked) {
+  return {blocked[input] != 0, residual >= 0 && blocked[residual] != 0};
+}
+}  // namespace
+
 bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<char>& blocked,
                               const std::vector<int>& wanted, const std::vector<c10::IValue>* all) const {
   const Epilogue& e = epilogues_[i];
@@ -111,8 +118,7 @@ bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& v
     residual = r.toTensor();
   }
   // Also checks the residual's shape.
-  return winograd_applies(x, w, conv.conv, {residual, e.relu >= 0},
-                          {blocked[conv.inputs[0]] != 0, e.add >= 0 && blocked[e.residual] != 0});
+  return winograd_applies(x, w, conv.conv, {residual, e.relu >= 0}, held_blocked(conv.inputs[0], e.residual, blocked));
 }
 
 void Executor::set_value_hook(int value, ValueHook hook) {
@@ -280,8 +286,8 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
           const Epilogue& e = epilogues_[i];
           const bool reuse = e.add >= 0 && residual_buffer_free(e.residual, i, first, values, wanted);  // before a copy
           const ConvEpilogue epilogue{e.add >= 0 ? values[e.residual].toTensor() : at::Tensor(), e.relu >= 0, reuse};
-          const WinogradBlocking blocking{blocked[node.inputs[0]] != 0, e.add >= 0 && blocked[e.residual] != 0,
-                                          keeps_blocked(e.output)};
+          WinogradBlocking blocking = held_blocked(node.inputs[0], e.residual, blocked);
+          blocking.output = keeps_blocked(e.output);
           const at::Tensor y = winograd_conv2d_fused(values[node.inputs[0]].toTensor(), w, node.bias, node.conv, epilogue, blocking);
           blocked[e.output] = blocking.output;
           produce(e.output, blocking.output ? y : in_layout(y, graph_.channels_last));

@@ -30,6 +30,12 @@ dnnl::memory::desc described(const at::Tensor& t) {
   return dnnl::memory::desc(dims(t.sizes().begin(), t.sizes().end()), kF32, dims(t.strides().begin(), t.strides().end()));
 }
 
+// A tensor's own memory, laid out as `desc` says (by default: as its strides say).
+dnnl::memory memory_of(const at::Tensor& t, const dnnl::memory::desc& desc) {
+  return dnnl::memory(desc, cpu_engine(), t.data_ptr<float>());
+}
+dnnl::memory memory_of(const at::Tensor& t) { return memory_of(t, described(t)); }
+
 // Every primitive takes its scratchpad (the transformed tiles: megabytes) from one buffer per thread that
 // only grows: oneDNN's own would be allocated at every call, and the fresh pages' faults took 30 % of
 // an evaluation's time.
@@ -166,21 +172,16 @@ std::vector<std::int64_t> logical_sizes(const at::Tensor& t, bool blocked) {
   return t.sizes().vec();
 }
 
-// The memory of a blocked activation, as oneDNN describes it.
-dnnl::memory blocked_memory(const at::Tensor& t, const dnnl::memory::desc& desc) {
-  return dnnl::memory(desc, cpu_engine(), t.data_ptr<float>());
-}
-
 // Memory laid out as `desc`, in a fresh tensor of `options` (kept alive by `storage`).
 dnnl::memory allocated(const dnnl::memory::desc& desc, const at::TensorOptions& options, at::Tensor& storage) {
   storage = at::empty({static_cast<std::int64_t>(desc.get_size() / sizeof(float))}, options);
-  return dnnl::memory(desc, cpu_engine(), storage.data_ptr<float>());
+  return memory_of(storage, desc);
 }
 
 // `t` reordered into the layout `want` (kept alive by `storage`).
 dnnl::memory reordered(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
   dnnl::memory out = allocated(want, t.options(), storage);
-  dnnl::memory in(described(t), cpu_engine(), t.data_ptr<float>());
+  dnnl::memory in = memory_of(t);
   dnnl::reorder(in, out).execute(stream, in, out);
   return out;
 }
@@ -193,7 +194,7 @@ bool lies_blocked(const at::Tensor& t) { return t.size(1) == kBlock && t.is_cont
 dnnl::memory blocked(const at::Tensor& t, const dnnl::memory::desc& want, dnnl::stream& stream, at::Tensor& storage) {
   if (lies_blocked(t)) {
     storage = t;
-    return dnnl::memory(want, cpu_engine(), t.data_ptr<float>());
+    return memory_of(t, want);
   }
   return reordered(t, want, stream, storage);
 }
@@ -216,13 +217,12 @@ Unblocked unblocked_output(at::IntArrayRef sizes, const at::Tensor& like, at::Me
                            const dnnl::memory::desc& blocked_desc) {
   Unblocked u;
   u.tensor = at::empty(sizes, like.options(), format);
-  u.memory = lies_blocked(u.tensor) ? dnnl::memory(blocked_desc, cpu_engine(), u.tensor.data_ptr<float>())
-                                    : allocated(blocked_desc, like.options(), u.scratch);
+  u.memory = lies_blocked(u.tensor) ? memory_of(u.tensor, blocked_desc) : allocated(blocked_desc, like.options(), u.scratch);
   return u;
 }
 void finish(Unblocked& u, dnnl::stream& stream) {
   if (!u.scratch.defined()) return;
-  dnnl::memory out(described(u.tensor), cpu_engine(), u.tensor.data_ptr<float>());
+  dnnl::memory out = memory_of(u.tensor);
   dnnl::reorder(u.memory, out).execute(stream, u.memory, out);
 }
 
@@ -234,7 +234,7 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
   dnnl::stream stream(cpu_engine());
   at::Tensor x_storage, w_storage;
   const dnnl::memory::desc& dst_desc = p.forward_desc.dst_desc();
-  dnnl::memory src = blocking.input ? blocked_memory(x, p.forward_desc.src_desc())
+  dnnl::memory src = blocking.input ? memory_of(x, p.forward_desc.src_desc())
                                     : blocked(x, p.forward_desc.src_desc(), stream, x_storage);
   // The weight is reordered at every call: the optimizers change it every step.
   dnnl::memory weights = reordered(w, p.forward_desc.weights_desc(), stream, w_storage);
@@ -247,10 +247,10 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
   const bool in_place = residual_buffer_free && lies_as_output && !residual.storage().is_alias_of(x.storage());
   if (in_place) {  // dst (the residual) += the convolution
     out.tensor = residual;
-    out.memory = dnnl::memory(dst_desc, cpu_engine(), residual.data_ptr<float>());
+    out.memory = memory_of(residual, dst_desc);
   } else if (blocking.output) {
     out.tensor = at::empty({dst_dims[0], dst_dims[1] / kBlock, dst_dims[2], dst_dims[3], kBlock}, x.options());
-    out.memory = blocked_memory(out.tensor, dst_desc);
+    out.memory = memory_of(out.tensor, dst_desc);
   } else {
     out = unblocked_output({dst_dims[0], dst_dims[1], dst_dims[2], dst_dims[3]}, x, format, dst_desc);
   }
@@ -259,13 +259,13 @@ at::Tensor forward_pass(const Primitives& p, const at::Tensor& x, const at::Tens
       // dst lies as the residual: a plain copy (oneDNN's reorder between equal layouts is serial)
       at::from_blob(out.memory.get_data_handle(), residual.sizes(), residual.strides(), residual.options()).copy_(residual);
     } else {
-      dnnl::memory in(described(residual), cpu_engine(), residual.data_ptr<float>());
+      dnnl::memory in = memory_of(residual);
       dnnl::reorder(in, out.memory).execute(stream, in, out.memory);
     }
   }
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, out.memory},
                                              {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.forward_desc.scratchpad_desc())}};
-  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p.forward_desc.bias_desc(), cpu_engine(), bias.data_ptr<float>()));
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, memory_of(bias, p.forward_desc.bias_desc()));
   p.forward.execute(stream, args);
   finish(out, stream);
   stream.wait();
@@ -316,11 +316,11 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
                                                  {DNNL_ARG_SCRATCHPAD, scratchpad_for(wd.scratchpad_desc())}};
       if (has_bias) {
         db = at::empty({s.k}, w.options());
-        args.emplace(DNNL_ARG_DIFF_BIAS, dnnl::memory(wd.diff_bias_desc(), cpu_engine(), db.data_ptr<float>()));
+        args.emplace(DNNL_ARG_DIFF_BIAS, memory_of(db, wd.diff_bias_desc()));
       }
       p.to_weights->execute(stream, args);
       dw = at::empty(w.sizes(), w.options(), w.suggest_memory_format());
-      dnnl::memory dw_out(described(dw), cpu_engine(), dw.data_ptr<float>());
+      dnnl::memory dw_out = memory_of(dw);
       dnnl::reorder(diff_weights, dw_out).execute(stream, diff_weights, dw_out);
     }
     for (Unblocked& u : outputs) finish(u, stream);
@@ -409,8 +409,8 @@ at::Tensor from_blocked(const at::Tensor& blocked) {
   if (blocked.size(1) == 1) return blocked.view({sizes[0], sizes[2], sizes[3], kBlock}).permute({0, 3, 1, 2});  // NHWC already
   at::Tensor out = at::empty(sizes, blocked.options(), at::MemoryFormat::ChannelsLast);
   dnnl::stream stream(cpu_engine());
-  dnnl::memory in = blocked_memory(blocked, dnnl::memory::desc(sizes, kF32, Tag::nChw16c));
-  dnnl::memory to(described(out), cpu_engine(), out.data_ptr<float>());
+  dnnl::memory in = memory_of(blocked, dnnl::memory::desc(sizes, kF32, Tag::nChw16c));
+  dnnl::memory to = memory_of(out);
   dnnl::reorder(in, to).execute(stream, in, to);
   stream.wait();
   return out;
