@@ -6,6 +6,7 @@
 #include <map>
 
 #include "test_util.h"
+#include "xdq/exec/convolution.h"
 #include "xdq/experiment/config.h"
 #include "xdq/quant/reconstruction.h"
 #include "xdq/synthesis/synthesis.h"
@@ -150,6 +151,91 @@ TEST(Layout, ExperimentTop1MatchesTheContiguousLayout) {
   const std::string bad = error_of([&] { load_experiment(quickstart, {"memory_format=nhwc"}, built_plugins()); });
   EXPECT_NE(bad.find("quickstart.yaml:1"), std::string::npos) << bad;
   EXPECT_NE(bad.find("memory_format"), std::string::npos) << bad;
+}
+
+// The sub-batch rule: the largest power of two whose largest activation fits an eighth of the cache,
+// none under 32 or at least the batch.
+TEST(SubBatches, LargestActivationFitsAnEighthOfTheCache) {
+  const std::int64_t mib = 1 << 20, image = 16 * 28 * 28 * 4;  // ResNet-20's largest activation at 28x28
+  EXPECT_EQ(evaluation_sub_batch(256, image, 32 * mib), 64);    // 64 x 49 KiB = 3.1 MiB <= 4, 128: 6.1 > 4
+  EXPECT_EQ(evaluation_sub_batch(65, image, 32 * mib), 64);
+  EXPECT_EQ(evaluation_sub_batch(64, image, 32 * mib), 0);      // the batch is no larger
+  EXPECT_EQ(evaluation_sub_batch(256, image, 16 * mib), 32);
+  EXPECT_EQ(evaluation_sub_batch(256, image, 8 * mib), 0);      // 16 < 32
+  EXPECT_EQ(evaluation_sub_batch(10000, 1000, 32 * mib), 4096);  // 4 MiB / 1000 B = 4194
+  EXPECT_EQ(evaluation_sub_batch(256, 0, 32 * mib), 0);          // nothing measured yet
+  EXPECT_EQ(evaluation_sub_batch(256, image, 0), 0);
+}
+
+// ResNet-20 over 300 images: the first call runs whole (an elementwise hook on the input sees 300), later
+// ones in equal sub-batches of the rule's size up to the linear (the last node), then the linear on all
+// 300; the logits bit-equal to a whole run (forced by a hook that observes), for the FP32 graph in both
+// layouts and with Winograd, and for the W4A4 model with its fake quantizers. With autograd, whole.
+TEST(SubBatches, EvaluationGivesTheWholeBatchsBits) {
+  QuantizedResnet20 m(300, Split::Test, 0, "minmax", true);
+  const std::int64_t size = evaluation_sub_batch(300, 16 * 28 * 28 * 4, last_level_cache_bytes());
+  const std::int64_t parts = size ? (300 + size - 1) / size : 1;
+  Graph folded = m.model.graph;
+  fold_batch_norm(folded);
+  std::vector<Executor> execs;
+  for (bool channels_last : {false, true})
+    for (ConvAlgorithm conv : {ConvAlgorithm::Direct, ConvAlgorithm::Winograd}) {
+      if (conv == ConvAlgorithm::Winograd && (!channels_last || !winograd_on_this_cpu())) continue;
+      Graph g = folded;
+      g.channels_last = channels_last;
+      g.convolution = conv;
+      execs.emplace_back(g);
+    }
+  execs.push_back(m.quantized->executor());
+  at::NoGradGuard no_grad;
+  for (Executor& exec : execs) {
+    const Graph& g = exec.graph();
+    ASSERT_EQ(g.nodes.back().kind, OpKind::Linear);
+    EXPECT_EQ(exec.per_sample_prefix(), static_cast<int>(g.nodes.size()) - 1);
+    std::vector<std::int64_t> seen;
+    exec.set_elementwise_hook(g.inputs[0], [&](const at::Tensor& x) {
+      seen.push_back(x.size(0));
+      return x;
+    });
+    const at::Tensor first = exec.forward(m.images);
+    EXPECT_EQ(seen, std::vector<std::int64_t>{300});
+    seen.clear();
+    const at::Tensor split = exec.forward(m.images);
+    EXPECT_EQ(seen, std::vector<std::int64_t>(parts, 300 / parts));  // 300 = 5 x 60 for sub-batches of 64
+    exec.set_value_hook(g.outputs[0], [](const at::Tensor& y) { return y; });
+    seen.clear();
+    const at::Tensor whole = exec.forward(m.images);
+    EXPECT_EQ(seen, std::vector<std::int64_t>{300});
+    EXPECT_TRUE(at::equal(split, whole));
+    EXPECT_TRUE(at::equal(first, whole));
+    exec.set_value_hook(g.outputs[0], nullptr);
+    at::AutoGradMode grad(true);
+    seen.clear();
+    exec.forward(m.images);
+    EXPECT_EQ(seen, std::vector<std::int64_t>{300});
+  }
+}
+
+// ShuffleNetV2's units concatenate their branches' outputs, gathered in a list first (and shuffle channels
+// with views of sizes read at run time): the prefix stops at the first unit's list, with only
+// convolutions, ReLUs and the max pooling before it, and the logits keep the whole run's bits.
+TEST(SubBatches, PrefixStopsAtTheFirstOpThatIsNotPerSample) {
+  ImportedModel m = import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/shufflenet_v2_fmnist/model.pt");
+  fold_batch_norm(m.graph);
+  m.graph.channels_last = true;
+  Executor exec(m.graph);
+  const int prefix = exec.per_sample_prefix();
+  ASSERT_GT(prefix, 0);
+  ASSERT_LT(prefix, static_cast<int>(m.graph.nodes.size()));
+  for (int i = 0; i < prefix; ++i) {
+    const std::string& op = m.graph.nodes[i].op;
+    EXPECT_TRUE(op == "conv2d" || op == "aten::relu" || op == "aten::max_pool2d") << op;
+  }
+  EXPECT_EQ(m.graph.nodes[prefix].op, "prim::ListConstruct");
+  const at::Tensor images = m.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(300, 1).images);
+  at::NoGradGuard no_grad;
+  const at::Tensor first = exec.forward(images), second = exec.forward(images);
+  EXPECT_TRUE(at::equal(first, second));
 }
 
 }  // namespace

@@ -1,6 +1,10 @@
 #include "xdq/exec/executor.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <fstream>
+#include <string>
 
 #include <ATen/core/grad_mode.h>
 
@@ -23,6 +27,49 @@ Executor::Executor(Graph graph)
   clear_weights();
   plan_epilogues();
   plan_blocked_values();
+  plan_per_sample_prefix();
+}
+
+namespace {
+// Generic operators whose every output sample depends on the same sample of their tensor inputs alone,
+// with the same arithmetic whatever the batch (elementwise maps, pooling, flattening after the batch).
+bool per_sample_operator(const std::string& op) {
+  static const std::vector<std::string> ops = {
+      "aten::relu",      "aten::relu_",         "aten::relu6",      "aten::hardtanh",   "aten::hardtanh_",
+      "aten::sigmoid",   "aten::hardsigmoid",   "aten::hardswish",  "aten::silu",       "aten::add",
+      "aten::add_",      "aten::mul",           "aten::max_pool2d", "aten::avg_pool2d", "aten::adaptive_avg_pool2d",
+      "aten::flatten",   "aten::dropout",       "aten::contiguous"};
+  return std::find(ops.begin(), ops.end(), op) != ops.end();
+}
+}  // namespace
+
+void Executor::plan_per_sample_prefix() {
+  std::vector<const c10::IValue*> constant(graph_.num_values, nullptr);
+  for (const auto& c : graph_.constants) constant[c.first] = &c.second;
+  auto per_sample = [&](const Node& n) {
+    // A linear is a GEMM, whose rounding follows the number of rows.
+    if (n.kind == OpKind::Conv || n.kind == OpKind::BatchNorm) return true;
+    if (n.kind != OpKind::Generic || !per_sample_operator(n.op)) return false;
+    for (int v : n.inputs)
+      if (constant[v] && constant[v]->isTensor()) return false;  // might broadcast across samples
+    if (n.op == "aten::flatten") {
+      const c10::IValue* start = n.inputs.size() > 1 ? constant[n.inputs[1]] : nullptr;
+      return start && start->isInt() && start->toInt() >= 1;
+    }
+    return true;
+  };
+  int k = 0;
+  while (k < static_cast<int>(graph_.nodes.size()) && per_sample(graph_.nodes[k])) ++k;
+  prefix_results_.clear();
+  for (int v : range_inputs(k, static_cast<int>(graph_.nodes.size())))
+    if (graph_.producer(v) >= 0) prefix_results_.push_back(v);
+    else k = 0;  // the rest reads a graph input: it needs the whole batch
+  for (int v : graph_.outputs)
+    if (graph_.producer(v) < 0) k = 0;  // a graph input or constant returned as it is
+    else if (graph_.producer(v) < k &&
+        std::find(prefix_results_.begin(), prefix_results_.end(), v) == prefix_results_.end())
+      prefix_results_.push_back(v);
+  per_sample_prefix_ = graph_.inputs.size() == 1 ? k : 0;
 }
 
 void Executor::plan_epilogues() {
@@ -163,9 +210,74 @@ void Executor::clear_weights() {
     if (graph_.nodes[i].kind == OpKind::Conv) weights_[i] = in_layout(graph_.nodes[i].weight, true);
 }
 
+std::int64_t evaluation_sub_batch(std::int64_t batch, std::int64_t bytes_per_sample, std::int64_t cache_bytes) {
+  if (bytes_per_sample <= 0) return 0;
+  std::int64_t size = 1;
+  while (2 * size * bytes_per_sample <= cache_bytes / 8) size *= 2;
+  return size >= 32 && batch > size ? size : 0;
+}
+
+std::int64_t last_level_cache_bytes() {
+  // Linux's view of the first CPU's caches: glibc's sysconf gives some virtual machines' whole-host L3
+  // (320 MiB on a 2-core one whose CPU has 32 MiB).
+  std::int64_t bytes = 0;
+  for (int level = 0, index = 0; index < 16; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level_file(dir + "level"), size_file(dir + "size");
+    int l = 0;
+    std::int64_t size = 0;
+    std::string unit;
+    if (!(level_file >> l) || !(size_file >> size)) break;
+    size_file >> unit;
+    size *= unit == "K" ? 1024 : unit == "M" ? 1024 * 1024 : 1;
+    if (l >= level) level = l, bytes = size;
+  }
+  if (bytes > 0) return bytes;
+  const long reported = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return reported > 0 ? reported : 0;
+}
+
+std::int64_t Executor::sub_batch(const at::Tensor& input) const {
+  if (per_sample_prefix_ == 0 || !device_.is_cpu() || at::GradMode::is_enabled() || input.dim() == 0) return 0;
+  for (std::size_t v = 0; v < hooks_.size(); ++v)
+    if (hooks_[v] && !elementwise_[v]) return 0;  // a hook that observes may depend on the batch
+  const std::int64_t per_sample = input.numel() * static_cast<std::int64_t>(input.element_size()) / std::max<std::int64_t>(1, input.size(0));
+  static const std::int64_t cache = last_level_cache_bytes();
+  return evaluation_sub_batch(input.size(0), static_cast<std::int64_t>(activation_ratio_->load() * per_sample), cache);
+}
+
+std::vector<c10::IValue> Executor::run_in_sub_batches(const at::Tensor& input, std::int64_t size) const {
+  const std::int64_t batch = input.size(0), count = (batch + size - 1) / size;
+  std::vector<std::vector<at::Tensor>> parts(prefix_results_.size());
+  for (std::int64_t k = 0, begin = 0; k < count; ++k) {
+    const std::int64_t end = begin + batch / count + (k < batch % count ? 1 : 0);  // equal sizes, +-1
+    std::vector<c10::IValue> values(graph_.num_values);
+    const at::Tensor x = on_device(input.slice(0, begin, end), device_, graph_.channels_last);
+    values[graph_.inputs[0]] = hooks_[graph_.inputs[0]] ? hooks_[graph_.inputs[0]](x) : x;
+    std::vector<at::Tensor> captured(prefix_results_.size());
+    execute(0, per_sample_prefix_, values, prefix_results_, captured);
+    for (std::size_t j = 0; j < captured.size(); ++j) {
+      if (!captured[j].defined() || captured[j].dim() == 0 || captured[j].size(0) != end - begin)
+        throw Error("value '" + graph_.value_names.at(prefix_results_[j]) + "' is not one row per sample");
+      parts[j].push_back(captured[j]);
+    }
+    begin = end;
+  }
+  std::vector<c10::IValue> values(graph_.num_values);
+  for (std::size_t j = 0; j < parts.size(); ++j) values[prefix_results_[j]] = at::cat(parts[j]);
+  std::vector<at::Tensor> none;
+  execute(per_sample_prefix_, static_cast<int>(graph_.nodes.size()), values, {}, none);
+  std::vector<c10::IValue> outputs;
+  for (int v : graph_.outputs) outputs.push_back(values[v]);
+  return outputs;
+}
+
 std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) const {
   if (inputs.size() != graph_.inputs.size())
     throw Error("model expects " + std::to_string(graph_.inputs.size()) + " inputs, got " + std::to_string(inputs.size()));
+  const at::Tensor input = inputs.size() == 1 && inputs[0].isTensor() ? inputs[0].toTensor() : at::Tensor();
+  if (input.defined())
+    if (const std::int64_t size = sub_batch(input)) return run_in_sub_batches(input, size);
   std::vector<c10::IValue> values(graph_.num_values);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     c10::IValue value = on_device(inputs[i], device_, graph_.channels_last);
@@ -173,7 +285,10 @@ std::vector<c10::IValue> Executor::run(const std::vector<c10::IValue>& inputs) c
     values[graph_.inputs[i]] = std::move(value);
   }
   std::vector<at::Tensor> none;
-  execute(0, static_cast<int>(graph_.nodes.size()), values, {}, none);
+  std::int64_t largest = 0;
+  execute(0, static_cast<int>(graph_.nodes.size()), values, {}, none, nullptr, &largest);
+  if (input.defined() && input.numel() > 0)
+    activation_ratio_->store(static_cast<double>(largest) / static_cast<double>(input.numel() * input.element_size()));
   std::vector<c10::IValue> outputs;
   for (int v : graph_.outputs) outputs.push_back(values[v]);
   return outputs;
@@ -244,7 +359,7 @@ int Executor::tensor_inputs_start(int first, int last, const std::vector<bool>& 
 }
 
 void Executor::execute(int first, int last, std::vector<c10::IValue>& values, const std::vector<int>& wanted,
-                       std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all) const {
+                       std::vector<at::Tensor>& captured, std::vector<c10::IValue>* all, std::int64_t* largest) const {
   for (const auto& c : graph_.constants) values[c.first] = c.second;
   std::vector<char> blocked(graph_.num_values, 0);  // values held in oneDNN's blocked layout
   auto produce = [&](int v, c10::IValue value) {
@@ -255,6 +370,7 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
         throw Error("the elementwise hook on value '" + graph_.value_names.at(v) + "' changed its shape or memory layout");
     }
     if (all) (*all)[v] = value;
+    if (largest && value.isTensor()) *largest = std::max<std::int64_t>(*largest, value.toTensor().nbytes());
     for (std::size_t k = 0; k < wanted.size(); ++k)
       if (wanted[k] == v && value.isTensor()) captured[k] = value.toTensor();
     values[v] = std::move(value);
