@@ -153,16 +153,18 @@ TEST(Layout, ExperimentTop1MatchesTheContiguousLayout) {
   EXPECT_NE(bad.find("memory_format"), std::string::npos) << bad;
 }
 
-// The sub-batch rule: the largest power of two whose largest activation fits an eighth of the cache,
+// The sub-batch rule: the largest power of two up to 64 whose largest activation fits half the cache,
 // none under 32 or at least the batch.
-TEST(SubBatches, LargestActivationFitsAnEighthOfTheCache) {
-  const std::int64_t mib = 1 << 20, image = 16 * 28 * 28 * 4;  // ResNet-20's largest activation at 28x28
-  EXPECT_EQ(evaluation_sub_batch(256, image, 32 * mib), 64);    // 64 x 49 KiB = 3.1 MiB <= 4, 128: 6.1 > 4
+TEST(SubBatches, LargestActivationFitsHalfTheCache) {
+  const std::int64_t mib = 1 << 20, image = 16 * 28 * 28 * 4;   // ResNet-20's largest activation at 28x28
+  EXPECT_EQ(evaluation_sub_batch(256, image, 32 * mib), 64);     // 64 x 49 KiB = 3.1 MiB <= 16
   EXPECT_EQ(evaluation_sub_batch(65, image, 32 * mib), 64);
-  EXPECT_EQ(evaluation_sub_batch(64, image, 32 * mib), 0);      // the batch is no larger
-  EXPECT_EQ(evaluation_sub_batch(256, image, 16 * mib), 32);
-  EXPECT_EQ(evaluation_sub_batch(256, image, 8 * mib), 0);      // 16 < 32
-  EXPECT_EQ(evaluation_sub_batch(10000, 1000, 32 * mib), 4096);  // 4 MiB / 1000 B = 4194
+  EXPECT_EQ(evaluation_sub_batch(64, image, 32 * mib), 0);       // the batch is no larger
+  EXPECT_EQ(evaluation_sub_batch(10000, 1000, 1024 * mib), 64);  // at most 64
+  const std::int64_t expanded = 96 * 28 * 28 * 4;               // 294 KiB
+  EXPECT_EQ(evaluation_sub_batch(256, expanded, 32 * mib), 32);  // 32 x 294 KiB = 9.2 MiB <= 16, 64: 18.4 > 16
+  EXPECT_EQ(evaluation_sub_batch(256, image, 4 * mib), 32);      // 32 x 49 KiB = 1.5 MiB <= 2, 64: 3.1 > 2
+  EXPECT_EQ(evaluation_sub_batch(256, image, 2 * mib), 0);       // 16 < 32
   EXPECT_EQ(evaluation_sub_batch(256, 0, 32 * mib), 0);          // nothing measured yet
   EXPECT_EQ(evaluation_sub_batch(256, image, 0), 0);
 }

@@ -213,8 +213,8 @@ void Executor::clear_weights() {
 std::int64_t evaluation_sub_batch(std::int64_t batch, std::int64_t bytes_per_sample, std::int64_t cache_bytes) {
   if (bytes_per_sample <= 0) return 0;
   std::int64_t size = 1;
-  while (2 * size * bytes_per_sample <= cache_bytes / 8) size *= 2;
-  return size >= 32 && batch > size ? size : 0;
+  while (2 * size <= kMaxSubBatch && 2 * size * bytes_per_sample <= cache_bytes / 2) size *= 2;
+  return size >= kMinSubBatch && batch > size ? size : 0;
 }
 
 std::int64_t last_level_cache_bytes() {

@@ -45,12 +45,12 @@ class Executor {
   // values are planned so.
   int blocked_values() const;
 
-  // Evaluation (no autograd, CPU, no hook but elementwise ones) of a batch whose activations outgrow the
-  // last-level cache runs the graph's leading per-sample nodes (convolutions, BatchNorm, pointwise ops,
-  // pooling; `per_sample_prefix()` of them) in sub-batches whose largest activation fits an eighth of that
-  // cache, and the rest (from the first linear) on the whole batch: the same bits (every op of the prefix
-  // computes a sample alone), less memory traffic. The first call with inputs of a given size runs whole
-  // and measures the activations.
+  // Evaluation (no autograd, CPU, no hook but elementwise ones) of a large batch runs the graph's leading
+  // per-sample nodes (convolutions, BatchNorm, pointwise ops, pooling; `per_sample_prefix()` of them) in
+  // sub-batches sized to the last-level cache (evaluation_sub_batch, below) and the rest (from the first
+  // linear, whose GEMM rounds by the number of rows) on the whole batch: the same bits, since each op of
+  // the prefix computes a sample alone, with less memory traffic. The first call with inputs of a given
+  // size runs whole and measures the activations.
   std::vector<c10::IValue> run(const std::vector<c10::IValue>& inputs) const;
   int per_sample_prefix() const { return per_sample_prefix_; }
   // One tensor in, first output out.
@@ -121,10 +121,13 @@ class Executor {
 };
 
 // The sub-batch for evaluating `batch` samples whose largest activation takes `bytes_per_sample` each, with
-// `cache_bytes` of last-level cache: the largest power of two whose activation fits an eighth of it
-// (ResNet-20 at 28x28, 50 KB per image, 2 threads: 64 images evaluate faster than 32, 128 or 256). 0 (the
-// whole batch) when the batch is no larger, or when that is under 32: sub-batches are made equal, so
-// none falls under 16, the size from which ATen convolves with oneDNN at any thread count (same bits).
+// `cache_bytes` of last-level cache: the largest power of two up to 64 whose activation fits half of it.
+// Measured on 2 cores (32 MiB), the zoo's models at 28x28, batches of 256 against sub-batches: ResNet-20
+// (50 KB per image) evaluates fastest in 64 (FP32 and W4A4 +18 %, 128 and 32 in between), MobileNetV2
+// (294 KB) in 32-64 (+52-63 %), VGG in 64-128 (+7-17 %). 0 (the whole batch) when the batch is no larger
+// or the size under 32: sub-batches are made equal, so none falls under 16, the size from which ATen
+// convolves with oneDNN at any thread count (the same bits).
+constexpr std::int64_t kMinSubBatch = 32, kMaxSubBatch = 64;
 std::int64_t evaluation_sub_batch(std::int64_t batch, std::int64_t bytes_per_sample, std::int64_t cache_bytes);
 // This machine's last-level cache (bytes; 0 when the system does not say).
 std::int64_t last_level_cache_bytes();
