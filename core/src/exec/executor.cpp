@@ -238,7 +238,8 @@ std::int64_t last_level_cache_bytes() {
 }
 
 std::int64_t Executor::sub_batch(const at::Tensor& input) const {
-  if (per_sample_prefix_ == 0 || !device_.is_cpu() || at::GradMode::is_enabled() || input.dim() == 0) return 0;
+  // 4-d only: a 3-d input may be one unbatched image, whose first dimension is its channels.
+  if (per_sample_prefix_ == 0 || !device_.is_cpu() || at::GradMode::is_enabled() || input.dim() != 4) return 0;
   for (std::size_t v = 0; v < hooks_.size(); ++v)
     if (hooks_[v] && !elementwise_[v]) return 0;  // a hook that observes may depend on the batch
   const std::int64_t per_sample = input.numel() * static_cast<std::int64_t>(input.element_size()) / std::max<std::int64_t>(1, input.size(0));
@@ -393,8 +394,7 @@ void Executor::execute(int first, int last, std::vector<c10::IValue>& values, co
       continue;
     }
     const bool fuses = node.kind == OpKind::Conv && fuses_epilogue(i, last, values, blocked, wanted, all);
-    if (!fuses)
-      for (int v : node.inputs) as_logical(v);
+    if (!fuses) std::for_each(node.inputs.begin(), node.inputs.end(), as_logical);
     switch (node.kind) {
       case OpKind::Conv: {
         const at::Tensor& w = weights_[i].defined() ? weights_[i] : node.weight;

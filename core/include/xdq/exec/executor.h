@@ -45,12 +45,13 @@ class Executor {
   // values are planned so.
   int blocked_values() const;
 
-  // Evaluation (no autograd, CPU, no hook but elementwise ones) of a large batch runs the graph's leading
-  // per-sample nodes (convolutions, BatchNorm, pointwise ops, pooling; `per_sample_prefix()` of them) in
-  // sub-batches sized to the last-level cache (evaluation_sub_batch, below) and the rest (from the first
-  // linear, whose GEMM rounds by the number of rows) on the whole batch: the same bits, since each op of
-  // the prefix computes a sample alone, with less memory traffic. The first call with inputs of a given
-  // size runs whole and measures the activations.
+  // Evaluation (no autograd, CPU, no hook but elementwise ones) of a large batch of images (4-d) runs the
+  // graph's leading per-sample nodes (convolutions, BatchNorm, pointwise ops, pooling;
+  // `per_sample_prefix()` of them) in sub-batches sized to the last-level cache (evaluation_sub_batch,
+  // below) and the rest (from the first linear, whose GEMM rounds by the number of rows) on the whole
+  // batch: the same bits, since each op of the prefix computes a sample alone, with less memory traffic.
+  // The first call runs whole and measures its largest activation against its input's size; later calls
+  // size their sub-batches by that ratio (each whole run measures it again).
   std::vector<c10::IValue> run(const std::vector<c10::IValue>& inputs) const;
   int per_sample_prefix() const { return per_sample_prefix_; }
   // One tensor in, first output out.
