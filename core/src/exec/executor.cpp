@@ -60,16 +60,15 @@ void Executor::plan_per_sample_prefix() {
   };
   int k = 0;
   while (k < static_cast<int>(graph_.nodes.size()) && per_sample(graph_.nodes[k])) ++k;
-  prefix_results_.clear();
-  for (int v : range_inputs(k, static_cast<int>(graph_.nodes.size())))
-    if (graph_.producer(v) >= 0) prefix_results_.push_back(v);
-    else k = 0;  // the rest reads a graph input: it needs the whole batch
+  // What leaves the prefix: the values the rest reads, and the graph outputs made before the rest.
+  std::vector<int> results = range_inputs(k, static_cast<int>(graph_.nodes.size()));
   for (int v : graph_.outputs)
-    if (graph_.producer(v) < 0) k = 0;  // a graph input or constant returned as it is
-    else if (graph_.producer(v) < k &&
-        std::find(prefix_results_.begin(), prefix_results_.end(), v) == prefix_results_.end())
-      prefix_results_.push_back(v);
-  per_sample_prefix_ = graph_.inputs.size() == 1 ? k : 0;
+    if (graph_.producer(v) < k && std::find(results.begin(), results.end(), v) == results.end()) results.push_back(v);
+  // A graph input (or a constant returned as it is) among them needs the whole batch.
+  const bool made_in_prefix =
+      std::all_of(results.begin(), results.end(), [&](int v) { return graph_.producer(v) >= 0; });
+  per_sample_prefix_ = graph_.inputs.size() == 1 && made_in_prefix ? k : 0;
+  prefix_results_ = per_sample_prefix_ > 0 ? results : std::vector<int>();
 }
 
 void Executor::plan_epilogues() {
