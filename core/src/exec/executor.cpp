@@ -151,6 +151,7 @@ WinogradBlocking held_blocked(int input, int residual, const std::vector<char>& 
 bool Executor::fuses_epilogue(int i, int last, const std::vector<c10::IValue>& values, const std::vector<char>& blocked,
                               const std::vector<int>& wanted, const std::vector<c10::IValue>* all) const {
   const Epilogue& e = epilogues_[i];
+  // Not with autograd: fused, a reconstruction block's forward + backward measured slower (README).
   if (e.output < 0 || all || at::GradMode::is_enabled() || std::max(e.add, e.relu) >= last) return false;
   for (int v : e.skipped)
     if (hooks_[v] || std::count(wanted.begin(), wanted.end(), v)) return false;
