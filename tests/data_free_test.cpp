@@ -149,45 +149,54 @@ TEST(BnLoss, GradientsEqualAutogradOfTheFormulas) {
   }
 }
 
-// As synthesis runs a BN layer: the layer (eval mode) and its ReLU applied to the value passed on, one
-// backward for ReLU, layer and moments; against the chain in float64 through ATen's batch_norm, relu and
-// autograd. Each gradient element is a handful of float32 operations on sums of <= 480 terms. Inputs
-// contiguous, channels-last, and strided (every other column of a wider tensor: the path through ATen
-// ops that a GPU takes).
+// As synthesis runs a BN layer: the layer (eval mode), a residual block's add and its ReLU applied to the
+// value passed on, one backward for ReLU, add, layer and moments; against the chain in float64 through
+// ATen's batch_norm, add, relu and autograd. Each gradient element is a handful of float32 operations on
+// sums of <= 480 terms. Inputs contiguous, channels-last, and strided (every other column of a wider
+// tensor: the path through ATen ops that a GPU takes).
 TEST(BnLoss, FusedLayerEqualsBatchNormReluAndMomentsInDouble) {
-  const at::Tensor x0 = at::randn({5, 3, 4, 6}) * 2 + 0.5, u = at::randn({5, 3, 4, 6});
+  const at::Tensor x0 = at::randn({5, 3, 4, 6}) * 2 + 0.5, u = at::randn({5, 3, 4, 6}), r0 = at::randn({5, 3, 4, 6});
   const BatchNormStats bn{at::rand({3}) + 0.5, at::randn({3}), at::randn({3}), at::rand({3}) + 0.5, 1e-5};
   const at::Tensor target_mean = at::randn({3}), target_var = at::rand({3}) + 0.5;
   auto as_double = [](const at::Tensor& t) { return t.to(at::kDouble); };
   const at::Tensor layer_double = at::batch_norm(as_double(x0), as_double(bn.gamma), as_double(bn.beta), as_double(bn.mean),
                                                  as_double(bn.var), false, 0.0, bn.eps, true);
-  ASSERT_GT(layer_double.abs().min().item<double>(), 1e-4);  // ReLU's mask is the same in float32 and float64
+  // ReLU's mask is the same in float32 and float64
+  ASSERT_GT(layer_double.abs().min().item<double>(), 1e-4);
+  ASSERT_GT((layer_double + as_double(r0)).abs().min().item<double>(), 1e-4);
   for (BnStatistics statistics : {BnStatistics::PerSample, BnStatistics::Batch})
     for (bool relu : {false, true})
-      for (const std::string layout : {"contiguous", "channels-last", "strided"}) {
-        // The leaf: x itself, or the wider tensor x is a view of.
-        at::Tensor leaf = layout == "strided" ? at::zeros({5, 3, 4, 12}) : x0.clone(layout == "contiguous" ? at::MemoryFormat::Contiguous
-                                                                                                          : at::MemoryFormat::ChannelsLast);
-        if (layout == "strided") leaf.slice(3, 0, 12, 2).copy_(x0);
-        leaf.requires_grad_(true);
-        const at::Tensor x = layout == "strided" ? leaf.slice(3, 0, 12, 2) : leaf;
-        const BnMoments m = bn_layer_moments(x, bn, relu, statistics);
-        const at::Tensor loss = bn_statistics_loss(m, statistics, target_mean, target_var) + (m.x * u).sum();
-        loss.backward();
-        const at::Tensor x_grad = layout == "strided" ? leaf.grad().slice(3, 0, 12, 2) : leaf.grad();
-        const at::Tensor xd = as_double(x0).requires_grad_(true);
-        at::Tensor yd = at::batch_norm(xd, as_double(bn.gamma), as_double(bn.beta), as_double(bn.mean), as_double(bn.var),
-                                       false, 0.0, bn.eps, true);
-        if (relu) yd = at::relu(yd);
-        const at::Tensor moments = statistics == BnStatistics::PerSample ? zeroq_formula(xd, target_mean, target_var)
-                                                                         : deepinversion_formula(xd, target_mean, target_var);
-        const at::Tensor expected = moments + (yd * as_double(u)).sum();
-        expected.backward();
-        const std::string where = std::string(relu ? "relu " : "") + layout;
-        EXPECT_LT(max_relative_error(as_double(m.x), yd.detach()), 1e-6) << where;
-        EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-5 * std::abs(expected.item<double>())) << where;
-        EXPECT_LT(max_relative_error(as_double(x_grad), xd.grad()), 1e-5) << where;
-      }
+      for (bool with_residual : {false, true})
+        for (const std::string layout : {"contiguous", "channels-last", "strided"}) {
+          const at::MemoryFormat format = layout == "channels-last" ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+          // The leaf: x itself, or the wider tensor x is a view of.
+          at::Tensor leaf = layout == "strided" ? at::zeros({5, 3, 4, 12}) : x0.clone(format);
+          if (layout == "strided") leaf.slice(3, 0, 12, 2).copy_(x0);
+          leaf.requires_grad_(true);
+          const at::Tensor x = layout == "strided" ? leaf.slice(3, 0, 12, 2) : leaf;
+          const at::Tensor residual = with_residual ? r0.clone(format).requires_grad_(true) : at::Tensor();
+          const BnMoments m = bn_layer_moments(x, bn, relu, statistics, residual);
+          const at::Tensor loss = bn_statistics_loss(m, statistics, target_mean, target_var) + (m.x * u).sum();
+          loss.backward();
+          const at::Tensor x_grad = layout == "strided" ? leaf.grad().slice(3, 0, 12, 2) : leaf.grad();
+          const at::Tensor xd = as_double(x0).requires_grad_(true), rd = as_double(r0).requires_grad_(true);
+          at::Tensor yd = at::batch_norm(xd, as_double(bn.gamma), as_double(bn.beta), as_double(bn.mean), as_double(bn.var),
+                                         false, 0.0, bn.eps, true);
+          if (with_residual) yd = yd + rd;
+          if (relu) yd = at::relu(yd);
+          const at::Tensor moments = statistics == BnStatistics::PerSample ? zeroq_formula(xd, target_mean, target_var)
+                                                                           : deepinversion_formula(xd, target_mean, target_var);
+          const at::Tensor expected = moments + (yd * as_double(u)).sum();
+          expected.backward();
+          const std::string where = std::string(relu ? "relu " : "") + (with_residual ? "residual " : "") + layout;
+          EXPECT_LT(max_relative_error(as_double(m.x), yd.detach()), 1e-6) << where;
+          EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-5 * std::abs(expected.item<double>())) << where;
+          EXPECT_LT(max_relative_error(as_double(x_grad), xd.grad()), 1e-5) << where;
+          if (with_residual) {  // the add's gradient: u, through ReLU's mask
+            ASSERT_TRUE(residual.grad().defined()) << where;
+            EXPECT_LT(max_relative_error(as_double(residual.grad()), rd.grad()), 1e-6) << where;
+          }
+        }
 }
 
 TEST(BnLoss, TotalVariationMatchesLoops) {

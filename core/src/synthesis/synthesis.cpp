@@ -53,18 +53,35 @@ struct HookedModel {
 
 namespace {
 
-// A BN layer (eval mode) applied in the pass that sums its input: y = fma(x, α, β) per channel, then
-// ReLU when fused in. α = γ · (1 / sqrt(var + eps)) and β = fma(−mean, α, bias), in float: the bits of
-// ATen's eval batch_norm on AVX2 and AVX-512 machines (its kernels fuse both multiply-adds).
+// A BN layer (eval mode) applied in the pass that sums its input: y = fma(x, α, β) per channel, then the
+// residual added and ReLU when fused in. α = γ · (1 / sqrt(var + eps)) and β = fma(−mean, α, bias), in
+// float: the bits of ATen's eval batch_norm on AVX2 and AVX-512 machines (its kernels fuse both
+// multiply-adds), then of its add (one rounding) and ReLU.
 struct AffineOut {
   const float *alpha, *beta;  // [C]; null: sums only
   bool relu;
   float* y;
+  const float* residual = nullptr;  // laid out as x; null: none
 };
 
-[[gnu::always_inline]] inline float affine(float x, float alpha, float beta, bool relu) {
-  const float v = std::fma(x, alpha, beta);
+template <bool kResidual>
+[[gnu::always_inline]] inline float affine(float x, float alpha, float beta, const float* residual, std::int64_t e,
+                                           bool relu) {
+  float v = std::fma(x, alpha, beta);
+  if constexpr (kResidual) v = v + residual[e];
   return relu && v < 0 ? 0.0f : v;
+}
+
+// out.y over one channel's row [begin, end) (one α, β), or over one pixel's C channels from e.
+template <bool kResidual>
+[[gnu::always_inline]] inline void affine_row(const float* x, float alpha, float beta, std::int64_t begin,
+                                              std::int64_t end, const AffineOut& out) {
+  for (std::int64_t e = begin; e < end; ++e) out.y[e] = affine<kResidual>(x[e], alpha, beta, out.residual, e, out.relu);
+}
+template <bool kResidual>
+[[gnu::always_inline]] inline void affine_pixel(const float* x, std::int64_t e, std::int64_t C, const AffineOut& out) {
+  for (std::int64_t c = 0; c < C; ++c)
+    out.y[e + c] = affine<kResidual>(x[e + c], out.alpha[c], out.beta[c], out.residual, e + c, out.relu);
 }
 
 // Σx and Σx² in double over the positions of rows [begin, end) of a contiguous [rows, P] float32 tensor
@@ -92,8 +109,10 @@ XDQ_VECTOR_CLONES void row_sums(const float* data, std::int64_t P, std::int64_t 
     }
     if (out.alpha) {  // the row again, from L1/L2
       const float alpha = out.alpha[row % C], beta = out.beta[row % C];
-      float* y = out.y + row * P;
-      for (std::int64_t q = 0; q < P; ++q) y[q] = affine(r[q], alpha, beta, out.relu);
+      if (out.residual)
+        affine_row<true>(data, alpha, beta, row * P, (row + 1) * P, out);
+      else
+        affine_row<false>(data, alpha, beta, row * P, (row + 1) * P, out);
     }
   }
 }
@@ -109,8 +128,10 @@ XDQ_VECTOR_CLONES void pixel_sums(const float* data, std::int64_t P, std::int64_
         d1[n * C + c] += v;
         d2[n * C + c] += v * v;
       }
-      if (out.alpha)
-        for (std::int64_t c = 0; c < C; ++c) out.y[e + c] = affine(data[e + c], out.alpha[c], out.beta[c], out.relu);
+      if (out.alpha && out.residual)
+        affine_pixel<true>(data, e, C, out);
+      else if (out.alpha)
+        affine_pixel<false>(data, e, C, out);
     }
 }
 
@@ -137,6 +158,7 @@ struct MomentsGradient {
   const float* relu_out;    // ReLU's output when fused (its backward reads y <= 0), else null
   const float *invstd, *w;  // the BN layer's per-channel factors [C] (ones when x is passed on as is)
   float* out;
+  float* residual_out;      // the gradient of the residual added before ReLU (the passed one), or null
   std::int64_t P, C;
   bool channels_last;
 };
@@ -147,11 +169,11 @@ enum class PassedGradient { None, Plain, ThroughRelu };
 // ([N, P, C]). Each step as autograd formed it from ReLU's, BN's and the moments' backward, so the bits
 // are those of the unfused chain: ReLU's mask, then (g · invstd) · w as ATen's eval BatchNorm, then the
 // moments' a + b·x as one fused multiply-add (as ATen's addcmul on AVX2 and AVX-512 machines).
-template <PassedGradient kind>
+template <PassedGradient kind, bool kResidual>
 [[gnu::always_inline]] inline void moments_gradient_rows(const MomentsGradient& k, std::int64_t begin, std::int64_t end) {
   const float *__restrict x = k.x, *__restrict gy = k.gy, *__restrict a = k.a, *__restrict b = k.b,
               *__restrict r = k.relu_out, *__restrict s = k.invstd, *__restrict w = k.w;
-  float* __restrict out = k.out;
+  float *__restrict out = k.out, *__restrict residual_out = k.residual_out;
   auto element = [&](std::int64_t e, std::int64_t row, std::int64_t c) {
     const float g = std::fma(b[row], x[e], a[row]);
     if constexpr (kind == PassedGradient::None) {
@@ -161,24 +183,39 @@ template <PassedGradient kind>
       out[e] = passed * s[c] * w[c] + g;
     }
   };
+  // The residual's gradient (the passed one) in a loop of its own over the image or row just done, from
+  // L2: stored in the loop above, it made GCC branch on ReLU's mask instead of vectorizing.
+  auto residual_gradient = [&](std::int64_t from, std::int64_t to) {
+    if constexpr (kResidual && kind != PassedGradient::None)
+      for (std::int64_t e = from; e < to; ++e)
+        residual_out[e] = kind == PassedGradient::ThroughRelu && r[e] <= 0 ? 0.0f : gy[e];
+  };
   const std::int64_t P = k.P, C = k.C;
   if (k.channels_last) {
-    for (std::int64_t i = begin; i < end; ++i)
+    for (std::int64_t i = begin; i < end; ++i) {
       for (std::int64_t e = i * P * C; e < (i + 1) * P * C; e += C)
         for (std::int64_t c = 0; c < C; ++c) element(e + c, i * C + c, c);
+      residual_gradient(i * P * C, (i + 1) * P * C);
+    }
   } else {
-    for (std::int64_t i = begin; i < end; ++i)
+    for (std::int64_t i = begin; i < end; ++i) {
       for (std::int64_t e = i * P; e < (i + 1) * P; ++e) element(e, i, i % C);
+      residual_gradient(i * P, (i + 1) * P);
+    }
   }
 }
 
 XDQ_VECTOR_CLONES void add_moments_gradient(const MomentsGradient& k, std::int64_t begin, std::int64_t end) {
   if (!k.gy)
-    moments_gradient_rows<PassedGradient::None>(k, begin, end);
+    moments_gradient_rows<PassedGradient::None, false>(k, begin, end);
+  else if (k.relu_out && k.residual_out)
+    moments_gradient_rows<PassedGradient::ThroughRelu, true>(k, begin, end);
   else if (k.relu_out)
-    moments_gradient_rows<PassedGradient::ThroughRelu>(k, begin, end);
+    moments_gradient_rows<PassedGradient::ThroughRelu, false>(k, begin, end);
+  else if (k.residual_out)
+    moments_gradient_rows<PassedGradient::Plain, true>(k, begin, end);
   else
-    moments_gradient_rows<PassedGradient::Plain>(k, begin, end);
+    moments_gradient_rows<PassedGradient::Plain, false>(k, begin, end);
 }
 
 // Whether x's sums over `dims` (the positions of each image, or also the images) take one pass here.
@@ -226,37 +263,44 @@ BnLayer bn_layer(const BatchNormStats& bn, bool relu) {
   return layer;
 }
 
-// The layer through ATen (where the sums' pass cannot apply it).
-at::Tensor run_layer(const at::Tensor& x, const BnLayer& layer) {
+// The layer through ATen (where the sums' pass cannot apply it), the residual added (when defined).
+at::Tensor run_layer(const at::Tensor& x, const BnLayer& layer, const at::Tensor& residual) {
   const BatchNormStats& bn = layer.bn;
   at::Tensor y = at::batch_norm(x, bn.gamma, bn.beta, bn.mean, bn.var, false, 0.0, bn.eps, true);
+  if (residual.defined()) y = y + residual;
   return layer.relu ? y.relu_() : y;
 }
 
 // x's mean and variance over `dims` (kept as size-1 axes), with the value passed on: x itself, or the
-// BN layer `layer` (and its ReLU) applied to x. The backward forms the gradient to x in one pass: the
-// passed value's gradient (back through ReLU and BN when they run inside) plus dL/dm / n + dL/dv ·
+// BN layer `layer` applied to x, the residual added (a non-empty `residual`: the add of a residual block)
+// and ReLU when the layer has it. The backward forms the gradient to x in one pass: the passed value's
+// gradient (back through ReLU and BN when they run inside; the residual's is the add's, written in the
+// same pass) plus dL/dm / n + dL/dv ·
 // 2(x - m) / (n - ddof). ATen's var_mean and autograd's var/mean backward took several slow passes per
 // BN input, and eval BatchNorm's own backward reads its output gradient twice more for the weight and
 // bias gradients that synthesis never asks for.
 struct Moments : public torch::autograd::Function<Moments> {
+  // `residual` is an empty tensor for none (autograd's apply takes no undefined tensor).
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                                                std::vector<std::int64_t> dims, bool unbiased,
-                                                const std::optional<BnLayer>& layer) {
+                                                const at::Tensor& residual, std::vector<std::int64_t> dims,
+                                                bool unbiased, const std::optional<BnLayer>& layer) {
+    const at::Tensor r = residual.numel() > 0 ? residual.contiguous(x.suggest_memory_format()) : at::Tensor();
     // The layer applied in the pass that sums x where it can be, else by ATen after it.
-    const bool fused = layer && layer->alpha.defined() && one_pass_sums(x, dims);
+    const bool fused = layer && layer->alpha.defined() && one_pass_sums(x, dims) &&
+                       (!r.defined() || (r.strides() == x.strides() && r.scalar_type() == x.scalar_type()));
     at::Tensor y = fused ? at::empty_like(x) : x;
     // Sums of x and x² accumulated in double: several times faster than at::var_mean here, and exact enough.
     const auto [s1, s2] = sums_of_powers(x, dims, {fused ? layer->alpha.data_ptr<float>() : nullptr,
                                                    fused ? layer->beta.data_ptr<float>() : nullptr, layer && layer->relu,
-                                                   fused ? y.data_ptr<float>() : nullptr});
+                                                   fused ? y.data_ptr<float>() : nullptr,
+                                                   fused && r.defined() ? r.data_ptr<float>() : nullptr});
     const std::int64_t n = x.numel() / s1.numel();
     const double count = static_cast<double>(n);
     const at::Tensor mean = (s1 / count).to(x.scalar_type());
     const at::Tensor var = at::clamp_min((s2 - s1 * s1 / count) / (unbiased ? count - 1 : count), 0).to(x.scalar_type());
     std::vector<at::Tensor> saved{x, mean};
     if (layer) {
-      if (!fused) y = run_layer(x, *layer);
+      if (!fused) y = run_layer(x, *layer, r);
       saved.push_back(layer->invstd);
       saved.push_back(layer->w);
       if (layer->relu) saved.push_back(y);
@@ -264,6 +308,7 @@ struct Moments : public torch::autograd::Function<Moments> {
     ctx->save_for_backward(saved);
     ctx->saved_data["factor"] = 2.0 / static_cast<double>(unbiased ? n - 1 : n);
     ctx->saved_data["n"] = static_cast<double>(n);
+    ctx->saved_data["residual"] = r.defined();
     return {y, mean, var};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -275,15 +320,17 @@ struct Moments : public torch::autograd::Function<Moments> {
     const at::Tensor g_mean = grads[1].defined() ? grads[1] : at::zeros_like(mean);
     const at::Tensor g_var = grads[2].defined() ? grads[2] * factor : at::zeros_like(mean);
     const at::Tensor a = g_mean / n - g_var * mean;  // dL/dx = a + g_var·x, per (image or all, channel)
+    const bool residual = ctx->saved_data["residual"].toBool() && grads[0].defined() && ctx->needs_input_grad(1);
     const bool channels_last = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (!x.is_cpu() || x.scalar_type() != at::kFloat || x.dim() != 4 || !(x.is_contiguous() || channels_last)) {
-      at::Tensor g = at::addcmul(a, g_var, x);
+      at::Tensor g = at::addcmul(a, g_var, x), g_residual;
       if (grads[0].defined()) {
         at::Tensor d = relu ? at::threshold_backward(grads[0], saved[4], 0) : grads[0];
+        if (residual) g_residual = d;
         if (layer) d = d * saved[2].view({1, -1, 1, 1}) * saved[3].view({1, -1, 1, 1});
         g = d + g;
       }
-      return {g, at::Tensor(), at::Tensor(), at::Tensor()};
+      return {g, g_residual, at::Tensor(), at::Tensor(), at::Tensor()};
     }
     const std::int64_t N = x.size(0), C = x.size(1), P = x.size(2) * x.size(3);
     const at::MemoryFormat format = x.suggest_memory_format();
@@ -292,7 +339,7 @@ struct Moments : public torch::autograd::Function<Moments> {
     const at::Tensor gy = grads[0].defined() ? grads[0].contiguous(format) : at::Tensor();
     const at::Tensor relu_out = relu ? saved[4].contiguous(format) : at::Tensor();
     const at::Tensor invstd = layer ? saved[2] : at::ones({C}, x.options()), w = layer ? saved[3] : invstd;  // ·1·1 exact
-    at::Tensor out = at::empty_like(x);
+    at::Tensor out = at::empty_like(x), g_residual = residual ? at::empty_like(x) : at::Tensor();
     const MomentsGradient k{x.data_ptr<float>(),
                             gy.defined() ? gy.data_ptr<float>() : nullptr,
                             a_nc.data_ptr<float>(),
@@ -301,12 +348,13 @@ struct Moments : public torch::autograd::Function<Moments> {
                             invstd.data_ptr<float>(),
                             w.data_ptr<float>(),
                             out.data_ptr<float>(),
+                            residual ? g_residual.data_ptr<float>() : nullptr,
                             P,
                             C,
                             channels_last};
     at::parallel_for(0, channels_last ? N : N * C, 1,
                      [&](std::int64_t begin, std::int64_t end) { add_moments_gradient(k, begin, end); });
-    return {out, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {out, g_residual, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -320,19 +368,22 @@ std::vector<std::int64_t> moment_dims(const at::Tensor& x, BnStatistics statisti
 }  // namespace
 
 BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics) {
-  const auto out = Moments::apply(x, moment_dims(x, statistics), statistics == BnStatistics::PerSample, std::nullopt);
+  const auto out = Moments::apply(x, at::empty({0}, x.options()), moment_dims(x, statistics),
+                                  statistics == BnStatistics::PerSample, std::nullopt);
   return {out[0], out[1], out[2]};
 }
 
 namespace {
-BnMoments layer_moments(const at::Tensor& x, const BnLayer& layer, BnStatistics statistics) {
-  const auto out = Moments::apply(x, moment_dims(x, statistics), statistics == BnStatistics::PerSample, layer);
+BnMoments layer_moments(const at::Tensor& x, const BnLayer& layer, BnStatistics statistics, const at::Tensor& residual) {
+  const auto out = Moments::apply(x, residual.defined() ? residual : at::empty({0}, x.options()), moment_dims(x, statistics),
+                                  statistics == BnStatistics::PerSample, layer);
   return {out[0], out[1], out[2]};
 }
 }  // namespace
 
-BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics) {
-  return layer_moments(x, bn_layer(bn, relu), statistics);
+BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics,
+                           const at::Tensor& residual) {
+  return layer_moments(x, bn_layer(bn, relu), statistics, residual);
 }
 
 at::Tensor bn_statistics_loss(const BnMoments& m, BnStatistics statistics, const at::Tensor& running_mean,
@@ -400,41 +451,68 @@ std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, 
 
 namespace {
 
+// The node that alone reads `value` (none when the value is also a graph output), or -1.
+int only_reader(const Graph& graph, int value) {
+  const std::vector<int> readers = graph.consumers(value);
+  const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), value) > 0;
+  return readers.size() == 1 && !is_output ? readers[0] : -1;
+}
+
+bool is_constant_one(const Graph& graph, int value) {
+  for (const auto& [v, c] : graph.constants)
+    if (v == value) return (c.isInt() && c.toInt() == 1) || (c.isDouble() && c.toDouble() == 1.0);
+  return false;
+}
+
 // The graph a synthesis step runs: each BatchNorm becomes one node that takes its input's moments into
-// captured[k] and applies the layer, and the ReLU after it where that ReLU alone reads it. Backward then
-// makes one pass over the layer's input where ReLU, BN and the moments made three.
+// captured[k] and applies the layer, then the add of a residual block where it alone reads the layer
+// (alpha 1, the other operand made before the layer), then the ReLU where it alone reads what came
+// before. Backward then makes one pass over the layer's input where ReLU, BN and the moments made three,
+// and the add and ReLU no pass of their own forward (in a ResNet at 28x28, 2 of the 3 passes over each
+// block's output were these).
 Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnStatistics statistics,
                       const std::shared_ptr<std::vector<BnMoments>>& captured) {
   Graph out = graph;
-  std::vector<int> fused_relus;
+  std::vector<int> fused;  // nodes run inside a BN node
   for (std::size_t k = 0; k < bn_nodes.size(); ++k) {
     Node& node = out.nodes[bn_nodes[k]];
-    const std::vector<int> readers = graph.consumers(node.outputs[0]);
-    const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), node.outputs[0]) > 0;
-    const bool relu = readers.size() == 1 && graph.nodes[readers[0]].op == "aten::relu" && !is_output;
+    const int bn_output = node.outputs[0];
+    int next = only_reader(graph, bn_output);
+    if (next >= 0 && graph.nodes[next].op == "aten::add" && graph.nodes[next].inputs.size() == 3) {
+      const Node& add = graph.nodes[next];
+      const int other = add.inputs[0] == bn_output ? add.inputs[1] : add.inputs[0];
+      const int made_by = graph.producer(other);
+      if (other != bn_output && made_by >= 0 && made_by < bn_nodes[k] && is_constant_one(graph, add.inputs[2])) {
+        node.inputs.push_back(other);
+        node.outputs = add.outputs;
+        fused.push_back(next);
+        next = only_reader(graph, add.outputs[0]);
+      }
+    }
+    const bool relu = next >= 0 && graph.nodes[next].op == "aten::relu";
     if (relu) {
-      node.outputs = graph.nodes[readers[0]].outputs;
-      fused_relus.push_back(readers[0]);
+      node.outputs = graph.nodes[next].outputs;
+      fused.push_back(next);
     }
     const BnLayer layer = bn_layer(node.bn, relu);
     node.kind = OpKind::Generic;
-    node.op = layer.relu ? "xdq::synthesis_batch_norm_relu" : "xdq::synthesis_batch_norm";
+    node.op = std::string("xdq::synthesis_batch_norm") + (node.inputs.size() > 1 ? "_add" : "") + (relu ? "_relu" : "");
     node.run = [layer, statistics, captured, k](std::vector<c10::IValue>& stack) {
-      const at::Tensor x = stack.at(0).toTensor();
+      const at::Tensor x = stack.at(0).toTensor(), residual = stack.size() > 1 ? stack[1].toTensor() : at::Tensor();
       at::Tensor y;
       if (at::GradMode::is_enabled()) {
-        const BnMoments moments = layer_moments(x, layer, statistics);
+        const BnMoments moments = layer_moments(x, layer, statistics, residual);
         (*captured)[k] = {at::Tensor(), moments.mean, moments.var};  // the output stays the graph's
         y = moments.x;
       } else {  // the class count's probe below
-        y = run_layer(x, layer);
+        y = run_layer(x, layer, residual);
       }
       stack.clear();
       stack.emplace_back(y);
     };
   }
-  std::sort(fused_relus.rbegin(), fused_relus.rend());
-  for (int i : fused_relus) out.nodes.erase(out.nodes.begin() + i);
+  std::sort(fused.rbegin(), fused.rend());
+  for (int i : fused) out.nodes.erase(out.nodes.begin() + i);
   return out;
 }
 

@@ -48,14 +48,16 @@ at::Tensor deepinversion_bn_loss(const at::Tensor& x, const at::Tensor& running_
 // [N, C, 1, 1]; Batch: over images and positions, biased, [1, C, 1, 1]) with a value passed on, and the
 // loss of those moments. bn_moments passes x itself on, for a layer to read in x's place (its backward
 // then adds the moments' gradient to the layer's in one pass). bn_layer_moments, as synthesis runs each
-// BN layer, passes on the layer `bn` (eval mode) applied to x, and ReLU after it when `relu`: one backward
-// pass over x for ReLU, the layer and the moments, every rounding the unfused chain's (ReLU's mask,
-// ATen's (g · invstd) · w, then the moments' term).
+// BN layer, passes on the layer `bn` (eval mode) applied to x, `residual` added when defined (a residual
+// block's add, differentiable: its gradient is the add's) and ReLU after it when `relu`: one backward
+// pass over x for ReLU, the layer and the moments, every rounding the unfused chain's (the layer's, one
+// rounding for the add, ReLU's mask, ATen's (g · invstd) · w, then the moments' term).
 struct BnMoments {
   at::Tensor x, mean, var;  // x: the value passed on
 };
 BnMoments bn_moments(const at::Tensor& x, BnStatistics statistics);
-BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics);
+BnMoments bn_layer_moments(const at::Tensor& x, const BatchNormStats& bn, bool relu, BnStatistics statistics,
+                           const at::Tensor& residual = {});
 at::Tensor bn_statistics_loss(const BnMoments& m, BnStatistics statistics, const at::Tensor& running_mean,
                               const at::Tensor& running_var);
 // DeepInversion's image priors: the l2 and (mean |·|/255) l1 norms of the differences to the right, down
