@@ -274,11 +274,10 @@ at::Tensor run_layer(const at::Tensor& x, const BnLayer& layer, const at::Tensor
 // x's mean and variance over `dims` (kept as size-1 axes), with the value passed on: x itself, or the
 // BN layer `layer` applied to x, the residual added (a non-empty `residual`: the add of a residual block)
 // and ReLU when the layer has it. The backward forms the gradient to x in one pass: the passed value's
-// gradient (back through ReLU and BN when they run inside; the residual's is the add's, written in the
-// same pass) plus dL/dm / n + dL/dv ·
-// 2(x - m) / (n - ddof). ATen's var_mean and autograd's var/mean backward took several slow passes per
-// BN input, and eval BatchNorm's own backward reads its output gradient twice more for the weight and
-// bias gradients that synthesis never asks for.
+// gradient (back through ReLU and BN when they run inside) plus dL/dm / n + dL/dv · 2(x - m) / (n - ddof),
+// and the residual's, the add's, beside it. ATen's var_mean and autograd's var/mean backward took several
+// slow passes per BN input, and eval BatchNorm's own backward reads its output gradient twice more for
+// the weight and bias gradients that synthesis never asks for.
 struct Moments : public torch::autograd::Function<Moments> {
   // `residual` is an empty tensor for none (autograd's apply takes no undefined tensor).
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
@@ -468,8 +467,7 @@ bool is_constant_one(const Graph& graph, int value) {
 // captured[k] and applies the layer, then the add of a residual block where it alone reads the layer
 // (alpha 1, the other operand made before the layer), then the ReLU where it alone reads what came
 // before. Backward then makes one pass over the layer's input where ReLU, BN and the moments made three,
-// and the add and ReLU no pass of their own forward (in a ResNet at 28x28, 2 of the 3 passes over each
-// block's output were these).
+// and forward the add and ReLU take no pass of their own.
 Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnStatistics statistics,
                       const std::shared_ptr<std::vector<BnMoments>>& captured) {
   Graph out = graph;
