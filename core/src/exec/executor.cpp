@@ -74,15 +74,10 @@ void Executor::plan_per_sample_prefix() {
 void Executor::plan_epilogues() {
   epilogues_.assign(graph_.nodes.size(), Epilogue());
   if (graph_.convolution != ConvAlgorithm::Winograd) return;
-  auto only_reader = [&](int value) {
-    const std::vector<int> readers = graph_.consumers(value);
-    const bool output = std::count(graph_.outputs.begin(), graph_.outputs.end(), value) > 0;
-    return readers.size() == 1 && !output ? readers[0] : -1;
-  };
   for (std::size_t i = 0; i < graph_.nodes.size(); ++i) {
     if (graph_.nodes[i].kind != OpKind::Conv) continue;
     Epilogue e;
-    int value = graph_.nodes[i].outputs[0], next = only_reader(value);
+    int value = graph_.nodes[i].outputs[0], next = graph_.only_reader(value);
     e.skipped.push_back(value);
     if (next >= 0 && graph_.nodes[next].op == "aten::add" && graph_.nodes[next].inputs.size() == 3) {
       const Node& add = graph_.nodes[next];
@@ -92,7 +87,7 @@ void Executor::plan_epilogues() {
       e.residual = other;
       e.alpha = add.inputs[2];
       value = add.outputs[0];
-      next = only_reader(value);
+      next = graph_.only_reader(value);
       e.skipped.push_back(value);
     }
     if (next >= 0 && graph_.nodes[next].op == "aten::relu") {

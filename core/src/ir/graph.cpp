@@ -25,6 +25,12 @@ std::vector<int> Graph::consumers(int value) const {
   return out;
 }
 
+int Graph::only_reader(int value) const {
+  const std::vector<int> readers = consumers(value);
+  const bool is_output = std::count(outputs.begin(), outputs.end(), value) > 0;
+  return readers.size() == 1 && !is_output ? readers[0] : -1;
+}
+
 void Graph::replace_uses(int from, int to) {
   for (auto& node : nodes) std::replace(node.inputs.begin(), node.inputs.end(), from, to);
   std::replace(outputs.begin(), outputs.end(), from, to);

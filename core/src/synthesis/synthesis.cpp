@@ -450,13 +450,6 @@ std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, 
 
 namespace {
 
-// The node that alone reads `value` (none when the value is also a graph output), or -1.
-int only_reader(const Graph& graph, int value) {
-  const std::vector<int> readers = graph.consumers(value);
-  const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), value) > 0;
-  return readers.size() == 1 && !is_output ? readers[0] : -1;
-}
-
 bool is_constant_one(const Graph& graph, int value) {
   for (const auto& [v, c] : graph.constants)
     if (v == value) return (c.isInt() && c.toInt() == 1) || (c.isDouble() && c.toDouble() == 1.0);
@@ -475,7 +468,7 @@ Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnSt
   for (std::size_t k = 0; k < bn_nodes.size(); ++k) {
     Node& node = out.nodes[bn_nodes[k]];
     const int bn_output = node.outputs[0];
-    int next = only_reader(graph, bn_output);
+    int next = graph.only_reader(bn_output);
     if (next >= 0 && graph.nodes[next].op == "aten::add" && graph.nodes[next].inputs.size() == 3) {
       const Node& add = graph.nodes[next];
       const int other = add.inputs[0] == bn_output ? add.inputs[1] : add.inputs[0];
@@ -484,7 +477,7 @@ Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnSt
         node.inputs.push_back(other);
         node.outputs = add.outputs;
         fused.push_back(next);
-        next = only_reader(graph, add.outputs[0]);
+        next = graph.only_reader(add.outputs[0]);
       }
     }
     const bool relu = next >= 0 && graph.nodes[next].op == "aten::relu";

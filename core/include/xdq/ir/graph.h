@@ -69,6 +69,8 @@ struct Graph {
   int producer(int value) const;
   // Indices of nodes reading `value`.
   std::vector<int> consumers(int value) const;
+  // The node that alone reads `value`, or -1 (no reader, several, or `value` is also a graph output).
+  int only_reader(int value) const;
   // Replaces every read of `from` (nodes and graph outputs) with `to`.
   void replace_uses(int from, int to);
   // Drops nodes whose outputs nobody reads (repeatedly).
