@@ -6,7 +6,8 @@
 //   3. one reconstruction iteration of ResNet-20's layer1.block0 (batch 32: sampling, soft-rounded
 //      weights, forward, loss, backward, Adam) with BRECQ's defaults (the weight loop and the activation-
 //      step loop) and QDrop's / a plain forward + backward of the same block written directly with ATen
-//      ops (conv, relu, conv, add, relu; MSE loss);
+//      ops (conv, relu, conv, add, relu; MSE loss); beside them the five convolution passes of that
+//      block alone, the part of an iteration no elementwise fusion can remove;
 //   4. layerwise analysis (each of the 22 layers quantized alone, error at the output) over 1 000 images
 //      / one FP32 forward pass over them (the bound is 1 + 22: one pass per layer plus the FP32 pass);
 //   5. one synthesis iteration with zeroq's and deepinversion's losses (batch 64: forward with the BN
@@ -238,8 +239,8 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
 
   // Per layout: evaluation, reconstruction and synthesis timings.
   struct Timings {
-    std::vector<double> module_eval, fp32_eval, quant_eval, peak, plain_block, brecq_weights, brecq_steps, qdrop,
-        plain_synth, zeroq, deepinversion;
+    std::vector<double> module_eval, fp32_eval, quant_eval, peak, plain_block, block_convolutions, brecq_weights,
+        brecq_steps, qdrop, plain_synth, zeroq, deepinversion;
   };
   Timings t[3];
   std::vector<double> fp32_calib_pass, kl_calib, mse_calib, layerwise, fp32_analysis_pass, mse_calib_warm;
@@ -256,6 +257,7 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
       t[l].quant_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(quant_exec, l)); }));
       t[l].peak.push_back(bench::conv_peak_gflops(kFormats[l], device, 5, kConvs[l]));
       t[l].plain_block.push_back(per_iteration(recon_iters, [&] { blocks[l].step(); }));
+      t[l].block_convolutions.push_back(per_iteration(recon_iters, [&] { blocks[l].convolution_passes(); }));
       const bench::IterationSeconds b = bench::reconstruction_iteration_seconds(in_layout(w4a4, l), calib_images.slice(0, 0, 256),
                                                                                  unit->name, brecq);
       t[l].brecq_weights.push_back(b.weights);
@@ -318,6 +320,7 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   };
   iteration_header("block " + unit->name + ", batch 32, ms/iteration");
   iteration_row("plain ATen fwd+bwd (floor)", &Timings::plain_block, &Timings::plain_block);
+  iteration_row("its five convolution passes alone", &Timings::block_convolutions, &Timings::plain_block);
   iteration_row("BRECQ weight iteration", &Timings::brecq_weights, &Timings::plain_block);
   iteration_row("BRECQ activation-step iteration", &Timings::brecq_steps, &Timings::plain_block);
   iteration_row("QDrop iteration", &Timings::qdrop, &Timings::plain_block);

@@ -61,6 +61,17 @@ class PlainBlock {
     const at::Tensor out = at::relu(convolve(h, w2_, b2_, same, conv_) + in_);
     ((out - target_).pow(2).sum(1).mean()).backward();
   }
+  // The five convolution passes of step() alone (the forwards of both convolutions, the second's gradients
+  // to its input and weights, the first's to its weights), from given output gradients: what any
+  // iteration of the block spends with these kernels, before its elementwise work and autograd.
+  void convolution_passes() const {
+    at::AutoGradMode grad(true);
+    ConvAttrs same;
+    same.padding = {1, 1};
+    const at::Tensor h = convolve(in_, w1_, b1_, same, conv_);
+    convolve(h.detach().requires_grad_(true), w2_, b2_, same, conv_).backward(target_);
+    h.backward(target_);  // target_ stands for any gradient of the output's shape and layout
+  }
 
  private:
   ConvAlgorithm conv_;
