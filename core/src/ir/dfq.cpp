@@ -10,34 +10,14 @@
 
 namespace xdq {
 
-namespace {
-
-std::optional<double> constant_number(const Graph& graph, int value) {
-  for (const auto& [v, c] : graph.constants)
-    if (v == value) {
-      if (c.isDouble()) return c.toDouble();
-      if (c.isInt()) return static_cast<double>(c.toInt());
-      if (c.isScalar()) return c.toScalar().toDouble();
-    }
-  return std::nullopt;
-}
-
-bool only_reader(const Graph& graph, int value, int node) {
-  const auto readers = graph.consumers(value);
-  const bool is_output = std::count(graph.outputs.begin(), graph.outputs.end(), value) > 0;
-  return !is_output && readers.size() == 1 && readers[0] == node;
-}
-
-}  // namespace
-
 std::optional<std::pair<double, double>> clip_bounds(const Graph& graph, const Node& node) {
   const double inf = std::numeric_limits<double>::infinity();
   const std::string op = strip_inplace(node.op);
   if (op == "aten::relu") return std::make_pair(0.0, inf);
   if (op == "aten::relu6") return std::make_pair(0.0, 6.0);
   if (op == "aten::hardtanh") {
-    const auto lo = node.inputs.size() > 1 ? constant_number(graph, node.inputs[1]) : std::optional<double>(-1.0);
-    const auto hi = node.inputs.size() > 2 ? constant_number(graph, node.inputs[2]) : std::optional<double>(1.0);
+    const auto lo = node.inputs.size() > 1 ? graph.constant_number(node.inputs[1]) : std::optional<double>(-1.0);
+    const auto hi = node.inputs.size() > 2 ? graph.constant_number(node.inputs[2]) : std::optional<double>(1.0);
     if (lo && hi) return std::make_pair(*lo, *hi);
   }
   return std::nullopt;
@@ -49,11 +29,10 @@ std::vector<LayerPair> layer_pairs(const Graph& graph) {
     const Node& first = graph.nodes[i];
     if (!first.is_layer()) continue;
     const int out = first.outputs[0];
-    const auto readers = graph.consumers(out);
-    if (readers.size() != 1 || !only_reader(graph, out, readers[0])) continue;
+    int reader = graph.only_reader(out);
+    if (reader < 0) continue;
     LayerPair pair;
     pair.first = static_cast<int>(i);
-    int reader = readers[0];
     int value = out;
     if (!graph.nodes[reader].is_layer()) {
       const Node& act = graph.nodes[reader];
@@ -62,9 +41,9 @@ std::vector<LayerPair> layer_pairs(const Graph& graph) {
       if (!activation) continue;
       pair.activation = reader;
       value = act.outputs[0];
-      const auto next = graph.consumers(value);
-      if (next.size() != 1 || !only_reader(graph, value, next[0]) || !graph.nodes[next[0]].is_layer()) continue;
-      reader = next[0];
+      const int next = graph.only_reader(value);
+      if (next < 0 || !graph.nodes[next].is_layer()) continue;
+      reader = next;
       if (bounds && (bounds->first != 0 || std::isfinite(bounds->second))) {
         std::ostringstream problem;
         problem << act.op << " clips to [" << bounds->first << ", " << bounds->second << "], which is not positively homogeneous";
@@ -128,7 +107,7 @@ std::optional<ChannelMoments> channel_moments(const Graph& graph, int value, std
   if (keep.count(op)) return channel_moments(graph, node.inputs[0], why);
   if (op == "aten::add") {
     if (node.inputs.size() > 2) {
-      const auto alpha = constant_number(graph, node.inputs[2]);
+      const auto alpha = graph.constant_number(node.inputs[2]);
       if (!alpha || *alpha != 1) return fail("node '" + node.name + "' adds with alpha != 1");
     }
     auto a = channel_moments(graph, node.inputs[0], why);
@@ -140,7 +119,7 @@ std::optional<ChannelMoments> channel_moments(const Graph& graph, int value, std
   if (op == "aten::cat") {
     const int list = node.inputs[0];
     const int maker = graph.producer(list);
-    const auto dim = node.inputs.size() > 1 ? constant_number(graph, node.inputs[1]) : std::nullopt;
+    const auto dim = node.inputs.size() > 1 ? graph.constant_number(node.inputs[1]) : std::nullopt;
     if (maker < 0 || graph.nodes[maker].op != "prim::ListConstruct" || !dim || *dim != 1)
       return fail("node '" + node.name + "' concatenates other than a list of tensors along channels");
     std::vector<at::Tensor> means, stds;

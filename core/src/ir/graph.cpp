@@ -31,6 +31,16 @@ int Graph::only_reader(int value) const {
   return readers.size() == 1 && !is_output ? readers[0] : -1;
 }
 
+std::optional<double> Graph::constant_number(int value) const {
+  for (const auto& [v, c] : constants)
+    if (v == value) {
+      if (c.isDouble()) return c.toDouble();
+      if (c.isInt()) return static_cast<double>(c.toInt());
+      if (c.isScalar()) return c.toScalar().toDouble();
+    }
+  return std::nullopt;
+}
+
 void Graph::replace_uses(int from, int to) {
   for (auto& node : nodes) std::replace(node.inputs.begin(), node.inputs.end(), from, to);
   std::replace(outputs.begin(), outputs.end(), from, to);

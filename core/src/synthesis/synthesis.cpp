@@ -450,12 +450,6 @@ std::vector<int> batch_norm_nodes(const Graph& graph, const std::string& model, 
 
 namespace {
 
-bool is_constant_one(const Graph& graph, int value) {
-  for (const auto& [v, c] : graph.constants)
-    if (v == value) return (c.isInt() && c.toInt() == 1) || (c.isDouble() && c.toDouble() == 1.0);
-  return false;
-}
-
 // The graph a synthesis step runs: each BatchNorm becomes one node that takes its input's moments into
 // captured[k] and applies the layer, then the add of a residual block where it alone reads the layer
 // (alpha 1, the other operand made before the layer), then the ReLU where it alone reads what came
@@ -473,7 +467,7 @@ Graph synthesis_graph(const Graph& graph, const std::vector<int>& bn_nodes, BnSt
       const Node& add = graph.nodes[next];
       const int other = add.inputs[0] == bn_output ? add.inputs[1] : add.inputs[0];
       const int made_by = graph.producer(other);
-      if (other != bn_output && made_by >= 0 && made_by < bn_nodes[k] && is_constant_one(graph, add.inputs[2])) {
+      if (other != bn_output && made_by >= 0 && made_by < bn_nodes[k] && graph.constant_number(add.inputs[2]) == 1.0) {
         node.inputs.push_back(other);
         node.outputs = add.outputs;
         fused.push_back(next);

@@ -5,6 +5,7 @@
 // from and runs through it, so its semantics are PyTorch's own.
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,9 @@ struct Graph {
   std::vector<int> consumers(int value) const;
   // The node that alone reads `value`, or -1 (no reader, several, or `value` is also a graph output).
   int only_reader(int value) const;
+  // The number a constant value holds (an int, a double or a scalar), or nullopt (not a constant, or
+  // another kind).
+  std::optional<double> constant_number(int value) const;
   // Replaces every read of `from` (nodes and graph outputs) with `to`.
   void replace_uses(int from, int to);
   // Drops nodes whose outputs nobody reads (repeatedly).
