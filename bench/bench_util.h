@@ -55,10 +55,8 @@ class PlainBlock {
         target_(at::rand({batch, w2_.size(0), side, side}).to(w1_.device()).contiguous(format)) {}
   void step() const {
     at::AutoGradMode grad(true);
-    ConvAttrs same;
-    same.padding = {1, 1};
-    const at::Tensor h = at::relu(convolve(in_, w1_, b1_, same, conv_));
-    const at::Tensor out = at::relu(convolve(h, w2_, b2_, same, conv_) + in_);
+    const at::Tensor h = at::relu(conv3x3(in_, w1_, b1_));
+    const at::Tensor out = at::relu(conv3x3(h, w2_, b2_) + in_);
     ((out - target_).pow(2).sum(1).mean()).backward();
   }
   // The five convolution passes of step() alone (the forwards of both convolutions, the second's gradients
@@ -66,14 +64,18 @@ class PlainBlock {
   // iteration of the block spends with these kernels, before its elementwise work and autograd.
   void convolution_passes() const {
     at::AutoGradMode grad(true);
-    ConvAttrs same;
-    same.padding = {1, 1};
-    const at::Tensor h = convolve(in_, w1_, b1_, same, conv_);
-    convolve(h.detach().requires_grad_(true), w2_, b2_, same, conv_).backward(target_);
+    const at::Tensor h = conv3x3(in_, w1_, b1_);
+    conv3x3(h.detach().requires_grad_(true), w2_, b2_).backward(target_);
     h.backward(target_);  // target_ stands for any gradient of the output's shape and layout
   }
 
  private:
+  // The block's 3x3 convolutions: stride 1, padding 1.
+  at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+    ConvAttrs same;
+    same.padding = {1, 1};
+    return convolve(x, w, b, same, conv_);
+  }
   ConvAlgorithm conv_;
   at::Tensor w1_, w2_, b1_, b2_, in_, target_;
 };
