@@ -81,21 +81,28 @@ class PlainBlock {
 };
 
 // The reconstruction engine's own timing of its loops (seconds per iteration of the rounding loop and of
-// the activation-step loop, 0 when it has none) on unit `name`, with options `o` over `calibration`
-// (preprocessed), from `model`'s ranges. Every unit runs; one is reported.
+// the activation-step loop, 0 when it has none) on units `names`, with options `o` over `calibration`
+// (preprocessed), from `model`'s ranges. Every unit runs; those named are reported, in their order.
 struct IterationSeconds {
   double weights = 0, steps = 0;
 };
-inline IterationSeconds reconstruction_iteration_seconds(const QuantizedModel& model, const at::Tensor& calibration,
-                                                         const std::string& name, const ReconstructionOptions& o) {
+inline std::vector<IterationSeconds> reconstruction_iteration_seconds(const QuantizedModel& model, const at::Tensor& calibration,
+                                                                      const std::vector<std::string>& names,
+                                                                      const ReconstructionOptions& o) {
   QuantizedModel q = model;
   RoundingContext ctx;
   ctx.calibration = calibration;
   ctx = q.rounding_context(ctx);
   at::AutoGradMode grad(true);
+  std::vector<IterationSeconds> out(names.size());
   for (const UnitReport& r : reconstruct(ctx, o))
-    if (r.name == name) return {r.timing.seconds_per_iteration, r.timing.step_seconds_per_iteration};
-  return {};
+    for (std::size_t i = 0; i < names.size(); ++i)
+      if (r.name == names[i]) out[i] = {r.timing.seconds_per_iteration, r.timing.step_seconds_per_iteration};
+  return out;
+}
+inline IterationSeconds reconstruction_iteration_seconds(const QuantizedModel& model, const at::Tensor& calibration,
+                                                         const std::string& name, const ReconstructionOptions& o) {
+  return reconstruction_iteration_seconds(model, calibration, std::vector<std::string>{name}, o)[0];
 }
 
 // A rounding plugin's default options (its paper's), with `iters` iterations of each loop.

@@ -2,7 +2,8 @@
 //   1. the folder loader alone (decode, resize the shorter side to 256, crop 224, on all cores) in images/s,
 //      next to xdq's FP32 evaluation of MODEL at batch 64 from memory: the loader is not the bottleneck
 //      of an evaluation while it is faster (FOLDER "none": no loader row, e.g. where OpenCV is missing);
-//   2. one BRECQ iteration of layer1.block0 (batch 32; ResNet-18: 64 channels at 56x56) / a plain forward +
+//   2. one BRECQ iteration of layer1.block0 (batch 32; ResNet-18: 64 channels at 56x56) and of the deepest
+//      block with an identity residual (ResNet-18's layer4.1: 512 channels at 7x7) / a plain forward +
 //      backward of the same block written directly with ATen ops (conv, relu, conv, add, relu; MSE loss);
 //   3. one ZeroQ synthesis iteration at batch 64.
 // --device runs the model, the block and synthesis there (cpu, cuda, cuda:N); the loader stays on the CPU.
@@ -72,35 +73,53 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   settings.scheme = Scheme::load("academic", config_dir() + "/presets");
   QuantizedModel w4a4(folded, settings);
   w4a4.set_weight_ranges("mse");
-  const auto units = reconstruction_units(folded, Granularity::Block);
-  const auto unit = std::find_if(units.begin(), units.end(), [](const ReconstructionUnit& u) { return u.name == "layer1.0"; });
-  if (unit == units.end() || unit->layers.size() != 2) throw Error(model_path + ": no two-conv block 'layer1.0'");
-  // The block's input size: the calibration images through the model up to it.
+  // The first two-convolution block and the deepest one with an identity residual (ResNet-18: layer1.0 with
+  // 64 channels at 56x56, layer4.1 with 512 at 7x7, where each convolution has 36 times the weights).
+  std::vector<ReconstructionUnit> blocks;
+  for (const ReconstructionUnit& u : reconstruction_units(folded, Granularity::Block)) {
+    if (u.layers.size() != 2) continue;
+    const at::Tensor &w1 = folded.nodes[u.layers[0]].weight, &w2 = folded.nodes[u.layers[1]].weight;
+    const bool identity = w1.sizes() == w2.sizes() && w1.size(0) == w1.size(1);
+    if (blocks.empty()) {
+      if (u.name == "layer1.0") blocks.push_back(u);
+    } else if (identity) {
+      blocks.resize(1);
+      blocks.push_back(u);
+    }
+  }
+  if (blocks.size() != 2) throw Error(model_path + ": no two-conv block 'layer1.0' followed by an identity block");
+  // Each block's input size: the calibration images through the model up to it.
   const at::Tensor calibration = at::randn({32, 3, 224, 224});
-  std::int64_t side = 0;
-  {
+  std::vector<bench::PlainBlock> plain_blocks;
+  std::vector<std::string> names;
+  std::vector<std::int64_t> sides;
+  for (const ReconstructionUnit& unit : blocks) {
     at::NoGradGuard no_grad;
     const Executor folded_exec(folded);
-    const int block_input = folded_exec.range_inputs(unit->first, unit->last).at(0);
-    side = folded_exec.run_nodes(0, unit->first, {{folded.inputs.at(0), calibration.slice(0, 0, 1)}}, {block_input})[0].size(2);
+    const int block_input = folded_exec.range_inputs(unit.first, unit.last).at(0);
+    sides.push_back(folded_exec.run_nodes(0, unit.first, {{folded.inputs.at(0), calibration.slice(0, 0, 1)}}, {block_input})[0].size(2));
+    plain_blocks.emplace_back(folded, unit, 32, sides.back(),
+                              model.graph.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous, convolution);
+    names.push_back(unit.name);
   }
-  const bench::PlainBlock block(folded, *unit, 32, side,
-                                model.graph.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous, convolution);
   constexpr std::int64_t kIters = 20;
   ReconstructionOptions weights_only;  // the rounding loop alone
   weights_only.iters = kIters;
 
   at::NoGradGuard no_grad;
   fp32.forward(batch);  // warm-up
-  std::vector<double> loader, eval, plain, brecq, synthesis;
+  std::vector<double> loader, eval, synthesis;
+  std::vector<std::vector<double>> plain(blocks.size()), brecq(blocks.size());
   for (int r = 0; r < rounds; ++r) {
     if (val) loader.push_back(seconds([&] { val->for_each_batch(64, [](const at::Tensor&, const at::Tensor&) {}); }));
     eval.push_back(seconds([&] { fp32.forward(batch); }, device));
-    plain.push_back(seconds([&] {
-                      for (std::int64_t i = 0; i < kIters; ++i) block.step();
-                    }, device) /
-                    kIters);
-    brecq.push_back(bench::reconstruction_iteration_seconds(w4a4, calibration, unit->name, weights_only).weights);
+    for (std::size_t b = 0; b < blocks.size(); ++b)
+      plain[b].push_back(seconds([&] {
+                           for (std::int64_t i = 0; i < kIters; ++i) plain_blocks[b].step();
+                         }, device) /
+                         kIters);
+    const auto iterations = bench::reconstruction_iteration_seconds(w4a4, calibration, names, weights_only);
+    for (std::size_t b = 0; b < blocks.size(); ++b) brecq[b].push_back(iterations[b].weights);
     synthesis.push_back(bench::synthesis_iteration_seconds(synthesis_models, {3, 224, 224}, 64, 2, zeroq, device));
   }
   std::printf("model %s, folder %s, device %s, threads %d, rounds %d, convolution %s (medians)\n", model_path.c_str(),
@@ -114,9 +133,10 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   } else {
     std::printf("xdq FP32 evaluation, batch 64               %7.1f img/s\n", eval_rate);
   }
-  std::printf("block %s, batch 32, %lldx%lld: plain ATen fwd+bwd %.1f ms, BRECQ iteration %.1f ms   ratio %.3f   (target <= 1.3)\n",
-              unit->name.c_str(), static_cast<long long>(side), static_cast<long long>(side), 1e3 * median(plain),
-              1e3 * median(brecq), median(brecq) / median(plain));
+  for (std::size_t b = 0; b < blocks.size(); ++b)
+    std::printf("block %s, batch 32, %lldx%lld: plain ATen fwd+bwd %.1f ms, BRECQ iteration %.1f ms   ratio %.3f   (target <= 1.3)\n",
+                names[b].c_str(), static_cast<long long>(sides[b]), static_cast<long long>(sides[b]), 1e3 * median(plain[b]),
+                1e3 * median(brecq[b]), median(brecq[b]) / median(plain[b]));
   std::printf("zeroq synthesis iteration, batch 64: %.1f ms\n", 1e3 * median(synthesis));
   return 0;
 }

@@ -17,6 +17,7 @@
 #include "xdq/error.h"
 #include "xdq/quant/reconstruction.h"
 #include "../vector_clones.h"
+#include "../vector_math.h"
 
 namespace xdq {
 
@@ -379,38 +380,96 @@ struct SoftRoundingConstants {
   float qmin, qmax, beta;
 };
 
+// One output channel of the soft rounding: the weights, their two gradient coefficients, and (returned)
+// the regularizer's sum. The sigmoid and the power are float32, their exp and pow computed in double and
+// rounded once. In blocks, in stages that each work in one width (GCC vectorizes no loop that selects
+// between doubles on a float comparison); the regularizer's element e goes to running sum e mod 16, the
+// 16 then added in order: an order that does not depend on the instruction set, in a loop without a
+// reduction (which GCC would not vectorize without reassociating it).
+struct SoftRoundingChannel {
+  const float *v, *w;
+  float *out, *dw_coef, *dr_coef;
+  std::int64_t n;
+  float scale, zero, qmin, qmax, beta;
+};
+template <bool kRegularizer>
+[[gnu::always_inline]] inline double soft_round_channel(const SoftRoundingChannel& channel) {
+  constexpr std::int64_t kBlock = 256, kLanes = 16;
+  constexpr float kSpan = static_cast<float>(kZeta - kGamma);
+  const SoftRoundingChannel c = channel;  // a local copy: stores through its pointers cannot change it
+  const vector_math::PowerOfUnitInterval power_of(static_cast<double>(c.beta - 1.0f));
+  double lanes[kLanes] = {};
+  for (std::int64_t begin = 0; begin < c.n; begin += kBlock) {
+    const std::int64_t m = std::min(kBlock, c.n - begin);
+    const float* v = c.v + begin;
+    float e_minus_v[kBlock], dh_dv[kBlock], distance[kBlock], power[kBlock];
+    for (std::int64_t j = 0; j < m; ++j)
+      e_minus_v[j] = static_cast<float>(vector_math::exp_double(-static_cast<double>(v[j])));
+    for (std::int64_t j = 0; j < m; ++j) {
+      const std::int64_t e = begin + j;
+      const float sig = 1.0f / (1.0f + e_minus_v[j]);
+      const float raw = sig * kSpan + static_cast<float>(kGamma);
+      dh_dv[j] = raw >= 0.0f && raw <= 1.0f ? kSpan * sig * (1.0f - sig) : 0.0f;
+      const float h = std::min(std::max(raw, 0.0f), 1.0f);
+      const float grid = std::floor(c.w[e] / c.scale) + c.zero + h;
+      c.out[e] = (std::min(std::max(grid, c.qmin), c.qmax) - c.zero) * c.scale;
+      c.dw_coef[e] = grid >= c.qmin && grid <= c.qmax ? c.scale * dh_dv[j] : 0.0f;
+      distance[j] = 2.0f * h - 1.0f;  // d = 2h - 1
+    }
+    if constexpr (!kRegularizer) {
+      for (std::int64_t j = 0; j < m; ++j) c.dr_coef[begin + j] = 0.0f;
+      continue;
+    }
+    for (std::int64_t j = 0; j < m; ++j) power[j] = static_cast<float>(power_of(std::fabs(static_cast<double>(distance[j]))));
+    // d/dh of 1 - |d|^β: -2β|d|^(β-1) sign(d); |d|^β = |d|^(β-1)·|d|.
+    for (std::int64_t j = 0; j < m; ++j) {
+      const float d = distance[j], sign = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f);
+      c.dr_coef[begin + j] = -2.0f * c.beta * power[j] * sign * dh_dv[j];
+    }
+    auto add_terms = [&](std::int64_t j, std::int64_t count) {
+      for (std::int64_t l = 0; l < count; ++l) lanes[l] += 1.0 - static_cast<double>(power[j + l] * std::fabs(distance[j + l]));
+    };
+    std::int64_t j = 0;
+    for (; j + kLanes <= m; j += kLanes) add_terms(j, kLanes);
+    add_terms(j, m - j);
+  }
+  double sum = 0;
+  for (double lane : lanes) sum += lane;
+  return sum;
+}
+XDQ_VECTOR_CLONES double soft_round_channel_regularized(const SoftRoundingChannel& c) {
+  return soft_round_channel<true>(c);
+}
+XDQ_VECTOR_CLONES void soft_round_channel_plain(const SoftRoundingChannel& c) { soft_round_channel<false>(c); }
+
+XDQ_VECTOR_CLONES void soft_rounding_gradient(const float* grad_w, const float* dw_coef, float grad_r, const float* dr_coef,
+                                              float* grad_v, std::int64_t begin, std::int64_t end) {
+  if (!dr_coef)
+    for (std::int64_t e = begin; e < end; ++e) grad_v[e] = grad_w[e] * dw_coef[e];
+  else if (!grad_w)
+    for (std::int64_t e = begin; e < end; ++e) grad_v[e] = grad_r * dr_coef[e];
+  else
+    for (std::int64_t e = begin; e < end; ++e) grad_v[e] = grad_w[e] * dw_coef[e] + grad_r * dr_coef[e];
+}
+
 struct FusedSoftRounding : public torch::autograd::Function<FusedSoftRounding> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& v_in,
                                                 SoftRoundingConstants k) {
     const at::Tensor v = v_in.contiguous();
-    const std::int64_t n = v.numel(), per_channel = n / k.scale.numel();
+    const std::int64_t channels = k.scale.numel(), per_channel = v.numel() / channels;
     at::Tensor out = at::empty_like(v), dw_coef = at::empty_like(v), dr_coef = at::empty_like(v);
-    const float *vd = v.data_ptr<float>(), *w = k.weight.data_ptr<float>(), *s = k.scale.data_ptr<float>(),
-                *z = k.zero.data_ptr<float>();
-    float *o = out.data_ptr<float>(), *a = dw_coef.data_ptr<float>(), *b = dr_coef.data_ptr<float>();
-    constexpr float kSpan = static_cast<float>(kZeta - kGamma);
-    std::vector<double> partial(k.scale.numel(), 0.0);
-    at::parallel_for(0, k.scale.numel(), 1, [&](std::int64_t first, std::int64_t last) {
-      for (std::int64_t c = first; c < last; ++c) {
-        double reg = 0;
-        for (std::int64_t e = c * per_channel; e < (c + 1) * per_channel; ++e) {
-          const float sig = 1.0f / (1.0f + std::exp(-vd[e]));
-          const float raw = sig * kSpan + static_cast<float>(kGamma);
-          const float dh_dv = raw >= 0.0f && raw <= 1.0f ? kSpan * sig * (1.0f - sig) : 0.0f;
-          const float h = std::min(std::max(raw, 0.0f), 1.0f);
-          const float grid = std::floor(w[e] / s[c]) + z[c] + h;
-          o[e] = (std::min(std::max(grid, k.qmin), k.qmax) - z[c]) * s[c];
-          a[e] = grid >= k.qmin && grid <= k.qmax ? s[c] * dh_dv : 0.0f;
-          b[e] = 0.0f;
-          if (k.beta > 0) {
-            // d/dh of 1 - |d|^β, d = 2h - 1: -2β|d|^(β-1) sign(d); |d|^β = |d|^(β-1)·|d|.
-            const float d = 2.0f * h - 1.0f, power = std::pow(std::fabs(d), k.beta - 1.0f);
-            const float sign = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f);
-            reg += 1.0 - static_cast<double>(power * std::fabs(d));
-            b[e] = -2.0f * k.beta * power * sign * dh_dv;
-          }
-        }
-        partial[c] = reg;
+    const float *s = k.scale.data_ptr<float>(), *z = k.zero.data_ptr<float>();
+    std::vector<double> partial(channels, 0.0);
+    at::parallel_for(0, channels, 1, [&](std::int64_t first_channel, std::int64_t end_channel) {
+      for (std::int64_t ch = first_channel; ch < end_channel; ++ch) {
+        const std::int64_t first = ch * per_channel;
+        const SoftRoundingChannel c{v.data_ptr<float>() + first, k.weight.data_ptr<float>() + first, out.data_ptr<float>() + first,
+                                    dw_coef.data_ptr<float>() + first, dr_coef.data_ptr<float>() + first, per_channel,
+                                    s[ch], z[ch], k.qmin, k.qmax, k.beta};
+        if (k.beta > 0)
+          partial[ch] = soft_round_channel_regularized(c);
+        else
+          soft_round_channel_plain(c);
       }
     });
     double regularizer = 0;
@@ -418,13 +477,21 @@ struct FusedSoftRounding : public torch::autograd::Function<FusedSoftRounding> {
     ctx->save_for_backward({dw_coef, dr_coef});
     return {out, at::full({}, regularizer, v.options())};
   }
+  // dv = dW̃·a + dR·b in one pass (as ATen's multiplies and add would round it).
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &dw_coef = saved[0], &dr_coef = saved[1];
-    const at::Tensor grad_v = grads[0].defined() ? grads[0].contiguous() * dw_coef : at::zeros_like(dw_coef);
-    if (!grads[1].defined()) return {grad_v, at::Tensor()};
-    return {grad_v + grads[1] * dr_coef, at::Tensor()};
+    if (!grads[0].defined() && !grads[1].defined()) return {at::zeros_like(dw_coef), at::Tensor()};
+    const at::Tensor grad_w = grads[0].defined() ? grads[0].contiguous() : at::Tensor();
+    const float grad_r = grads[1].defined() ? grads[1].item<float>() : 0.0f;
+    at::Tensor grad_v = at::empty_like(dw_coef);
+    const float* gw = grad_w.defined() ? grad_w.data_ptr<float>() : nullptr;
+    const float* b = grads[1].defined() ? dr_coef.data_ptr<float>() : nullptr;
+    at::parallel_for(0, grad_v.numel(), kGrain, [&](std::int64_t begin, std::int64_t end) {
+      soft_rounding_gradient(gw, dw_coef.data_ptr<float>(), grad_r, b, grad_v.data_ptr<float>(), begin, end);
+    });
+    return {grad_v, at::Tensor()};
   }
 };
 
