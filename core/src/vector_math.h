@@ -5,6 +5,7 @@
 // into a clone they vectorize, and every clone gives the same bits (no contraction, no reordering).
 // They compute in double with a relative error below 1e-13, so a float32 result rounded from them is the
 // correctly rounded one but for values within 1e-13 (relative) of a rounding boundary.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -19,6 +20,14 @@ namespace xdq::vector_math {
   double x;
   std::memcpy(&x, &b, sizeof x);
   return x;
+}
+
+// c[0] x^(N-1) + ... + c[N-1], by Horner's rule (a loop of constant length, unrolled before vectorization).
+template <std::size_t N>
+[[gnu::always_inline]] inline double horner(double x, const double (&c)[N]) {
+  double p = c[0];
+  for (std::size_t i = 1; i < N; ++i) p = p * x + c[i];
+  return p;
 }
 
 // Adding 1.5 * 2^52 rounds a double of magnitude below 2^51 to an integer, which then sits in the low
@@ -36,18 +45,9 @@ constexpr double kLn2High = 0x1.62e42feep-1, kLn2Low = 0x1.a39ef35793c76p-33;
   const double shifted = x * 0x1.71547652b82fep0 + kRoundingShift;  // x / ln 2, rounded
   const double k = shifted - kRoundingShift;
   const double r = (x - k * kLn2High) - k * kLn2Low;
-  double p = 1.0 / 39916800.0;  // 1/11!
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  constexpr double kTaylor[] = {1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0,
+                                 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0};  // 1/11!, ..., 1/0!
+  const double p = horner(r, kTaylor);
   const std::uint64_t exponent = bits_of(shifted) - bits_of(kRoundingShift) + 1023;  // k + bias
   return p * double_of(exponent << 52);
 }
@@ -64,15 +64,8 @@ constexpr double kLn2High = 0x1.62e42feep-1, kLn2Low = 0x1.a39ef35793c76p-33;
   biased = high ? biased + 1 : biased;
   const double e = double_of(bits_of(kRoundingShift) + biased - 1023) - kRoundingShift;
   const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
-  double p = 2.0 / 17.0;
-  p = p * s2 + 2.0 / 15.0;
-  p = p * s2 + 2.0 / 13.0;
-  p = p * s2 + 2.0 / 11.0;
-  p = p * s2 + 2.0 / 9.0;
-  p = p * s2 + 2.0 / 7.0;
-  p = p * s2 + 2.0 / 5.0;
-  p = p * s2 + 2.0 / 3.0;
-  p = p * s2 + 2.0;
+  constexpr double kSeries[] = {2.0 / 17.0, 2.0 / 15.0, 2.0 / 13.0, 2.0 / 11.0, 2.0 / 9.0, 2.0 / 7.0, 2.0 / 5.0, 2.0 / 3.0, 2.0};
+  const double p = horner(s2, kSeries);
   return e * kLn2High + (e * kLn2Low + s * p);
 }
 
