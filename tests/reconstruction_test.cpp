@@ -332,6 +332,24 @@ TEST(Reconstruction, LossOfCachedRowsEqualsTheLossOfGatheredRows) {
   EXPECT_THROW(reconstruction_loss_of_rows(out, target, at::Tensor(), at::tensor(std::vector<std::int64_t>{9, 10, 4})), Error);
 }
 
+// The rows of a cache against index_select's: the same values, in the cache's layout (the loss reads
+// target rows in place only when they are laid out as the unit's output), for NCHW and channels-last
+// images, float16 ones, flat rows and a strided cache; a row outside the cache is refused.
+TEST(Reconstruction, GatheredRowsAreIndexSelectsInTheCachesLayout) {
+  at::manual_seed(3);
+  const at::Tensor rows = at::tensor(std::vector<std::int64_t>{4, 0, 19, 4, 7});
+  const at::Tensor images = at::randn({20, 16, 5, 6});
+  for (const at::Tensor& cache : {images, images.contiguous(at::MemoryFormat::ChannelsLast), images.to(at::kHalf),
+                                  images.flatten(1), images.slice(1, 0, 8)}) {
+    const at::Tensor got = gather_rows(cache, rows);
+    EXPECT_TRUE(at::equal(got, cache.index_select(0, rows))) << cache.strides();
+    EXPECT_EQ(got.scalar_type(), cache.scalar_type());
+    if (cache.is_non_overlapping_and_dense()) EXPECT_EQ(got.strides(), cache.strides());
+  }
+  EXPECT_ANY_THROW(gather_rows(images, at::tensor(std::vector<std::int64_t>{3, 20})));
+  EXPECT_ANY_THROW(gather_rows(images.contiguous(at::MemoryFormat::ChannelsLast), at::tensor(std::vector<std::int64_t>{20})));
+}
+
 TEST(Reconstruction, BlockUnitsCoverEveryResidualBlockOfTheZoo) {
   struct Case {
     std::string model;
