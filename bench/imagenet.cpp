@@ -93,9 +93,9 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   std::vector<bench::PlainBlock> plain_blocks;
   std::vector<std::string> names;
   std::vector<std::int64_t> sides;
+  const Executor folded_exec(folded);
   for (const ReconstructionUnit& unit : blocks) {
     at::NoGradGuard no_grad;
-    const Executor folded_exec(folded);
     const int block_input = folded_exec.range_inputs(unit.first, unit.last).at(0);
     sides.push_back(folded_exec.run_nodes(0, unit.first, {{folded.inputs.at(0), calibration.slice(0, 0, 1)}}, {block_input})[0].size(2));
     plain_blocks.emplace_back(folded, unit, 32, sides.back(),

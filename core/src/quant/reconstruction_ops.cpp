@@ -388,7 +388,7 @@ struct SoftRoundingConstants {
 // reduction (which GCC would not vectorize without reassociating it).
 struct SoftRoundingChannel {
   const float *v, *w;
-  float *out, *dw_coef, *dr_coef;
+  float *out, *dw_coef, *dr_coef;  // dr_coef: null without the regularizer
   std::int64_t n;
   float scale, zero, qmin, qmax, beta;
 };
@@ -416,10 +416,7 @@ template <bool kRegularizer>
       c.dw_coef[e] = grid >= c.qmin && grid <= c.qmax ? c.scale * dh_dv[j] : 0.0f;
       distance[j] = 2.0f * h - 1.0f;  // d = 2h - 1
     }
-    if constexpr (!kRegularizer) {
-      for (std::int64_t j = 0; j < m; ++j) c.dr_coef[begin + j] = 0.0f;
-      continue;
-    }
+    if constexpr (!kRegularizer) continue;
     for (std::int64_t j = 0; j < m; ++j) power[j] = static_cast<float>(power_of(std::fabs(static_cast<double>(distance[j]))));
     // d/dh of 1 - |d|^β: -2β|d|^(β-1) sign(d); |d|^β = |d|^(β-1)·|d|.
     for (std::int64_t j = 0; j < m; ++j) {
@@ -457,14 +454,16 @@ struct FusedSoftRounding : public torch::autograd::Function<FusedSoftRounding> {
                                                 SoftRoundingConstants k) {
     const at::Tensor v = v_in.contiguous();
     const std::int64_t channels = k.scale.numel(), per_channel = v.numel() / channels;
-    at::Tensor out = at::empty_like(v), dw_coef = at::empty_like(v), dr_coef = at::empty_like(v);
+    // Without the regularizer (β <= 0) it is the constant 0: no coefficients to keep for it.
+    at::Tensor out = at::empty_like(v), dw_coef = at::empty_like(v), dr_coef = k.beta > 0 ? at::empty_like(v) : at::Tensor();
     const float *s = k.scale.data_ptr<float>(), *z = k.zero.data_ptr<float>();
     std::vector<double> partial(channels, 0.0);
     at::parallel_for(0, channels, 1, [&](std::int64_t first_channel, std::int64_t end_channel) {
       for (std::int64_t ch = first_channel; ch < end_channel; ++ch) {
         const std::int64_t first = ch * per_channel;
         const SoftRoundingChannel c{v.data_ptr<float>() + first, k.weight.data_ptr<float>() + first, out.data_ptr<float>() + first,
-                                    dw_coef.data_ptr<float>() + first, dr_coef.data_ptr<float>() + first, per_channel,
+                                    dw_coef.data_ptr<float>() + first,
+                                    dr_coef.defined() ? dr_coef.data_ptr<float>() + first : nullptr, per_channel,
                                     s[ch], z[ch], k.qmin, k.qmax, k.beta};
         if (k.beta > 0)
           partial[ch] = soft_round_channel_regularized(c);
@@ -482,12 +481,13 @@ struct FusedSoftRounding : public torch::autograd::Function<FusedSoftRounding> {
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &dw_coef = saved[0], &dr_coef = saved[1];
-    if (!grads[0].defined() && !grads[1].defined()) return {at::zeros_like(dw_coef), at::Tensor()};
+    const bool regularized = grads[1].defined() && dr_coef.defined();
+    if (!grads[0].defined() && !regularized) return {at::zeros_like(dw_coef), at::Tensor()};
     const at::Tensor grad_w = grads[0].defined() ? grads[0].contiguous() : at::Tensor();
-    const float grad_r = grads[1].defined() ? grads[1].item<float>() : 0.0f;
+    const float grad_r = regularized ? grads[1].item<float>() : 0.0f;
     at::Tensor grad_v = at::empty_like(dw_coef);
     const float* gw = grad_w.defined() ? grad_w.data_ptr<float>() : nullptr;
-    const float* b = grads[1].defined() ? dr_coef.data_ptr<float>() : nullptr;
+    const float* b = regularized ? dr_coef.data_ptr<float>() : nullptr;
     at::parallel_for(0, grad_v.numel(), kGrain, [&](std::int64_t begin, std::int64_t end) {
       soft_rounding_gradient(gw, dw_coef.data_ptr<float>(), grad_r, b, grad_v.data_ptr<float>(), begin, end);
     });
