@@ -264,6 +264,32 @@ TEST(Reconstruction, QdropMixTakesTheFpValueWhereTheDrawIsBelowTheProbability) {
   EXPECT_NEAR(kept, 0.3, 5 * std::sqrt(0.3 * 0.7 / static_cast<double>(fp.numel())));
 }
 
+// The mixing read through rows of the two caches (the unit input of one QDrop batch) gives the bits of the
+// mixing of the gathered images, in the caches' layout; images of 392 values, so that the fixed chunks of
+// 16 384 end inside an image. float16 caches are gathered and converted; a row outside the caches is refused.
+TEST(Reconstruction, QdropMixOfCachedRowsEqualsTheMixOfGatheredRows) {
+  at::manual_seed(8);
+  const at::Tensor rows = at::tensor(std::vector<std::int64_t>{5, 0, 69, 5, 33, 12, 68, 1}).repeat({8});
+  for (bool channels_last : {false, true}) {
+    const at::MemoryFormat format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    const at::Tensor quantized = at::randn({70, 8, 7, 7}).contiguous(format), fp = at::randn({70, 8, 7, 7}).contiguous(format);
+    const at::Tensor mixed = qdrop_mix_of_rows(quantized, fp, rows, 0.4, 77);
+    const at::Tensor expected = qdrop_mix(gather_rows(quantized, rows), gather_rows(fp, rows), 0.4, 77);
+    EXPECT_TRUE(mixed.is_contiguous(format)) << channels_last;
+    EXPECT_TRUE(at::equal(mixed, expected)) << channels_last;
+    EXPECT_TRUE(at::equal(mixed, at::where(uniform_draws(expected, 77) < 0.4, fp.index_select(0, rows),
+                                           quantized.index_select(0, rows))))
+        << channels_last;
+  }
+  const at::Tensor quantized = at::randn({10, 4, 3, 3}), fp = at::randn({10, 4, 3, 3});
+  const at::Tensor some = at::tensor(std::vector<std::int64_t>{9, 0, 4});
+  EXPECT_TRUE(at::equal(qdrop_mix_of_rows(quantized.to(at::kHalf), fp.to(at::kHalf), some, 0.5, 3),
+                        qdrop_mix(gather_rows(quantized.to(at::kHalf), some).to(at::kFloat),
+                                  gather_rows(fp.to(at::kHalf), some).to(at::kFloat), 0.5, 3)));
+  EXPECT_THROW(qdrop_mix_of_rows(quantized, fp, at::tensor(std::vector<std::int64_t>{9, 10, 4}), 0.5, 3), Error);
+  EXPECT_THROW(qdrop_mix_of_rows(quantized, fp, at::tensor(std::vector<std::int64_t>{-1}), 0.5, 3), Error);
+}
+
 // The one-pass loss against Σ w²|out - target|^p / (images · positions) written with ATen ops, with and
 // without weights, p = 2 and BRECQ's 2.4, in either layout. The reference sums n float32 terms (error up to
 // about log2(n)·eps·Σ|term|); the gradient is a product of the same factors in another order, and at

@@ -11,7 +11,7 @@
 #include <set>
 
 #include <ATen/Context.h>
-#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/cuda.h>
 #include <torch/version.h>
 
 #include "xdq/data/dataset.h"
@@ -919,7 +919,7 @@ void check_device(const ExperimentConfig& cfg) {
     node.fail("the LibTorch this xdq is built with (" + std::string(TORCH_VERSION) +
               ") has no CUDA, or no GPU is visible; build against a CUDA LibTorch (tools/gpu-check.sh) or use device: cpu");
   const int index = cfg.torch_device().has_index() ? cfg.torch_device().index() : 0;
-  const int count = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+  const int count = static_cast<int>(torch::cuda::device_count());
   if (index >= count) node.fail(cfg.device + ": this machine has " + std::to_string(count) + " CUDA devices");
 }
 

@@ -301,12 +301,8 @@ class Engine {
   std::vector<std::pair<int, at::Tensor>> sample(const Cached& c, const at::Tensor& idx, bool mix) {
     std::vector<std::pair<int, at::Tensor>> g;
     for (std::size_t k = 0; k < c.inputs.size(); ++k) {
-      at::Tensor q = gather_rows(c.q_in[k], idx).to(at::kFloat);
-      if (mix) {
-        const at::Tensor f = gather_rows(c.fp_in[k], idx).to(at::kFloat);
-        q = qdrop_mix(q, f, opt_.drop_prob, next_draw_key(gen_));
-      }
-      g.emplace_back(c.inputs[k], q);
+      g.emplace_back(c.inputs[k], mix ? qdrop_mix_of_rows(c.q_in[k], c.fp_in[k], idx, opt_.drop_prob, next_draw_key(gen_))
+                                      : gather_rows(c.q_in[k], idx).to(at::kFloat));
     }
     return g;
   }

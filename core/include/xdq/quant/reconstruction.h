@@ -67,6 +67,11 @@ at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const
                              double drop_prob = 0, std::uint64_t key = 0);
 // QDrop's mixing: element i of `fp` where uniform_draws(quantized, key)[i] < drop_prob, else of `quantized`.
 at::Tensor qdrop_mix(const at::Tensor& quantized, const at::Tensor& fp, double drop_prob, std::uint64_t key);
+// qdrop_mix(gather_rows(quantized, rows), gather_rows(fp, rows), drop_prob, key) — the same bits — reading
+// the images of the two caches in place where both are float32 and laid out alike (on the CPU); float16
+// caches are gathered and converted.
+at::Tensor qdrop_mix_of_rows(const at::Tensor& quantized, const at::Tensor& fp, const at::Tensor& rows, double drop_prob,
+                             std::uint64_t key);
 // The reconstruction loss: Σ over channels of weight²·|out - target|^p (no weight: 1), averaged over images
 // and positions. On the CPU one pass forward and one backward.
 at::Tensor reconstruction_loss(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight, double p = 2);
