@@ -172,19 +172,19 @@ XDQ_VECTOR_CLONES void lsq_forward_range(const float* x, float* out, std::int64_
 
 // Over [begin, end): dL/dx (straight-through inside the grid, 0 outside, 1 where dropped) and each element's
 // term of dL/d out · d out/d scale, code - y inside the grid and the nearer grid end outside:
-// clamped - inside · y, into terms[p - begin]. Dropping, kept[p - begin] is 1 where the forward kept x[p],
-// else 0; kept may be terms itself (each element is read before it is written).
+// clamped - inside · y, into buffer[p - begin]. Dropping, buffer[p - begin] holds 1 where the forward kept
+// x[p], else 0, on the way in (each element is read before its term is written over it).
 template <bool Dropping, bool WithGradX>
 [[gnu::always_inline]] inline void lsq_backward_terms(const float* x, const float* grad, float* grad_x,
                                                       std::int64_t begin, std::int64_t end, const Grid& g,
-                                                      const float* kept, float* terms) {
+                                                      float* buffer) {
   for (std::int64_t p = begin; p < end; ++p) {
     const float y = x[p] / g.scale, code = round_on_grid(y, g);
     const float clamped = std::min(std::max(code, g.lo), g.hi);
     const float inside = code == clamped ? 1.0f : 0.0f;
-    const float quantized = Dropping ? 1.0f - kept[p - begin] : 1.0f;
+    const float quantized = Dropping ? 1.0f - buffer[p - begin] : 1.0f;
     if (WithGradX) grad_x[p] = grad[p] * (1.0f - quantized * (1.0f - inside));
-    terms[p - begin] = quantized * grad[p] * (clamped - inside * y);
+    buffer[p - begin] = quantized * grad[p] * (clamped - inside * y);
   }
 }
 
@@ -195,11 +195,11 @@ template <bool Dropping, bool WithGradX>
 XDQ_VECTOR_CLONES double lsq_backward_range(const float* x, const float* grad, float* grad_x, std::int64_t begin,
                                             std::int64_t end, const Grid g, bool dropping, float* buffer) {
   if (dropping)
-    grad_x ? lsq_backward_terms<true, true>(x, grad, grad_x, begin, end, g, buffer, buffer)
-           : lsq_backward_terms<true, false>(x, grad, grad_x, begin, end, g, buffer, buffer);
+    grad_x ? lsq_backward_terms<true, true>(x, grad, grad_x, begin, end, g, buffer)
+           : lsq_backward_terms<true, false>(x, grad, grad_x, begin, end, g, buffer);
   else
-    grad_x ? lsq_backward_terms<false, true>(x, grad, grad_x, begin, end, g, buffer, buffer)
-           : lsq_backward_terms<false, false>(x, grad, grad_x, begin, end, g, buffer, buffer);
+    grad_x ? lsq_backward_terms<false, true>(x, grad, grad_x, begin, end, g, buffer)
+           : lsq_backward_terms<false, false>(x, grad, grad_x, begin, end, g, buffer);
   return lane_sum(0, end - begin, [&](std::int64_t i) { return buffer[i]; });
 }
 
@@ -594,6 +594,21 @@ at::Tensor gather_rows(const at::Tensor& cache, const at::Tensor& rows) {
   return cache.index_select(0, rows);
 }
 
+namespace {
+// Whether `rows` can index a cache read in place: one CPU axis of int64 image indices.
+bool rows_index_in_place(const at::Tensor& rows) {
+  return rows.is_cpu() && rows.scalar_type() == at::kLong && rows.dim() == 1;
+}
+// `rows` contiguous, each checked to be an image of a cache of `images` (read in place, an index outside
+// it would read other memory); `who` names the caller in the error.
+at::Tensor checked_rows(const at::Tensor& rows, std::int64_t images, const std::string& who) {
+  const at::Tensor r = rows.contiguous();
+  if (r.numel() > 0 && (r.min().item<std::int64_t>() < 0 || r.max().item<std::int64_t>() >= images))
+    throw Error(who + ": a row outside the " + std::to_string(images) + " cached images");
+  return r;
+}
+}  // namespace
+
 at::Tensor reconstruction_loss_of_rows(const at::Tensor& out, const at::Tensor& target, const at::Tensor& weight,
                                        const at::Tensor& rows, double p) {
   const at::Tensor o = out.is_cpu() ? dense(out) : out;
@@ -603,13 +618,9 @@ at::Tensor reconstruction_loss_of_rows(const at::Tensor& out, const at::Tensor& 
                                 cache.strides().slice(1) == o.strides().slice(1) && cache.stride(0) == o.stride(0) &&
                                 cache.is_non_overlapping_and_dense());
   };
-  if (fused_loss(o, target, weight) && in_place(target) && in_place(weight) && rows.is_cpu() &&
-      rows.scalar_type() == at::kLong && rows.dim() == 1 && rows.size(0) == o.size(0)) {
-    const at::Tensor r = rows.contiguous();
-    if (r.numel() > 0 && (r.min().item<std::int64_t>() < 0 || r.max().item<std::int64_t>() >= target.size(0)))
-      throw Error("reconstruction_loss_of_rows: a row outside the " + std::to_string(target.size(0)) + " cached images");
-    return fused_error(o, {target, weight, r}, p);
-  }
+  if (fused_loss(o, target, weight) && in_place(target) && in_place(weight) && rows_index_in_place(rows) &&
+      rows.size(0) == o.size(0))
+    return fused_error(o, {target, weight, checked_rows(rows, target.size(0), "reconstruction_loss_of_rows")}, p);
   return reconstruction_loss(out, gather_rows(target, rows).to(at::kFloat),
                              weight.defined() ? gather_rows(weight, rows).to(at::kFloat) : weight, p);
 }
@@ -653,12 +664,10 @@ at::Tensor qdrop_mix_of_rows(const at::Tensor& quantized, const at::Tensor& fp, 
                         quantized.dim() >= 1 && quantized.size(0) > 0 && quantized.sizes() == fp.sizes() &&
                         quantized.strides() == fp.strides() && quantized.is_non_overlapping_and_dense() &&
                         quantized.stride(0) * quantized.size(0) == quantized.numel() && quantized.stride(0) > 0 &&
-                        rows.is_cpu() && rows.scalar_type() == at::kLong && rows.dim() == 1;
+                        rows_index_in_place(rows);
   if (!in_place)
     return qdrop_mix(gather_rows(quantized, rows).to(at::kFloat), gather_rows(fp, rows).to(at::kFloat), drop_prob, key);
-  const at::Tensor r = rows.contiguous();
-  if (r.numel() > 0 && (r.min().item<std::int64_t>() < 0 || r.max().item<std::int64_t>() >= quantized.size(0)))
-    throw Error("qdrop_mix_of_rows: a row outside the " + std::to_string(quantized.size(0)) + " cached images");
+  const at::Tensor r = checked_rows(rows, quantized.size(0), "qdrop_mix_of_rows");
   std::vector<std::int64_t> sizes = quantized.sizes().vec();
   sizes[0] = r.numel();
   const at::Tensor out = at::empty_strided(sizes, quantized.strides(), quantized.options());
