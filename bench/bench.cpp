@@ -321,6 +321,12 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   iteration_header("block " + unit->name + ", batch 32, ms/iteration");
   iteration_row("plain ATen fwd+bwd (floor)", &Timings::plain_block, &Timings::plain_block);
   iteration_row("its five convolution passes alone", &Timings::block_convolutions, &Timings::plain_block);
+  // What the memory layout alone buys on this machine: the same five passes, NCHW against NHWC.
+  std::printf("    (the five passes in GFLOP/s:");
+  for (int l = 0; l < kLayouts; ++l)
+    std::printf(" %.0f %s%s", blocks[l].convolution_pass_flops() / median(t[l].block_convolutions) / 1e9, kLayoutNames[l],
+                l + 1 < kLayouts ? "," : ";");
+  std::printf(" NHWC / NCHW %.2f)\n", median(t[0].block_convolutions) / median(t[1].block_convolutions));
   iteration_row("BRECQ weight iteration", &Timings::brecq_weights, &Timings::plain_block);
   iteration_row("BRECQ activation-step iteration", &Timings::brecq_steps, &Timings::plain_block);
   iteration_row("QDrop iteration", &Timings::qdrop, &Timings::plain_block);

@@ -68,6 +68,13 @@ class PlainBlock {
     conv3x3(h.detach().requires_grad_(true), w2_, b2_).backward(target_);
     h.backward(target_);  // target_ stands for any gradient of the output's shape and layout
   }
+  // The FLOPs of those five passes: each the 2 * N*H*W * K*C*9 multiply-adds of a direct 3x3 convolution
+  // (a Winograd pass is counted at the direct FLOPs it stands for).
+  double convolution_pass_flops() const {
+    const double positions = static_cast<double>(in_.size(0) * in_.size(2) * in_.size(3));
+    auto pass = [&](const at::Tensor& w) { return 2.0 * positions * static_cast<double>(w.numel()); };
+    return 2 * pass(w1_) + 3 * pass(w2_);
+  }
 
  private:
   // The block's 3x3 convolutions: stride 1, padding 1.
