@@ -2,6 +2,7 @@
 // a good experiment writes the results contract with values checked independently.
 #include <algorithm>
 #include <filesystem>
+#include <regex>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include "xdq/report/png.h"
 #include "xdq/report/results_tables.h"
 #include "xdq/experiment/results.h"
+#include "xdq/files.h"
 #include "xdq/parallel.h"
 #include "xdq/train/zoo.h"
 
@@ -597,7 +599,7 @@ TEST_F(Cli, JobsRunApartAndMergedEqualOneRun) {
   const auto merged = test::run_command(std::string(XDQ_BINARY) + " merge " + split);
   ASSERT_EQ(merged.exit_code, 0) << merged.output;
   EXPECT_EQ(results_without_timings(split + "/results.json"), whole);
-  EXPECT_EQ(test::run_command(std::string(XDQ_BINARY) + " run " + bad + " --job 2 --out " + split).exit_code, 1);
+  EXPECT_EQ(test::run_command(std::string(XDQ_BINARY) + " run " + bad + " --job 2 --out " + split).exit_code, 2);
 }
 
 TEST_F(Cli, AKilledSweepResumesWithoutRedoingFinishedJobs) {
@@ -660,4 +662,125 @@ TEST_F(Cli, SubmitAnalyzeWritesAnArrayOfAnalysisJobs) {
                                       dir.file("sweep/slurm/analysis_array.sbatch") + ")\"");
   ASSERT_EQ(task.exit_code, 0) << task.output;
   EXPECT_TRUE(fs::exists(dir.file("sweep/analysis_jobs/1-tiny_w4a4/shard.json")));
+}
+
+// Shards are sealed: one from another configuration (same job id), or one edited after it was written,
+// is refused on merge and on resume, naming the file and how to recompute it.
+TEST_F(Cli, ShardsOfAnotherConfigurationOrEditedAreRefused) {
+  ASSERT_EQ(run_variant("calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]", "calibrators: [minmax]").exit_code, 0);
+  const std::string a = dir.file("out"), b = dir.file("b");
+  ASSERT_TRUE(fs::exists(a + "/jobs"));
+  const std::string config = test::read_text(dir.file("bad.yaml"));
+  test::write_text(dir.file("mse.yaml"), std::regex_replace(config, std::regex("calibrators: \\[minmax\\]"), "calibrators: [mse]"));
+  ASSERT_EQ(test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("mse.yaml") + " --out " + b).exit_code, 0);
+  const std::string job = "0-tiny-fashion_mnist.train-n64-s3";
+  const std::string shard = a + "/jobs/" + job + "/shard.json";
+  const std::string original = test::read_text(shard);
+  fs::copy(b + "/jobs/" + job, a + "/jobs/" + job, fs::copy_options::overwrite_existing | fs::copy_options::recursive);
+  fs::remove(a + "/results.json");
+  for (const std::string command : {" merge " + a, " run " + dir.file("bad.yaml") + " --out " + a}) {
+    const auto r = test::run_command(std::string(XDQ_BINARY) + command);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(shard + ": was computed under another configuration"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("remove " + a + "/jobs/" + job + " and run the experiment into this folder again"), std::string::npos)
+        << r.output;
+    EXPECT_FALSE(fs::exists(a + "/results.json"));
+  }
+  // One digit of a top-1 changed: the checksum differs.
+  std::string edited = original;
+  const auto at = edited.find("\"quant_top1\": 0.");
+  ASSERT_NE(at, std::string::npos);
+  edited.insert(at + 16, "1");
+  test::write_text(shard, edited);
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " merge " + a);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(shard + ": its content does not match its checksum"), std::string::npos) << r.output;
+  // A sample file beside the shard swapped for another job's.
+  test::write_text(shard, original);
+  fs::copy_file(b + "/jobs/" + job + "/sample_0.xdqimg", a + "/jobs/" + job + "/sample_0.xdqimg", fs::copy_options::overwrite_existing);
+  ASSERT_EQ(test::run_command(std::string(XDQ_BINARY) + " merge " + a).exit_code, 0) << "the same images: the same bytes";
+}
+
+// One writer per output folder: a second run, merge or export into a folder another process writes is
+// refused at once; `--job K` runs share the folder, but not one job.
+TEST_F(Cli, ASecondWriterOfAnOutputFolderIsRefused) {
+  const std::string out = dir.file("out");
+  {
+    const PathLock held(out, PathLock::Mode::Exclusive, "into this folder");
+    const auto r = run_variant("count: 64", "count: 64");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(out + ": another xdq process is writing into this folder (it holds " + dir.file(".out.lock")),
+              std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(out));
+    const auto merge = test::run_command(std::string(XDQ_BINARY) + " merge " + out);
+    EXPECT_NE(merge.exit_code, 0) << merge.output;
+  }
+  {
+    const PathLock shared(out, PathLock::Mode::Shared, "into this folder");  // another job of the sweep
+    const PathLock job(out + "/jobs/1-tiny-fashion_mnist.train-n64-s3", PathLock::Mode::Exclusive, "job");
+    const std::string two = dir.file("two.yaml");
+    test::write_text(two, std::regex_replace(kGoodExperiment, std::regex("count: 64"), "count: [32, 64]"));
+    const auto job0 = test::run_command(std::string(XDQ_BINARY) + " run " + two + " --job 0 --out " + out);
+    EXPECT_EQ(job0.exit_code, 0) << job0.output;
+    const auto job1 = test::run_command(std::string(XDQ_BINARY) + " run " + two + " --job 1 --out " + out);
+    EXPECT_EQ(job1.exit_code, 1) << job1.output;
+    EXPECT_NE(job1.output.find("another xdq process is writing job 1-tiny-fashion_mnist.train-n64-s3"), std::string::npos)
+        << job1.output;
+    const auto whole = test::run_command(std::string(XDQ_BINARY) + " run " + two + " --out " + out);
+    EXPECT_EQ(whole.exit_code, 1) << whole.output;
+  }
+  EXPECT_FALSE(fs::exists(dir.file(".out.lock")));  // the last holder removed it
+}
+
+// isolation: process. A plugin that ends its process (SIGSEGV on the count-32 job's batches) fails
+// that job's runs, recorded with the signal; the other job runs; exit 3.
+TEST_F(Cli, ACrashingPluginFailsItsJobAndTheSweepGoesOn) {
+  const auto r = run_variants({{"models:", std::string("isolation: process\nplugins: {paths: [") + XDQ_TEST_PLUGIN_DIR + "]}\nmodels:"},
+                               {"count: 64", "count: [32, 64]"},
+                               {"batch_size: 32", "batch_size: 64"},
+                               {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]",
+                                "calibrators: [{name: test_throws, crash_on_batch: 32}]"}});
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("job 0-tiny-fashion_mnist.train-n32-s3 FAILED: the job's process ended with signal 11"),
+            std::string::npos) << r.output;
+  const auto j = results_without_timings(dir.file("out/results.json"));
+  ASSERT_EQ(j["runs"].size(), 4u);
+  for (const auto& run : j["runs"]) {
+    const bool crashed = run["calibration"]["count"] == 32;
+    EXPECT_EQ(run.contains("status"), crashed) << run;
+    if (crashed) EXPECT_NE(run["error"].get<std::string>().find("signal 11"), std::string::npos) << run;
+    else EXPECT_EQ(run["results"].size(), 1u) << run;
+  }
+  EXPECT_FALSE(fs::exists(dir.file("out/jobs/0-tiny-fashion_mnist.train-n32-s3")));  // resumed, it runs again
+  EXPECT_TRUE(fs::exists(dir.file("out/jobs/1-tiny-fashion_mnist.train-n64-s3/shard.json")));
+}
+
+// Flipped bytes inside a tensor of a TorchScript file load and run in LibTorch; xdq checks the zip's
+// CRC-32 of every entry first and refuses the file, naming the entry, with no sha256 pin.
+TEST_F(Cli, AModelWithFlippedBytesIsRefusedWithoutAPin) {
+  std::string bytes = test::read_text(dir.file("tiny.pt"));
+  // The largest tensor's bytes lie near the file's middle; 64 bytes there flipped.
+  for (std::size_t k = 0; k < 64; ++k) bytes[bytes.size() / 2 + k] = static_cast<char>(~bytes[bytes.size() / 2 + k]);
+  test::write_text(dir.file("tiny.pt"), bytes);
+  const auto r = run_variant("count: 64", "count: 64");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(dir.file("tiny.pt") + ": damaged model file: "), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("out")));
+}
+
+// Requests that name what does not exist are usage errors (exit 2), found when the work starts.
+TEST_F(Cli, MissingFoldersJobsAndLayersAreUsageErrors) {
+  const auto merge = test::run_command(std::string(XDQ_BINARY) + " merge " + dir.file("nowhere"));
+  EXPECT_EQ(merge.exit_code, 2) << merge.output;
+  EXPECT_NE(merge.output.find(dir.file("nowhere") + ": holds no job shards"), std::string::npos) << merge.output;
+  const auto job = run_variant("count: 64", "count: 64");
+  ASSERT_EQ(job.exit_code, 0) << job.output;
+  const auto far = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("bad.yaml") + " --job 99 --out " + dir.file("j"));
+  EXPECT_EQ(far.exit_code, 2) << far.output;
+  EXPECT_NE(far.output.find("--job 99: the plan has 1 jobs"), std::string::npos) << far.output;
+  fs::remove_all(dir.file("out"));
+  const auto layer = run_variant("rounding: [nearest]", "rounding: [nearest]\n  overrides: [{layers: [conv99], w_bits: 4}]");
+  EXPECT_EQ(layer.exit_code, 2) << layer.output;
+  EXPECT_NE(layer.output.find("quantization.overrides[0].layers: no conv/linear layer named 'conv99'"), std::string::npos)
+      << layer.output;
 }

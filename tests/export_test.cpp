@@ -343,5 +343,20 @@ TEST(ExportCli, RunExportsTheSelectedRunsAndReportsTheRuntime) {
   EXPECT_NE(read_text(dir.file("out/results.csv")).find(",runtime_top1,runtime_disagreements,selector,composition\n"), std::string::npos);
 }
 
+// A full disk (a file-size limit here: writes past it fail with EFBIG) ends the export with exit 1 and
+// one message, leaving neither the folder nor its partial twin (LibTorch's writer aborted the process).
+TEST(ExportCli, AFullDiskFailsWithAMessageAndNoPartialFolder) {
+  TempDir dir;
+  const CommandResult r = run_command("trap '' XFSZ; ulimit -f 400; " +
+                                      xdq_command("export " + kQuickstart + " --run resnet20/w8a8/minmax/nearest --out " +
+                                                  dir.file("out") + " --set threads=2 --set test.count=100"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("xdq: error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("write failed (disk full?)"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir.file("out")));
+  EXPECT_FALSE(fs::exists(dir.file(".out.partial")));
+  EXPECT_FALSE(fs::exists(dir.file(".out.lock")));
+}
+
 }  // namespace
 }  // namespace xdq::test

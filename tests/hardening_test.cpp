@@ -3,6 +3,7 @@
 // output folder, damaged caches, plugins that shadow each other). Every refusal names the file and
 // leaves no output behind.
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -10,8 +11,12 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "test_util.h"
+#include "xdq/data/dataset.h"
+#include "xdq/data/fashion_mnist.h"
+#include "xdq/data/image_files.h"
 #include "xdq/experiment/config.h"
 
 using namespace xdq;
@@ -38,7 +43,9 @@ std::string join(const std::vector<std::string>& lines) {
 }
 
 // One seeded mutation: a value replaced (wrong type, out of range, non-finite, huge, malformed), a key
-// renamed, a line deleted, duplicated or re-indented, two lines swapped, a stray character, a truncation.
+// renamed, a line deleted, duplicated or re-indented, two lines swapped, a stray character, a truncation;
+// or YAML's graph features: an anchor and an alias to it elsewhere, a recursive alias, an alias to no
+// anchor, a list or map as a key.
 std::string mutate(const std::string& text, std::mt19937& rng) {
   static const std::vector<std::string> values = {
       "-1", "0", "1", "4294967300", "99999999999999999999", ".nan", ".inf", "-.inf", "abc", "[]", "{}", "[1, 2",
@@ -46,9 +53,11 @@ std::string mutate(const std::string& text, std::mt19937& rng) {
       "{name: minmax, margin: 2}", "[minmax, minmax]", "0.5", "2147483648", "-9223372036854775809", "\"\\x00\""};
   auto pick = [&](std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng); };
   std::vector<std::string> lines = lines_of(text);
+  if (lines.empty()) return text + values[pick(values.size())];  // a mutant truncated to nothing
   const std::size_t i = pick(lines.size());
   std::string& line = lines[i];
-  switch (pick(8)) {
+  const auto value_at = [](const std::string& l) { return l.find(": "); };
+  switch (pick(12)) {
     case 0: {  // a value
       const auto colon = line.find(": ");
       if (colon != std::string::npos) line = line.substr(0, colon + 2) + values[pick(values.size())];
@@ -65,6 +74,30 @@ std::string mutate(const std::string& text, std::mt19937& rng) {
     case 4: line = (pick(2) ? "  " : "") + line.substr(std::min<std::size_t>(line.size(), pick(3))); break;
     case 5: std::swap(line, lines[pick(lines.size())]); break;
     case 6: line.insert(pick(line.size() + 1), 1, ":[]{}-\t,#&*!|>'\""[pick(17)]); break;
+    case 8: {  // an anchor on one value, an alias to it in another line's value
+      const std::size_t j = pick(lines.size());
+      if (value_at(line) == std::string::npos || value_at(lines[j]) == std::string::npos) break;
+      line.insert(value_at(line) + 2, "&m ");
+      lines[j] = lines[j].substr(0, value_at(lines[j]) + 2) + "*m";
+      break;
+    }
+    case 9: {  // a recursive alias, as a list or a map
+      static const std::vector<std::string> recursive = {"&r [*r]", "&r {a: *r}", "&r [1, [2, *r]]", "&r {a: [*r, *r]}"};
+      const auto colon = value_at(line);
+      line = (colon == std::string::npos ? line + ":" : line.substr(0, colon + 1)) + " " + recursive[pick(recursive.size())];
+      break;
+    }
+    case 10: {  // a list or a map as a key
+      static const std::vector<std::string> keys = {"[1, 2]: 3", "{a: 1}: b", "? [a]\n: b", "? - x\n  - y\n: z"};
+      const std::string indent = line.substr(0, line.find_first_not_of(' ') == std::string::npos ? 0 : line.find_first_not_of(' '));
+      lines.insert(lines.begin() + static_cast<std::ptrdiff_t>(i), indent + keys[pick(keys.size())]);
+      break;
+    }
+    case 11: {  // an alias to no anchor, or to an anchor defined after it
+      const auto colon = value_at(line);
+      if (colon != std::string::npos) line = line.substr(0, colon + 2) + (pick(2) ? "*nowhere" : "*m");
+      break;
+    }
     default: return join(lines).substr(0, pick(text.size()));  // truncated
   }
   return join(lines);
@@ -77,7 +110,7 @@ TEST(Hardening, FuzzedQuickstartConfigsAreLoadedOrRefusedByName) {
   const std::string original = quickstart_with_absolute_paths();
   std::mt19937 rng(20261128);
   int refused = 0, loaded = 0, cli_checked = 0;
-  for (int k = 0; k < 600; ++k) {
+  for (int k = 0; k < 1200; ++k) {
     std::string text = original;
     const int edits = 1 + static_cast<int>(rng() % 3);
     for (int e = 0; e < edits; ++e) text = mutate(text, rng);
@@ -104,7 +137,7 @@ TEST(Hardening, FuzzedQuickstartConfigsAreLoadedOrRefusedByName) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     EXPECT_LT(seconds, 10.0) << text;
   }
-  EXPECT_GE(refused, 300);  // most mutants are wrong; some are still valid configs
+  EXPECT_GE(refused, 600);  // most mutants are wrong; some are still valid configs
   EXPECT_GE(loaded, 20);
   EXPECT_GE(cli_checked, 5);
 }
@@ -113,15 +146,26 @@ namespace {
 
 class BadInput : public ::testing::Test {
  protected:
-  // The quickstart, reduced, with one edit; run through the CLI.
-  test::CommandResult run_with(const std::string& from, const std::string& to, const std::string& out = "") {
+  // The quickstart with edits, written to bad.yaml; returns its path.
+  std::string write_quickstart(const std::vector<std::pair<std::string, std::string>>& edits) {
     std::string text = quickstart_with_absolute_paths();
-    const auto at = text.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    if (at != std::string::npos) text.replace(at, from.size(), to);
+    for (const auto& [from, to] : edits) {
+      const auto at = text.find(from);
+      EXPECT_NE(at, std::string::npos) << from;
+      if (at != std::string::npos) text.replace(at, from.size(), to);
+    }
     test::write_text(dir.file("bad.yaml"), text);
-    return test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("bad.yaml") + " --out " +
+    return dir.file("bad.yaml");
+  }
+  // The quickstart with one edit; run through the CLI.
+  test::CommandResult run_with(const std::string& from, const std::string& to, const std::string& out = "") {
+    return test::run_command(std::string(XDQ_BINARY) + " run " + write_quickstart({{from, to}}) + " --out " +
                              (out.empty() ? dir.file("out") : out));
+  }
+  // `xdq <command> bad.yaml` (the quickstart with `edits`) with more arguments.
+  test::CommandResult run_args(const std::vector<std::pair<std::string, std::string>>& edits, const std::string& args,
+                               const std::string& command = "run") {
+    return test::run_command(std::string(XDQ_BINARY) + " " + command + " " + write_quickstart(edits) + " " + args);
   }
   void expect_refused(const test::CommandResult& r, const std::string& message, int exit_code = 2) {
     EXPECT_EQ(r.exit_code, exit_code) << r.output;
@@ -254,4 +298,185 @@ TEST(PluginShadowing, ALibraryThatThrowsWhileOpeningIsSkippedWithAWarning) {
   const auto planned = test::run_command(std::string(XDQ_BINARY) + " run --dry-run " + dir.file("e.yaml"));
   EXPECT_EQ(planned.exit_code, 0) << planned.output;
   EXPECT_NE(planned.output.find("12 runs"), std::string::npos) << planned.output;
+}
+
+TEST_F(BadInput, IntegersAreReadAs64BitAndRangeCheckedBeforeNarrowing) {
+  // 2^32 + 4 was cast to int (4) before its range check.
+  expect_refused(run_with("w_bits: 8, a_bits: 8}", "w_bits: 4294967300, a_bits: 8}"),
+                 "bad.yaml:25 quantization.overrides[0].w_bits: expected an integer in [2, 8], got 4294967300");
+  expect_refused(run_args({}, "--out " + dir.file("out") +
+                                  " --set 'quantization.overrides=[{layers: [first, last], w_bits: 4294967300, a_bits: 8}]'"),
+                 "bad.yaml --set quantization.overrides[0].w_bits: expected an integer in [2, 8], got 4294967300");
+  expect_refused(run_with("w_bits: 8, a_bits: 8}", "w_bits: 8, a_bits: -4294967292}"),
+                 "quantization.overrides[0].a_bits: expected an integer in [2, 16], got -4294967292");
+}
+
+TEST_F(BadInput, ASetValueIsLocatedAtItsSetKey) {
+  expect_refused(run_args({}, "--out " + dir.file("out") + " --set threads=lots"), "bad.yaml --set threads: expected an integer");
+  expect_refused(run_args({}, "--out " + dir.file("out") + " --set 'calibration={[1, 2]: 3}'"),
+                 "--set calibration:1: a key must be a name, not a list or a map");
+}
+
+TEST_F(BadInput, CalibrationOnFewerImagesThanAskedIsAnErrorUnlessAllowed) {
+  // Two class folders whose every file is unreadable, the domain skipping them: the old code calibrated
+  // on 0 images and reported a top-1. Then 6 readable images of the 8 asked (the train split holds four
+  // of each class's five): refused, and run with min_images 6, reporting the 6 used.
+  for (int c = 0; c < 2; ++c) {
+    fs::create_directories(dir.file("images/" + std::to_string(c)));
+    for (int k = 0; k < 5; ++k) test::write_text(dir.file("images/" + std::to_string(c) + "/" + std::to_string(k) + ".png"), "not a png");
+  }
+  const std::vector<std::pair<std::string, std::string>> junk = {
+      {"calibration:\n  source: fashion_mnist.train\n  count: 1024",
+       "domains:\n  junk: {dataset: 'folder:" + dir.file("images") + "', unreadable: skip}\ncalibration:\n  source: junk\n  count: 8"},
+      {"test:\n  domains: [fashion_mnist.test]", "test:\n  domains: [fashion_mnist.test]\n  count: 100"},
+      {"bits: [w8a8, w4a8]", "bits: [w8a8]"},
+      {"calibrators: [minmax, ema_minmax, percentile, mse, kl, aciq]", "calibrators: [minmax]"}};
+  const std::string out = "--out " + dir.file("out");
+  expect_refused(run_args(junk, out), "calibration domain 'junk' holds 0 usable images of the 8 asked (calibration.count)", 1);
+  for (int k = 0; k < 6; ++k) {
+    const std::string file = dir.file("images/" + std::to_string(k % 2) + "/" + std::to_string(k / 2) + ".png");
+    const auto made = test::run_command("/usr/bin/python3 -c \"from PIL import Image; Image.new('L', (28, 28), " +
+                                        std::to_string(40 * k) + ").save('" + file + "')\"");
+    ASSERT_EQ(made.exit_code, 0) << made.output;
+  }
+  expect_refused(run_args(junk, out), "holds 6 usable images of the 8 asked (calibration.count); set calibration.min_images", 1);
+  expect_refused(run_args(junk, out + " --set calibration.min_images=7"), "(it is 7)", 1);
+  const auto allowed = run_args(junk, out + " --set calibration.min_images=6");
+  ASSERT_EQ(allowed.exit_code, 0) << allowed.output;
+  EXPECT_NE(allowed.output.find("warning: calibration domain 'junk' holds 6 usable images of the 8 asked"), std::string::npos)
+      << allowed.output;
+  const auto results = nlohmann::json::parse(test::read_text(dir.file("out/results.json")));
+  EXPECT_EQ(results["runs"][0]["calibration"]["count"], 6);
+}
+
+TEST_F(BadInput, ATargetSampleLargerThanItsDomainIsRefused) {
+  // The OpenCV digits' train split holds 4 000 images: 5 000 asked are not silently cut to them.
+  const std::vector<std::pair<std::string, std::string>> edits = {
+      {"calibration:\n  source: fashion_mnist.train\n  count: 1024",
+       "calibration:\n  source: fashion_mnist.train\n  count: 16\n  pool_size: 64\n  selector: target_match\n"
+       "  target_sample: {domain: opencv_digits.train, count: 5000}"},
+      {"test:\n  domains: [fashion_mnist.test]", "test:\n  domains: [fashion_mnist.test]\n  count: 100"},
+      {"bits: [w8a8, w4a8]", "bits: [w8a8]"},
+      {"calibrators: [minmax, ema_minmax, percentile, mse, kl, aciq]", "calibrators: [minmax]"}};
+  expect_refused(run_args(edits, "--out " + dir.file("out")),
+                 "calibration.target_sample.count: 5000 images asked of domain 'opencv_digits.train', which holds 4000", 1);
+}
+
+TEST_F(BadInput, AliasesThatRecurseOrExplodeAreRefusedByLine) {
+  // A self-referencing alias crashed the duplicate-key walk (it followed aliases forever).
+  expect_refused(run_with("seed: 0", "seed: 0\nbogus: &s [*s]"),
+                 "bad.yaml:6 bogus[0]: an alias inside the node it names (a recursive alias)");
+  // Nine levels of ten aliases each: 10^9 nodes once expanded. Refused at once, even for --dry-run.
+  std::string bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int level = 1; level < 9; ++level) {
+    const std::string prev = "*a" + std::to_string(level - 1);
+    bomb += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [" + prev;
+    for (int k = 1; k < 10; ++k) bomb += ", " + prev;
+    bomb += "]\n";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = run_args({{"seed: 0", "seed: 0\n" + bomb}}, "--dry-run", "run");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("bad.yaml:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("the document expands to more than 100000 nodes"), std::string::npos) << r.output;
+  // A few aliases of a small node are fine: the quickstart with its overrides given by alias.
+  const auto ok = run_args({{"seed: 0", "seed: 0\nfirst_last: &fl {layers: [first, last], w_bits: 8, a_bits: 8}"},
+                            {"    - {layers: [first, last], w_bits: 8, a_bits: 8}", "    - *fl"}},
+                           "--dry-run");
+  EXPECT_EQ(ok.exit_code, 2) << ok.output;  // the anchor's key is not an experiment key ...
+  EXPECT_NE(ok.output.find("bad.yaml:6 first_last: unknown key"), std::string::npos) << ok.output;  // ... named as such
+}
+
+TEST_F(BadInput, ComplexKeysAndUnterminatedQuotesNameTheFileAndLine) {
+  expect_refused(run_with("seed: 0", "seed: 0\n[1, 2]: 3"), "bad.yaml:6: a key must be a name, not a list or a map");
+  expect_refused(run_with("threads: 0", "threads: 0\nmodels_extra:\n  ? [a, b]\n  : c"),
+                 "bad.yaml:8 models_extra: a key must be a name, not a list or a map");
+  test::write_text(dir.file("quote.yaml"), "experiment: \"quickstart\nseed: 0\n");
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("quote.yaml") + " --out " + dir.file("out"));
+  expect_refused(r, dir.file("quote.yaml") + ":");
+  EXPECT_EQ(r.output.find("missing section"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("quote.yaml:1 experiment: a quoted string is not closed before the end of the file"), std::string::npos)
+      << r.output;
+}
+
+// Every value `xdq submit` writes into a batch script is checked: a newline, ';', $(...), backquotes or
+// quotes in any option are refused naming the option, and no script is written.
+TEST_F(BadInput, BatchScriptsCannotBeInjected) {
+  const std::string pwned = dir.file("pwned");
+  const std::vector<std::string> payloads = {"short\ntouch " + pwned, "short; touch " + pwned, "$(touch " + pwned + ")",
+                                             "`touch " + pwned + "`", "short'\"", "short\rtouch"};
+  const std::string cfg = write_quickstart({});
+  const auto submit = [&](const std::string& option, const std::string& value, const std::string& out) {
+    // The value goes through a file and $(cat) so that the shell passes it as one argument, unchanged.
+    test::write_text(dir.file("value"), value);
+    return test::run_command(std::string(XDQ_BINARY) + " submit " + cfg + " --slurm --dry-run --out " + out + " " +
+                             option + "=\"$(cat " + dir.file("value") + "; printf x)\"");
+  };
+  for (const std::string option : {"--partition", "--time", "--sbatch-arg"})
+    for (const std::string& payload : payloads) {
+      const auto r = submit(option, payload, dir.file("sweep"));
+      EXPECT_EQ(r.exit_code, 2) << option << " " << payload << "\n" << r.output;
+      EXPECT_NE(r.output.find(option + " '"), std::string::npos) << r.output;
+      EXPECT_FALSE(fs::exists(dir.file("sweep"))) << option << " " << payload;
+    }
+  for (const std::string& payload : payloads) {
+    const std::string out = dir.file("o") + payload.substr(0, payload.find('/')) + "x";
+    const auto r = test::run_command(std::string(XDQ_BINARY) + " submit " + cfg + " --slurm --dry-run --partition short --out \"$(printf '%s' " +
+                                     "'" + std::regex_replace(out, std::regex("'"), "'\\''") + "')\"");
+    EXPECT_EQ(r.exit_code, 2) << payload << "\n" << r.output;
+    EXPECT_NE(r.output.find("--out '"), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(pwned));
+  // Well-formed values are written as given.
+  const auto good = test::run_command(std::string(XDQ_BINARY) + " submit " + cfg + " --slurm --dry-run --out " + dir.file("sweep") +
+                                      " --partition short,long --time 1-02:30:00 --sbatch-arg=--mem=4G --sbatch-arg=--constraint=avx512");
+  ASSERT_EQ(good.exit_code, 0) << good.output;
+  const std::string script = test::read_text(dir.file("sweep/slurm/array.sbatch"));
+  for (const char* line : {"#SBATCH --partition=short,long\n", "#SBATCH --time=1-02:30:00\n", "#SBATCH --mem=4G\n",
+                           "#SBATCH --constraint=avx512\n"})
+    EXPECT_NE(script.find(line), std::string::npos) << script;
+}
+
+// Damaged data files and folders end in one xdq error naming the file, not a LibTorch backtrace.
+TEST_F(BadInput, DamagedDataFilesAndFoldersAreNamed) {
+  const auto error_of = [](const std::function<void()>& load) {
+    try {
+      load();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // IDX headers: dimensions whose product overflows 64 bits, and an empty set.
+  const auto write_idx = [&](const std::string& name, const std::vector<std::uint32_t>& dims) {
+    std::string bytes = {0, 0, 0x08, static_cast<char>(dims.size())};
+    for (std::uint32_t d : dims)
+      for (int shift = 24; shift >= 0; shift -= 8) bytes += static_cast<char>((d >> shift) & 0xff);
+    bytes += std::string(64, '\1');
+    test::write_text(dir.file(name + ".raw"), bytes);
+    EXPECT_EQ(test::run_command("gzip -c " + dir.file(name + ".raw") + " > " + dir.file(name)).exit_code, 0);
+    return dir.file(name);
+  };
+  const std::string huge = write_idx("huge.gz", {0xffffffffu, 0xffffffffu, 0x10000u});
+  EXPECT_EQ(error_of([&] { read_idx_gz(huge); }), huge + ": the IDX header declares more bytes than the file holds");
+  const std::string empty = write_idx("empty.gz", {0u, 28u, 28u});
+  EXPECT_EQ(error_of([&] { read_idx_gz(empty); }), empty + ": the IDX header declares an empty dimension (no images)");
+  // A synthesized-set file whose header declares 2^32 x 2^32 x 1 x 1 images.
+  save_dataset(Dataset{"s", at::zeros({2, 1, 4, 4}), {}}, dir.file("set.xdqimg"));
+  std::string set = test::read_text(dir.file("set.xdqimg"));
+  const std::int64_t big = 1LL << 32;
+  std::memcpy(&set[8], &big, sizeof big);
+  std::memcpy(&set[16], &big, sizeof big);
+  test::write_text(dir.file("set.xdqimg"), set);
+  EXPECT_NE(error_of([&] { load_dataset_file(dir.file("set.xdqimg")); }).find(dir.file("set.xdqimg") + ": corrupt header"),
+            std::string::npos);
+  // A folder whose class folder is a symbolic-link loop.
+  fs::create_directories(dir.file("loop"));
+  fs::create_directory_symlink(dir.file("loop/a"), dir.file("loop/a"));
+  EXPECT_NE(error_of([&] { list_image_folder(dir.file("loop"), Split::Train, {}); }).find(dir.file("loop") + ": cannot list the image folder ("),
+            std::string::npos);
+  // Mixture weights whose sum overflows.
+  expect_refused(run_with("calibration:", "domains:\n  m: {mix: {fashion_mnist.train: 1e308, noise_uniform: 1e308}}\ncalibration:"),
+                 "bad.yaml:7 domains.m.mix.noise_uniform: the weights' sum is not a finite number");
 }

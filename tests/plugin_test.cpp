@@ -105,14 +105,14 @@ TEST(PluginLoading, ThrowingPluginFailsItsCallNotTheProcess) {
   PluginRegistry r;
   const PluginRecord& p = r.load(test_plugin("xdq_calibrator_test_throws.so"));
   try {
-    r.create<Calibrator>("test_throws", Options({{"fail_create", true}, {"fail_at_bits", std::int64_t{0}}}));
+    r.create<Calibrator>("test_throws", Options({{"fail_create", true}, {"fail_at_bits", std::int64_t{0}}, {"crash_on_batch", std::int64_t{0}}}));
     FAIL();
   } catch (const Error& e) {
     EXPECT_TRUE(contains(e.what(), "plugin 'test_throws'")) << e.what();
     EXPECT_TRUE(contains(e.what(), "factory exploded")) << e.what();
     EXPECT_TRUE(contains(e.what(), p.path)) << e.what();
   }
-  auto cal = r.create<Calibrator>("test_throws", Options({{"fail_create", false}, {"fail_at_bits", std::int64_t{0}}}));
+  auto cal = r.create<Calibrator>("test_throws", Options({{"fail_create", false}, {"fail_at_bits", std::int64_t{0}}, {"crash_on_batch", std::int64_t{0}}}));
   auto obs = cal->make_observer(QuantSpec{});
   try {
     plugin_call(p, "observe", [&] { obs->observe(at::zeros({1})); });

@@ -1,5 +1,4 @@
 // The xdq command: run, analyze, export, submit, merge, plugins, keys, inspect, train.
-#include <unistd.h>
 
 #include <filesystem>
 #include <optional>
@@ -48,20 +47,6 @@ int list_plugins(bool json, const std::vector<std::string>& extra_dirs) {
     for (const auto& f : failures) std::cerr << "xdq: warning: " << f << "\n";
   }
   return 0;
-}
-
-// The output folder is checked before any work: results that cannot be written are refused at once,
-// not after the run. It is not created here, so a refused run leaves nothing behind.
-void check_output_folder(const std::string& out) {
-  namespace fs = std::filesystem;
-  const fs::path path = fs::absolute(out).lexically_normal();
-  std::error_code ec;
-  if (fs::exists(path, ec) && !fs::is_directory(path, ec))
-    throw xdq::Error(out + ": the output folder exists and is not a folder");
-  fs::path existing = path;
-  while (!existing.empty() && !fs::exists(existing, ec)) existing = existing.parent_path();
-  if (!fs::is_directory(existing, ec) || ::access(existing.c_str(), W_OK) != 0)
-    throw xdq::Error(out + ": the output folder cannot be written (" + existing.string() + " is not a writable folder)");
 }
 
 void print_keys() {
@@ -135,6 +120,7 @@ int export_command(xdq::ExperimentConfig cfg, const std::string& out, const std:
   xdq::RunOptions options;
   options.only_run = run_id;
   options.export_dir = out;
+  const xdq::PathLock lock(out, xdq::PathLock::Mode::Exclusive, "an export into this folder");
   xdq::ExperimentRun run;
   {
     xdq::cli::RecordedStderr progress(quiet);  // --quiet: the progress is not shown
@@ -180,7 +166,7 @@ int merge_command(const std::string& dir) {
     std::cerr << "xdq: merged " << run.settings.size() << " analyses into " << dir << std::endl;
     status = std::max(status, missing_jobs_status(run.missing_jobs));
   }
-  if (!found) throw xdq::Error(dir + ": holds no job shards (no jobs/config.yaml or analysis_jobs/config.yaml)");
+  if (!found) throw xdq::ConfigError(dir + ": holds no job shards (no jobs/config.yaml or analysis_jobs/config.yaml)");
   return status;
 }
 
@@ -243,7 +229,8 @@ bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
   try {
     cfg = xdq::load_experiment(a.experiment, a.sets, xdq::global_registry());
     out = a.out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : a.out_dir;
-    if (!a.dry_run) check_output_folder(out);
+    if (!a.dry_run) xdq::check_output_folder(out);
+    if (*a.submit) xdq::cli::check_slurm_options(a.slurm, out);
     if (*a.run && !a.dry_run) xdq::check_resumable(cfg, out);
     if (*a.analyze && !a.dry_run) xdq::check_analysis_resumable(cfg, out);
     if (*a.exporter) xdq::job_of_run(xdq::plan_experiment(cfg), a.run_id);
@@ -300,6 +287,9 @@ int main(int argc, char** argv) {
   if ((*args.run || *args.analyze || *args.submit || *args.exporter) && !load_checked(args, cfg, out)) return kExitUsage;
   try {
     return execute(args, cfg, out);
+  } catch (const xdq::ConfigError& e) {
+    std::cerr << "xdq: error: " << e.what() << std::endl;
+    return kExitUsage;
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
     return kExitRuntime;

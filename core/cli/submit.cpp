@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <regex>
 #include <sstream>
 
 #include "xdq/error.h"
@@ -18,11 +19,35 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Control characters shown as \xNN, so a refusal prints on one line.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
 // Single-quoted for the shell.
 std::string quoted(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
+}
+
+// A value written into a batch script must match `syntax`: a newline would end its #SBATCH line and
+// make the rest a command; quotes, `$` or backquotes would reach a shell. Nothing is quoted into safety:
+// what does not match is refused, naming the option.
+void check_script_value(const std::string& option, const std::string& value, const char* syntax, const char* expected) {
+  if (!std::regex_match(value, std::regex(syntax)))
+    throw Error(option + " '" + printable(value) + "': expected " + expected +
+                " (a batch script takes no spaces, quotes, '$', backquotes, ';' or control characters)");
 }
 
 // The analysis' files are named apart, so a sweep and its analysis can share one folder.
@@ -81,8 +106,22 @@ std::string run_sbatch(const std::string& command) {
 
 }  // namespace
 
+void check_slurm_options(const SlurmOptions& o, const std::string& out_dir) {
+  check_script_value("--partition", o.partition, "([A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*)?",
+                     "partition names separated by commas");
+  check_script_value("--time", o.time, "(([0-9]+-)?[0-9]+(:[0-9]+){0,2}|UNLIMITED|INFINITE|unlimited|infinite)?",
+                     "a Slurm time: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]]");
+  for (const auto& a : o.sbatch_args)
+    check_script_value("--sbatch-arg", a, "--?[A-Za-z][A-Za-z0-9-]*(=[A-Za-z0-9_.,:=/@%+*|&!\\[\\]-]*)?",
+                       "one sbatch option such as --mem=4G");
+  check_script_value("--out", fs::absolute(out_dir).lexically_normal().string(), "[A-Za-z0-9_.,:=/@%+~-]+",
+                     "a folder path of letters, digits and _.,:=/@%+~-");
+}
+
 int submit_to_slurm(const ExperimentConfig& cfg_in, const std::string& out_dir, const std::string& xdq_binary,
                     const SlurmOptions& options) {
+  check_slurm_options(options, out_dir);
+  const PathLock lock(out_dir, PathLock::Mode::Exclusive, "into this folder");
   ExperimentConfig cfg = cfg_in;
   cfg.threads = options.cpus_per_task;  // each task uses the CPUs it was given
   // A folder of another config's shards is refused before writing.

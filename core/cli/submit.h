@@ -18,6 +18,10 @@ struct SlurmOptions {
   bool analyze = false;  // the analysis jobs (`xdq analyze --job`) instead of the sweep's
 };
 
+// Every value the scripts would hold (partition, time, --sbatch-arg, the output folder) checked against
+// its syntax; an Error naming the option otherwise. submit_to_slurm calls it before writing anything.
+void check_slurm_options(const SlurmOptions& options, const std::string& out_dir);
+
 // Writes DIR/experiment.yaml (the resolved config, threads = cpus_per_task), DIR/slurm/array.sbatch and
 // DIR/slurm/merge.sbatch; submits both unless dry_run and prints the job ids. Returns the exit status.
 int submit_to_slurm(const ExperimentConfig& cfg, const std::string& out_dir, const std::string& xdq_binary,

@@ -2,9 +2,13 @@
 
 #include <boost/dll/runtime_symbol_info.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <vector>
@@ -30,7 +34,7 @@ void write_file_atomically(const std::string& path, const std::function<void(std
       std::ofstream out(temporary, std::ios::binary);
       if (!out) throw Error(path + ": cannot write (" + temporary + " cannot be created)");
       write(out);
-      out.flush();
+      out.close();
       if (!out) throw Error(path + ": write failed (disk full?)");
     }
     std::filesystem::rename(temporary, path, ec);
@@ -70,6 +74,57 @@ void write_files_atomically(const std::string& dir, const std::map<std::string, 
     if (dynamic_cast<const Error*>(&e)) throw;
     throw Error(dir + ": cannot write the results (" + e.what() + ")");
   }
+}
+
+void check_output_folder(const std::string& out) {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::absolute(out).lexically_normal();
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_directory(path, ec))
+    throw Error(out + ": the output folder exists and is not a folder");
+  fs::path existing = path;
+  while (!existing.empty() && !fs::exists(existing, ec)) existing = existing.parent_path();
+  // A file really made and removed: access() says yes to root on read-only mounts and in /proc.
+  const std::string probe = temporary_name((existing / ".xdq_write_probe").string());
+  const int fd = fs::is_directory(existing, ec) ? ::open(probe.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600) : -1;
+  if (fd < 0)
+    throw Error(out + ": the output folder cannot be written (" + existing.string() + " is not a writable folder)");
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+std::string PathLock::lock_file(const std::string& path) {
+  const std::filesystem::path target = std::filesystem::absolute(path).lexically_normal();
+  return (target.parent_path() / ("." + target.filename().string() + ".lock")).string();
+}
+
+PathLock::PathLock(const std::string& path, Mode mode, const std::string& what) : lock_file_(lock_file(path)) {
+  if (const char* held = std::getenv(kLockHeldByParent); held && lock_file_ == held) return;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(lock_file_).parent_path(), ec);
+  // The file may be removed by its last holder between our open and our lock: then the lock is on a
+  // file nobody else will find, so it is taken again on the file the path names now.
+  for (;;) {
+    fd_ = ::open(lock_file_.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(path + ": cannot create the lock file " + lock_file_);
+    if (::flock(fd_, (mode == Mode::Exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw Error(path + ": another xdq process is writing " + what + " (it holds " + lock_file_ +
+                  "); wait for it to end, or use another --out");
+    }
+    struct stat held {}, named {};
+    if (::fstat(fd_, &held) == 0 && ::stat(lock_file_.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
+        held.st_dev == named.st_dev)
+      return;
+    ::close(fd_);
+  }
+}
+
+PathLock::~PathLock() {
+  if (fd_ < 0) return;
+  // The last holder (the one that can make its lock exclusive now) removes the file.
+  if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) ::unlink(lock_file_.c_str());
+  ::close(fd_);
 }
 
 std::string core_library_dir() {

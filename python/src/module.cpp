@@ -13,6 +13,7 @@
 #include "xdq/error.h"
 #include "xdq/exec/convolution.h"
 #include "xdq/experiment/plan.h"
+#include "xdq/files.h"
 #include "xdq/ir/describe.h"
 #include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
@@ -49,15 +50,41 @@ xdq::Options plugin_options(xdq::PluginKind kind, const std::string& name, const
   return xdq::validate_options(xdq::ConfigNode::parse(json, name + " options"), record.options);
 }
 
+// Images from Python checked before any work (float [N, C, H, W], finite), and LibTorch's errors on what
+// the model cannot read (channels, size) turned into an xdq.XdqError naming the model and the shape.
+at::Tensor checked_images(const at::Tensor& images, const std::string& what) {
+  std::ostringstream shape;
+  shape << images.sizes();
+  if (images.dim() != 4 || !images.is_floating_point())
+    throw xdq::Error(what + ": expected float images [N, C, H, W], got a " + std::string(images.dtype().name()) +
+                     " tensor of shape " + shape.str());
+  if (!at::isfinite(images).all().item<bool>()) throw xdq::Error(what + ": the images hold NaN or infinite values");
+  return images;
+}
+
+template <class F>
+auto on_model(const std::string& model, const at::Tensor& images, F&& run) {
+  try {
+    return run();
+  } catch (const c10::Error& e) {
+    std::ostringstream shape;
+    shape << images.sizes();
+    const std::string message = e.what_without_backtrace();
+    throw xdq::Error(model + ": cannot run on images of shape " + shape.str() + " (" + message.substr(0, message.find('\n')) + ")");
+  }
+}
+
 // A model quantized from Python: the same steps as a run's (BN folding, calibration, weight ranges,
 // rounding), on images the caller gives.
 class QuantizedModelHandle {
  public:
-  QuantizedModelHandle(xdq::QuantizedModel model, xdq::Preprocess pre) : model_(std::move(model)), pre_(std::move(pre)) {}
+  QuantizedModelHandle(xdq::QuantizedModel model, xdq::Preprocess pre, std::string path)
+      : model_(std::move(model)), pre_(std::move(pre)), path_(std::move(path)) {}
 
   at::Tensor forward(const at::Tensor& images) const {
     at::NoGradGuard no_grad;
-    return model_.executor().forward(pre_.apply(images));
+    checked_images(images, "images");
+    return on_model(path_, images, [&] { return model_.executor().forward(pre_.apply(images)); });
   }
   py::list activations() const {
     py::list out;
@@ -79,6 +106,7 @@ class QuantizedModelHandle {
  private:
   xdq::QuantizedModel model_;
   xdq::Preprocess pre_;
+  std::string path_;  // the model file, for messages
 };
 
 struct QuantizeArgs {
@@ -97,6 +125,17 @@ class ModelHandle {
   }
 
   QuantizedModelHandle quantize(const at::Tensor& calibration, const QuantizeArgs& a) const {
+    checked_images(calibration, "calibration");
+    return on_model(model_.path, calibration, [&] { return quantized(calibration, a); });
+  }
+  at::Tensor forward(const at::Tensor& images) const {
+    at::NoGradGuard no_grad;
+    checked_images(images, "images");
+    return on_model(model_.path, images, [&] { return xdq::Executor(model_.graph).forward(model_.preprocess.apply(images)); });
+  }
+
+ private:
+  QuantizedModelHandle quantized(const at::Tensor& calibration, const QuantizeArgs& a) const {
     const xdq::BitSetting bits = xdq::parse_bit_setting(xdq::ConfigNode::parse(a.bits, "bits"));
     xdq::PtqSettings settings;
     settings.w_bits = bits.w_bits;
@@ -121,14 +160,9 @@ class ModelHandle {
     xdq::round_weights(q, registry().load<xdq::WeightOptimizer>(
                               a.rounding, plugin_options(xdq::PluginKind::WeightOptimizer, a.rounding, a.rounding_options)),
                        context);
-    return QuantizedModelHandle(std::move(q), model_.preprocess);
-  }
-  at::Tensor forward(const at::Tensor& images) const {
-    at::NoGradGuard no_grad;
-    return xdq::Executor(model_.graph).forward(model_.preprocess.apply(images));
+    return QuantizedModelHandle(std::move(q), model_.preprocess, model_.path);
   }
 
- private:
   xdq::ImportedModel model_;
 };
 
@@ -142,6 +176,7 @@ PYBIND11_MODULE(_xdq, m) {
   m.def("run", [](const std::string& config, bool is_text, const std::string& base_dir, const std::string& out,
                   const std::vector<std::string>& sets) {
     const xdq::ExperimentConfig cfg = load(config, is_text, base_dir, sets);
+    if (!out.empty()) xdq::check_output_folder(out);
     py::gil_scoped_release release;
     const xdq::ExperimentRun run = out.empty() ? xdq::run_experiment(cfg, registry(), std::cerr)
                                                : xdq::run_experiment_to(cfg, registry(), out, std::cerr);

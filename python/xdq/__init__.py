@@ -104,8 +104,23 @@ def _frame(data):
 
 def load_results(directory):
     """results.json of a run folder as a DataFrame: one row per run x test domain, every field a column."""
-    with open(pathlib.Path(directory) / "results.json") as f:
-        return _frame(json.load(f))
+    path = pathlib.Path(directory) / "results.json"
+    try:
+        with open(path) as f:
+            return _frame(json.load(f))
+    except OSError as e:
+        raise XdqError(f"{path}: cannot read ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise XdqError(f"{path}: not an xdq results.json ({type(e).__name__}: {e})") from None
+
+
+def _images(images, what):
+    """A tensor, or an XdqError (shape and values are checked by the C++ side)."""
+    import torch
+
+    if not isinstance(images, torch.Tensor):
+        raise XdqError(f"{what}: expected a torch.Tensor of images [N, C, H, W], got {type(images).__name__}")
+    return images
 
 
 class Model:
@@ -116,13 +131,13 @@ class Model:
         self._model = _xdq.Model(str(path), convolution)
 
     def __call__(self, images):
-        return self._model(images)
+        return self._model(_images(images, "images"))
 
     def quantize(self, calibration, bits="w8a8", calibrator="minmax", rounding="nearest", preset="academic",
                  weight_range="minmax", calibrator_options=None, rounding_options=None, batch_size=256,
                  histogram_bins=2048, seed=0):
         """Quantized as a run quantizes it (BN folded, ranges from `calibration` images in [0, 1], weights
         rounded); the result is callable and exposes .activations() and .layers() (scales, zero points)."""
-        return self._model.quantize(calibration, bits, calibrator, json.dumps(calibrator_options or {}), rounding,
+        return self._model.quantize(_images(calibration, "calibration"), bits, calibrator, json.dumps(calibrator_options or {}), rounding,
                                     json.dumps(rounding_options or {}), preset, weight_range, batch_size,
                                     histogram_bins, seed)

@@ -1,5 +1,7 @@
 // Test plugin: throws from its factory when asked to, and from observe() (of every activation, or of
-// those quantized to `fail_at_bits` bits: one run of a sweep fails, the others do not).
+// those quantized to `fail_at_bits` bits: one run of a sweep fails, the others do not); or ends the
+// whole process with SIGSEGV when it observes a batch of `crash_on_batch` images (a crashing plugin).
+#include <csignal>
 #include <stdexcept>
 
 #include "xdq/plugin/interfaces.h"
@@ -7,33 +9,37 @@
 namespace {
 class ThrowingObserver : public xdq::RangeObserver {
  public:
-  explicit ThrowingObserver(bool fail) : fail_(fail) {}
-  void observe(const at::Tensor&) override {
+  ThrowingObserver(bool fail, std::int64_t crash_on_batch) : fail_(fail), crash_on_batch_(crash_on_batch) {}
+  void observe(const at::Tensor& x) override {
+    if (crash_on_batch_ > 0 && x.size(0) == crash_on_batch_) std::raise(SIGSEGV);
     if (fail_) throw std::runtime_error("observer exploded");
   }
   xdq::Range range() const override { return {0, 1}; }
 
  private:
   bool fail_;
+  std::int64_t crash_on_batch_;
 };
 class Throwing : public xdq::Calibrator {
  public:
-  explicit Throwing(std::int64_t fail_at_bits) : fail_at_bits_(fail_at_bits) {}
+  Throwing(std::int64_t fail_at_bits, std::int64_t crash_on_batch) : fail_at_bits_(fail_at_bits), crash_on_batch_(crash_on_batch) {}
   Input input() const override { return Input::Activations; }
   std::unique_ptr<xdq::RangeObserver> make_observer(const xdq::QuantSpec& spec) const override {
-    return std::make_unique<ThrowingObserver>(fail_at_bits_ == 0 || spec.bits == fail_at_bits_);
+    if (crash_on_batch_ > 0) return std::make_unique<ThrowingObserver>(false, crash_on_batch_);
+    return std::make_unique<ThrowingObserver>(fail_at_bits_ == 0 || spec.bits == fail_at_bits_, 0);
   }
 
  private:
-  std::int64_t fail_at_bits_;
+  std::int64_t fail_at_bits_, crash_on_batch_;
 };
 xdq::OptionSchema schema() {
   return {xdq::OptionSpec::flag("fail_create", false, "throw from the factory"),
-          xdq::OptionSpec::integer("fail_at_bits", 0, "observe() throws for activations of these bits (0: all)").range(0, 16)};
+          xdq::OptionSpec::integer("fail_at_bits", 0, "observe() throws for activations of these bits (0: all)").range(0, 16),
+          xdq::OptionSpec::integer("crash_on_batch", 0, "observe() raises SIGSEGV on a batch of this many images (0: never)").range(0, 1 << 20)};
 }
 xdq::Plugin* create(const xdq::Options& o) {
   if (o.flag("fail_create")) throw std::runtime_error("factory exploded");
-  return new Throwing(o.integer("fail_at_bits"));
+  return new Throwing(o.integer("fail_at_bits"), o.integer("crash_on_batch"));
 }
 }  // namespace
 

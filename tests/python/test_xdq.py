@@ -92,5 +92,35 @@ try:
     raise AssertionError("expected XdqError")
 except xdq.XdqError as e:
     assert "nope" in str(e), str(e)
+
+
+def refused(call, *fragments):
+    """`call` raises xdq.XdqError whose message holds every fragment."""
+    try:
+        call()
+    except xdq.XdqError as e:
+        assert all(f in str(e) for f in fragments), str(e)
+        return
+    raise AssertionError(f"expected XdqError with {fragments}")
+
+
+# An output path that is a file: refused before any work; overrides read as 64-bit integers.
+(scratch / "a_file").write_text("x")
+refused(lambda: xdq.run(config, out=scratch / "a_file"), "the output folder exists and is not a folder")
+refused(lambda: xdq.plan(config, set={"quantization.overrides": [{"layers": ["first"], "w_bits": 2**32 + 4}]}),
+        "--set quantization.overrides[0].w_bits", "expected an integer in [2, 8], got 4294967300")
+# A malformed results.json, NaN images and images of the wrong shape or type.
+(scratch / "bad_results").mkdir()
+(scratch / "bad_results" / "results.json").write_text("{\"runs\": [{\"results\": 3}]")
+refused(lambda: xdq.load_results(scratch / "bad_results"), "results.json: not an xdq results.json")
+refused(lambda: xdq.load_results(scratch / "absent"), "results.json: cannot read")
+nan_images = test_images[:4].clone()
+nan_images[0, 0, 0, 0] = float("nan")
+refused(lambda: xdq.Model(model)(nan_images), "images: the images hold NaN or infinite values")
+refused(lambda: q(nan_images), "images: the images hold NaN or infinite values")
+refused(lambda: xdq.Model(model).quantize(nan_images), "calibration: the images hold NaN or infinite values")
+refused(lambda: xdq.Model(model)(test_images[0]), "images: expected float images [N, C, H, W]")
+refused(lambda: xdq.Model(model)(torch.zeros(2, 3, 28, 28)), model + ": cannot run on images of shape [2, 3, 28, 28]")
+refused(lambda: xdq.Model(model)([1, 2]), "images: expected a torch.Tensor")
 shutil.rmtree(scratch)
 print("ok: python package", xdq.__version__)

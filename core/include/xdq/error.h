@@ -12,6 +12,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An Error in what was asked (the config, the command line) found only once work began, e.g. an
+// override naming a layer the model lacks: the command line exits with status 2, as for a config error.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
 // "a, b, c": the `count` candidates closest to `name` by edit distance, for "no X named ...; closest: ..." messages.
 std::string closest_names(const std::string& name, const std::vector<std::string>& candidates, std::size_t count = 3);
 

@@ -72,8 +72,20 @@ Dataset load_dataset_file(const std::string& path) {
   in.read(magic, sizeof magic);
   in.read(reinterpret_cast<char*>(header), sizeof header);
   if (!in || std::memcmp(magic, kDatasetMagic, sizeof magic) != 0) throw Error(path + ": not an xdq image file");
-  for (int i = 0; i < 4; ++i)
-    if (header[i] < 0 || header[i] > (1LL << 32)) throw Error(path + ": corrupt header");
+  // The header's sizes must account for the file's bytes exactly (each bound keeps the product in range).
+  std::uint64_t values = 1;
+  for (int i = 0; i < 4; ++i) {
+    if (header[i] < 0 || header[i] > (1LL << 32) || (header[i] > 0 && values > (1ULL << 40) / header[i]))
+      throw Error(path + ": corrupt header (images of " + std::to_string(header[0]) + "x" + std::to_string(header[1]) + "x" +
+                  std::to_string(header[2]) + "x" + std::to_string(header[3]) + ")");
+    values *= static_cast<std::uint64_t>(header[i]);
+  }
+  std::error_code ec;
+  const std::uint64_t expected = sizeof magic + sizeof header + 4 * values +
+                                 (header[4] ? 8 * static_cast<std::uint64_t>(header[0]) : 0) + sizeof(std::uint64_t);
+  if (std::filesystem::file_size(path, ec) != expected)
+    throw Error(path + ": its header declares " + std::to_string(expected) + " bytes, the file holds " +
+                std::to_string(std::filesystem::file_size(path, ec)) + " (damaged file)");
   Dataset d{std::filesystem::path(path).stem().string(), at::empty({header[0], header[1], header[2], header[3]}), {}};
   in.read(static_cast<char*>(d.images.data_ptr()), static_cast<std::streamsize>(d.images.nbytes()));
   if (header[4]) {

@@ -39,13 +39,17 @@ at::Tensor read_idx_gz(const std::string& path) {
     throw Error(path + ": not an IDX file of unsigned bytes");
   const int dims = bytes[3];
   if (dims != 1 && dims != 3) throw Error(path + ": expected a 1-d or 3-d IDX file");
+  const std::size_t header = 4 + 4 * static_cast<std::size_t>(dims);
+  if (bytes.size() < header) throw Error(path + ": IDX header cut short");
   std::vector<std::int64_t> shape;
-  std::size_t count = 1;
+  std::size_t count = 1;  // checked against the bytes present at each step: a header cannot overflow it
   for (int d = 0; d < dims; ++d) {
     shape.push_back(big_endian(&bytes[4 + 4 * d]));
+    if (shape.back() == 0) throw Error(path + ": the IDX header declares an empty dimension (no images)");
+    if (static_cast<std::size_t>(shape.back()) > (bytes.size() - header) / count)
+      throw Error(path + ": the IDX header declares more bytes than the file holds");
     count *= static_cast<std::size_t>(shape.back());
   }
-  const std::size_t header = 4 + 4 * dims;
   if (bytes.size() != header + count) throw Error(path + ": size does not match its IDX header");
   if (dims == 3) shape.insert(shape.begin() + 1, 1);  // [N, 1, H, W]
   at::Tensor out = at::empty(shape, at::kByte);

@@ -128,9 +128,7 @@ std::vector<std::string> class_names(const fs::path& root, const FolderOptions& 
   return names;
 }
 
-}  // namespace
-
-ImageFileList list_image_folder(const std::string& root_dir, Split split, const FolderOptions& options) {
+ImageFileList list_folder(const std::string& root_dir, Split split, const FolderOptions& options) {
   fs::path root = root_dir;
   if (!fs::is_directory(root)) throw Error(root_dir + ": image folder not found");
   // root/train + root/val (or test): the splits as given; otherwise a fixed hold-out of every fifth image.
@@ -160,6 +158,16 @@ ImageFileList list_image_folder(const std::string& root_dir, Split split, const 
   return list;
 }
 
+}  // namespace
+
+ImageFileList list_image_folder(const std::string& root_dir, Split split, const FolderOptions& options) {
+  try {
+    return list_folder(root_dir, split, options);
+  } catch (const fs::filesystem_error& e) {  // a symbolic-link loop, a folder without read permission, ...
+    throw Error(root_dir + ": cannot list the image folder (" + e.code().message() + ": " + e.path1().string() + ")");
+  }
+}
+
 at::Tensor decode_image_files(const std::vector<std::string>& files, const at::Tensor& rows, const InputShape& shape,
                               bool skip_unreadable, std::vector<bool>* readable) {
   const std::int64_t* row = rows.data_ptr<std::int64_t>();
@@ -167,7 +175,12 @@ at::Tensor decode_image_files(const std::vector<std::string>& files, const at::T
   std::vector<at::Tensor> images(static_cast<std::size_t>(rows.numel()));
   for_each_parallel(images.size(), [&](std::size_t i) {
     const std::string& file = files.at(static_cast<std::size_t>(row[i]));
-    const cv::Mat image = cv::imread(file, flags);
+    cv::Mat image;
+    try {
+      image = cv::imread(file, flags);
+    } catch (const cv::Exception& e) {  // e.g. a header declaring more pixels than OpenCV decodes
+      if (!skip_unreadable) throw Error(file + ": cannot decode image (" + e.msg + ")");
+    }
     if (image.empty()) {
       if (skip_unreadable) return;
       throw Error(file + ": cannot read image (not a PNG/JPEG/BMP file, or corrupt; the domain's unreadable: skip "

@@ -269,7 +269,7 @@ ModelInputs model_inputs(const ExperimentConfig& cfg, const ModelEntry& entry, c
     if (n.is_layer()) in.unfolded[n.name] = n.weight;
   for (const DomainSpec& d : cfg.calibration_domains)
     in.calibration.push_back(
-        p.pre.apply(domains.get(d, Split::Train, p.shape, cfg.calibration_counts.front(), cfg.seed, &entry).images));
+        p.pre.apply(domains.calibration_set(d, p.shape, cfg.calibration_counts.front(), cfg.seed, &entry).images));
   for (const TestImages& t : p.tests) {
     const Dataset head = t.head(cfg.analysis.images);
     in.test_images.push_back(p.pre.apply(head.images));
@@ -311,8 +311,10 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
   const ShardFolder shards(cfg, options.out_dir, kAnalysisShards);
   const auto ids = analysis_job_ids(cfg);
   if (options.only_job && *options.only_job >= ids.size())
-    throw Error("--job " + std::to_string(*options.only_job) + ": the analysis has " + std::to_string(ids.size()) +
+    throw ConfigError("--job " + std::to_string(*options.only_job) + ": the analysis has " + std::to_string(ids.size()) +
                 " jobs (0 to " + std::to_string(ids.size() - 1) + ", one per model and bit setting)");
+  std::unique_ptr<PathLock> job_lock;
+  if (options.only_job && !options.merge_only) job_lock = shards.lock(ids[*options.only_job]);
   const std::size_t per_model = cfg.bits.size();
   std::vector<std::optional<SettingAnalysis>> results(ids.size());
   std::vector<bool> todo(ids.size(), false), model_needed(cfg.models.size(), false);

@@ -1,6 +1,7 @@
 #include "xdq/experiment/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -68,11 +69,7 @@ std::vector<TransformChoice> parse_transforms(const ConfigNode& list, const Plug
     t.name = name.as_string();
     const PluginRecord* plugin = registry.find(PluginKind::DomainTransform, t.name);
     if (!plugin) name.fail(registry.unknown_name_message(PluginKind::DomainTransform, t.name));
-    if (item.is_map() && item.has("severity")) {
-      const long long sev = item["severity"].as_int();
-      if (sev < 1 || sev > 5) item["severity"].fail("expected an integer in [1, 5], got " + std::to_string(sev));
-      t.severity = static_cast<int>(sev);
-    }
+    if (item.is_map() && item.has("severity")) t.severity = static_cast<int>(item["severity"].as_int_in(1, 5));
     t.options = item.is_map() ? validate_options(item, plugin->options, {"name", "severity"}) : default_options(plugin->options);
     out.push_back(std::move(t));
   }
@@ -251,12 +248,12 @@ DomainSpec parse_synthesized_domain(const ConfigNode& d, DomainSpec spec, LoadCo
 DomainSpec parse_mixture_domain(const ConfigNode& d, DomainSpec spec, LoadContext& ctx) {
   const ConfigNode mix = d["mix"];
   mix.require_map();
+  double total = 0;
   for (const auto& part : mix.keys()) {
     const double w = mix[part].as_double();
     if (!(w > 0)) mix[part].fail("expected a positive weight");
-    const ConfigNode ref(YAML::Node(part), std::make_shared<const std::string>(mix.file()), mix.key_path() + "." + part,
-                         mix[part].line());
-    spec.mixture.emplace_back(resolve_domain(ref, ctx.declared), w);
+    if (!std::isfinite(total += w)) mix[part].fail("the weights' sum is not a finite number");
+    spec.mixture.emplace_back(resolve_domain(mix.key_as_value(part), ctx.declared), w);
   }
   if (spec.mixture.empty()) mix.fail("expected at least one component");
   if (d.has("dataset") || d.has("transforms")) d.fail("a mixture has no dataset or transforms of its own");
@@ -436,9 +433,7 @@ void parse_target_sample(const ConfigNode& node, ExperimentConfig& cfg, LoadCont
   cfg.target_sample.domain = resolve_domain(node["domain"], ctx.declared);
   const DomainSpec& d = cfg.target_sample.domain;
   if (!d.synthesizer.empty() || d.dataset == "none") node["domain"].fail("a target sample is real images of the target domain");
-  cfg.target_sample.count = node.has("count") ? node["count"].as_int() : 64;
-  if (cfg.target_sample.count < 1 || cfg.target_sample.count > 1'000'000)
-    node["count"].fail("expected an integer in [1, 1000000], got " + std::to_string(cfg.target_sample.count));
+  cfg.target_sample.count = node.has("count") ? node["count"].as_int_in(1, 1'000'000) : 64;
 }
 
 // calibration.selector: one plugin or a list (a sweep); checked against the calibration domains, the
@@ -726,6 +721,8 @@ void add_run_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.device; }));
   k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
                      [](auto& c) -> auto& { return c.on_error; }));
+  k.push_back(scalar("isolation", S::text("isolation", "none", "process: each job runs in a child process, so a job that crashes (a plugin's segfault) is recorded as failed and the sweep goes on").one_of({"none", "process"}),
+                     [](auto& c) -> auto& { return c.isolation; }));
   k.push_back(structured("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",
                          parse_plugin_paths, [](const ExperimentConfig& c) {
                            return c.plugin_paths.empty() ? YAML::Node() : YAML::Node(c.plugin_paths);
@@ -759,6 +756,8 @@ void add_data_keys(std::vector<Key>& k) {
                          [](const ExperimentConfig& c) { return YAML::Node(c.calibration_counts); }));
   k.push_back(scalar("calibration.repeats", S::integer("repeats", 1, "calibration sets drawn per size, seeds seed, seed+1, ...").range(1, 1000),
                      [](auto& c) -> auto& { return c.repeats; }));
+  k.push_back(scalar("calibration.min_images", S::integer("min_images", 0, "fewest images a calibration set may hold when its source has fewer than the count asked (0: the count asked)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.min_images; }));
   k.push_back(scalar("calibration.batch_size", S::integer("batch_size", 256, "images per forward pass").range(1, 65536),
                      [](auto& c) -> auto& { return c.batch_size; }));
   k.push_back(scalar("calibration.histogram_bins", S::integer("histogram_bins", 2048, "histogram bins per sign of the activation statistics").range(16, 65536),

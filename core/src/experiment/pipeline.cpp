@@ -56,8 +56,8 @@ const Dataset& Pipeline::calibration_set(const JobSpec& job) {
   if (job.selector)
     set = &(selected_[&job] = select_calibration_set(job)).set;
   else
-    set = &domains_.get(*job.domain, Split::Train, models_[job.model].prepared.shape, job.count, job.seed,
-                        &cfg_.models[job.model]);
+    set = &domains_.calibration_set(*job.domain, models_[job.model].prepared.shape, job.count, job.seed,
+                                    &cfg_.models[job.model]);
   return *set;
 }
 
@@ -94,9 +94,14 @@ Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
   context.preprocess = m.prepared.pre;
   context.pool_size = pool.size();
   context.pool = [&pool](std::int64_t begin, std::int64_t end) { return pool.images.slice(0, begin, end); };
-  if (cfg_.target_sample.count > 0)  // another seed than the pool's: not the same draw when the domains coincide
+  if (cfg_.target_sample.count > 0) {  // another seed than the pool's: not the same draw when the domains coincide
     context.target = domains_.get(cfg_.target_sample.domain, Split::Train, m.prepared.shape, cfg_.target_sample.count,
                                   job.seed + 7777, entry).images;
+    if (context.target.size(0) < cfg_.target_sample.count)
+      throw Error(cfg_.file + ": calibration.target_sample.count: " + std::to_string(cfg_.target_sample.count) +
+                  " images asked of domain '" + cfg_.target_sample.domain.name + "', which holds " +
+                  std::to_string(context.target.size(0)));
+  }
   context.count = job.count;
   context.seed = job.seed;
   context.batch_size = cfg_.batch_size;
@@ -159,7 +164,6 @@ void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& cali
                                l.clipped_fraction, l.tv_distance});
 }
 
-namespace {
 RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count,
                      const SelectionRecord& selection) {
   RunResult run;
@@ -179,7 +183,6 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
   run.calibration_count = count;
   return run;
 }
-}  // namespace
 
 RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
                              std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {

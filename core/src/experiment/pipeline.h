@@ -31,6 +31,10 @@ struct ModelTrace {
   int folded_bn = 0;
 };
 
+// A run's result before it ran: its settings, calibration set (of `count` images) and selection.
+RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count,
+                     const SelectionRecord& selection);
+
 class Pipeline {
  public:
   // Imports every model (or those marked in `needed`), checks it against its test domains, loads them and

@@ -26,6 +26,22 @@ const Dataset& DomainCache::get(const DomainSpec& d, Split default_split, const 
   return cache_[key] = d.mixture.empty() ? load(d, split, shape, count, seed) : mix(d, split, shape, count, seed, model);
 }
 
+const Dataset& DomainCache::calibration_set(const DomainSpec& d, const InputShape& shape, std::int64_t count,
+                                            std::uint64_t seed, const ModelEntry* model) {
+  const Dataset& set = get(d, Split::Train, shape, count, seed, model);
+  // Fewer images than asked would be a result under a count that was not used (`none` holds none: data-free).
+  if (set.size() < count && d.dataset != "none") {
+    const std::string what = "calibration domain '" + d.name + "' holds " + std::to_string(set.size()) +
+                             " usable images of the " + std::to_string(count) + " asked (calibration.count)";
+    if (cfg_.min_images == 0 || set.size() < cfg_.min_images || set.size() == 0)
+      throw Error(cfg_.file + ": " + what + "; set calibration.min_images to calibrate on fewer" +
+                  (cfg_.min_images > 0 ? " (it is " + std::to_string(cfg_.min_images) + ")" : std::string()));
+    progress_ << "xdq: warning: " << what << "; calibrating on " << set.size() << " (calibration.min_images "
+              << cfg_.min_images << ")" << std::endl;
+  }
+  return set;
+}
+
 std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d, const ModelEntry* model) const {
   if (!d.mixture.empty()) {
     std::vector<const ModelEntry*> all;

@@ -28,6 +28,10 @@ class DomainCache {
 
   const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
                      std::uint64_t seed, const ModelEntry* model = nullptr);
+  // A calibration set (train split unless the domain names one) of `count` images; a source holding
+  // fewer is an Error unless calibration.min_images allows it (then a warning says how many are used).
+  const Dataset& calibration_set(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                                 const ModelEntry* model);
   // A test domain: a folder streamed from its files, any other domain in memory (get()).
   TestImages test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed);
   // Where a synthesized domain's images were read from or written to ("" for other domains).

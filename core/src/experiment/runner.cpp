@@ -3,7 +3,14 @@
 #include "pipeline.h"
 #include "shards.h"
 
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -11,6 +18,7 @@
 
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
+#include "xdq/files.h"
 #include "xdq/parallel.h"
 #include "xdq/plugin/registry.h"
 
@@ -109,6 +117,68 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
   });
 }
 
+// This process' environment plus `extra` ("NAME=value"), for posix_spawn.
+std::vector<std::string> environment_with(const std::string& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  env.push_back(extra);
+  return env;
+}
+
+// Runs `argv` with `env` and waits; "" when it exited with status 0 or 3 (a job with failed runs keeps
+// them in its shard), else what ended it.
+std::string run_child(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  std::vector<char*> args, vars;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& v : env) vars.push_back(const_cast<char*>(v.c_str()));
+  args.push_back(nullptr);
+  vars.push_back(nullptr);
+  pid_t pid = 0;
+  if (const int e = posix_spawn(&pid, argv[0].c_str(), nullptr, nullptr, args.data(), vars.data()); e != 0)
+    throw Error(argv[0] + ": cannot start the job's process (" + std::strerror(e) + ")");
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) throw Error("cannot wait for the job's process (" + std::string(std::strerror(errno)) + ")");
+  if (WIFSIGNALED(status))
+    return "the job's process ended with signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  if (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 3)
+    return "the job's process exited with status " + std::to_string(WEXITSTATUS(status)) + " (its error is printed above)";
+  return "";
+}
+
+// isolation: process. Each pending job runs as `xdq run <DIR/jobs/config.yaml> --out DIR --job K` in a
+// child process, which keeps its shard; a child that crashes (a plugin's segfault) or fails fails its
+// job's runs alone and the sweep goes on. The parent holds the folder's lock for its children.
+void run_jobs_in_processes(const ExperimentConfig& cfg, const Plan& plan, const std::vector<bool>& todo,
+                           const ShardStore& store, const std::string& out_dir, std::ostream& progress,
+                           std::vector<JobShard>& shards) {
+  if (!store.enabled()) throw Error(cfg.file + ": isolation: process keeps each job as a shard; it needs an output folder (--out)");
+  const std::string xdq = (std::filesystem::path(core_library_dir()).parent_path() / "bin" / "xdq").string();
+  if (!std::filesystem::is_regular_file(xdq))
+    throw Error(cfg.file + ": isolation: process starts the xdq program, which is not at " + xdq);
+  const std::string out = std::filesystem::absolute(out_dir).lexically_normal().string();
+  const std::string config = store.record_config();
+  const auto env = environment_with(std::string(PathLock::kLockHeldByParent) + "=" + PathLock::lock_file(out));
+  for (std::size_t j = 0; j < plan.jobs.size(); ++j) {
+    if (!todo[j]) continue;
+    const JobSpec& job = plan.jobs[j];
+    progress << "xdq: job " << store.id(job, j) << " in a process of its own" << std::endl;
+    const std::string ended = run_child({xdq, "run", config, "--out", out, "--job", std::to_string(j)}, env);
+    if (ended.empty() && store.done(job, j)) {
+      shards[j] = store.read(job, j);
+      continue;
+    }
+    const std::string error = ended.empty() ? "the job's process ended without its shard" : ended;
+    if (cfg.on_error == "stop") throw Error("job " + store.id(job, j) + ": " + error);
+    progress << "xdq: job " << store.id(job, j) << " FAILED: " << error << std::endl;
+    for (const RunSpec& spec : job.runs) {
+      RunResult run = run_header(cfg, job, spec, job.count, SelectionRecord());
+      run.error = error;
+      shards[j].output.runs.push_back(std::move(run));
+    }
+  }
+}
+
 }  // namespace
 
 void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir) { ShardStore(cfg, out_dir); }
@@ -133,8 +203,10 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   const Plan plan = plan_experiment(cfg);
   if (!options.only_run.empty()) options.only_job = job_of_run(plan, options.only_run);
   if (options.only_job && *options.only_job >= plan.jobs.size())
-    throw Error("--job " + std::to_string(*options.only_job) + ": the plan has " + std::to_string(plan.jobs.size()) +
+    throw ConfigError("--job " + std::to_string(*options.only_job) + ": the plan has " + std::to_string(plan.jobs.size()) +
                 " jobs (0 to " + std::to_string(plan.jobs.size() - 1) + "; see --dry-run)");
+  std::unique_ptr<PathLock> job_lock;
+  if (options.only_job && !options.merge_only) job_lock = store.lock(plan.jobs[*options.only_job], *options.only_job);
   // Finished jobs are read back, the others run; results are gathered in plan order, so the output does
   // not depend on the parallelism, the resumptions or the processes that ran the jobs.
   ExperimentRun run;
@@ -155,7 +227,10 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
     }
   }
   int parallel_jobs = 1;
-  if (std::any_of(todo.begin(), todo.end(), [](bool t) { return t; }))
+  const bool pending = std::any_of(todo.begin(), todo.end(), [](bool t) { return t; });
+  if (pending && cfg.isolation == "process" && !options.only_job)
+    run_jobs_in_processes(cfg, plan, todo, store, options.out_dir, progress, shards);
+  else if (pending)
     run_pending_jobs(cfg, registry, progress, plan, todo, store, threads, options, shards, parallel_jobs);
 
   run.results.experiment = cfg.name;
@@ -167,8 +242,9 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   for (std::size_t j = 0; j < plan.jobs.size(); ++j) {
     if ((options.only_job && *options.only_job != j) || !present[j]) continue;
     JobShard& shard = shards[j];
-    if (traced_models.insert(plan.jobs[j].model).second) provenance["models"].push_back(shard.model_trace);
-    provenance["calibration_sets"].push_back(shard.calibration_trace);
+    // (A job whose process failed has no trace of its model or set.)
+    if (shard.model_trace && traced_models.insert(plan.jobs[j].model).second) provenance["models"].push_back(shard.model_trace);
+    if (shard.calibration_trace) provenance["calibration_sets"].push_back(shard.calibration_trace);
     if (const YAML::Node& c = shard.calibration_trace; c["cache_file"])
       run.synthesized_sets.emplace_back(
           file_name_safe(c["domain"].as<std::string>() + "_" + c["model"].as<std::string>() + "_n" +

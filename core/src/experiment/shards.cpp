@@ -10,6 +10,7 @@
 #include "xdq/data/dataset.h"
 #include "xdq/error.h"
 #include "xdq/files.h"
+#include "xdq/hash.h"
 
 namespace xdq {
 
@@ -100,26 +101,52 @@ std::vector<SampleImages> samples_from_json(const nlohmann::json& list, const fs
   return out;
 }
 
+// A shard's seal: the job it belongs to, the hash of the resolved config it was computed under, the
+// SHA-256 of every file beside it, and a checksum over all of that and its data. A shard copied from
+// another folder or configuration, or edited, fails one of them when it is read.
+constexpr const char* kChecksum = "checksum";
+
+std::string content_checksum(nlohmann::json j) {
+  j.erase(kChecksum);
+  const std::string text = j.dump();
+  return sha256_hex(text.data(), text.size());
+}
+
+nlohmann::json file_hashes(const fs::path& folder) {
+  std::map<std::string, std::string> hashes;  // sorted: the same listing on every filesystem
+  for (const auto& entry : fs::directory_iterator(folder))
+    if (entry.is_regular_file() && entry.path().filename() != "shard.json")
+      hashes[entry.path().filename().string()] = file_sha256(entry.path().string());
+  return hashes;
+}
+
 }  // namespace
 
 ShardFolder::ShardFolder(const ExperimentConfig& cfg, const std::string& out_dir, const std::string& kind) {
   if (out_dir.empty()) return;
   dir_ = (fs::path(out_dir) / kind).string();
   config_ = resolved_config_yaml(cfg, YAML::Node());
+  config_sha256_ = sha256_hex(config_.data(), config_.size());
   const fs::path recorded = fs::path(dir_) / "config.yaml";
   if (fs::exists(recorded) && read_text(recorded) != config_)
     throw Error(out_dir + ": holds the finished jobs of another configuration (" + recorded.string() +
                 " differs from this experiment's resolved config); use another --out, or remove " + dir_);
 }
 
+std::unique_ptr<PathLock> ShardFolder::lock(const std::string& id) const {
+  if (!enabled()) return nullptr;
+  return std::make_unique<PathLock>((fs::path(dir_) / id).string(), PathLock::Mode::Exclusive, "job " + id);
+}
+
 bool ShardFolder::done(const std::string& id) const {
   return enabled() && fs::is_regular_file(fs::path(dir_) / id / "shard.json");
 }
 
-void ShardFolder::record_config() const {
+std::string ShardFolder::record_config() const {
   fs::create_directories(dir_);
   const fs::path recorded = fs::path(dir_) / "config.yaml";
   if (!fs::exists(recorded)) write_file_atomically(recorded.string(), [&](std::ostream& out) { out << config_; });
+  return recorded.string();
 }
 
 void ShardFolder::write(const std::string& id, const std::function<nlohmann::json(const fs::path&)>& fill) const {
@@ -129,7 +156,11 @@ void ShardFolder::write(const std::string& id, const std::function<nlohmann::jso
   const fs::path staging = temporary_name(final_dir.string());
   try {
     fs::create_directories(staging);
-    const nlohmann::json j = fill(staging);
+    nlohmann::json j = fill(staging);
+    j["job"] = id;
+    j["config_sha256"] = config_sha256_;
+    j["files_sha256"] = file_hashes(staging);
+    j[kChecksum] = content_checksum(j);
     write_file_atomically((staging / "shard.json").string(), [&](std::ostream& out) { out << j.dump(1) << "\n"; });
     std::error_code ec;
     fs::rename(staging, final_dir, ec);
@@ -145,11 +176,28 @@ void ShardFolder::write(const std::string& id, const std::function<nlohmann::jso
 nlohmann::json ShardFolder::read(const std::string& id, fs::path* folder) const {
   const fs::path file = fs::path(dir_) / id / "shard.json";
   if (folder) *folder = file.parent_path();
+  nlohmann::json j;
   try {
-    return nlohmann::json::parse(read_text(file));
+    j = nlohmann::json::parse(read_text(file));
   } catch (const nlohmann::json::exception& e) {
     throw Error(file.string() + ": not a readable job shard (" + e.what() + ")");
   }
+  const std::string recompute = "; remove " + file.parent_path().string() + " and run the experiment into this folder again to recompute the job";
+  const auto text = [&](const char* key) { return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string(); };
+  if (text("job") != id)
+    throw Error(file.string() + ": holds job '" + text("job") + "', not '" + id + "'" + recompute);
+  if (text("config_sha256") != config_sha256_)
+    throw Error(file.string() + ": was computed under another configuration (its config hash differs from " +
+                (fs::path(dir_) / "config.yaml").string() + ")" + recompute);
+  if (text(kChecksum) != content_checksum(j))
+    throw Error(file.string() + ": its content does not match its checksum (the file was changed after it was written)" + recompute);
+  try {
+    if (file_hashes(file.parent_path()) != j.at("files_sha256"))
+      throw Error(file.string() + ": the files beside it are not the ones it was written with" + recompute);
+  } catch (const fs::filesystem_error& e) {
+    throw Error(file.string() + ": cannot read the files beside it (" + e.what() + ")");
+  }
+  return j;
 }
 
 void ShardFolder::save_phases(const std::string& id, const nlohmann::json& phases) const {
@@ -181,7 +229,6 @@ std::string ShardStore::id(const JobSpec& job, std::size_t index) const {
 void ShardStore::write(const JobSpec& job, std::size_t index, const JobShard& shard) const {
   folder_.write(id(job, index), [&](const fs::path& staging) {
     nlohmann::json j;
-    j["job"] = id(job, index);
     for (const RunResult& r : shard.output.runs) j["runs"].push_back(run_json(r));
     j["layer_shift"] = nlohmann::json::array();
     for (const LayerShiftRow& l : shard.output.layer_shift)

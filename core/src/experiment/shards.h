@@ -9,6 +9,7 @@
 // A shard folder is written under a temporary name and renamed when complete: it exists whole or not.
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "pipeline.h"
+#include "xdq/files.h"
 #include "xdq/experiment/runner.h"
 
 namespace xdq {
@@ -28,19 +30,26 @@ class ShardFolder {
 
   bool enabled() const { return !dir_.empty(); }
   bool done(const std::string& id) const;
+  // A job's shard locked while the job runs alone (--job K): a second process on it is refused. Null
+  // when there are no shards.
+  std::unique_ptr<PathLock> lock(const std::string& id) const;
   // fill(staging folder) writes the shard's files there and returns shard.json's content.
   void write(const std::string& id, const std::function<nlohmann::json(const std::filesystem::path&)>& fill) const;
-  // shard.json of a finished job, and its folder; an Error naming the file if it is unreadable.
+  // shard.json of a finished job, and its folder; an Error naming the file if it is unreadable, belongs
+  // to another job or configuration, or was changed after it was written.
   nlohmann::json read(const std::string& id, std::filesystem::path* folder = nullptr) const;
+
+  // Writes DIR/<kind>/config.yaml unless it is there; returns its path.
+  std::string record_config() const;
 
   // Checkpoints of an unfinished job: saved atomically after each phase, removed with the shard written.
   void save_phases(const std::string& id, const nlohmann::json& phases) const;
   std::optional<nlohmann::json> phases(const std::string& id) const;
 
  private:
-  void record_config() const;
   std::string dir_;     // DIR/<kind>, or "" when disabled
   std::string config_;  // the resolved config text shards are checked against
+  std::string config_sha256_;
 };
 
 // Everything a finished `xdq run` job contributes to the merged results.
@@ -60,6 +69,8 @@ class ShardStore {
   bool enabled() const { return folder_.enabled(); }
   std::string id(const JobSpec& job, std::size_t index) const;
   bool done(const JobSpec& job, std::size_t index) const { return folder_.done(id(job, index)); }
+  std::unique_ptr<PathLock> lock(const JobSpec& job, std::size_t index) const { return folder_.lock(id(job, index)); }
+  std::string record_config() const { return folder_.record_config(); }
   void write(const JobSpec& job, std::size_t index, const JobShard& shard) const;
   JobShard read(const JobSpec& job, std::size_t index) const;
 

@@ -100,7 +100,7 @@ void write_parity_batch(const QuantizedModel& model, const at::Tensor& inputs, c
   parity.register_buffer("inputs", inputs.cpu().clone());  // a copy: a slice would save its whole storage
   parity.register_buffer("logits", model.executor().forward(inputs).cpu().contiguous());
   parity.define("def forward(self):\n    return self.logits\n");
-  parity.save(path.string());
+  save_module(parity, path.string());
 }
 
 bool wants(const ExportRequest& r, const char* format) {

@@ -10,6 +10,7 @@
 
 #include "writers.h"
 #include "xdq/error.h"
+#include "xdq/files.h"
 
 namespace xdq::exporting {
 
@@ -214,7 +215,13 @@ void write_torchscript(const QuantizedModel& model, const Preprocess& pre, const
   module.register_attribute("input_mean", c10::ListType::ofFloats(), c10::IValue(pre.mean));
   module.register_attribute("input_std", c10::ListType::ofFloats(), c10::IValue(pre.std));
   module.eval();
-  module.save(path);
+  save_module(module, path);
+}
+
+void save_module(const torch::jit::Module& module, const std::string& path) {
+  std::ostringstream bytes;
+  module.save(bytes);
+  write_file_atomically(path, [&](std::ostream& out) { out << bytes.str(); });
 }
 
 }  // namespace xdq::exporting

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/ivalue.h>
+#include <torch/csrc/jit/api/module.h>
 
 #include "xdq/ir/preprocess.h"
 #include "xdq/quant/ptq.h"
@@ -14,6 +15,10 @@ namespace xdq::exporting {
 
 // An identifier for `text` ("layer1.block0.conv1" -> "layer1_block0_conv1"), unique among `taken`.
 std::string unique_identifier(const std::string& text, std::map<std::string, int>& taken);
+
+// A TorchScript module saved to `path` through write_file_atomically: LibTorch's own file writer throws
+// from its destructor when the disk is full, which ends the process.
+void save_module(const torch::jit::Module& module, const std::string& path);
 
 // The quantized model as TorchScript (see export.h), saved to `path`.
 void write_torchscript(const QuantizedModel& model, const Preprocess& pre, const at::Tensor& example,

@@ -13,6 +13,7 @@
 #include <torch/csrc/jit/serialization/import.h>
 
 #include "xdq/error.h"
+#include "zip_crc.h"
 
 namespace xdq {
 
@@ -149,6 +150,7 @@ namespace {
 
 jit::Module load_module(const std::string& path, ImportedModel& result) {
   if (!std::filesystem::is_regular_file(path)) throw Error(path + ": model file not found");
+  verify_zip_crcs(path);
   jit::Module module;
   try {
     module = jit::load(path);

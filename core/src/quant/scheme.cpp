@@ -85,14 +85,8 @@ void parse_layer_overrides(const ConfigNode& list, const std::string& base, std:
       LayerOverride lo;
       lo.layers = o["layers"].as_string_list();
       lo.where = o["layers"].where();
-      if (o.has("w_bits")) {
-        lo.w_bits = static_cast<int>(o["w_bits"].as_int());
-        if (*lo.w_bits < 2 || *lo.w_bits > 8) o["w_bits"].fail("expected an integer in [2, 8]");
-      }
-      if (o.has("a_bits")) {
-        lo.a_bits = static_cast<int>(o["a_bits"].as_int());
-        if (*lo.a_bits < 2 || *lo.a_bits > 16) o["a_bits"].fail("expected an integer in [2, 16]");
-      }
+      if (o.has("w_bits")) lo.w_bits = static_cast<int>(o["w_bits"].as_int_in(2, 8));
+      if (o.has("a_bits")) lo.a_bits = static_cast<int>(o["a_bits"].as_int_in(2, 16));
       out.push_back(lo);
     }
   };
@@ -119,7 +113,7 @@ void check_override_patterns(const LayerOverride& o, const Graph& graph) {
     if (std::any_of(layers.begin(), layers.end(), [&](int n) { return override_matches(one, graph, n); })) continue;
     std::vector<std::string> names;
     for (int n : layers) names.push_back(graph.nodes[n].name);
-    throw Error(o.where + ": no conv/linear layer named '" + pattern + "' in this model; closest: " + closest_names(pattern, names));
+    throw ConfigError(o.where + ": no conv/linear layer named '" + pattern + "' in this model; closest: " + closest_names(pattern, names));
   }
 }
 

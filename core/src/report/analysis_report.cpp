@@ -207,6 +207,7 @@ std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, 
 AnalysisRun run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
                             std::ostream& progress, RunOptions options) {
   options.out_dir = out_dir;
+  const PathLock lock(out_dir, options.only_job ? PathLock::Mode::Shared : PathLock::Mode::Exclusive, "into this folder");
   AnalysisRun run = run_analysis(cfg, registry, progress, options);
   if (!options.only_job) write_files_atomically(out_dir, analysis_report(cfg, run));
   return run;

@@ -196,6 +196,7 @@ std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg
 ExperimentRun run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
                                 std::ostream& progress, RunOptions options) {
   options.out_dir = out_dir;
+  const PathLock lock(out_dir, options.only_job ? PathLock::Mode::Shared : PathLock::Mode::Exclusive, "into this folder");
   ExperimentRun run = run_experiment(cfg, registry, progress, options);
   if (!options.only_job) write_files_atomically(out_dir, experiment_report(cfg, run));
   return run;

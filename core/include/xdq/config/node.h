@@ -12,17 +12,17 @@ namespace xdq {
 
 class ConfigNode {
  public:
-  ConfigNode() : ConfigNode(YAML::Node(), std::make_shared<const std::string>("<none>"), "", 0) {}
-  ConfigNode(YAML::Node node, std::shared_ptr<const std::string> file, std::string key_path, int fallback_line);
+  ConfigNode() : ConfigNode(YAML::Node(), "<none>") {}
+  ConfigNode(YAML::Node root, const std::string& file);
 
   // Parses a YAML file; a missing file or a syntax error is an Error naming the file (and line).
   static ConfigNode load_file(const std::string& path);
   static ConfigNode parse(const std::string& text, const std::string& label);
 
-  const std::string& file() const { return *file_; }
+  const std::string& file() const { return origin_->file; }
   const std::string& key_path() const { return key_path_; }
   int line() const;
-  std::string where() const;  // "file:line key.path"
+  std::string where() const;  // "file:line key.path", or "file --set key.path" for a value given by --set
 
   bool defined() const { return node_.IsDefined() && !node_.IsNull(); }
   bool is_map() const { return node_.IsMap(); }
@@ -34,11 +34,13 @@ class ConfigNode {
   ConfigNode operator[](const std::string& key) const;  // undefined child when absent
   ConfigNode operator[](std::size_t index) const;
   std::vector<std::string> keys() const;  // map keys in file order
+  ConfigNode key_as_value(const std::string& key) const;  // the key's name as a node of its own, at the key's line
 
   // Required reads: an absent or ill-typed value is an Error with this node's location.
   std::string as_string() const;
   double as_double() const;
   long long as_int() const;
+  long long as_int_in(long long lo, long long hi) const;  // "expected an integer in [lo, hi], got V" outside
   bool as_bool() const;
   std::vector<long long> as_int_list() const;
   std::vector<double> as_double_list() const;
@@ -49,8 +51,8 @@ class ConfigNode {
   std::string get(const std::string& key, const char* fallback) const { return get(key, std::string(fallback)); }
   double get(const std::string& key, double fallback) const;
   long long get(const std::string& key, long long fallback) const;
-  long get(const std::string& key, long fallback) const { return static_cast<long>(get(key, static_cast<long long>(fallback))); }
-  int get(const std::string& key, int fallback) const { return static_cast<int>(get(key, static_cast<long long>(fallback))); }
+  // Read as 64-bit and range-checked before narrowing: 4294967300 is refused, never read as 4.
+  int get(const std::string& key, int fallback) const;
   bool get(const std::string& key, bool fallback) const;
 
   // Unknown keys are errors: this names the first key outside `allowed` and lists the allowed ones.
@@ -65,8 +67,15 @@ class ConfigNode {
   void set_path(const std::string& dotted_key, const std::string& value);
 
  private:
+  // What every node of one document shares: its file, and the key paths (as in messages) that --set replaced.
+  struct Origin {
+    std::string file;
+    std::vector<std::string> set_keys;
+  };
+  ConfigNode(YAML::Node node, std::shared_ptr<Origin> origin, std::string key_path, int fallback_line);
+
   YAML::Node node_;
-  std::shared_ptr<const std::string> file_;
+  std::shared_ptr<Origin> origin_;
   std::string key_path_;
   int fallback_line_;
 };

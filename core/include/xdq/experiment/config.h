@@ -79,6 +79,7 @@ struct ExperimentConfig {
   std::string device = "cpu";
   c10::Device torch_device() const { return c10::Device(device); }
   std::string on_error = "continue";  // a failed run is recorded and the sweep goes on; "stop": it ends the sweep
+  std::string isolation = "none";     // "process": each job in a child process; one that crashes fails alone
   std::vector<std::string> plugin_paths;
   DataLocations data;
 
@@ -87,6 +88,9 @@ struct ExperimentConfig {
   std::vector<DomainSpec> calibration_domains;  // A
   std::vector<std::int64_t> calibration_counts{1024};  // a sweep over calibration-set sizes
   int repeats = 1;  // calibration sets drawn with seeds seed, seed + 1, ...
+  // A source holding fewer images than a count asked (a small split, unreadable files skipped) is an
+  // error, unless it still holds min_images (0: the count asked, no fewer).
+  std::int64_t min_images = 0;
   std::int64_t batch_size = 256;
   // calibration.selector: each a point of the sweep; the set is then chosen from a pool of pool_size
   // images of the calibration domain (0: its whole split). Empty: a random draw from the domain.
