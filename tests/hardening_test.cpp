@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -229,6 +230,11 @@ TEST_F(BadInput, AnOutputFolderThatCannotBeWrittenIsRefusedBeforeAnyWork) {
   const auto nested = run_with("seed: 0", "seed: 0", dir.file("a_file") + "/sub");
   EXPECT_EQ(nested.exit_code, 2) << nested.output;
   EXPECT_NE(nested.output.find("is not a writable folder"), std::string::npos) << nested.output;
+  // A folder the system will not let anyone write (root included) is found before any work too.
+  const auto proc = run_with("seed: 0", "seed: 0", "/proc/xdq_out");
+  EXPECT_EQ(proc.exit_code, 2) << proc.output;
+  EXPECT_NE(proc.output.find("/proc/xdq_out: the output folder cannot be written (/proc is not a writable folder)"), std::string::npos)
+      << proc.output;
   // Refused before the model runs (the quickstart takes over a minute).
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30.0);
 }
@@ -476,7 +482,34 @@ TEST_F(BadInput, DamagedDataFilesAndFoldersAreNamed) {
   fs::create_directory_symlink(dir.file("loop/a"), dir.file("loop/a"));
   EXPECT_NE(error_of([&] { list_image_folder(dir.file("loop"), Split::Train, {}); }).find(dir.file("loop") + ": cannot list the image folder ("),
             std::string::npos);
+  // A PNG whose header declares 100000 x 100000 pixels, as a calibration folder's images.
+  const auto chunk = [](const std::string& type, const std::string& data) {
+    std::string out;
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((data.size() >> shift) & 0xff);
+    const std::string body = type + data;
+    const uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()));
+    out += body;
+    for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((crc >> shift) & 0xff);
+    return out;
+  };
+  const std::string side = {0, 1, static_cast<char>(0x86), static_cast<char>(0xa0)};  // 100000, big-endian
+  const std::string rows(1000, '\0');
+  uLongf packed_size = compressBound(static_cast<uLong>(rows.size()));
+  std::string packed(packed_size, '\0');
+  compress(reinterpret_cast<Bytef*>(packed.data()), &packed_size, reinterpret_cast<const Bytef*>(rows.data()), rows.size());
+  packed.resize(packed_size);
+  const std::string png = "\x89PNG\r\n\x1a\n" + chunk("IHDR", side + side + std::string{8, 0, 0, 0, 0}) + chunk("IDAT", packed) +
+                          chunk("IEND", "");
+  for (const char* c : {"a", "b"}) {
+    fs::create_directories(dir.file(std::string("big/") + c));
+    for (int k = 0; k < 5; ++k) test::write_text(dir.file(std::string("big/") + c + "/" + std::to_string(k) + ".png"), png);
+  }
+  const auto big_png = run_args({{"calibration:\n  source: fashion_mnist.train\n  count: 1024",
+                             "domains:\n  big: {dataset: 'folder:" + dir.file("big") + "'}\ncalibration:\n  source: big\n  count: 8"}},
+                            "--out " + dir.file("out"));
+  expect_refused(big_png, ".png: cannot decode image (OpenCV: pixels <= CV_IO_MAX_IMAGE_PIXELS in validateInputImageSize)", 1);
+  EXPECT_NE(big_png.output.find(dir.file("big/")), std::string::npos) << big_png.output;
   // Mixture weights whose sum overflows.
   expect_refused(run_with("calibration:", "domains:\n  m: {mix: {fashion_mnist.train: 1e308, noise_uniform: 1e308}}\ncalibration:"),
-                 "bad.yaml:7 domains.m.mix.noise_uniform: the weights' sum is not a finite number");
+                 "bad.yaml:13 domains.m.mix.noise_uniform: the weights' sum is not a finite number");
 }

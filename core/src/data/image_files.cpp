@@ -179,7 +179,7 @@ at::Tensor decode_image_files(const std::vector<std::string>& files, const at::T
     try {
       image = cv::imread(file, flags);
     } catch (const cv::Exception& e) {  // e.g. a header declaring more pixels than OpenCV decodes
-      if (!skip_unreadable) throw Error(file + ": cannot decode image (" + e.msg + ")");
+      if (!skip_unreadable) throw Error(file + ": cannot decode image (OpenCV: " + e.err + " in " + e.func + ")");
     }
     if (image.empty()) {
       if (skip_unreadable) return;
