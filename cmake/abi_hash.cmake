@@ -1,10 +1,14 @@
-# cmake -DINCLUDE_DIR=<core/include> -DOUT=<file> -P abi_hash.cmake
+# cmake -DINCLUDE_DIR=<core/include> -DROOTS=<sdk headers, comma-separated> -DOUT=<file> -P abi_hash.cmake
 cmake_minimum_required(VERSION 3.20)
-# The plugin ABI by construction: a SHA-256 of xdq/plugin/interfaces.h and every xdq header it includes,
-# transitively, with comments and blank lines removed. Any change to a declaration a plugin compiles
-# against changes it; a plugin whose descriptor carries another hash is refused. Writes OUT only when
-# the hash changed, so an edit to a comment rebuilds nothing.
-set(pending "xdq/plugin/interfaces.h")
+# The plugin ABI by construction: a SHA-256 of the SDK headers (XDQ_SDK_HEADERS in core/CMakeLists.txt)
+# and every xdq header they include, transitively, with comments and blank lines removed. Any change to
+# a declaration a plugin compiles against (a member added to a class it may construct) changes it; a
+# plugin whose descriptor carries another hash is refused. Writes OUT only when the hash changed, so an
+# edit to a comment rebuilds nothing.
+string(REPLACE "," ";" pending "${ROOTS}")
+if(NOT pending)
+  message(FATAL_ERROR "abi_hash.cmake: no SDK headers given (-DROOTS=...)")
+endif()
 set(seen "")
 set(text "")
 while(pending)
