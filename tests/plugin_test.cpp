@@ -57,13 +57,13 @@ TEST(PluginLoading, PluginBuiltAgainstOtherSdkHeadersIsRefused) {
 
 // The hash follows the declarations a plugin compiles against: a field added to a struct that
 // interfaces.h reaches through its includes changes it; a comment does not.
-TEST(PluginLoading, AbiHashChangesWithTheLayoutNotWithComments) {
+TEST(PluginLoading, AbiHashChangesWithTheSdkLayoutNotWithComments) {
   test::TempDir dir;
-  auto hash_of = [&](const std::string& edit_from, const std::string& edit_to) {
+  auto hash_of = [&](const std::string& edit_from, const std::string& edit_to, const std::string& header = "quant/model_view.h") {
     const auto include = dir.path() / "include";
     std::filesystem::remove_all(include);
     std::filesystem::copy(std::string(XDQ_SOURCE_DIR) + "/core/include", include, std::filesystem::copy_options::recursive);
-    const std::string view = (include / "xdq/quant/model_view.h").string();
+    const std::string view = (include / "xdq" / header).string();
     std::string text = test::read_text(view);
     if (!edit_from.empty()) {
       const auto at = text.find(edit_from);
@@ -73,8 +73,8 @@ TEST(PluginLoading, AbiHashChangesWithTheLayoutNotWithComments) {
     test::write_text(view, text);
     const std::string out = dir.file("abi_hash.h");
     std::filesystem::remove(out);
-    const auto r = test::run_command(std::string(XDQ_CMAKE_COMMAND) + " -DINCLUDE_DIR=" + include.string() +
-                                     " -DOUT=" + out + " -P " + XDQ_SOURCE_DIR + "/cmake/abi_hash.cmake");
+    const auto r = test::run_command(std::string(XDQ_CMAKE_COMMAND) + " -DINCLUDE_DIR=" + include.string() + " -DROOTS=" +
+                                     XDQ_SDK_HEADERS + " -DOUT=" + out + " -P " + XDQ_SOURCE_DIR + "/cmake/abi_hash.cmake");
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return test::read_text(out);
   };
@@ -82,6 +82,10 @@ TEST(PluginLoading, AbiHashChangesWithTheLayoutNotWithComments) {
   EXPECT_NE(original.find(std::string("\"") + XDQ_PLUGIN_ABI_HASH + "\""), std::string::npos) << original;
   EXPECT_EQ(hash_of("struct RoundingContext {", "// a new comment\nstruct RoundingContext {"), original);
   EXPECT_NE(hash_of("  std::uint64_t seed = 0;", "  std::uint64_t seed = 0;\n  int added = 0;"), original);
+  // Executor, which graph passes construct, is in the SDK (exec/executor.h is one of its headers): a
+  // private member added to it changes the hash. A header outside the SDK's reach does not.
+  EXPECT_NE(hash_of(" private:\n", " private:\n  int added_member_ = 0;\n", "exec/executor.h"), original);
+  EXPECT_EQ(hash_of("namespace xdq {\n", "namespace xdq {\nint outside_the_sdk();\n", "report/results_tables.h"), original);
 }
 
 TEST(PluginLoading, WrongLibTorchIsRefused) {

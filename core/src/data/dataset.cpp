@@ -83,9 +83,11 @@ Dataset load_dataset_file(const std::string& path) {
   std::error_code ec;
   const std::uint64_t expected = sizeof magic + sizeof header + 4 * values +
                                  (header[4] ? 8 * static_cast<std::uint64_t>(header[0]) : 0) + sizeof(std::uint64_t);
-  if (std::filesystem::file_size(path, ec) != expected)
-    throw Error(path + ": its header declares " + std::to_string(expected) + " bytes, the file holds " +
-                std::to_string(std::filesystem::file_size(path, ec)) + " (damaged file)");
+  const std::uint64_t actual = std::filesystem::file_size(path, ec);
+  if (actual < expected)
+    throw Error(path + ": file is truncated (its header declares " + std::to_string(expected) + " bytes, the file holds " +
+                std::to_string(actual) + ")");
+  if (actual > expected) throw Error(path + ": trailing bytes after the images (damaged file)");
   Dataset d{std::filesystem::path(path).stem().string(), at::empty({header[0], header[1], header[2], header[3]}), {}};
   in.read(static_cast<char*>(d.images.data_ptr()), static_cast<std::streamsize>(d.images.nbytes()));
   if (header[4]) {
@@ -98,7 +100,6 @@ Dataset load_dataset_file(const std::string& path) {
   std::uint64_t checksum = fnv1a(d.images.data_ptr(), d.images.nbytes());
   if (d.labeled()) checksum = fnv1a(d.labels.data_ptr(), d.labels.nbytes(), checksum);
   if (checksum != stored) throw Error(path + ": content does not match its checksum (damaged file)");
-  if (in.peek() != std::char_traits<char>::eof()) throw Error(path + ": trailing bytes after the images (damaged file)");
   return d;
 }
 
