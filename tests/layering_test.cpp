@@ -161,3 +161,24 @@ TEST(Layering, PluginsIncludeOnlyTheSdkHeaders) {
     }
   EXPECT_GT(files, 30);
 }
+
+// Each plugin option is declared once (xdq::Option: name, default, range, doc) and read through that
+// declaration: no plugin, and no reader of a plugin family's options, reads one by a name string.
+TEST(Layering, PluginOptionsAreReadThroughTheirDeclaration) {
+  static const std::regex read_by_name(R"re(\.(number|integer|flag|text)\(")re");
+  int files = 0;
+  const auto check = [&](const fs::path& file) {
+    ++files;
+    std::ifstream in(file);
+    int line_no = 0;
+    for (std::string line; std::getline(in, line);)
+      if (++line_no, std::regex_search(line, read_by_name))
+        ADD_FAILURE() << file.string() << ":" << line_no << " reads an option by its name: " << line;
+  };
+  for (const char* dir : {"/plugins", "/tests/plugins", "/tests/out_of_tree"})
+    for (const auto& entry : fs::recursive_directory_iterator(XDQ_SOURCE_DIR + std::string(dir)))
+      if (entry.is_regular_file() && entry.path().extension() == ".cpp") check(entry.path());
+  for (const char* family : {"/core/src/quant/reconstruction.cpp", "/core/src/synthesis/synthesis.cpp"})
+    check(XDQ_SOURCE_DIR + std::string(family));
+  EXPECT_GT(files, 40);
+}

@@ -24,11 +24,11 @@ class AbsMax : public xdq::Calibrator {
   double margin_;
 };
 
-// 2. The option schema (the core validates configs against it) and the factory.
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("margin", 1.0, "multiplier on max|x|").range(0, 10, true)};
-}
-xdq::Plugin* create(const xdq::Options& options) { return new AbsMax(options.number("margin")); }
+// 2. Each option declared once (name, default, range, doc): the schema (the core validates configs
+// against it) lists it, the factory reads it through it.
+const xdq::Option<double> kMargin = xdq::OptionSpec::number("margin", 1.0, "multiplier on max|x|").range(0, 10, true);
+xdq::OptionSchema schema() { return {kMargin.spec()}; }
+xdq::Plugin* create(const xdq::Options& options) { return new AbsMax(kMargin(options)); }
 
 }  // namespace
 

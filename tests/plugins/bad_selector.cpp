@@ -15,8 +15,9 @@ class Bad : public xdq::Selector {
  private:
   bool outside_;
 };
-xdq::OptionSchema schema() { return {xdq::OptionSpec::flag("outside", false, "choose rows past the pool's end")}; }
-xdq::Plugin* create(const xdq::Options& o) { return new Bad(o.flag("outside")); }
+const xdq::Option<bool> kOutside = xdq::OptionSpec::flag("outside", false, "choose rows past the pool's end");
+xdq::OptionSchema schema() { return {kOutside.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new Bad(kOutside(o)); }
 }  // namespace
 
 XDQ_PLUGIN(xdq::Selector, "test_bad_selector", "0.1.0", "test: chooses rows twice or outside the pool", schema, create)

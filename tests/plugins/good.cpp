@@ -23,8 +23,9 @@ class Fixed : public xdq::Calibrator {
  private:
   double v_;
 };
-xdq::OptionSchema schema() { return {xdq::OptionSpec::number("value", 1.5, "range half-width").range(0, 100, true)}; }
-xdq::Plugin* create(const xdq::Options& o) { return new Fixed(o.number("value")); }
+const xdq::Option<double> kValue = xdq::OptionSpec::number("value", 1.5, "range half-width").range(0, 100, true);
+xdq::OptionSchema schema() { return {kValue.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new Fixed(kValue(o)); }
 }  // namespace
 
 XDQ_PLUGIN(xdq::Calibrator, "test_fixed", "0.1.0", "test: fixed range", schema, create)

@@ -32,14 +32,16 @@ class Throwing : public xdq::Calibrator {
  private:
   std::int64_t fail_at_bits_, crash_on_batch_;
 };
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::flag("fail_create", false, "throw from the factory"),
-          xdq::OptionSpec::integer("fail_at_bits", 0, "observe() throws for activations of these bits (0: all)").range(0, 16),
-          xdq::OptionSpec::integer("crash_on_batch", 0, "observe() raises SIGSEGV on a batch of this many images (0: never)").range(0, 1 << 20)};
-}
+const xdq::Option<bool> kFailCreate =
+    xdq::OptionSpec::flag("fail_create", false, "throw from the factory");
+const xdq::Option<std::int64_t> kFailAtBits =
+    xdq::OptionSpec::integer("fail_at_bits", 0, "observe() throws for activations of these bits (0: all)").range(0, 16);
+const xdq::Option<std::int64_t> kCrashOnBatch =
+    xdq::OptionSpec::integer("crash_on_batch", 0, "observe() raises SIGSEGV on a batch of this many images (0: never)").range(0, 1 << 20);
+xdq::OptionSchema schema() { return {kFailCreate.spec(), kFailAtBits.spec(), kCrashOnBatch.spec()}; }
 xdq::Plugin* create(const xdq::Options& o) {
-  if (o.flag("fail_create")) throw std::runtime_error("factory exploded");
-  return new Throwing(o.integer("fail_at_bits"), o.integer("crash_on_batch"));
+  if (kFailCreate(o)) throw std::runtime_error("factory exploded");
+  return new Throwing(kFailAtBits(o), kCrashOnBatch(o));
 }
 }  // namespace
 

@@ -529,81 +529,138 @@ double BetaSchedule::beta(std::int64_t t, std::int64_t iters) const {
   return end + (start - end) * std::max(0.0, 1 - rel);
 }
 
+namespace {
+
+const char* granularity_name(Granularity g) {
+  return g == Granularity::Layer ? "layer" : g == Granularity::Block ? "block" : "two_blocks";
+}
+
+// The family's options, each declared once; the schema gives each the default of the family member
+// (adaround, brecq, qdrop), kPlain's are placeholders.
+const ReconstructionOptions kPlain;
+const Option<std::string> kGranularity =
+    OptionSpec::text("granularity", granularity_name(kPlain.granularity), "unit of optimization: layer, block (residual/concat block), two_blocks")
+        .one_of({"layer", "block", "two_blocks"});
+const Option<std::int64_t> kIters =
+    OptionSpec::integer("iters", kPlain.iters, "iterations per unit (papers: 10000 AdaRound, 20000 BRECQ/QDrop on GPUs)")
+        .range(1, 1e7);
+const Option<std::int64_t> kBatchSize =
+    OptionSpec::integer("batch_size", kPlain.batch_size, "images per iteration").range(1, 1 << 16);
+const Option<double> kLr =
+    OptionSpec::number("lr", kPlain.lr, "Adam learning rate of the rounding variables V").range(0, 10, true);
+const Option<double> kRoundWeight =
+    OptionSpec::number("round_weight", kPlain.round_weight, "lambda of the rounding regularizer (0.1 for MobileNetV2 in BRECQ)")
+        .range(0, 1e6);
+const Option<double> kBetaStart =
+    OptionSpec::number("beta_start", kPlain.beta.start, "regularizer exponent at the start of annealing").range(0, 1e3, true);
+const Option<double> kBetaEnd =
+    OptionSpec::number("beta_end", kPlain.beta.end, "regularizer exponent at the end").range(0, 1e3, true);
+const Option<double> kWarmup =
+    OptionSpec::number("warmup", kPlain.beta.warmup, "fraction of iterations with the regularizer off").range(0, 1);
+const Option<std::string> kBetaSchedule =
+    OptionSpec::text("beta_schedule", kPlain.beta.cosine ? "cosine" : "linear", "annealing of beta: linear (BRECQ), cosine (AIMET)")
+        .one_of({"linear", "cosine"});
+const Option<std::string> kLoss =
+    OptionSpec::text("loss", kPlain.fisher ? "fisher" : "mse", "mse, or fisher (squared error weighted by the Fisher diagonal)")
+        .one_of({"mse", "fisher"});
+const Option<bool> kActQuant =
+    OptionSpec::flag("act_quant", kPlain.act_quant, "activation quantizers on while the rounding is learned");
+const Option<double> kDropProb =
+    OptionSpec::number("drop_prob", kPlain.drop_prob,
+        "QDrop: probability that an activation element skips quantization while learning (needs act_quant)")
+        .range(0, 1);
+const Option<std::string> kActSteps =
+    OptionSpec::text("act_steps", kPlain.act_steps,
+        "learn activation steps (LSQ): none, joint (with the rounding, QDrop), after (second pass, BRECQ)")
+        .one_of({"none", "joint", "after"});
+const Option<double> kActLr =
+    OptionSpec::number("act_lr", kPlain.act_lr, "Adam learning rate of steps learned jointly (cosine-annealed)").range(0, 10, true);
+const Option<std::int64_t> kActIters =
+    OptionSpec::integer("act_iters", kPlain.act_iters, "iterations per unit of the 'after' pass (BRECQ: 5000)").range(1, 1e7);
+const Option<double> kActAfterLr =
+    OptionSpec::number("act_after_lr", kPlain.act_after_lr, "Adam learning rate of the 'after' pass (cosine-annealed)")
+        .range(0, 10, true);
+const Option<bool> kLsqGradScale =
+    OptionSpec::flag("lsq_grad_scale", kPlain.lsq_grad_scale, "scale step gradients by 1/sqrt(numel * qmax) as LSQ");
+const Option<bool> kSkipFirst =
+    OptionSpec::flag("skip_first", kPlain.skip_first,
+        "leave the first conv/linear at nearest rounding, its output step unlearned, when it is a unit "
+        "alone (the BRECQ code's ignore_reconstruction)");
+const Option<double> kP =
+    OptionSpec::number("p", kPlain.p, "exponent of the 'after' step loss sum|out - target|^p and of the init_images search (BRECQ: 2.4)")
+        .range(1, 10);
+const Option<std::int64_t> kInitImages =
+    OptionSpec::integer("init_images", kPlain.init_images,
+        "re-initialise activation ranges on this many calibration images through the model quantized "
+        "so far, Lp search of 80 candidates (BRECQ/QDrop code: 64); 0 keeps the calibrator's ranges")
+        .range(0, 1 << 20);
+const Option<std::int64_t> kRecordEvery =
+    OptionSpec::integer("record_every", kPlain.record_every, "loss-curve sampling interval (iterations)").range(1, 1e7);
+const Option<std::string> kCachePrecision =
+    OptionSpec::text("cache_precision", kPlain.cache_precision,
+        "cached unit inputs/targets: auto (float16 when a unit's float32 cache exceeds cache_limit_mb), "
+        "float32, float16")
+        .one_of({"auto", "float32", "float16"});
+const Option<std::int64_t> kCacheLimitMb =
+    OptionSpec::integer("cache_limit_mb", kPlain.cache_limit_mb, "float32 cache size of a unit above which auto stores float16")
+        .range(1, 1 << 30);
+
+}  // namespace
+
 OptionSchema reconstruction_schema(const ReconstructionOptions& d) {
-  const char* g = d.granularity == Granularity::Layer ? "layer" : d.granularity == Granularity::Block ? "block" : "two_blocks";
   return {
-      OptionSpec::text("granularity", g, "unit of optimization: layer, block (residual/concat block), two_blocks")
-          .one_of({"layer", "block", "two_blocks"}),
-      OptionSpec::integer("iters", d.iters, "iterations per unit (papers: 10000 AdaRound, 20000 BRECQ/QDrop on GPUs)")
-          .range(1, 1e7),
-      OptionSpec::integer("batch_size", d.batch_size, "images per iteration").range(1, 1 << 16),
-      OptionSpec::number("lr", d.lr, "Adam learning rate of the rounding variables V").range(0, 10, true),
-      OptionSpec::number("round_weight", d.round_weight, "lambda of the rounding regularizer (0.1 for MobileNetV2 in BRECQ)")
-          .range(0, 1e6),
-      OptionSpec::number("beta_start", d.beta.start, "regularizer exponent at the start of annealing").range(0, 1e3, true),
-      OptionSpec::number("beta_end", d.beta.end, "regularizer exponent at the end").range(0, 1e3, true),
-      OptionSpec::number("warmup", d.beta.warmup, "fraction of iterations with the regularizer off").range(0, 1),
-      OptionSpec::text("beta_schedule", d.beta.cosine ? "cosine" : "linear", "annealing of beta: linear (BRECQ), cosine (AIMET)")
-          .one_of({"linear", "cosine"}),
-      OptionSpec::text("loss", d.fisher ? "fisher" : "mse", "mse, or fisher (squared error weighted by the Fisher diagonal)")
-          .one_of({"mse", "fisher"}),
-      OptionSpec::flag("act_quant", d.act_quant, "activation quantizers on while the rounding is learned"),
-      OptionSpec::number("drop_prob", d.drop_prob,
-                         "QDrop: probability that an activation element skips quantization while learning (needs act_quant)")
-          .range(0, 1),
-      OptionSpec::text("act_steps", d.act_steps,
-                       "learn activation steps (LSQ): none, joint (with the rounding, QDrop), after (second pass, BRECQ)")
-          .one_of({"none", "joint", "after"}),
-      OptionSpec::number("act_lr", d.act_lr, "Adam learning rate of steps learned jointly (cosine-annealed)").range(0, 10, true),
-      OptionSpec::integer("act_iters", d.act_iters, "iterations per unit of the 'after' pass (BRECQ: 5000)").range(1, 1e7),
-      OptionSpec::number("act_after_lr", d.act_after_lr, "Adam learning rate of the 'after' pass (cosine-annealed)")
-          .range(0, 10, true),
-      OptionSpec::flag("lsq_grad_scale", d.lsq_grad_scale, "scale step gradients by 1/sqrt(numel * qmax) as LSQ"),
-      OptionSpec::flag("skip_first", d.skip_first,
-                       "leave the first conv/linear at nearest rounding, its output step unlearned, when it is a unit "
-                       "alone (the BRECQ code's ignore_reconstruction)"),
-      OptionSpec::number("p", d.p, "exponent of the 'after' step loss sum|out - target|^p and of the init_images search (BRECQ: 2.4)")
-          .range(1, 10),
-      OptionSpec::integer("init_images", d.init_images,
-                          "re-initialise activation ranges on this many calibration images through the model quantized "
-                          "so far, Lp search of 80 candidates (BRECQ/QDrop code: 64); 0 keeps the calibrator's ranges")
-          .range(0, 1 << 20),
-      OptionSpec::integer("record_every", d.record_every, "loss-curve sampling interval (iterations)").range(1, 1e7),
-      OptionSpec::text("cache_precision", d.cache_precision,
-                       "cached unit inputs/targets: auto (float16 when a unit's float32 cache exceeds cache_limit_mb), "
-                       "float32, float16")
-          .one_of({"auto", "float32", "float16"}),
-      OptionSpec::integer("cache_limit_mb", d.cache_limit_mb, "float32 cache size of a unit above which auto stores float16")
-          .range(1, 1 << 30),
+      kGranularity.spec(granularity_name(d.granularity)),
+      kIters.spec(d.iters),
+      kBatchSize.spec(d.batch_size),
+      kLr.spec(d.lr),
+      kRoundWeight.spec(d.round_weight),
+      kBetaStart.spec(d.beta.start),
+      kBetaEnd.spec(d.beta.end),
+      kWarmup.spec(d.beta.warmup),
+      kBetaSchedule.spec(d.beta.cosine ? "cosine" : "linear"),
+      kLoss.spec(d.fisher ? "fisher" : "mse"),
+      kActQuant.spec(d.act_quant),
+      kDropProb.spec(d.drop_prob),
+      kActSteps.spec(d.act_steps),
+      kActLr.spec(d.act_lr),
+      kActIters.spec(d.act_iters),
+      kActAfterLr.spec(d.act_after_lr),
+      kLsqGradScale.spec(d.lsq_grad_scale),
+      kSkipFirst.spec(d.skip_first),
+      kP.spec(d.p),
+      kInitImages.spec(d.init_images),
+      kRecordEvery.spec(d.record_every),
+      kCachePrecision.spec(d.cache_precision),
+      kCacheLimitMb.spec(d.cache_limit_mb),
   };
 }
 
 ReconstructionOptions reconstruction_options(const Options& o, const std::string& method) {
   ReconstructionOptions r;
   r.method = method;
-  r.granularity = parse_granularity(o.text("granularity"));
-  r.iters = o.integer("iters");
-  r.batch_size = o.integer("batch_size");
-  r.lr = o.number("lr");
-  r.round_weight = o.number("round_weight");
-  r.beta.start = o.number("beta_start");
-  r.beta.end = o.number("beta_end");
-  r.beta.warmup = o.number("warmup");
-  r.beta.cosine = o.text("beta_schedule") == "cosine";
-  r.fisher = o.text("loss") == "fisher";
-  r.act_quant = o.flag("act_quant");
-  r.drop_prob = o.number("drop_prob");
-  r.act_steps = o.text("act_steps");
-  r.act_lr = o.number("act_lr");
-  r.act_iters = o.integer("act_iters");
-  r.cache_precision = o.text("cache_precision");
-  r.cache_limit_mb = o.integer("cache_limit_mb");
-  r.act_after_lr = o.number("act_after_lr");
-  r.lsq_grad_scale = o.flag("lsq_grad_scale");
-  r.p = o.number("p");
-  r.skip_first = o.flag("skip_first");
-  r.init_images = o.integer("init_images");
-  r.record_every = o.integer("record_every");
+  r.granularity = parse_granularity(kGranularity(o));
+  r.iters = kIters(o);
+  r.batch_size = kBatchSize(o);
+  r.lr = kLr(o);
+  r.round_weight = kRoundWeight(o);
+  r.beta.start = kBetaStart(o);
+  r.beta.end = kBetaEnd(o);
+  r.beta.warmup = kWarmup(o);
+  r.beta.cosine = kBetaSchedule(o) == "cosine";
+  r.fisher = kLoss(o) == "fisher";
+  r.act_quant = kActQuant(o);
+  r.drop_prob = kDropProb(o);
+  r.act_steps = kActSteps(o);
+  r.act_lr = kActLr(o);
+  r.act_iters = kActIters(o);
+  r.cache_precision = kCachePrecision(o);
+  r.cache_limit_mb = kCacheLimitMb(o);
+  r.act_after_lr = kActAfterLr(o);
+  r.lsq_grad_scale = kLsqGradScale(o);
+  r.p = kP(o);
+  r.skip_first = kSkipFirst(o);
+  r.init_images = kInitImages(o);
+  r.record_every = kRecordEvery(o);
   if (r.act_steps == "joint" && !r.act_quant)
     throw Error(method + ": act_steps 'joint' needs act_quant: true (the steps are learned while quantizing)");
   if (r.drop_prob > 0 && !r.act_quant) throw Error(method + ": drop_prob needs act_quant: true");

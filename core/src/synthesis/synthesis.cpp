@@ -713,67 +713,123 @@ BnSynthesisOptions deepinversion_defaults() {
   return d;
 }
 
+namespace {
+
+// The family's options, each declared once; the schema gives each the default of the family member
+// (zeroq, deepinversion, mixmix), kPlain's are placeholders.
+const BnSynthesisOptions kPlain;
+const Option<std::string> kStatistics =
+    OptionSpec::text("statistics", kPlain.statistics == BnStatistics::PerSample ? "per_sample" : "batch",
+        "BN statistics matched: per_sample (ZeroQ, over each image's positions) or batch (DeepInversion)")
+        .one_of({"per_sample", "batch"});
+const Option<std::int64_t> kIterations =
+    OptionSpec::integer("iterations", kPlain.iterations, "Adam steps per batch of images").range(1, 1e7);
+const Option<std::int64_t> kBatchSize =
+    OptionSpec::integer("batch_size", kPlain.batch_size, "images optimized together").range(1, 1 << 16);
+const Option<double> kLr =
+    OptionSpec::number("lr", kPlain.lr, "Adam learning rate (on the normalized images)").range(0, 100, true);
+const Option<double> kBeta1 =
+    OptionSpec::number("beta1", kPlain.beta1, "Adam beta1").range(0, 1);
+const Option<double> kBeta2 =
+    OptionSpec::number("beta2", kPlain.beta2, "Adam beta2").range(0, 1);
+const Option<std::string> kLrSchedule =
+    OptionSpec::text("lr_schedule", kPlain.lr_schedule, "plateau (ReduceLROnPlateau, x0.1) or cosine (after a linear warm-up)")
+        .one_of({"plateau", "cosine"});
+const Option<std::int64_t> kPlateauPatience =
+    OptionSpec::integer("plateau_patience", kPlain.plateau_patience, "plateau: steps without improvement before x0.1").range(0, 1e7);
+const Option<double> kMinLr =
+    OptionSpec::number("min_lr", kPlain.min_lr, "plateau: lowest learning rate").range(0, 100);
+const Option<std::int64_t> kWarmup =
+    OptionSpec::integer("warmup", kPlain.warmup, "cosine: linear warm-up steps").range(0, 1e7);
+const Option<double> kBnWeight =
+    OptionSpec::number("bn_weight", kPlain.bn_weight, "weight of the BN-statistics loss").range(0, 1e6);
+const Option<double> kFirstBnMultiplier =
+    OptionSpec::number("first_bn_multiplier", kPlain.first_bn_multiplier, "extra weight of the first BN layer's loss").range(0, 1e6);
+const Option<double> kInputStatsWeight =
+    OptionSpec::number("input_stats_weight", kPlain.input_stats_weight,
+        "weight of the pull of each normalized image to per-channel mean 0, std 1 (ZeroQ)").range(0, 1e6);
+const Option<double> kCeWeight =
+    OptionSpec::number("ce_weight", kPlain.ce_weight, "weight of the cross-entropy on random target labels (0: no labels)").range(0, 1e6);
+const Option<double> kTvL2 =
+    OptionSpec::number("tv_l2", kPlain.tv_l2, "weight of the l2 total-variation prior").range(0, 1e6);
+const Option<double> kTvL1 =
+    OptionSpec::number("tv_l1", kPlain.tv_l1, "weight of the l1 total-variation prior").range(0, 1e6);
+const Option<double> kL2 =
+    OptionSpec::number("l2", kPlain.l2, "weight of the l2 norm of the images").range(0, 1e6);
+const Option<double> kJitter =
+    OptionSpec::number("jitter", kPlain.jitter, "random roll per step, fraction of the side (DeepInversion: 30 px at 224)").range(0, 0.5);
+const Option<bool> kFlips =
+    OptionSpec::flag("flips", kPlain.flips, "random horizontal flip per step");
+const Option<bool> kClamp =
+    OptionSpec::flag("clamp", kPlain.clamp_pixels, "keep pixels in [0, 1] after every step");
+const Option<bool> kDataMixing =
+    OptionSpec::flag("data_mixing", kPlain.data_mixing, "MixMix data mixing: paste a resized image into a box of another");
+const Option<double> kMixMinSide =
+    OptionSpec::number("mix_min_side", kPlain.mix_min_side, "data mixing: smallest box side (fraction of the image)").range(0, 1, true);
+const Option<double> kMixMaxSide =
+    OptionSpec::number("mix_max_side", kPlain.mix_max_side, "data mixing: largest box side (fraction of the image)").range(0, 1, true);
+const Option<bool> kFeatureMixing =
+    OptionSpec::flag("feature_mixing", kPlain.feature_mixing,
+        "MixMix feature mixing: average the loss over every model the domain lists (else one model)");
+
+}  // namespace
+
 OptionSchema bn_synthesis_schema(const BnSynthesisOptions& d) {
   return {
-      OptionSpec::text("statistics", d.statistics == BnStatistics::PerSample ? "per_sample" : "batch",
-                       "BN statistics matched: per_sample (ZeroQ, over each image's positions) or batch (DeepInversion)")
-          .one_of({"per_sample", "batch"}),
-      OptionSpec::integer("iterations", d.iterations, "Adam steps per batch of images").range(1, 1e7),
-      OptionSpec::integer("batch_size", d.batch_size, "images optimized together").range(1, 1 << 16),
-      OptionSpec::number("lr", d.lr, "Adam learning rate (on the normalized images)").range(0, 100, true),
-      OptionSpec::number("beta1", d.beta1, "Adam beta1").range(0, 1),
-      OptionSpec::number("beta2", d.beta2, "Adam beta2").range(0, 1),
-      OptionSpec::text("lr_schedule", d.lr_schedule, "plateau (ReduceLROnPlateau, x0.1) or cosine (after a linear warm-up)")
-          .one_of({"plateau", "cosine"}),
-      OptionSpec::integer("plateau_patience", d.plateau_patience, "plateau: steps without improvement before x0.1").range(0, 1e7),
-      OptionSpec::number("min_lr", d.min_lr, "plateau: lowest learning rate").range(0, 100),
-      OptionSpec::integer("warmup", d.warmup, "cosine: linear warm-up steps").range(0, 1e7),
-      OptionSpec::number("bn_weight", d.bn_weight, "weight of the BN-statistics loss").range(0, 1e6),
-      OptionSpec::number("first_bn_multiplier", d.first_bn_multiplier, "extra weight of the first BN layer's loss").range(0, 1e6),
-      OptionSpec::number("input_stats_weight", d.input_stats_weight,
-                         "weight of the pull of each normalized image to per-channel mean 0, std 1 (ZeroQ)").range(0, 1e6),
-      OptionSpec::number("ce_weight", d.ce_weight, "weight of the cross-entropy on random target labels (0: no labels)").range(0, 1e6),
-      OptionSpec::number("tv_l2", d.tv_l2, "weight of the l2 total-variation prior").range(0, 1e6),
-      OptionSpec::number("tv_l1", d.tv_l1, "weight of the l1 total-variation prior").range(0, 1e6),
-      OptionSpec::number("l2", d.l2, "weight of the l2 norm of the images").range(0, 1e6),
-      OptionSpec::number("jitter", d.jitter, "random roll per step, fraction of the side (DeepInversion: 30 px at 224)").range(0, 0.5),
-      OptionSpec::flag("flips", d.flips, "random horizontal flip per step"),
-      OptionSpec::flag("clamp", d.clamp_pixels, "keep pixels in [0, 1] after every step"),
-      OptionSpec::flag("data_mixing", d.data_mixing, "MixMix data mixing: paste a resized image into a box of another"),
-      OptionSpec::number("mix_min_side", d.mix_min_side, "data mixing: smallest box side (fraction of the image)").range(0, 1, true),
-      OptionSpec::number("mix_max_side", d.mix_max_side, "data mixing: largest box side (fraction of the image)").range(0, 1, true),
-      OptionSpec::flag("feature_mixing", d.feature_mixing,
-                       "MixMix feature mixing: average the loss over every model the domain lists (else one model)"),
+      kStatistics.spec(d.statistics == BnStatistics::PerSample ? "per_sample" : "batch"),
+      kIterations.spec(d.iterations),
+      kBatchSize.spec(d.batch_size),
+      kLr.spec(d.lr),
+      kBeta1.spec(d.beta1),
+      kBeta2.spec(d.beta2),
+      kLrSchedule.spec(d.lr_schedule),
+      kPlateauPatience.spec(d.plateau_patience),
+      kMinLr.spec(d.min_lr),
+      kWarmup.spec(d.warmup),
+      kBnWeight.spec(d.bn_weight),
+      kFirstBnMultiplier.spec(d.first_bn_multiplier),
+      kInputStatsWeight.spec(d.input_stats_weight),
+      kCeWeight.spec(d.ce_weight),
+      kTvL2.spec(d.tv_l2),
+      kTvL1.spec(d.tv_l1),
+      kL2.spec(d.l2),
+      kJitter.spec(d.jitter),
+      kFlips.spec(d.flips),
+      kClamp.spec(d.clamp_pixels),
+      kDataMixing.spec(d.data_mixing),
+      kMixMinSide.spec(d.mix_min_side),
+      kMixMaxSide.spec(d.mix_max_side),
+      kFeatureMixing.spec(d.feature_mixing),
   };
 }
 
 BnSynthesisOptions bn_synthesis_options(const Options& o, const std::string& method) {
   BnSynthesisOptions r;
   r.method = method;
-  r.statistics = o.text("statistics") == "per_sample" ? BnStatistics::PerSample : BnStatistics::Batch;
-  r.iterations = o.integer("iterations");
-  r.batch_size = o.integer("batch_size");
-  r.lr = o.number("lr");
-  r.beta1 = o.number("beta1");
-  r.beta2 = o.number("beta2");
-  r.lr_schedule = o.text("lr_schedule");
-  r.plateau_patience = o.integer("plateau_patience");
-  r.min_lr = o.number("min_lr");
-  r.warmup = o.integer("warmup");
-  r.bn_weight = o.number("bn_weight");
-  r.first_bn_multiplier = o.number("first_bn_multiplier");
-  r.input_stats_weight = o.number("input_stats_weight");
-  r.ce_weight = o.number("ce_weight");
-  r.tv_l2 = o.number("tv_l2");
-  r.tv_l1 = o.number("tv_l1");
-  r.l2 = o.number("l2");
-  r.jitter = o.number("jitter");
-  r.flips = o.flag("flips");
-  r.clamp_pixels = o.flag("clamp");
-  r.data_mixing = o.flag("data_mixing");
-  r.mix_min_side = o.number("mix_min_side");
-  r.mix_max_side = o.number("mix_max_side");
-  r.feature_mixing = o.flag("feature_mixing");
+  r.statistics = kStatistics(o) == "per_sample" ? BnStatistics::PerSample : BnStatistics::Batch;
+  r.iterations = kIterations(o);
+  r.batch_size = kBatchSize(o);
+  r.lr = kLr(o);
+  r.beta1 = kBeta1(o);
+  r.beta2 = kBeta2(o);
+  r.lr_schedule = kLrSchedule(o);
+  r.plateau_patience = kPlateauPatience(o);
+  r.min_lr = kMinLr(o);
+  r.warmup = kWarmup(o);
+  r.bn_weight = kBnWeight(o);
+  r.first_bn_multiplier = kFirstBnMultiplier(o);
+  r.input_stats_weight = kInputStatsWeight(o);
+  r.ce_weight = kCeWeight(o);
+  r.tv_l2 = kTvL2(o);
+  r.tv_l1 = kTvL1(o);
+  r.l2 = kL2(o);
+  r.jitter = kJitter(o);
+  r.flips = kFlips(o);
+  r.clamp_pixels = kClamp(o);
+  r.data_mixing = kDataMixing(o);
+  r.mix_min_side = kMixMinSide(o);
+  r.mix_max_side = kMixMaxSide(o);
+  r.feature_mixing = kFeatureMixing(o);
   if (r.mix_min_side > r.mix_max_side) throw Error(method + ": mix_min_side is above mix_max_side");
   if (r.data_mixing && r.ce_weight == 0)
     throw Error(method + ": data_mixing mixes the target labels; it needs ce_weight > 0");

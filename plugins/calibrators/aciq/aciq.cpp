@@ -51,10 +51,10 @@ class Aciq : public xdq::Calibrator {
   bool laplace_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::text("prior", "laplace", "assumed distribution of the activations").one_of({"laplace", "gauss"})};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new Aciq(o.text("prior") == "laplace"); }
+const xdq::Option<std::string> kPrior =
+    xdq::OptionSpec::text("prior", "laplace", "assumed distribution of the activations").one_of({"laplace", "gauss"});
+xdq::OptionSchema schema() { return {kPrior.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new Aciq(kPrior(o) == "laplace"); }
 
 }  // namespace
 

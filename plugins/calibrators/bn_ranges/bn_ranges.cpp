@@ -39,10 +39,10 @@ class BnRanges : public xdq::Calibrator {
   double n_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("n", 5.0, "standard deviations on each side of the mean (OpenVINO: 5)").range(0, 100, true)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new BnRanges(o.number("n")); }
+const xdq::Option<double> kN =
+    xdq::OptionSpec::number("n", 5.0, "standard deviations on each side of the mean (OpenVINO: 5)").range(0, 100, true);
+xdq::OptionSchema schema() { return {kN.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new BnRanges(kN(o)); }
 
 }  // namespace
 

@@ -22,10 +22,10 @@ class EmaMinMax : public xdq::Calibrator {
   double c_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("averaging_constant", 0.01, "weight of each new batch's min/max").range(0, 1, true)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new EmaMinMax(o.number("averaging_constant")); }
+const xdq::Option<double> kAveragingConstant =
+    xdq::OptionSpec::number("averaging_constant", 0.01, "weight of each new batch's min/max").range(0, 1, true);
+xdq::OptionSchema schema() { return {kAveragingConstant.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new EmaMinMax(kAveragingConstant(o)); }
 
 }  // namespace
 

@@ -86,11 +86,11 @@ class Kl : public xdq::Calibrator {
   int start_bin_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("start_bin", 128, "smallest candidate clipping bin").range(1, 1 << 16)};
-}
+const xdq::Option<std::int64_t> kStartBin =
+    xdq::OptionSpec::integer("start_bin", 128, "smallest candidate clipping bin").range(1, 1 << 16);
+xdq::OptionSchema schema() { return {kStartBin.spec()}; }
 xdq::Plugin* create(const xdq::Options& o) {
-  return new Kl(static_cast<int>(o.integer("start_bin")));
+  return new Kl(static_cast<int>(kStartBin(o)));
 }
 
 }  // namespace

@@ -54,12 +54,13 @@ class Mse : public xdq::Calibrator {
   double p_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("steps", 80, "candidate ranges, each 1% narrower than the last").range(1, 100),
-          xdq::OptionSpec::number("p", 2.4, "norm of the quantization error (BRECQ 2.4, MQBench 2.0)").range(0, 10, true)};
-}
+const xdq::Option<std::int64_t> kSteps =
+    xdq::OptionSpec::integer("steps", 80, "candidate ranges, each 1% narrower than the last").range(1, 100);
+const xdq::Option<double> kP =
+    xdq::OptionSpec::number("p", 2.4, "norm of the quantization error (BRECQ 2.4, MQBench 2.0)").range(0, 10, true);
+xdq::OptionSchema schema() { return {kSteps.spec(), kP.spec()}; }
 xdq::Plugin* create(const xdq::Options& o) {
-  return new Mse(static_cast<int>(o.integer("steps")), o.number("p"));
+  return new Mse(static_cast<int>(kSteps(o)), kP(o));
 }
 
 }  // namespace

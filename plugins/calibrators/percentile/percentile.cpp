@@ -29,10 +29,10 @@ class Percentile : public xdq::Calibrator {
   double p_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("percentile", 99.99, "share of |x| kept inside the range, in percent").range(0, 100, true)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new Percentile(o.number("percentile")); }
+const xdq::Option<double> kPercentile =
+    xdq::OptionSpec::number("percentile", 99.99, "share of |x| kept inside the range, in percent").range(0, 100, true);
+xdq::OptionSchema schema() { return {kPercentile.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new Percentile(kPercentile(o)); }
 
 }  // namespace
 

@@ -47,10 +47,10 @@ class BiasAbsorption : public xdq::GraphPass {
   double n_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("n", 3.0, "c = max(0, beta - n|gamma|): standard deviations kept below the bias").range(0, 100)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new BiasAbsorption(o.number("n")); }
+const xdq::Option<double> kN =
+    xdq::OptionSpec::number("n", 3.0, "c = max(0, beta - n|gamma|): standard deviations kept below the bias").range(0, 100);
+xdq::OptionSchema schema() { return {kN.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new BiasAbsorption(kN(o)); }
 
 }  // namespace
 

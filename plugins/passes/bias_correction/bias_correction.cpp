@@ -72,11 +72,12 @@ class BiasCorrection : public xdq::GraphPass {
   std::int64_t images_, batch_size_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("images", 512, "calibration images used to measure the means").range(1, 1 << 24),
-          xdq::OptionSpec::integer("batch_size", 256, "images per forward pass").range(1, 1 << 16)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new BiasCorrection(o.integer("images"), o.integer("batch_size")); }
+const xdq::Option<std::int64_t> kImages =
+    xdq::OptionSpec::integer("images", 512, "calibration images used to measure the means").range(1, 1 << 24);
+const xdq::Option<std::int64_t> kBatchSize =
+    xdq::OptionSpec::integer("batch_size", 256, "images per forward pass").range(1, 1 << 16);
+xdq::OptionSchema schema() { return {kImages.spec(), kBatchSize.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new BiasCorrection(kImages(o), kBatchSize(o)); }
 
 }  // namespace
 

@@ -63,11 +63,11 @@ class BnReestimate : public xdq::GraphPass {
   std::int64_t batch_size_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("batch_size", 64, "images per batch (each batch normalized by its own statistics)")
-              .range(2, 1 << 16)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new BnReestimate(o.integer("batch_size")); }
+const xdq::Option<std::int64_t> kBatchSize =
+    xdq::OptionSpec::integer("batch_size", 64, "images per batch (each batch normalized by its own statistics)")
+        .range(2, 1 << 16);
+xdq::OptionSchema schema() { return {kBatchSize.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new BnReestimate(kBatchSize(o)); }
 
 }  // namespace
 

@@ -96,14 +96,16 @@ class CrossLayerEqualization : public xdq::GraphPass {
   double tolerance_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::text("relu6", "skip", "pairs through ReLU6: skip (logged) or replace it by ReLU (DFQ's choice)")
-              .one_of({"skip", "replace"}),
-          xdq::OptionSpec::integer("sweeps", 100, "most sweeps over all pairs").range(1, 1e6),
-          xdq::OptionSpec::number("tolerance", 1e-6, "stop once no scale changes by more than this").range(0, 1)};
-}
+const xdq::Option<std::string> kRelu6 =
+    xdq::OptionSpec::text("relu6", "skip", "pairs through ReLU6: skip (logged) or replace it by ReLU (DFQ's choice)")
+        .one_of({"skip", "replace"});
+const xdq::Option<std::int64_t> kSweeps =
+    xdq::OptionSpec::integer("sweeps", 100, "most sweeps over all pairs").range(1, 1e6);
+const xdq::Option<double> kTolerance =
+    xdq::OptionSpec::number("tolerance", 1e-6, "stop once no scale changes by more than this").range(0, 1);
+xdq::OptionSchema schema() { return {kRelu6.spec(), kSweeps.spec(), kTolerance.spec()}; }
 xdq::Plugin* create(const xdq::Options& o) {
-  return new CrossLayerEqualization(o.text("relu6") == "replace", o.integer("sweeps"), o.number("tolerance"));
+  return new CrossLayerEqualization(kRelu6(o) == "replace", kSweeps(o), kTolerance(o));
 }
 
 }  // namespace

@@ -21,14 +21,15 @@ class Nearest : public xdq::WeightOptimizer {
   double p_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("init_images", 0,
-                                   "re-initialise activation ranges on this many calibration images through the rounded "
-                                   "model, Lp search (BRECQ/QDrop code: 64); 0 keeps the calibrator's ranges")
-              .range(0, 1 << 20),
-          xdq::OptionSpec::number("p", 2, "exponent of the init_images search (BRECQ: 2.4)").range(1, 10)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new Nearest(o.integer("init_images"), o.number("p")); }
+const xdq::Option<std::int64_t> kInitImages =
+    xdq::OptionSpec::integer("init_images", 0,
+        "re-initialise activation ranges on this many calibration images through the rounded "
+        "model, Lp search (BRECQ/QDrop code: 64); 0 keeps the calibrator's ranges")
+        .range(0, 1 << 20);
+const xdq::Option<double> kP =
+    xdq::OptionSpec::number("p", 2, "exponent of the init_images search (BRECQ: 2.4)").range(1, 10);
+xdq::OptionSchema schema() { return {kInitImages.spec(), kP.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new Nearest(kInitImages(o), kP(o)); }
 
 }  // namespace
 

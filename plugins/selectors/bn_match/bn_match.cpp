@@ -28,10 +28,10 @@ class BnMatch : public xdq::Selector {
   int rounds_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("swap_rounds", 2, "rounds of single swaps after the greedy pass (0: greedy only)").range(0, 1000)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new BnMatch(static_cast<int>(o.integer("swap_rounds"))); }
+const xdq::Option<std::int64_t> kSwapRounds =
+    xdq::OptionSpec::integer("swap_rounds", 2, "rounds of single swaps after the greedy pass (0: greedy only)").range(0, 1000);
+xdq::OptionSchema schema() { return {kSwapRounds.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new BnMatch(static_cast<int>(kSwapRounds(o))); }
 
 }  // namespace
 

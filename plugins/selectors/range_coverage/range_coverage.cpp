@@ -68,11 +68,11 @@ class RangeCoverage : public xdq::Selector {
   double quantile_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("quantile", 1.0, "range to cover per channel: this quantile of the pool's per-image maxima (1: the largest)")
-              .range(0, 1, true)};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new RangeCoverage(o.number("quantile")); }
+const xdq::Option<double> kQuantile =
+    xdq::OptionSpec::number("quantile", 1.0, "range to cover per channel: this quantile of the pool's per-image maxima (1: the largest)")
+        .range(0, 1, true);
+xdq::OptionSchema schema() { return {kQuantile.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new RangeCoverage(kQuantile(o)); }
 
 }  // namespace
 

@@ -107,12 +107,13 @@ class SelectQ : public xdq::Selector {
   int iterations_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::integer("clusters", 10, "k-means clusters per layer").range(1, 100000),
-          xdq::OptionSpec::integer("iterations", 20, "Lloyd iterations per layer").range(1, 10000)};
-}
+const xdq::Option<std::int64_t> kClusters =
+    xdq::OptionSpec::integer("clusters", 10, "k-means clusters per layer").range(1, 100000);
+const xdq::Option<std::int64_t> kIterations =
+    xdq::OptionSpec::integer("iterations", 20, "Lloyd iterations per layer").range(1, 10000);
+xdq::OptionSchema schema() { return {kClusters.spec(), kIterations.spec()}; }
 xdq::Plugin* create(const xdq::Options& o) {
-  return new SelectQ(o.integer("clusters"), static_cast<int>(o.integer("iterations")));
+  return new SelectQ(kClusters(o), static_cast<int>(kIterations(o)));
 }
 
 }  // namespace

@@ -28,12 +28,14 @@ class Gaussian : public xdq::Synthesizer {
   bool clamp_;
 };
 
-xdq::OptionSchema schema() {
-  return {xdq::OptionSpec::number("mean", 0.0, "mean in the normalized input space"),
-          xdq::OptionSpec::number("std", 1.0, "standard deviation in the normalized input space").range(0, 1e6),
-          xdq::OptionSpec::flag("clamp", false, "clip the pixels to [0, 1]")};
-}
-xdq::Plugin* create(const xdq::Options& o) { return new Gaussian(o.number("mean"), o.number("std"), o.flag("clamp")); }
+const xdq::Option<double> kMean =
+    xdq::OptionSpec::number("mean", 0.0, "mean in the normalized input space");
+const xdq::Option<double> kStd =
+    xdq::OptionSpec::number("std", 1.0, "standard deviation in the normalized input space").range(0, 1e6);
+const xdq::Option<bool> kClamp =
+    xdq::OptionSpec::flag("clamp", false, "clip the pixels to [0, 1]");
+xdq::OptionSchema schema() { return {kMean.spec(), kStd.spec(), kClamp.spec()}; }
+xdq::Plugin* create(const xdq::Options& o) { return new Gaussian(kMean(o), kStd(o), kClamp(o)); }
 
 }  // namespace
 
