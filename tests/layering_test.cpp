@@ -182,3 +182,36 @@ TEST(Layering, PluginOptionsAreReadThroughTheirDeclaration) {
     check(XDQ_SOURCE_DIR + std::string(family));
   EXPECT_GT(files, 40);
 }
+
+// docs/architecture.md's layer list (its "## Layers" block, lowest first) names the layers of the
+// table above in the same order: the document describes the code as the check enforces it.
+TEST(Layering, TheArchitectureDocumentListsTheSameLayers) {
+  std::ifstream in(XDQ_SOURCE_DIR + std::string("/docs/architecture.md"));
+  std::vector<std::string> doc_layers;
+  bool in_block = false, seen_heading = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line == "## Layers") {
+      seen_heading = true;
+    } else if (seen_heading && line.rfind("```", 0) == 0) {
+      if (in_block) break;  // the block's end
+      in_block = true;
+    } else if (in_block && !line.empty() && line[0] != ' ') {
+      // The name ends at two spaces; "data | analysis | train | export" names four.
+      std::stringstream names(std::regex_replace(line.substr(0, line.find("  ")), std::regex(" \\| "), "|"));
+      for (std::string name; std::getline(names, name, '|');) doc_layers.push_back(name);
+    }
+  }
+  // The table's layer of each documented name ("plugin SDK" is plugin/, base the files of layer 0).
+  std::vector<int> order;
+  for (const std::string& name : doc_layers) {
+    if (name == "cli" || name == "python") continue;  // above report; outside core's table
+    const std::string first = name.substr(0, name.find(' '));
+    const int layer = first == "base" ? 0 : layer_of(first + "/");
+    EXPECT_GE(layer, 0) << "docs/architecture.md names layer '" << name << "', which the table does not have";
+    order.push_back(layer);
+  }
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << "docs/architecture.md lists the layers in another order";
+  for (int layer = 0; layer <= 8; ++layer)
+    EXPECT_NE(std::find(order.begin(), order.end(), layer), order.end()) << "layer " << layer << " is missing from the document";
+  EXPECT_GE(doc_layers.size(), 14u);
+}
