@@ -695,10 +695,20 @@ TEST_F(Cli, ShardsOfAnotherConfigurationOrEditedAreRefused) {
   const auto r = test::run_command(std::string(XDQ_BINARY) + " merge " + a);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find(shard + ": its content does not match its checksum"), std::string::npos) << r.output;
-  // A sample file beside the shard swapped for another job's.
+  // A file beside the shard changed (one byte of its sample images): the shard is refused too; restored,
+  // the folder merges again.
   test::write_text(shard, original);
-  fs::copy_file(b + "/jobs/" + job + "/sample_0.xdqimg", a + "/jobs/" + job + "/sample_0.xdqimg", fs::copy_options::overwrite_existing);
-  ASSERT_EQ(test::run_command(std::string(XDQ_BINARY) + " merge " + a).exit_code, 0) << "the same images: the same bytes";
+  const std::string sample = a + "/jobs/" + job + "/sample_0.xdqimg";
+  const std::string images = test::read_text(sample);
+  std::string changed = images;
+  changed[changed.size() / 2] = static_cast<char>(changed[changed.size() / 2] ^ 1);
+  test::write_text(sample, changed);
+  const auto swapped = test::run_command(std::string(XDQ_BINARY) + " merge " + a);
+  EXPECT_EQ(swapped.exit_code, 1) << swapped.output;
+  EXPECT_NE(swapped.output.find(shard + ": the files beside it are not the ones it was written with"), std::string::npos)
+      << swapped.output;
+  test::write_text(sample, images);
+  EXPECT_EQ(test::run_command(std::string(XDQ_BINARY) + " merge " + a).exit_code, 0);
 }
 
 // One writer per output folder: a second run, merge or export into a folder another process writes is
