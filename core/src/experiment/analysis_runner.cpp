@@ -308,6 +308,9 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
   AnalysisRun run;
   run.threads = apply_thread_count(cfg.threads);
   warn_if_convolutions_stay_direct(cfg, progress);
+  if (cfg.isolation == "process")
+    progress << "xdq: warning: isolation: process runs the jobs of xdq run in child processes; the analysis jobs run "
+                "in this one (xdq analyze --job K runs one alone)\n";
   const ShardFolder shards(cfg, options.out_dir, kAnalysisShards);
   const auto ids = analysis_job_ids(cfg);
   if (options.only_job && *options.only_job >= ids.size())

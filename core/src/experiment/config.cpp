@@ -721,7 +721,7 @@ void add_run_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.device; }));
   k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
                      [](auto& c) -> auto& { return c.on_error; }));
-  k.push_back(scalar("isolation", S::text("isolation", "none", "process: each job runs in a child process, so a job that crashes (a plugin's segfault) is recorded as failed and the sweep goes on").one_of({"none", "process"}),
+  k.push_back(scalar("isolation", S::text("isolation", "none", "process: each job of xdq run runs in a child process, so a job that crashes (a plugin's segfault) is recorded as failed and the sweep goes on").one_of({"none", "process"}),
                      [](auto& c) -> auto& { return c.isolation; }));
   k.push_back(structured("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",
                          parse_plugin_paths, [](const ExperimentConfig& c) {
