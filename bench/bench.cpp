@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <stdexcept>
 #include <sstream>
 #include <functional>
@@ -107,189 +108,241 @@ int main(int argc, char** argv) {
   }
 }
 
-int run_bench(std::string model_path, int threads, int rounds, const c10::Device& device) {
-  threads = apply_thread_count(threads);
-  auto& registry = global_registry();
-  registry.scan(plugin_search_dirs());
+namespace {
 
-  // The model's columns (index 0: contiguous NCHW, 1: channels-last NHWC, 2: NHWC with Winograd
-  // convolutions where this CPU has them): every engine runs as the graph it is given says, and every
-  // measurement below is taken in each column.
-  const int kLayouts = device.is_cpu() && winograd_on_this_cpu() ? 3 : 2;
-  const char* kLayoutNames[3] = {"NCHW", "NHWC", "NHWC+Winograd"};
-  const at::MemoryFormat kFormats[3] = {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast, at::MemoryFormat::ChannelsLast};
-  const ConvAlgorithm kConvs[3] = {ConvAlgorithm::Direct, ConvAlgorithm::Direct, ConvAlgorithm::Winograd};
-  ImportedModel model = import_torchscript(model_path);
-  model.graph.to(device);
-  std::vector<Graph> graphs(kLayouts, model.graph), folded(kLayouts);
-  for (int l = 0; l < kLayouts; ++l) {
-    graphs[l].channels_last = kFormats[l] == at::MemoryFormat::ChannelsLast;
-    graphs[l].convolution = kConvs[l];
-    folded[l] = graphs[l];
-    fold_batch_norm(folded[l]);
-  }
-  // The TorchScript module itself, its parameters in each layout (a channels-last input alone does not
-  // make a one-channel model run NHWC: its first convolution's output follows the weights).
-  std::vector<torch::jit::Module> modules;
-  for (int l = 0; l < kLayouts; ++l) {
-    modules.push_back(torch::jit::load(model_path));
-    modules[l].eval();
-    modules[l].to(device);
-    for (at::Tensor p : modules[l].parameters()) {
+// The model's columns (index 0: contiguous NCHW, 1: channels-last NHWC, 2: NHWC with Winograd
+// convolutions where this CPU has them): every engine runs as the graph it is given says, and every
+// measurement below is taken in each column.
+const char* const kLayoutNames[3] = {"NCHW", "NHWC", "NHWC+Winograd"};
+const at::MemoryFormat kFormats[3] = {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast, at::MemoryFormat::ChannelsLast};
+const ConvAlgorithm kConvs[3] = {ConvAlgorithm::Direct, ConvAlgorithm::Direct, ConvAlgorithm::Winograd};
+constexpr std::int64_t kBatch = 256, kReconIters = 100, kSynthBatch = 64, kSynthIters = 10;
+
+// Per column: evaluation, reconstruction and synthesis timings, one entry per round.
+struct Timings {
+  std::vector<double> module_eval, fp32_eval, quant_eval, peak, plain_block, block_convolutions, brecq_weights,
+      brecq_steps, qdrop, plain_synth, zeroq, deepinversion;
+};
+
+// The workloads, set up once and measured in every round. Not movable: the synthesis models point
+// into `graphs`.
+class Bench {
+ public:
+  Bench(std::string model_path, const c10::Device& device, PluginRegistry& registry);
+  Bench(const Bench&) = delete;
+  ~Bench() { std::filesystem::remove_all(cache_dir_); }
+  void measure_round();
+  void report(int threads, int rounds) const;
+
+ private:
+  void load_columns();
+  void prepare_workloads();
+  QuantizedModel quantize_with_cache(const PtqSettings& s, const std::string& calibrator) const;
+  QuantizedModel quantize_with(const std::string& calibrator) const;
+  QuantizedModel in_layout(const QuantizedModel& q, int l) const;
+  void run_batches(const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) const;
+  std::function<at::Tensor(const at::Tensor&)> module_forward(int l) const;
+  std::function<at::Tensor(const at::Tensor&)> exec_forward(const std::vector<Executor>& e, int l) const;
+  double timed(const std::function<void()>& f) const { return seconds(f, device_); }
+  double per_iteration(std::int64_t n, const std::function<void()>& step) const;
+  void measure_column(int l);
+  void print_evaluation() const;
+  void print_iterations() const;
+
+  std::string model_path_;
+  c10::Device device_;
+  PluginRegistry& registry_;
+  int layouts_;
+  ImportedModel model_;
+  std::vector<Graph> graphs_, folded_;
+  mutable std::vector<torch::jit::Module> modules_;  // forward() is not const
+  Dataset test_;
+  at::Tensor eval_images_, calib_images_, analysis_images_, analysis_labels_, synth_input_;
+  PtqSettings settings_;
+  std::string cache_dir_;
+  mutable std::ostringstream cache_log_;
+  std::unique_ptr<QuantizedModel> w8a8_, w4a4_;
+  std::vector<Executor> fp32_exec_, quant_exec_;
+  ReconstructionUnit unit_;
+  ReconstructionOptions brecq_, qdrop_;
+  std::vector<bench::PlainBlock> blocks_;
+  std::vector<std::vector<SynthesisModel>> synth_models_;
+  Timings t_[3];
+  std::vector<double> fp32_calib_pass_, kl_calib_, mse_calib_, layerwise_, fp32_analysis_pass_, mse_calib_warm_;
+};
+
+Bench::Bench(std::string model_path, const c10::Device& device, PluginRegistry& registry)
+    : model_path_(std::move(model_path)),
+      device_(device),
+      registry_(registry),
+      layouts_(device.is_cpu() && winograd_on_this_cpu() ? 3 : 2),
+      model_(import_torchscript(model_path_)),
+      cache_dir_((std::filesystem::temp_directory_path() / ("xdq_bench_" + std::to_string(getpid()))).string()) {
+  load_columns();
+  prepare_workloads();
+}
+
+// The graph, its BN-folded copy and the TorchScript module itself in each column; the module's
+// parameters are converted (a channels-last input alone does not make a one-channel model run NHWC: its
+// first convolution's output follows the weights).
+void Bench::load_columns() {
+  model_.graph.to(device_);
+  graphs_.assign(layouts_, model_.graph);
+  folded_.resize(layouts_);
+  for (int l = 0; l < layouts_; ++l) {
+    graphs_[l].channels_last = kFormats[l] == at::MemoryFormat::ChannelsLast;
+    graphs_[l].convolution = kConvs[l];
+    folded_[l] = graphs_[l];
+    fold_batch_norm(folded_[l]);
+    modules_.push_back(torch::jit::load(model_path_));
+    modules_[l].eval();
+    modules_[l].to(device_);
+    for (at::Tensor p : modules_[l].parameters()) {
       if (p.dim() == 4) p.set_data(p.contiguous(kFormats[l]));
       p.requires_grad_(false);
     }
   }
-  const Dataset test = load_fashion_mnist(fashion_mnist_dir(), Split::Test);
-  const at::Tensor eval_images = model.preprocess.apply(test.images.slice(0, 0, 2048));
-  const at::Tensor calib_images = model.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(1024, 0).images);
-  const std::int64_t batch = 256;
+}
 
-  PtqSettings settings;
-  settings.scheme = Scheme::load("academic", config_dir() + "/presets");
-  const std::string cache_dir = (std::filesystem::temp_directory_path() / ("xdq_bench_" + std::to_string(getpid()))).string();
-  std::ostringstream cache_log;
-  // Calibration with a cache: every call of a fresh cache object reads the file if it exists.
-  auto quantize_with_cache = [&](const PtqSettings& s, const std::string& calibrator_name) {
-    QuantizedModel q(folded[0], s);
-    const PluginRecord& plugin = registry.get(PluginKind::Calibrator, calibrator_name);
-    StatisticsCache cache(cache_dir);
-    calibrate_from_statistics(q, registry.load<Calibrator>(calibrator_name, default_options(plugin.options)),
-                              *cache.get(q, calib_images, batch, 2048, cache_log));
-    return q;
-  };
-  auto quantize_with = [&](const std::string& calibrator_name) {
-    std::filesystem::remove_all(cache_dir);
-    return quantize_with_cache(settings, calibrator_name);
-  };
-  // A calibrated model in column l: the NCHW model's quantizers on the graph of column l.
-  auto in_layout = [&](const QuantizedModel& q, int l) {
-    QuantizedModel out = q;
-    out.graph_for_rewrite().channels_last = kFormats[l] == at::MemoryFormat::ChannelsLast;
-    out.graph_for_rewrite().convolution = kConvs[l];
-    return out;
-  };
-  QuantizedModel w8a8 = quantize_with("minmax");
-  w8a8.set_weight_ranges("minmax");
-  w8a8.round_to_nearest();
-  std::vector<Executor> fp32_exec, quant_exec;
-  for (int l = 0; l < kLayouts; ++l) {
-    fp32_exec.emplace_back(folded[l]);
-    quant_exec.push_back(in_layout(w8a8, l).executor());
+void Bench::prepare_workloads() {
+  test_ = load_fashion_mnist(fashion_mnist_dir(), Split::Test);
+  eval_images_ = model_.preprocess.apply(test_.images.slice(0, 0, 2048));
+  calib_images_ = model_.preprocess.apply(load_fashion_mnist(fashion_mnist_dir(), Split::Train).subset(1024, 0).images);
+  analysis_images_ = eval_images_.slice(0, 0, 1000);
+  analysis_labels_ = test_.labels.slice(0, 0, 1000);
+  settings_.scheme = Scheme::load("academic", config_dir() + "/presets");
+  w8a8_ = std::make_unique<QuantizedModel>(quantize_with("minmax"));
+  w8a8_->set_weight_ranges("minmax");
+  w8a8_->round_to_nearest();
+  for (int l = 0; l < layouts_; ++l) {
+    fp32_exec_.emplace_back(folded_[l]);
+    quant_exec_.push_back(in_layout(*w8a8_, l).executor());
   }
-
-  at::NoGradGuard no_grad;
-  auto run_batches = [&](const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) {
-    for (std::int64_t b = 0; b < images.size(0); b += batch) f(images.slice(0, b, std::min(images.size(0), b + batch)));
-  };
-  auto module_forward = [&](int l) {
-    return [&, l](const at::Tensor& x) { return modules[l].forward({x.to(device).contiguous(kFormats[l])}).toTensor(); };
-  };
-  auto exec_forward = [&](const std::vector<Executor>& e, int l) {
-    return [&, l](const at::Tensor& x) { return e[l].forward(x); };
-  };
-  auto timed = [&](const std::function<void()>& f) { return seconds(f, device); };
-
-  // Warm-up (oneDNN primitive caches, allocator).
-  for (int l = 0; l < kLayouts; ++l) {
-    run_batches(eval_images, module_forward(l));
-    run_batches(eval_images, exec_forward(fp32_exec, l));
-    run_batches(eval_images, exec_forward(quant_exec, l));
-  }
-
   // Reconstruction: the engine's own timing of its loops on one block, against the same block in ATen;
   // BRECQ's and QDrop's defaults, W4A4 (activations calibrated with minmax, weights with mse).
-  QuantizedModel w4a4 = [&] {
-    PtqSettings s4 = settings;
-    s4.w_bits = s4.a_bits = 4;
-    std::filesystem::remove_all(cache_dir);
-    QuantizedModel q = quantize_with_cache(s4, "minmax");
-    q.set_weight_ranges("mse");
-    return q;
-  }();
-  const auto units = reconstruction_units(folded[0], Granularity::Block);
+  PtqSettings s4 = settings_;
+  s4.w_bits = s4.a_bits = 4;
+  std::filesystem::remove_all(cache_dir_);
+  w4a4_ = std::make_unique<QuantizedModel>(quantize_with_cache(s4, "minmax"));
+  w4a4_->set_weight_ranges("mse");
+  const auto units = reconstruction_units(folded_[0], Granularity::Block);
   const auto unit = std::find_if(units.begin(), units.end(), [](const ReconstructionUnit& u) { return u.name == "layer1.block0"; });
-  if (unit == units.end() || unit->layers.size() != 2) {
-    std::fprintf(stderr, "xdq_bench: %s has no two-conv block 'layer1.block0'\n", model_path.c_str());
-    return 1;
-  }
-  const std::int64_t recon_iters = 100;
-  const ReconstructionOptions brecq = bench::reconstruction_defaults(registry, "brecq", recon_iters),
-                              qdrop = bench::reconstruction_defaults(registry, "qdrop", recon_iters);
-  std::vector<bench::PlainBlock> blocks;
-  for (int l = 0; l < kLayouts; ++l) blocks.emplace_back(folded[0], *unit, 32, 28, kFormats[l], kConvs[l]);
-
+  if (unit == units.end() || unit->layers.size() != 2)
+    throw std::runtime_error(model_path_ + " has no two-conv block 'layer1.block0'");
+  unit_ = *unit;
+  brecq_ = bench::reconstruction_defaults(registry_, "brecq", kReconIters);
+  qdrop_ = bench::reconstruction_defaults(registry_, "qdrop", kReconIters);
   // Synthesis: the engine run for 1 and for 1 + kSynthIters steps; the difference is kSynthIters iterations.
-  constexpr std::int64_t kSynthBatch = 64, kSynthIters = 10;
-  std::vector<std::vector<SynthesisModel>> synth_models;
-  for (int l = 0; l < kLayouts; ++l) synth_models.push_back({{"resnet20", &graphs[l], model.preprocess, {1, 28, 28}}});
-  auto synth_step_seconds = [&](const std::string& method, int l) {
-    return bench::synthesis_iteration_seconds(synth_models[l], {1, 28, 28}, kSynthBatch, kSynthIters,
-                                              bench::synthesis_defaults(registry, method), device);
-  };
-  const at::Tensor synth_input = eval_images.slice(0, 0, kSynthBatch).to(device);
-  auto plain_synth_step = [&](int l) {
-    at::AutoGradMode grad(true);
-    const at::Tensor x = synth_input.clone(kFormats[l]).requires_grad_(true);
-    modules[l].forward({x}).toTensor().sum().backward();
-  };
-
-  const at::Tensor analysis_images = eval_images.slice(0, 0, 1000);
-  const at::Tensor analysis_labels = test.labels.slice(0, 0, 1000);
-
-  // Per layout: evaluation, reconstruction and synthesis timings.
-  struct Timings {
-    std::vector<double> module_eval, fp32_eval, quant_eval, peak, plain_block, block_convolutions, brecq_weights,
-        brecq_steps, qdrop, plain_synth, zeroq, deepinversion;
-  };
-  Timings t[3];
-  std::vector<double> fp32_calib_pass, kl_calib, mse_calib, layerwise, fp32_analysis_pass, mse_calib_warm;
-  auto per_iteration = [&](std::int64_t n, const std::function<void()>& step) {
-    return timed([&] {
-             for (std::int64_t i = 0; i < n; ++i) step();
-           }) /
-           static_cast<double>(n);
-  };
-  for (int r = 0; r < rounds; ++r) {
-    for (int l = 0; l < kLayouts; ++l) {
-      t[l].module_eval.push_back(timed([&] { run_batches(eval_images, module_forward(l)); }));
-      t[l].fp32_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(fp32_exec, l)); }));
-      t[l].quant_eval.push_back(timed([&] { run_batches(eval_images, exec_forward(quant_exec, l)); }));
-      t[l].peak.push_back(bench::conv_peak_gflops(kFormats[l], device, 5, kConvs[l]));
-      t[l].plain_block.push_back(per_iteration(recon_iters, [&] { blocks[l].step(); }));
-      t[l].block_convolutions.push_back(per_iteration(recon_iters, [&] { blocks[l].convolution_passes(); }));
-      const bench::IterationSeconds b = bench::reconstruction_iteration_seconds(in_layout(w4a4, l), calib_images.slice(0, 0, 256),
-                                                                                 unit->name, brecq);
-      t[l].brecq_weights.push_back(b.weights);
-      t[l].brecq_steps.push_back(b.steps);
-      t[l].qdrop.push_back(
-          bench::reconstruction_iteration_seconds(in_layout(w4a4, l), calib_images.slice(0, 0, 256), unit->name, qdrop).weights);
-      t[l].plain_synth.push_back(per_iteration(kSynthIters, [&] { plain_synth_step(l); }));
-      t[l].zeroq.push_back(synth_step_seconds("zeroq", l));
-      t[l].deepinversion.push_back(synth_step_seconds("deepinversion", l));
-    }
-    fp32_calib_pass.push_back(timed([&] { run_batches(calib_images, module_forward(0)); }));
-    kl_calib.push_back(timed([&] { quantize_with("kl"); }));
-    mse_calib.push_back(timed([&] { quantize_with("mse"); }));
-    mse_calib_warm.push_back(timed([&] { quantize_with_cache(settings, "mse"); }));  // reads what the cold call wrote
-    fp32_analysis_pass.push_back(timed([&] { run_batches(analysis_images, module_forward(0)); }));
-    if (device.is_cpu())
-      layerwise.push_back(seconds([&] { layerwise_errors(w8a8, LayerwiseMode::Both, analysis_images, analysis_labels, batch); }));
+  for (int l = 0; l < layouts_; ++l) {
+    blocks_.emplace_back(folded_[0], unit_, 32, 28, kFormats[l], kConvs[l]);
+    synth_models_.push_back({{"resnet20", &graphs_[l], model_.preprocess, {1, 28, 28}}});
   }
-  std::printf("model %s, device %s, threads %d, rounds %d (medians)\n", model_path.c_str(), device.str().c_str(), threads,
-              rounds);
-  const double n_eval = static_cast<double>(eval_images.size(0));
-  const double gflop = bench::flops_per_image(folded[0], eval_images.slice(0, 0, 1)) / 1e9;
-  // Evaluation: throughput per layout, and each against the NCHW TorchScript module.
+  synth_input_ = eval_images_.slice(0, 0, kSynthBatch).to(device_);
+  // Warm-up (oneDNN primitive caches, allocator).
+  at::NoGradGuard no_grad;
+  for (int l = 0; l < layouts_; ++l) {
+    run_batches(eval_images_, module_forward(l));
+    run_batches(eval_images_, exec_forward(fp32_exec_, l));
+    run_batches(eval_images_, exec_forward(quant_exec_, l));
+  }
+}
+
+// Calibration with a cache: every call of a fresh cache object reads the file if it exists.
+QuantizedModel Bench::quantize_with_cache(const PtqSettings& s, const std::string& calibrator) const {
+  QuantizedModel q(folded_[0], s);
+  const PluginRecord& plugin = registry_.get(PluginKind::Calibrator, calibrator);
+  StatisticsCache cache(cache_dir_);
+  calibrate_from_statistics(q, registry_.load<Calibrator>(calibrator, default_options(plugin.options)),
+                            *cache.get(q, calib_images_, kBatch, 2048, cache_log_));
+  return q;
+}
+
+QuantizedModel Bench::quantize_with(const std::string& calibrator) const {
+  std::filesystem::remove_all(cache_dir_);
+  return quantize_with_cache(settings_, calibrator);
+}
+
+// A calibrated model in column l: the NCHW model's quantizers on the graph of column l.
+QuantizedModel Bench::in_layout(const QuantizedModel& q, int l) const {
+  QuantizedModel out = q;
+  out.graph_for_rewrite().channels_last = kFormats[l] == at::MemoryFormat::ChannelsLast;
+  out.graph_for_rewrite().convolution = kConvs[l];
+  return out;
+}
+
+void Bench::run_batches(const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) const {
+  for (std::int64_t b = 0; b < images.size(0); b += kBatch) f(images.slice(0, b, std::min(images.size(0), b + kBatch)));
+}
+
+std::function<at::Tensor(const at::Tensor&)> Bench::module_forward(int l) const {
+  return [this, l](const at::Tensor& x) {
+    return modules_[l].forward({x.to(device_).contiguous(kFormats[l])}).toTensor();
+  };
+}
+
+std::function<at::Tensor(const at::Tensor&)> Bench::exec_forward(const std::vector<Executor>& e, int l) const {
+  return [&e, l](const at::Tensor& x) { return e[l].forward(x); };
+}
+
+double Bench::per_iteration(std::int64_t n, const std::function<void()>& step) const {
+  return timed([&] {
+           for (std::int64_t i = 0; i < n; ++i) step();
+         }) /
+         static_cast<double>(n);
+}
+
+void Bench::measure_column(int l) {
+  at::NoGradGuard no_grad;
+  Timings& t = t_[l];
+  t.module_eval.push_back(timed([&] { run_batches(eval_images_, module_forward(l)); }));
+  t.fp32_eval.push_back(timed([&] { run_batches(eval_images_, exec_forward(fp32_exec_, l)); }));
+  t.quant_eval.push_back(timed([&] { run_batches(eval_images_, exec_forward(quant_exec_, l)); }));
+  t.peak.push_back(bench::conv_peak_gflops(kFormats[l], device_, 5, kConvs[l]));
+  t.plain_block.push_back(per_iteration(kReconIters, [&] { blocks_[l].step(); }));
+  t.block_convolutions.push_back(per_iteration(kReconIters, [&] { blocks_[l].convolution_passes(); }));
+  const at::Tensor calibration = calib_images_.slice(0, 0, 256);
+  const bench::IterationSeconds b = bench::reconstruction_iteration_seconds(in_layout(*w4a4_, l), calibration, unit_.name, brecq_);
+  t.brecq_weights.push_back(b.weights);
+  t.brecq_steps.push_back(b.steps);
+  t.qdrop.push_back(bench::reconstruction_iteration_seconds(in_layout(*w4a4_, l), calibration, unit_.name, qdrop_).weights);
+  t.plain_synth.push_back(per_iteration(kSynthIters, [&] {
+    at::AutoGradMode grad(true);
+    const at::Tensor x = synth_input_.clone(kFormats[l]).requires_grad_(true);
+    modules_[l].forward({x}).toTensor().sum().backward();
+  }));
+  const auto synthesis_step = [&](const std::string& method) {
+    return bench::synthesis_iteration_seconds(synth_models_[l], {1, 28, 28}, kSynthBatch, kSynthIters,
+                                              bench::synthesis_defaults(registry_, method), device_);
+  };
+  t.zeroq.push_back(synthesis_step("zeroq"));
+  t.deepinversion.push_back(synthesis_step("deepinversion"));
+}
+
+void Bench::measure_round() {
+  for (int l = 0; l < layouts_; ++l) measure_column(l);
+  at::NoGradGuard no_grad;
+  fp32_calib_pass_.push_back(timed([&] { run_batches(calib_images_, module_forward(0)); }));
+  kl_calib_.push_back(timed([&] { quantize_with("kl"); }));
+  mse_calib_.push_back(timed([&] { quantize_with("mse"); }));
+  mse_calib_warm_.push_back(timed([&] { quantize_with_cache(settings_, "mse"); }));  // reads what the cold call wrote
+  fp32_analysis_pass_.push_back(timed([&] { run_batches(analysis_images_, module_forward(0)); }));
+  if (device_.is_cpu())
+    layerwise_.push_back(seconds([&] { layerwise_errors(*w8a8_, LayerwiseMode::Both, analysis_images_, analysis_labels_, kBatch); }));
+}
+
+// Evaluation: throughput per column, and each against the NCHW TorchScript module.
+void Bench::print_evaluation() const {
+  const double n_eval = static_cast<double>(eval_images_.size(0));
+  const double gflop = bench::flops_per_image(folded_[0], eval_images_.slice(0, 0, 1)) / 1e9;
   std::printf("evaluation, batch 256           img/s (GFLOP/s)");
-  for (int l = 0; l < kLayouts; ++l) std::printf("  %-20s", kLayoutNames[l]);
+  for (int l = 0; l < layouts_; ++l) std::printf("  %-20s", kLayoutNames[l]);
   std::printf("\n");
   auto eval_row = [&](const char* name, std::vector<double> Timings::*field) {
     std::printf("  %-28s", name);
-    for (int l = 0; l < kLayouts; ++l) {
-      const Timings& x = t[l];
+    for (int l = 0; l < layouts_; ++l) {
+      const Timings& x = t_[l];
       std::printf("  %6.0f (%5.1f) %4.2fx", n_eval / median(x.*field), n_eval / median(x.*field) * gflop,
-                  median(t[0].module_eval) / median(x.*field));
+                  median(t_[0].module_eval) / median(x.*field));
     }
     std::printf("\n");
   };
@@ -298,35 +351,38 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   eval_row("W8A8 fake-quant xdq", &Timings::quant_eval);
   std::printf("  (x: throughput over the NCHW TorchScript module's; target >= 1.6)\n");
   std::printf("  peak here: 3x3 conv 256->256, 56x56, batch 16:");
-  for (int l = 0; l < kLayouts; ++l) std::printf(" %.0f GFLOP/s %s%s", median(t[l].peak), kLayoutNames[l], l + 1 < kLayouts ? "," : "");
+  for (int l = 0; l < layouts_; ++l) std::printf(" %.0f GFLOP/s %s%s", median(t_[l].peak), kLayoutNames[l], l + 1 < layouts_ ? "," : "");
   std::printf(" (%.3f GFLOP per image)\n", gflop);
-  double fastest_quant_eval = median(t[0].quant_eval);
-  for (int l = 1; l < kLayouts; ++l) fastest_quant_eval = std::min(fastest_quant_eval, median(t[l].quant_eval));
+  double fastest_quant_eval = median(t_[0].quant_eval);
+  for (int l = 1; l < layouts_; ++l) fastest_quant_eval = std::min(fastest_quant_eval, median(t_[l].quant_eval));
   std::printf("  ratio quant/fp32 throughput (NCHW module)  %.3f   (target >= 0.85)\n",
-              median(t[0].module_eval) / fastest_quant_eval);
-  // Reconstruction and synthesis: ms per iteration, each against the NCHW floor (the target) and the
-  // floor of its own layout.
+              median(t_[0].module_eval) / fastest_quant_eval);
+}
+
+// Reconstruction and synthesis: ms per iteration, each against the NCHW floor (the target) and the
+// floor of its own column.
+void Bench::print_iterations() const {
   auto iteration_row = [&](const char* name, std::vector<double> Timings::*field, std::vector<double> Timings::*floor) {
     std::printf("  %-34s", name);
-    for (int l = 0; l < kLayouts; ++l)
-      std::printf("  %10.2f ms %11.3f %4.3f", 1e3 * median(t[l].*field), median(t[l].*field) / median(t[0].*floor),
-                  median(t[l].*field) / median(t[l].*floor));
+    for (int l = 0; l < layouts_; ++l)
+      std::printf("  %10.2f ms %11.3f %4.3f", 1e3 * median(t_[l].*field), median(t_[l].*field) / median(t_[0].*floor),
+                  median(t_[l].*field) / median(t_[l].*floor));
     std::printf("\n");
   };
   auto iteration_header = [&](const std::string& what) {
     std::printf("%-36s", what.c_str());
-    for (int l = 0; l < kLayouts; ++l) std::printf("  %13s /NCHW floor /own", kLayoutNames[l]);
+    for (int l = 0; l < layouts_; ++l) std::printf("  %13s /NCHW floor /own", kLayoutNames[l]);
     std::printf("\n");
   };
-  iteration_header("block " + unit->name + ", batch 32, ms/iteration");
+  iteration_header("block " + unit_.name + ", batch 32, ms/iteration");
   iteration_row("plain ATen fwd+bwd (floor)", &Timings::plain_block, &Timings::plain_block);
   iteration_row("its five convolution passes alone", &Timings::block_convolutions, &Timings::plain_block);
   // What the memory layout alone buys on this machine: the same five passes, NCHW against NHWC.
   std::printf("    (the five passes in GFLOP/s:");
-  for (int l = 0; l < kLayouts; ++l)
-    std::printf(" %.0f %s%s", blocks[l].convolution_pass_flops() / median(t[l].block_convolutions) / 1e9, kLayoutNames[l],
-                l + 1 < kLayouts ? "," : ";");
-  std::printf(" NHWC / NCHW %.2f)\n", median(t[0].block_convolutions) / median(t[1].block_convolutions));
+  for (int l = 0; l < layouts_; ++l)
+    std::printf(" %.0f %s%s", blocks_[l].convolution_pass_flops() / median(t_[l].block_convolutions) / 1e9, kLayoutNames[l],
+                l + 1 < layouts_ ? "," : ";");
+  std::printf(" NHWC / NCHW %.2f)\n", median(t_[0].block_convolutions) / median(t_[1].block_convolutions));
   iteration_row("BRECQ weight iteration", &Timings::brecq_weights, &Timings::plain_block);
   iteration_row("BRECQ activation-step iteration", &Timings::brecq_steps, &Timings::plain_block);
   iteration_row("QDrop iteration", &Timings::qdrop, &Timings::plain_block);
@@ -336,17 +392,34 @@ int run_bench(std::string model_path, int threads, int rounds, const c10::Device
   iteration_row("zeroq iteration", &Timings::zeroq, &Timings::plain_synth);
   iteration_row("deepinversion iteration", &Timings::deepinversion, &Timings::plain_synth);
   std::printf("  (target <= 0.7 of the NCHW floor)\n");
-  std::printf("FP32 forward, 1024 images  %8.3f s\n", median(fp32_calib_pass));
-  std::printf("kl calibration, 1024 images  %6.3f s   ratio %.3f   (target <= 2)\n", median(kl_calib),
-              median(kl_calib) / median(fp32_calib_pass));
-  std::printf("mse calibration, 1024 images %6.3f s   ratio %.3f   (target <= 2)\n", median(mse_calib),
-              median(mse_calib) / median(fp32_calib_pass));
-  if (!layerwise.empty())
+}
+
+void Bench::report(int threads, int rounds) const {
+  std::printf("model %s, device %s, threads %d, rounds %d (medians)\n", model_path_.c_str(), device_.str().c_str(), threads,
+              rounds);
+  print_evaluation();
+  print_iterations();
+  std::printf("FP32 forward, 1024 images  %8.3f s\n", median(fp32_calib_pass_));
+  std::printf("kl calibration, 1024 images  %6.3f s   ratio %.3f   (target <= 2)\n", median(kl_calib_),
+              median(kl_calib_) / median(fp32_calib_pass_));
+  std::printf("mse calibration, 1024 images %6.3f s   ratio %.3f   (target <= 2)\n", median(mse_calib_),
+              median(mse_calib_) / median(fp32_calib_pass_));
+  if (!layerwise_.empty())
     std::printf("layerwise analysis, %zu layers, 1000 images: %.3f s / FP32 pass %.3f s   ratio %.2f   (bound %zu)\n",
-                w8a8.layers().size(), median(layerwise), median(fp32_analysis_pass),
-                median(layerwise) / median(fp32_analysis_pass), w8a8.layers().size() + 1);
+                w8a8_->layers().size(), median(layerwise_), median(fp32_analysis_pass_),
+                median(layerwise_) / median(fp32_analysis_pass_), w8a8_->layers().size() + 1);
   std::printf("mse calibration, 1024 images: statistics cache cold %.3f s, warm %.3f s   speed-up %.1f   (target >= 5)\n",
-              median(mse_calib), median(mse_calib_warm), median(mse_calib) / median(mse_calib_warm));
-  std::filesystem::remove_all(cache_dir);
+              median(mse_calib_), median(mse_calib_warm_), median(mse_calib_) / median(mse_calib_warm_));
+}
+
+}  // namespace
+
+int run_bench(std::string model_path, int threads, int rounds, const c10::Device& device) {
+  threads = apply_thread_count(threads);
+  auto& registry = global_registry();
+  registry.scan(plugin_search_dirs());
+  Bench bench(std::move(model_path), device, registry);
+  for (int r = 0; r < rounds; ++r) bench.measure_round();
+  bench.report(threads, rounds);
   return 0;
 }

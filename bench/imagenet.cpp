@@ -51,6 +51,25 @@ std::unique_ptr<TestImages> folder_loader(const std::string& folder) {
   return std::make_unique<TestImages>("val", std::move(files), subset_rows(count, 0, 0), shape, false, TestImages::BatchTransform{});
 }
 
+// The first two-convolution block and the deepest one with an identity residual (ResNet-18: layer1.0 with
+// 64 channels at 56x56, layer4.1 with 512 at 7x7, where each convolution has 36 times the weights).
+std::vector<ReconstructionUnit> timed_blocks(const Graph& folded, const std::string& model_path) {
+  std::vector<ReconstructionUnit> blocks;
+  for (const ReconstructionUnit& u : reconstruction_units(folded, Granularity::Block)) {
+    if (u.layers.size() != 2) continue;
+    const at::Tensor &w1 = folded.nodes[u.layers[0]].weight, &w2 = folded.nodes[u.layers[1]].weight;
+    const bool identity = w1.sizes() == w2.sizes() && w1.size(0) == w1.size(1);
+    if (blocks.empty()) {
+      if (u.name == "layer1.0") blocks.push_back(u);
+    } else if (identity) {
+      blocks.resize(1);
+      blocks.push_back(u);
+    }
+  }
+  if (blocks.size() != 2) throw Error(model_path + ": no two-conv block 'layer1.0' followed by an identity block");
+  return blocks;
+}
+
 int run(const std::string& folder, const std::string& model_path, int threads, int rounds, const c10::Device& device,
         ConvAlgorithm convolution) {
   threads = apply_thread_count(threads);
@@ -73,21 +92,7 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   settings.scheme = Scheme::load("academic", config_dir() + "/presets");
   QuantizedModel w4a4(folded, settings);
   w4a4.set_weight_ranges("mse");
-  // The first two-convolution block and the deepest one with an identity residual (ResNet-18: layer1.0 with
-  // 64 channels at 56x56, layer4.1 with 512 at 7x7, where each convolution has 36 times the weights).
-  std::vector<ReconstructionUnit> blocks;
-  for (const ReconstructionUnit& u : reconstruction_units(folded, Granularity::Block)) {
-    if (u.layers.size() != 2) continue;
-    const at::Tensor &w1 = folded.nodes[u.layers[0]].weight, &w2 = folded.nodes[u.layers[1]].weight;
-    const bool identity = w1.sizes() == w2.sizes() && w1.size(0) == w1.size(1);
-    if (blocks.empty()) {
-      if (u.name == "layer1.0") blocks.push_back(u);
-    } else if (identity) {
-      blocks.resize(1);
-      blocks.push_back(u);
-    }
-  }
-  if (blocks.size() != 2) throw Error(model_path + ": no two-conv block 'layer1.0' followed by an identity block");
+  const std::vector<ReconstructionUnit> blocks = timed_blocks(folded, model_path);
   // Each block's input size: the calibration images through the model up to it.
   const at::Tensor calibration = at::randn({32, 3, 224, 224});
   std::vector<bench::PlainBlock> plain_blocks;
