@@ -33,7 +33,7 @@ const Dataset& DomainCache::calibration_set(const DomainSpec& d, const InputShap
   if (set.size() < count && d.dataset != "none") {
     const std::string what = "calibration domain '" + d.name + "' holds " + std::to_string(set.size()) +
                              " usable images of the " + std::to_string(count) + " asked (calibration.count)";
-    if (cfg_.min_images == 0 || set.size() < cfg_.min_images || set.size() == 0)
+    if (cfg_.min_images == 0 || set.size() < cfg_.min_images)
       throw Error(cfg_.file + ": " + what + "; set calibration.min_images to calibrate on fewer" +
                   (cfg_.min_images > 0 ? " (it is " + std::to_string(cfg_.min_images) + ")" : std::string()));
     progress_ << "xdq: warning: " << what << "; calibrating on " << set.size() << " (calibration.min_images "

@@ -18,8 +18,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include "pipeline.h"
-#include "xdq/files.h"
 #include "xdq/experiment/runner.h"
+#include "xdq/files.h"
 
 namespace xdq {
 
