@@ -50,25 +50,20 @@ xdq::Options plugin_options(xdq::PluginKind kind, const std::string& name, const
   return xdq::validate_options(xdq::ConfigNode::parse(json, name + " options"), record.options);
 }
 
-// Images from Python checked before any work (float [N, C, H, W], finite), and LibTorch's errors on what
-// the model cannot read (channels, size) turned into an xdq.XdqError naming the model and the shape.
-at::Tensor checked_images(const at::Tensor& images, const std::string& what) {
+// `run` on images from Python (`what`: their name in messages): they are checked before any work (float
+// [N, C, H, W], finite), and LibTorch's errors on what the model cannot read (channels, size) become an
+// xdq.XdqError naming the model and the shape.
+template <class F>
+auto on_images(const std::string& model, const at::Tensor& images, const std::string& what, F&& run) {
   std::ostringstream shape;
   shape << images.sizes();
   if (images.dim() != 4 || !images.is_floating_point())
     throw xdq::Error(what + ": expected float images [N, C, H, W], got a " + std::string(images.dtype().name()) +
                      " tensor of shape " + shape.str());
   if (!at::isfinite(images).all().item<bool>()) throw xdq::Error(what + ": the images hold NaN or infinite values");
-  return images;
-}
-
-template <class F>
-auto on_model(const std::string& model, const at::Tensor& images, F&& run) {
   try {
     return run();
   } catch (const c10::Error& e) {
-    std::ostringstream shape;
-    shape << images.sizes();
     const std::string message = e.what_without_backtrace();
     throw xdq::Error(model + ": cannot run on images of shape " + shape.str() + " (" + message.substr(0, message.find('\n')) + ")");
   }
@@ -83,8 +78,7 @@ class QuantizedModelHandle {
 
   at::Tensor forward(const at::Tensor& images) const {
     at::NoGradGuard no_grad;
-    checked_images(images, "images");
-    return on_model(path_, images, [&] { return model_.executor().forward(pre_.apply(images)); });
+    return on_images(path_, images, "images", [&] { return model_.executor().forward(pre_.apply(images)); });
   }
   py::list activations() const {
     py::list out;
@@ -125,13 +119,12 @@ class ModelHandle {
   }
 
   QuantizedModelHandle quantize(const at::Tensor& calibration, const QuantizeArgs& a) const {
-    checked_images(calibration, "calibration");
-    return on_model(model_.path, calibration, [&] { return quantized(calibration, a); });
+    return on_images(model_.path, calibration, "calibration", [&] { return quantized(calibration, a); });
   }
   at::Tensor forward(const at::Tensor& images) const {
     at::NoGradGuard no_grad;
-    checked_images(images, "images");
-    return on_model(model_.path, images, [&] { return xdq::Executor(model_.graph).forward(model_.preprocess.apply(images)); });
+    return on_images(model_.path, images, "images",
+                     [&] { return xdq::Executor(model_.graph).forward(model_.preprocess.apply(images)); });
   }
 
  private:
