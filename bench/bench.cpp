@@ -137,8 +137,8 @@ class Bench {
  private:
   void load_columns();
   void prepare_workloads();
-  QuantizedModel quantize_with_cache(const PtqSettings& s, const std::string& calibrator) const;
-  QuantizedModel quantize_with(const std::string& calibrator) const;
+  QuantizedModel calibrated_with_cache(const PtqSettings& s, const std::string& calibrator) const;
+  QuantizedModel calibrated_with(const std::string& calibrator) const;
   QuantizedModel in_layout(const QuantizedModel& q, int l) const;
   void run_batches(const at::Tensor& images, const std::function<at::Tensor(const at::Tensor&)>& f) const;
   std::function<at::Tensor(const at::Tensor&)> module_forward(int l) const;
@@ -211,8 +211,7 @@ void Bench::prepare_workloads() {
   analysis_images_ = eval_images_.slice(0, 0, 1000);
   analysis_labels_ = test_.labels.slice(0, 0, 1000);
   settings_.scheme = Scheme::load("academic", config_dir() + "/presets");
-  w8a8_ = std::make_unique<QuantizedModel>(quantize_with("minmax"));
-  w8a8_->set_weight_ranges("minmax");
+  w8a8_ = std::make_unique<QuantizedModel>(calibrated_with("minmax"));
   w8a8_->round_to_nearest();
   for (int l = 0; l < layouts_; ++l) {
     fp32_exec_.emplace_back(folded_[l]);
@@ -223,8 +222,8 @@ void Bench::prepare_workloads() {
   PtqSettings s4 = settings_;
   s4.w_bits = s4.a_bits = 4;
   std::filesystem::remove_all(cache_dir_);
-  w4a4_ = std::make_unique<QuantizedModel>(quantize_with_cache(s4, "minmax"));
-  w4a4_->set_weight_ranges("mse");
+  s4.weight_range = "mse";
+  w4a4_ = std::make_unique<QuantizedModel>(calibrated_with_cache(s4, "minmax"));
   const auto units = reconstruction_units(folded_[0], Granularity::Block);
   const auto unit = std::find_if(units.begin(), units.end(), [](const ReconstructionUnit& u) { return u.name == "layer1.block0"; });
   if (unit == units.end() || unit->layers.size() != 2)
@@ -247,19 +246,22 @@ void Bench::prepare_workloads() {
   }
 }
 
-// Calibration with a cache: every call of a fresh cache object reads the file if it exists.
-QuantizedModel Bench::quantize_with_cache(const PtqSettings& s, const std::string& calibrator) const {
-  QuantizedModel q(folded_[0], s);
-  const PluginRecord& plugin = registry_.get(PluginKind::Calibrator, calibrator);
+// The recipe's calibration stage (activation and weight ranges) with `calibrator` on the calibration
+// images; statistics from a cache that every call of a fresh cache object reads if its file exists.
+QuantizedModel Bench::calibrated_with_cache(const PtqSettings& s, const std::string& calibrator) const {
+  RecipeSettings recipe;
+  recipe.ptq = s;
+  recipe.calibrator = registry_.default_choice(PluginKind::Calibrator, calibrator);
+  recipe.rounding = registry_.default_choice(PluginKind::WeightOptimizer, "nearest");
+  recipe.batch_size = kBatch;
+  recipe.device = device_;
   StatisticsCache cache(cache_dir_);
-  calibrate_from_statistics(q, registry_.load<Calibrator>(calibrator, default_options(plugin.options)),
-                            *cache.get(q, calib_images_, kBatch, 2048, cache_log_));
-  return q;
+  return QuantizeRecipe(registry_, recipe, cache_log_).calibrated(folded_[0], {calib_images_, {}, &cache});
 }
 
-QuantizedModel Bench::quantize_with(const std::string& calibrator) const {
+QuantizedModel Bench::calibrated_with(const std::string& calibrator) const {
   std::filesystem::remove_all(cache_dir_);
-  return quantize_with_cache(settings_, calibrator);
+  return calibrated_with_cache(settings_, calibrator);
 }
 
 // A calibrated model in column l: the NCHW model's quantizers on the graph of column l.
@@ -322,9 +324,9 @@ void Bench::measure_round() {
   for (int l = 0; l < layouts_; ++l) measure_column(l);
   at::NoGradGuard no_grad;
   fp32_calib_pass_.push_back(timed([&] { run_batches(calib_images_, module_forward(0)); }));
-  kl_calib_.push_back(timed([&] { quantize_with("kl"); }));
-  mse_calib_.push_back(timed([&] { quantize_with("mse"); }));
-  mse_calib_warm_.push_back(timed([&] { quantize_with_cache(settings_, "mse"); }));  // reads what the cold call wrote
+  kl_calib_.push_back(timed([&] { calibrated_with("kl"); }));
+  mse_calib_.push_back(timed([&] { calibrated_with("mse"); }));
+  mse_calib_warm_.push_back(timed([&] { calibrated_with_cache(settings_, "mse"); }));  // reads what the cold call wrote
   fp32_analysis_pass_.push_back(timed([&] { run_batches(analysis_images_, module_forward(0)); }));
   if (device_.is_cpu())
     layerwise_.push_back(seconds([&] { layerwise_errors(*w8a8_, LayerwiseMode::Both, analysis_images_, analysis_labels_, kBatch); }));

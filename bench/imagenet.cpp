@@ -24,9 +24,8 @@
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/import.h"
-#include "xdq/ir/passes.h"
 #include "xdq/parallel.h"
-#include "xdq/plugin/registry.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/reconstruction.h"
 
@@ -85,16 +84,21 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
   const std::vector<SynthesisModel> synthesis_models{{"model", &model.graph, model.preprocess, {3, 224, 224}}};
   const BnSynthesisOptions zeroq = bench::synthesis_defaults(registry, "zeroq");
 
-  Graph folded = model.graph;
-  fold_batch_norm(folded);
-  PtqSettings settings;
-  settings.w_bits = settings.a_bits = 4;
-  settings.scheme = Scheme::load("academic", config_dir() + "/presets");
-  QuantizedModel w4a4(folded, settings);
-  w4a4.set_weight_ranges("mse");
+  // W4A4 as a run calibrates it (minmax activations, mse weights) on 32 random images: what the
+  // reconstruction loop runs on, timed below.
+  RecipeSettings recipe;
+  recipe.ptq.w_bits = recipe.ptq.a_bits = 4;
+  recipe.ptq.scheme = Scheme::load("academic", config_dir() + "/presets");
+  recipe.ptq.weight_range = "mse";
+  recipe.calibrator = registry.default_choice(PluginKind::Calibrator, "minmax");
+  recipe.rounding = registry.default_choice(PluginKind::WeightOptimizer, "nearest");
+  recipe.device = device;
+  const QuantizeRecipe w4a4_recipe(registry, recipe, std::cerr);
+  const at::Tensor calibration = at::randn({32, 3, 224, 224});
+  const Graph folded = w4a4_recipe.adapted(model.graph, {});
+  const QuantizedModel w4a4 = w4a4_recipe.calibrated(folded, {calibration, {}, nullptr});
   const std::vector<ReconstructionUnit> blocks = timed_blocks(folded, model_path);
   // Each block's input size: the calibration images through the model up to it.
-  const at::Tensor calibration = at::randn({32, 3, 224, 224});
   std::vector<bench::PlainBlock> plain_blocks;
   std::vector<std::string> names;
   std::vector<std::int64_t> sides;

@@ -16,7 +16,6 @@
 #include "xdq/files.h"
 #include "xdq/ir/describe.h"
 #include "xdq/ir/import.h"
-#include "xdq/ir/passes.h"
 #include "xdq/plugin/quantize.h"
 #include "xdq/report/experiment_report.h"
 #include "xdq/report/plugin_catalog.h"
@@ -44,10 +43,10 @@ xdq::ExperimentConfig load(const std::string& path_or_text, bool is_text, const 
   return xdq::load_experiment(path_or_text, sets, registry());
 }
 
-// Plugin options from JSON text ("{}" for the defaults), checked against the plugin's schema.
-xdq::Options plugin_options(xdq::PluginKind kind, const std::string& name, const std::string& json) {
-  const xdq::PluginRecord& record = registry().get(kind, name);
-  return xdq::validate_options(xdq::ConfigNode::parse(json, name + " options"), record.options);
+// A plugin from a list item given as JSON text (a name, or {"name": ..., options...}), checked as an
+// experiment's list item is.
+xdq::PluginChoice plugin_choice(xdq::PluginKind kind, const std::string& json, const std::string& what) {
+  return xdq::parse_plugin(xdq::ConfigNode::parse(json, what), kind, registry());
 }
 
 // `run` on images from Python (`what`: their name in messages): they are checked before any work (float
@@ -103,8 +102,10 @@ class QuantizedModelHandle {
   std::string path_;  // the model file, for messages
 };
 
+// Model.quantize's arguments; calibrator, rounding, passes and overrides as JSON text (what an
+// experiment's quantization section would hold).
 struct QuantizeArgs {
-  std::string bits, calibrator, calibrator_options, rounding, rounding_options, preset, weight_range;
+  std::string bits, calibrator, rounding, passes, overrides, preset, weight_range, device;
   std::int64_t batch_size, histogram_bins;
   std::uint64_t seed;
 };
@@ -130,30 +131,26 @@ class ModelHandle {
  private:
   QuantizedModelHandle quantized(const at::Tensor& calibration, const QuantizeArgs& a) const {
     const xdq::BitSetting bits = xdq::parse_bit_setting(xdq::ConfigNode::parse(a.bits, "bits"));
-    xdq::PtqSettings settings;
-    settings.w_bits = bits.w_bits;
-    settings.a_bits = bits.a_bits;
-    settings.scheme = xdq::Scheme::load(a.preset, xdq::config_dir() + "/presets");
-    settings.weight_range = a.weight_range;
-    xdq::Graph folded = model_.graph;
-    xdq::fold_batch_norm(folded);
-    xdq::QuantizedModel q(folded, settings);
+    xdq::RecipeSettings recipe;
+    recipe.ptq.w_bits = bits.w_bits;
+    recipe.ptq.a_bits = bits.a_bits;
+    recipe.ptq.scheme = xdq::Scheme::load(a.preset, xdq::config_dir() + "/presets");
+    recipe.ptq.weight_range = a.weight_range;
+    xdq::parse_layer_overrides(xdq::ConfigNode::parse(a.overrides, "overrides"), ".", recipe.ptq.overrides);
+    for (const xdq::LayerOverride& o : recipe.ptq.overrides) xdq::check_override_patterns(o, model_.graph);
+    recipe.calibrator = plugin_choice(xdq::PluginKind::Calibrator, a.calibrator, "calibrator");
+    recipe.rounding = plugin_choice(xdq::PluginKind::WeightOptimizer, a.rounding, "rounding");
+    const xdq::ConfigNode passes = xdq::ConfigNode::parse(a.passes, "passes");
+    if (passes.size() > 0) recipe.passes = xdq::parse_plugins(passes, xdq::PluginKind::GraphPass, registry());
+    recipe.batch_size = a.batch_size;
+    recipe.histogram_bins = static_cast<int>(a.histogram_bins);
+    recipe.device = xdq::parse_device(a.device, xdq::ConfigNode::parse(a.device, "device"));
+    recipe.seed = a.seed;
     const at::Tensor images = model_.preprocess.apply(calibration);
-    const auto calibrator = registry().load<xdq::Calibrator>(
-        a.calibrator, plugin_options(xdq::PluginKind::Calibrator, a.calibrator, a.calibrator_options));
     const auto [lo, hi] = model_.preprocess.value_range(images.size(1));
-    xdq::calibrate(q, calibrator, images, a.batch_size, xdq::Range{lo, hi}, [&] {
-      return std::make_shared<const xdq::CalibrationStatistics>(q.collect_statistics(images, a.batch_size, a.histogram_bins));
-    });
-    q.set_weight_ranges(a.weight_range);
-    xdq::RoundingContext context;
-    context.calibration = images;
-    context.seed = a.seed;
-    context.progress = &std::cerr;
-    xdq::round_weights(q, registry().load<xdq::WeightOptimizer>(
-                              a.rounding, plugin_options(xdq::PluginKind::WeightOptimizer, a.rounding, a.rounding_options)),
-                       context);
-    return QuantizedModelHandle(std::move(q), model_.preprocess, model_.path);
+    const xdq::QuantizeRecipe quantize(registry(), std::move(recipe), std::cerr);
+    return QuantizedModelHandle(quantize.quantize(model_.graph, {images, xdq::Range{lo, hi}, nullptr}), model_.preprocess,
+                                model_.path);
   }
 
   xdq::ImportedModel model_;
@@ -200,10 +197,10 @@ PYBIND11_MODULE(_xdq, m) {
       .def("__call__", &ModelHandle::forward)
       .def("quantize",
            [](const ModelHandle& model, const at::Tensor& calibration, const std::string& bits, const std::string& calibrator,
-              const std::string& calibrator_options, const std::string& rounding, const std::string& rounding_options,
-              const std::string& preset, const std::string& weight_range, std::int64_t batch_size,
+              const std::string& rounding, const std::string& passes, const std::string& overrides, const std::string& preset,
+              const std::string& weight_range, const std::string& device, std::int64_t batch_size,
               std::int64_t histogram_bins, std::uint64_t seed) {
-             return model.quantize(calibration, {bits, calibrator, calibrator_options, rounding, rounding_options, preset,
-                                                 weight_range, batch_size, histogram_bins, seed});
+             return model.quantize(calibration, {bits, calibrator, rounding, passes, overrides, preset, weight_range, device,
+                                                 batch_size, histogram_bins, seed});
            });
 }

@@ -134,10 +134,16 @@ class Model:
         return self._model(_images(images, "images"))
 
     def quantize(self, calibration, bits="w8a8", calibrator="minmax", rounding="nearest", preset="academic",
-                 weight_range="minmax", calibrator_options=None, rounding_options=None, batch_size=256,
-                 histogram_bins=2048, seed=0):
-        """Quantized as a run quantizes it (BN folded, ranges from `calibration` images in [0, 1], weights
-        rounded); the result is callable and exposes .activations() and .layers() (scales, zero points)."""
-        return self._model.quantize(_images(calibration, "calibration"), bits, calibrator, json.dumps(calibrator_options or {}), rounding,
-                                    json.dumps(rounding_options or {}), preset, weight_range, batch_size,
+                 weight_range="minmax", calibrator_options=None, rounding_options=None, passes=(), overrides=(),
+                 device="cpu", batch_size=256, histogram_bins=2048, seed=0):
+        """Quantized by the recipe `xdq run` uses (passes before quantization, BN folded, ranges from
+        `calibration` images in [0, 1], weights rounded, passes after rounding); the result is callable and
+        exposes .activations() and .layers() (scales, zero points). `passes` and `overrides` are what an
+        experiment's quantization.passes and quantization.overrides hold (names or dicts; dicts with
+        layers, w_bits, a_bits); `device` is "cpu" or "cuda[:k]"."""
+        def plugin(name, options):
+            return json.dumps({"name": name, **(options or {})})
+        return self._model.quantize(_images(calibration, "calibration"), bits, plugin(calibrator, calibrator_options),
+                                    plugin(rounding, rounding_options), json.dumps(list(passes)),
+                                    json.dumps(list(overrides)), preset, weight_range, device, batch_size,
                                     histogram_bins, seed)

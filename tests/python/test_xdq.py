@@ -58,6 +58,31 @@ acts = q.activations()
 assert acts[0]["name"] == "conv1:input" and acts[0]["bits"] == 8 and float(acts[0]["scale"]) > 0
 layers = q.layers()
 assert layers[0]["weight"].shape == (16, 1, 3, 3)
+# Overrides and graph passes go through the recipe a run uses: W4A4 with the first and last layers at
+# 8 bits, empirical bias correction after rounding; the Python model's top-1 equals the run's, and
+# differs from the model quantized without them (they were applied).
+eight_bit_ends = [{"layers": ["first", "last"], "w_bits": 8, "a_bits": 8}]
+recipe_run = xdq.run(dict(config, experiment="python_recipe",
+                          calibration={"domains": ["fashion_mnist.train"], "count": 256, "batch_size": 256},
+                          test={"domains": ["fashion_mnist.test"], "count": 400},
+                          quantization={"bits": ["w4a4"], "calibrators": ["mse"], "rounding": ["nearest"],
+                                        "passes": [{"name": "bias_correction", "images": 256}],
+                                        "overrides": eight_bit_ends}))
+
+
+def top1(quantized):
+    return sum(int((quantized(test_images[b:b + 100]).argmax(1) == test_labels[b:b + 100]).sum())
+               for b in range(0, 400, 100)) / 400
+
+
+with_recipe = xdq.Model(model).quantize(calibration, bits="w4a4", calibrator="mse", overrides=eight_bit_ends,
+                                        passes=[{"name": "bias_correction", "images": 256}], device="cpu")
+assert top1(with_recipe) == recipe_run.runs[0]["results"][0]["quant_top1"]
+assert with_recipe.layers()[0]["bits"] == 8 and with_recipe.layers()[1]["bits"] == 4
+plain = xdq.Model(model).quantize(calibration, bits="w4a4", calibrator="mse")
+assert plain.layers()[0]["bits"] == 4
+assert not torch.equal(plain(test_images[:100]), with_recipe(test_images[:100]))
+
 # The FP32 model through xdq equals TorchScript's forward on the normalized images (float32 tolerance;
 # the model's input_mean / input_std attributes are the normalization it was trained with).
 reference = torch.jit.load(model).eval()
@@ -103,6 +128,12 @@ def refused(call, *fragments):
         return
     raise AssertionError(f"expected XdqError with {fragments}")
 
+
+# Model.quantize checks its device, overrides and passes as an experiment file's keys.
+refused(lambda: xdq.Model(model).quantize(calibration, device="tpu"), "device", "expected cpu, cuda or cuda:N")
+refused(lambda: xdq.Model(model).quantize(calibration, overrides=[{"layers": ["no_such_layer"], "w_bits": 8}]),
+        "no_such_layer")
+refused(lambda: xdq.Model(model).quantize(calibration, passes=["no_such_pass"]), "no_such_pass")
 
 # An output path that is a file: refused before any work; overrides read as 64-bit integers.
 (scratch / "a_file").write_text("x")

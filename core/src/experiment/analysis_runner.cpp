@@ -89,10 +89,13 @@ class Analyzer {
 
  private:
   QuantizedModel nearest(const ModelInputs& in, const PtqSettings& settings, const at::Tensor& calibration) const {
-    QuantizedModel q = calibrated_model(cfg_, in.folded, settings, cfg_.calibrators.front(), registry_, calibration,
-                                        in.prepared->pre, statistics_, progress_);
-    q.round_to_nearest();
-    return q;
+    // The folded model as it is: the analysis measures quantization error, not what passes change.
+    RecipeSettings recipe = recipe_settings(cfg_, settings, cfg_.calibrators.front(),
+                                            registry_.default_choice(PluginKind::WeightOptimizer, "nearest"), cfg_.seed);
+    recipe.passes.clear();
+    const QuantizeRecipe nearest(registry_, std::move(recipe), progress_);
+    const CalibrationData data = calibration_data(calibration, in.prepared->pre, &statistics_);
+    return nearest.rounded(nearest.calibrated(in.folded, data), data);
   }
   void measure_layers(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a) const;
   void flag_merges(const Graph& folded, SettingAnalysis& a) const;

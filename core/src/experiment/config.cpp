@@ -96,7 +96,8 @@ DomainSpec resolve_domain(const ConfigNode& ref, const std::map<std::string, Dom
   ref.fail("unknown domain '" + name + "' (declared domains and datasets: " + known + "; or dataset.train / dataset.test)");
 }
 
-// One plugin: a name, or a map {name, label, options...}; options validated, then the factory tried.
+}  // namespace
+
 PluginChoice parse_plugin(const ConfigNode& item, PluginKind kind, const PluginRegistry& registry) {
   PluginChoice choice;
   const ConfigNode name_node = item.is_map() ? item["name"] : item;
@@ -128,6 +129,8 @@ std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind,
   }
   return out;
 }
+
+namespace {
 
 // ---- What loading needs besides the config: where relative paths start, the plugins, the domains so far.
 struct LoadContext {
@@ -908,20 +911,6 @@ void check_exports(const ExperimentConfig& cfg) {
   }
 }
 
-// device: cpu, or a CUDA device this LibTorch has.
-void check_device(const ExperimentConfig& cfg) {
-  const ConfigNode node = cfg.root["device"];
-  const std::regex form("cpu|cuda(:[0-9]{1,3})?");
-  if (!std::regex_match(cfg.device, form)) node.fail("expected cpu, cuda or cuda:N, got '" + cfg.device + "'");
-  if (cfg.device == "cpu") return;
-  if (!at::hasCUDA())
-    node.fail("the LibTorch this xdq is built with (" + std::string(TORCH_VERSION) +
-              ") has no CUDA, or no GPU is visible; build against a CUDA LibTorch (tools/gpu-check.sh) or use device: cpu");
-  const int index = cfg.torch_device().has_index() ? cfg.torch_device().index() : 0;
-  const int count = static_cast<int>(torch::cuda::device_count());
-  if (index >= count) node.fail(cfg.device + ": this machine has " + std::to_string(count) + " CUDA devices");
-}
-
 // convolution: winograd needs oneDNN's API in this build, and the CPU.
 void check_convolution(const ExperimentConfig& cfg) {
   const ConfigNode node = cfg.root["convolution"];
@@ -941,7 +930,7 @@ void check_after_reading(const ExperimentConfig& cfg) {
   if (cfg.threads > 4 * cores)
     cfg.root["threads"].fail("expected at most " + std::to_string(4 * cores) + " (4 x the " + std::to_string(cores) +
                              " cores of this machine), got " + std::to_string(cfg.threads));
-  check_device(cfg);
+  parse_device(cfg.device, cfg.root["device"]);  // a device this LibTorch and machine have
   check_convolution(cfg);
   check_exports(cfg);
 }
@@ -983,6 +972,20 @@ ExperimentConfig load_experiment_root(ConfigNode root, const std::string& file, 
   return cfg;
 }
 }  // namespace
+
+c10::Device parse_device(const std::string& device, const ConfigNode& node) {
+  const std::regex form("cpu|cuda(:[0-9]{1,3})?");
+  if (!std::regex_match(device, form)) node.fail("expected cpu, cuda or cuda:N, got '" + device + "'");
+  if (device == "cpu") return c10::Device(c10::kCPU);
+  if (!at::hasCUDA())
+    node.fail("the LibTorch this xdq is built with (" + std::string(TORCH_VERSION) +
+              ") has no CUDA, or no GPU is visible; build against a CUDA LibTorch (tools/gpu-check.sh) or use device: cpu");
+  const c10::Device parsed(device);
+  const int count = static_cast<int>(torch::cuda::device_count());
+  if ((parsed.has_index() ? parsed.index() : 0) >= count)
+    node.fail(device + ": this machine has " + std::to_string(count) + " CUDA devices");
+  return parsed;
+}
 
 BitSetting parse_bit_setting(const ConfigNode& node) { return parse_bits(node); }
 

@@ -14,6 +14,7 @@
 #include "xdq/experiment/diagnostics.h"
 #include "xdq/export/runtime.h"
 #include "xdq/ir/passes.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/parallel.h"
 
 namespace xdq {
@@ -41,12 +42,6 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
     m.folded = m.prepared.model.graph;
     m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.fold_bn ? fold_batch_norm(m.folded) : 0};
     models_[i] = std::move(m);
-  }
-  for (const PluginChoice& choice : cfg.passes) {
-    Pass pass{registry.load<GraphPass>(choice.name, choice.options), false};
-    pass.after_rounding =
-        pass.plugin.call("stage", [](const GraphPass& p) { return p.stage(); }) == PassStage::AfterRounding;
-    passes_.push_back(std::move(pass));
   }
 }
 
@@ -140,17 +135,6 @@ Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
   return out;
 }
 
-// Graph passes of stage BeforeQuantization (e.g. AdaBN) adapt the FP graph to this calibration set, then
-// BN is folded; without such passes the model's folded graph is shared by every job.
-Graph Pipeline::adapted_graph(const Model& model, const PassContext& context) const {
-  if (std::none_of(passes_.begin(), passes_.end(), [](const Pass& p) { return !p.after_rounding; })) return model.folded;
-  Graph graph = model.prepared.model.graph;
-  for (const Pass& pass : passes_)
-    if (!pass.after_rounding) pass.plugin.call("run", [&](const GraphPass& p) { p.run(graph, context); });
-  if (cfg_.fold_bn) fold_batch_norm(graph);
-  return graph;
-}
-
 // Per-layer shift diagnostics: for the first bit setting and calibrator of each job's first set.
 void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
                                   const std::string& setting, JobOutput& out) const {
@@ -223,28 +207,21 @@ RunResult Pipeline::failed(const JobSpec& job, const RunSpec& spec, const std::s
   return run;
 }
 
+QuantizeRecipe Pipeline::recipe(const JobSpec& job, const RunSpec& spec, std::ostream& log) const {
+  return QuantizeRecipe(registry_, recipe_settings(cfg_, ptq_settings(cfg_, *spec.bits), *spec.calibrator, *spec.rounding, job.seed),
+                        log);
+}
+
 void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated,
-                            const at::Tensor& images, const PassContext& pass_context, std::ostream& log,
-                            JobOutput& out) const {
+                            const CalibrationData& data, std::ostream& log, JobOutput& out) const {
   const auto start = std::chrono::steady_clock::now();
-  QuantizedModel quantized = calibrated;
-  RoundingContext rounding;
-  rounding.calibration = images;
-  rounding.device = cfg_.torch_device();
-  rounding.seed = job.seed;
-  rounding.progress = &log;
-  rounding.files = &out.files;
-  rounding.run_name = spec.id;
   std::vector<UnitTiming> timings;
-  rounding.timings = &timings;
-  round_weights(quantized, registry_.load<WeightOptimizer>(spec.rounding->name, spec.rounding->options), rounding);
-  for (const Pass& pass : passes_)
-    if (pass.after_rounding) apply_pass(quantized, pass.plugin, pass_context);
+  const QuantizedModel quantized = recipe(job, spec, log).rounded(calibrated, data, {&out.files, spec.id, &timings});
   const bool exported =
       cfg_.exports.selects(spec.id, cfg_.models[job.model].name, spec.bits->label(), spec.calibrator->label, spec.rounding->label);
   std::vector<std::vector<at::Tensor>> predictions;
   RunResult run = evaluate(job, spec, quantized, log, exported ? &predictions : nullptr);
-  if (exported) export_run(job, quantized, images, predictions, log, run);
+  if (exported) export_run(job, quantized, data.images, predictions, log, run);
   run.seconds = seconds_since(start);
   run.peak_rss_mib = peak_resident_mib();
   run.units = std::move(timings);
@@ -337,15 +314,13 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
 JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const {
   JobOutput out;
   const Model& m = models_[job.model];
-  const at::Tensor images = m.prepared.pre.apply(calibration_.at(&job)->images);
-  PassContext pass_context;
-  pass_context.calibration = images;
-  pass_context.device = cfg_.torch_device();
-  pass_context.seed = job.seed;
-  pass_context.log = &log;
+  const CalibrationData data =
+      calibration_data(m.prepared.pre.apply(calibration_.at(&job)->images), m.prepared.pre, &statistics);
+  // Without passes of stage BeforeQuantization the folded graph is the model's, shared by every job.
   Graph folded;
   try {
-    folded = adapted_graph(m, pass_context);
+    const QuantizeRecipe first = recipe(job, job.runs.front(), log);
+    folded = first.adapts_to_data() ? first.adapted(m.prepared.model.graph, data) : m.folded;
   } catch (const std::exception& e) {
     for (const RunSpec& spec : job.runs) out.runs.push_back(failed(job, spec, e.what(), log));
     return out;
@@ -362,10 +337,9 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     const auto calibration_start = std::chrono::steady_clock::now();
     std::optional<QuantizedModel> calibrated;
     try {
-      calibrated.emplace(calibrated_model(cfg_, folded, ptq_settings(cfg_, *head.bits), *head.calibrator, registry_, images,
-                                    m.prepared.pre, statistics, log));
+      calibrated.emplace(recipe(job, head, log).calibrated(folded, data));
       if (cfg_.layer_shift_images > 0 && first == 0 && job.first_set)
-        record_layer_shift(job, *calibrated, images, head.bits->label() + "/" + head.calibrator->label, out);
+        record_layer_shift(job, *calibrated, data.images, head.bits->label() + "/" + head.calibrator->label, out);
     } catch (const std::exception& e) {
       for (std::size_t r = first; r < end; ++r)
         if (wanted(r)) out.runs.push_back(failed(job, job.runs[r], e.what(), log));
@@ -375,7 +349,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     for (std::size_t r = first; r < end; ++r) {
       if (!wanted(r)) continue;
       try {
-        run_rounding(job, job.runs[r], *calibrated, images, pass_context, log, out);
+        run_rounding(job, job.runs[r], *calibrated, data, log, out);
       } catch (const std::exception& e) {
         out.runs.push_back(failed(job, job.runs[r], e.what(), log));
         continue;

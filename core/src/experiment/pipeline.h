@@ -1,6 +1,6 @@
 #pragma once
-// The one place that executes a job of the plan (private to the experiment module): calibration data,
-// graph passes, calibration, rounding, evaluation. It is the only caller of plugins during a run. A run
+// The one place that executes a job of the plan (private to the experiment module): calibration data
+// (selected or loaded), the quantize recipe's stages (plugin/quantize.h), evaluation, export. A run
 // that throws is recorded as failed and the job goes on (unless on_error is stop).
 #include <atomic>
 #include <chrono>
@@ -69,10 +69,6 @@ class Pipeline {
     Graph folded;
     ModelTrace trace;
   };
-  struct Pass {
-    Loaded<GraphPass> plugin;
-    bool after_rounding;
-  };
   // The job's set chosen by its selector from the pool (calibration.selector), with what the choice was.
   struct Selected {
     Dataset set;
@@ -84,15 +80,15 @@ class Pipeline {
     const auto it = selected_.find(&job);
     return it == selected_.end() ? none : it->second.record;
   }
-  Graph adapted_graph(const Model& model, const PassContext& context) const;
   void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
                           const std::string& setting, JobOutput& out) const;
   // The run's top-1 on every test domain; with `predictions`, the predicted classes per domain and batch.
   RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized, std::ostream& log,
                      std::vector<std::vector<at::Tensor>>* predictions = nullptr) const;
   RunResult failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const;
-  void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated, const at::Tensor& images,
-                    const PassContext& pass_context, std::ostream& log, JobOutput& out) const;
+  QuantizeRecipe recipe(const JobSpec& job, const RunSpec& spec, std::ostream& log) const;
+  void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated,
+                    const CalibrationData& data, std::ostream& log, JobOutput& out) const;
   // export: the artefacts of a run, and with a runtime its top-1 on every test domain, compared image by
   // image with the simulated model's `predictions` (evaluate()'s).
   void export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images,
@@ -104,7 +100,6 @@ class Pipeline {
   PluginRegistry& registry_;
   DomainCache& domains_;
   std::vector<Model> models_;
-  std::vector<Pass> passes_;
   std::map<const JobSpec*, const Dataset*> calibration_;
   std::map<const JobSpec*, Selected> selected_;
   std::ostream& progress_;

@@ -297,19 +297,28 @@ PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits) {
   settings.a_bits = bits.a_bits;
   settings.scheme = cfg.scheme;
   settings.overrides = cfg.overrides;
+  settings.weight_range = cfg.weight_range;
   return settings;
 }
 
-QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
-                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
-                                const Preprocess& pre, StatisticsCache& statistics, std::ostream& log) {
-  const auto plugin = registry.load<Calibrator>(calibrator.name, calibrator.options);
-  QuantizedModel model(folded, settings);
+RecipeSettings recipe_settings(const ExperimentConfig& cfg, PtqSettings ptq, const PluginChoice& calibrator,
+                               const PluginChoice& rounding, std::uint64_t seed) {
+  RecipeSettings r;
+  r.ptq = std::move(ptq);
+  r.calibrator = calibrator;
+  r.rounding = rounding;
+  r.passes = cfg.passes;
+  r.fold_bn = cfg.fold_bn;
+  r.batch_size = cfg.batch_size;
+  r.histogram_bins = cfg.histogram_bins;
+  r.device = cfg.torch_device();
+  r.seed = seed;
+  return r;
+}
+
+CalibrationData calibration_data(const at::Tensor& images, const Preprocess& pre, StatisticsCache* statistics) {
   const auto [lo, hi] = pre.value_range(images.size(1));
-  calibrate(model, plugin, images, cfg.batch_size, Range{lo, hi},
-            [&] { return statistics.get(model, images, cfg.batch_size, cfg.histogram_bins, log); });
-  model.set_weight_ranges(cfg.weight_range);
-  return model;
+  return {images, Range{lo, hi}, statistics};
 }
 
 }  // namespace xdq

@@ -91,12 +91,11 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
                             std::ostream& progress);
 
 PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits);
-
-// The folded graph quantized with `settings`, activation ranges from `calibrator` on `images`
-// (preprocessed with `pre`; statistics from `statistics`, observers for a calibrator that reads raw
-// activations, the graph for a data-free one), weight ranges from cfg.weight_range; weights not yet rounded.
-QuantizedModel calibrated_model(const ExperimentConfig& cfg, const Graph& folded, const PtqSettings& settings,
-                                const PluginChoice& calibrator, PluginRegistry& registry, const at::Tensor& images,
-                                const Preprocess& pre, StatisticsCache& statistics, std::ostream& log);
+// A run's quantize recipe: its quantizers (ptq_settings), calibrator and rounding, the rest (passes, batch
+// size, histogram bins, device) from the experiment.
+RecipeSettings recipe_settings(const ExperimentConfig& cfg, PtqSettings ptq, const PluginChoice& calibrator,
+                               const PluginChoice& rounding, std::uint64_t seed);
+// Preprocessed calibration `images` as the recipe reads them (`pre`: the range of the model input).
+CalibrationData calibration_data(const at::Tensor& images, const Preprocess& pre, StatisticsCache* statistics);
 
 }  // namespace xdq

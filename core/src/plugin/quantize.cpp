@@ -1,7 +1,11 @@
 #include "xdq/plugin/quantize.h"
 
 #include <memory>
+#include <ostream>
+#include <utility>
 #include <vector>
+
+#include "xdq/ir/passes.h"
 
 namespace xdq {
 
@@ -45,28 +49,89 @@ void calibrate_from_graph(QuantizedModel& model, const Loaded<Calibrator>& calib
   }
 }
 
-void calibrate(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const at::Tensor& images,
-               std::int64_t batch_size, const Range& input_range,
-               const std::function<std::shared_ptr<const CalibrationStatistics>()>& statistics) {
-  const Calibrator::Input input = calibrator.call("input", [](const Calibrator& c) { return c.input(); });
-  if (input == Calibrator::Input::Statistics)
-    calibrate_from_statistics(model, calibrator, *statistics());
-  else if (input == Calibrator::Input::Activations)
-    calibrate_activations(model, calibrator, images, batch_size);
-  else
-    calibrate_from_graph(model, calibrator, input_range);
-}
-
-void round_weights(QuantizedModel& model, const Loaded<WeightOptimizer>& optimizer, RoundingContext context) {
-  context = model.rounding_context(std::move(context));
-  optimizer.call("optimize", [&](const WeightOptimizer& o) { o.optimize(context); });
-  model.check_rounded(source_of(optimizer.record()));
-}
-
 void apply_pass(QuantizedModel& model, const Loaded<GraphPass>& pass, PassContext context) {
   context.layers = &model.layers();
   context.activations = &model.activations();
   pass.call("run", [&](const GraphPass& p) { p.run(model.graph_for_rewrite(), context); });
+}
+
+QuantizeRecipe::QuantizeRecipe(const PluginRegistry& registry, RecipeSettings settings, std::ostream& log)
+    : settings_(std::move(settings)),
+      calibrator_(registry.load<Calibrator>(settings_.calibrator.name, settings_.calibrator.options)),
+      rounding_(registry.load<WeightOptimizer>(settings_.rounding.name, settings_.rounding.options)),
+      log_(log) {
+  for (const PluginChoice& choice : settings_.passes) {
+    Pass pass{registry.load<GraphPass>(choice.name, choice.options), false};
+    pass.after_rounding = pass.plugin.call("stage", [](const GraphPass& p) { return p.stage(); }) == PassStage::AfterRounding;
+    passes_.push_back(std::move(pass));
+  }
+}
+
+bool QuantizeRecipe::adapts_to_data() const {
+  for (const Pass& pass : passes_)
+    if (!pass.after_rounding) return true;
+  return false;
+}
+
+PassContext QuantizeRecipe::pass_context(const CalibrationData& data) const {
+  PassContext context;
+  context.calibration = data.images;
+  context.device = settings_.device;
+  context.seed = settings_.seed;
+  context.log = &log_;
+  return context;
+}
+
+QuantizedModel QuantizeRecipe::quantize(const Graph& fp32, const CalibrationData& data, const RoundingOutputs& outputs) const {
+  Graph graph = fp32;
+  graph.to(settings_.device);
+  return rounded(calibrated(adapted(graph, data), data), data, outputs);
+}
+
+Graph QuantizeRecipe::adapted(const Graph& fp32, const CalibrationData& data) const {
+  Graph graph = fp32;
+  const PassContext context = pass_context(data);
+  for (const Pass& pass : passes_)
+    if (!pass.after_rounding) pass.plugin.call("run", [&](const GraphPass& p) { p.run(graph, context); });
+  if (settings_.fold_bn) fold_batch_norm(graph);
+  return graph;
+}
+
+QuantizedModel QuantizeRecipe::calibrated(const Graph& folded, const CalibrationData& data) const {
+  QuantizedModel model(folded, settings_.ptq);
+  const Calibrator::Input input = calibrator_.call("input", [](const Calibrator& c) { return c.input(); });
+  if (input == Calibrator::Input::Statistics) {
+    if (data.statistics)
+      calibrate_from_statistics(model, calibrator_,
+                                *data.statistics->get(model, data.images, settings_.batch_size, settings_.histogram_bins, log_));
+    else
+      calibrate_from_statistics(model, calibrator_,
+                                model.collect_statistics(data.images, settings_.batch_size, settings_.histogram_bins));
+  } else if (input == Calibrator::Input::Activations) {
+    calibrate_activations(model, calibrator_, data.images, settings_.batch_size);
+  } else {
+    calibrate_from_graph(model, calibrator_, data.input_range);
+  }
+  model.set_weight_ranges(settings_.ptq.weight_range);
+  return model;
+}
+
+QuantizedModel QuantizeRecipe::rounded(QuantizedModel model, const CalibrationData& data, const RoundingOutputs& outputs) const {
+  RoundingContext context;
+  context.calibration = data.images;
+  context.device = settings_.device;
+  context.seed = settings_.seed;
+  context.progress = &log_;
+  context.files = outputs.files;
+  context.run_name = outputs.run_name;
+  context.timings = outputs.timings;
+  context = model.rounding_context(std::move(context));
+  rounding_.call("optimize", [&](const WeightOptimizer& o) { o.optimize(context); });
+  model.check_rounded(source_of(rounding_.record()));
+  const PassContext after = pass_context(data);
+  for (const Pass& pass : passes_)
+    if (pass.after_rounding) apply_pass(model, pass.plugin, after);
+  return model;
 }
 
 }  // namespace xdq

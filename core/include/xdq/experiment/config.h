@@ -8,11 +8,10 @@
 #include "xdq/config/node.h"
 #include "xdq/config/options.h"
 #include "xdq/data/sources.h"
+#include "xdq/plugin/registry.h"
 #include "xdq/quant/scheme.h"
 
 namespace xdq {
-
-class PluginRegistry;
 
 struct ModelEntry {
   std::string name;
@@ -25,12 +24,6 @@ struct ModelEntry {
   std::string sha256;                // when given: the model file must have this SHA-256
   bool has_preprocess = false;       // mean/std declared; else from the model's own attributes
   std::vector<double> mean, std;
-};
-
-struct PluginChoice {
-  std::string name;
-  std::string label;  // unique within its list: name, or the config's `label`
-  Options options;
 };
 
 struct TransformChoice {
@@ -62,6 +55,14 @@ struct BitSetting {
   int w_bits = 8, a_bits = 8;
   std::string label() const { return "w" + std::to_string(w_bits) + "a" + std::to_string(a_bits); }
 };
+
+// One plugin of `kind`: a name, or a map {name, label, options...}; the options are validated against the
+// plugin's schema, then its factory is tried. parse_plugins: a non-empty list of them, labels distinct.
+PluginChoice parse_plugin(const ConfigNode& item, PluginKind kind, const PluginRegistry& registry);
+std::vector<PluginChoice> parse_plugins(const ConfigNode& list, PluginKind kind, const PluginRegistry& registry);
+
+// `device`: cpu, cuda or cuda:N, a device this LibTorch and machine have; errors name `node`'s file:line.
+c10::Device parse_device(const std::string& device, const ConfigNode& node);
 
 // "w4a8" (weight bits 2-8, activation bits 2-16); errors name the node's file:line.
 BitSetting parse_bit_setting(const ConfigNode& node);

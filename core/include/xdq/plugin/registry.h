@@ -22,6 +22,13 @@ struct PluginRecord {
   std::shared_ptr<void> library;  // the loaded boost::dll::shared_library
 };
 
+// A plugin chosen by name with validated options (an experiment's list item, or a Python argument).
+struct PluginChoice {
+  std::string name;
+  std::string label;  // unique within its list: name, or the config's `label`
+  Options options;
+};
+
 // The exception barrier, written once: whatever a plugin throws becomes an xdq::Error naming the plugin,
 // its library and the call. Everything else reaches plugins through Loaded<T>::call.
 template <class F>
@@ -76,6 +83,11 @@ class PluginRegistry {
   // Makes and discards an object: options that only the factory can check are refused before any work.
   void try_create(const PluginRecord& plugin, const Options& options) const {
     delete plugin_call(plugin, "create", [&] { return plugin.create(options); });
+  }
+
+  // `name` with its default options, as a list item naming only the plugin chooses it.
+  PluginChoice default_choice(PluginKind kind, const std::string& name) const {
+    return {name, name, default_options(get(kind, name).options)};
   }
 
   // A plugin object made by its factory from validated options.
