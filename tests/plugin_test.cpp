@@ -1,5 +1,8 @@
 // Loading real plugin libraries from disk: a good one, a wrong ABI, a wrong LibTorch, no entry symbol,
 // not a library at all, and one that throws. Each failure is a clear Error and the process goes on.
+#include <sstream>
+#include <string>
+
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -82,10 +85,21 @@ TEST(PluginLoading, AbiHashChangesWithTheSdkLayoutNotWithComments) {
   EXPECT_NE(original.find(std::string("\"") + XDQ_PLUGIN_ABI_HASH + "\""), std::string::npos) << original;
   EXPECT_EQ(hash_of("struct RoundingContext {", "// a new comment\nstruct RoundingContext {"), original);
   EXPECT_NE(hash_of("  std::uint64_t seed = 0;", "  std::uint64_t seed = 0;\n  int added = 0;"), original);
-  // Executor, which graph passes construct, is in the SDK (exec/executor.h is one of its headers): a
-  // private member added to it changes the hash. A header outside the SDK's reach does not.
-  EXPECT_NE(hash_of(" private:\n", " private:\n  int added_member_ = 0;\n", "exec/executor.h"), original);
+  // A private member added to any class reachable from the SDK changes the hash, in every header of its
+  // closure that has one; a header outside the SDK's reach does not.
+  std::stringstream closure(XDQ_SDK_CLOSURE);
+  int privates = 0;
+  for (std::string header; std::getline(closure, header, ',');) {
+    header = header.substr(4);  // "xdq/"
+    if (test::read_text(std::string(XDQ_SOURCE_DIR) + "/core/include/xdq/" + header).find(" private:\n") == std::string::npos)
+      continue;
+    ++privates;
+    EXPECT_NE(hash_of(" private:\n", " private:\n  int added_member_ = 0;\n", header), original) << header;
+  }
+  EXPECT_GE(privates, 5);
   EXPECT_EQ(hash_of("namespace xdq {\n", "namespace xdq {\nint outside_the_sdk();\n", "report/results_tables.h"), original);
+  // The engine is not part of a plugin's ABI: plugins run graphs through GraphRun, which holds a pointer.
+  EXPECT_EQ(hash_of(" private:\n", " private:\n  int added_member_ = 0;\n", "exec/executor.h"), original);
 }
 
 TEST(PluginLoading, WrongLibTorchIsRefused) {

@@ -7,9 +7,16 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "cmake --install failed")
 endif()
 foreach(file bin/xdq lib/libxdq_core.so lib/xdq/plugins/xdq_calibrator_mse.so include/xdq/plugin/plugin.h
-             include/xdq/abi_hash.h share/xdq/configs/presets/brecq_paper.yaml lib/cmake/xdq/xdqConfig.cmake)
+             include/xdq/plugin/graph_run.h include/xdq/abi_hash.h share/xdq/configs/presets/brecq_paper.yaml
+             lib/cmake/xdq/xdqConfig.cmake)
   if(NOT EXISTS ${PREFIX}/${file})
     message(FATAL_ERROR "not installed: ${PREFIX}/${file}")
+  endif()
+endforeach()
+# Plugin authors get the SDK headers (and what they include), not the engine's.
+foreach(file include/xdq/exec/executor.h include/xdq/plugin/registry.h include/xdq/experiment/config.h)
+  if(EXISTS ${PREFIX}/${file})
+    message(FATAL_ERROR "an engine header outside the plugin SDK is installed: ${PREFIX}/${file}")
   endif()
 endforeach()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE} -B ${BINARY} -G Ninja -Dxdq_DIR=${PREFIX}/lib/cmake/xdq
@@ -42,6 +49,19 @@ file(WRITE ${BINARY}/exp.yaml "experiment: installed\nmodels: [{name: r, path: $
 execute_process(COMMAND ${PREFIX}/bin/xdq run --dry-run ${BINARY}/exp.yaml OUTPUT_VARIABLE plan RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the installed xdq run --dry-run failed: ${err}")
+endif()
+# The out-of-tree graph pass runs the model through the SDK (GraphRun) inside a real run of the installed
+# xdq: 16 calibration images in, 10 logits each.
+file(WRITE ${BINARY}/probe.yaml "experiment: probe\nplugins: {paths: [${BINARY}/plugins]}\nmodels: [{name: r, path: ${MODEL}}]\n"
+     "calibration: {source: fashion_mnist.train, count: 16}\ntest: {domains: [fashion_mnist.test], count: 16}\n"
+     "quantization: {bits: [w8a8], calibrators: [minmax], passes: [oot_logit_probe]}\n")
+execute_process(COMMAND ${PREFIX}/bin/xdq run ${BINARY}/probe.yaml --out ${BINARY}/probe --quiet RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the installed xdq could not run the out-of-tree pass: ${err}")
+endif()
+file(READ ${BINARY}/probe/run.log log)
+if(NOT log MATCHES "oot_logit_probe: 16 images -> 10 logits")
+  message(FATAL_ERROR "the out-of-tree pass did not run the model through GraphRun:\n${log}")
 endif()
 if(PYTHON)
   file(GLOB site ${PREFIX}/lib/python3*/dist-packages)

@@ -7,10 +7,8 @@
 // that data.
 #include <algorithm>
 
-#include <ATen/core/grad_mode.h>
-
 #include "xdq/error.h"
-#include "xdq/exec/executor.h"
+#include "xdq/plugin/graph_run.h"
 #include "xdq/plugin/interfaces.h"
 
 namespace {
@@ -33,18 +31,17 @@ class BiasCorrection : public xdq::GraphPass {
     if (!context.calibration.defined() || context.calibration.size(0) == 0)
       throw xdq::Error("bias_correction (empirical) needs calibration images");
     const at::Tensor images = context.calibration.slice(0, 0, std::min(images_, context.calibration.size(0)));
-    at::NoGradGuard no_grad;
     std::vector<int> outputs;
     for (const auto& layer : *context.layers) outputs.push_back(graph.nodes[layer.node].outputs[0]);
-    const std::vector<at::Tensor> fp_means = means(xdq::Executor(graph), images, outputs, static_cast<int>(graph.nodes.size()));
+    const std::vector<at::Tensor> fp_means = means(xdq::GraphRun(graph), images, outputs, static_cast<int>(graph.nodes.size()));
 
     for (std::size_t l = 0; l < context.layers->size(); ++l) {
       const int node = (*context.layers)[l].node;
-      xdq::Executor quantized(graph);
+      xdq::GraphRun quantized(graph);
       for (const auto& layer : *context.layers) quantized.set_weight(layer.node, layer.quantized_weight);
       for (const auto& act : *context.activations) {
         if (act.value == outputs[l]) continue;  // the mean before this output's own quantizer
-        xdq::set_fake_quantizer(quantized, act.value, act.qparams);
+        quantized.fake_quantize(act.value, act.qparams);
       }
       const at::Tensor shift = fp_means[l] - means(quantized, images, {outputs[l]}, node + 1)[0];
       xdq::Node& n = graph.nodes[node];
@@ -54,12 +51,12 @@ class BiasCorrection : public xdq::GraphPass {
 
  private:
   // Per-channel means of `values` over the images, running nodes [0, upto).
-  std::vector<at::Tensor> means(const xdq::Executor& exec, const at::Tensor& images, const std::vector<int>& values,
+  std::vector<at::Tensor> means(const xdq::GraphRun& run, const at::Tensor& images, const std::vector<int>& values,
                                 int upto) const {
     std::vector<at::Tensor> sums(values.size());
     for (std::int64_t b = 0; b < images.size(0); b += batch_size_) {
       const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + batch_size_));
-      const auto got = exec.run_nodes(0, upto, {{exec.graph().inputs.at(0), x}}, values);
+      const auto got = run.values(x, values, upto);
       for (std::size_t k = 0; k < values.size(); ++k) {
         const at::Tensor s = channel_mean(got[k].to(at::kDouble)) * static_cast<double>(x.size(0));
         sums[k] = sums[k].defined() ? sums[k] + s : s;

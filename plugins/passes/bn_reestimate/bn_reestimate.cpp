@@ -5,10 +5,8 @@
 // averages over batches of the batch mean / unbiased batch variance.
 #include <memory>
 
-#include <ATen/core/grad_mode.h>
-
 #include "xdq/error.h"
-#include "xdq/exec/executor.h"
+#include "xdq/plugin/graph_run.h"
 #include "xdq/plugin/interfaces.h"
 
 namespace {
@@ -48,11 +46,10 @@ class BnReestimate : public xdq::GraphPass {
       };
     }
     if (accumulators.empty()) return;
-    const xdq::Executor exec(adapting);
-    at::NoGradGuard no_grad;
+    const xdq::GraphRun run(adapting);
     const at::Tensor& images = context.calibration;
     for (std::int64_t b = 0; b < images.size(0); b += batch_size_)
-      exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size_)));
+      run.forward(images.slice(0, b, std::min(images.size(0), b + batch_size_)));
     for (const auto& [index, acc] : accumulators) {
       graph.nodes[index].bn.mean = acc->mean_sum / acc->batches;
       graph.nodes[index].bn.var = acc->var_sum / acc->batches;

@@ -1,0 +1,25 @@
+# xdq_sdk_closure(<include dir> <roots> <out var>): the SDK headers (paths like xdq/plugin/interfaces.h)
+# and every xdq header they include, transitively, in the order first reached. Read by abi_hash.cmake
+# (what the plugin ABI hash covers) and by core/CMakeLists.txt (what is installed for plugin authors).
+function(xdq_sdk_closure include_dir roots out_var)
+  set(pending ${roots})
+  set(seen "")
+  while(pending)
+    list(POP_FRONT pending header)
+    if(header IN_LIST seen)
+      continue()
+    endif()
+    list(APPEND seen ${header})
+    # The file as one string, never as a CMake list (a list splits at ';' and merges across '[').
+    file(READ "${include_dir}/${header}" content)
+    string(REGEX REPLACE "//[^\n]*" "" content "${content}")
+    string(REGEX MATCHALL "#include \"xdq/[^\"]+\"" includes "${content}")
+    foreach(include IN LISTS includes)
+      string(REGEX REPLACE "#include \"(xdq/[^\"]+)\"" "\\1" included "${include}")
+      if(EXISTS "${include_dir}/${included}")  # abi_hash.h and version.h are generated, not sources
+        list(APPEND pending ${included})
+      endif()
+    endforeach()
+  endwhile()
+  set(${out_var} ${seen} PARENT_SCOPE)
+endfunction()
