@@ -1,8 +1,10 @@
 // Real-size data: the resize/crop geometry against closed forms, ImageNet-layout folders (classes file,
 // bad files), streamed test sets against the same images in memory, and torchvision's evaluation
 // transform + model in PyTorch against xdq's folder pipeline.
+#include <algorithm>
 #include <atomic>
 #include <iostream>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 
@@ -289,6 +291,62 @@ TEST_F(ImageFolderCli, ShippedExperimentRunsOnTheFixture) {
     ASSERT_EQ(run["results"].size(), 2u);
     if (run["model"] == "resnet18") EXPECT_EQ(run["results"][0]["fp32_top1"].get<double>(), 1.0);  // its own labels
     EXPECT_EQ(run["results"][1]["domain"], "imagenet_night");
+  }
+}
+
+// A folder calibration set is streamed, decoded batch by batch, unless unreadable files are skipped (then
+// it is loaded in memory, as every other domain is): the two give the same statistics (byte for byte),
+// the same observers, graph passes, rounding and reconstruction losses, and the same top-1.
+TEST_F(ImageFolderCli, StreamedCalibrationGivesTheInMemoryResults) {
+  const std::string data = XDQ_IMAGENET_DIR;
+  const std::string folder = dir.file("calibration");  // the 12 val images as a train split of 3 batches
+  for (const char* split : {"train", "val"}) {
+    std::filesystem::create_directories(folder + "/" + split);
+    std::filesystem::copy(data + "/resnet18/val", folder + "/" + split, std::filesystem::copy_options::recursive);
+  }
+  const auto run_with = [&](const std::string& name, const std::string& calibration_domain) {
+    const std::string text =
+        "experiment: stream\nseed: 0\nthreads: 2\ndata: {cache: " + dir.file(name + "_cache") +
+        "}\nmodels:\n  - {name: resnet18, path: " + data + "/resnet18.pt, preprocess: imagenet}\ndomains:\n"
+        "  val: {dataset: 'folder:" + data + "/resnet18', classes: " + data + "/synsets.txt, missing_classes: allow}\n"
+        "  cal: {dataset: 'folder:" + folder + "'" + calibration_domain + "}\ncalibration: {source: cal, count: 12, batch_size: 4}\n"
+        "test: {domains: [val]}\nquantization:\n  bits: [w4a8]\n  calibrators: [minmax, ema_minmax]\n"
+        "  passes: [{name: bn_reestimate, batch_size: 4}, {name: bias_correction, images: 8, batch_size: 4}]\n"
+        "  rounding: [{name: brecq, iters: 2, act_iters: 2, batch_size: 4, record_every: 1}]\n";
+    test::write_text(dir.file(name + ".yaml"), text);
+    const test::CommandResult r =
+        test::run_command(std::string(XDQ_BINARY) + " run " + dir.file(name + ".yaml") + " --out " + dir.file(name));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return nlohmann::json::parse(test::read_text(dir.file(name + "/results.json")));
+  };
+  const auto in_memory = run_with("memory", ", unreadable: skip"), streamed = run_with("streamed", "");
+  ASSERT_EQ(in_memory["runs"].size(), 2u);
+  ASSERT_EQ(streamed["runs"].size(), 2u);
+  for (std::size_t r = 0; r < 2; ++r)
+    EXPECT_EQ(in_memory["runs"][r]["results"][0]["quant_top1"], streamed["runs"][r]["results"][0]["quant_top1"]) << r;
+  // The statistics file: named by the hash of graph and images, the same bytes.
+  const auto statistics = [&](const std::string& name) {
+    std::vector<std::string> files;
+    for (const auto& f : std::filesystem::directory_iterator(dir.file(name + "_cache/statistics"))) files.push_back(f.path().filename());
+    EXPECT_EQ(files.size(), 1u) << name;
+    return files.empty() ? std::string() : test::read_text(dir.file(name + "_cache/statistics/" + files[0])) + files[0];
+  };
+  EXPECT_EQ(statistics("memory"), statistics("streamed"));
+  // Reconstruction losses, iteration by iteration (the timing columns aside).
+  for (const char* calibrator : {"minmax", "ema_minmax"}) {
+    const auto losses = [&](const std::string& name) {
+      std::istringstream csv(test::read_text(dir.file(name + "/resnet18_w4a8_" + calibrator + "_brecq_curves.csv")));
+      std::string out;
+      for (std::string line; std::getline(csv, line);) {
+        std::size_t cut = line.size();
+        for (int k = 0; k < 2; ++k) cut = line.rfind(',', cut - 1);
+        out += line.substr(0, cut) + "\n";
+      }
+      return out;
+    };
+    const std::string expected = losses("memory");
+    EXPECT_GT(std::count(expected.begin(), expected.end(), '\n'), 10);
+    EXPECT_EQ(losses("streamed"), expected) << calibrator;
   }
 }
 

@@ -9,6 +9,8 @@
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/passes.h"
+#include "xdq/hash.h"
+#include "xdq/quant/calibration_images.h"
 #include "xdq/quant/histogram.h"
 #include "xdq/quant/quantizer.h"
 #include "xdq/quant/scheme.h"
@@ -286,4 +288,44 @@ TEST(LayerShift, ClippedFractionAndTotalVariationByHand) {
   EXPECT_DOUBLE_EQ(shifts[1].clipped_fraction, wider.gt(1.0).sum().item<double>() / 4000.0);
   EXPECT_DOUBLE_EQ(shifts[2].clipped_fraction, 1.0);
   EXPECT_NEAR(shifts[2].tv_distance, 1.0, 1e-12);
+}
+
+// A streamed calibration set reads as the same tensor in memory does: batches of the asked size with
+// their first rows, a head that stops early, preprocessing applied per batch, and one content hash (the
+// FNV-1a of shape and float32 bytes, recomputed here by hand).
+TEST(CalibrationImages, StreamedAndInMemorySetsReadAlike) {
+  const at::Tensor all = at::rand({10, 2, 3, 3});
+  std::int64_t decoded = 0;  // rows the stream was asked for
+  const CalibrationImages streamed(10, {2, 3, 3}, [&](std::int64_t batch, std::int64_t rows, const CalibrationImages::Visit& visit) {
+    for (std::int64_t b = 0; b < rows; b += batch) {
+      const std::int64_t e = std::min(rows, b + batch);
+      decoded += e - b;
+      visit(all.slice(0, b, e), b);
+    }
+  });
+  const CalibrationImages memory(all);
+  for (const CalibrationImages* set : {&streamed, &memory}) {
+    std::vector<std::int64_t> firsts;
+    std::vector<at::Tensor> batches;
+    set->for_each_batch(4, [&](const at::Tensor& x, std::int64_t first) {
+      firsts.push_back(first);
+      batches.push_back(x);
+    });
+    EXPECT_EQ(firsts, (std::vector<std::int64_t>{0, 4, 8}));
+    EXPECT_TRUE(at::cat(batches).equal(all));
+    EXPECT_TRUE(set->head(3).equal(all.slice(0, 0, 3)));
+    EXPECT_EQ(set->head(99).size(0), 10);
+    EXPECT_TRUE(at::cat({set->mapped([](const at::Tensor& x) { return x * 2; }).head(10)}).equal(all * 2));
+  }
+  decoded = 0;
+  streamed.head(3);
+  EXPECT_EQ(decoded, 3);  // a head decodes no more than it returns
+  const std::vector<std::int64_t> shape{10, 2, 3, 3};
+  const std::uint64_t expected =
+      fnv1a(all.data_ptr(), all.nbytes(), fnv1a(shape.data(), shape.size() * sizeof(std::int64_t)));
+  EXPECT_EQ(memory.content_hash(), expected);
+  EXPECT_EQ(streamed.content_hash(), expected);
+  EXPECT_NE(CalibrationImages(all + 1e-3).content_hash(), expected);
+  EXPECT_TRUE(CalibrationImages().empty());
+  EXPECT_EQ(CalibrationImages().head(5).size(0), 0);
 }

@@ -521,8 +521,9 @@ TEST(Reconstruction, NonFiniteLossNamesTheUnit) {
   RoundingContext ctx;
   ctx.graph = &r.quantized->graph();
   ctx.layers = &r.quantized->layers();
-  ctx.calibration = r.images.clone();
-  ctx.calibration[0][0][5][5] = std::numeric_limits<float>::quiet_NaN();
+  at::Tensor images = r.images.clone();
+  images[0][0][5][5] = std::numeric_limits<float>::quiet_NaN();
+  ctx.calibration = images;
   ReconstructionOptions o;
   o.method = "brecq";
   o.iters = 5;
@@ -599,8 +600,9 @@ TEST(Reconstruction, InitImagesRangesAreTheLpSearchOnTheFirstImages) {
   Resnet20W4A4 r(64);
   r.quantized->round_to_nearest();
   RoundingContext ctx = r.quantized->rounding_context({});
-  ctx.calibration = r.images.clone();
-  ctx.calibration.slice(0, 16) *= 50;  // images past the first 16 would widen every range
+  const at::Tensor images = r.images.clone();
+  images.slice(0, 16) *= 50;  // images past the first 16 would widen every range
+  ctx.calibration = images;
   initialize_activation_ranges(ctx, 16, 2.4);
   const auto best_range = [](const at::Tensor& x, const QuantSpec& spec) {
     const double lo = x.min().item<double>(), hi = x.max().item<double>();
@@ -618,7 +620,7 @@ TEST(Reconstruction, InitImagesRangesAreTheLpSearchOnTheFirstImages) {
   const Range first = best_range(input, acts[0].spec);
   EXPECT_DOUBLE_EQ(acts[0].range.min, first.min);
   EXPECT_DOUBLE_EQ(acts[0].range.max, first.max);
-  EXPECT_LT(acts[0].range.max, 0.2 * ctx.calibration.max().item<double>());  // the later images were not read
+  EXPECT_LT(acts[0].range.max, 0.2 * images.max().item<double>());  // the later images were not read
   const QuantizedLayer& stem = r.quantized->layers()[0];
   const Node& conv = r.quantized->graph().nodes[stem.node];
   const at::Tensor stem_out = at::relu(at::conv2d(fake_quantize(input, acts[0].qparams), stem.quantized_weight, conv.bias,

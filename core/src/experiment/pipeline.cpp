@@ -45,15 +45,17 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
   }
 }
 
-const Dataset& Pipeline::calibration_set(const JobSpec& job) {
-  const Dataset*& set = calibration_[&job];
-  if (set) return *set;
-  if (job.selector)
-    set = &(selected_[&job] = select_calibration_set(job)).set;
-  else
-    set = &domains_.calibration_set(*job.domain, models_[job.model].prepared.shape, job.count, job.seed,
-                                    &cfg_.models[job.model]);
-  return *set;
+const CalibrationSet& Pipeline::calibration_set(const JobSpec& job) {
+  if (const auto it = calibration_.find(&job); it != calibration_.end()) return it->second;
+  CalibrationSet set;
+  if (job.selector) {
+    const Dataset& chosen = (selected_[&job] = select_calibration_set(job)).set;
+    set = {&chosen, chosen.images};
+  } else {
+    set = domains_.calibration_images(*job.domain, models_[job.model].prepared.shape, job.count, job.seed,
+                                      &cfg_.models[job.model]);
+  }
+  return calibration_.emplace(&job, std::move(set)).first->second;
 }
 
 namespace {
@@ -136,13 +138,13 @@ Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
 }
 
 // Per-layer shift diagnostics: for the first bit setting and calibrator of each job's first set.
-void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
+void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const CalibrationImages& images,
                                   const std::string& setting, JobOutput& out) const {
   const PreparedModel& p = models_[job.model].prepared;
   std::vector<std::pair<std::string, at::Tensor>> tests;
   for (std::size_t t = 0; t < p.tests.size(); ++t)
     tests.emplace_back(cfg_.test_domains[t].name, p.pre.apply(p.tests[t].head(cfg_.layer_shift_images).images));
-  for (const LayerShift& l : measure_layer_shift(calibrated, images.slice(0, 0, cfg_.layer_shift_images), tests,
+  for (const LayerShift& l : measure_layer_shift(calibrated, images.head(cfg_.layer_shift_images), tests,
                                                  cfg_.batch_size))
     out.layer_shift.push_back({cfg_.models[job.model].name, setting, job.set_name(), l.layer, l.domain,
                                l.clipped_fraction, l.tv_distance});
@@ -171,7 +173,7 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
 RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
                              std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {
   const Model& m = models_[job.model];
-  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size(), selection(job));
+  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job).images.size(), selection(job));
   const Executor exec = quantized.executor();
   for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
     DomainResult d;
@@ -201,7 +203,7 @@ std::string Pipeline::run_counter() const {
 
 RunResult Pipeline::failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const {
   if (cfg_.on_error == "stop") throw Error(spec.id + ": " + error);
-  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job)->size(), selection(job));
+  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job).images.size(), selection(job));
   run.error = error;
   log << run_counter() << run.id << "  FAILED: " << error << std::endl;
   return run;
@@ -228,7 +230,7 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   out.runs.push_back(std::move(run));
 }
 
-void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images,
+void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, const CalibrationImages& images,
                           const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log, RunResult& run) const {
   ExportRecord& record = run.exported;
   record.dir = export_flat_ ? export_root_ : (std::filesystem::path(export_root_) / file_name_safe(run.id)).string();
@@ -239,7 +241,7 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     ExportRequest request;
     request.formats = cfg_.exports.formats;
     request.runtime_model = !record.runtime.empty();
-    request.example = images.slice(0, 0, std::min<std::int64_t>(16, images.size(0)));
+    request.example = images.head(16);
     request.pre = models_[job.model].prepared.pre;
     exported = export_quantized_model(quantized, request, record.dir);
     record.files = exported.files;
@@ -314,8 +316,9 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
 JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const {
   JobOutput out;
   const Model& m = models_[job.model];
-  const CalibrationData data =
-      calibration_data(m.prepared.pre.apply(calibration_.at(&job)->images), m.prepared.pre, &statistics);
+  const Preprocess& pre = m.prepared.pre;
+  const CalibrationData data = calibration_data(
+      calibration_.at(&job).images.mapped([&pre](const at::Tensor& x) { return pre.apply(x); }), pre, &statistics);
   // Without passes of stage BeforeQuantization the folded graph is the model's, shared by every job.
   Graph folded;
   try {

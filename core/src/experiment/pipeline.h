@@ -42,7 +42,7 @@ class Pipeline {
   Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress,
            const std::vector<bool>& needed = {});
 
-  const Dataset& calibration_set(const JobSpec& job);
+  const CalibrationSet& calibration_set(const JobSpec& job);
   const PreparedModel& prepared(std::size_t model) const { return models_[model].prepared; }
   const ModelTrace& trace(std::size_t model) const { return models_[model].trace; }
 
@@ -80,7 +80,7 @@ class Pipeline {
     const auto it = selected_.find(&job);
     return it == selected_.end() ? none : it->second.record;
   }
-  void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const at::Tensor& images,
+  void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const CalibrationImages& images,
                           const std::string& setting, JobOutput& out) const;
   // The run's top-1 on every test domain; with `predictions`, the predicted classes per domain and batch.
   RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized, std::ostream& log,
@@ -91,7 +91,7 @@ class Pipeline {
                     const CalibrationData& data, std::ostream& log, JobOutput& out) const;
   // export: the artefacts of a run, and with a runtime its top-1 on every test domain, compared image by
   // image with the simulated model's `predictions` (evaluate()'s).
-  void export_run(const JobSpec& job, const QuantizedModel& quantized, const at::Tensor& images,
+  void export_run(const JobSpec& job, const QuantizedModel& quantized, const CalibrationImages& images,
                   const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log, RunResult& run) const;
   void runtime_check(const JobSpec& job, const QuantizedModel& quantized, const ExportedModel& exported,
                      const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log, RunResult& run) const;
@@ -100,7 +100,7 @@ class Pipeline {
   PluginRegistry& registry_;
   DomainCache& domains_;
   std::vector<Model> models_;
-  std::map<const JobSpec*, const Dataset*> calibration_;
+  std::map<const JobSpec*, CalibrationSet> calibration_;
   std::map<const JobSpec*, Selected> selected_;
   std::ostream& progress_;
   std::string run_counter() const;

@@ -29,17 +29,51 @@ const Dataset& DomainCache::get(const DomainSpec& d, Split default_split, const 
 const Dataset& DomainCache::calibration_set(const DomainSpec& d, const InputShape& shape, std::int64_t count,
                                             std::uint64_t seed, const ModelEntry* model) {
   const Dataset& set = get(d, Split::Train, shape, count, seed, model);
-  // Fewer images than asked would be a result under a count that was not used (`none` holds none: data-free).
-  if (set.size() < count && d.dataset != "none") {
-    const std::string what = "calibration domain '" + d.name + "' holds " + std::to_string(set.size()) +
-                             " usable images of the " + std::to_string(count) + " asked (calibration.count)";
-    if (cfg_.min_images == 0 || set.size() < cfg_.min_images)
-      throw Error(cfg_.file + ": " + what + "; set calibration.min_images to calibrate on fewer" +
-                  (cfg_.min_images > 0 ? " (it is " + std::to_string(cfg_.min_images) + ")" : std::string()));
-    progress_ << "xdq: warning: " << what << "; calibrating on " << set.size() << " (calibration.min_images "
-              << cfg_.min_images << ")" << std::endl;
-  }
+  if (d.dataset != "none") check_calibration_count(d, set.size(), count);  // `none` holds none: data-free
   return set;
+}
+
+// Fewer images than asked would be a result under a count that was not used.
+void DomainCache::check_calibration_count(const DomainSpec& d, std::int64_t available, std::int64_t count) const {
+  if (available >= count) return;
+  const std::string what = "calibration domain '" + d.name + "' holds " + std::to_string(available) +
+                           " usable images of the " + std::to_string(count) + " asked (calibration.count)";
+  if (cfg_.min_images == 0 || available < cfg_.min_images)
+    throw Error(cfg_.file + ": " + what + "; set calibration.min_images to calibrate on fewer" +
+                (cfg_.min_images > 0 ? " (it is " + std::to_string(cfg_.min_images) + ")" : std::string()));
+  progress_ << "xdq: warning: " << what << "; calibrating on " << available << " (calibration.min_images "
+            << cfg_.min_images << ")" << std::endl;
+}
+
+CalibrationSet DomainCache::calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
+                                               std::uint64_t seed, const ModelEntry* model) {
+  const bool streamed = d.mixture.empty() && d.synthesizer.empty() && d.dataset.rfind("folder:", 0) == 0 &&
+                        !d.folder.skip_unreadable;
+  if (!streamed) {
+    const Dataset& set = calibration_set(d, shape, count, seed, model);
+    return {&set, set.images};
+  }
+  auto files = std::make_shared<const TestImages>(folder_images(d, Split::Train, shape, count, seed));
+  check_calibration_count(d, files->size(), count);
+  const auto stream = [files](std::int64_t batch, std::int64_t rows, const CalibrationImages::Visit& visit) {
+    if (rows < files->size()) {  // a head: decoded at once
+      const at::Tensor head = files->head(rows).images;
+      for (std::int64_t b = 0; b < head.size(0); b += batch) visit(head.slice(0, b, std::min(head.size(0), b + batch)), b);
+      return;
+    }
+    std::int64_t first = 0;
+    files->for_each_batch(batch, [&](const at::Tensor& images, const at::Tensor&) {
+      visit(images, first);
+      first += images.size(0);
+    });
+  };
+  return {nullptr, CalibrationImages(files->size(), {shape.channels, shape.height, shape.width}, stream)};
+}
+
+std::string CalibrationSet::content_hash() const {
+  if (memory) return memory->content_hash();
+  const std::uint64_t h = images.content_hash();
+  return fnv1a_hex(&h, sizeof h);
 }
 
 std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d, const ModelEntry* model) const {
@@ -178,12 +212,17 @@ Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& sh
 TestImages DomainCache::test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed) {
   if (!d.mixture.empty() || !d.synthesizer.empty() || d.dataset.rfind("folder:", 0) != 0)
     return TestImages(get(d, Split::Test, shape, count, seed));
-  const Split split = d.fixed_split ? d.split : Split::Test;
-  ImageFileList files = list_image_folder(d.dataset.substr(7), split, d.folder);
+  return folder_images(d, Split::Test, shape, count, seed);
+}
+
+TestImages DomainCache::folder_images(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
+                                      std::uint64_t seed) const {
+  const std::string name = d.dataset + (split == Split::Train ? ".train" : ".test");
+  ImageFileList files = list_image_folder(d.dataset.substr(7), d.fixed_split ? d.split : split, d.folder);
   at::Tensor rows = subset_rows(static_cast<std::int64_t>(files.files.size()), count, seed);
   auto loaded = std::make_shared<const std::vector<Loaded<DomainTransform>>>(transforms(d));
-  return TestImages(d.dataset + ".test", std::move(files), rows, shape, d.folder.skip_unreadable,
-                    [d, loaded, seed](const at::Tensor& images, std::int64_t first) {
+  return TestImages(name, std::move(files), rows, shape,
+                    d.folder.skip_unreadable, [d, loaded, seed](const at::Tensor& images, std::int64_t first) {
                       return transformed(d, *loaded, images, seed, first);
                     });
 }
@@ -316,9 +355,9 @@ RecipeSettings recipe_settings(const ExperimentConfig& cfg, PtqSettings ptq, con
   return r;
 }
 
-CalibrationData calibration_data(const at::Tensor& images, const Preprocess& pre, StatisticsCache* statistics) {
-  const auto [lo, hi] = pre.value_range(images.size(1));
-  return {images, Range{lo, hi}, statistics};
+CalibrationData calibration_data(CalibrationImages images, const Preprocess& pre, StatisticsCache* statistics) {
+  const auto [lo, hi] = pre.value_range(images.image_shape().at(0));
+  return {std::move(images), Range{lo, hi}, statistics};
 }
 
 }  // namespace xdq

@@ -18,6 +18,15 @@
 
 namespace xdq {
 
+// A job's calibration set before preprocessing: [0, 1] images in memory (`memory`, the Dataset) or
+// streamed from a folder's files, decoded batch by batch (no Dataset; `images` alone).
+struct CalibrationSet {
+  const Dataset* memory = nullptr;
+  CalibrationImages images;
+  // What the provenance records: the Dataset's content hash, or for a streamed set its images' hash.
+  std::string content_hash() const;
+};
+
 // Domains are loaded once per run: a calibration set is computed once and tested on every test domain.
 // Synthesized domains are made from `model` (the model being calibrated) or from the models they list,
 // and kept on disk (cfg.data.cache) keyed by model hashes, plugin, options, count, seed and shape.
@@ -32,6 +41,10 @@ class DomainCache {
   // fewer is an Error unless calibration.min_images allows it (then a warning says how many are used).
   const Dataset& calibration_set(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
                                  const ModelEntry* model);
+  // The same set, streamed when the domain is a folder of image files that skips none (a set of any size
+  // then costs a few batches of memory), else in memory (calibration_set()).
+  CalibrationSet calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
+                                    std::uint64_t seed, const ModelEntry* model);
   // A test domain: a folder streamed from its files, any other domain in memory (get()).
   TestImages test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed);
   // Where a synthesized domain's images were read from or written to ("" for other domains).
@@ -39,6 +52,11 @@ class DomainCache {
                          const ModelEntry* model);
 
  private:
+  // `count` images of the folder domain's `split`, decoded when read.
+  TestImages folder_images(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
+                           std::uint64_t seed) const;
+  // The calibration.count / calibration.min_images check on a set of `available` images.
+  void check_calibration_count(const DomainSpec& d, std::int64_t available, std::int64_t count) const;
   Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
   // The domain's transform plugins, loaded once for a set (a streamed set applies them batch by batch).
   std::vector<Loaded<DomainTransform>> transforms(const DomainSpec& d) const;
@@ -96,6 +114,6 @@ PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits);
 RecipeSettings recipe_settings(const ExperimentConfig& cfg, PtqSettings ptq, const PluginChoice& calibrator,
                                const PluginChoice& rounding, std::uint64_t seed);
 // Preprocessed calibration `images` as the recipe reads them (`pre`: the range of the model input).
-CalibrationData calibration_data(const at::Tensor& images, const Preprocess& pre, StatisticsCache* statistics);
+CalibrationData calibration_data(CalibrationImages images, const Preprocess& pre, StatisticsCache* statistics);
 
 }  // namespace xdq

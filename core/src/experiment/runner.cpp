@@ -38,14 +38,14 @@ YAML::Node model_trace_yaml(const ModelEntry& entry, const ModelTrace& trace) {
 }
 
 // What a job's calibration set was (in the provenance of the resolved config).
-YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job, const Dataset& set,
+YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job, const CalibrationSet& set,
                                  DomainCache& domains, const Pipeline& pipeline) {
   const DomainSpec& domain = *job.domain;
   YAML::Node c;
   c["model"] = cfg.models[job.model].name;
   c["domain"] = domain.name;
   c["source"] = split_name(domain, Split::Train);
-  c["count"] = set.size();
+  c["count"] = set.images.size();
   c["seed"] = job.seed;
   c["hash"] = set.content_hash();
   if (job.selector) c["selector"] = job.selector->label;
@@ -57,15 +57,15 @@ YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job
 // The pictures a job contributes: its calibration set (first size and repeat only) as a strip of 10, or a
 // synthesized set as a grid per model (4 rows of 8); job 0 also carries the test-domain strips, at its
 // model's input shape.
-void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t index, const Dataset& set,
+void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t index, const CalibrationSet& set,
                  const Pipeline& pipeline, JobShard& shard) {
-  if (job.first_set && set.size() > 0) {
+  if (job.first_set && set.images.size() > 0) {
     if (job.domain->synthesizer.empty())
       shard.samples.push_back({"domain_" + job.domain->name + (job.selector ? "_" + job.selector->label : ""),
-                               set.images.slice(0, 0, 10), 10});
+                               set.images.head(10), 10});
     else
       shard.samples.push_back({"synthesized_" + job.domain->name + "_" + cfg.models[job.model].name,
-                               set.images.slice(0, 0, 32), 8});
+                               set.images.head(32), 8});
   }
   if (index != 0) return;
   const PreparedModel& prepared = pipeline.prepared(job.model);  // its test sets, at its input shape
@@ -109,7 +109,7 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
       SharedLineStream log(progress, progress_mutex);
       shard.output = pipeline.run(job, log, statistics);
     }
-    const Dataset& set = pipeline.calibration_set(job);
+    const CalibrationSet& set = pipeline.calibration_set(job);
     shard.model_trace = model_trace_yaml(cfg.models[job.model], pipeline.trace(job.model));
     shard.calibration_trace = calibration_set_trace(cfg, job, set, domains, pipeline);
     add_samples(cfg, job, j, set, pipeline, shard);

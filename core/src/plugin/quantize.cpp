@@ -26,7 +26,7 @@ void calibrate_from_statistics(QuantizedModel& model, const Loaded<Calibrator>& 
   }
 }
 
-void calibrate_activations(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const at::Tensor& images,
+void calibrate_activations(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const CalibrationImages& images,
                            std::int64_t batch_size) {
   std::vector<std::unique_ptr<RangeObserver>> observers;
   for (const auto& act : model.activations())

@@ -89,7 +89,7 @@ void QuantizedModel::set_activation_range(std::size_t i, const Range& range, con
   act.qparams = qparams_from_range(act.spec, act.range);
 }
 
-void QuantizedModel::observe_activations(const at::Tensor& images, std::int64_t batch_size,
+void QuantizedModel::observe_activations(const CalibrationImages& images, std::int64_t batch_size,
                                          const std::function<void(std::size_t, const at::Tensor&)>& observe,
                                          std::ostream* progress) const {
   Executor exec(graph_);
@@ -99,16 +99,16 @@ void QuantizedModel::observe_activations(const at::Tensor& images, std::int64_t 
       return x;
     });
   at::NoGradGuard no_grad;
-  ProgressBar bar(progress, "activation statistics", images.size(0));
-  for (std::int64_t b = 0; b < images.size(0); b += batch_size) {
-    const std::int64_t e = std::min(images.size(0), b + batch_size);
-    exec.forward(images.slice(0, b, e));
-    bar.update(e, bar.rate(e, "img/s"));
-  }
-  bar.finish_if_long(bar.rate(images.size(0), "img/s"));
+  ProgressBar bar(progress, "activation statistics", images.size());
+  images.for_each_batch(batch_size, [&](const at::Tensor& x, std::int64_t first) {
+    exec.forward(x);
+    const std::int64_t done = first + x.size(0);
+    bar.update(done, bar.rate(done, "img/s"));
+  });
+  bar.finish_if_long(bar.rate(images.size(), "img/s"));
 }
 
-CalibrationStatistics QuantizedModel::collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins,
+CalibrationStatistics QuantizedModel::collect_statistics(const CalibrationImages& images, std::int64_t batch_size, int bins,
                                                          std::ostream* progress) const {
   std::vector<ActivationStatistics> collected(activations_.size(), ActivationStatistics(bins));
   observe_activations(images, batch_size, [&](std::size_t i, const at::Tensor& x) { collected[i].add(x); }, progress);

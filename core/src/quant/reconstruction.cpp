@@ -70,7 +70,7 @@ class Engine {
  public:
   Engine(RoundingContext& ctx, const ReconstructionOptions& opt)
       : ctx_(ctx), opt_(opt), graph_(*ctx.graph), fp_(graph_), gen_(at::detail::createCPUGenerator(ctx.seed)) {
-    if (!ctx.calibration.defined() || ctx.calibration.size(0) == 0)
+    if (ctx.calibration.empty())
       throw Error(opt.method + " needs calibration images (reconstruction learns from data)");
     for (std::size_t i = 0; i < ctx.layers->size(); ++i) layer_index_[(*ctx.layers)[i].node] = static_cast<int>(i);
     if (ctx.activations)
@@ -82,7 +82,7 @@ class Engine {
     at::AutoGradMode grad(true);  // whatever the caller's mode: the rounding is learned by gradient
     auto units = reconstruction_units(graph_, opt_.granularity);
     // A unit starts where its inputs are tensors (not between a chunk and its items).
-    const std::vector<bool> is_tensor = fp_.tensor_values(ctx_.calibration.slice(0, 0, 1));
+    const std::vector<bool> is_tensor = fp_.tensor_values(ctx_.calibration.head(1));
     for (auto& u : units) u.first = fp_.tensor_inputs_start(u.first, u.last, is_tensor);
     // The BRECQ code keeps the first layer at nearest rounding (ignore_reconstruction), both passes.
     if (opt_.skip_first && !units.empty() && units.front().layers == std::vector<int>{graph_.layer_nodes().front()})
@@ -126,29 +126,35 @@ class Engine {
   std::vector<at::Tensor> capture(const Executor& exec, int upto, const std::vector<int>& wanted, at::ScalarType dtype,
                                   bool& overflow) const {
     at::NoGradGuard no_grad;
-    return capture_batches(ctx_.calibration.size(0), dtype, overflow, [&](std::int64_t b, std::int64_t e) {
-      return exec.run_nodes(0, upto, {{graph_.inputs.at(0), ctx_.calibration.slice(0, b, e)}}, wanted);
+    std::vector<at::Tensor> out;
+    const std::int64_t n = ctx_.calibration.size();
+    ctx_.calibration.for_each_batch(kCaptureBatch, [&](const at::Tensor& x, std::int64_t first) {
+      store_rows(exec.run_nodes(0, upto, {{graph_.inputs.at(0), x}}, wanted), n, first, dtype, overflow, out);
     });
+    return out;
   }
 
   // `batch(b, e)` gives values for rows [b, e) of the calibration set; they are stored in n-row tensors.
   template <class Batch>
   static std::vector<at::Tensor> capture_batches(std::int64_t n, at::ScalarType dtype, bool& overflow, Batch&& batch) {
     std::vector<at::Tensor> out;
-    for (std::int64_t b = 0; b < n; b += kCaptureBatch) {
-      const std::int64_t e = std::min(n, b + kCaptureBatch);
-      const std::vector<at::Tensor> got = batch(b, e);
-      for (std::size_t k = 0; k < got.size(); ++k) {
-        if (out.size() <= k) {
-          std::vector<std::int64_t> shape = got[k].sizes().vec();
-          shape[0] = n;
-          out.push_back(at::empty(shape, got[k].options().dtype(dtype), got[k].suggest_memory_format()));
-        }
-        if (dtype == at::kHalf && got[k].abs().max().item<double>() > 65504.0) overflow = true;
-        out[k].slice(0, b, e).copy_(got[k]);
-      }
-    }
+    for (std::int64_t b = 0; b < n; b += kCaptureBatch) store_rows(batch(b, std::min(n, b + kCaptureBatch)), n, b, dtype, overflow, out);
     return out;
+  }
+
+  // Values `got` of rows [first, first + b) written into place in `out` (n-row tensors made on the first
+  // batch, as `dtype`); a float16 store of a value beyond its range (65 504) sets `overflow`.
+  static void store_rows(const std::vector<at::Tensor>& got, std::int64_t n, std::int64_t first, at::ScalarType dtype,
+                         bool& overflow, std::vector<at::Tensor>& out) {
+    for (std::size_t k = 0; k < got.size(); ++k) {
+      if (out.size() <= k) {
+        std::vector<std::int64_t> shape = got[k].sizes().vec();
+        shape[0] = n;
+        out.push_back(at::empty(shape, got[k].options().dtype(dtype), got[k].suggest_memory_format()));
+      }
+      if (dtype == at::kHalf && got[k].abs().max().item<double>() > 65504.0) overflow = true;
+      out[k].slice(0, first, first + got[k].size(0)).copy_(got[k]);
+    }
   }
 
   // float16 when the unit's caches in float32 would exceed cache_limit_mb (cache_precision: auto): the
@@ -158,15 +164,15 @@ class Engine {
     at::NoGradGuard no_grad;
     std::vector<int> wanted = inputs;
     wanted.push_back(u.output_value);
-    const auto one = fp_.run_nodes(0, u.last, {{graph_.inputs.at(0), ctx_.calibration.slice(0, 0, 1)}}, wanted);
+    const auto one = fp_.run_nodes(0, u.last, {{graph_.inputs.at(0), ctx_.calibration.head(1)}}, wanted);
     double per_image = (opt_.fisher ? 2.0 : 1.0) * static_cast<double>(one.back().numel());
     for (std::size_t k = 0; k < inputs.size(); ++k) per_image += 2.0 * static_cast<double>(one[k].numel());
-    const double bytes = 4.0 * per_image * static_cast<double>(ctx_.calibration.size(0));
+    const double bytes = 4.0 * per_image * static_cast<double>(ctx_.calibration.size());
     return bytes > static_cast<double>(opt_.cache_limit_mb) * 1048576.0 ? at::kHalf : at::kFloat;
   }
 
   Cached cache_unit(const ReconstructionUnit& u, bool act_quant) {
-    const at::ScalarType dtype = ctx_.calibration.size(0) > 0 ? cache_dtype(u, fp_.range_inputs(u.first, u.last)) : at::kFloat;
+    const at::ScalarType dtype = ctx_.calibration.size() > 0 ? cache_dtype(u, fp_.range_inputs(u.first, u.last)) : at::kFloat;
     if (dtype == at::kHalf && ctx_.progress)
       *ctx_.progress << opt_.method << ": unit '" << u.name << "' cached in float16 (cache_precision)\n";
     bool overflow = false;
@@ -217,9 +223,7 @@ class Engine {
       return leaf;
     });
     std::vector<at::Tensor> grads;
-    const at::Tensor& images = ctx_.calibration;
-    for (std::int64_t b = 0; b < images.size(0); b += opt_.batch_size) {
-      const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + opt_.batch_size));
+    ctx_.calibration.for_each_batch(opt_.batch_size, [&](const at::Tensor& x, std::int64_t) {
       at::Tensor target;
       {
         at::NoGradGuard no_grad;
@@ -231,7 +235,7 @@ class Engine {
       const at::Tensor kl = (target * (at::log(target.clamp_min(1e-30)) - at::log_softmax(out, 1))).sum() / x.size(0);
       kl.backward();
       grads.push_back((leaf.grad().abs() + 1.0).to(dtype));
-    }
+    });
     return at::cat(grads);
   }
 
@@ -670,7 +674,7 @@ ReconstructionOptions reconstruction_options(const Options& o, const std::string
 void initialize_activation_ranges(RoundingContext& context, std::int64_t count, double p) {
   const Graph& g = *context.graph;
   auto& acts = *context.activations;
-  const at::Tensor images = context.calibration.slice(0, 0, std::min(count, context.calibration.size(0)));
+  const at::Tensor images = context.calibration.head(count);
   std::vector<std::size_t> order(acts.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(),

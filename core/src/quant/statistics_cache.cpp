@@ -168,10 +168,9 @@ CalibrationStatistics load(const std::string& path, const std::string& key) {
 }
 
 // The readable key stored in the file (the file name is its hash).
-std::string statistics_key(const QuantizedModel& model, const at::Tensor& images, std::int64_t batch_size, int bins) {
-  const at::Tensor x = images.contiguous();
+std::string statistics_key(const QuantizedModel& model, const CalibrationImages& images, std::int64_t batch_size, int bins) {
   std::string key = "graph=" + std::to_string(hash_graph(model.graph(), 1469598103934665603ULL)) +
-                    ";images=" + std::to_string(hash_tensor(x, 1469598103934665603ULL)) +
+                    ";images=" + std::to_string(images.content_hash()) +
                     ";batch=" + std::to_string(batch_size) + ";bins=" + std::to_string(bins) + ";values=";
   for (const ActivationQuantizer& a : model.activations()) key += std::to_string(a.value) + ",";
   return key;
@@ -183,7 +182,7 @@ std::string statistics_path(const std::string& dir, const std::string& key) {
 
 }  // namespace
 
-std::shared_ptr<const CalibrationStatistics> StatisticsCache::get(const QuantizedModel& model, const at::Tensor& images,
+std::shared_ptr<const CalibrationStatistics> StatisticsCache::get(const QuantizedModel& model, const CalibrationImages& images,
                                                                   std::int64_t batch_size, int bins, std::ostream& log) {
   const std::string key = statistics_key(model, images, batch_size, bins);
   const std::string path = statistics_path(dir_, key);

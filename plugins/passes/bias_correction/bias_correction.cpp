@@ -5,8 +5,6 @@
 // quantized model (weights and activation quantizers, earlier layers already corrected), and the
 // difference is added to the layer's bias, so every layer's mean output matches the FP model's on
 // that data.
-#include <algorithm>
-
 #include "xdq/error.h"
 #include "xdq/plugin/graph_run.h"
 #include "xdq/plugin/interfaces.h"
@@ -28,9 +26,9 @@ class BiasCorrection : public xdq::GraphPass {
   void run(xdq::Graph& graph, const xdq::PassContext& context) const override {
     if (!context.layers || !context.activations)
       throw xdq::Error("bias_correction runs on a quantized model (after rounding), not on the FP graph");
-    if (!context.calibration.defined() || context.calibration.size(0) == 0)
+    if (context.calibration.empty())
       throw xdq::Error("bias_correction (empirical) needs calibration images");
-    const at::Tensor images = context.calibration.slice(0, 0, std::min(images_, context.calibration.size(0)));
+    const xdq::CalibrationImages images = context.calibration.head(images_);  // read again for every layer
     std::vector<int> outputs;
     for (const auto& layer : *context.layers) outputs.push_back(graph.nodes[layer.node].outputs[0]);
     const std::vector<at::Tensor> fp_means = means(xdq::GraphRun(graph), images, outputs, static_cast<int>(graph.nodes.size()));
@@ -51,18 +49,17 @@ class BiasCorrection : public xdq::GraphPass {
 
  private:
   // Per-channel means of `values` over the images, running nodes [0, upto).
-  std::vector<at::Tensor> means(const xdq::GraphRun& run, const at::Tensor& images, const std::vector<int>& values,
-                                int upto) const {
+  std::vector<at::Tensor> means(const xdq::GraphRun& run, const xdq::CalibrationImages& images,
+                                const std::vector<int>& values, int upto) const {
     std::vector<at::Tensor> sums(values.size());
-    for (std::int64_t b = 0; b < images.size(0); b += batch_size_) {
-      const at::Tensor x = images.slice(0, b, std::min(images.size(0), b + batch_size_));
+    images.for_each_batch(batch_size_, [&](const at::Tensor& x, std::int64_t) {
       const auto got = run.values(x, values, upto);
       for (std::size_t k = 0; k < values.size(); ++k) {
         const at::Tensor s = channel_mean(got[k].to(at::kDouble)) * static_cast<double>(x.size(0));
         sums[k] = sums[k].defined() ? sums[k] + s : s;
       }
-    }
-    for (auto& s : sums) s = (s / static_cast<double>(images.size(0))).to(at::kFloat);
+    });
+    for (auto& s : sums) s = (s / static_cast<double>(images.size())).to(at::kFloat);
     return sums;
   }
 

@@ -21,7 +21,7 @@ class BnReestimate : public xdq::GraphPass {
   explicit BnReestimate(std::int64_t batch_size) : batch_size_(batch_size) {}
 
   void run(xdq::Graph& graph, const xdq::PassContext& context) const override {
-    if (!context.calibration.defined() || context.calibration.size(0) == 0)
+    if (context.calibration.empty())
       throw xdq::Error("bn_reestimate needs target-domain images (it is not data-free)");
     xdq::Graph adapting = graph;
     std::vector<std::pair<int, std::shared_ptr<Accumulator>>> accumulators;
@@ -47,9 +47,7 @@ class BnReestimate : public xdq::GraphPass {
     }
     if (accumulators.empty()) return;
     const xdq::GraphRun run(adapting);
-    const at::Tensor& images = context.calibration;
-    for (std::int64_t b = 0; b < images.size(0); b += batch_size_)
-      run.forward(images.slice(0, b, std::min(images.size(0), b + batch_size_)));
+    context.calibration.for_each_batch(batch_size_, [&](const at::Tensor& images, std::int64_t) { run.forward(images); });
     for (const auto& [index, acc] : accumulators) {
       graph.nodes[index].bn.mean = acc->mean_sum / acc->batches;
       graph.nodes[index].bn.var = acc->var_sum / acc->batches;

@@ -85,7 +85,7 @@ class BOOST_SYMBOL_VISIBLE Synthesizer : public Plugin {
 enum class PassStage { BeforeQuantization, AfterRounding };
 
 struct PassContext {
-  at::Tensor calibration;  // preprocessed calibration images (on the CPU), may be undefined (data-free)
+  CalibrationImages calibration;  // preprocessed calibration images (on the CPU), read batch by batch; empty when data-free
   c10::Device device{c10::kCPU};  // where the graph's tensors are; an Executor moves its inputs there
   std::uint64_t seed = 0;
   std::ostream* log = nullptr;  // where a pass reports what it changed and which layers it skipped, and why

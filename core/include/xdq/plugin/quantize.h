@@ -34,7 +34,7 @@ struct RecipeSettings {
 
 // The calibration data every stage reads.
 struct CalibrationData {
-  at::Tensor images;  // preprocessed [N, C, H, W] on the CPU; undefined: none (data-free)
+  CalibrationImages images;  // preprocessed, on the CPU, read batch by batch; empty: none (data-free)
   Range input_range;  // of the preprocessed model input, for calibrators that read only the graph
   StatisticsCache* statistics = nullptr;  // statistics kept there (and on disk); null: collected each time
 };
@@ -82,7 +82,7 @@ class QuantizeRecipe {
 void calibrate_from_statistics(QuantizedModel& model, const Loaded<Calibrator>& calibrator,
                                const CalibrationStatistics& statistics);
 // Ranges from an observer per activation that sees every batch of `images` (Input::Activations).
-void calibrate_activations(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const at::Tensor& images,
+void calibrate_activations(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const CalibrationImages& images,
                            std::int64_t batch_size);
 // Ranges from the graph's BN statistics alone (Input::Graph); `input_range` is that of the model input.
 void calibrate_from_graph(QuantizedModel& model, const Loaded<Calibrator>& calibrator, const Range& input_range);

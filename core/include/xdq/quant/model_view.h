@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include "xdq/ir/graph.h"
+#include "xdq/quant/calibration_images.h"
 #include "xdq/quant/quantizer.h"
 #include "xdq/quant/unit_timing.h"
 
@@ -35,7 +36,7 @@ struct RoundingContext {
   const Graph* graph = nullptr;           // BN-folded FP graph
   std::vector<QuantizedLayer>* layers = nullptr;
   std::vector<ActivationQuantizer>* activations = nullptr;  // calibrated; optimizers may learn their steps
-  at::Tensor calibration;                 // preprocessed calibration images [N, C, H, W], on the CPU
+  CalibrationImages calibration;          // preprocessed calibration images, read batch by batch, on the CPU
   c10::Device device{c10::kCPU};          // where the graph's tensors are; an Executor moves its inputs there
   std::uint64_t seed = 0;
   std::ostream* progress = nullptr;       // progress lines (may be null)

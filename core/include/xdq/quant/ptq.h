@@ -12,6 +12,7 @@
 #include "xdq/exec/executor.h"
 #include <functional>
 
+#include "xdq/quant/calibration_images.h"
 #include "xdq/quant/model_view.h"
 #include "xdq/quant/scheme.h"
 #include "xdq/quant/statistics.h"
@@ -38,10 +39,10 @@ class QuantizedModel {
 
   // FP forward passes over `images` (preprocessed) in batches: the statistics of every quantized
   // activation, with histograms of `bins` bins per sign. `progress`: a bar while it lasts.
-  CalibrationStatistics collect_statistics(const at::Tensor& images, std::int64_t batch_size, int bins,
+  CalibrationStatistics collect_statistics(const CalibrationImages& images, std::int64_t batch_size, int bins,
                                            std::ostream* progress = nullptr) const;
   // FP forward passes over `images` in batches; `observe(i, x)` sees every batch of activation i.
-  void observe_activations(const at::Tensor& images, std::int64_t batch_size,
+  void observe_activations(const CalibrationImages& images, std::int64_t batch_size,
                            const std::function<void(std::size_t, const at::Tensor&)>& observe,
                            std::ostream* progress = nullptr) const;
   // Activation i's range -> scale / zero point; an empty range is an error naming `source` and the value.

@@ -18,7 +18,7 @@ namespace xdq {
 class StatisticsCache {
  public:
   explicit StatisticsCache(std::string dir) : dir_(std::move(dir)) {}
-  std::shared_ptr<const CalibrationStatistics> get(const QuantizedModel& model, const at::Tensor& images,
+  std::shared_ptr<const CalibrationStatistics> get(const QuantizedModel& model, const CalibrationImages& images,
                                                    std::int64_t batch_size, int bins, std::ostream& log);
 
  private:
