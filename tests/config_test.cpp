@@ -6,6 +6,7 @@
 #include "xdq/config/options.h"
 #include "xdq/error.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/load.h"
 #include "xdq/hash.h"
 
 using namespace xdq;

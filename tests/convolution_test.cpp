@@ -17,6 +17,7 @@
 #include "test_util.h"
 #include "xdq/exec/convolution.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/load.h"
 #include "xdq/quant/statistics_cache.h"
 
 namespace xdq::test {

@@ -13,6 +13,7 @@
 #include "test_util.h"
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/load.h"
 
 namespace xdq::test {
 namespace {

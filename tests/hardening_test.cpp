@@ -20,6 +20,7 @@
 #include "xdq/data/fashion_mnist.h"
 #include "xdq/data/image_files.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/load.h"
 
 using namespace xdq;
 namespace fs = std::filesystem;

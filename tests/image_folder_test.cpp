@@ -14,6 +14,7 @@
 
 #include "test_util.h"
 #include "xdq/data/image_files.h"
+#include "xdq/data/sources.h"
 #include "xdq/data/test_images.h"
 #include "xdq/exec/executor.h"
 #include "xdq/ir/import.h"

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -67,6 +69,40 @@ TEST(Layering, NoCoreFileIncludesALayerAboveItsOwn) {
   }
   EXPECT_GT(files, 60);
   for (const auto& v : all) ADD_FAILURE() << v.file << " includes xdq/" << v.include << ", a layer above its own";
+}
+
+// Within a layer the modules (a header and its source, e.g. experiment/plan.{h,cpp}) depend one way: no
+// two include each other. A module is its folder and file stem; "pipeline.h" in core/src/experiment is
+// experiment/pipeline, "xdq/experiment/plan.h" is experiment/plan.
+std::map<std::string, std::set<std::string>> module_includes() {
+  static const std::regex include_line(R"re(^\s*#\s*include\s*"(xdq/)?([^"]+)\.h")re");
+  std::map<std::string, std::set<std::string>> uses;
+  for (const char* dir : {"/core/include/xdq", "/core/src"}) {
+    const fs::path root = XDQ_SOURCE_DIR + std::string(dir);
+    for (const auto& entry : fs::recursive_directory_iterator(root)) {
+      if (!entry.is_regular_file()) continue;
+      const fs::path rel = fs::relative(entry.path(), root);
+      const std::string folder = rel.parent_path().string(), module = (rel.parent_path() / rel.stem()).string();
+      std::ifstream in(entry.path());
+      std::smatch m;
+      for (std::string line; std::getline(in, line);)
+        if (std::regex_search(line, m, include_line)) {
+          const std::string used = m[1].matched ? m[2].str() : (fs::path(folder) / m[2].str()).string();
+          if (used != module) uses[module].insert(used);
+        }
+    }
+  }
+  return uses;
+}
+
+TEST(Layering, NoTwoModulesOfALayerIncludeEachOther) {
+  const auto uses = module_includes();
+  EXPECT_GT(uses.size(), 40u);
+  EXPECT_TRUE(uses.at("experiment/runner").count("experiment/pipeline"));  // the table reads both kinds of include
+  for (const auto& [module, used] : uses)
+    for (const std::string& other : used)
+      if (module < other && uses.count(other) && uses.at(other).count(module))
+        ADD_FAILURE() << module << " and " << other << " include each other (one must depend on the other only)";
 }
 
 TEST(Layering, TheCheckFindsAnUpwardInclude) {

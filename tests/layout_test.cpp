@@ -8,6 +8,7 @@
 #include "test_util.h"
 #include "xdq/exec/convolution.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/load.h"
 #include "xdq/quant/reconstruction.h"
 #include "xdq/synthesis/synthesis.h"
 

@@ -15,6 +15,7 @@
 #include "test_util.h"
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/load.h"
 #include "xdq/plugin/interfaces.h"
 
 using namespace xdq;

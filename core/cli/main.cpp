@@ -10,6 +10,7 @@
 #include "recorded_stderr.h"
 #include "submit.h"
 #include "xdq/error.h"
+#include "xdq/experiment/load.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/files.h"
 #include "xdq/report/analysis_report.h"

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <regex>
 #include <vector>
 #include <fstream>
 #include <thread>
@@ -132,5 +133,7 @@ std::string core_library_dir() {
   const auto self = boost::dll::this_line_location(ec);
   return ec ? std::string() : self.parent_path().string();
 }
+
+std::string file_name_safe(const std::string& text) { return std::regex_replace(text, std::regex("[^A-Za-z0-9._+-]"), "_"); }
 
 }  // namespace xdq

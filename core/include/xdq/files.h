@@ -51,4 +51,7 @@ class PathLock {
 // found from it, so an installed tree works wherever it is copied.
 std::string core_library_dir();
 
+// Characters safe in a file name (others become '_').
+std::string file_name_safe(const std::string& text);
+
 }  // namespace xdq

@@ -11,7 +11,6 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/parallel.h"
 

@@ -4,7 +4,7 @@
 // for the job's shard and for the checkpoints between its phases.
 #include <nlohmann/json.hpp>
 
-#include "xdq/experiment/analysis_runner.h"
+#include "xdq/experiment/analysis_results.h"
 
 namespace xdq {
 

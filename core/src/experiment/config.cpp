@@ -20,7 +20,6 @@
 #include "xdq/data/image_files.h"
 #include "xdq/error.h"
 #include "xdq/exec/convolution.h"
-#include "xdq/experiment/plan.h"
 #include "xdq/export/export.h"
 #include "xdq/plugin/interfaces.h"
 #include "xdq/plugin/registry.h"
@@ -877,38 +876,13 @@ void read_key(const Key& key, const ConfigNode& root, ExperimentConfig& cfg, Loa
   key.set(cfg, value);
 }
 
-// export: every selector names runs of the plan, and the formats can express the preset and the bits.
-void check_exports(const ExperimentConfig& cfg) {
+// export: the formats can express the preset (the runs are checked against the plan by load_experiment).
+void check_export_formats(const ExperimentConfig& cfg) {
   const auto& e = cfg.exports;
   const ConfigNode formats = cfg.root["export"]["formats"];
   for (const auto& f : e.formats)
     if (const std::string limit = export_format_limit(f, cfg.scheme); !limit.empty())
       (formats.defined() ? formats : cfg.root["quantization"]["preset"]).fail("export format " + f + ": " + limit);
-  if (e.runs.empty()) return;
-  const Plan plan = plan_experiment(cfg);
-  std::vector<std::string> ids;
-  for (const JobSpec& job : plan.jobs)
-    for (const RunSpec& r : job.runs) ids.push_back(r.id);
-  const auto wants = [&](const char* format) { return std::find(e.formats.begin(), e.formats.end(), format) != e.formats.end(); };
-  const bool integer_formats = e.runtime != "none" || wants("onnx") || wants("tensorrt");
-  for (const auto& s : e.runs) {
-    ExperimentConfig::Exports one{{s}, {}, {}};
-    bool found = false;
-    for (const JobSpec& job : plan.jobs)
-      for (const RunSpec& r : job.runs) {
-        if (!one.selects(r.id, cfg.models[job.model].name, r.bits->label(), r.calibrator->label, r.rounding->label)) continue;
-        found = true;
-        if (integer_formats && r.bits->a_bits > 8)
-          throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
-                      "-bit activations; ONNX QuantizeLinear (and the runtime) hold 8 bits at most");
-        if (wants("tensorrt") && r.bits->a_bits != 8)
-          throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
-                      "-bit activations; TensorRT's INT8 calibration cache describes 8-bit ones (select the 8-bit runs)");
-      }
-    if (!found)
-      throw Error(s.where + ": no run of this experiment matches" + (s.id.empty() ? "" : " '" + s.id + "'") +
-                  "; closest run ids: " + closest_names(s.id, ids));
-  }
 }
 
 // convolution: winograd needs oneDNN's API in this build, and the CPU.
@@ -932,7 +906,7 @@ void check_after_reading(const ExperimentConfig& cfg) {
                              " cores of this machine), got " + std::to_string(cfg.threads));
   parse_device(cfg.device, cfg.root["device"]);  // a device this LibTorch and machine have
   check_convolution(cfg);
-  check_exports(cfg);
+  check_export_formats(cfg);
 }
 
 }  // namespace
@@ -954,9 +928,8 @@ std::string& ExperimentConfig::data_location(const std::string& key) {
   throw Error("no data location '" + key + "'");
 }
 
-namespace {
-ExperimentConfig load_experiment_root(ConfigNode root, const std::string& file, const fs::path& base,
-                                      const std::vector<std::string>& overrides, PluginRegistry& registry) {
+ExperimentConfig read_experiment(ConfigNode root, const std::string& file, const std::string& base_dir,
+                                 const std::vector<std::string>& overrides, PluginRegistry& registry) {
   ExperimentConfig cfg;
   cfg.file = file;
   for (const auto& kv : overrides) {
@@ -965,13 +938,12 @@ ExperimentConfig load_experiment_root(ConfigNode root, const std::string& file, 
     root.set_path(kv.substr(0, eq), kv.substr(eq + 1));
   }
   cfg.root = root;
-  LoadContext ctx{base, registry, {}, {}};
+  LoadContext ctx{base_dir, registry, {}, {}};
   check_sections(root);
   for (const Key& key : experiment_keys()) read_key(key, root, cfg, ctx);
   check_after_reading(cfg);
   return cfg;
 }
-}  // namespace
 
 c10::Device parse_device(const std::string& device, const ConfigNode& node) {
   const std::regex form("cpu|cuda(:[0-9]{1,3})?");
@@ -988,16 +960,6 @@ c10::Device parse_device(const std::string& device, const ConfigNode& node) {
 }
 
 BitSetting parse_bit_setting(const ConfigNode& node) { return parse_bits(node); }
-
-ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
-                                 PluginRegistry& registry) {
-  return load_experiment_root(ConfigNode::load_file(path), path, fs::path(path).parent_path(), overrides, registry);
-}
-
-ExperimentConfig load_experiment_text(const std::string& text, const std::string& label, const std::string& base_dir,
-                                      const std::vector<std::string>& overrides, PluginRegistry& registry) {
-  return load_experiment_root(ConfigNode::parse(text, label), label, base_dir, overrides, registry);
-}
 
 std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance) {
   YAML::Node root;

@@ -8,11 +8,11 @@
 #include <ostream>
 #include <sstream>
 
-#include "shards.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/diagnostics.h"
 #include "xdq/export/runtime.h"
+#include "xdq/files.h"
 #include "xdq/ir/passes.h"
 #include "xdq/plugin/quantize.h"
 #include "xdq/parallel.h"

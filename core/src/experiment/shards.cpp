@@ -3,7 +3,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -216,8 +215,6 @@ std::optional<nlohmann::json> ShardFolder::phases(const std::string& id) const {
     throw Error(file.string() + ": not a readable checkpoint (" + e.what() + "); remove it to redo the job");
   }
 }
-
-std::string file_name_safe(const std::string& text) { return std::regex_replace(text, std::regex("[^A-Za-z0-9._+-]"), "_"); }
 
 // index-model-domain-nCOUNT-sSEED[-selector], in characters safe in file names.
 std::string ShardStore::id(const JobSpec& job, std::size_t index) const {

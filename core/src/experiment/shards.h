@@ -18,7 +18,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include "pipeline.h"
-#include "xdq/experiment/runner.h"
+#include "xdq/experiment/config.h"
+#include "xdq/experiment/plan.h"
+#include "xdq/experiment/results.h"
 #include "xdq/files.h"
 
 namespace xdq {
@@ -79,7 +81,5 @@ class ShardStore {
   ShardFolder folder_;
 };
 
-// Characters safe in a file name (others become '_').
-std::string file_name_safe(const std::string& text);
 
 }  // namespace xdq

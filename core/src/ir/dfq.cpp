@@ -6,7 +6,6 @@
 #include <set>
 #include <sstream>
 
-#include "xdq/ir/passes.h"
 
 namespace xdq {
 

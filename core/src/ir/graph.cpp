@@ -108,4 +108,8 @@ c10::Device Graph::device() const {
   return c10::Device(c10::kCPU);
 }
 
+std::string strip_inplace(const std::string& op) {
+  return (!op.empty() && op.back() == '_') ? op.substr(0, op.size() - 1) : op;
+}
+
 }  // namespace xdq

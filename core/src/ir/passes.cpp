@@ -7,10 +7,6 @@
 
 namespace xdq {
 
-std::string strip_inplace(const std::string& op) {
-  return (!op.empty() && op.back() == '_') ? op.substr(0, op.size() - 1) : op;
-}
-
 namespace {
 
 bool tensor_value(const Graph& graph, int value) {

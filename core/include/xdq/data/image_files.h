@@ -7,10 +7,16 @@
 
 #include "xdq/data/dataset.h"
 #include "xdq/data/fashion_mnist.h"
-#include "xdq/data/sources.h"
+#include "xdq/data/geometry.h"
 
 namespace xdq {
 
+// Options of a folder:PATH dataset (the domain's `classes`, `missing_classes` and `unreadable` keys).
+struct FolderOptions {
+  std::string classes_file;            // one class folder name per line, line k = class k; empty: sorted folders
+  bool allow_missing_classes = false;  // a listed class may have no folder
+  bool skip_unreadable = false;        // else an unreadable image file is an Error naming it
+};
 
 // digits.png: 2000x1000, 20x20 cells, 100 per row, 5 rows per class; per class the first 400 cells
 // (row-major) are the train split, the last 100 the test split.

@@ -9,7 +9,8 @@
 //   noise_gaussian  N(0.5, 0.25^2) pixels clipped to [0, 1] (unlabeled)
 //   noise_uniform   U(0, 1) pixels (unlabeled)
 //   folder:PATH     PATH/<class>/*.png|jpg (or PATH/train + PATH/val), labels from a classes file or the
-//                   sorted sub-folder names; test splits are streamed (data/image_stream.h)
+//                   sorted sub-folder names; test splits and calibration sets
+//                   are streamed (data/test_images.h)
 //   none            no images at all: data-free calibration (bn_ranges) and passes only
 // "dataset.split" (e.g. fashion_mnist.train) names a dataset split directly.
 #include <cstdint>
@@ -18,6 +19,8 @@
 
 #include "xdq/data/dataset.h"
 #include "xdq/data/fashion_mnist.h"
+#include "xdq/data/geometry.h"
+#include "xdq/data/image_files.h"
 
 namespace xdq {
 
@@ -28,33 +31,9 @@ struct DataLocations {
   std::string cache;           // synthesized sets; empty: $XDQ_CACHE_DIR or ~/.cache/xdq
 };
 
-enum class Interpolation { Bilinear, Bicubic, Nearest };
-const char* interpolation_name(Interpolation i);  // "bilinear", "bicubic", "nearest"
-
-// What a loader delivers: channels x height x width images in [0, 1], RGB (or BGR) order. With
-// `resize` > 0 an image is first resized so that its shorter side is `resize` (the longer one truncated,
-// as torchvision's Resize(int)) with `interpolation` (antialiased when downscaling, LibTorch's own
-// kernels), then center-cropped to height x width (zero-padded where smaller); with `resize` = 0 it is
-// resized straight to height x width (area downscaling, bilinear upscaling).
-struct InputShape {
-  std::int64_t channels = 1, height = 28, width = 28;
-  std::int64_t resize = 0;
-  Interpolation interpolation = Interpolation::Bilinear;
-  bool bgr = false;
-  // "3x224x224", with "/r256-bilinear" (and "-bgr") when resized: keys caches of loaded and synthesized sets.
-  std::string key() const;
-};
-
 const std::vector<std::string>& known_datasets();
 bool is_known_dataset(const std::string& name);  // includes folder:PATH
 bool is_labeled_dataset(const std::string& name);
-
-// Options of a folder:PATH dataset (the domain's `classes`, `missing_classes` and `unreadable` keys).
-struct FolderOptions {
-  std::string classes_file;            // one class folder name per line, line k = class k; empty: sorted folders
-  bool allow_missing_classes = false;  // a listed class may have no folder
-  bool skip_unreadable = false;        // else an unreadable image file is an Error naming it
-};
 
 // Images fitted to `shape` (fit_to_input). `count` > 0 draws that many images, seeded (Dataset::subset);
 // a folder then decodes only those.
@@ -63,9 +42,5 @@ Dataset load_dataset(const std::string& name, Split split, const DataLocations& 
 
 // "fashion_mnist.train" -> (fashion_mnist, Train); false when `name` is not of that form.
 bool parse_dataset_split(const std::string& name, std::string& dataset, Split& split);
-
-// [N, C, H, W] in [0, 1] -> `shape`: channels (gray <-> RGB by luma / repeat, RGB -> BGR), then the
-// geometry above.
-at::Tensor fit_to_input(const at::Tensor& images, const InputShape& shape);
 
 }  // namespace xdq

@@ -150,16 +150,13 @@ struct ExperimentConfig {
   std::string& data_location(const std::string& key);
 };
 
-// Reads and validates `path` with `overrides` ("key.path=value") applied first. Loads the plugins
-// (search path: plugins.paths, $XDQ_PLUGIN_PATH, the build's plugin folder) into `registry`.
-ExperimentConfig load_experiment(const std::string& path, const std::vector<std::string>& overrides,
-                                 PluginRegistry& registry);
-// The same from YAML text (a config built in code, e.g. a Python dict): errors name `label`; relative
-// paths start at `base_dir`.
-ExperimentConfig load_experiment_text(const std::string& text, const std::string& label, const std::string& base_dir,
-                                      const std::vector<std::string>& overrides, PluginRegistry& registry);
+// The experiment in `root` (from `file`; relative paths start at `base_dir`) with `overrides`
+// ("key.path=value") applied first, read through the key table and checked key by key; plugins are
+// loaded into `registry`. xdq/experiment/load.h adds the checks that need the plan.
+ExperimentConfig read_experiment(ConfigNode root, const std::string& file, const std::string& base_dir,
+                                 const std::vector<std::string>& overrides, PluginRegistry& registry);
 
-// The config as an experiment file that load_experiment reads back to an equal config: every default
+// The config as an experiment file that load_experiment (load.h) reads back to an equal config: every default
 // filled in, paths absolute, model files pinned by hash; `provenance` (what the run measured about its
 // inputs: threads used, calibration-set hashes) is written under `provenance:`, which loading ignores.
 std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json_fwd.hpp>
 
 #include "xdq/quant/unit_timing.h"
@@ -106,6 +107,14 @@ struct ExperimentResults {
   std::vector<RunResult> runs;
   std::vector<LayerShiftRow> layer_shift;  // in results.json as "layer_shift" when measured
   std::size_t failed_runs() const;
+};
+
+// Images [K, C, H, W] in [0, 1] that the report shows as a grid of `columns` (domain strips, the first
+// images of a synthesized set); `name` is the picture's file name without ".png".
+struct SampleImages {
+  std::string name;
+  at::Tensor images;
+  int columns = 10;
 };
 
 }  // namespace xdq

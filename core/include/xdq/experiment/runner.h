@@ -7,21 +7,11 @@
 #include <string>
 #include <vector>
 
-#include <ATen/ATen.h>
-
 #include "xdq/experiment/config.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/experiment/results.h"
 
 namespace xdq {
-
-// Images [K, C, H, W] in [0, 1] that the report shows as a grid of `columns` (domain strips, the first
-// images of a synthesized set); `name` is the picture's file name without ".png".
-struct SampleImages {
-  std::string name;
-  at::Tensor images;
-  int columns = 10;
-};
 
 struct ExperimentRun {
   ExperimentResults results;

@@ -94,4 +94,7 @@ struct Graph {
 // on a GPU, where it has not been measured yet.
 inline bool channels_last_pays(const c10::Device& device) { return device.is_cpu(); }
 
+// The op without its in-place suffix: "aten::relu_" -> "aten::relu".
+std::string strip_inplace(const std::string& op);
+
 }  // namespace xdq

@@ -31,8 +31,6 @@ std::vector<ResidualBlock> find_residual_blocks(const Graph& graph, bool include
 // Nodes merging tensors from several branches: add/sub/mul of two tensors, cat.
 std::vector<int> merge_nodes(const Graph& graph);
 
-// The op without its in-place suffix: "aten::relu_" -> "aten::relu".
-std::string strip_inplace(const std::string& op);
 // True where the node's output is never negative (ReLU family, sigmoid-like, hardtanh clipped at a
 // non-negative minimum such as ReLU6 written as hardtanh(0, 6)): such values get unsigned ranges.
 bool output_is_nonnegative(const Graph& graph, const Node& node);
