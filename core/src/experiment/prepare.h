@@ -1,93 +1,19 @@
 #pragma once
-// Shared by `xdq run` and `xdq analyze` (private to the experiment module): domains loaded once, models
-// imported and checked against their test domains before any work starts, quantized models calibrated.
+// Shared by `xdq run` and `xdq analyze` (private to the experiment module): models imported and checked
+// against their test domains before any work starts, and the quantize recipe of a run.
 #include <cstdint>
 #include <iosfwd>
-#include <map>
-#include <string>
 #include <vector>
 
-#include "xdq/data/sources.h"
+#include "domains.h"
+#include "models.h"
 #include "xdq/data/test_images.h"
 #include "xdq/experiment/config.h"
-#include "xdq/ir/import.h"
 #include "xdq/plugin/quantize.h"
-#include "xdq/plugin/registry.h"
 #include "xdq/quant/ptq.h"
 #include "xdq/quant/statistics_cache.h"
 
 namespace xdq {
-
-// A job's calibration set before preprocessing: [0, 1] images in memory (`memory`, the Dataset) or
-// streamed from a folder's files, decoded batch by batch (no Dataset; `images` alone).
-struct CalibrationSet {
-  const Dataset* memory = nullptr;
-  CalibrationImages images;
-  // What the provenance records: the Dataset's content hash, or for a streamed set its images' hash.
-  std::string content_hash() const;
-};
-
-// Domains are loaded once per run: a calibration set is computed once and tested on every test domain.
-// Synthesized domains are made from `model` (the model being calibrated) or from the models they list,
-// and kept on disk (cfg.data.cache) keyed by model hashes, plugin, options, count, seed and shape.
-class DomainCache {
- public:
-  DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress)
-      : cfg_(cfg), registry_(registry), progress_(progress) {}
-
-  const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
-                     std::uint64_t seed, const ModelEntry* model = nullptr);
-  // A calibration set (train split unless the domain names one) of `count` images; a source holding
-  // fewer is an Error unless calibration.min_images allows it (then a warning says how many are used).
-  const Dataset& calibration_set(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
-                                 const ModelEntry* model);
-  // The same set, streamed when the domain is a folder of image files that skips none (a set of any size
-  // then costs a few batches of memory), else in memory (calibration_set()).
-  CalibrationSet calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
-                                    std::uint64_t seed, const ModelEntry* model);
-  // A test domain: a folder streamed from its files, any other domain in memory (get()).
-  TestImages test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed);
-  // Where a synthesized domain's images were read from or written to ("" for other domains).
-  std::string cache_file(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
-                         const ModelEntry* model);
-
- private:
-  // `count` images of the folder domain's `split`, decoded when read.
-  TestImages folder_images(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
-                           std::uint64_t seed) const;
-  // The calibration.count / calibration.min_images check on a set of `available` images.
-  void check_calibration_count(const DomainSpec& d, std::int64_t available, std::int64_t count) const;
-  Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
-  // The domain's transform plugins, loaded once for a set (a streamed set applies them batch by batch).
-  std::vector<Loaded<DomainTransform>> transforms(const DomainSpec& d) const;
-  static at::Tensor transformed(const DomainSpec& d, const std::vector<Loaded<DomainTransform>>& transforms,
-                                at::Tensor images, std::uint64_t seed, std::int64_t first);
-  Dataset mix(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed,
-              const ModelEntry* model);
-  Dataset synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
-                     const ModelEntry* model);
-  std::vector<const ModelEntry*> synthesis_models(const DomainSpec& d, const ModelEntry* model) const;
-  const ImportedModel& imported(const ModelEntry& entry);
-
-  const ExperimentConfig& cfg_;
-  PluginRegistry& registry_;
-  std::ostream& progress_;
-  std::map<std::string, Dataset> cache_;
-  std::map<std::string, ImportedModel> models_;  // by path
-};
-
-// Where synthesized sets and calibration statistics are kept: data.cache, else $XDQ_CACHE_DIR, else
-// ~/.cache/xdq.
-std::string cache_directory(const DataLocations& data);
-
-// "fashion_mnist.train", "mix(a.train+b.train)", or "synthesized:zeroq".
-std::string split_name(const DomainSpec& d, Split default_split);
-
-// The entry's input geometry with the channels the first layer reads; the size the model file declares
-// (input_size attribute) unless the entry declares one, and then they must agree.
-InputShape model_input_shape(const ModelEntry& entry, const ImportedModel& model);
-// The entry's declared normalization, else the model file's own, else none ([0, 1] images).
-Preprocess model_preprocess(const ModelEntry& entry, const ImportedModel& model);
 
 struct PreparedModel {
   ImportedModel model;
@@ -95,12 +21,6 @@ struct PreparedModel {
   InputShape shape;
   std::vector<TestImages> tests;  // one per cfg.test_domains
 };
-
-// The model at `path` on the experiment's device, in its memory_format (auto: channels_last_pays).
-ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::string& path);
-// A warning on `progress` when the experiment asks for Winograd convolutions and this CPU has no oneDNN
-// kernels for them: every convolution then runs direct, as the results will show.
-void warn_if_convolutions_stay_direct(const ExperimentConfig& cfg, std::ostream& progress);
 
 // Imports the model (import_for_experiment), checks its overrides, its input size and its
 // test domains' labels (calibration sets are loaded by whoever uses them: the pipeline, per job, before
