@@ -295,8 +295,9 @@ TEST_F(ImageFolderCli, ShippedExperimentRunsOnTheFixture) {
   }
 }
 
-// A folder calibration set is streamed, decoded batch by batch, unless unreadable files are skipped (then
-// it is loaded in memory, as every other domain is): the two give the same statistics (byte for byte),
+// A folder calibration set is streamed, decoded batch by batch, when it exceeds stream_above_mb (0 here)
+// unless unreadable files are skipped (then it is loaded in memory, as every other domain is): the two
+// give the same statistics (byte for byte),
 // the same observers, graph passes, rounding and reconstruction losses, and the same top-1.
 TEST_F(ImageFolderCli, StreamedCalibrationGivesTheInMemoryResults) {
   const std::string data = XDQ_IMAGENET_DIR;
@@ -310,7 +311,7 @@ TEST_F(ImageFolderCli, StreamedCalibrationGivesTheInMemoryResults) {
         "experiment: stream\nseed: 0\nthreads: 2\ndata: {cache: " + dir.file(name + "_cache") +
         "}\nmodels:\n  - {name: resnet18, path: " + data + "/resnet18.pt, preprocess: imagenet}\ndomains:\n"
         "  val: {dataset: 'folder:" + data + "/resnet18', classes: " + data + "/synsets.txt, missing_classes: allow}\n"
-        "  cal: {dataset: 'folder:" + folder + "'" + calibration_domain + "}\ncalibration: {source: cal, count: 12, batch_size: 4}\n"
+        "  cal: {dataset: 'folder:" + folder + "'" + calibration_domain + "}\ncalibration: {source: cal, count: 12, batch_size: 4, stream_above_mb: 0}\n"
         "test: {domains: [val]}\nquantization:\n  bits: [w4a8]\n  calibrators: [minmax, ema_minmax]\n"
         "  passes: [{name: bn_reestimate, batch_size: 4}, {name: bias_correction, images: 8, batch_size: 4}]\n"
         "  rounding: [{name: brecq, iters: 2, act_iters: 2, batch_size: 4, record_every: 1}]\n";

@@ -760,6 +760,8 @@ void add_data_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.repeats; }));
   k.push_back(scalar("calibration.min_images", S::integer("min_images", 0, "fewest images a calibration set may hold when its source has fewer than the count asked (0: the count asked)").range(0, kUnbounded),
                      [](auto& c) -> auto& { return c.min_images; }));
+  k.push_back(scalar("calibration.stream_above_mb", S::integer("stream_above_mb", 2048, "a folder calibration set whose float32 images exceed this many MiB is decoded batch by batch at each pass instead of held in memory (0: always)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.stream_above_mb; }));
   k.push_back(scalar("calibration.batch_size", S::integer("batch_size", 256, "images per forward pass").range(1, 65536),
                      [](auto& c) -> auto& { return c.batch_size; }));
   k.push_back(scalar("calibration.histogram_bins", S::integer("histogram_bins", 2048, "histogram bins per sign of the activation statistics").range(16, 65536),

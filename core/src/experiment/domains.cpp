@@ -45,8 +45,9 @@ void DomainCache::check_calibration_count(const DomainSpec& d, std::int64_t avai
 
 CalibrationSet DomainCache::calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
                                                std::uint64_t seed, const ModelEntry* model) {
+  const double mib = 4.0 * static_cast<double>(count * shape.channels * shape.height * shape.width) / (1 << 20);
   const bool streamed = d.mixture.empty() && d.synthesizer.empty() && d.dataset.rfind("folder:", 0) == 0 &&
-                        !d.folder.skip_unreadable;
+                        !d.folder.skip_unreadable && (cfg_.stream_above_mb == 0 || mib > static_cast<double>(cfg_.stream_above_mb));
   if (!streamed) {
     const Dataset& set = calibration_set(d, shape, count, seed, model);
     return {&set, set.images};

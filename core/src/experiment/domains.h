@@ -39,8 +39,9 @@ class DomainCache {
   // fewer is an Error unless calibration.min_images allows it (then a warning says how many are used).
   const Dataset& calibration_set(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
                                  const ModelEntry* model);
-  // The same set, streamed when the domain is a folder of image files that skips none (a set of any size
-  // then costs a few batches of memory), else in memory (calibration_set()).
+  // The same set, streamed when the domain is a folder of image files that skips none and the set exceeds
+  // calibration.stream_above_mb (it then costs a few batches of memory whatever its size, and each pass
+  // decodes it again), else in memory (calibration_set()).
   CalibrationSet calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
                                     std::uint64_t seed, const ModelEntry* model);
   // A test domain: a folder streamed from its files, any other domain in memory (get()).

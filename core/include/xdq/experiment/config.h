@@ -92,6 +92,9 @@ struct ExperimentConfig {
   // A source holding fewer images than a count asked (a small split, unreadable files skipped) is an
   // error, unless it still holds min_images (0: the count asked, no fewer).
   std::int64_t min_images = 0;
+  // A folder calibration set larger than this (MiB of float32 images) is streamed: memory stays a few
+  // batches whatever its size, each pass decodes the files again.
+  std::int64_t stream_above_mb = 2048;
   std::int64_t batch_size = 256;
   // calibration.selector: each a point of the sweep; the set is then chosen from a pool of pool_size
   // images of the calibration domain (0: its whole split). Empty: a random draw from the domain.
