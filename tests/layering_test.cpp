@@ -1,5 +1,6 @@
 // The layer order of core/ (docs/architecture.md), checked on the sources: a file may include xdq
-// headers of its own layer or of layers below it, never above. Lowest first:
+// headers of its own layer or of layers below it, never above, and two modules of one layer never include
+// each other. Lowest first:
 //   base (error, hash, parallel, progress, optim, config/) -> ir -> exec -> quant -> data, analysis, train, export
 //   -> plugin (the SDK interfaces) -> synthesis -> experiment (config, plan, pipeline, runner, results)
 //   -> report (every rendering: tables, JSON, CSV, markdown, PNG) -> cli
