@@ -10,6 +10,7 @@
 #include "recorded_stderr.h"
 #include "submit.h"
 #include "xdq/error.h"
+#include "xdq/commands/commands.h"
 #include "xdq/experiment/load.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/files.h"
@@ -116,16 +117,11 @@ int analyze_command(const xdq::ExperimentConfig& cfg, const std::string& out, bo
 }
 
 // One run, computed alone and exported into `out` with its results (results.json beside the artefacts).
-int export_command(xdq::ExperimentConfig cfg, const std::string& out, const std::string& run_id, bool quiet) {
-  cfg.exports.runs = {{run_id, "", "", "", "", "--run"}};
-  xdq::RunOptions options;
-  options.only_run = run_id;
-  options.export_dir = out;
-  const xdq::PathLock lock(out, xdq::PathLock::Mode::Exclusive, "an export into this folder");
+int export_command(const xdq::ExperimentConfig& cfg, const std::string& out, const std::string& run_id, bool quiet) {
   xdq::ExperimentRun run;
   {
     xdq::cli::RecordedStderr progress(quiet);  // --quiet: the progress is not shown
-    run = xdq::run_experiment(cfg, xdq::global_registry(), std::cerr, options);
+    run = xdq::export_run_to(cfg, xdq::global_registry(), out, run_id, std::cerr);
   }
   const xdq::RunResult& r = run.results.runs.at(0);
   const std::string error = r.failed() ? r.error : r.exported.error;
@@ -133,7 +129,6 @@ int export_command(xdq::ExperimentConfig cfg, const std::string& out, const std:
     std::cerr << "xdq: error: " << r.id << ": " << error << std::endl;
     return kExitRuntime;
   }
-  xdq::write_file_atomically(out + "/results.json", [&](std::ostream& f) { f << xdq::results_json(run.results); });
   std::cerr << "xdq: wrote " << out << "/{";
   for (const auto& f : r.exported.files) std::cerr << f << ", ";
   std::cerr << "results.json}" << std::endl;

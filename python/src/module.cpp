@@ -12,6 +12,7 @@
 #include "xdq/data/sources.h"
 #include "xdq/error.h"
 #include "xdq/exec/convolution.h"
+#include "xdq/commands/commands.h"
 #include "xdq/experiment/load.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/files.h"

@@ -6,7 +6,6 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "xdq/files.h"
 #include "xdq/report/png.h"
 #include "xdq/report/results_tables.h"
 
@@ -202,15 +201,6 @@ std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, 
   }
   files["analysis.md"] = report.str();
   return files;
-}
-
-AnalysisRun run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                            std::ostream& progress, RunOptions options) {
-  options.out_dir = out_dir;
-  const PathLock lock(out_dir, options.only_job ? PathLock::Mode::Shared : PathLock::Mode::Exclusive, "into this folder");
-  AnalysisRun run = run_analysis(cfg, registry, progress, options);
-  if (!options.only_job) write_files_atomically(out_dir, analysis_report(cfg, run));
-  return run;
 }
 
 }  // namespace xdq

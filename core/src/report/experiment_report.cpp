@@ -10,7 +10,6 @@
 #include <sstream>
 
 #include "xdq/data/dataset.h"
-#include "xdq/files.h"
 #include "xdq/report/png.h"
 #include "xdq/report/results_tables.h"
 
@@ -191,15 +190,6 @@ std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg
   if (!run.results.layer_shift.empty()) files["layer_shift.csv"] = layer_shift_csv(run.results);
   files["report.md"] = body;
   return files;
-}
-
-ExperimentRun run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                                std::ostream& progress, RunOptions options) {
-  options.out_dir = out_dir;
-  const PathLock lock(out_dir, options.only_job ? PathLock::Mode::Shared : PathLock::Mode::Exclusive, "into this folder");
-  ExperimentRun run = run_experiment(cfg, registry, progress, options);
-  if (!options.only_job) write_files_atomically(out_dir, experiment_report(cfg, run));
-  return run;
 }
 
 }  // namespace xdq

@@ -11,9 +11,4 @@ namespace xdq {
 
 std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, const AnalysisRun& run);
 
-// run_analysis with a shard per finished job in out_dir/analysis_jobs, then (unless only one job was
-// asked for) every file written into `out_dir` at once. options.merge_only: the shards there, gathered.
-AnalysisRun run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
-                            std::ostream& progress, RunOptions options = {});
-
 }  // namespace xdq
