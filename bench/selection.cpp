@@ -57,8 +57,7 @@ int main(int argc, char** argv) {
         SelectionContext context;
         context.graph = &model.graph;
         context.preprocess = model.preprocess;
-        context.pool_size = pool.size(0);
-        context.pool = [&](std::int64_t b, std::int64_t e) { return pool.slice(0, b, e); };
+        context.pool = pool;
         context.target = target;
         context.count = counts[c];
         context.seed = static_cast<std::uint64_t>(r);

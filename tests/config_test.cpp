@@ -77,8 +77,8 @@ TEST(ExperimentConfig, ResolvedConfigRoundTripsForEveryExperiment) {
     const ExperimentConfig again = load_experiment(file, {}, test::built_plugins());
     EXPECT_EQ(resolved_config_yaml(again, YAML::Node()), resolved) << entry.path();
     EXPECT_EQ(again.models.size(), cfg.models.size());
-    EXPECT_EQ(again.calibration_domains.size(), cfg.calibration_domains.size());
-    EXPECT_EQ(again.scheme.weights.per_channel, cfg.scheme.weights.per_channel);
+    EXPECT_EQ(again.calibration.domains.size(), cfg.calibration.domains.size());
+    EXPECT_EQ(again.quantization.scheme.weights.per_channel, cfg.quantization.scheme.weights.per_channel);
     ++checked;
   }
   EXPECT_GE(checked, 15);

@@ -45,7 +45,7 @@ TEST(Device, ExplicitCpuGivesTheDefaultsResults) {
   TempDir dir;
   PluginRegistry& registry = built_plugins();
   const ExperimentConfig cfg = load_experiment(kQuickstart, {"device=cpu"}, registry);
-  EXPECT_TRUE(cfg.torch_device().is_cpu());
+  EXPECT_TRUE(cfg.execution.torch_device().is_cpu());
   const auto explicit_cpu = quickstart_top1("cpu", dir.file("explicit"));
   const CommandResult r = run_command(std::string(XDQ_BINARY) + " run " + kQuickstart + " --out " + dir.file("default") +
                                       " --quiet --set calibration.count=256 --set test.count=2000"

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 #include <torch/csrc/jit/serialization/import.h>
 
 #include "test_util.h"
@@ -350,6 +351,51 @@ TEST_F(ImageFolderCli, StreamedCalibrationGivesTheInMemoryResults) {
     EXPECT_GT(std::count(expected.begin(), expected.end(), '\n'), 10);
     EXPECT_EQ(losses("streamed"), expected) << calibrator;
   }
+}
+
+// A selector's pool streamed from the folder's files chooses what the same pool in memory chooses: the same
+// rows (the measures of the chosen set, the calibration hash) and the same top-1.
+TEST_F(ImageFolderCli, StreamedSelectionPoolChoosesAsInMemory) {
+  const std::string data = XDQ_IMAGENET_DIR;
+  const std::string folder = dir.file("pool");  // the 12 val images as a train split
+  for (const char* split : {"train", "val"}) {
+    std::filesystem::create_directories(folder + "/" + split);
+    std::filesystem::copy(data + "/resnet18/val", folder + "/" + split, std::filesystem::copy_options::recursive);
+  }
+  const auto run_with = [&](const std::string& name, const std::string& options) {
+    const std::string text =
+        "experiment: pool\nseed: 0\nthreads: 2\ndata: {cache: " + dir.file(name + "_cache") +
+        "}\nmodels:\n  - {name: resnet18, path: " + data + "/resnet18.pt, preprocess: imagenet}\ndomains:\n"
+        "  val: {dataset: 'folder:" + data + "/resnet18', classes: " + data + "/synsets.txt, missing_classes: allow}\n"
+        "  cal: {dataset: 'folder:" + folder + "'" + options + "}\n"
+        "calibration: {source: cal, count: 4, pool_size: 0, batch_size: 5, stream_above_mb: 0, selector: [bn_match, kcenter]}\n"
+        "test: {domains: [val]}\nquantization: {bits: [w4a8], calibrators: [minmax]}\n";
+    test::write_text(dir.file(name + ".yaml"), text);
+    const test::CommandResult r =
+        test::run_command(std::string(XDQ_BINARY) + " run " + dir.file(name + ".yaml") + " --out " + dir.file(name));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return std::make_pair(nlohmann::json::parse(test::read_text(dir.file(name + "/results.json"))), r.output);
+  };
+  const auto [in_memory, memory_log] = run_with("memory", ", unreadable: skip");
+  const auto [streamed, streamed_log] = run_with("streamed", "");
+  EXPECT_NE(streamed_log.find("12 images, decoded from its files"), std::string::npos) << streamed_log;
+  EXPECT_EQ(memory_log.find("decoded from its files"), std::string::npos) << memory_log;
+  ASSERT_EQ(in_memory["runs"].size(), 2u);
+  ASSERT_EQ(streamed["runs"].size(), 2u);
+  for (std::size_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(streamed["runs"][r]["calibration"]["selection"]["pool_size"], 12) << r;
+    EXPECT_EQ(streamed["runs"][r]["calibration"]["selection"]["measures"], in_memory["runs"][r]["calibration"]["selection"]["measures"]) << r;
+    EXPECT_FALSE(in_memory["runs"][r]["calibration"]["selection"]["measures"].empty()) << r;
+    EXPECT_EQ(streamed["runs"][r]["results"][0]["quant_top1"], in_memory["runs"][r]["results"][0]["quant_top1"]) << r;
+  }
+  const auto hashes = [&](const std::string& name) {
+    const YAML::Node sets = YAML::LoadFile(dir.file(name + "/config.resolved.yaml"))["provenance"]["calibration_sets"];
+    std::vector<std::string> out;
+    for (const auto& set : sets) out.push_back(set["hash"].as<std::string>());
+    return out;
+  };
+  EXPECT_EQ(hashes("streamed").size(), 2u);
+  EXPECT_EQ(hashes("streamed"), hashes("memory"));
 }
 
 // A calibration set read from a folder (load_dataset, in memory) holds the images a streamed test set of

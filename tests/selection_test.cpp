@@ -35,8 +35,7 @@ struct Pool {
     SelectionContext c;
     c.graph = &model.graph;
     c.preprocess = model.preprocess;
-    c.pool_size = images.size(0);
-    c.pool = [this](std::int64_t b, std::int64_t e) { return images.slice(0, b, e); };
+    c.pool = images;
     c.count = count;
     c.seed = seed;
     c.batch_size = 64;  // the batches the reference activations below are computed in
@@ -233,6 +232,32 @@ TEST(Selection, EverySelectorIsDeterministicBySeed) {
     EXPECT_EQ(a.indices, b.indices) << name;
   }
   EXPECT_NE(select_with("random", p.context(12, 5)).indices, select_with("random", p.context(12, 6)).indices);
+}
+
+// A pool streamed batch by batch (as a folder's files are decoded: fresh tensors, never a view of a whole
+// set) is read exactly as the pool in memory: every selector makes the same choice with the same measures.
+TEST(Selection, AStreamedPoolGivesTheInMemoryChoice) {
+  const Pool& p = pool();
+  const at::Tensor images = p.images;
+  const CalibrationImages streamed(images.size(0), {images.size(1), images.size(2), images.size(3)},
+                                   [images](std::int64_t batch, std::int64_t rows, const CalibrationImages::Visit& visit) {
+                                     for (std::int64_t b = 0; b < rows; b += batch)
+                                       visit(images.slice(0, b, std::min(rows, b + batch)).clone(), b);
+                                   });
+  ASSERT_TRUE(streamed.streamed());
+  for (const char* name : {"random", "class_balanced", "kcenter", "bn_match", "selectq", "range_coverage", "target_match"}) {
+    SelectionContext in_memory = p.context(12, 5);
+    in_memory.target = p.images.slice(0, 150, 160);
+    SelectionContext from_stream = in_memory;
+    from_stream.pool = streamed;
+    const Selection a = select_with(name, in_memory), b = select_with(name, from_stream);
+    expect_valid(b, 12, 160);
+    EXPECT_EQ(a.indices, b.indices) << name;
+    EXPECT_EQ(a.measures, b.measures) << name;
+  }
+  // The chosen rows, gathered in one pass over the stream, are the pool's rows in the order asked.
+  const std::vector<std::int64_t> rows{159, 0, 37, 36, 37};
+  EXPECT_TRUE(at::equal(streamed.rows(rows), images.index_select(0, at::tensor(rows, at::kLong))));
 }
 
 namespace {

@@ -81,47 +81,77 @@ int sweep_status(const xdq::ExperimentRun& run) {
   return status;
 }
 
-int run_experiment_command(const xdq::ExperimentConfig& cfg, const std::string& out, bool dry_run,
-                           const std::optional<std::size_t>& job) {
+// Everything the command line sets, and the subcommands it chose.
+struct Args {
+  std::string experiment, out_dir, merge_dir, model_path, recipe, run_id;
+  std::vector<std::string> sets, plugin_dirs;
+  bool dry_run = false, json = false, use_slurm = false, quiet = false;
+  std::optional<std::size_t> job;
+  xdq::cli::SlurmOptions slurm;
+  CLI::App *run = nullptr, *analyze = nullptr, *submit = nullptr, *merge = nullptr, *plugins = nullptr, *keys = nullptr,
+           *inspect = nullptr, *train = nullptr, *exporter = nullptr;
+};
+
+// The commands that read an experiment (run, analyze, export, submit): the experiment loaded and checked
+// once, and the folder they write.
+class ExperimentCommand {
+ public:
+  explicit ExperimentCommand(const Args& a) : a_(a) {}
+  // Config errors (the experiment file, --set, plugin options, the output folder) are usage errors:
+  // nothing ran, nothing was written. False after printing one.
+  bool load();
+  int execute();
+
+ private:
+  int run(bool dry_run);
+  int analyze(bool dry_run);
+  int export_run();
+  int recorded();
+
+  const Args& a_;
+  xdq::ExperimentConfig cfg_;
+  std::string out_;
+};
+
+int ExperimentCommand::run(bool dry_run) {
   if (dry_run) {
-    std::cout << xdq::describe_plan(cfg, xdq::plan_experiment(cfg));
+    std::cout << xdq::describe_plan(cfg_, xdq::plan_experiment(cfg_));
     return kExitOk;
   }
   xdq::RunOptions options;
-  options.only_job = job;
-  const auto run = xdq::run_experiment_to(cfg, xdq::global_registry(), out, std::cerr, options);
-  if (job)
-    std::cerr << "xdq: job " << *job << " kept in " << out << "/jobs (xdq merge " << out << " gathers the jobs)" << std::endl;
+  options.only_job = a_.job;
+  const auto finished = xdq::run_experiment_to(cfg_, xdq::global_registry(), out_, std::cerr, options);
+  if (a_.job)
+    std::cerr << "xdq: job " << *a_.job << " kept in " << out_ << "/jobs (xdq merge " << out_ << " gathers the jobs)" << std::endl;
   else
-    std::cerr << "xdq: wrote " << out << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
-  return sweep_status(run);
+    std::cerr << "xdq: wrote " << out_ << "/{config.resolved.yaml, results.json, results.csv, report.md}" << std::endl;
+  return sweep_status(finished);
 }
 
-int analyze_command(const xdq::ExperimentConfig& cfg, const std::string& out, bool dry_run,
-                    const std::optional<std::size_t>& job) {
+int ExperimentCommand::analyze(bool dry_run) {
   if (dry_run) {
-    const auto ids = xdq::analysis_job_ids(cfg);
+    const auto ids = xdq::analysis_job_ids(cfg_.models, cfg_.quantization.bits);
     std::cout << ids.size() << " analysis jobs (one per model and bit setting):\n";
     for (const auto& id : ids) std::cout << "  " << id << "\n";
     return kExitOk;
   }
   xdq::RunOptions options;
-  options.only_job = job;
-  const auto run = xdq::run_analysis_to(cfg, xdq::global_registry(), out, std::cerr, options);
-  if (job)
-    std::cerr << "xdq: analysis job " << *job << " kept in " << out << "/analysis_jobs (xdq merge " << out
+  options.only_job = a_.job;
+  const auto finished = xdq::run_analysis_to(cfg_, xdq::global_registry(), out_, std::cerr, options);
+  if (a_.job)
+    std::cerr << "xdq: analysis job " << *a_.job << " kept in " << out_ << "/analysis_jobs (xdq merge " << out_
               << " gathers the jobs)" << std::endl;
   else
-    std::cerr << "xdq: wrote " << out << "/{analysis.md, <model>_<bits>/analysis.json, ...}" << std::endl;
-  return missing_jobs_status(run.missing_jobs);
+    std::cerr << "xdq: wrote " << out_ << "/{analysis.md, <model>_<bits>/analysis.json, ...}" << std::endl;
+  return missing_jobs_status(finished.missing_jobs);
 }
 
-// One run, computed alone and exported into `out` with its results (results.json beside the artefacts).
-int export_command(const xdq::ExperimentConfig& cfg, const std::string& out, const std::string& run_id, bool quiet) {
+// One run, computed alone and exported into the folder with its results (results.json beside the artefacts).
+int ExperimentCommand::export_run() {
   xdq::ExperimentRun run;
   {
-    xdq::cli::RecordedStderr progress(quiet);  // --quiet: the progress is not shown
-    run = xdq::export_run_to(cfg, xdq::global_registry(), out, run_id, std::cerr);
+    xdq::cli::RecordedStderr progress(a_.quiet);  // --quiet: the progress is not shown
+    run = xdq::export_run_to(cfg_, xdq::global_registry(), out_, a_.run_id, std::cerr);
   }
   const xdq::RunResult& r = run.results.runs.at(0);
   const std::string error = r.failed() ? r.error : r.exported.error;
@@ -129,7 +159,7 @@ int export_command(const xdq::ExperimentConfig& cfg, const std::string& out, con
     std::cerr << "xdq: error: " << r.id << ": " << error << std::endl;
     return kExitRuntime;
   }
-  std::cerr << "xdq: wrote " << out << "/{";
+  std::cerr << "xdq: wrote " << out_ << "/{";
   for (const auto& f : r.exported.files) std::cerr << f << ", ";
   std::cerr << "results.json}" << std::endl;
   if (!r.exported.runtime_error.empty()) {
@@ -166,16 +196,6 @@ int merge_command(const std::string& dir) {
   return status;
 }
 
-// Everything the command line sets, and the subcommands it chose.
-struct Args {
-  std::string experiment, out_dir, merge_dir, model_path, recipe, run_id;
-  std::vector<std::string> sets, plugin_dirs;
-  bool dry_run = false, json = false, use_slurm = false, quiet = false;
-  std::optional<std::size_t> job;
-  xdq::cli::SlurmOptions slurm;
-  CLI::App *run = nullptr, *analyze = nullptr, *submit = nullptr, *merge = nullptr, *plugins = nullptr, *keys = nullptr,
-           *inspect = nullptr, *train = nullptr, *exporter = nullptr;
-};
 
 CLI::App* experiment_command(CLI::App& app, const char* name, const char* doc, Args& a) {
   CLI::App* cmd = app.add_subcommand(name, doc);
@@ -219,17 +239,15 @@ void define_commands(CLI::App& app, Args& a) {
   a.train->add_option("--set", a.sets, "override a recipe value: key.path=value (repeatable)");
 }
 
-// Config errors (the experiment file, --set, plugin options, the output folder) are usage errors:
-// nothing ran, nothing was written.
-bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
+bool ExperimentCommand::load() {
   try {
-    cfg = xdq::load_experiment(a.experiment, a.sets, xdq::global_registry());
-    out = a.out_dir.empty() ? (std::filesystem::path("runs") / cfg.name).string() : a.out_dir;
-    if (!a.dry_run) xdq::check_output_folder(out);
-    if (*a.submit) xdq::cli::check_slurm_options(a.slurm, out);
-    if (*a.run && !a.dry_run) xdq::check_resumable(cfg, out);
-    if (*a.analyze && !a.dry_run) xdq::check_analysis_resumable(cfg, out);
-    if (*a.exporter) xdq::job_of_run(xdq::plan_experiment(cfg), a.run_id);
+    cfg_ = xdq::load_experiment(a_.experiment, a_.sets, xdq::global_registry());
+    out_ = a_.out_dir.empty() ? (std::filesystem::path("runs") / cfg_.name).string() : a_.out_dir;
+    if (!a_.dry_run) xdq::check_output_folder(out_);
+    if (*a_.submit) xdq::cli::check_slurm_options(a_.slurm, out_);
+    if (*a_.run && !a_.dry_run) xdq::check_resumable(cfg_, out_);
+    if (*a_.analyze && !a_.dry_run) xdq::check_analysis_resumable(cfg_, out_);
+    if (*a_.exporter) xdq::job_of_run(xdq::plan_experiment(cfg_), a_.run_id);
     return true;
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
@@ -238,23 +256,27 @@ bool load_checked(const Args& a, xdq::ExperimentConfig& cfg, std::string& out) {
 }
 
 // A run or an analysis, its standard error kept as <out>/run.log (analyze.log) unless one job ran alone.
-int run_recorded(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& out) {
-  xdq::cli::RecordedStderr recorded(a.quiet);
-  const int status = *a.run ? run_experiment_command(cfg, out, false, a.job) : analyze_command(cfg, out, false, a.job);
-  if (!a.job)
-    xdq::write_file_atomically((std::filesystem::path(out) / (*a.run ? "run.log" : "analyze.log")).string(),
+int ExperimentCommand::recorded() {
+  xdq::cli::RecordedStderr recorded(a_.quiet);
+  const int status = *a_.run ? run(false) : analyze(false);
+  if (!a_.job)
+    xdq::write_file_atomically((std::filesystem::path(out_) / (*a_.run ? "run.log" : "analyze.log")).string(),
                                [&](std::ostream& log) { log << recorded.text(); });
   return status;
 }
 
-int execute(const Args& a, const xdq::ExperimentConfig& cfg, const std::string& out) {
-  if ((*a.run || *a.analyze) && !a.dry_run) return run_recorded(a, cfg, out);
-  if (*a.run) return run_experiment_command(cfg, out, a.dry_run, a.job);
-  if (*a.submit) return xdq::cli::submit_to_slurm(cfg, out, boost::dll::program_location().string(), a.slurm);
+int ExperimentCommand::execute() {
+  if ((*a_.run || *a_.analyze) && !a_.dry_run) return recorded();
+  if (*a_.run) return run(a_.dry_run);
+  if (*a_.analyze) return analyze(a_.dry_run);
+  if (*a_.exporter) return export_run();
+  return xdq::cli::submit_to_slurm(cfg_, out_, boost::dll::program_location().string(), a_.slurm);
+}
+
+// The commands that read no experiment.
+int execute(const Args& a) {
   if (*a.merge) return merge_command(a.merge_dir);
-  if (*a.exporter) return export_command(cfg, out, a.run_id, a.quiet);
   if (*a.plugins) return list_plugins(a.json, a.plugin_dirs);
-  if (*a.analyze) return analyze_command(cfg, out, a.dry_run, a.job);
   if (*a.keys) {
     print_keys();
   } else if (*a.inspect) {
@@ -278,11 +300,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  xdq::ExperimentConfig cfg;
-  std::string out;
-  if ((*args.run || *args.analyze || *args.submit || *args.exporter) && !load_checked(args, cfg, out)) return kExitUsage;
+  const bool reads_experiment = *args.run || *args.analyze || *args.submit || *args.exporter;
+  ExperimentCommand command(args);
+  if (reads_experiment && !command.load()) return kExitUsage;
   try {
-    return execute(args, cfg, out);
+    return reads_experiment ? command.execute() : execute(args);
   } catch (const xdq::ConfigError& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
     return kExitUsage;

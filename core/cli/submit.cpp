@@ -53,17 +53,17 @@ void check_script_value(const std::string& option, const std::string& value, con
 // The analysis' files are named apart, so a sweep and its analysis can share one folder.
 std::string prefix(const SlurmOptions& o) { return o.analyze ? "analysis_" : ""; }
 
-std::string array_script(const ExperimentConfig& cfg, const fs::path& dir, const std::string& xdq, std::size_t jobs,
+std::string array_script(const std::string& experiment, const fs::path& dir, const std::string& xdq, std::size_t jobs,
                          const SlurmOptions& o) {
   std::ostringstream s;
   s << "#!/bin/bash\n"
-    << "# Written by xdq submit for experiment '" << cfg.name << "': one array task per job of its "
+    << "# Written by xdq submit for experiment '" << experiment << "': one array task per job of its "
     << (o.analyze ? "analysis" : "plan") << " (" << jobs << " jobs; `xdq " << (o.analyze ? "analyze" : "run")
     << " --dry-run " << (dir / "experiment.yaml").string() << "` lists them).\n"
     << "# Each task keeps its job as a shard in " << (dir / (o.analyze ? "analysis_jobs" : "jobs")).string()
     << "; " << prefix(o) << "merge.sbatch gathers them.\n"
     << "# Models, data, the cache and this folder must be on a filesystem every node sees.\n"
-    << "#SBATCH --job-name=xdq-" << cfg.name << "\n"
+    << "#SBATCH --job-name=xdq-" << experiment << "\n"
     << "#SBATCH --array=0-" << jobs - 1 << (o.max_parallel > 0 ? "%" + std::to_string(o.max_parallel) : "") << "\n"
     << "#SBATCH --cpus-per-task=" << o.cpus_per_task << "\n"
     << "#SBATCH --output=" << (dir / "slurm" / (prefix(o) + "job_%a.out")).string() << "\n";
@@ -76,12 +76,12 @@ std::string array_script(const ExperimentConfig& cfg, const fs::path& dir, const
   return s.str();
 }
 
-std::string merge_script(const ExperimentConfig& cfg, const fs::path& dir, const std::string& xdq, const SlurmOptions& o) {
+std::string merge_script(const std::string& experiment, const fs::path& dir, const std::string& xdq, const SlurmOptions& o) {
   std::ostringstream s;
   s << "#!/bin/bash\n"
-    << "# Written by xdq submit: gathers the shards of experiment '" << cfg.name << "' once the array has ended\n"
+    << "# Written by xdq submit: gathers the shards of experiment '" << experiment << "' once the array has ended\n"
     << "# (submitted with --dependency=afterany on it, so failed tasks do not block it; it names missing jobs).\n"
-    << "#SBATCH --job-name=xdq-" << cfg.name << "-merge\n"
+    << "#SBATCH --job-name=xdq-" << experiment << "-merge\n"
     << "#SBATCH --cpus-per-task=1\n"
     << "#SBATCH --output=" << (dir / "slurm" / (prefix(o) + "merge.out")).string() << "\n";
   if (!o.partition.empty()) s << "#SBATCH --partition=" << o.partition << "\n";
@@ -123,13 +123,13 @@ int submit_to_slurm(const ExperimentConfig& cfg_in, const std::string& out_dir, 
   check_slurm_options(options, out_dir);
   const PathLock lock(out_dir, PathLock::Mode::Exclusive, "into this folder");
   ExperimentConfig cfg = cfg_in;
-  cfg.threads = options.cpus_per_task;  // each task uses the CPUs it was given
+  cfg.execution.threads = options.cpus_per_task;  // each task uses the CPUs it was given
   // A folder of another config's shards is refused before writing.
   if (options.analyze)
     check_analysis_resumable(cfg, out_dir);
   else
     check_resumable(cfg, out_dir);
-  const std::size_t jobs = options.analyze ? analysis_job_ids(cfg).size() : plan_experiment(cfg).jobs.size();
+  const std::size_t jobs = options.analyze ? analysis_job_ids(cfg.models, cfg.quantization.bits).size() : plan_experiment(cfg).jobs.size();
   const fs::path dir = fs::absolute(out_dir).lexically_normal();
   const std::string xdq = fs::absolute(xdq_binary).string();
   fs::create_directories(dir / "slurm");
@@ -137,8 +137,8 @@ int submit_to_slurm(const ExperimentConfig& cfg_in, const std::string& out_dir, 
                         [&](std::ostream& out) { out << resolved_config_yaml(cfg, YAML::Node()); });
   const std::string array = (dir / "slurm" / (prefix(options) + "array.sbatch")).string();
   const std::string merge = (dir / "slurm" / (prefix(options) + "merge.sbatch")).string();
-  write_file_atomically(array, [&](std::ostream& out) { out << array_script(cfg, dir, xdq, jobs, options); });
-  write_file_atomically(merge, [&](std::ostream& out) { out << merge_script(cfg, dir, xdq, options); });
+  write_file_atomically(array, [&](std::ostream& out) { out << array_script(cfg.name, dir, xdq, jobs, options); });
+  write_file_atomically(merge, [&](std::ostream& out) { out << merge_script(cfg.name, dir, xdq, options); });
   std::cout << "wrote " << array << " (" << jobs << " array tasks) and " << merge << "\n";
   if (options.dry_run) {
     std::cout << "submit with: id=$(sbatch --parsable " << array << ") && sbatch --parsable --dependency=afterany:$id "

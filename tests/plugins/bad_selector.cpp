@@ -8,7 +8,7 @@ class Bad : public xdq::Selector {
   int passes() const override { return 0; }
   xdq::Selection select(const xdq::SelectionContext& context) const override {
     xdq::Selection out;
-    for (std::int64_t k = 0; k < context.count; ++k) out.indices.push_back(outside_ ? context.pool_size + k : k / 2);
+    for (std::int64_t k = 0; k < context.count; ++k) out.indices.push_back(outside_ ? context.pool.size() + k : k / 2);
     return out;
   }
 

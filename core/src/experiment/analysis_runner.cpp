@@ -90,8 +90,9 @@ class Analyzer {
  private:
   QuantizedModel nearest(const ModelInputs& in, const PtqSettings& settings, const at::Tensor& calibration) const {
     // The folded model as it is: the analysis measures quantization error, not what passes change.
-    RecipeSettings recipe = recipe_settings(cfg_, settings, cfg_.calibrators.front(),
-                                            registry_.default_choice(PluginKind::WeightOptimizer, "nearest"), cfg_.seed);
+    RecipeSettings recipe = recipe_settings(cfg_.quantization, cfg_.calibration, cfg_.execution.torch_device(), settings,
+                                            cfg_.quantization.calibrators.front(),
+                                            registry_.default_choice(PluginKind::WeightOptimizer, "nearest"), cfg_.execution.seed);
     recipe.passes.clear();
     const QuantizeRecipe nearest(registry_, std::move(recipe), progress_);
     const CalibrationData data = calibration_data(calibration, in.prepared->pre, &statistics_);
@@ -113,9 +114,9 @@ class Analyzer {
 // the top-1 change of one layer is a few images either way).
 void Analyzer::measure_layers(const ModelInputs& in, const QuantizedModel& model, SettingAnalysis& a) const {
   const at::Tensor& images = in.test_images[0];
-  const auto errors = layerwise_errors(model, mode_, images, in.test_labels[0], cfg_.batch_size);
-  const auto graph_sqnr = graphwise_sqnr(model, images, cfg_.batch_size);
-  const auto outliers = activation_outlier_ratios(model, in.calibration[0], cfg_.batch_size);
+  const auto errors = layerwise_errors(model, mode_, images, in.test_labels[0], cfg_.calibration.batch_size);
+  const auto graph_sqnr = graphwise_sqnr(model, images, cfg_.calibration.batch_size);
+  const auto outliers = activation_outlier_ratios(model, in.calibration[0], cfg_.calibration.batch_size);
   for (std::size_t l = 0; l < model.layers().size(); ++l) {
     const Node& n = in.folded.nodes[model.layers()[l].node];
     LayerRow r;
@@ -136,7 +137,7 @@ void Analyzer::measure_layers(const ModelInputs& in, const QuantizedModel& model
     if (r.activation_outlier >= kActivationOutlier) r.flags.push_back("activation_outliers");
     a.rows.push_back(r);
   }
-  a.merges = merge_stats(in.folded, in.calibration[0], a.bits->a_bits, cfg_.batch_size);
+  a.merges = merge_stats(in.folded, in.calibration[0], a.bits->a_bits, cfg_.calibration.batch_size);
   flag_merges(in.folded, a);
   a.order.resize(a.rows.size());
   for (std::size_t i = 0; i < a.order.size(); ++i) a.order[i] = i;
@@ -170,16 +171,16 @@ void Analyzer::cross_domain(const ModelInputs& in, const QuantizedModel& model, 
   progress_ << "analysis " << a.tag << ": cross-domain layerwise\n" << std::flush;
   std::map<std::pair<std::string, std::string>, std::vector<double>> sqnr_ab;
   std::map<std::pair<std::string, std::string>, double> top1_ab;
-  for (std::size_t c = 0; c < cfg_.calibration_domains.size(); ++c) {
+  for (std::size_t c = 0; c < cfg_.calibration.domains.size(); ++c) {
     const QuantizedModel qa = c == 0 ? model : nearest(in, a.settings, in.calibration[c]);
-    for (std::size_t t = 0; t < cfg_.test_domains.size(); ++t) {
+    for (std::size_t t = 0; t < cfg_.test.domains.size(); ++t) {
       std::vector<OutputError> in_domain;  // measured by the layers phase
       for (const LayerRow& r : a.rows) in_domain.push_back(r.error);
       const auto errs = c == 0 && t == 0 ? in_domain
-                                         : layerwise_errors(qa, mode_, in.test_images[t], in.test_labels[t], cfg_.batch_size);
-      const auto key = std::make_pair(cfg_.calibration_domains[c].name, cfg_.test_domains[t].name);
+                                         : layerwise_errors(qa, mode_, in.test_images[t], in.test_labels[t], cfg_.calibration.batch_size);
+      const auto key = std::make_pair(cfg_.calibration.domains[c].name, cfg_.test.domains[t].name);
       for (const auto& e : errs) sqnr_ab[key].push_back(e.sqnr_db());
-      top1_ab[key] = top1(qa, in.test_images[t], in.test_labels[t], cfg_.batch_size);
+      top1_ab[key] = top1(qa, in.test_images[t], in.test_labels[t], cfg_.calibration.batch_size);
     }
   }
   for (const auto& [key, values] : sqnr_ab) {
@@ -211,7 +212,7 @@ void Analyzer::mixed_precision(const ModelInputs& in, SettingAnalysis& a) const 
     ParetoPoint pt;
     pt.raised = static_cast<int>(k);
     pt.size_bytes = weight_bytes(q, &pt.bits);
-    pt.quant_top1 = top1(q, in.test_images[0], in.test_labels[0], cfg_.batch_size);
+    pt.quant_top1 = top1(q, in.test_images[0], in.test_labels[0], cfg_.calibration.batch_size);
     a.steps.push_back(pt);
   }
   std::vector<ParetoPoint> by_size = a.steps;
@@ -233,7 +234,7 @@ enum Phase { kLayers = 1, kCrossDomain = 2 };
 
 SettingAnalysis Analyzer::analyze(const ModelInputs& in, const BitSetting& bits, const ShardFolder& shards,
                                   const std::string& id) const {
-  const PtqSettings settings = ptq_settings(cfg_, bits);
+  const PtqSettings settings = ptq_settings(cfg_.quantization, bits);
   SettingAnalysis a;
   int finished = 0;
   if (const auto saved = shards.phases(id)) {
@@ -264,17 +265,17 @@ SettingAnalysis Analyzer::analyze(const ModelInputs& in, const BitSetting& bits,
   return a;
 }
 
-ModelInputs model_inputs(const ExperimentConfig& cfg, const ModelEntry& entry, const PreparedModel& p,
-                         DomainCache& domains) {
+// The first calibration count of every calibration domain (seed `seed`), and `test_images` per test domain.
+ModelInputs model_inputs(const ModelEntry& entry, const PreparedModel& p, bool fold_bn, const CalibrationSettings& calibration,
+                         std::uint64_t seed, std::int64_t test_images, DomainCache& domains) {
   ModelInputs in{&entry, &p, p.model.graph, {}, {}, {}, {}};
-  if (cfg.fold_bn) fold_batch_norm(in.folded);
+  if (fold_bn) fold_batch_norm(in.folded);
   for (const Node& n : p.model.graph.nodes)
     if (n.is_layer()) in.unfolded[n.name] = n.weight;
-  for (const DomainSpec& d : cfg.calibration_domains)
-    in.calibration.push_back(
-        p.pre.apply(domains.calibration_set(d, p.shape, cfg.calibration_counts.front(), cfg.seed, &entry).images));
+  for (const DomainSpec& d : calibration.domains)
+    in.calibration.push_back(p.pre.apply(domains.calibration_set(d, p.shape, calibration.counts.front(), seed, &entry).images));
   for (const TestImages& t : p.tests) {
-    const Dataset head = t.head(cfg.analysis.images);
+    const Dataset head = t.head(test_images);
     in.test_images.push_back(p.pre.apply(head.images));
     in.test_labels.push_back(head.labels);
   }
@@ -289,10 +290,10 @@ void print_summary(const SettingAnalysis& a, std::ostream& progress) {
 
 }  // namespace
 
-std::vector<std::string> analysis_job_ids(const ExperimentConfig& cfg) {
+std::vector<std::string> analysis_job_ids(const std::vector<ModelEntry>& models, const std::vector<BitSetting>& bit_settings) {
   std::vector<std::string> ids;
-  for (const ModelEntry& entry : cfg.models)
-    for (const BitSetting& bits : cfg.bits)
+  for (const ModelEntry& entry : models)
+    for (const BitSetting& bits : bit_settings)
       ids.push_back(file_name_safe(std::to_string(ids.size()) + "-" + entry.name + "_" + bits.label()));
   return ids;
 }
@@ -300,37 +301,37 @@ std::vector<std::string> analysis_job_ids(const ExperimentConfig& cfg) {
 constexpr const char* kAnalysisShards = "analysis_jobs";
 
 void check_analysis_resumable(const ExperimentConfig& cfg, const std::string& out_dir) {
-  ShardFolder(cfg, out_dir, kAnalysisShards);
+  ShardFolder(config_text(cfg), out_dir, kAnalysisShards);
 }
 
 AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                          const RunOptions& options) {
-  if (cfg.scheme.placement == Placement::LayerOutputs && cfg.analysis.layerwise != "weights")
+  if (cfg.quantization.scheme.placement == Placement::LayerOutputs && cfg.analysis.layerwise != "weights")
     throw Error("analysis.layerwise: '" + cfg.analysis.layerwise + "' quantizes the activation each layer reads, and preset '" +
-                cfg.preset + "' quantizes layer outputs instead; use analysis.layerwise: weights with this preset");
+                cfg.quantization.preset + "' quantizes layer outputs instead; use analysis.layerwise: weights with this preset");
   AnalysisRun run;
-  run.threads = apply_thread_count(cfg.threads);
-  warn_if_convolutions_stay_direct(cfg, progress);
-  if (cfg.isolation == "process")
+  run.threads = apply_thread_count(cfg.execution.threads);
+  warn_if_convolutions_stay_direct(cfg.execution, progress);
+  if (cfg.execution.isolation == "process")
     progress << "xdq: warning: isolation: process runs the jobs of xdq run in child processes; the analysis jobs run "
                 "in this one (xdq analyze --job K runs one alone)\n";
-  const ShardFolder shards(cfg, options.out_dir, kAnalysisShards);
-  const auto ids = analysis_job_ids(cfg);
+  const ShardFolder shards(config_text(cfg), options.out_dir, kAnalysisShards);
+  const auto ids = analysis_job_ids(cfg.models, cfg.quantization.bits);
   if (options.only_job && *options.only_job >= ids.size())
     throw ConfigError("--job " + std::to_string(*options.only_job) + ": the analysis has " + std::to_string(ids.size()) +
                 " jobs (0 to " + std::to_string(ids.size() - 1) + ", one per model and bit setting)");
   std::unique_ptr<PathLock> job_lock;
   if (options.only_job && !options.merge_only) job_lock = shards.lock(ids[*options.only_job]);
-  const std::size_t per_model = cfg.bits.size();
+  const std::size_t per_model = cfg.quantization.bits.size();
   std::vector<std::optional<SettingAnalysis>> results(ids.size());
   std::vector<bool> todo(ids.size(), false), model_needed(cfg.models.size(), false);
   for (std::size_t k = 0; k < ids.size(); ++k) {
     if (options.only_job && *options.only_job != k) continue;
     const ModelEntry& entry = cfg.models[k / per_model];
-    const BitSetting& bits = cfg.bits[k % per_model];
+    const BitSetting& bits = cfg.quantization.bits[k % per_model];
     if (shards.done(ids[k])) {
       progress << "xdq: analysis job " << ids[k] << " finished before; read from its shard\n";
-      results[k] = setting_from_json(shards.read(ids[k]).at("analysis"), entry, bits, ptq_settings(cfg, bits));
+      results[k] = setting_from_json(shards.read(ids[k]).at("analysis"), entry, bits, ptq_settings(cfg.quantization, bits));
     } else if (options.merge_only) {
       run.missing_jobs.push_back(ids[k]);
     } else {
@@ -338,16 +339,18 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
     }
   }
   if (std::find(todo.begin(), todo.end(), true) != todo.end()) {
-    DomainCache domains(cfg, registry, progress);
+    DomainCache domains(cfg.file, cfg.execution, cfg.data, cfg.calibration, cfg.models, registry, progress);
     StatisticsCache statistics(cache_directory(cfg.data));
     const Analyzer analyzer(cfg, registry, statistics, progress);
     for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
       if (!model_needed[mi]) continue;
-      const PreparedModel prepared = prepare_model(cfg, cfg.models[mi], domains, progress);
-      const ModelInputs in = model_inputs(cfg, cfg.models[mi], prepared, domains);
+      const ModelEntry& entry = cfg.models[mi];
+      const PreparedModel prepared = prepare_model(entry, cfg.execution, cfg.test, cfg.quantization.overrides, domains, progress);
+      const ModelInputs in = model_inputs(entry, prepared, cfg.quantization.fold_bn, cfg.calibration, cfg.execution.seed,
+                                          cfg.analysis.images, domains);
       for (std::size_t k = mi * per_model; k < (mi + 1) * per_model; ++k) {
         if (!todo[k]) continue;
-        results[k] = analyzer.analyze(in, cfg.bits[k % per_model], shards, ids[k]);
+        results[k] = analyzer.analyze(in, cfg.quantization.bits[k % per_model], shards, ids[k]);
         shards.write(ids[k], [&](const std::filesystem::path&) {
           return nlohmann::json{{"job", ids[k]}, {"analysis", setting_json(*results[k])}};
         });

@@ -135,6 +135,7 @@ namespace {
 struct LoadContext {
   fs::path base;
   PluginRegistry& registry;
+  ConfigNode root;  // the whole file: keys that check a neighbour (calibration.source) read it here
   std::map<std::string, DomainSpec> declared;
   std::vector<std::pair<std::string, ConfigNode>> synthesis_model_refs;  // checked once models are read
 };
@@ -189,6 +190,15 @@ Key structured(std::string path, std::string doc, std::function<void(const Confi
   return k;
 }
 
+// A structured key bound to one member of the config (`field` returns a reference to it): its parse reads
+// the key into that member, its emit writes the member, so neither sees the rest of the config.
+template <class Field, class Parse, class Emit>
+Key member(std::string path, std::string doc, Field field, Parse parse, Emit emit, bool required = false) {
+  return structured(
+      std::move(path), std::move(doc), [field, parse](const ConfigNode& n, auto& c, LoadContext& ctx) { parse(n, field(c), ctx); },
+      [field, emit](const auto& c) { return emit(field(c)); }, required);
+}
+
 // Recursive on purpose: assigning one ConfigNode to another would assign the YAML nodes, which
 // overwrites the tree they point into.
 ConfigNode node_at(const ConfigNode& node, const std::string& path) {
@@ -208,10 +218,10 @@ void set_at(YAML::Node& root, const std::string& path, const YAML::Node& value) 
 }
 
 // ---- Structured keys: reading and writing.
-void parse_plugin_paths(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
+void parse_plugin_paths(const ConfigNode& node, std::vector<std::string>& paths, LoadContext& ctx) {
   if (node.defined())
-    for (const auto& p : node.as_string_list()) cfg.plugin_paths.push_back(resolve(ctx.base, p));
-  for (const auto& failure : ctx.registry.scan(plugin_search_dirs(cfg.plugin_paths)))
+    for (const auto& p : node.as_string_list()) paths.push_back(resolve(ctx.base, p));
+  for (const auto& failure : ctx.registry.scan(plugin_search_dirs(paths)))
     std::cerr << "xdq: warning: " << failure << "\n";
 }
 
@@ -277,7 +287,7 @@ DomainSpec parse_dataset_domain(const ConfigNode& d, DomainSpec spec, LoadContex
   return spec;
 }
 
-void parse_domains(const ConfigNode& domains, ExperimentConfig&, LoadContext& ctx) {
+void parse_domains(const ConfigNode& domains, LoadContext& ctx) {
   if (!domains.defined()) return;
   domains.require_map();
   for (const auto& name : domains.keys()) {
@@ -390,84 +400,84 @@ ModelEntry parse_model(const ConfigNode& m, const fs::path& base) {
   return e;
 }
 
-void parse_models(const ConfigNode& models, ExperimentConfig& cfg, LoadContext& ctx) {
+void parse_models(const ConfigNode& models, std::vector<ModelEntry>& out, LoadContext& ctx) {
   if (!models.is_sequence() || models.size() == 0) models.fail("expected a non-empty list of models");
   std::set<std::string> names;
   for (std::size_t i = 0; i < models.size(); ++i) {
-    cfg.models.push_back(parse_model(models[i], ctx.base));
-    check_name(models[i], cfg.models.back().name, "model name");
-    if (!names.insert(cfg.models.back().name).second) models[i].fail("duplicate model name '" + cfg.models.back().name + "'");
+    out.push_back(parse_model(models[i], ctx.base));
+    check_name(models[i], out.back().name, "model name");
+    if (!names.insert(out.back().name).second) models[i].fail("duplicate model name '" + out.back().name + "'");
   }
   for (const auto& [domain, ref] : ctx.synthesis_model_refs)
     for (const auto& name : ref.as_string_list())
       if (!names.count(name)) {
         std::string known;
-        for (const auto& m : cfg.models) known += (known.empty() ? "" : ", ") + m.name;
+        for (const auto& m : out) known += (known.empty() ? "" : ", ") + m.name;
         ref.fail("domain '" + domain + "' synthesizes from model '" + name + "', which `models:` does not list (" + known + ")");
       }
 }
 
 // calibration.domains (a list) or calibration.source (one name): read here, from the section.
-void parse_calibration_domains(const ConfigNode&, ExperimentConfig& cfg, LoadContext& ctx) {
-  const ConfigNode calib = cfg.root["calibration"];
+void parse_calibration_domains(const ConfigNode&, std::vector<DomainSpec>& domains, LoadContext& ctx) {
+  const ConfigNode calib = ctx.root["calibration"];
   if (calib.has("source") == calib.has("domains")) calib.fail("give either domains (a list) or source (one name)");
   const ConfigNode list = calib.has("domains") ? calib["domains"] : calib["source"];
   for (std::size_t i = 0; i < (list.is_sequence() ? list.size() : 1); ++i)
-    cfg.calibration_domains.push_back(resolve_domain(list.is_sequence() ? list[i] : list, ctx.declared));
-  if (cfg.calibration_domains.empty()) list.fail("expected at least one calibration domain");
+    domains.push_back(resolve_domain(list.is_sequence() ? list[i] : list, ctx.declared));
+  if (domains.empty()) list.fail("expected at least one calibration domain");
 }
 
-void parse_calibration_counts(const ConfigNode& node, ExperimentConfig& cfg, LoadContext&) {
+void parse_calibration_counts(const ConfigNode& node, std::vector<std::int64_t>& counts, LoadContext&) {
   if (!node.defined()) return;
-  cfg.calibration_counts.clear();
+  counts.clear();
   for (long long c : node.as_int_list()) {
     if (c < 1 || c > 10'000'000) node.fail("expected integers in [1, 10000000], got " + std::to_string(c));
-    cfg.calibration_counts.push_back(c);
+    counts.push_back(c);
   }
-  if (cfg.calibration_counts.empty()) node.fail("expected at least one count");
+  if (counts.empty()) node.fail("expected at least one count");
 }
 
 // calibration.target_sample: {domain, count}.
-void parse_target_sample(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
+void parse_target_sample(const ConfigNode& node, CalibrationSettings::TargetSample& sample, LoadContext& ctx) {
   if (!node.defined()) return;
   node.require_map();
   node.check_keys({"domain", "count"});
-  cfg.target_sample.domain = resolve_domain(node["domain"], ctx.declared);
-  const DomainSpec& d = cfg.target_sample.domain;
+  sample.domain = resolve_domain(node["domain"], ctx.declared);
+  const DomainSpec& d = sample.domain;
   if (!d.synthesizer.empty() || d.dataset == "none") node["domain"].fail("a target sample is real images of the target domain");
-  cfg.target_sample.count = node.has("count") ? node["count"].as_int_in(1, 1'000'000) : 64;
+  sample.count = node.has("count") ? node["count"].as_int_in(1, 1'000'000) : 64;
 }
 
 // calibration.selector: one plugin or a list (a sweep); checked against the calibration domains, the
 // counts, the pool size and the target sample.
-void parse_selectors(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
-  const ConfigNode target = cfg.root["calibration"]["target_sample"];
+void parse_selectors(const ConfigNode& node, CalibrationSettings& calibration, LoadContext& ctx) {
+  const ConfigNode section = ctx.root["calibration"], target = section["target_sample"];
   if (!node.defined()) {
     if (target.defined()) target.fail("no calibration.selector reads a target sample");
     return;
   }
-  cfg.selectors = node.is_sequence() ? parse_plugins(node, PluginKind::Selector, ctx.registry)
+  calibration.selectors = node.is_sequence() ? parse_plugins(node, PluginKind::Selector, ctx.registry)
                                      : std::vector<PluginChoice>{parse_plugin(node, PluginKind::Selector, ctx.registry)};
   bool reads_target = false;
-  for (std::size_t i = 0; i < cfg.selectors.size(); ++i) {
-    const PluginChoice& c = cfg.selectors[i];
+  for (std::size_t i = 0; i < calibration.selectors.size(); ++i) {
+    const PluginChoice& c = calibration.selectors[i];
     const bool needs = ctx.registry.load<Selector>(c.name, c.options).call("needs_target", [](const Selector& s) { return s.needs_target(); });
     reads_target = reads_target || needs;
-    if (needs && cfg.target_sample.count == 0)
+    if (needs && calibration.target_sample.count == 0)
       (node.is_sequence() ? node[i] : node).fail("selector '" + c.label + "' needs a target sample: calibration.target_sample: {domain, count}");
   }
   if (target.defined() && !reads_target) target.fail("no calibration.selector reads a target sample (target_match does)");
-  const ConfigNode domains = cfg.root["calibration"].has("domains") ? cfg.root["calibration"]["domains"] : cfg.root["calibration"]["source"];
-  for (const DomainSpec& d : cfg.calibration_domains)
+  const ConfigNode domains = section.has("domains") ? section["domains"] : section["source"];
+  for (const DomainSpec& d : calibration.domains)
     if (!d.synthesizer.empty() || d.dataset == "none")
       domains.fail("calibration domain '" + d.name + "' has no pool of real images for calibration.selector to choose from");
-  for (std::int64_t count : cfg.calibration_counts)
-    if (cfg.pool_size > 0 && count > cfg.pool_size)
-      cfg.root["calibration"]["count"].fail("a selector chooses " + std::to_string(count) + " images from a pool of " +
-                                            std::to_string(cfg.pool_size) + " (calibration.pool_size)");
+  for (std::int64_t count : calibration.counts)
+    if (calibration.pool_size > 0 && count > calibration.pool_size)
+      section["count"].fail("a selector chooses " + std::to_string(count) + " images from a pool of " +
+                                            std::to_string(calibration.pool_size) + " (calibration.pool_size)");
 }
 
-void parse_test_domains(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+void parse_test_domains(const ConfigNode& list, std::vector<DomainSpec>& domains, LoadContext& ctx) {
   for (std::size_t i = 0; i < (list.is_sequence() ? list.size() : 1); ++i) {
     const ConfigNode ref = list.is_sequence() ? list[i] : list;
     DomainSpec d = resolve_domain(ref, ctx.declared);
@@ -475,53 +485,43 @@ void parse_test_domains(const ConfigNode& list, ExperimentConfig& cfg, LoadConte
     if (!d.synthesizer.empty()) ref.fail("test domain '" + d.name + "' is synthesized; test on real data");
     if (!is_labeled_dataset(d.dataset)) ref.fail("test domain '" + d.name + "' has no labels (dataset " + d.dataset + ")");
     d.line = ref.where();
-    cfg.test_domains.push_back(d);
+    domains.push_back(d);
   }
-  if (cfg.test_domains.empty()) list.fail("expected at least one test domain");
+  if (domains.empty()) list.fail("expected at least one test domain");
 }
 
-void parse_preset(const ConfigNode& node, ExperimentConfig& cfg, LoadContext& ctx) {
-  if (node.defined()) cfg.preset = node.as_string();
-  if (cfg.preset.size() > 5 && cfg.preset.substr(cfg.preset.size() - 5) == ".yaml") cfg.preset = resolve(ctx.base, cfg.preset);
+void parse_preset(const ConfigNode& node, QuantizationSettings& q, LoadContext& ctx) {
+  if (node.defined()) q.preset = node.as_string();
+  if (q.preset.size() > 5 && q.preset.substr(q.preset.size() - 5) == ".yaml") q.preset = resolve(ctx.base, q.preset);
   try {
-    cfg.scheme = Scheme::load(cfg.preset, (fs::path(config_dir()) / "presets").string());
+    q.scheme = Scheme::load(q.preset, (fs::path(config_dir()) / "presets").string());
   } catch (const Error& e) {
-    (node.defined() ? node : cfg.root["quantization"]).fail(e.what());
+    (node.defined() ? node : ctx.root["quantization"]).fail(e.what());
   }
 }
 
-void parse_bit_settings(const ConfigNode& bits, ExperimentConfig& cfg, LoadContext&) {
+void parse_bit_settings(const ConfigNode& bits, std::vector<BitSetting>& out, LoadContext&) {
   if (!bits.is_sequence() || bits.size() == 0) bits.fail("expected a non-empty list like [w8a8, w4a8]");
-  for (std::size_t i = 0; i < bits.size(); ++i) cfg.bits.push_back(parse_bits(bits[i]));
+  for (std::size_t i = 0; i < bits.size(); ++i) out.push_back(parse_bits(bits[i]));
 }
 
-// Calibration with no images ("none") only works with data-free calibrators.
-void parse_calibrators(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
-  cfg.calibrators = parse_plugins(list, PluginKind::Calibrator, ctx.registry);
-  for (const DomainSpec& d : cfg.calibration_domains)
-    if (d.dataset == "none")
-      for (std::size_t i = 0; i < cfg.calibrators.size(); ++i) {
-        const PluginChoice& c = cfg.calibrators[i];
-        const auto plugin = ctx.registry.load<Calibrator>(c.name, c.options);
-        if (plugin.call("input", [](const Calibrator& object) { return object.input(); }) != Calibrator::Input::Graph)
-          list[i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" + d.name +
-                       "' has no images (use a data-free calibrator such as bn_ranges)");
-      }
+void parse_calibrators(const ConfigNode& list, std::vector<PluginChoice>& calibrators, LoadContext& ctx) {
+  calibrators = parse_plugins(list, PluginKind::Calibrator, ctx.registry);
 }
 
-void parse_rounding(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+void parse_rounding(const ConfigNode& list, std::vector<PluginChoice>& rounding, LoadContext& ctx) {
   if (list.defined()) {
-    cfg.rounding = parse_plugins(list, PluginKind::WeightOptimizer, ctx.registry);
+    rounding = parse_plugins(list, PluginKind::WeightOptimizer, ctx.registry);
     return;
   }
   const PluginRecord& nearest = ctx.registry.get(PluginKind::WeightOptimizer, "nearest");
-  cfg.rounding.push_back({"nearest", "nearest", default_options(nearest.options)});
+  rounding.push_back({"nearest", "nearest", default_options(nearest.options)});
 }
 
 // An empty list means no pass (so `--set quantization.passes=[]` gives the baseline of a pass study).
-void parse_passes(const ConfigNode& list, ExperimentConfig& cfg, LoadContext& ctx) {
+void parse_passes(const ConfigNode& list, std::vector<PluginChoice>& passes, LoadContext& ctx) {
   if (list.defined() && !(list.is_sequence() && list.size() == 0))
-    cfg.passes = parse_plugins(list, PluginKind::GraphPass, ctx.registry);
+    passes = parse_plugins(list, PluginKind::GraphPass, ctx.registry);
 }
 
 // A value as a YAML scalar of its own type, so that it reads back exactly.
@@ -599,17 +599,18 @@ void flow_scalar_lists(YAML::Node node) {
 }
 
 
-YAML::Node domains_yaml(const ExperimentConfig& cfg) {
+// The declared domains that calibration and test name.
+YAML::Node domains_yaml(const CalibrationSettings& calibration, const TestSettings& test) {
   YAML::Node domains(YAML::NodeType::Map);
-  for (const auto* list : {&cfg.calibration_domains, &cfg.test_domains})
+  for (const auto* list : {&calibration.domains, &test.domains})
     for (const auto& d : *list) emit_domain(domains, d);
-  if (cfg.target_sample.count > 0) emit_domain(domains, cfg.target_sample.domain);
+  if (calibration.target_sample.count > 0) emit_domain(domains, calibration.target_sample.domain);
   return domains.size() > 0 ? domains : YAML::Node();
 }
 
-YAML::Node models_yaml(const ExperimentConfig& cfg) {
+YAML::Node models_yaml(const std::vector<ModelEntry>& entries) {
   YAML::Node models(YAML::NodeType::Sequence);
-  for (const auto& m : cfg.models) {
+  for (const auto& m : entries) {
     YAML::Node mn;
     mn["name"] = m.name;
     mn["path"] = m.path;
@@ -632,9 +633,10 @@ YAML::Node models_yaml(const ExperimentConfig& cfg) {
   return models;
 }
 
-YAML::Node overrides_yaml(const ExperimentConfig& cfg) {
+YAML::Node overrides_yaml(const std::vector<LayerOverride>& overrides) {
+  if (overrides.empty()) return YAML::Node();
   YAML::Node list(YAML::NodeType::Sequence);
-  for (const auto& o : cfg.overrides) {
+  for (const auto& o : overrides) {
     YAML::Node on;
     on["layers"] = o.layers;
     if (o.w_bits) on["w_bits"] = *o.w_bits;
@@ -644,19 +646,19 @@ YAML::Node overrides_yaml(const ExperimentConfig& cfg) {
   return list;
 }
 
-YAML::Node bits_yaml(const ExperimentConfig& cfg) {
+YAML::Node bits_yaml(const std::vector<BitSetting>& bits) {
   YAML::Node list(YAML::NodeType::Sequence);
-  for (const auto& b : cfg.bits) list.push_back(b.label());
+  for (const auto& b : bits) list.push_back(b.label());
   return list;
 }
 
 // export.runs: run ids, or maps of the fields a run must match.
-void parse_export_runs(const ConfigNode& node, ExperimentConfig& cfg, LoadContext&) {
+void parse_export_runs(const ConfigNode& node, std::vector<ExportSettings::Selector>& runs, LoadContext&) {
   if (!node.defined()) return;
   if (!node.is_sequence()) node.fail("expected a list of run ids or {model, bits, calibrator, rounding} maps");
   for (std::size_t i = 0; i < node.size(); ++i) {
     const ConfigNode item = node[i];
-    ExperimentConfig::Exports::Selector s;
+    ExportSettings::Selector s;
     s.where = item.where();
     if (item.is_map()) {
       item.check_keys({"model", "bits", "calibrator", "rounding"});
@@ -667,14 +669,14 @@ void parse_export_runs(const ConfigNode& node, ExperimentConfig& cfg, LoadContex
     } else {
       s.id = item.as_string();
     }
-    cfg.exports.runs.push_back(s);
+    runs.push_back(s);
   }
 }
 
-YAML::Node export_runs_yaml(const ExperimentConfig& cfg) {
-  if (cfg.exports.runs.empty()) return YAML::Node();
+YAML::Node export_runs_yaml(const std::vector<ExportSettings::Selector>& runs) {
+  if (runs.empty()) return YAML::Node();
   YAML::Node list(YAML::NodeType::Sequence);
-  for (const auto& s : cfg.exports.runs) {
+  for (const auto& s : runs) {
     if (!s.id.empty()) {
       list.push_back(s.id);
       continue;
@@ -687,13 +689,13 @@ YAML::Node export_runs_yaml(const ExperimentConfig& cfg) {
   return list;
 }
 
-void parse_export_formats(const ConfigNode& node, ExperimentConfig& cfg, LoadContext&) {
+void parse_export_formats(const ConfigNode& node, std::vector<std::string>& formats, LoadContext&) {
   if (!node.defined()) return;
-  cfg.exports.formats = node.as_string_list();
+  formats = node.as_string_list();
   const auto& known = export_format_names();
-  for (std::size_t i = 0; i < cfg.exports.formats.size(); ++i)
-    if (std::find(known.begin(), known.end(), cfg.exports.formats[i]) == known.end())
-      (node.is_sequence() ? node[i] : node).fail("unknown export format '" + cfg.exports.formats[i] + "' (torchscript, onnx, encodings, tensorrt)");
+  for (std::size_t i = 0; i < formats.size(); ++i)
+    if (std::find(known.begin(), known.end(), formats[i]) == known.end())
+      (node.is_sequence() ? node[i] : node).fail("unknown export format '" + formats[i] + "' (torchscript, onnx, encodings, tensorrt)");
 }
 
 constexpr double kUnbounded = std::numeric_limits<double>::infinity();
@@ -706,29 +708,28 @@ void add_run_keys(std::vector<Key>& k) {
   name.required = true;
   k.push_back(name);
   k.push_back(scalar("seed", S::integer("seed", 0, "seed of calibration subsets, synthesis and learned rounding").range(0, kUnbounded),
-                     [](auto& c) -> auto& { return c.seed; }));
+                     [](auto& c) -> auto& { return c.execution.seed; }));
   k.push_back(scalar("threads", S::integer("threads", 0, "intra-op threads (0: all cores)").range(0, 4096),
-                     [](auto& c) -> auto& { return c.threads; }));
+                     [](auto& c) -> auto& { return c.execution.threads; }));
   k.push_back(scalar("jobs", S::integer("jobs", 1, "jobs (model x calibration set) at a time, sharing the threads").range(1, 4096),
-                     [](auto& c) -> auto& { return c.jobs; }));
+                     [](auto& c) -> auto& { return c.execution.jobs; }));
   k.push_back(scalar("memory_format",
                      S::text("memory_format", "auto", "memory layout of every engine: auto (channels-last on the CPU), contiguous (NCHW), channels_last (NHWC)")
                          .one_of({"auto", "contiguous", "channels_last"}),
-                     [](auto& c) -> auto& { return c.memory_format; }));
+                     [](auto& c) -> auto& { return c.execution.memory_format; }));
   k.push_back(scalar("convolution",
                      S::text("convolution", "direct", "convolution kernels of every engine: direct (ATen's), winograd (oneDNN's F(4x4, 3x3) for the 3x3 stride-1 convolutions it covers on AVX-512 CPUs: faster, float32 rounding of its own)")
                          .one_of({"direct", "winograd"}),
-                     [](auto& c) -> auto& { return c.convolution; }));
+                     [](auto& c) -> auto& { return c.execution.convolution; }));
   k.push_back(scalar("device", S::text("device", "cpu", "where models run: cpu, cuda, cuda:N (data stays on the CPU)"),
-                     [](auto& c) -> auto& { return c.device; }));
+                     [](auto& c) -> auto& { return c.execution.device; }));
   k.push_back(scalar("on_error", S::text("on_error", "continue", "a failed run: recorded and the sweep goes on, or stop").one_of({"continue", "stop"}),
-                     [](auto& c) -> auto& { return c.on_error; }));
+                     [](auto& c) -> auto& { return c.execution.on_error; }));
   k.push_back(scalar("isolation", S::text("isolation", "none", "process: each job of xdq run runs in a child process, so a job that crashes (a plugin's segfault) is recorded as failed and the sweep goes on").one_of({"none", "process"}),
-                     [](auto& c) -> auto& { return c.isolation; }));
-  k.push_back(structured("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",
-                         parse_plugin_paths, [](const ExperimentConfig& c) {
-                           return c.plugin_paths.empty() ? YAML::Node() : YAML::Node(c.plugin_paths);
-                         }));
+                     [](auto& c) -> auto& { return c.execution.isolation; }));
+  k.push_back(member("plugins.paths", "extra plugin folders, searched before $XDQ_PLUGIN_PATH and the build's",
+                     [](auto& c) -> auto& { return c.execution.plugin_paths; }, parse_plugin_paths,
+                     [](const std::vector<std::string>& paths) { return paths.empty() ? YAML::Node() : YAML::Node(paths); }));
   for (const auto& [key, doc] : {std::pair{"fashion_mnist", "folder of the Fashion-MNIST IDX files (default: Debian's package)"},
                                  {"opencv_samples", "folder of OpenCV's sample data (default: opencv-doc's)"},
                                  {"sklearn_digits", "scikit-learn's digits.csv.gz (default: python3-sklearn's)"},
@@ -738,8 +739,8 @@ void add_run_keys(std::vector<Key>& k) {
     d.path = std::string("data.") + key;
     d.spec = S::text(key, "", doc);
     d.is_path = true;
-    d.set = [field](ExperimentConfig& c, const OptionValue& v) { assign(c.data_location(field), v); };
-    d.get = [field](const ExperimentConfig& c) { return option_value(const_cast<ExperimentConfig&>(c).data_location(field)); };
+    d.set = [field](auto& c, const OptionValue& v) { assign(c.data_location(field), v); };
+    d.get = [field](const auto& c) { return option_value(const_cast<std::decay_t<decltype(c)>&>(c).data_location(field)); };
     k.push_back(d);
   }
 }
@@ -747,73 +748,81 @@ void add_run_keys(std::vector<Key>& k) {
 // What is calibrated on and tested on: domains, models, calibration and test sets.
 void add_data_keys(std::vector<Key>& k) {
   using S = OptionSpec;
+  const auto calibration = [](auto& c) -> auto& { return c.calibration; };
   k.push_back(structured("domains", "named domains: {dataset, transforms, classes, missing_classes, unreadable} | {mix: {domain: weight}} | {synthesizer, models}",
-                         parse_domains, domains_yaml));
-  k.push_back(structured("models", "TorchScript models: [{name, path, sha256, input_size, mean, std, preprocess: imagenet | {preset, resize, crop, interpolation, mean, std, channels}}]", parse_models, models_yaml, true));
-  k.push_back(structured("calibration.domains", "calibration domains (A), train split unless a split is named",
-                         parse_calibration_domains, [](const ExperimentConfig& c) { return names_yaml(c.calibration_domains); }));
-  k.push_back(structured("calibration.source", "one calibration domain (instead of domains)",
-                         [](const ConfigNode&, ExperimentConfig&, LoadContext&) {}, [](const ExperimentConfig&) { return YAML::Node(); }));
-  k.push_back(structured("calibration.count", "calibration-set sizes (a sweep)", parse_calibration_counts,
-                         [](const ExperimentConfig& c) { return YAML::Node(c.calibration_counts); }));
+                         [](const ConfigNode& n, auto&, LoadContext& ctx) { parse_domains(n, ctx); },
+                         [](const auto& c) { return domains_yaml(c.calibration, c.test); }));
+  k.push_back(member("models", "TorchScript models: [{name, path, sha256, input_size, mean, std, preprocess: imagenet | {preset, resize, crop, interpolation, mean, std, channels}}]",
+                     [](auto& c) -> auto& { return c.models; }, parse_models, models_yaml, true));
+  k.push_back(member("calibration.domains", "calibration domains (A), train split unless a split is named",
+                     [](auto& c) -> auto& { return c.calibration.domains; }, parse_calibration_domains, names_yaml));
+  k.push_back(member("calibration.source", "one calibration domain (instead of domains)", calibration,
+                     [](const ConfigNode&, auto&, LoadContext&) {}, [](const auto&) { return YAML::Node(); }));
+  k.push_back(member("calibration.count", "calibration-set sizes (a sweep)", [](auto& c) -> auto& { return c.calibration.counts; },
+                     parse_calibration_counts, [](const std::vector<std::int64_t>& counts) { return YAML::Node(counts); }));
   k.push_back(scalar("calibration.repeats", S::integer("repeats", 1, "calibration sets drawn per size, seeds seed, seed+1, ...").range(1, 1000),
-                     [](auto& c) -> auto& { return c.repeats; }));
+                     [](auto& c) -> auto& { return c.calibration.repeats; }));
   k.push_back(scalar("calibration.min_images", S::integer("min_images", 0, "fewest images a calibration set may hold when its source has fewer than the count asked (0: the count asked)").range(0, kUnbounded),
-                     [](auto& c) -> auto& { return c.min_images; }));
-  k.push_back(scalar("calibration.stream_above_mb", S::integer("stream_above_mb", 2048, "a folder calibration set whose float32 images exceed this many MiB is decoded batch by batch at each pass instead of held in memory (0: always)").range(0, kUnbounded),
-                     [](auto& c) -> auto& { return c.stream_above_mb; }));
+                     [](auto& c) -> auto& { return c.calibration.min_images; }));
+  k.push_back(scalar("calibration.stream_above_mb", S::integer("stream_above_mb", 2048, "a folder calibration set or selection pool whose float32 images exceed this many MiB is decoded batch by batch at each pass instead of held in memory (0: always)").range(0, kUnbounded),
+                     [](auto& c) -> auto& { return c.calibration.stream_above_mb; }));
   k.push_back(scalar("calibration.batch_size", S::integer("batch_size", 256, "images per forward pass").range(1, 65536),
-                     [](auto& c) -> auto& { return c.batch_size; }));
+                     [](auto& c) -> auto& { return c.calibration.batch_size; }));
   k.push_back(scalar("calibration.histogram_bins", S::integer("histogram_bins", 2048, "histogram bins per sign of the activation statistics").range(16, 65536),
-                     [](auto& c) -> auto& { return c.histogram_bins; }));
+                     [](auto& c) -> auto& { return c.calibration.histogram_bins; }));
   k.push_back(scalar("calibration.pool_size", S::integer("pool_size", 10000, "images a selector chooses from, drawn from the calibration domain (0: its whole split)").range(0, kUnbounded),
-                     [](auto& c) -> auto& { return c.pool_size; }));
-  k.push_back(structured("calibration.target_sample", "{domain, count}: unlabeled target-domain images a selector reads (train split unless named)",
-                         parse_target_sample, [](const ExperimentConfig& c) {
-                           if (c.target_sample.count == 0) return YAML::Node();
-                           YAML::Node n;
-                           n["domain"] = c.target_sample.domain.name;
-                           n["count"] = c.target_sample.count;
-                           return n;
-                         }));
-  k.push_back(structured("calibration.selector", "selector plugin(s) choosing the calibration set from the pool (a list: a sweep)",
-                         parse_selectors, [](const ExperimentConfig& c) {
-                           return c.selectors.empty() ? YAML::Node() : plugin_list_yaml(c.selectors);
-                         }));
-  k.push_back(structured("test.domains", "test domains (B), test split unless a split is named", parse_test_domains,
-                         [](const ExperimentConfig& c) { return names_yaml(c.test_domains); }));
+                     [](auto& c) -> auto& { return c.calibration.pool_size; }));
+  k.push_back(member("calibration.target_sample", "{domain, count}: unlabeled target-domain images a selector reads (train split unless named)",
+                     [](auto& c) -> auto& { return c.calibration.target_sample; }, parse_target_sample,
+                     [](const CalibrationSettings::TargetSample& sample) {
+                       if (sample.count == 0) return YAML::Node();
+                       YAML::Node n;
+                       n["domain"] = sample.domain.name;
+                       n["count"] = sample.count;
+                       return n;
+                     }));
+  k.push_back(member("calibration.selector", "selector plugin(s) choosing the calibration set from the pool (a list: a sweep)",
+                     calibration, parse_selectors, [](const CalibrationSettings& c) {
+                       return c.selectors.empty() ? YAML::Node() : plugin_list_yaml(c.selectors);
+                     }));
+  k.push_back(member("test.domains", "test domains (B), test split unless a split is named",
+                     [](auto& c) -> auto& { return c.test.domains; }, parse_test_domains, names_yaml));
   k.push_back(scalar("test.count", S::integer("count", 0, "test images per domain (0: all)").range(0, kUnbounded),
-                     [](auto& c) -> auto& { return c.test_count; }));
+                     [](auto& c) -> auto& { return c.test.count; }));
 }
 
 // How it is quantized.
 void add_quantization_keys(std::vector<Key>& k) {
   using S = OptionSpec;
-  k.push_back(structured("quantization.preset", "backend preset (configs/presets) or a preset file", parse_preset,
-                         [](const ExperimentConfig& c) { return YAML::Node(c.preset); }));
-  k.push_back(structured("quantization.bits", "bit settings, e.g. [w8a8, w4a4]", parse_bit_settings, bits_yaml));
+  const auto plugins = [](const std::vector<PluginChoice>& list) { return plugin_list_yaml(list); };
+  k.push_back(member("quantization.preset", "backend preset (configs/presets) or a preset file",
+                     [](auto& c) -> auto& { return c.quantization; }, parse_preset,
+                     [](const QuantizationSettings& q) { return YAML::Node(q.preset); }));
+  k.push_back(member("quantization.bits", "bit settings, e.g. [w8a8, w4a4]", [](auto& c) -> auto& { return c.quantization.bits; },
+                     parse_bit_settings, bits_yaml));
   k.push_back(scalar("quantization.weight_range", S::text("weight_range", "minmax", "weight range method").one_of({"minmax", "mse"}),
-                     [](auto& c) -> auto& { return c.weight_range; }));
+                     [](auto& c) -> auto& { return c.quantization.weight_range; }));
   k.push_back(scalar("quantization.fold_bn", S::flag("fold_bn", true, "fold BatchNorm into the preceding conv before quantizing"),
-                     [](auto& c) -> auto& { return c.fold_bn; }));
-  k.push_back(structured("quantization.overrides", "per-layer bits: [{layers, w_bits, a_bits} | {include: file}]",
-                         [](const ConfigNode& n, ExperimentConfig& c, LoadContext& ctx) {
-                           if (n.defined()) parse_layer_overrides(n, ctx.base.string(), c.overrides);
-                         },
-                         [](const ExperimentConfig& c) { return c.overrides.empty() ? YAML::Node() : overrides_yaml(c); }));
-  k.push_back(structured("quantization.calibrators", "activation range calibrators (plugins)", parse_calibrators,
-                         [](const ExperimentConfig& c) { return plugin_list_yaml(c.calibrators); }));
-  k.push_back(structured("quantization.rounding", "weight rounding optimizers (plugins; default nearest)", parse_rounding,
-                         [](const ExperimentConfig& c) { return plugin_list_yaml(c.rounding); }));
-  k.push_back(structured("quantization.passes", "graph passes (plugins), each at its declared stage", parse_passes,
-                         [](const ExperimentConfig& c) { return plugin_list_yaml(c.passes); }));
+                     [](auto& c) -> auto& { return c.quantization.fold_bn; }));
+  k.push_back(member("quantization.overrides", "per-layer bits: [{layers, w_bits, a_bits} | {include: file}]",
+                     [](auto& c) -> auto& { return c.quantization.overrides; },
+                     [](const ConfigNode& n, std::vector<LayerOverride>& overrides, LoadContext& ctx) {
+                       if (n.defined()) parse_layer_overrides(n, ctx.base.string(), overrides);
+                     },
+                     overrides_yaml));
+  k.push_back(member("quantization.calibrators", "activation range calibrators (plugins)",
+                     [](auto& c) -> auto& { return c.quantization.calibrators; }, parse_calibrators, plugins));
+  k.push_back(member("quantization.rounding", "weight rounding optimizers (plugins; default nearest)",
+                     [](auto& c) -> auto& { return c.quantization.rounding; }, parse_rounding, plugins));
+  k.push_back(member("quantization.passes", "graph passes (plugins), each at its declared stage",
+                     [](auto& c) -> auto& { return c.quantization.passes; }, parse_passes, plugins));
 }
 
 // Diagnostics, `xdq analyze`, and what a resolved config carries.
 void add_report_keys(std::vector<Key>& k) {
   using S = OptionSpec;
   k.push_back(scalar("diagnostics.layer_shift_images", S::integer("layer_shift_images", 0, "images per domain for per-layer shift tables (0: off)").range(0, kUnbounded),
-                     [](auto& c) -> auto& { return c.layer_shift_images; }));
+                     [](auto& c) -> auto& { return c.test.layer_shift_images; }));
   k.push_back(scalar("analysis.images", S::integer("images", 1000, "held-out images per test domain").range(1, kUnbounded),
                      [](auto& c) -> auto& { return c.analysis.images; }));
   k.push_back(scalar("analysis.layerwise", S::text("layerwise", "both", "what one layer's turn quantizes").one_of({"weights", "activation", "both"}),
@@ -824,14 +833,16 @@ void add_report_keys(std::vector<Key>& k) {
                      [](auto& c) -> auto& { return c.analysis.size_budget; }));
   k.push_back(scalar("analysis.fallback_bits", S::integer("fallback_bits", 8, "bits of a raised layer's weights and input").range(2, 8),
                      [](auto& c) -> auto& { return c.analysis.fallback_bits; }));
-  k.push_back(structured("export.runs", "runs whose quantized model is written to <out>/exports: [all | run id | {model, bits, calibrator, rounding}]",
-                         parse_export_runs, export_runs_yaml));
-  k.push_back(structured("export.formats", "what an exported run writes: torchscript, onnx, encodings, tensorrt",
-                         parse_export_formats, [](const ExperimentConfig& c) { return YAML::Node(c.exports.formats); }));
+  k.push_back(member("export.runs", "runs whose quantized model is written to <out>/exports: [all | run id | {model, bits, calibrator, rounding}]",
+                     [](auto& c) -> auto& { return c.exports.runs; }, parse_export_runs, export_runs_yaml));
+  k.push_back(member("export.formats", "what an exported run writes: torchscript, onnx, encodings, tensorrt",
+                     [](auto& c) -> auto& { return c.exports.formats; }, parse_export_formats,
+                     [](const std::vector<std::string>& formats) { return YAML::Node(formats); }));
   k.push_back(scalar("export.runtime", S::text("runtime", "none", "run the exported model in an int8 runtime on the test domains (runtime_top1)").one_of({"none", "opencv"}),
                      [](auto& c) -> auto& { return c.exports.runtime; }));
-  k.push_back(structured("provenance", "written by xdq into config.resolved.yaml (what a run measured); not read",
-                         [](const ConfigNode&, ExperimentConfig&, LoadContext&) {}, [](const ExperimentConfig&) { return YAML::Node(); }));
+  k.push_back(member("provenance", "written by xdq into config.resolved.yaml (what a run measured); not read",
+                     [](auto& c) -> auto& { return c.name; }, [](const ConfigNode&, auto&, LoadContext&) {},
+                     [](const auto&) { return YAML::Node(); }));
 }
 
 const std::vector<Key>& experiment_keys() {
@@ -879,41 +890,55 @@ void read_key(const Key& key, const ConfigNode& root, ExperimentConfig& cfg, Loa
 }
 
 // export: the formats can express the preset (the runs are checked against the plan by load_experiment).
-void check_export_formats(const ExperimentConfig& cfg) {
-  const auto& e = cfg.exports;
-  const ConfigNode formats = cfg.root["export"]["formats"];
-  for (const auto& f : e.formats)
-    if (const std::string limit = export_format_limit(f, cfg.scheme); !limit.empty())
-      (formats.defined() ? formats : cfg.root["quantization"]["preset"]).fail("export format " + f + ": " + limit);
+void check_export_formats(const ExportSettings& exports, const Scheme& scheme, const ConfigNode& root) {
+  const ConfigNode formats = root["export"]["formats"];
+  for (const auto& f : exports.formats)
+    if (const std::string limit = export_format_limit(f, scheme); !limit.empty())
+      (formats.defined() ? formats : root["quantization"]["preset"]).fail("export format " + f + ": " + limit);
 }
 
 // convolution: winograd needs oneDNN's API in this build, and the CPU.
-void check_convolution(const ExperimentConfig& cfg) {
-  const ConfigNode node = cfg.root["convolution"];
+void check_convolution(const ExecutionSettings& execution, const ConfigNode& root) {
+  const ConfigNode node = root["convolution"];
   try {
-    if (conv_algorithm(cfg.convolution) == ConvAlgorithm::Direct) return;
+    if (conv_algorithm(execution.convolution) == ConvAlgorithm::Direct) return;
   } catch (const Error& e) {
     node.fail(e.what());
   }
-  if (cfg.device != "cpu") node.fail("Winograd convolutions run on the CPU (device is " + cfg.device + ")");
+  if (execution.device != "cpu") node.fail("Winograd convolutions run on the CPU (device is " + execution.device + ")");
+}
+
+// Calibration with no images ("none") only works with data-free calibrators.
+void check_data_free_calibrators(const CalibrationSettings& calibration, const QuantizationSettings& quantization,
+                                 const ConfigNode& root, const PluginRegistry& registry) {
+  for (const DomainSpec& d : calibration.domains)
+    if (d.dataset == "none")
+      for (std::size_t i = 0; i < quantization.calibrators.size(); ++i) {
+        const PluginChoice& c = quantization.calibrators[i];
+        const auto plugin = registry.load<Calibrator>(c.name, c.options);
+        if (plugin.call("input", [](const Calibrator& object) { return object.input(); }) != Calibrator::Input::Graph)
+          root["quantization"]["calibrators"][i].fail("calibrator '" + c.label + "' observes data, but calibration domain '" +
+                                                      d.name + "' has no images (use a data-free calibrator such as bn_ranges)");
+      }
 }
 
 // Checks across keys, once all are read. More threads than cores only adds switching: a few times the
 // cores is the useful bound.
-void check_after_reading(const ExperimentConfig& cfg) {
+void check_after_reading(const ExperimentConfig& cfg, const PluginRegistry& registry) {
   check_name(cfg.root["experiment"], cfg.name, "experiment name");
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (cfg.threads > 4 * cores)
+  if (cfg.execution.threads > 4 * cores)
     cfg.root["threads"].fail("expected at most " + std::to_string(4 * cores) + " (4 x the " + std::to_string(cores) +
-                             " cores of this machine), got " + std::to_string(cfg.threads));
-  parse_device(cfg.device, cfg.root["device"]);  // a device this LibTorch and machine have
-  check_convolution(cfg);
-  check_export_formats(cfg);
+                             " cores of this machine), got " + std::to_string(cfg.execution.threads));
+  parse_device(cfg.execution.device, cfg.root["device"]);  // a device this LibTorch and machine have
+  check_convolution(cfg.execution, cfg.root);
+  check_data_free_calibrators(cfg.calibration, cfg.quantization, cfg.root, registry);
+  check_export_formats(cfg.exports, cfg.quantization.scheme, cfg.root);
 }
 
 }  // namespace
 
-bool ExperimentConfig::Exports::selects(const std::string& id, const std::string& model, const std::string& bits,
+bool ExportSettings::selects(const std::string& id, const std::string& model, const std::string& bits,
                                         const std::string& calibrator, const std::string& rounding) const {
   return std::any_of(runs.begin(), runs.end(), [&](const Selector& s) {
     if (!s.id.empty()) return s.id == "all" || s.id == id;
@@ -940,10 +965,10 @@ ExperimentConfig read_experiment(ConfigNode root, const std::string& file, const
     root.set_path(kv.substr(0, eq), kv.substr(eq + 1));
   }
   cfg.root = root;
-  LoadContext ctx{base_dir, registry, {}, {}};
+  LoadContext ctx{base_dir, registry, root, {}, {}};
   check_sections(root);
   for (const Key& key : experiment_keys()) read_key(key, root, cfg, ctx);
-  check_after_reading(cfg);
+  check_after_reading(cfg, registry);
   return cfg;
 }
 

@@ -36,24 +36,37 @@ void DomainCache::check_calibration_count(const DomainSpec& d, std::int64_t avai
   if (available >= count) return;
   const std::string what = "calibration domain '" + d.name + "' holds " + std::to_string(available) +
                            " usable images of the " + std::to_string(count) + " asked (calibration.count)";
-  if (cfg_.min_images == 0 || available < cfg_.min_images)
-    throw Error(cfg_.file + ": " + what + "; set calibration.min_images to calibrate on fewer" +
-                (cfg_.min_images > 0 ? " (it is " + std::to_string(cfg_.min_images) + ")" : std::string()));
+  if (calibration_.min_images == 0 || available < calibration_.min_images)
+    throw Error(file_ + ": " + what + "; set calibration.min_images to calibrate on fewer" +
+                (calibration_.min_images > 0 ? " (it is " + std::to_string(calibration_.min_images) + ")" : std::string()));
   progress_ << "xdq: warning: " << what << "; calibrating on " << available << " (calibration.min_images "
-            << cfg_.min_images << ")" << std::endl;
+            << calibration_.min_images << ")" << std::endl;
 }
 
 CalibrationSet DomainCache::calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
                                                std::uint64_t seed, const ModelEntry* model) {
-  const double mib = 4.0 * static_cast<double>(count * shape.channels * shape.height * shape.width) / (1 << 20);
-  const bool streamed = d.mixture.empty() && d.synthesizer.empty() && d.dataset.rfind("folder:", 0) == 0 &&
-                        !d.folder.skip_unreadable && (cfg_.stream_above_mb == 0 || mib > static_cast<double>(cfg_.stream_above_mb));
-  if (!streamed) {
-    const Dataset& set = calibration_set(d, shape, count, seed, model);
+  return train_images(d, shape, count, seed, model, true);
+}
+
+CalibrationSet DomainCache::pool_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
+                                        std::uint64_t seed, const ModelEntry* model) {
+  return train_images(d, shape, count, seed, model, false);
+}
+
+CalibrationSet DomainCache::train_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
+                                         std::uint64_t seed, const ModelEntry* model, bool check_count) {
+  std::shared_ptr<const TestImages> files;  // the folder's files, when the set is large enough to stream
+  if (d.mixture.empty() && d.synthesizer.empty() && d.dataset.rfind("folder:", 0) == 0 && !d.folder.skip_unreadable) {
+    files = std::make_shared<const TestImages>(folder_images(d, Split::Train, shape, count, seed));
+    const double mib = 4.0 * static_cast<double>(files->size() * shape.channels * shape.height * shape.width) / (1 << 20);
+    if (calibration_.stream_above_mb > 0 && mib <= static_cast<double>(calibration_.stream_above_mb)) files.reset();
+  }
+  if (!files) {
+    const Dataset& set = check_count ? calibration_set(d, shape, count, seed, model)
+                                     : get(d, Split::Train, shape, count, seed, model);
     return {&set, set.images};
   }
-  auto files = std::make_shared<const TestImages>(folder_images(d, Split::Train, shape, count, seed));
-  check_calibration_count(d, files->size(), count);
+  if (check_count) check_calibration_count(d, files->size(), count);
   const auto stream = [files](std::int64_t batch, std::int64_t rows, const CalibrationImages::Visit& visit) {
     if (rows < files->size()) {  // a head: decoded at once
       const at::Tensor head = files->head(rows).images;
@@ -70,7 +83,6 @@ CalibrationSet DomainCache::calibration_images(const DomainSpec& d, const InputS
 }
 
 std::string CalibrationSet::content_hash() const {
-  if (memory) return memory->content_hash();
   const std::uint64_t h = images.content_hash();
   return fnv1a_hex(&h, sizeof h);
 }
@@ -86,7 +98,7 @@ std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d
   if (d.synthesis_models.empty()) return {model};
   std::vector<const ModelEntry*> out;
   for (const std::string& name : d.synthesis_models)
-    for (const ModelEntry& e : cfg_.models)
+    for (const ModelEntry& e : entries_)
       if (e.name == name) out.push_back(&e);
   return out;
 }
@@ -94,7 +106,7 @@ std::vector<const ModelEntry*> DomainCache::synthesis_models(const DomainSpec& d
 const ImportedModel& DomainCache::imported(const ModelEntry& entry) {
   auto it = models_.find(entry.path);
   if (it == models_.end()) {
-    it = models_.emplace(entry.path, import_for_experiment(cfg_, entry.path)).first;  // synthesis runs as the models do
+    it = models_.emplace(entry.path, import_for_experiment(execution_, entry.path)).first;  // synthesis runs as the models do
   }
   return it->second;
 }
@@ -112,9 +124,9 @@ std::string DomainCache::cache_file(const DomainSpec& d, const InputShape& shape
   }
   key += "count=" + std::to_string(count) + ";seed=" + std::to_string(seed) + ";shape=" + std::to_string(shape.channels) +
          "x" + std::to_string(shape.height) + "x" + std::to_string(shape.width);
-  if (cfg_.convolution == "winograd") key += ";convolution=winograd";  // other rounding, other images
+  if (execution_.convolution == "winograd") key += ";convolution=winograd";  // other rounding, other images
   const std::string file = plugin.name + "_" + fnv1a_hex(key.data(), key.size()) + ".xdqimg";
-  return (std::filesystem::path(cache_directory(cfg_.data)) / "synthesized" / file).string();
+  return (std::filesystem::path(cache_directory(data_)) / "synthesized" / file).string();
 }
 
 Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
@@ -147,7 +159,7 @@ Dataset DomainCache::synthesize(const DomainSpec& d, const InputShape& shape, st
   context.count = count;
   context.seed = seed;
   context.progress = &progress_;
-  context.device = cfg_.torch_device();
+  context.device = execution_.torch_device();
   const auto synthesizer = registry_.load<Synthesizer>(choice.name, choice.options);
   Dataset out = synthesizer.call("synthesize", [&](const Synthesizer& s) { return s.synthesize(context); });
   if (out.size() != count || out.images.dim() != 4 || out.images.size(1) != shape.channels ||
@@ -186,7 +198,7 @@ at::Tensor DomainCache::transformed(const DomainSpec& d, const std::vector<Loade
 
 Dataset DomainCache::load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
                           std::uint64_t seed) {
-  Dataset ds = load_dataset(d.dataset, split, cfg_.data, shape, count, seed, d.folder);
+  Dataset ds = load_dataset(d.dataset, split, data_, shape, count, seed, d.folder);
   if (count > 0) ds = ds.subset(count, seed);
   ds.images = transformed(d, transforms(d), ds.images, seed, 0);
   return ds;

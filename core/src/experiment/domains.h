@@ -21,17 +21,22 @@ namespace xdq {
 struct CalibrationSet {
   const Dataset* memory = nullptr;
   CalibrationImages images;
-  // What the provenance records: the Dataset's content hash, or for a streamed set its images' hash.
+  // What the provenance records: the images' hash (CalibrationImages::content_hash), the same whether the
+  // set was held in memory or streamed.
   std::string content_hash() const;
 };
 
 // Domains are loaded once per run: a calibration set is computed once and tested on every test domain.
 // Synthesized domains are made from `model` (the model being calibrated) or from the models they list,
-// and kept on disk (cfg.data.cache) keyed by model hashes, plugin, options, count, seed and shape.
+// and kept on disk (data.cache) keyed by model hashes, plugin, options, count, seed and shape.
 class DomainCache {
  public:
-  DomainCache(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress)
-      : cfg_(cfg), registry_(registry), progress_(progress) {}
+  // `file` names the experiment in errors; `models` are those a synthesized domain may name.
+  DomainCache(std::string file, const ExecutionSettings& execution, const DataLocations& data,
+              const CalibrationSettings& calibration, const std::vector<ModelEntry>& models, PluginRegistry& registry,
+              std::ostream& progress)
+      : file_(std::move(file)), execution_(execution), data_(data), calibration_(calibration), entries_(models),
+        registry_(registry), progress_(progress) {}
 
   const Dataset& get(const DomainSpec& d, Split default_split, const InputShape& shape, std::int64_t count,
                      std::uint64_t seed, const ModelEntry* model = nullptr);
@@ -44,6 +49,10 @@ class DomainCache {
   // decodes it again), else in memory (calibration_set()).
   CalibrationSet calibration_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
                                     std::uint64_t seed, const ModelEntry* model);
+  // A selector's pool: `count` images (0: the whole train split) of a real domain, streamed as
+  // calibration_images() streams; a pool is what its source holds (no calibration.count check).
+  CalibrationSet pool_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                             const ModelEntry* model);
   // A test domain: a folder streamed from its files, any other domain in memory (get()).
   TestImages test_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed);
   // Where a synthesized domain's images were read from or written to ("" for other domains).
@@ -54,6 +63,9 @@ class DomainCache {
   // `count` images of the folder domain's `split`, decoded when read.
   TestImages folder_images(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count,
                            std::uint64_t seed) const;
+  // calibration_images (checked against calibration.count and min_images) or pool_images (not checked).
+  CalibrationSet train_images(const DomainSpec& d, const InputShape& shape, std::int64_t count, std::uint64_t seed,
+                              const ModelEntry* model, bool check_count);
   // The calibration.count / calibration.min_images check on a set of `available` images.
   void check_calibration_count(const DomainSpec& d, std::int64_t available, std::int64_t count) const;
   Dataset load(const DomainSpec& d, Split split, const InputShape& shape, std::int64_t count, std::uint64_t seed);
@@ -68,7 +80,11 @@ class DomainCache {
   std::vector<const ModelEntry*> synthesis_models(const DomainSpec& d, const ModelEntry* model) const;
   const ImportedModel& imported(const ModelEntry& entry);
 
-  const ExperimentConfig& cfg_;
+  const std::string file_;
+  const ExecutionSettings& execution_;
+  const DataLocations& data_;
+  const CalibrationSettings& calibration_;
+  const std::vector<ModelEntry>& entries_;
   PluginRegistry& registry_;
   std::ostream& progress_;
   std::map<std::string, Dataset> cache_;

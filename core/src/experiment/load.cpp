@@ -11,21 +11,19 @@ namespace xdq {
 namespace {
 
 // export.runs: every selector names runs of the plan, whose activation bits the formats can hold.
-void check_export_runs(const ExperimentConfig& cfg) {
-  const auto& e = cfg.exports;
+void check_export_runs(const ExportSettings& e, const Plan& plan) {
   if (e.runs.empty()) return;
-  const Plan plan = plan_experiment(cfg);
   std::vector<std::string> ids;
   for (const JobSpec& job : plan.jobs)
     for (const RunSpec& r : job.runs) ids.push_back(r.id);
   const auto wants = [&](const char* format) { return std::find(e.formats.begin(), e.formats.end(), format) != e.formats.end(); };
   const bool integer_formats = e.runtime != "none" || wants("onnx") || wants("tensorrt");
   for (const auto& s : e.runs) {
-    ExperimentConfig::Exports one{{s}, {}, {}};
+    ExportSettings one{{s}, {}, {}};
     bool found = false;
     for (const JobSpec& job : plan.jobs)
       for (const RunSpec& r : job.runs) {
-        if (!one.selects(r.id, cfg.models[job.model].name, r.bits->label(), r.calibrator->label, r.rounding->label)) continue;
+        if (!one.selects(r.id, job.entry->name, r.bits->label(), r.calibrator->label, r.rounding->label)) continue;
         found = true;
         if (integer_formats && r.bits->a_bits > 8)
           throw Error(s.where + ": run " + r.id + " has " + std::to_string(r.bits->a_bits) +
@@ -47,14 +45,14 @@ ExperimentConfig load_experiment(const std::string& path, const std::vector<std:
                                  PluginRegistry& registry) {
   ExperimentConfig cfg = read_experiment(ConfigNode::load_file(path), path,
                                          std::filesystem::path(path).parent_path().string(), overrides, registry);
-  check_export_runs(cfg);
+  check_export_runs(cfg.exports, plan_experiment(cfg));
   return cfg;
 }
 
 ExperimentConfig load_experiment_text(const std::string& text, const std::string& label, const std::string& base_dir,
                                       const std::vector<std::string>& overrides, PluginRegistry& registry) {
   ExperimentConfig cfg = read_experiment(ConfigNode::parse(text, label), label, base_dir, overrides, registry);
-  check_export_runs(cfg);
+  check_export_runs(cfg.exports, plan_experiment(cfg));
   return cfg;
 }
 

@@ -7,18 +7,18 @@
 
 namespace xdq {
 
-ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::string& path) {
+ImportedModel import_for_experiment(const ExecutionSettings& execution, const std::string& path) {
   ImportedModel model = import_torchscript(path);
-  model.graph.to(cfg.torch_device());
+  model.graph.to(execution.torch_device());
   // memory_format: every engine, and every copy of the graph (folded, quantized), runs in this layout.
   model.graph.channels_last =
-      cfg.memory_format == "auto" ? channels_last_pays(cfg.torch_device()) : cfg.memory_format == "channels_last";
-  model.graph.convolution = conv_algorithm(cfg.convolution);
+      execution.memory_format == "auto" ? channels_last_pays(execution.torch_device()) : execution.memory_format == "channels_last";
+  model.graph.convolution = conv_algorithm(execution.convolution);
   return model;
 }
 
-void warn_if_convolutions_stay_direct(const ExperimentConfig& cfg, std::ostream& progress) {
-  if (cfg.convolution == "winograd" && !winograd_on_this_cpu())
+void warn_if_convolutions_stay_direct(const ExecutionSettings& execution, std::ostream& progress) {
+  if (execution.convolution == "winograd" && !winograd_on_this_cpu())
     progress << "xdq: warning: convolution: winograd: this CPU has no oneDNN Winograd kernels (AVX-512 needed); "
                 "every convolution runs direct\n";
 }

@@ -11,10 +11,10 @@
 namespace xdq {
 
 // The model at `path` on the experiment's device, in its memory_format (auto: channels_last_pays).
-ImportedModel import_for_experiment(const ExperimentConfig& cfg, const std::string& path);
+ImportedModel import_for_experiment(const ExecutionSettings& execution, const std::string& path);
 // A warning on `progress` when the experiment asks for Winograd convolutions and this CPU has no oneDNN
 // kernels for them: every convolution then runs direct, as the results will show.
-void warn_if_convolutions_stay_direct(const ExperimentConfig& cfg, std::ostream& progress);
+void warn_if_convolutions_stay_direct(const ExecutionSettings& execution, std::ostream& progress);
 
 // The entry's input geometry with the channels the first layer reads; the size the model file declares
 // (input_size attribute) unless the entry declares one, and then they must agree.

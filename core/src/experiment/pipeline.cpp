@@ -34,13 +34,13 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
   for (std::size_t i = 0; i < cfg.models.size(); ++i) {
     if (!needed.empty() && !needed[i]) continue;  // a job of another model: not prepared in this process
     const ModelEntry& entry = cfg.models[i];
-    Model m{prepare_model(cfg, entry, domains, progress), {}, {}, {}};
+    Model m{prepare_model(entry, cfg.execution, cfg.test, cfg.quantization.overrides, domains, progress), {}, {}, {}};
     const Executor fp32(m.prepared.model.graph);
     for (const TestImages& t : m.prepared.tests)
       m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,
-                                          cfg.batch_size, &progress, entry.name + " FP32 on " + t.name()));
+                                          cfg.calibration.batch_size, &progress, entry.name + " FP32 on " + t.name()));
     m.folded = m.prepared.model.graph;
-    m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.fold_bn ? fold_batch_norm(m.folded) : 0};
+    m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.quantization.fold_bn ? fold_batch_norm(m.folded) : 0};
     models_[i] = std::move(m);
   }
 }
@@ -53,20 +53,22 @@ const CalibrationSet& Pipeline::calibration_set(const JobSpec& job) {
     set = {&chosen, chosen.images};
   } else {
     set = domains_.calibration_images(*job.domain, models_[job.model].prepared.shape, job.count, job.seed,
-                                      &cfg_.models[job.model]);
+                                      job.entry);
   }
   return calibration_.emplace(&job, std::move(set)).first->second;
 }
 
 namespace {
 // Chosen images per source domain of the pool (a mixture's parts, else the pool's own domain).
-std::map<std::string, std::int64_t> composition(const Dataset& pool, const std::string& domain,
+std::map<std::string, std::int64_t> composition(const CalibrationSet& pool, const std::string& domain,
                                                 const std::vector<std::int64_t>& rows) {
+  static const std::vector<std::pair<std::string, std::int64_t>> none;
+  const auto& parts = pool.memory ? pool.memory->parts : none;
   std::map<std::string, std::int64_t> out;
   for (std::int64_t row : rows) {
     std::string source = domain;
     std::int64_t end = 0;
-    for (const auto& [name, size] : pool.parts)
+    for (const auto& [name, size] : parts)
       if (row < (end += size)) {
         source = name;
         break;
@@ -79,58 +81,58 @@ std::map<std::string, std::int64_t> composition(const Dataset& pool, const std::
 
 Pipeline::Selected Pipeline::select_calibration_set(const JobSpec& job) {
   const Model& m = models_[job.model];
-  const ModelEntry* entry = &cfg_.models[job.model];
-  const Dataset& pool = domains_.get(*job.domain, Split::Train, m.prepared.shape, cfg_.pool_size, job.seed, entry);
-  if (job.count > pool.size())
+  const ModelEntry* entry = job.entry;
+  const CalibrationSet pool = domains_.pool_images(*job.domain, m.prepared.shape, cfg_.calibration.pool_size, job.seed, entry);
+  const std::int64_t pool_size = pool.images.size();
+  if (job.count > pool_size)
     throw Error(cfg_.file + ": calibration.count: " + std::to_string(job.count) + " images asked of a pool of " +
-                std::to_string(pool.size()) + " (domain '" + job.domain->name + "')");
+                std::to_string(pool_size) + " (domain '" + job.domain->name + "')");
   const PluginChoice& choice = *job.selector;
   const auto selector = registry_.load<Selector>(choice.name, choice.options);
   SelectionContext context;
   context.graph = &m.prepared.model.graph;
   context.preprocess = m.prepared.pre;
-  context.pool_size = pool.size();
-  context.pool = [&pool](std::int64_t begin, std::int64_t end) { return pool.images.slice(0, begin, end); };
-  if (cfg_.target_sample.count > 0) {  // another seed than the pool's: not the same draw when the domains coincide
-    context.target = domains_.get(cfg_.target_sample.domain, Split::Train, m.prepared.shape, cfg_.target_sample.count,
+  context.pool = pool.images;
+  if (cfg_.calibration.target_sample.count > 0) {  // another seed than the pool's: not the same draw when the domains coincide
+    context.target = domains_.get(cfg_.calibration.target_sample.domain, Split::Train, m.prepared.shape, cfg_.calibration.target_sample.count,
                                   job.seed + 7777, entry).images;
-    if (context.target.size(0) < cfg_.target_sample.count)
-      throw Error(cfg_.file + ": calibration.target_sample.count: " + std::to_string(cfg_.target_sample.count) +
-                  " images asked of domain '" + cfg_.target_sample.domain.name + "', which holds " +
+    if (context.target.size(0) < cfg_.calibration.target_sample.count)
+      throw Error(cfg_.file + ": calibration.target_sample.count: " + std::to_string(cfg_.calibration.target_sample.count) +
+                  " images asked of domain '" + cfg_.calibration.target_sample.domain.name + "', which holds " +
                   std::to_string(context.target.size(0)));
   }
   context.count = job.count;
   context.seed = job.seed;
-  context.batch_size = cfg_.batch_size;
-  context.device = cfg_.torch_device();
+  context.batch_size = cfg_.calibration.batch_size;
+  context.device = cfg_.execution.torch_device();
   context.progress = &progress_;
   const auto start = std::chrono::steady_clock::now();  // the selector's work only: the pool is loaded
   const Selection chosen = selector.call("select", [&](const Selector& s) { return s.select(context); });
   const double seconds = seconds_since(start);
   // The plugin's answer is checked before any image is used: count, range, no repeats.
-  std::vector<char> seen(static_cast<std::size_t>(pool.size()), 0);
+  std::vector<char> seen(static_cast<std::size_t>(pool_size), 0);
   const std::string who = "plugin '" + choice.name + "' (" + selector.record().path + ")";
   if (static_cast<std::int64_t>(chosen.indices.size()) != job.count)
     throw Error(who + " chose " + std::to_string(chosen.indices.size()) + " images, not " + std::to_string(job.count));
   for (std::int64_t row : chosen.indices) {
-    if (row < 0 || row >= pool.size()) throw Error(who + " chose row " + std::to_string(row) + " of a pool of " + std::to_string(pool.size()));
+    if (row < 0 || row >= pool_size) throw Error(who + " chose row " + std::to_string(row) + " of a pool of " + std::to_string(pool_size));
     if (seen[static_cast<std::size_t>(row)]++) throw Error(who + " chose row " + std::to_string(row) + " twice");
   }
   Selected out;
-  const at::Tensor rows = at::tensor(chosen.indices, at::kLong);
-  out.set = Dataset{job.domain->name, pool.images.index_select(0, rows).contiguous(), {}, {}};
-  if (pool.labeled()) out.set.labels = pool.labels.index_select(0, rows);
+  out.set = Dataset{job.domain->name, pool.images.rows(chosen.indices), {}, {}};
+  if (pool.memory && pool.memory->labeled())
+    out.set.labels = pool.memory->labels.index_select(0, at::tensor(chosen.indices, at::kLong));
   SelectionRecord& r = out.record;
   r.selector = choice.label;
   for (const auto& [name, value] : choice.options.values()) r.options[name] = to_string(value);
   r.passes = selector.call("passes", [](const Selector& s) { return s.passes(); });
-  r.pool_size = pool.size();
-  if (context.target.defined()) r.target = cfg_.target_sample.domain.name;
+  r.pool_size = pool_size;
+  if (context.target.defined()) r.target = cfg_.calibration.target_sample.domain.name;
   r.composition = composition(pool, job.domain->name, chosen.indices);
   r.measures = chosen.measures;
   r.seconds = seconds;
-  progress_ << "xdq: " << cfg_.models[job.model].name << ": " << choice.label << " chose " << job.count << " of "
-            << pool.size() << " images of '" << job.domain->name << "' (seed " << job.seed << ") in " << std::fixed
+  progress_ << "xdq: " << job.entry->name << ": " << choice.label << " chose " << job.count << " of "
+            << pool_size << " images of '" << job.domain->name << "' (seed " << job.seed << ") in " << std::fixed
             << std::setprecision(1) << r.seconds << " s:";
   for (const auto& [source, n] : r.composition) progress_ << " " << source << " " << n;
   progress_ << std::endl;
@@ -143,19 +145,19 @@ void Pipeline::record_layer_shift(const JobSpec& job, const QuantizedModel& cali
   const PreparedModel& p = models_[job.model].prepared;
   std::vector<std::pair<std::string, at::Tensor>> tests;
   for (std::size_t t = 0; t < p.tests.size(); ++t)
-    tests.emplace_back(cfg_.test_domains[t].name, p.pre.apply(p.tests[t].head(cfg_.layer_shift_images).images));
-  for (const LayerShift& l : measure_layer_shift(calibrated, images.head(cfg_.layer_shift_images), tests,
-                                                 cfg_.batch_size))
-    out.layer_shift.push_back({cfg_.models[job.model].name, setting, job.set_name(), l.layer, l.domain,
+    tests.emplace_back(cfg_.test.domains[t].name, p.pre.apply(p.tests[t].head(cfg_.test.layer_shift_images).images));
+  for (const LayerShift& l : measure_layer_shift(calibrated, images.head(cfg_.test.layer_shift_images), tests,
+                                                 cfg_.calibration.batch_size))
+    out.layer_shift.push_back({job.entry->name, setting, job.set_name(), l.layer, l.domain,
                                l.clipped_fraction, l.tv_distance});
 }
 
-RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count,
-                     const SelectionRecord& selection) {
+RunResult run_header(const std::string& model, const std::vector<PluginChoice>& passes, const JobSpec& job,
+                     const RunSpec& spec, std::int64_t count, const SelectionRecord& selection) {
   RunResult run;
   run.selection = selection;
   run.id = spec.id;
-  run.model = cfg.models[job.model].name;
+  run.model = model;
   run.w_bits = spec.bits->w_bits;
   run.a_bits = spec.bits->a_bits;
   run.calibrator = spec.calibrator->label;
@@ -164,7 +166,7 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
   for (const auto& [name, value] : spec.rounding->options.values()) run.rounding_options[name] = to_string(value);
   run.calibration_domain = job.domain->name;
   run.calibration_seed = job.seed;
-  for (const PluginChoice& pass : cfg.passes) run.passes.push_back(pass.label);
+  for (const PluginChoice& pass : passes) run.passes.push_back(pass.label);
   run.calibration_source = split_name(*job.domain, Split::Train);
   run.calibration_count = count;
   return run;
@@ -173,17 +175,17 @@ RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunS
 RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
                              std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {
   const Model& m = models_[job.model];
-  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job).images.size(), selection(job));
+  RunResult run = run_header(job.entry->name, cfg_.quantization.passes, job, spec, calibration_.at(&job).images.size(), selection(job));
   const Executor exec = quantized.executor();
   for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
     DomainResult d;
-    d.domain = cfg_.test_domains[t].name;
+    d.domain = cfg_.test.domains[t].name;
     d.n = m.prepared.tests[t].size();
     d.fp32_top1 = m.fp32_top1[t];
     std::vector<at::Tensor>* predicted = nullptr;
     if (predictions) predicted = &predictions->emplace_back();
     d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, m.prepared.tests[t],
-                                 m.prepared.pre, cfg_.batch_size, &log, spec.id + " on " + d.domain, predicted);
+                                 m.prepared.pre, cfg_.calibration.batch_size, &log, spec.id + " on " + d.domain, predicted);
     run.results.push_back(d);
   }
   return run;
@@ -202,16 +204,18 @@ std::string Pipeline::run_counter() const {
 }
 
 RunResult Pipeline::failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const {
-  if (cfg_.on_error == "stop") throw Error(spec.id + ": " + error);
-  RunResult run = run_header(cfg_, job, spec, calibration_.at(&job).images.size(), selection(job));
+  if (cfg_.execution.on_error == "stop") throw Error(spec.id + ": " + error);
+  RunResult run = run_header(job.entry->name, cfg_.quantization.passes, job, spec, calibration_.at(&job).images.size(), selection(job));
   run.error = error;
   log << run_counter() << run.id << "  FAILED: " << error << std::endl;
   return run;
 }
 
 QuantizeRecipe Pipeline::recipe(const JobSpec& job, const RunSpec& spec, std::ostream& log) const {
-  return QuantizeRecipe(registry_, recipe_settings(cfg_, ptq_settings(cfg_, *spec.bits), *spec.calibrator, *spec.rounding, job.seed),
-                        log);
+  const RecipeSettings settings =
+      recipe_settings(cfg_.quantization, cfg_.calibration, cfg_.execution.torch_device(),
+                      ptq_settings(cfg_.quantization, *spec.bits), *spec.calibrator, *spec.rounding, job.seed);
+  return QuantizeRecipe(registry_, settings, log);
 }
 
 void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated,
@@ -220,7 +224,7 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   std::vector<UnitTiming> timings;
   const QuantizedModel quantized = recipe(job, spec, log).rounded(calibrated, data, {&out.files, spec.id, &timings});
   const bool exported =
-      cfg_.exports.selects(spec.id, cfg_.models[job.model].name, spec.bits->label(), spec.calibrator->label, spec.rounding->label);
+      cfg_.exports.selects(spec.id, job.entry->name, spec.bits->label(), spec.calibrator->label, spec.rounding->label);
   std::vector<std::vector<at::Tensor>> predictions;
   RunResult run = evaluate(job, spec, quantized, log, exported ? &predictions : nullptr);
   if (exported) export_run(job, quantized, data.images, predictions, log, run);
@@ -301,7 +305,7 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
       DomainResult& d = run.results[t];
       std::vector<at::Tensor> predicted;  // the same batches, in the same order, as evaluate() saw
       d.runtime_top1 = top1_accuracy([&](const at::Tensor& x) { return runtime.forward(x); }, m.prepared.tests[t],
-                                     m.prepared.pre, cfg_.batch_size, &log, run.id + " in OpenCV on " + d.domain, &predicted);
+                                     m.prepared.pre, cfg_.calibration.batch_size, &log, run.id + " in OpenCV on " + d.domain, &predicted);
       std::int64_t differing = 0;
       for (std::size_t b = 0; b < predicted.size(); ++b)
         differing += predicted[b].ne(predictions.at(t).at(b)).sum().item<std::int64_t>();
@@ -341,7 +345,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     std::optional<QuantizedModel> calibrated;
     try {
       calibrated.emplace(recipe(job, head, log).calibrated(folded, data));
-      if (cfg_.layer_shift_images > 0 && first == 0 && job.first_set)
+      if (cfg_.test.layer_shift_images > 0 && first == 0 && job.first_set)
         record_layer_shift(job, *calibrated, data.images, head.bits->label() + "/" + head.calibrator->label, out);
     } catch (const std::exception& e) {
       for (std::size_t r = first; r < end; ++r)

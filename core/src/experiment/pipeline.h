@@ -31,9 +31,9 @@ struct ModelTrace {
   int folded_bn = 0;
 };
 
-// A run's result before it ran: its settings, calibration set (of `count` images) and selection.
-RunResult run_header(const ExperimentConfig& cfg, const JobSpec& job, const RunSpec& spec, std::int64_t count,
-                     const SelectionRecord& selection);
+// A run's result before it ran: its model, settings, passes, calibration set (of `count` images) and selection.
+RunResult run_header(const std::string& model, const std::vector<PluginChoice>& passes, const JobSpec& job,
+                     const RunSpec& spec, std::int64_t count, const SelectionRecord& selection);
 
 class Pipeline {
  public:

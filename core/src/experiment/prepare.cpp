@@ -10,9 +10,9 @@
 
 namespace xdq {
 
-PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
-                            std::ostream& progress) {
-  PreparedModel p{import_for_experiment(cfg, entry.path), {}, {}, {}};
+PreparedModel prepare_model(const ModelEntry& entry, const ExecutionSettings& execution, const TestSettings& test,
+                            const std::vector<LayerOverride>& overrides, DomainCache& domains, std::ostream& progress) {
+  PreparedModel p{import_for_experiment(execution, entry.path), {}, {}, {}};
   p.pre = model_preprocess(entry, p.model);
   if (!entry.has_preprocess && !p.model.has_preprocess)
     progress << "xdq: note: " << entry.path << " declares no input normalization; feeding [0, 1] images\n";
@@ -20,7 +20,7 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
     progress << "xdq: note: model '" << entry.name << "' declares no input size (input_size or preprocess.crop); feeding "
              << entry.input.height << "x" << entry.input.width << " images\n";
   p.shape = model_input_shape(entry, p.model);
-  for (const LayerOverride& o : cfg.overrides) check_override_patterns(o, p.model.graph);
+  for (const LayerOverride& o : overrides) check_override_patterns(o, p.model.graph);
   // One FP32 forward before any work: a model that cannot read this input size (a wrong input_size, a
   // 224x224 model fed 28x28) is named here rather than failing inside a run with a LibTorch trace.
   at::NoGradGuard no_grad;
@@ -35,38 +35,39 @@ PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry
                 std::to_string(p.shape.height) + "x" + std::to_string(p.shape.width) +
                 " inputs (set the model's input_size): " + what.substr(0, what.find('\n')));
   }
-  for (const DomainSpec& d : cfg.test_domains) {
-    TestImages test = domains.test_images(d, p.shape, cfg.test_count, cfg.seed);
-    const std::int64_t max_label = test.labels().max().item<std::int64_t>();
+  for (const DomainSpec& d : test.domains) {
+    TestImages images = domains.test_images(d, p.shape, test.count, execution.seed);
+    const std::int64_t max_label = images.labels().max().item<std::int64_t>();
     if (max_label >= classes)
       throw Error(d.line + ": test domain '" + d.name + "' has label " + std::to_string(max_label) + " but model '" +
                   entry.name + "' has " + std::to_string(classes) + " classes");
-    p.tests.push_back(std::move(test));
+    p.tests.push_back(std::move(images));
   }
   return p;
 }
 
-PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits) {
+PtqSettings ptq_settings(const QuantizationSettings& quantization, const BitSetting& bits) {
   PtqSettings settings;
   settings.w_bits = bits.w_bits;
   settings.a_bits = bits.a_bits;
-  settings.scheme = cfg.scheme;
-  settings.overrides = cfg.overrides;
-  settings.weight_range = cfg.weight_range;
+  settings.scheme = quantization.scheme;
+  settings.overrides = quantization.overrides;
+  settings.weight_range = quantization.weight_range;
   return settings;
 }
 
-RecipeSettings recipe_settings(const ExperimentConfig& cfg, PtqSettings ptq, const PluginChoice& calibrator,
+RecipeSettings recipe_settings(const QuantizationSettings& quantization, const CalibrationSettings& calibration,
+                               c10::Device device, PtqSettings ptq, const PluginChoice& calibrator,
                                const PluginChoice& rounding, std::uint64_t seed) {
   RecipeSettings r;
   r.ptq = std::move(ptq);
   r.calibrator = calibrator;
   r.rounding = rounding;
-  r.passes = cfg.passes;
-  r.fold_bn = cfg.fold_bn;
-  r.batch_size = cfg.batch_size;
-  r.histogram_bins = cfg.histogram_bins;
-  r.device = cfg.torch_device();
+  r.passes = quantization.passes;
+  r.fold_bn = quantization.fold_bn;
+  r.batch_size = calibration.batch_size;
+  r.histogram_bins = calibration.histogram_bins;
+  r.device = device;
   r.seed = seed;
   return r;
 }

@@ -19,19 +19,20 @@ struct PreparedModel {
   ImportedModel model;
   Preprocess pre;
   InputShape shape;
-  std::vector<TestImages> tests;  // one per cfg.test_domains
+  std::vector<TestImages> tests;  // one per test domain
 };
 
-// Imports the model (import_for_experiment), checks its overrides, its input size and its
-// test domains' labels (calibration sets are loaded by whoever uses them: the pipeline, per job, before
-// the first job runs).
-PreparedModel prepare_model(const ExperimentConfig& cfg, const ModelEntry& entry, DomainCache& domains,
-                            std::ostream& progress);
+// Imports the model (import_for_experiment), checks `overrides` against it, its input size and the
+// labels of the `test` domains (calibration sets are loaded by whoever uses them: the pipeline, per job,
+// before the first job runs).
+PreparedModel prepare_model(const ModelEntry& entry, const ExecutionSettings& execution, const TestSettings& test,
+                            const std::vector<LayerOverride>& overrides, DomainCache& domains, std::ostream& progress);
 
-PtqSettings ptq_settings(const ExperimentConfig& cfg, const BitSetting& bits);
-// A run's quantize recipe: its quantizers (ptq_settings), calibrator and rounding, the rest (passes, batch
-// size, histogram bins, device) from the experiment.
-RecipeSettings recipe_settings(const ExperimentConfig& cfg, PtqSettings ptq, const PluginChoice& calibrator,
+PtqSettings ptq_settings(const QuantizationSettings& quantization, const BitSetting& bits);
+// A run's quantize recipe: its quantizers (ptq_settings), calibrator and rounding, the rest from the
+// sections: passes and BN folding (quantization), batch size and histogram bins (calibration), device.
+RecipeSettings recipe_settings(const QuantizationSettings& quantization, const CalibrationSettings& calibration,
+                               c10::Device device, PtqSettings ptq, const PluginChoice& calibrator,
                                const PluginChoice& rounding, std::uint64_t seed);
 // Preprocessed calibration `images` as the recipe reads them (`pre`: the range of the model input).
 CalibrationData calibration_data(CalibrationImages images, const Preprocess& pre, StatisticsCache* statistics);

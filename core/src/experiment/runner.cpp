@@ -38,11 +38,11 @@ YAML::Node model_trace_yaml(const ModelEntry& entry, const ModelTrace& trace) {
 }
 
 // What a job's calibration set was (in the provenance of the resolved config).
-YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job, const CalibrationSet& set,
-                                 DomainCache& domains, const Pipeline& pipeline) {
+YAML::Node calibration_set_trace(const JobSpec& job, const CalibrationSet& set, DomainCache& domains,
+                                 const Pipeline& pipeline) {
   const DomainSpec& domain = *job.domain;
   YAML::Node c;
-  c["model"] = cfg.models[job.model].name;
+  c["model"] = job.entry->name;
   c["domain"] = domain.name;
   c["source"] = split_name(domain, Split::Train);
   c["count"] = set.images.size();
@@ -50,27 +50,27 @@ YAML::Node calibration_set_trace(const ExperimentConfig& cfg, const JobSpec& job
   c["hash"] = set.content_hash();
   if (job.selector) c["selector"] = job.selector->label;
   if (!domain.synthesizer.empty())
-    c["cache_file"] = domains.cache_file(domain, pipeline.prepared(job.model).shape, job.count, job.seed, &cfg.models[job.model]);
+    c["cache_file"] = domains.cache_file(domain, pipeline.prepared(job.model).shape, job.count, job.seed, job.entry);
   return c;
 }
 
 // The pictures a job contributes: its calibration set (first size and repeat only) as a strip of 10, or a
 // synthesized set as a grid per model (4 rows of 8); job 0 also carries the test-domain strips, at its
 // model's input shape.
-void add_samples(const ExperimentConfig& cfg, const JobSpec& job, std::size_t index, const CalibrationSet& set,
-                 const Pipeline& pipeline, JobShard& shard) {
+void add_samples(const std::vector<DomainSpec>& test_domains, const JobSpec& job, std::size_t index,
+                 const CalibrationSet& set, const Pipeline& pipeline, JobShard& shard) {
   if (job.first_set && set.images.size() > 0) {
     if (job.domain->synthesizer.empty())
       shard.samples.push_back({"domain_" + job.domain->name + (job.selector ? "_" + job.selector->label : ""),
                                set.images.head(10), 10});
     else
-      shard.samples.push_back({"synthesized_" + job.domain->name + "_" + cfg.models[job.model].name,
+      shard.samples.push_back({"synthesized_" + job.domain->name + "_" + job.entry->name,
                                set.images.head(32), 8});
   }
   if (index != 0) return;
   const PreparedModel& prepared = pipeline.prepared(job.model);  // its test sets, at its input shape
-  for (std::size_t t = 0; t < cfg.test_domains.size(); ++t)
-    shard.test_samples.push_back({"domain_" + cfg.test_domains[t].name, prepared.tests[t].head(10).images, 10});
+  for (std::size_t t = 0; t < test_domains.size(); ++t)
+    shard.test_samples.push_back({"domain_" + test_domains[t].name, prepared.tests[t].head(10).images, 10});
 }
 
 // Runs the jobs marked in `todo`, `jobs` at a time, each kept as a shard as soon as it finishes.
@@ -79,7 +79,7 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
                       std::vector<JobShard>& shards, int& parallel_jobs) {
   std::vector<bool> needed(cfg.models.size(), false);
   for (std::size_t j = 0; j < plan.jobs.size(); ++j) needed[plan.jobs[j].model] = needed[plan.jobs[j].model] || todo[j];
-  DomainCache domains(cfg, registry, progress);
+  DomainCache domains(cfg.file, cfg.execution, cfg.data, cfg.calibration, cfg.models, registry, progress);
   Pipeline pipeline(cfg, registry, domains, progress, needed);
   const std::string exports = !options.export_dir.empty() ? options.export_dir
                               : options.out_dir.empty()   ? ""
@@ -96,7 +96,7 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
     }
   pipeline.set_run_counter(runs);
   parallel_jobs =
-      parallel_jobs_available() ? std::max(1, std::min({cfg.jobs, threads, static_cast<int>(pending.size())})) : 1;
+      parallel_jobs_available() ? std::max(1, std::min({cfg.execution.jobs, threads, static_cast<int>(pending.size())})) : 1;
   StatisticsCache statistics(cache_directory(cfg.data));
   std::mutex progress_mutex;
   run_jobs(pending.size(), parallel_jobs, threads, [&](std::size_t k) {
@@ -110,9 +110,9 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
       shard.output = pipeline.run(job, log, statistics);
     }
     const CalibrationSet& set = pipeline.calibration_set(job);
-    shard.model_trace = model_trace_yaml(cfg.models[job.model], pipeline.trace(job.model));
-    shard.calibration_trace = calibration_set_trace(cfg, job, set, domains, pipeline);
-    add_samples(cfg, job, j, set, pipeline, shard);
+    shard.model_trace = model_trace_yaml(*job.entry, pipeline.trace(job.model));
+    shard.calibration_trace = calibration_set_trace(job, set, domains, pipeline);
+    add_samples(cfg.test.domains, job, j, set, pipeline, shard);
     store.write(job, j, shard);
   });
 }
@@ -149,13 +149,14 @@ std::string run_child(const std::vector<std::string>& argv, const std::vector<st
 // isolation: process. Each pending job runs as `xdq run <DIR/jobs/config.yaml> --out DIR --job K` in a
 // child process, which keeps its shard; a child that crashes (a plugin's segfault) or fails fails its
 // job's runs alone and the sweep goes on. The parent holds the folder's lock for its children.
-void run_jobs_in_processes(const ExperimentConfig& cfg, const Plan& plan, const std::vector<bool>& todo,
-                           const ShardStore& store, const std::string& out_dir, std::ostream& progress,
-                           std::vector<JobShard>& shards) {
-  if (!store.enabled()) throw Error(cfg.file + ": isolation: process keeps each job as a shard; it needs an output folder (--out)");
+// `file` names the experiment in errors; `on_error` and `passes` are the experiment's.
+void run_jobs_in_processes(const std::string& file, const std::string& on_error, const std::vector<PluginChoice>& passes,
+                           const Plan& plan, const std::vector<bool>& todo, const ShardStore& store,
+                           const std::string& out_dir, std::ostream& progress, std::vector<JobShard>& shards) {
+  if (!store.enabled()) throw Error(file + ": isolation: process keeps each job as a shard; it needs an output folder (--out)");
   const std::string xdq = (std::filesystem::path(core_library_dir()).parent_path() / "bin" / "xdq").string();
   if (!std::filesystem::is_regular_file(xdq))
-    throw Error(cfg.file + ": isolation: process starts the xdq program, which is not at " + xdq);
+    throw Error(file + ": isolation: process starts the xdq program, which is not at " + xdq);
   const std::string out = std::filesystem::absolute(out_dir).lexically_normal().string();
   const std::string config = store.record_config();
   const auto env = environment_with(std::string(PathLock::kLockHeldByParent) + "=" + PathLock::lock_file(out));
@@ -169,10 +170,10 @@ void run_jobs_in_processes(const ExperimentConfig& cfg, const Plan& plan, const 
       continue;
     }
     const std::string error = ended.empty() ? "the job's process ended without its shard" : ended;
-    if (cfg.on_error == "stop") throw Error("job " + store.id(job, j) + ": " + error);
+    if (on_error == "stop") throw Error("job " + store.id(job, j) + ": " + error);
     progress << "xdq: job " << store.id(job, j) << " FAILED: " << error << std::endl;
     for (const RunSpec& spec : job.runs) {
-      RunResult run = run_header(cfg, job, spec, job.count, SelectionRecord());
+      RunResult run = run_header(job.entry->name, passes, job, spec, job.count, SelectionRecord());
       run.error = error;
       shards[j].output.runs.push_back(std::move(run));
     }
@@ -181,7 +182,7 @@ void run_jobs_in_processes(const ExperimentConfig& cfg, const Plan& plan, const 
 
 }  // namespace
 
-void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir) { ShardStore(cfg, out_dir); }
+void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir) { ShardStore(config_text(cfg), out_dir); }
 
 std::size_t job_of_run(const Plan& plan, const std::string& run_id) {
   std::vector<std::string> ids;
@@ -197,9 +198,9 @@ std::size_t job_of_run(const Plan& plan, const std::string& run_id) {
 ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                              const RunOptions& requested) {
   RunOptions options = requested;
-  const int threads = apply_thread_count(cfg.threads);
-  warn_if_convolutions_stay_direct(cfg, progress);
-  const ShardStore store(cfg, options.out_dir);
+  const int threads = apply_thread_count(cfg.execution.threads);
+  warn_if_convolutions_stay_direct(cfg.execution, progress);
+  const ShardStore store(config_text(cfg), options.out_dir);
   const Plan plan = plan_experiment(cfg);
   if (!options.only_run.empty()) options.only_job = job_of_run(plan, options.only_run);
   if (options.only_job && *options.only_job >= plan.jobs.size())
@@ -228,8 +229,9 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   }
   int parallel_jobs = 1;
   const bool pending = std::any_of(todo.begin(), todo.end(), [](bool t) { return t; });
-  if (pending && cfg.isolation == "process" && !options.only_job)
-    run_jobs_in_processes(cfg, plan, todo, store, options.out_dir, progress, shards);
+  if (pending && cfg.execution.isolation == "process" && !options.only_job)
+    run_jobs_in_processes(cfg.file, cfg.execution.on_error, cfg.quantization.passes, plan, todo, store, options.out_dir,
+                          progress, shards);
   else if (pending)
     run_pending_jobs(cfg, registry, progress, plan, todo, store, threads, options, shards, parallel_jobs);
 

@@ -121,10 +121,10 @@ nlohmann::json file_hashes(const fs::path& folder) {
 
 }  // namespace
 
-ShardFolder::ShardFolder(const ExperimentConfig& cfg, const std::string& out_dir, const std::string& kind) {
+ShardFolder::ShardFolder(const ConfigText& resolved_config, const std::string& out_dir, const std::string& kind) {
   if (out_dir.empty()) return;
   dir_ = (fs::path(out_dir) / kind).string();
-  config_ = resolved_config_yaml(cfg, YAML::Node());
+  config_ = resolved_config();
   config_sha256_ = sha256_hex(config_.data(), config_.size());
   const fs::path recorded = fs::path(dir_) / "config.yaml";
   if (fs::exists(recorded) && read_text(recorded) != config_)
@@ -218,7 +218,7 @@ std::optional<nlohmann::json> ShardFolder::phases(const std::string& id) const {
 
 // index-model-domain-nCOUNT-sSEED[-selector], in characters safe in file names.
 std::string ShardStore::id(const JobSpec& job, std::size_t index) const {
-  return file_name_safe(std::to_string(index) + "-" + cfg_.models[job.model].name + "-" + job.domain->name + "-n" +
+  return file_name_safe(std::to_string(index) + "-" + job.entry->name + "-" + job.domain->name + "-n" +
                         std::to_string(job.count) + "-s" + std::to_string(job.seed) +
                         (job.selector ? "-" + job.selector->label : std::string()));
 }

@@ -27,8 +27,10 @@ namespace xdq {
 
 class ShardFolder {
  public:
-  // `out_dir` empty: no shards. Refuses (Error) a folder whose shards belong to another config.
-  ShardFolder(const ExperimentConfig& cfg, const std::string& out_dir, const std::string& kind);
+  // `out_dir` empty: no shards. Refuses (Error) a folder whose shards belong to another config than the
+  // one `resolved_config` returns (resolved_config_yaml without provenance; called only with a folder).
+  using ConfigText = std::function<std::string()>;
+  ShardFolder(const ConfigText& resolved_config, const std::string& out_dir, const std::string& kind);
 
   bool enabled() const { return !dir_.empty(); }
   bool done(const std::string& id) const;
@@ -54,6 +56,11 @@ class ShardFolder {
   std::string config_sha256_;
 };
 
+// The resolved config (no provenance) that the shards of `cfg` are checked against, computed when asked.
+inline ShardFolder::ConfigText config_text(const ExperimentConfig& cfg) {
+  return [&cfg] { return resolved_config_yaml(cfg, YAML::Node()); };
+}
+
 // Everything a finished `xdq run` job contributes to the merged results.
 struct JobShard {
   JobOutput output;
@@ -66,7 +73,8 @@ struct JobShard {
 // The shards of `xdq run`, in DIR/jobs, one per job of the plan.
 class ShardStore {
  public:
-  ShardStore(const ExperimentConfig& cfg, const std::string& out_dir) : cfg_(cfg), folder_(cfg, out_dir, "jobs") {}
+  ShardStore(const ShardFolder::ConfigText& resolved_config, const std::string& out_dir)
+      : folder_(resolved_config, out_dir, "jobs") {}
 
   bool enabled() const { return folder_.enabled(); }
   std::string id(const JobSpec& job, std::size_t index) const;
@@ -77,7 +85,6 @@ class ShardStore {
   JobShard read(const JobSpec& job, std::size_t index) const;
 
  private:
-  const ExperimentConfig& cfg_;
   ShardFolder folder_;
 };
 

@@ -48,6 +48,22 @@ at::Tensor CalibrationImages::head(std::int64_t n) const {
   return parts.size() == 1 ? parts.front() : at::cat(parts);
 }
 
+at::Tensor CalibrationImages::rows(const std::vector<std::int64_t>& rows) const {
+  const at::Tensor index = at::tensor(rows, at::kLong);
+  if (!stream_) return memory_.index_select(0, index).contiguous();
+  std::vector<std::int64_t> shape{static_cast<std::int64_t>(rows.size())};
+  shape.insert(shape.end(), image_shape_.begin(), image_shape_.end());
+  at::Tensor out = at::empty(shape);
+  // Where each row goes (a row may be asked twice), visited in order of the stream.
+  std::vector<std::vector<std::int64_t>> targets(static_cast<std::size_t>(size_));
+  for (std::size_t k = 0; k < rows.size(); ++k) targets.at(static_cast<std::size_t>(rows[k])).push_back(static_cast<std::int64_t>(k));
+  for_each_batch(256, [&](const at::Tensor& images, std::int64_t first) {
+    for (std::int64_t i = 0; i < images.size(0); ++i)
+      for (std::int64_t k : targets[static_cast<std::size_t>(first + i)]) out[k].copy_(images[i]);
+  });
+  return out;
+}
+
 CalibrationImages CalibrationImages::mapped(const std::function<at::Tensor(const at::Tensor&)>& f) const {
   if (!stream_) return memory_.defined() ? CalibrationImages(f(memory_)) : *this;
   const Stream source = stream_;

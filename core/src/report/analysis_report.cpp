@@ -23,14 +23,21 @@ nlohmann::json pareto_json(const ParetoPoint& pt) {
   return {{"size_bytes", pt.size_bytes}, {"quant_top1", pt.quant_top1}, {"bits", pt.bits}, {"raised", pt.raised}};
 }
 
-std::string analysis_json(const ExperimentConfig& cfg, const SettingAnalysis& a) {
+// What every setting of an analysis shares: its options, the calibration domain of its ranges and the
+// test domain its layers are measured on (the first of each).
+struct AnalysisScope {
+  const AnalysisSettings& options;
+  std::string calibration, test;
+};
+
+std::string analysis_json(const AnalysisScope& scope, const SettingAnalysis& a) {
   nlohmann::json j;
   j["model"] = a.entry->name;
   j["bits"] = a.bits->label();
-  j["calibration"] = cfg.calibration_domains[0].name;
-  j["test"] = cfg.test_domains[0].name;
+  j["calibration"] = scope.calibration;
+  j["test"] = scope.test;
   j["images"] = a.images;
-  j["layerwise"] = cfg.analysis.layerwise;
+  j["layerwise"] = scope.options.layerwise;
   j["fp32_top1"] = a.fp32_top1;
   j["fp32_size_bytes"] = a.fp32_bytes;
   for (const auto& r : a.rows)
@@ -58,7 +65,7 @@ std::string analysis_json(const ExperimentConfig& cfg, const SettingAnalysis& a)
 }
 
 // The chosen assignment as overrides an experiment includes.
-std::string mixed_precision_yaml(const ExperimentConfig& cfg, const SettingAnalysis& a) {
+std::string mixed_precision_yaml(int fallback_bits, const SettingAnalysis& a) {
   YAML::Emitter y;
   y << YAML::BeginMap << YAML::Key << "overrides" << YAML::Value << YAML::BeginSeq;
   std::map<int, std::vector<std::string>> by_bits;
@@ -66,7 +73,7 @@ std::string mixed_precision_yaml(const ExperimentConfig& cfg, const SettingAnaly
   for (const auto& [b, names] : by_bits) {
     y << YAML::Flow << YAML::BeginMap << YAML::Key << "layers" << YAML::Value << YAML::Flow << names;
     y << YAML::Key << "w_bits" << YAML::Value << b << YAML::Key << "a_bits" << YAML::Value
-      << (b == a.settings.w_bits ? a.settings.a_bits : cfg.analysis.fallback_bits) << YAML::EndMap;
+      << (b == a.settings.w_bits ? a.settings.a_bits : fallback_bits) << YAML::EndMap;
   }
   y << YAML::EndSeq << YAML::EndMap;
   return "# xdq analyze: " + a.entry->name + " " + a.bits->label() + ", top-1 " + fixed(100 * a.chosen->quant_top1, 2) +
@@ -131,16 +138,16 @@ void charts(const SettingAnalysis& a, std::ostream& report, std::map<std::string
   report << "![sqnr](" << a.tag << "/sqnr.png) ![pareto](" << a.tag << "/pareto.png)\n\n";
 }
 
-void render(const ExperimentConfig& cfg, const SettingAnalysis& a, std::ostream& report,
+void render(const AnalysisScope& scope, const SettingAnalysis& a, std::ostream& report,
             std::map<std::string, std::string>& files) {
-  files[a.tag + "/analysis.json"] = analysis_json(cfg, a);
-  if (a.chosen) files[a.tag + "/mixed_precision.yaml"] = mixed_precision_yaml(cfg, a);
+  files[a.tag + "/analysis.json"] = analysis_json(scope, a);
+  if (a.chosen) files[a.tag + "/mixed_precision.yaml"] = mixed_precision_yaml(scope.options.fallback_bits, a);
   report << "## " << a.entry->name << " " << a.bits->label() << "\n\n"
          << "FP32 top-1 " << fixed(100 * a.fp32_top1, 2) << " % on " << a.images << " images of `"
-         << cfg.test_domains[0].name << "`; ranges from `" << cfg.calibration_domains[0].name << "`.\n\n";
+         << scope.test << "`; ranges from `" << scope.calibration << "`.\n\n";
   layer_table_markdown(a, report);
   merges_and_cross_domain_markdown(a, report);
-  report << "\nMixed precision (" << cfg.analysis.fallback_bits << "-bit fallback):\n\n| configuration | weight bytes | top-1 |\n|---|---:|---:|\n"
+  report << "\nMixed precision (" << scope.options.fallback_bits << "-bit fallback):\n\n| configuration | weight bytes | top-1 |\n|---|---:|---:|\n"
          << "| all " << a.bits->label() << " (first/last per overrides) | " << a.steps.front().size_bytes << " | "
          << fixed(100 * a.steps.front().quant_top1, 2) << " % |\n";
   if (a.chosen)
@@ -150,20 +157,6 @@ void render(const ExperimentConfig& cfg, const SettingAnalysis& a, std::ostream&
   charts(a, report, files);
 }
 
-std::string report_header(const ExperimentConfig& cfg, int threads) {
-  const auto& opt = cfg.analysis;
-  std::ostringstream report;
-  report << "# " << cfg.name << ": outlier-layer analysis\n\nSource: `" << cfg.file << "`; preset `" << cfg.preset
-         << "`, calibrator `" << cfg.calibrators.front().label << "`, weight ranges `" << cfg.weight_range
-         << "`, nearest rounding, seed " << cfg.seed << ", " << threads << " threads. Layerwise: one layer's "
-         << opt.layerwise << " quantized, everything else FP32, error at the network output over " << opt.images
-         << " held-out images; graphwise: the whole model quantized, SQNR of each layer's output. Mixed precision "
-         << "raises the most sensitive layers to " << opt.fallback_bits << " bit until the top-1 drop is at most "
-         << opt.target_drop << " points"
-         << (opt.size_budget ? " within " + std::to_string(opt.size_budget) + " bytes" : std::string())
-         << ". Sizes count conv/linear weights.\n\n";
-  return report.str();
-}
 
 }  // namespace
 
@@ -191,9 +184,19 @@ std::string analysis_csv(const AnalysisRun& run) {
 std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, const AnalysisRun& run) {
   std::map<std::string, std::string> files;
   files["analysis.csv"] = analysis_csv(run);
+  const auto& opt = cfg.analysis;
   std::ostringstream report;
-  report << report_header(cfg, run.threads);
-  for (const SettingAnalysis& a : run.settings) render(cfg, a, report, files);
+  report << "# " << cfg.name << ": outlier-layer analysis\n\nSource: `" << cfg.file << "`; preset `" << cfg.quantization.preset
+         << "`, calibrator `" << cfg.quantization.calibrators.front().label << "`, weight ranges `" << cfg.quantization.weight_range
+         << "`, nearest rounding, seed " << cfg.execution.seed << ", " << run.threads << " threads. Layerwise: one layer's "
+         << opt.layerwise << " quantized, everything else FP32, error at the network output over " << opt.images
+         << " held-out images; graphwise: the whole model quantized, SQNR of each layer's output. Mixed precision "
+         << "raises the most sensitive layers to " << opt.fallback_bits << " bit until the top-1 drop is at most "
+         << opt.target_drop << " points"
+         << (opt.size_budget ? " within " + std::to_string(opt.size_budget) + " bytes" : std::string())
+         << ". Sizes count conv/linear weights.\n\n";
+  const AnalysisScope scope{cfg.analysis, cfg.calibration.domains[0].name, cfg.test.domains[0].name};
+  for (const SettingAnalysis& a : run.settings) render(scope, a, report, files);
   if (!run.missing_jobs.empty()) {
     report << "Missing (no shard yet):";
     for (const auto& id : run.missing_jobs) report << " `" << id << "`";

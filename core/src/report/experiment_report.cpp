@@ -92,9 +92,9 @@ std::string layer_shift_markdown(const ExperimentResults& results, std::map<std:
 
 namespace {
 
-bool sweeps_domains(const ExperimentConfig& cfg) {
-  return cfg.calibration_domains.size() > 1 || cfg.test_domains.size() > 1 || cfg.calibration_counts.size() > 1 ||
-         cfg.repeats > 1 || cfg.selectors.size() > 1;
+bool sweeps_domains(const CalibrationSettings& calibration, const TestSettings& test) {
+  return calibration.domains.size() > 1 || test.domains.size() > 1 || calibration.counts.size() > 1 ||
+         calibration.repeats > 1 || calibration.selectors.size() > 1;
 }
 
 // Per setting: the heatmap (first row FP32 on each test domain, the reference every cell is read
@@ -130,12 +130,13 @@ std::string curves_markdown(const ExperimentRun& run, std::map<std::string, std:
   return curves.empty() ? "" : "\n## Reconstruction loss per unit\n\nEach run's `*_curves.csv` holds the sampled losses.\n\n" + curves;
 }
 
-std::string samples_markdown(const ExperimentConfig& cfg, const ExperimentRun& run, std::map<std::string, std::string>& files) {
+// `sweeps`: the experiment sweeps calibration or test domains (sweeps_domains).
+std::string samples_markdown(bool sweeps, const ExperimentRun& run, std::map<std::string, std::string>& files) {
   if (!image_output_available()) return "";
   std::map<std::string, std::string> pictures;  // name -> PNG; a test domain's strip replaces its calibration strip
   for (const SampleImages& s : run.samples) pictures[s.name] = render_grid_png(s.images, s.columns, 3);
   std::string body;
-  if (sweeps_domains(cfg)) {
+  if (sweeps) {
     body += "## Domains (samples)\n\n";
     for (const auto& [name, png] : pictures)
       if (name.rfind("domain_", 0) == 0) body += "`" + name.substr(7) + "` ![](" + name + ".png)\n\n";
@@ -176,13 +177,14 @@ std::string synthesized_sets(const ExperimentRun& run, std::map<std::string, std
 std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg, const ExperimentRun& run) {
   std::map<std::string, std::string> files = run.data_files;
   std::ostringstream header;
-  header << "Source: `" << cfg.file << "`; preset `" << cfg.preset << "`, weight ranges `" << cfg.weight_range
-         << "`, seed " << cfg.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
+  header << "Source: `" << cfg.file << "`; preset `" << cfg.quantization.preset << "`, weight ranges `" << cfg.quantization.weight_range
+         << "`, seed " << cfg.execution.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
   std::string body = results_markdown(run.results, header.str());
   body += selection_markdown(run.results);
-  if (sweeps_domains(cfg)) body += gap_matrices_markdown(run.results, files) + layer_shift_markdown(run.results, files);
+  const bool sweeps = sweeps_domains(cfg.calibration, cfg.test);
+  if (sweeps) body += gap_matrices_markdown(run.results, files) + layer_shift_markdown(run.results, files);
   body += curves_markdown(run, files);
-  body += samples_markdown(cfg, run, files);
+  body += samples_markdown(sweeps, run, files);
   body += synthesized_sets(run, files);
   files["config.resolved.yaml"] = run.resolved_config;
   files["results.json"] = results_json(run.results);

@@ -57,8 +57,7 @@ struct Recorder {
   }
 };
 
-PoolFeatures features(const SelectionContext& context, std::int64_t n,
-                      const std::function<at::Tensor(std::int64_t, std::int64_t)>& read, const FeatureRequest& request) {
+PoolFeatures features(const SelectionContext& context, const CalibrationImages& images, const FeatureRequest& request) {
   if (!context.graph) throw Error("selection: no model");
   const Graph& graph = *context.graph;
   PoolFeatures out;
@@ -94,11 +93,10 @@ PoolFeatures features(const SelectionContext& context, std::int64_t n,
     });
   }
   const at::NoGradGuard no_grad;
-  const std::int64_t batch = std::max<std::int64_t>(1, context.batch_size);
-  for (std::int64_t begin = 0; begin < n; begin += batch) {
-    const at::Tensor logits = exec.forward(context.preprocess.apply(read(begin, std::min(n, begin + batch))));
+  images.for_each_batch(std::max<std::int64_t>(1, context.batch_size), [&](const at::Tensor& batch, std::int64_t) {
+    const at::Tensor logits = exec.forward(context.preprocess.apply(batch));
     if (request.logits) logits_batches.push_back(logits.detach().to(at::kFloat).cpu());
-  }
+  });
   for (std::size_t k = 0; k < bn.size(); ++k) bn[k].finish(out.bn_inputs[k]);
   for (std::size_t k = 0; k < layers.size(); ++k) layers[k].finish(out.layer_inputs[k]);
   if (request.logits) out.logits = at::cat(logits_batches);
@@ -110,12 +108,13 @@ PoolFeatures features(const SelectionContext& context, std::int64_t n,
 
 PoolFeatures pool_features(const SelectionContext& context, const FeatureRequest& request) {
   if (context.progress)
-    *context.progress << "xdq: selection: one FP32 pass over the pool (" << context.pool_size << " images)\n";
-  return features(context, context.pool_size, context.pool, request);
+    *context.progress << "xdq: selection: one FP32 pass over the pool (" << context.pool.size() << " images"
+                      << (context.pool.streamed() ? ", decoded from its files" : "") << ")\n";
+  return features(context, context.pool, request);
 }
 
 PoolFeatures image_features(const SelectionContext& context, const at::Tensor& images, const FeatureRequest& request) {
-  return features(context, images.size(0), [&](std::int64_t b, std::int64_t e) { return images.slice(0, b, e); }, request);
+  return features(context, images, request);
 }
 
 void sample_moments(const std::vector<SiteFeatures>& sites, std::vector<at::Tensor>& mean, std::vector<at::Tensor>& var) {

@@ -17,11 +17,11 @@ class ClassBalanced : public xdq::Selector {
     const std::int64_t classes = predicted.max().item<std::int64_t>() + 1;
     // Rows of each class in one seeded random order of the pool.
     auto gen = at::detail::createCPUGenerator(context.seed);
-    const at::Tensor order = at::randperm(context.pool_size, gen, at::kLong);
+    const at::Tensor order = at::randperm(context.pool.size(), gen, at::kLong);
     std::vector<std::vector<std::int64_t>> rows(static_cast<std::size_t>(classes));
     const auto* o = order.data_ptr<std::int64_t>();
     const auto* p = predicted.data_ptr<std::int64_t>();
-    for (std::int64_t k = 0; k < context.pool_size; ++k) rows[static_cast<std::size_t>(p[o[k]])].push_back(o[k]);
+    for (std::int64_t k = 0; k < context.pool.size(); ++k) rows[static_cast<std::size_t>(p[o[k]])].push_back(o[k]);
     const std::vector<std::int64_t> quota = fair_shares(rows, context.count, context.seed);
     xdq::Selection out;
     for (std::size_t c = 0; c < rows.size(); ++c)

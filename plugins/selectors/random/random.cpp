@@ -9,7 +9,7 @@ class Random : public xdq::Selector {
  public:
   int passes() const override { return 0; }
   xdq::Selection select(const xdq::SelectionContext& context) const override {
-    const at::Tensor rows = xdq::subset_rows(context.pool_size, context.count, context.seed);
+    const at::Tensor rows = xdq::subset_rows(context.pool.size(), context.count, context.seed);
     xdq::Selection out;
     out.indices.assign(rows.data_ptr<std::int64_t>(), rows.data_ptr<std::int64_t>() + rows.numel());
     return out;

@@ -53,7 +53,7 @@ class SelectQ : public xdq::Selector {
     request.layer_inputs = true;
     const xdq::PoolFeatures f = xdq::pool_features(context, request);
     auto gen = at::detail::createCPUGenerator(context.seed);
-    const std::int64_t n = context.pool_size;
+    const std::int64_t n = context.pool.size();
     at::Tensor knowledge = at::zeros({n}, at::kDouble);
     Clustering deepest;
     for (const xdq::SiteFeatures& s : f.layer_inputs) {

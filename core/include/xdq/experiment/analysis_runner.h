@@ -19,7 +19,7 @@
 namespace xdq {
 
 // The analysis jobs, one per model and bit setting: job K = model K / |bits|, setting K % |bits|.
-std::vector<std::string> analysis_job_ids(const ExperimentConfig& cfg);
+std::vector<std::string> analysis_job_ids(const std::vector<ModelEntry>& models, const std::vector<BitSetting>& bit_settings);
 
 // An Error when `out_dir` holds the analysis shards of another config (checked before any work).
 void check_analysis_resumable(const ExperimentConfig& cfg, const std::string& out_dir);

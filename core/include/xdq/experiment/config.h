@@ -67,9 +67,8 @@ c10::Device parse_device(const std::string& device, const ConfigNode& node);
 // "w4a8" (weight bits 2-8, activation bits 2-16); errors name the node's file:line.
 BitSetting parse_bit_setting(const ConfigNode& node);
 
-struct ExperimentConfig {
-  std::string file;
-  std::string name;
+// The top-level keys: how the experiment runs.
+struct ExecutionSettings {
   std::uint64_t seed = 0;
   int threads = 0;
   int jobs = 1;  // independent runs at a time; each gets threads / jobs intra-op threads
@@ -82,18 +81,18 @@ struct ExperimentConfig {
   std::string on_error = "continue";  // a failed run is recorded and the sweep goes on; "stop": it ends the sweep
   std::string isolation = "none";     // "process": each job in a child process; one that crashes fails alone
   std::vector<std::string> plugin_paths;
-  DataLocations data;
+};
 
-  std::vector<ModelEntry> models;
-
-  std::vector<DomainSpec> calibration_domains;  // A
-  std::vector<std::int64_t> calibration_counts{1024};  // a sweep over calibration-set sizes
+// `calibration:`: what is calibrated on (A).
+struct CalibrationSettings {
+  std::vector<DomainSpec> domains;
+  std::vector<std::int64_t> counts{1024};  // a sweep over calibration-set sizes
   int repeats = 1;  // calibration sets drawn with seeds seed, seed + 1, ...
   // A source holding fewer images than a count asked (a small split, unreadable files skipped) is an
   // error, unless it still holds min_images (0: the count asked, no fewer).
   std::int64_t min_images = 0;
-  // A folder calibration set larger than this (MiB of float32 images) is streamed: memory stays a few
-  // batches whatever its size, each pass decodes the files again.
+  // A folder calibration set (or selection pool) larger than this (MiB of float32 images) is streamed:
+  // memory stays a few batches whatever its size, each pass decodes the files again.
   std::int64_t stream_above_mb = 2048;
   std::int64_t batch_size = 256;
   // calibration.selector: each a point of the sweep; the set is then chosen from a pool of pool_size
@@ -107,10 +106,18 @@ struct ExperimentConfig {
     std::int64_t count = 0;
   } target_sample;
   int histogram_bins = 2048;  // per sign, in the activation statistics every calibrator reads
+};
 
-  std::vector<DomainSpec> test_domains;  // B
-  std::int64_t test_count = 0;  // 0: the whole test set
+// `test:`: what is tested on (B).
+struct TestSettings {
+  std::vector<DomainSpec> domains;
+  std::int64_t count = 0;  // 0: the whole test set
+  // diagnostics.layer_shift_images: per-layer shift tables for the first bit setting and calibrator (0: off).
+  std::int64_t layer_shift_images = 0;
+};
 
+// `quantization:`: how it is quantized.
+struct QuantizationSettings {
   std::string preset = "academic";
   Scheme scheme;
   std::vector<BitSetting> bits;
@@ -120,32 +127,44 @@ struct ExperimentConfig {
   std::vector<PluginChoice> calibrators;
   std::vector<PluginChoice> rounding;
   std::vector<PluginChoice> passes;  // GraphPass plugins run on the FP graph with each calibration set
+};
 
-  // Per-layer shift diagnostics for the first bit setting and calibrator (0 images: off).
-  std::int64_t layer_shift_images = 0;
+// `analysis:` (`xdq analyze`): outlier-layer analysis and mixed-precision fallback.
+struct AnalysisSettings {
+  std::int64_t images = 1000;        // held-out images per test domain
+  std::string layerwise = "both";    // what one layer's turn quantizes: weights, activation, both
+  double target_drop = 0.5;          // mixed precision: accept once the top-1 drop (points) is at most this
+  std::int64_t size_budget = 0;      // ... and the weights take at most this many bytes (0: no budget)
+  int fallback_bits = 8;             // bits of a raised layer's weights and input activation
+};
 
-  // `xdq analyze` (the `analysis:` section): outlier-layer analysis and mixed-precision fallback.
-  struct Analysis {
-    std::int64_t images = 1000;        // held-out images per test domain
-    std::string layerwise = "both";    // what one layer's turn quantizes: weights, activation, both
-    double target_drop = 0.5;          // mixed precision: accept once the top-1 drop (points) is at most this
-    std::int64_t size_budget = 0;      // ... and the weights take at most this many bytes (0: no budget)
-    int fallback_bits = 8;             // bits of a raised layer's weights and input activation
-  } analysis;
+// `export:`: the runs whose quantized model is written (xdq/export/export.h) into <out>/exports/<run>,
+// and, with runtime: opencv, run by OpenCV's DNN module on every test domain (runtime_top1).
+struct ExportSettings {
+  struct Selector {  // a run id ("all": every run), or the fields a run must match (empty: any)
+    std::string id, model, bits, calibrator, rounding;
+    std::string where;  // file:line key, for errors
+  };
+  std::vector<Selector> runs;
+  std::vector<std::string> formats{"torchscript", "onnx", "encodings"};
+  std::string runtime = "none";  // or opencv
+  bool selects(const std::string& id, const std::string& model, const std::string& bits, const std::string& calibrator,
+               const std::string& rounding) const;
+};
 
-  // `export:`: the runs whose quantized model is written (xdq/export/export.h) into <out>/exports/<run>,
-  // and, with runtime: opencv, run by OpenCV's DNN module on every test domain (runtime_top1).
-  struct Exports {
-    struct Selector {  // a run id ("all": every run), or the fields a run must match (empty: any)
-      std::string id, model, bits, calibrator, rounding;
-      std::string where;  // file:line key, for errors
-    };
-    std::vector<Selector> runs;
-    std::vector<std::string> formats{"torchscript", "onnx", "encodings"};
-    std::string runtime = "none";  // or opencv
-    bool selects(const std::string& id, const std::string& model, const std::string& bits, const std::string& calibrator,
-                 const std::string& rounding) const;
-  } exports;
+// The whole file, one member per section. Entry points (plan, run, analyze, report, the resolved config)
+// take it; everything below them takes the sections it reads.
+struct ExperimentConfig {
+  std::string file;
+  std::string name;
+  ExecutionSettings execution;
+  DataLocations data;
+  std::vector<ModelEntry> models;
+  CalibrationSettings calibration;
+  TestSettings test;
+  QuantizationSettings quantization;
+  AnalysisSettings analysis;
+  ExportSettings exports;
 
   ConfigNode root;  // the file as read (with --set applied)
 

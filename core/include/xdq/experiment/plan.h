@@ -19,7 +19,8 @@ struct RunSpec {
 };
 
 struct JobSpec {
-  std::size_t model = 0;  // index into cfg.models
+  std::size_t model = 0;  // index into the experiment's models
+  const ModelEntry* entry = nullptr;  // that model
   const DomainSpec* domain = nullptr;
   std::int64_t count = 0;
   std::uint64_t seed = 0;

@@ -13,6 +13,7 @@
 #include "xdq/data/dataset.h"
 #include "xdq/ir/graph.h"
 #include "xdq/plugin/plugin.h"
+#include "xdq/quant/calibration_images.h"
 #include "xdq/quant/model_view.h"
 #include "xdq/quant/quantizer.h"
 #include "xdq/quant/statistics.h"
@@ -109,14 +110,13 @@ class BOOST_SYMBOL_VISIBLE DomainTransform : public Plugin {
 };
 
 // ---- Selector: which images of a candidate pool calibrate ---------------------------------------------
-// The pool is read batch by batch (it may come from several domains; labels are not given: selection is
-// unsupervised). A selector reads the FP model through an Executor of `graph` (value hooks for activations).
+// The pool is read batch by batch, as calibration sets are (it may come from several domains, or be
+// streamed from a large folder; labels are not given: selection is unsupervised). A selector reads the FP
+// model through select/selection.h (pool_features), and answers with row numbers of the pool.
 struct SelectionContext {
   const Graph* graph = nullptr;  // the FP model, BatchNorm unfolded (running statistics intact)
   Preprocess preprocess;         // pixels -> the model's input
-  std::int64_t pool_size = 0;
-  // Pool images [begin, end) as [0, 1] pixels [n, C, H, W] on the CPU.
-  std::function<at::Tensor(std::int64_t begin, std::int64_t end)> pool;
+  CalibrationImages pool;        // [0, 1] pixels [N, C, H, W] on the CPU; pool.size() rows to choose from
   at::Tensor target;  // a small unlabeled sample of the target domain (pixels, CPU), or undefined
   std::int64_t count = 0;
   std::uint64_t seed = 0;

@@ -34,6 +34,8 @@ class CalibrationImages {
   void for_each_batch(std::int64_t batch, const Visit& visit) const;
   // The first min(n, size()) images, in memory ([0, C, H, W] when there are none).
   at::Tensor head(std::int64_t n) const;
+  // The images at `rows` (each in [0, size())), in that order, in memory: one pass over a streamed set.
+  at::Tensor rows(const std::vector<std::int64_t>& rows) const;
   // The same set with `f` applied to every batch as it is read (preprocessing); a set in memory stays in
   // memory (f applied once).
   CalibrationImages mapped(const std::function<at::Tensor(const at::Tensor&)>& f) const;
