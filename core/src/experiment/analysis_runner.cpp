@@ -269,7 +269,7 @@ SettingAnalysis Analyzer::analyze(const ModelInputs& in, const BitSetting& bits,
 ModelInputs model_inputs(const ModelEntry& entry, const PreparedModel& p, bool fold_bn, const CalibrationSettings& calibration,
                          std::uint64_t seed, std::int64_t test_images, DomainCache& domains) {
   ModelInputs in{&entry, &p, p.model.graph, {}, {}, {}, {}};
-  if (fold_bn) fold_batch_norm(in.folded);
+  QuantizeRecipe::fold(in.folded, fold_bn);
   for (const Node& n : p.model.graph.nodes)
     if (n.is_layer()) in.unfolded[n.name] = n.weight;
   for (const DomainSpec& d : calibration.domains)
@@ -298,12 +298,6 @@ std::vector<std::string> analysis_job_ids(const std::vector<ModelEntry>& models,
   return ids;
 }
 
-constexpr const char* kAnalysisShards = "analysis_jobs";
-
-void check_analysis_resumable(const ExperimentConfig& cfg, const std::string& out_dir) {
-  ShardFolder(config_text(cfg), out_dir, kAnalysisShards);
-}
-
 AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                          const RunOptions& options) {
   if (cfg.quantization.scheme.placement == Placement::LayerOutputs && cfg.analysis.layerwise != "weights")
@@ -315,7 +309,7 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
   if (cfg.execution.isolation == "process")
     progress << "xdq: warning: isolation: process runs the jobs of xdq run in child processes; the analysis jobs run "
                 "in this one (xdq analyze --job K runs one alone)\n";
-  const ShardFolder shards(config_text(cfg), options.out_dir, kAnalysisShards);
+  const ShardFolder shards(config_text(cfg), options.out_dir, shard_folder(ShardKind::Analysis));
   const auto ids = analysis_job_ids(cfg.models, cfg.quantization.bits);
   if (options.only_job && *options.only_job >= ids.size())
     throw ConfigError("--job " + std::to_string(*options.only_job) + ": the analysis has " + std::to_string(ids.size()) +

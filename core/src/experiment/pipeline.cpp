@@ -40,7 +40,7 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
       m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,
                                           cfg.calibration.batch_size, &progress, entry.name + " FP32 on " + t.name()));
     m.folded = m.prepared.model.graph;
-    m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, cfg.quantization.fold_bn ? fold_batch_norm(m.folded) : 0};
+    m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, QuantizeRecipe::fold(m.folded, cfg.quantization.fold_bn)};
     models_[i] = std::move(m);
   }
 }

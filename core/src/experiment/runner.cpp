@@ -182,7 +182,11 @@ void run_jobs_in_processes(const std::string& file, const std::string& on_error,
 
 }  // namespace
 
-void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir) { ShardStore(config_text(cfg), out_dir); }
+const char* shard_folder(ShardKind kind) { return kind == ShardKind::Run ? "jobs" : "analysis_jobs"; }
+
+void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir, ShardKind kind) {
+  ShardFolder(config_text(cfg), out_dir, shard_folder(kind));
+}
 
 std::size_t job_of_run(const Plan& plan, const std::string& run_id) {
   std::vector<std::string> ids;
@@ -200,7 +204,7 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   RunOptions options = requested;
   const int threads = apply_thread_count(cfg.execution.threads);
   warn_if_convolutions_stay_direct(cfg.execution, progress);
-  const ShardStore store(config_text(cfg), options.out_dir);
+  const ShardStore store(config_text(cfg), options.out_dir, shard_folder(ShardKind::Run));
   const Plan plan = plan_experiment(cfg);
   if (!options.only_run.empty()) options.only_job = job_of_run(plan, options.only_run);
   if (options.only_job && *options.only_job >= plan.jobs.size())

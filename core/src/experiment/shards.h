@@ -70,11 +70,11 @@ struct JobShard {
   std::vector<SampleImages> test_samples;  // test-domain strips (carried by job 0)
 };
 
-// The shards of `xdq run`, in DIR/jobs, one per job of the plan.
+// The shards of `xdq run`, in DIR/<kind> (shard_folder(ShardKind::Run)), one per job of the plan.
 class ShardStore {
  public:
-  ShardStore(const ShardFolder::ConfigText& resolved_config, const std::string& out_dir)
-      : folder_(resolved_config, out_dir, "jobs") {}
+  ShardStore(const ShardFolder::ConfigText& resolved_config, const std::string& out_dir, const std::string& kind)
+      : folder_(resolved_config, out_dir, kind) {}
 
   bool enabled() const { return folder_.enabled(); }
   std::string id(const JobSpec& job, std::size_t index) const;

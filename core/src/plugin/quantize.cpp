@@ -85,15 +85,16 @@ PassContext QuantizeRecipe::pass_context(const CalibrationData& data) const {
 QuantizedModel QuantizeRecipe::quantize(const Graph& fp32, const CalibrationData& data, const RoundingOutputs& outputs) const {
   Graph graph = fp32;
   graph.to(settings_.device);
-  return rounded(calibrated(adapted(graph, data), data), data, outputs);
+  return rounded(calibrated(adapted(std::move(graph), data), data), data, outputs);
 }
 
-Graph QuantizeRecipe::adapted(const Graph& fp32, const CalibrationData& data) const {
-  Graph graph = fp32;
+int QuantizeRecipe::fold(Graph& graph, bool fold_bn) { return fold_bn ? fold_batch_norm(graph) : 0; }
+
+Graph QuantizeRecipe::adapted(Graph graph, const CalibrationData& data) const {
   const PassContext context = pass_context(data);
   for (const Pass& pass : passes_)
     if (!pass.after_rounding) pass.plugin.call("run", [&](const GraphPass& p) { p.run(graph, context); });
-  if (settings_.fold_bn) fold_batch_norm(graph);
+  fold(graph, settings_.fold_bn);
   return graph;
 }
 

@@ -21,9 +21,6 @@ namespace xdq {
 // The analysis jobs, one per model and bit setting: job K = model K / |bits|, setting K % |bits|.
 std::vector<std::string> analysis_job_ids(const std::vector<ModelEntry>& models, const std::vector<BitSetting>& bit_settings);
 
-// An Error when `out_dir` holds the analysis shards of another config (checked before any work).
-void check_analysis_resumable(const ExperimentConfig& cfg, const std::string& out_dir);
-
 // Measures every job (or options.only_job; options.merge_only: none), reading finished ones from their
 // shards in options.out_dir; report/analysis_report.h renders the result.
 AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,

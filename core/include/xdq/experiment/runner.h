@@ -41,8 +41,12 @@ struct RunOptions {
 // The job of the plan holding run `run_id`; an Error naming the closest run ids when there is none.
 std::size_t job_of_run(const Plan& plan, const std::string& run_id);
 
-// An Error when `out_dir` holds the job shards of another config (checked before any work).
-void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir);
+// Whose job shards a folder keeps: `xdq run`'s (DIR/jobs) or `xdq analyze`'s (DIR/analysis_jobs).
+enum class ShardKind { Run, Analysis };
+const char* shard_folder(ShardKind kind);
+
+// An Error when `out_dir` holds job shards of `kind` from another config (checked before any work).
+void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir, ShardKind kind);
 
 ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                              const RunOptions& options = {});

@@ -59,9 +59,14 @@ class QuantizeRecipe {
 
   QuantizedModel quantize(const Graph& fp32, const CalibrationData& data, const RoundingOutputs& outputs = {}) const;
 
-  Graph adapted(const Graph& fp32, const CalibrationData& data) const;
+  // Taken by value: a caller done with its graph moves it in and nothing is copied.
+  Graph adapted(Graph fp32, const CalibrationData& data) const;
   QuantizedModel calibrated(const Graph& folded, const CalibrationData& data) const;
   QuantizedModel rounded(QuantizedModel calibrated, const CalibrationData& data, const RoundingOutputs& outputs = {}) const;
+
+  // The BatchNorm folding of adapted(), for callers that keep a folded graph of their own (shared between
+  // jobs, or analysed): BatchNorm layers folded into `graph` when `fold_bn`; returns how many.
+  static int fold(Graph& graph, bool fold_bn);
 
  private:
   struct Pass {
