@@ -1,6 +1,7 @@
 // TorchScript import and the executor: structure of the imported graph, FP32 parity with the
 // TorchScript module (max relative error <= 1e-5), differentiability, and clear import errors.
 #include <fstream>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -163,13 +164,38 @@ TEST(Import, TorchvisionModelsMatchTorchScript) {
     fold_batch_norm(folded);
     EXPECT_LE(test::max_relative_error(Executor(folded).forward(x), expected), 1e-4) << name << " (BN folded)";
     EXPECT_GT(m.graph.layer_nodes().size(), 5u) << name;
+    std::set<std::string> layer_names;  // overrides, reports and reconstruction units name layers
+    for (int l : m.graph.layer_nodes()) EXPECT_TRUE(layer_names.insert(m.graph.nodes[l].name).second) << name << ": " << m.graph.nodes[l].name;
     // Channels-last: other kernels, the same function within float32 rounding.
     Graph nhwc = m.graph;
     nhwc.channels_last = true;
     EXPECT_LE(test::max_relative_error(Executor(nhwc).forward(x), expected), 1e-4) << name << " (channels-last)";
     ++count;
   }
-  EXPECT_EQ(count, 14);
+  EXPECT_EQ(count, 17);
+}
+
+// A DeiT-style encoder: per block, the attention's input and output projections (functional linears in the
+// attention module's scope, numbered apart) and the MLP's two linears; each block's attention and MLP are
+// the residual units reconstruction works on.
+TEST(Import, VisionTransformerLayersAndResidualUnits) {
+  const ImportedModel m = import_torchscript(std::string(XDQ_TORCHVISION_DIR) + "/deit_tiny.pt");
+  std::vector<std::string> names;
+  for (int l : m.graph.layer_nodes()) names.push_back(m.graph.nodes[l].name);
+  ASSERT_EQ(names.size(), 2u + 12u * 4u);  // patch embedding, 12 x (qkv, proj, fc1, fc2), head
+  EXPECT_EQ(names[0], "conv_proj");
+  EXPECT_EQ(names[1], "encoder.layers.encoder_layer_0.self_attention.linear0");
+  EXPECT_EQ(names[2], "encoder.layers.encoder_layer_0.self_attention.linear1");
+  EXPECT_EQ(names[3], "encoder.layers.encoder_layer_0.mlp.0");
+  EXPECT_EQ(m.graph.nodes[m.graph.layer_nodes()[1]].weight.sizes(), (std::vector<std::int64_t>{3 * 192, 192}));
+  const auto blocks = find_residual_blocks(m.graph);
+  ASSERT_EQ(blocks.size(), 24u);
+  for (std::size_t b = 0; b < blocks.size(); ++b) {
+    ASSERT_EQ(blocks[b].layers.size(), 2u) << blocks[b].name;
+    EXPECT_EQ(m.graph.nodes[blocks[b].layers[0]].name, names[1 + 2 * b]) << b;
+  }
+  EXPECT_EQ(blocks[0].name, "encoder.layers.encoder_layer_0.self_attention");
+  EXPECT_EQ(blocks[1].name, "encoder.layers.encoder_layer_0.mlp");
 }
 
 TEST(Import, UnsupportedOperatorNamesKindModuleAndSource) {

@@ -6,6 +6,9 @@ Usage: tools/trace_torchvision.py MODEL OUT.pt [--weights FILE | --pretrained] [
   --weights     a state_dict saved with torch.save (e.g. the file torchvision downloads to ~/.cache/torch/hub/checkpoints)
   --pretrained  torchvision's default ImageNet weights (downloaded by torchvision when not cached)
   --size        the input side the model is traced at and declares (input_size attribute), default 224
+Transformers (vit_b_16, swin_t, ...) are traced with autograd on, so that nn.MultiheadAttention takes its
+decomposed path (linear, bmm, softmax), which xdq imports and quantizes, rather than the fused
+aten::_native_multi_head_attention it takes without autograd (the same function).
 Without weights the model keeps its random initialization. The file records input_size = [size, size]: an
 experiment whose preprocess crop or input_size disagrees is refused. Pair it with `preprocess: imagenet`.
 """
@@ -31,8 +34,7 @@ def main():
     if args.weights:
         model.load_state_dict(torch.load(args.weights, map_location="cpu"))
     model.eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(model, torch.zeros(1, 3, args.size, args.size))
+    traced = torch.jit.trace(model, torch.zeros(1, 3, args.size, args.size), check_trace=False)
     traced._c._register_attribute("input_size", torch._C.ListType.ofInts(), [args.size, args.size])
     traced.save(args.out)
     print("wrote %s (%s, input 3x%dx%d)" % (args.out, args.model, args.size, args.size))

@@ -33,7 +33,7 @@ std::string describe_model(const ImportedModel& model) {
   out << "\nlayers (" << g.layer_nodes().size() << ")\n";
   for (int i : g.layer_nodes()) {
     const Node& n = g.nodes[i];
-    out << "  " << std::left << std::setw(32) << n.name << std::setw(8) << n.op << std::setw(16) << shape(n.weight);
+    out << "  " << std::left << std::setw(32) << n.name << " " << std::setw(8) << n.op << std::setw(16) << shape(n.weight);
     if (n.kind == OpKind::Conv) {
       out << "stride " << n.conv.stride[0] << " groups " << n.conv.groups << (n.is_depthwise() ? " (depthwise)" : "");
     }

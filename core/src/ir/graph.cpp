@@ -46,6 +46,14 @@ void Graph::replace_uses(int from, int to) {
   std::replace(outputs.begin(), outputs.end(), from, to);
 }
 
+namespace {
+// aten::fill_, aten::relu_, ...: an operator name ending in one underscore (not a dunder such as __getitem__).
+bool writes_in_place(const Node& node) {
+  const std::string name = node.op.substr(node.op.find("::") == std::string::npos ? 0 : node.op.find("::") + 2);
+  return name.size() > 1 && name.back() == '_' && name.compare(0, 2, "__") != 0;
+}
+}  // namespace
+
 void Graph::remove_dead_nodes() {
   for (bool changed = true; changed;) {
     changed = false;
@@ -53,8 +61,11 @@ void Graph::remove_dead_nodes() {
     for (const auto& node : nodes) used.insert(node.inputs.begin(), node.inputs.end());
     for (std::size_t i = nodes.size(); i-- > 0;) {
       const auto& outs = nodes[i].outputs;
-      // Nodes without outputs are the model's own checks (scripted `if ...: raise`): kept.
-      if (!outs.empty() && std::none_of(outs.begin(), outs.end(), [&](int v) { return used.count(v); })) {
+      // Nodes without outputs are the model's own checks (scripted `if ...: raise`): kept. So are writes in
+      // place (aten::fill_ on a slice, as Swin builds its attention mask): TorchScript's mutation removal
+      // leaves only those into views of other values, whose effect is on that value, not their output.
+      if (!outs.empty() && !writes_in_place(nodes[i]) &&
+          std::none_of(outs.begin(), outs.end(), [&](int v) { return used.count(v); })) {
         nodes.erase(nodes.begin() + static_cast<std::ptrdiff_t>(i));
         changed = true;
       }

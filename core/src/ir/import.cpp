@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <unordered_map>
 
 #include <torch/csrc/jit/api/module.h>
@@ -129,17 +130,23 @@ const std::vector<std::string>& supported_generic_ops() {
       "aten::relu", "aten::relu_", "aten::relu6", "aten::relu6_", "aten::hardtanh", "aten::hardtanh_",
       "aten::hardswish", "aten::hardswish_", "aten::silu", "aten::silu_", "aten::sigmoid", "aten::sigmoid_",
       "aten::hardsigmoid", "aten::hardsigmoid_", "aten::gelu", "aten::leaky_relu", "aten::leaky_relu_",
-      "aten::tanh", "aten::softmax", "aten::log_softmax",
+      "aten::tanh", "aten::softmax", "aten::log_softmax", "aten::layer_norm",
+      // token mixing: attention scores and their weighted sums (two activation operands)
+      "aten::matmul", "aten::bmm",
       // arithmetic and merges
-      "aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::mul_", "aten::div", "aten::floor_divide",
-      "aten::floordiv", "aten::cat", "aten::chunk", "aten::split", "aten::split_with_sizes",
+      "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div", "aten::pow",
+      "aten::floor_divide", "aten::floordiv", "aten::remainder", "aten::cat", "aten::chunk", "aten::split",
+      "aten::split_with_sizes",
       // pooling and reductions
       "aten::max_pool2d", "aten::avg_pool2d", "aten::adaptive_avg_pool2d", "aten::adaptive_max_pool2d",
       "aten::mean", "aten::sum",
       // shapes
       "aten::flatten", "aten::view", "aten::reshape", "aten::transpose", "aten::permute", "aten::contiguous",
       "aten::squeeze", "aten::unsqueeze", "aten::size", "aten::Int", "aten::dim", "aten::len",
-      "aten::__getitem__", "aten::select", "aten::slice", "aten::constant_pad_nd", "aten::dropout",
+      "aten::__getitem__", "aten::select", "aten::slice", "aten::constant_pad_nd", "aten::pad", "aten::dropout",
+      "aten::expand", "aten::roll",
+      // Swin's shifted-window attention mask, built from the input's shape
+      "aten::new_zeros", "aten::fill_", "aten::masked_fill",
       "aten::dropout_", "aten::feature_dropout", "aten::clone",
       "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
       "prim::NumToTensor", "aten::gt", "aten::lt", "aten::ge", "aten::le", "aten::eq", "aten::ne", "aten::__not__"};
@@ -271,6 +278,21 @@ void import_operation(const std::string& path, const jit::Node* n, const std::st
                                            : (module.empty() ? "" : module + "/") + kind.substr(kind.find("::") + 2);
 }
 
+// Layers are named by their module, but a module may compute several (nn.MultiheadAttention's input and
+// output projections run as functional linears in its own scope): those get .<op><k> in graph order, so
+// that overrides, reports and reconstruction units name each one.
+void name_layers_apart(Graph& graph) {
+  std::map<std::string, int> count;
+  for (const Node& n : graph.nodes)
+    if (n.is_layer()) ++count[n.name];
+  std::map<std::string, int> seen;
+  for (Node& n : graph.nodes)
+    if (n.is_layer() && count[n.name] > 1) {
+      const int k = seen[n.name]++;
+      n.name += "." + n.op + std::to_string(k);
+    }
+}
+
 }  // namespace
 
 ImportedModel import_torchscript(const std::string& path) {
@@ -307,6 +329,7 @@ ImportedModel import_torchscript(const std::string& path) {
   }
   for (const jit::Value* out : g->outputs()) graph.outputs.push_back(value_id(out));
   graph.remove_dead_nodes();
+  name_layers_apart(graph);
   return result;
 }
 
