@@ -534,6 +534,19 @@ TEST_F(Cli, AFailedRunIsRecordedAndTheSweepGoesOn) {
   EXPECT_FALSE(fs::exists(dir.file("out")));
 }
 
+// Transformers: a preset whose quantizers have no place in the model names the model and the key; a ViT
+// fed another image size (another token count) names the model, the node that fails and the key to set.
+TEST_F(Cli, TransformerPresetAndInputSizeErrorsNameModelLayerAndKey) {
+  const test::CommandResult preset = run_variant("preset: academic", "preset: vit_academic");
+  expect_clean_failure(preset, "model 'tiny' has no token matmul");
+  EXPECT_NE(preset.output.find("(quantization.preset)"), std::string::npos) << preset.output;
+  fs::copy_file(std::string(XDQ_TORCHVISION_DIR) + "/deit_tiny.pt", dir.file("deit.pt"));
+  const test::CommandResult size = run_variant("path: tiny.pt", "path: deit.pt\n    input_size: [112, 112]");
+  expect_clean_failure(size, "model 'tiny' cannot run on 3x112x112 inputs (set the model's input_size)");
+  // 7x7 patches and the class token: 50 tokens where the position embedding holds 197.
+  EXPECT_NE(size.output.find("at 'encoder/add'"), std::string::npos) << size.output;
+}
+
 TEST_F(Cli, ExitCodesSeparateConfigErrorsFromRuntimeErrors) {
   EXPECT_EQ(run_variant("count: 64", "count: many").exit_code, 2);  // config
   test::write_text(dir.file("junk.pt"), "junk");

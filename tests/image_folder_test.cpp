@@ -227,6 +227,32 @@ class ImageFolderCli : public ::testing::Test {
     test::write_text(dir.file("exp.yaml"), text);
     return test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("exp.yaml") + " --out " + dir.file("out"));
   }
+  // A folder `name` whose train and val splits are both the fixture's 12 val images.
+  std::string val_as_train(const std::string& name) const {
+    const std::string data = XDQ_IMAGENET_DIR, folder = dir.file(name);
+    for (const char* split : {"train", "val"}) {
+      std::filesystem::create_directories(folder + "/" + split);
+      std::filesystem::copy(data + "/resnet18/val", folder + "/" + split, std::filesystem::copy_options::recursive);
+    }
+    return folder;
+  }
+  // The start of an experiment `name` (its own cache) that tests ResNet-18 on the fixture's val folder and
+  // calibrates on domain `cal`: `folder` with `cal_options`.
+  std::string val_and_cal(const std::string& name, const std::string& folder, const std::string& cal_options) const {
+    const std::string data = XDQ_IMAGENET_DIR;
+    return "experiment: " + name + "\nseed: 0\nthreads: 2\ndata: {cache: " + dir.file(name + "_cache") +
+           "}\nmodels:\n  - {name: resnet18, path: " + data + "/resnet18.pt, preprocess: imagenet}\ndomains:\n"
+           "  val: {dataset: 'folder:" + data + "/resnet18', classes: " + data + "/synsets.txt, missing_classes: allow}\n"
+           "  cal: {dataset: 'folder:" + folder + "'" + cal_options + "}\n";
+  }
+  // `xdq run` of `text` as experiment `name` into the folder `name`: its results.json, and its output.
+  std::pair<nlohmann::json, std::string> run_named(const std::string& name, const std::string& text) const {
+    test::write_text(dir.file(name + ".yaml"), text);
+    const test::CommandResult r =
+        test::run_command(std::string(XDQ_BINARY) + " run " + dir.file(name + ".yaml") + " --out " + dir.file(name));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return {nlohmann::json::parse(test::read_text(dir.file(name + "/results.json"))), r.output};
+  }
   void expect_refused(const test::CommandResult& r, const std::string& message) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
@@ -301,26 +327,13 @@ TEST_F(ImageFolderCli, ShippedExperimentRunsOnTheFixture) {
 // give the same statistics (byte for byte),
 // the same observers, graph passes, rounding and reconstruction losses, and the same top-1.
 TEST_F(ImageFolderCli, StreamedCalibrationGivesTheInMemoryResults) {
-  const std::string data = XDQ_IMAGENET_DIR;
-  const std::string folder = dir.file("calibration");  // the 12 val images as a train split of 3 batches
-  for (const char* split : {"train", "val"}) {
-    std::filesystem::create_directories(folder + "/" + split);
-    std::filesystem::copy(data + "/resnet18/val", folder + "/" + split, std::filesystem::copy_options::recursive);
-  }
+  const std::string folder = val_as_train("calibration");  // a train split of 3 batches
   const auto run_with = [&](const std::string& name, const std::string& calibration_domain) {
-    const std::string text =
-        "experiment: stream\nseed: 0\nthreads: 2\ndata: {cache: " + dir.file(name + "_cache") +
-        "}\nmodels:\n  - {name: resnet18, path: " + data + "/resnet18.pt, preprocess: imagenet}\ndomains:\n"
-        "  val: {dataset: 'folder:" + data + "/resnet18', classes: " + data + "/synsets.txt, missing_classes: allow}\n"
-        "  cal: {dataset: 'folder:" + folder + "'" + calibration_domain + "}\ncalibration: {source: cal, count: 12, batch_size: 4, stream_above_mb: 0}\n"
+    return run_named(name, val_and_cal(name, folder, calibration_domain) +
+        "calibration: {source: cal, count: 12, batch_size: 4, stream_above_mb: 0}\n"
         "test: {domains: [val]}\nquantization:\n  bits: [w4a8]\n  calibrators: [minmax, ema_minmax]\n"
         "  passes: [{name: bn_reestimate, batch_size: 4}, {name: bias_correction, images: 8, batch_size: 4}]\n"
-        "  rounding: [{name: brecq, iters: 2, act_iters: 2, batch_size: 4, record_every: 1}]\n";
-    test::write_text(dir.file(name + ".yaml"), text);
-    const test::CommandResult r =
-        test::run_command(std::string(XDQ_BINARY) + " run " + dir.file(name + ".yaml") + " --out " + dir.file(name));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return nlohmann::json::parse(test::read_text(dir.file(name + "/results.json")));
+        "  rounding: [{name: brecq, iters: 2, act_iters: 2, batch_size: 4, record_every: 1}]\n").first;
   };
   const auto in_memory = run_with("memory", ", unreadable: skip"), streamed = run_with("streamed", "");
   ASSERT_EQ(in_memory["runs"].size(), 2u);
@@ -356,25 +369,11 @@ TEST_F(ImageFolderCli, StreamedCalibrationGivesTheInMemoryResults) {
 // A selector's pool streamed from the folder's files chooses what the same pool in memory chooses: the same
 // rows (the measures of the chosen set, the calibration hash) and the same top-1.
 TEST_F(ImageFolderCli, StreamedSelectionPoolChoosesAsInMemory) {
-  const std::string data = XDQ_IMAGENET_DIR;
-  const std::string folder = dir.file("pool");  // the 12 val images as a train split
-  for (const char* split : {"train", "val"}) {
-    std::filesystem::create_directories(folder + "/" + split);
-    std::filesystem::copy(data + "/resnet18/val", folder + "/" + split, std::filesystem::copy_options::recursive);
-  }
+  const std::string folder = val_as_train("pool");
   const auto run_with = [&](const std::string& name, const std::string& options) {
-    const std::string text =
-        "experiment: pool\nseed: 0\nthreads: 2\ndata: {cache: " + dir.file(name + "_cache") +
-        "}\nmodels:\n  - {name: resnet18, path: " + data + "/resnet18.pt, preprocess: imagenet}\ndomains:\n"
-        "  val: {dataset: 'folder:" + data + "/resnet18', classes: " + data + "/synsets.txt, missing_classes: allow}\n"
-        "  cal: {dataset: 'folder:" + folder + "'" + options + "}\n"
+    return run_named(name, val_and_cal(name, folder, options) +
         "calibration: {source: cal, count: 4, pool_size: 0, batch_size: 5, stream_above_mb: 0, selector: [bn_match, kcenter]}\n"
-        "test: {domains: [val]}\nquantization: {bits: [w4a8], calibrators: [minmax]}\n";
-    test::write_text(dir.file(name + ".yaml"), text);
-    const test::CommandResult r =
-        test::run_command(std::string(XDQ_BINARY) + " run " + dir.file(name + ".yaml") + " --out " + dir.file(name));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return std::make_pair(nlohmann::json::parse(test::read_text(dir.file(name + "/results.json"))), r.output);
+        "test: {domains: [val]}\nquantization: {bits: [w4a8], calibrators: [minmax]}\n");
   };
   const auto [in_memory, memory_log] = run_with("memory", ", unreadable: skip");
   const auto [streamed, streamed_log] = run_with("streamed", "");

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <set>
 
 #include <ATen/core/grad_mode.h>
 
@@ -8,6 +9,7 @@
 #include "xdq/train/zoo.h"
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
+#include "xdq/ir/import.h"
 #include "xdq/ir/passes.h"
 #include "xdq/hash.h"
 #include "xdq/quant/calibration_images.h"
@@ -254,6 +256,41 @@ TEST(Scheme, PlacementOfLayerInputsAndOfTheReferenceCodesLayerOutputs) {
   qdrop_outputs[0].second = 4;
   EXPECT_EQ(placed("qdrop_paper").first, qdrop_outputs);
   EXPECT_EQ(placed("qdrop_paper").second, weights);
+}
+
+// RepQ-ViT's placement (vit_academic) on a DeiT-style encoder: every linear's input (the patch embedding's
+// too), and both operands of each block's two token matmuls (q·kᵀ, attention·v), counted from the
+// architecture: 1 patch conv + 12 x (qkv, proj, fc1, fc2) + head = 50 layer inputs, of which qkv and fc1 read
+// a LayerNorm output nobody else reads; 12 x 2 matmuls x 2 operands = 48 more, all distinct values.
+TEST(Scheme, VitAcademicQuantizesLinearInputsAndBothOperandsOfEveryTokenMatmul) {
+  const Graph graph = import_torchscript(std::string(XDQ_TORCHVISION_DIR) + "/deit_tiny.pt").graph;
+  PtqSettings settings;
+  settings.w_bits = settings.a_bits = 4;
+  settings.scheme = Scheme::load("vit_academic", std::string(XDQ_SOURCE_DIR) + "/configs/presets");
+  ASSERT_TRUE(settings.scheme.matmul_inputs);
+  const QuantizedModel q(graph, settings);
+  const std::vector<int> matmuls = token_matmuls(graph);
+  ASSERT_EQ(matmuls.size(), 24u);
+  for (int m : matmuls) EXPECT_EQ(graph.nodes[m].op, "aten::bmm");
+  std::set<int> quantized;
+  for (const auto& a : q.activations()) {
+    EXPECT_TRUE(quantized.insert(a.value).second) << a.name;
+    EXPECT_EQ(a.spec.bits, 4) << a.name;
+  }
+  EXPECT_EQ(q.activations().size(), 50u + 48u);
+  for (int m : matmuls)
+    for (int k = 0; k < 2; ++k) EXPECT_TRUE(quantized.count(graph.nodes[m].inputs[k])) << graph.nodes[m].name << " " << k;
+  for (const auto& l : q.layers()) {
+    EXPECT_TRUE(quantized.count(graph.nodes[l.node].inputs[0])) << graph.nodes[l.node].name;
+    EXPECT_EQ(l.spec.bits, 4) << graph.nodes[l.node].name;  // no 8-bit first/last rule
+  }
+  EXPECT_EQ(q.activations()[50].name, "encoder.layers.encoder_layer_0.self_attention/bmm#0:input0");
+  // The first operand of attention·v is the softmax's output.
+  const int scores = graph.producer(graph.nodes[matmuls[1]].inputs[0]);
+  EXPECT_EQ(graph.nodes[scores].op, "aten::softmax");
+  // A CNN has no place for them: the academic preset quantizes no matmul there, and the preset is refused
+  // when the experiment is prepared (Cli tests).
+  EXPECT_TRUE(token_matmuls(import_torchscript(std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt").graph).empty());
 }
 
 #include "xdq/experiment/diagnostics.h"

@@ -339,7 +339,7 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
     for (std::size_t mi = 0; mi < cfg.models.size(); ++mi) {
       if (!model_needed[mi]) continue;
       const ModelEntry& entry = cfg.models[mi];
-      const PreparedModel prepared = prepare_model(entry, cfg.execution, cfg.test, cfg.quantization.overrides, domains, progress);
+      const PreparedModel prepared = prepare_model(entry, cfg.execution, cfg.test, cfg.quantization, domains, progress);
       const ModelInputs in = model_inputs(entry, prepared, cfg.quantization.fold_bn, cfg.calibration, cfg.execution.seed,
                                           cfg.analysis.images, domains);
       for (std::size_t k = mi * per_model; k < (mi + 1) * per_model; ++k) {

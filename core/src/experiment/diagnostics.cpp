@@ -2,8 +2,6 @@
 
 #include <ATen/core/grad_mode.h>
 
-#include "xdq/quant/calibration_images.h"
-
 namespace xdq {
 
 namespace {
@@ -37,7 +35,8 @@ std::vector<Tally> tally(const QuantizedModel& q, const at::Tensor& images, std:
     });
   }
   at::NoGradGuard no_grad;
-  CalibrationImages(images).for_each_batch(batch_size, [&](const at::Tensor& batch, std::int64_t) { exec.forward(batch); });
+  for (std::int64_t b = 0; b < images.size(0); b += batch_size)
+    exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size)));
   return out;
 }
 

@@ -34,7 +34,7 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
   for (std::size_t i = 0; i < cfg.models.size(); ++i) {
     if (!needed.empty() && !needed[i]) continue;  // a job of another model: not prepared in this process
     const ModelEntry& entry = cfg.models[i];
-    Model m{prepare_model(entry, cfg.execution, cfg.test, cfg.quantization.overrides, domains, progress), {}, {}, {}};
+    Model m{prepare_model(entry, cfg.execution, cfg.test, cfg.quantization, domains, progress), {}, {}, {}};
     const Executor fp32(m.prepared.model.graph);
     for (const TestImages& t : m.prepared.tests)
       m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,

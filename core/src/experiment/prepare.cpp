@@ -11,7 +11,7 @@
 namespace xdq {
 
 PreparedModel prepare_model(const ModelEntry& entry, const ExecutionSettings& execution, const TestSettings& test,
-                            const std::vector<LayerOverride>& overrides, DomainCache& domains, std::ostream& progress) {
+                            const QuantizationSettings& quantization, DomainCache& domains, std::ostream& progress) {
   PreparedModel p{import_for_experiment(execution, entry.path), {}, {}, {}};
   p.pre = model_preprocess(entry, p.model);
   if (!entry.has_preprocess && !p.model.has_preprocess)
@@ -20,7 +20,11 @@ PreparedModel prepare_model(const ModelEntry& entry, const ExecutionSettings& ex
     progress << "xdq: note: model '" << entry.name << "' declares no input size (input_size or preprocess.crop); feeding "
              << entry.input.height << "x" << entry.input.width << " images\n";
   p.shape = model_input_shape(entry, p.model);
-  for (const LayerOverride& o : overrides) check_override_patterns(o, p.model.graph);
+  for (const LayerOverride& o : quantization.overrides) check_override_patterns(o, p.model.graph);
+  if (quantization.scheme.matmul_inputs && token_matmuls(p.model.graph).empty())
+    throw Error(entry.path + ": model '" + entry.name + "' has no token matmul (aten::bmm or aten::matmul of two " +
+                "activations) for the matmul_inputs quantizers of preset '" + quantization.preset +
+                "' (quantization.preset); use a preset without them for this model");
   // One FP32 forward before any work: a model that cannot read this input size (a wrong input_size, a
   // 224x224 model fed 28x28) is named here rather than failing inside a run with a LibTorch trace.
   at::NoGradGuard no_grad;

@@ -22,11 +22,11 @@ struct PreparedModel {
   std::vector<TestImages> tests;  // one per test domain
 };
 
-// Imports the model (import_for_experiment), checks `overrides` against it, its input size and the
-// labels of the `test` domains (calibration sets are loaded by whoever uses them: the pipeline, per job,
-// before the first job runs).
+// Imports the model (import_for_experiment), checks the quantization's overrides and preset against it,
+// its input size and the labels of the `test` domains (calibration sets are loaded by whoever uses them:
+// the pipeline, per job, before the first job runs).
 PreparedModel prepare_model(const ModelEntry& entry, const ExecutionSettings& execution, const TestSettings& test,
-                            const std::vector<LayerOverride>& overrides, DomainCache& domains, std::ostream& progress);
+                            const QuantizationSettings& quantization, DomainCache& domains, std::ostream& progress);
 
 PtqSettings ptq_settings(const QuantizationSettings& quantization, const BitSetting& bits);
 // A run's quantize recipe: its quantizers (ptq_settings), calibrator and rounding, the rest from the

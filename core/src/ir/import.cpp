@@ -276,6 +276,18 @@ void import_operation(const std::string& path, const jit::Node* n, const std::st
   }
   node.name = node.kind != OpKind::Generic ? (module.empty() ? node.op : module)
                                            : (module.empty() ? "" : module + "/") + kind.substr(kind.find("::") + 2);
+  // LibTorch's error names the operator's arguments, not where it is: say which node and source line (a
+  // transformer fed another token count fails at its position-embedding add).
+  if (node.kind == OpKind::Generic && node.run) {
+    const std::string where = "at '" + node.name + "'" + (node.source.empty() ? "" : " (" + node.source + ")") + ": ";
+    node.run = [run = std::move(node.run), where](std::vector<c10::IValue>& stack) {
+      try {
+        run(stack);
+      } catch (const c10::Error& e) {
+        throw Error(where + first_line(e.what_without_backtrace()));
+      }
+    };
+  }
 }
 
 // Layers are named by their module, but a module may compute several (nn.MultiheadAttention's input and

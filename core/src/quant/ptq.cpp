@@ -1,6 +1,7 @@
 #include "xdq/quant/ptq.h"
 
 #include <algorithm>
+#include <map>
 #include <string>
 
 #include <ATen/core/grad_mode.h>
@@ -52,6 +53,15 @@ QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : grap
       return is_add(graph_.nodes[r]);
     });
     if (!branch_end) add_activation(value, n.name + ":output", a_bits, settings.scheme);
+  }
+  if (settings.scheme.matmul_inputs) {
+    // Named by the matmul's module and its place among that module's matmuls (q·kᵀ is #0, attention·v #1).
+    std::map<std::string, int> seen;
+    for (int node : token_matmuls(graph_)) {
+      const Node& n = graph_.nodes[node];
+      const std::string name = n.name + "#" + std::to_string(seen[n.name]++);
+      for (int k = 0; k < 2; ++k) add_activation(n.inputs[k], name + ":input" + std::to_string(k), settings.a_bits, settings.scheme);
+    }
   }
   if (!outputs) return;
   for (int merge : merge_nodes(graph_))

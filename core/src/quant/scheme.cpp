@@ -14,7 +14,7 @@
 namespace xdq {
 
 Scheme Scheme::from_config(const std::string& name, const ConfigNode& node, const std::string& base) {
-  node.check_keys({"weights", "activations", "placement", "overrides"});
+  node.check_keys({"weights", "activations", "placement", "matmul_inputs", "overrides"});
   Scheme s;
   s.name = name;
   if (node.has("placement")) {
@@ -23,6 +23,9 @@ Scheme Scheme::from_config(const std::string& name, const ConfigNode& node, cons
       node["placement"].fail("expected layer_inputs or layer_outputs");
     s.placement = placement == "layer_outputs" ? Placement::LayerOutputs : Placement::LayerInputs;
   }
+  s.matmul_inputs = node.get("matmul_inputs", false);
+  if (s.matmul_inputs && s.placement != Placement::LayerInputs)
+    node["matmul_inputs"].fail("matmul inputs are quantized with placement layer_inputs");
   if (node.has("overrides")) parse_layer_overrides(node["overrides"], base, s.overrides);
   const ConfigNode w = node["weights"];
   w.check_keys({"symmetric", "per_channel", "narrow_range", "pow2_scale"});
@@ -122,6 +125,19 @@ std::string config_dir() {
   const std::filesystem::path installed = std::filesystem::path(core_library_dir()).parent_path() / "share" / "xdq" / "configs";
   if (std::filesystem::is_directory(installed)) return installed.string();
   return XDQ_SOURCE_CONFIG_DIR;
+}
+
+std::vector<int> token_matmuls(const Graph& graph) {
+  std::vector<bool> constant(static_cast<std::size_t>(graph.num_values), false);
+  for (const auto& c : graph.constants) constant[static_cast<std::size_t>(c.first)] = true;
+  std::vector<int> out;
+  for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
+    const Node& n = graph.nodes[i];
+    if ((n.op == "aten::bmm" || n.op == "aten::matmul") && n.inputs.size() == 2 &&
+        !constant[static_cast<std::size_t>(n.inputs[0])] && !constant[static_cast<std::size_t>(n.inputs[1])])
+      out.push_back(static_cast<int>(i));
+  }
+  return out;
 }
 
 }  // namespace xdq

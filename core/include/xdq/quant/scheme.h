@@ -36,6 +36,9 @@ struct Scheme {
   QuantSpec activations{8, false, false, false, true, false};
   bool unsigned_after_relu = true;  // symmetric activations after ReLU use the unsigned grid
   Placement placement = Placement::LayerInputs;
+  // Also both operands of every token matmul (aten::bmm or aten::matmul reading two activations: QK^T and
+  // attention x V in a transformer), at the run's activation bits, as RepQ-ViT and PTQ4ViT place them.
+  bool matmul_inputs = false;
   std::vector<LayerOverride> overrides;  // the preset's own (a paper's first/last rule), before the run's
 
   // Reads a preset file's map (weights, activations, placement, overrides); `base`: the file's folder.
@@ -55,6 +58,10 @@ bool override_matches(const LayerOverride& o, const Graph& graph, int node);
 // Throws an Error (at o.where) for a pattern that matches no conv/linear layer of `graph`, listing the
 // layer names closest to it.
 void check_override_patterns(const LayerOverride& o, const Graph& graph);
+
+// The token matmuls of `graph`: aten::bmm and aten::matmul nodes whose two operands are activations (not
+// weights held as constants), in graph order.
+std::vector<int> token_matmuls(const Graph& graph);
 
 // Folder of the shipped configs: $XDQ_CONFIG_DIR, else an installed tree's share/xdq/configs, else the
 // source tree's configs/ (compiled in).
