@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -120,6 +121,23 @@ TEST(Analysis, WeightAndActivationStatisticsClosedForms) {
     EXPECT_GE(m.range_ratio, 1.0);
     EXPECT_GE(m.own_sqnr_db, m.shared_sqnr_db - 1e-9) << m.name;  // one's own range never loses to a wider one here
   }
+}
+
+// A ViT's merges are its residual adds and the class token's cat; the shape arithmetic a trace records
+// (0-dimensional tensors multiplied) is no merge. Two blocks: 4 residual adds, 1 cat, each input measured
+// over the batch; the residual stream's range is shared by both sides of each add.
+TEST(Analysis, TransformerMergesAreTheResidualAddsAndTheClassTokenCat) {
+  const Graph graph = import_torchscript(std::string(XDQ_TORCHVISION_DIR) + "/vit_tiny28.pt").graph;
+  const at::Tensor images = load_fashion_mnist(fashion_mnist_dir(), Split::Test).subset(16, 1).images;
+  const auto merges = merge_stats(graph, images, 8, 8);
+  std::map<std::string, int> ops;
+  for (const MergeStats& m : merges) {
+    ++ops[m.op];
+    EXPECT_EQ(m.inputs.size(), 2u) << m.name;
+    EXPECT_GE(m.range_ratio, 1.0) << m.name;
+    EXPECT_TRUE(std::isfinite(m.own_sqnr_db) && std::isfinite(m.shared_sqnr_db)) << m.name;
+  }
+  EXPECT_EQ(ops, (std::map<std::string, int>{{"aten::add", 4}, {"aten::cat", 1}}));
 }
 
 TEST(Analysis, ChunkedModelRunsLayerByLayer) {

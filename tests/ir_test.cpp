@@ -172,7 +172,7 @@ TEST(Import, TorchvisionModelsMatchTorchScript) {
     EXPECT_LE(test::max_relative_error(Executor(nhwc).forward(x), expected), 1e-4) << name << " (channels-last)";
     ++count;
   }
-  EXPECT_EQ(count, 17);
+  EXPECT_EQ(count, 18);
 }
 
 // A DeiT-style encoder: per block, the attention's input and output projections (functional linears in the

@@ -308,6 +308,9 @@ int main(int argc, char** argv) {
   } catch (const xdq::ConfigError& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
     return kExitUsage;
+  } catch (const c10::Error& e) {  // LibTorch's own message, without the C++ stack it carries
+    std::cerr << "xdq: error: " << e.what_without_backtrace() << std::endl;
+    return kExitRuntime;
   } catch (const std::exception& e) {
     std::cerr << "xdq: error: " << e.what() << std::endl;
     return kExitRuntime;
