@@ -176,16 +176,7 @@ std::vector<MergeStats> merge_stats(const Graph& graph, const at::Tensor& images
     return db(d.pow(2).sum().item<double>(), (fake_quantize(x, q).to(at::kDouble) - d).pow(2).sum().item<double>());
   };
   std::size_t k = 0;
-  std::vector<MergeStats> measured;
   for (auto& m : merges) {
-    // A traced model's shape arithmetic multiplies 0-dimensional tensors: those are no branches.
-    const bool scalars = std::any_of(samples.begin() + static_cast<std::ptrdiff_t>(k),
-                                     samples.begin() + static_cast<std::ptrdiff_t>(k + m.inputs.size()),
-                                     [](const std::vector<at::Tensor>& s) { return s.front().dim() == 0; });
-    if (scalars) {
-      k += m.inputs.size();
-      continue;
-    }
     std::vector<at::Tensor> xs;
     double lo = 0, hi = 0;
     std::vector<std::pair<double, double>> own;
@@ -205,9 +196,8 @@ std::vector<MergeStats> merge_stats(const Graph& graph, const at::Tensor& images
       m.own_sqnr_db = std::min(m.own_sqnr_db, sqnr_on(xs[i], own[i].first, own[i].second));
       m.shared_sqnr_db = std::min(m.shared_sqnr_db, sqnr_on(xs[i], lo, hi));
     }
-    measured.push_back(std::move(m));
   }
-  return measured;
+  return merges;
 }
 
 std::vector<double> activation_outlier_ratios(const QuantizedModel& model, const at::Tensor& images,

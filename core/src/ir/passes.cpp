@@ -16,6 +16,25 @@ bool tensor_value(const Graph& graph, int value) {
   return true;
 }
 
+// The values of a trace's shape arithmetic: prim::NumToTensor of a size, and what operators compute from
+// such values and constants alone (0-dimensional tensors and ints, never an activation).
+std::vector<bool> shape_values(const Graph& graph) {
+  std::vector<bool> constant(static_cast<std::size_t>(graph.num_values), false), shape(constant.size(), false);
+  for (const auto& c : graph.constants) constant[static_cast<std::size_t>(c.first)] = true;
+  for (const Node& n : graph.nodes) {
+    bool computed = false, from_shapes = n.op == "prim::NumToTensor";
+    if (n.kind == OpKind::Generic && !from_shapes) {
+      from_shapes = true;
+      for (int v : n.inputs)
+        if (!constant[static_cast<std::size_t>(v)]) computed = true, from_shapes = from_shapes && shape[static_cast<std::size_t>(v)];
+      from_shapes = from_shapes && computed;
+    }
+    if (from_shapes)
+      for (int v : n.outputs) shape[static_cast<std::size_t>(v)] = true;
+  }
+  return shape;
+}
+
 // Values reachable backwards from `value` (inclusive), as a set of value ids.
 std::set<int> ancestors(const Graph& graph, const std::vector<int>& producer, int value) {
   std::set<int> seen;
@@ -100,6 +119,7 @@ int fold_batch_norm(Graph& graph) {
 }
 
 std::vector<int> merge_nodes(const Graph& graph) {
+  const std::vector<bool> shape = shape_values(graph);
   std::vector<int> out;
   for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
     const Node& n = graph.nodes[i];
@@ -108,7 +128,8 @@ std::vector<int> merge_nodes(const Graph& graph) {
       out.push_back(static_cast<int>(i));
     } else if ((op == "aten::add" || op == "aten::sub" || op == "aten::mul") && n.inputs.size() >= 2 &&
                tensor_value(graph, n.inputs[0]) && tensor_value(graph, n.inputs[1]) &&
-               graph.producer(n.inputs[0]) >= 0 && graph.producer(n.inputs[1]) >= 0) {
+               graph.producer(n.inputs[0]) >= 0 && graph.producer(n.inputs[1]) >= 0 &&
+               !shape[static_cast<std::size_t>(n.inputs[0])] && !shape[static_cast<std::size_t>(n.inputs[1])]) {
       out.push_back(static_cast<int>(i));
     }
   }

@@ -28,7 +28,8 @@ struct ResidualBlock {
 };
 std::vector<ResidualBlock> find_residual_blocks(const Graph& graph, bool include_concat = false);
 
-// Nodes merging tensors from several branches: add/sub/mul of two tensors, cat.
+// Nodes merging tensors from several branches: add/sub/mul of two tensors, cat; not a trace's shape
+// arithmetic (sizes turned into tensors and multiplied).
 std::vector<int> merge_nodes(const Graph& graph);
 
 // True where the node's output is never negative (ReLU family, sigmoid-like, hardtanh clipped at a
