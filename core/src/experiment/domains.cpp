@@ -56,10 +56,16 @@ CalibrationSet DomainCache::pool_images(const DomainSpec& d, const InputShape& s
 CalibrationSet DomainCache::train_images(const DomainSpec& d, const InputShape& shape, std::int64_t count,
                                          std::uint64_t seed, const ModelEntry* model, bool check_count) {
   std::shared_ptr<const TestImages> files;  // the folder's files, when the set is large enough to stream
-  if (d.mixture.empty() && d.synthesizer.empty() && d.dataset.rfind("folder:", 0) == 0 && !d.folder.skip_unreadable) {
+  const auto small = [&](std::int64_t n) {
+    const double mib = 4.0 * static_cast<double>(n * shape.channels * shape.height * shape.width) / (1 << 20);
+    return calibration_.stream_above_mb > 0 && mib <= static_cast<double>(calibration_.stream_above_mb);
+  };
+  // The folder is listed only when the count asked (0: the whole split) may be too large to hold; a set
+  // held in memory is listed once, by get().
+  if (d.mixture.empty() && d.synthesizer.empty() && d.dataset.rfind("folder:", 0) == 0 && !d.folder.skip_unreadable &&
+      (count == 0 || !small(count))) {
     files = std::make_shared<const TestImages>(folder_images(d, Split::Train, shape, count, seed));
-    const double mib = 4.0 * static_cast<double>(files->size() * shape.channels * shape.height * shape.width) / (1 << 20);
-    if (calibration_.stream_above_mb > 0 && mib <= static_cast<double>(calibration_.stream_above_mb)) files.reset();
+    if (small(files->size())) files.reset();
   }
   if (!files) {
     const Dataset& set = check_count ? calibration_set(d, shape, count, seed, model)
