@@ -800,7 +800,7 @@ void add_quantization_keys(std::vector<Key>& k) {
                      [](const QuantizationSettings& q) { return YAML::Node(q.preset); }));
   k.push_back(member("quantization.bits", "bit settings, e.g. [w8a8, w4a4]", [](auto& c) -> auto& { return c.quantization.bits; },
                      parse_bit_settings, bits_yaml));
-  k.push_back(scalar("quantization.weight_range", S::text("weight_range", "minmax", "weight range method").one_of({"minmax", "mse"}),
+  k.push_back(scalar("quantization.weight_range", S::text("weight_range", "minmax", "weight range method").one_of({"minmax", "mse", "quantile_search"}),
                      [](auto& c) -> auto& { return c.quantization.weight_range; }));
   k.push_back(scalar("quantization.fold_bn", S::flag("fold_bn", true, "fold BatchNorm into the preceding conv before quantizing"),
                      [](auto& c) -> auto& { return c.quantization.fold_bn; }));

@@ -79,6 +79,7 @@ PassContext QuantizeRecipe::pass_context(const CalibrationData& data) const {
   context.device = settings_.device;
   context.seed = settings_.seed;
   context.log = &log_;
+  context.a_bits = settings_.ptq.a_bits;
   return context;
 }
 
@@ -101,6 +102,11 @@ Graph QuantizeRecipe::adapted(Graph graph, const CalibrationData& data) const {
 QuantizedModel QuantizeRecipe::calibrated(const Graph& folded, const CalibrationData& data) const {
   QuantizedModel model(folded, settings_.ptq);
   const Calibrator::Input input = calibrator_.call("input", [](const Calibrator& c) { return c.input(); });
+  if (!calibrator_.call("handles_log_grid", [](const Calibrator& c) { return c.handles_log_grid(); }))
+    for (const ActivationQuantizer& act : model.activations())
+      if (act.spec.log_sqrt2)
+        throw Error(source_of(calibrator_.record()) + " calibrates uniform grids only, and preset '" + settings_.ptq.scheme.name +
+                    "' puts a log-sqrt2 quantizer on " + act.name + " (calibrators for it: minmax, percentile, mse, quantile_search)");
   if (input == Calibrator::Input::Statistics) {
     if (data.statistics)
       calibrate_from_statistics(model, calibrator_,

@@ -77,7 +77,11 @@ void QuantizedModel::add_activation(int value, const std::string& name, int bits
   if (std::count(graph_.outputs.begin(), graph_.outputs.end(), value) > 0) return;  // the model output: never
   const int producer = graph_.producer(value);
   const bool nonnegative = producer >= 0 && output_is_nonnegative(graph_, graph_.nodes[producer]);
-  const QuantSpec spec = scheme.activation_spec(bits, nonnegative);
+  QuantSpec spec = scheme.activation_spec(bits, nonnegative);
+  if (scheme.softmax_log_sqrt2 && producer >= 0 && strip_inplace(graph_.nodes[producer].op) == "aten::softmax") {
+    spec.log_sqrt2 = true;
+    spec.symmetric = spec.per_channel = spec.pow2_scale = false;
+  }
   auto existing = std::find_if(activations_.begin(), activations_.end(),
                                [&](const ActivationQuantizer& a) { return a.value == value; });
   if (existing != activations_.end()) {

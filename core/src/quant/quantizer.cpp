@@ -29,12 +29,23 @@ std::string QuantSpec::describe() const {
   if (narrow_range) out << " narrow";
   if (unsigned_range) out << " unsigned";
   if (pow2_scale) out << " pow2";
+  if (log_sqrt2) return std::to_string(bits) + "-bit log-sqrt2";
   return out.str();
 }
 
 QParams qparams_from_range(const QuantSpec& spec, const at::Tensor& min, const at::Tensor& max, int axis) {
   if (spec.bits < 2 || spec.bits > 16) throw Error("quantizer bits must be in [2, 16], got " + std::to_string(spec.bits));
   const double eps = std::numeric_limits<float>::epsilon();
+  if (spec.log_sqrt2) {
+    if (axis >= 0) throw Error("the log-sqrt2 grid is per tensor; " + spec.describe() + " was asked per channel");
+    QParams q;
+    q.scale = at::clamp_min(max.to(at::kDouble), eps).to(at::kFloat);
+    q.zero_point = at::zeros_like(q.scale, at::kInt);
+    q.qmin = 0;
+    q.qmax = (std::int64_t{1} << spec.bits) - 1;
+    q.log_sqrt2 = true;
+    return q;
+  }
   const double qmin = static_cast<double>(spec.qmin()), qmax = static_cast<double>(spec.qmax());
   at::Tensor lo = at::clamp_max(min.to(at::kDouble), 0.0);
   at::Tensor hi = at::clamp_min(max.to(at::kDouble), 0.0);
@@ -93,9 +104,42 @@ at::Tensor fake_quantize_inference(const at::Tensor& x_in, float scale, std::int
   return out;
 }
 
+// The log-sqrt(2) grid: code k = round(-2 log2(x / s)) clamped to [0, qmax], value s * 2^(-k/2); what lies
+// below the last level (a code past qmax, zero, or a negative input) becomes 0. Straight-through gradient.
+at::Tensor log_sqrt2_fake_quantize(const at::Tensor& x, const QParams& q) {
+  const double s = q.scale.item<float>();
+  at::Tensor quantized;
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor code = at::round(-2.0 * at::log2(at::clamp_min(x, 0.0) / s));
+    const at::Tensor kept = code.le(static_cast<double>(q.qmax));
+    quantized = at::where(kept, at::exp2(-0.5 * at::clamp_min(code, 0.0)) * s, at::zeros_like(x));
+  }
+  return x.requires_grad() ? x + (quantized - x).detach() : quantized;
+}
+
 }  // namespace
 
+ScalarGrid::ScalarGrid(const QParams& q)
+    : scale_(q.scale.item<float>()),
+      zero_(q.zero_point.item<int>()),
+      qmin_(static_cast<double>(q.qmin)),
+      qmax_(static_cast<double>(q.qmax)),
+      log_sqrt2_(q.log_sqrt2) {
+  if (q.per_channel()) throw Error("ScalarGrid: a per-tensor quantizer was expected");
+}
+
+double ScalarGrid::operator()(double x) const {
+  if (log_sqrt2_) {
+    const double code = x > 0 ? std::max(std::nearbyint(-2.0 * std::log2(x / scale_)), 0.0) : qmax_ + 1;
+    return code <= qmax_ ? scale_ * std::exp2(-0.5 * code) : 0.0;
+  }
+  const double code = std::min(std::max(std::nearbyint(x / scale_) + zero_, qmin_), qmax_);
+  return (code - zero_) * scale_;
+}
+
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& q) {
+  if (q.log_sqrt2) return log_sqrt2_fake_quantize(x, q);
   if (q.per_channel())
     return at::fake_quantize_per_channel_affine(x, q.scale.to(x.device()), q.zero_point.to(x.device()), q.axis, q.qmin,
                                                 q.qmax);
@@ -123,19 +167,30 @@ QParams weight_qparams(const at::Tensor& weight, const QuantSpec& spec, const st
     return spec.per_channel ? qparams_from_range(spec, lo, hi, 0) : qparams_from_range(spec, lo[0], hi[0]);
   };
   if (method == "minmax") return make(min, max);
-  if (method != "mse") throw Error("weight range method must be minmax or mse, got '" + method + "'");
+  if (method != "mse" && method != "quantile_search")
+    throw Error("weight range method must be minmax, mse or quantile_search, got '" + method + "'");
   at::Tensor best_err = at::full({flat.size(0)}, std::numeric_limits<double>::infinity(), w.options().dtype(at::kDouble));
   at::Tensor best_min = min.clone(), best_max = max.clone();
-  for (int k = 0; k < mse_steps; ++k) {
-    const double shrink = 1.0 - 0.01 * k;
-    if (shrink <= 0) break;
-    const at::Tensor lo = min * shrink, hi = max * shrink;
-    const QParams q = make(lo, hi);
-    at::Tensor err = (fake_quantize(w, q) - w).abs().pow(mse_p).reshape({flat.size(0), -1}).sum(1).to(at::kDouble);
+  // Each channel keeps the candidate with its least error.
+  auto consider = [&](const at::Tensor& lo, const at::Tensor& hi, double p) {
+    at::Tensor err = (fake_quantize(w, make(lo, hi)) - w).abs().pow(p).reshape({flat.size(0), -1}).sum(1).to(at::kDouble);
     at::Tensor better = err < best_err;
     best_err = at::where(better, err, best_err);
     best_min = at::where(better, lo, best_min);
     best_max = at::where(better, hi, best_max);
+  };
+  if (method == "quantile_search") {  // RepQ-ViT: the quantiles 1 - 10^-k, k = 3, 4, 5, of each channel; squared error
+    const at::Tensor values = flat.to(at::kFloat);
+    for (int k = 3; k <= 5; ++k) {
+      const double q = 1.0 - std::pow(10.0, -k);
+      consider(at::quantile(values, 1.0 - q, 1).to(min.dtype()), at::quantile(values, q, 1).to(max.dtype()), 2.0);
+    }
+    return make(best_min, best_max);
+  }
+  for (int k = 0; k < mse_steps; ++k) {
+    const double shrink = 1.0 - 0.01 * k;
+    if (shrink <= 0) break;
+    consider(min * shrink, max * shrink, mse_p);
   }
   return make(best_min, best_max);
 }

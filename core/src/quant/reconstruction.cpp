@@ -255,7 +255,8 @@ class Engine {
         const QParams q = act.qparams;
         const double drop = opt_.drop_prob;
         at::Generator gen = gen_;
-        if (learn && !q.per_channel()) {
+        const bool uniform_per_tensor = !q.per_channel() && !q.log_sqrt2;  // LSQ steps and the one-pass kernel
+        if (learn && uniform_per_tensor) {
           steps.push_back({q.scale.clone().to(at::kFloat).requires_grad_(true), it->second});
           at::Tensor scale = steps.back().scale;
           const bool lsq = opt_.lsq_grad_scale;
@@ -263,7 +264,7 @@ class Engine {
             const double factor = lsq ? 1.0 / std::sqrt(static_cast<double>(x.numel()) * static_cast<double>(q.qmax)) : 1.0;
             return lsq_fake_quantize(x, scale, q, factor, drop, drop > 0 ? next_draw_key(gen) : 0);
           });
-        } else if (!q.per_channel()) {  // a fixed step: the same one-pass quantizer, its step gradient unused
+        } else if (uniform_per_tensor) {  // a fixed step: the same one-pass quantizer, its step gradient unused
           const at::Tensor scale = q.scale.to(at::kFloat);
           exec.set_value_hook(v, [scale, q, drop, gen](const at::Tensor& x) mutable {
             return lsq_fake_quantize(x, scale, q, 1.0, drop, drop > 0 ? next_draw_key(gen) : 0);

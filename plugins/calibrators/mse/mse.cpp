@@ -10,6 +10,7 @@ namespace {
 
 class Mse : public xdq::Calibrator {
  public:
+  bool handles_log_grid() const override { return true; }  // the range's max is the grid's top level
   Mse(int steps, double p) : steps_(steps), p_(p) {}
 
   xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec& spec) const override {
@@ -32,14 +33,8 @@ class Mse : public xdq::Calibrator {
 
  private:
   double error(const xdq::Histogram& hist, const xdq::QuantSpec& spec, const xdq::Range& r) const {
-    const xdq::QParams q = xdq::qparams_from_range(spec, r);
-    const double s = q.scale.item<float>();
-    const double z = q.zero_point.item<int>();
-    const double lo = static_cast<double>(q.qmin), hi = static_cast<double>(q.qmax);
-    auto qerr = [&](double x) {
-      const double code = std::min(std::max(std::nearbyint(x / s) + z, lo), hi);
-      return std::pow(std::fabs((code - z) * s - x), p_);
-    };
+    const xdq::ScalarGrid grid(xdq::qparams_from_range(spec, r));
+    auto qerr = [&](double x) { return std::pow(std::fabs(grid(x) - x), p_); };
     double err = 0.0;
     const double w = hist.width();
     for (int i = 0; i < hist.bins(); ++i) {

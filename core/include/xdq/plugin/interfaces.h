@@ -44,6 +44,9 @@ class BOOST_SYMBOL_VISIBLE Calibrator : public Plugin {
   virtual Range range_from_statistics(const ActivationStatistics& statistics, const QuantSpec& spec) const;
   virtual std::unique_ptr<RangeObserver> make_observer(const QuantSpec& spec) const;
   virtual Range range_from_graph(const Graph& folded, int value, const Range& input) const;
+  // Whether it calibrates log-sqrt2 quantizers (QuantSpec::log_sqrt2: the range's max is the grid's top
+  // level). One that does not is refused for a preset that places them.
+  virtual bool handles_log_grid() const { return false; }
 };
 
 // ---- WeightOptimizer: the rounding of weights (nearest, AdaRound, block reconstruction) ---------------
@@ -90,6 +93,7 @@ struct PassContext {
   c10::Device device{c10::kCPU};  // where the graph's tensors are; an Executor moves its inputs there
   std::uint64_t seed = 0;
   std::ostream* log = nullptr;  // where a pass reports what it changed and which layers it skipped, and why
+  int a_bits = 8;                // the run's activation bits
   // AfterRounding only: the quantized model's layers (rounded weights) and activation quantizers.
   const std::vector<QuantizedLayer>* layers = nullptr;
   const std::vector<ActivationQuantizer>* activations = nullptr;

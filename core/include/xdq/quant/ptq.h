@@ -23,7 +23,7 @@ struct PtqSettings {
   int w_bits = 8, a_bits = 8;
   Scheme scheme;
   std::vector<LayerOverride> overrides;
-  std::string weight_range = "minmax";  // or "mse"
+  std::string weight_range = "minmax";  // or "mse", "quantile_search" (quant/quantizer.h)
 };
 
 class QuantizedModel {

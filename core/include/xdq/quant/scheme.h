@@ -39,6 +39,9 @@ struct Scheme {
   // Also both operands of every token matmul (aten::bmm or aten::matmul reading two activations: QK^T and
   // attention x V in a transformer), at the run's activation bits, as RepQ-ViT and PTQ4ViT place them.
   bool matmul_inputs = false;
+  // Softmax outputs (the attention matrix a matmul reads) on the log-sqrt2 grid (QuantSpec::log_sqrt2), as
+  // RepQ-ViT quantizes them; preset key softmax_outputs: log_sqrt2 (default: uniform).
+  bool softmax_log_sqrt2 = false;
   std::vector<LayerOverride> overrides;  // the preset's own (a paper's first/last rule), before the run's
 
   // Reads a preset file's map (weights, activations, placement, overrides); `base`: the file's folder.

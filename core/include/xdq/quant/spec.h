@@ -12,6 +12,9 @@ struct QuantSpec {
   bool narrow_range = false;  // signed grid without its lowest code: [-(2^(b-1)-1), 2^(b-1)-1]
   bool unsigned_range = false;  // grid [0, 2^b - 1] (post-ReLU activations, asymmetric activations)
   bool pow2_scale = false;    // scale = 2^round(log2 s) (fixed-point backends)
+  // Levels s * 2^(-k/2) for codes k = 0 .. 2^b - 1, and 0 for what lies below the last one: the log-sqrt(2)
+  // grid of RepQ-ViT for post-softmax values in [0, 1]. s is the largest level (the range's max). Per tensor.
+  bool log_sqrt2 = false;
 
   std::int64_t qmin() const;
   std::int64_t qmax() const;
