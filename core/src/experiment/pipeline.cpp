@@ -323,15 +323,23 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
   const Preprocess& pre = m.prepared.pre;
   const CalibrationData data = calibration_data(
       calibration_.at(&job).images.mapped([&pre](const at::Tensor& x) { return pre.apply(x); }), pre, &statistics);
-  // Without passes of stage BeforeQuantization the folded graph is the model's, shared by every job.
-  Graph folded;
+  // Without passes of stage BeforeQuantization the folded graph is the model's, shared by every job; with
+  // them, one adapted graph per activation bit width (passes read it: PassContext::a_bits).
+  bool adapts = false;
   try {
-    const QuantizeRecipe first = recipe(job, job.runs.front(), log);
-    folded = first.adapts_to_data() ? first.adapted(m.prepared.model.graph, data) : m.folded;
+    adapts = recipe(job, job.runs.front(), log).adapts_to_data();
   } catch (const std::exception& e) {
     for (const RunSpec& spec : job.runs) out.runs.push_back(failed(job, spec, e.what(), log));
     return out;
   }
+  std::map<int, Graph> adapted;
+  const auto folded_for = [&](const RunSpec& spec) -> const Graph& {
+    if (!adapts) return m.folded;
+    auto it = adapted.find(spec.bits->a_bits);
+    if (it == adapted.end())
+      it = adapted.emplace(spec.bits->a_bits, recipe(job, spec, log).adapted(m.prepared.model.graph, data)).first;
+    return it->second;
+  };
   // Runs come in (bits, calibrator) groups sharing one calibrated model, one run per rounding method.
   for (std::size_t first = 0, end = 0; first < job.runs.size(); first = end) {
     const RunSpec& head = job.runs[first];
@@ -344,7 +352,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     const auto calibration_start = std::chrono::steady_clock::now();
     std::optional<QuantizedModel> calibrated;
     try {
-      calibrated.emplace(recipe(job, head, log).calibrated(folded, data));
+      calibrated.emplace(recipe(job, head, log).calibrated(folded_for(head), data));
       if (cfg_.test.layer_shift_images > 0 && first == 0 && job.first_set)
         record_layer_shift(job, *calibrated, data.images, head.bits->label() + "/" + head.calibrator->label, out);
     } catch (const std::exception& e) {
