@@ -807,3 +807,34 @@ TEST_F(Cli, MissingFoldersJobsAndLayersAreUsageErrors) {
   EXPECT_NE(layer.output.find("quantization.overrides[0].layers: no conv/linear layer named 'conv99'"), std::string::npos)
       << layer.output;
 }
+
+// A graph pass that reads the run's activation bits (repq_reparameterize): each bit width of a sweep gets its
+// own adapted graph, so a run of the sweep equals the same run alone.
+TEST_F(Cli, PassesReadingTheBitsAdaptTheGraphPerBitWidth) {
+  fs::copy_file(std::string(XDQ_TORCHVISION_DIR) + "/vit_tiny28.pt", dir.file("vit.pt"));
+  const std::vector<std::pair<std::string, std::string>> vit = {
+      {"path: tiny.pt", "path: vit.pt"},
+      {"preset: academic", "preset: vit_academic\n  passes: [repq_reparameterize]"},
+      {"calibrators: [minmax, {name: percentile, percentile: 99.9, label: p999}]", "calibrators: [quantile_search]"}};
+  auto with = [&](const std::string& bits) {
+    auto edits = vit;
+    edits.push_back({"bits: [w8a8, w4a4]", "bits: " + bits});
+    const test::CommandResult r = run_variants(edits);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::map<std::string, nlohmann::json> runs;
+    const nlohmann::json results = results_without_timings(dir.file("out/results.json"));
+    for (const auto& run : results["runs"]) runs[run["id"].get<std::string>()] = run["results"];
+    const std::string log = test::read_text(dir.file("out/run.log"));
+    std::size_t passes = 0;
+    for (auto at = log.find("repq_reparameterize: 4 LayerNorm"); at != std::string::npos; at = log.find("repq_reparameterize: 4", at + 1))
+      ++passes;
+    EXPECT_EQ(passes, runs.size()) << log;  // one reparameterization per bit width
+    fs::remove_all(dir.file("out"));
+    return runs;
+  };
+  const auto sweep = with("[w4a4, w6a6]");
+  const auto alone = with("[w6a6]");
+  ASSERT_EQ(sweep.size(), 2u);
+  ASSERT_EQ(alone.size(), 1u);
+  EXPECT_EQ(sweep.at(alone.begin()->first), alone.begin()->second);
+}
