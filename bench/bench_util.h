@@ -13,6 +13,7 @@
 #include "xdq/exec/convolution.h"
 #include "xdq/exec/executor.h"
 #include "xdq/quant/ptq.h"
+#include "xdq/plugin/quantize.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/quant/reconstruction.h"
 #include "xdq/synthesis/synthesis.h"
@@ -110,6 +111,18 @@ inline std::vector<IterationSeconds> reconstruction_iteration_seconds(const Quan
 inline IterationSeconds reconstruction_iteration_seconds(const QuantizedModel& model, const at::Tensor& calibration,
                                                          const std::string& name, const ReconstructionOptions& o) {
   return reconstruction_iteration_seconds(model, calibration, std::vector<std::string>{name}, o)[0];
+}
+
+// W4A4 as a run quantizes before reconstructing: `preset`, minmax activation ranges, mse weight ranges,
+// nearest rounding.
+inline RecipeSettings w4a4_settings(PluginRegistry& registry, const std::string& preset) {
+  RecipeSettings recipe;
+  recipe.ptq.w_bits = recipe.ptq.a_bits = 4;
+  recipe.ptq.scheme = Scheme::load(preset, config_dir() + "/presets");
+  recipe.ptq.weight_range = "mse";
+  recipe.calibrator = registry.default_choice(PluginKind::Calibrator, "minmax");
+  recipe.rounding = registry.default_choice(PluginKind::WeightOptimizer, "nearest");
+  return recipe;
 }
 
 // A rounding plugin's default options (its paper's), with `iters` iterations of each loop.

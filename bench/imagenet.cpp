@@ -86,12 +86,7 @@ int run(const std::string& folder, const std::string& model_path, int threads, i
 
   // W4A4 as a run calibrates it (minmax activations, mse weights) on 32 random images: what the
   // reconstruction loop runs on, timed below.
-  RecipeSettings recipe;
-  recipe.ptq.w_bits = recipe.ptq.a_bits = 4;
-  recipe.ptq.scheme = Scheme::load("academic", config_dir() + "/presets");
-  recipe.ptq.weight_range = "mse";
-  recipe.calibrator = registry.default_choice(PluginKind::Calibrator, "minmax");
-  recipe.rounding = registry.default_choice(PluginKind::WeightOptimizer, "nearest");
+  RecipeSettings recipe = bench::w4a4_settings(registry, "academic");
   recipe.device = device;
   const QuantizeRecipe w4a4_recipe(registry, recipe, std::cerr);
   const at::Tensor calibration = at::randn({32, 3, 224, 224});

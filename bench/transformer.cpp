@@ -85,13 +85,7 @@ int run(const std::string& model_path, int threads, int rounds, std::int64_t hea
   const ImportedModel model = import_torchscript(model_path);
   const std::int64_t side = model.input_size.empty() ? 224 : model.input_size[0];
   const std::int64_t channels = folded_channels(model.graph);
-  RecipeSettings recipe;
-  recipe.ptq.w_bits = recipe.ptq.a_bits = 4;
-  recipe.ptq.scheme = Scheme::load("vit_academic", config_dir() + "/presets");
-  recipe.ptq.weight_range = "mse";
-  recipe.calibrator = registry.default_choice(PluginKind::Calibrator, "minmax");
-  recipe.rounding = registry.default_choice(PluginKind::WeightOptimizer, "nearest");
-  const QuantizeRecipe w4a4_recipe(registry, recipe, std::cerr);
+  const QuantizeRecipe w4a4_recipe(registry, bench::w4a4_settings(registry, "vit_academic"), std::cerr);
   const at::Tensor calibration = at::randn({kBatch, channels, side, side});
   const Graph folded = w4a4_recipe.adapted(model.graph, {});
   const QuantizedModel w4a4 = w4a4_recipe.calibrated(folded, {calibration, {}, nullptr});

@@ -17,31 +17,19 @@ Prints "repq_vit top1 <percent>" on its last line.
 """
 import argparse
 import contextlib
-import gzip
 import io
 import os
 import re
 import sys
 import types
 
-import numpy as np
 import torch
 
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+from fashion_mnist import split
 
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def split(name, mean, std):
-    images = torch.from_numpy(idx(os.path.join(FASHION_MNIST, name + "-images-idx3-ubyte.gz")).copy()).float() / 255
-    labels = torch.from_numpy(idx(os.path.join(FASHION_MNIST, name + "-labels-idx1-ubyte.gz")).astype(np.int64))
-    return (images.unsqueeze(1) - mean) / std, labels
+def normalized(name, mean, std):
+    images, labels = split(name)
+    return (images - mean) / std, labels
 
 
 def timm_copy(traced, heads):
@@ -94,8 +82,8 @@ def main():
     traced = torch.jit.load(a.model).eval()
     mean, std = traced.input_mean[0], traced.input_std[0]
     model = timm_copy(traced, a.heads)
-    train_x, _ = split("train", mean, std)
-    test_x, test_y = split("t10k", mean, std)
+    train_x, _ = normalized("train", mean, std)
+    test_x, test_y = normalized("t10k", mean, std)
     test_x, test_y = test_x[:a.test_count], test_y[:a.test_count]
     with torch.no_grad():
         gap = (model(test_x[:256]) - traced(test_x[:256])).abs().max().item()

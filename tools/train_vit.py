@@ -8,33 +8,17 @@ augmentation (random crop after padding, horizontal flip); the model file and lo
 The file is traced with autograd on (decomposed attention, as tools/trace_torchvision.py does) and records
 input_size, input_mean and input_std, like the models `xdq train` writes.
 """
-import gzip
 import math
 import os
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.models as tvm
 import yaml
 
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def split(name):
-    images = torch.from_numpy(idx(os.path.join(FASHION_MNIST, name + "-images-idx3-ubyte.gz")).copy()).float() / 255
-    labels = torch.from_numpy(idx(os.path.join(FASHION_MNIST, name + "-labels-idx1-ubyte.gz")).astype(np.int64))
-    return images.unsqueeze(1), labels
+from fashion_mnist import split
 
 
 def make_model(arch):
