@@ -106,7 +106,7 @@ QuantizedModel QuantizeRecipe::calibrated(const Graph& folded, const Calibration
     for (const ActivationQuantizer& act : model.activations())
       if (act.spec.log_sqrt2)
         throw Error(source_of(calibrator_.record()) + " calibrates uniform grids only, and preset '" + settings_.ptq.scheme.name +
-                    "' puts a log-sqrt2 quantizer on " + act.name + " (calibrators for it: minmax, percentile, mse, quantile_search)");
+                    "' puts a log-sqrt2 quantizer on " + act.name + " (use one that handles the log grid, e.g. quantile_search or mse)");
   if (input == Calibrator::Input::Statistics) {
     if (data.statistics)
       calibrate_from_statistics(model, calibrator_,
