@@ -36,16 +36,15 @@ std::vector<int> linear_readers(const xdq::Graph& g, int value) {
       if (out == v) return {};
     for (int r : g.consumers(v)) {
       const xdq::Node& n = g.nodes[r];
-      const bool leading_transpose = xdq::strip_inplace(n.op) == "aten::transpose" &&
-                                     g.constant_number(n.inputs[1]).value_or(-1) >= 0 &&
-                                     g.constant_number(n.inputs[1]).value_or(-1) <= 1 &&
-                                     g.constant_number(n.inputs[2]).value_or(-1) >= 0 &&
-                                     g.constant_number(n.inputs[2]).value_or(-1) <= 1;
       const std::string op = xdq::strip_inplace(n.op);
       if (op == "aten::size" || op == "aten::dim") continue;  // reads the shape only, which stays
+      const auto leading = [&](int dim) {
+        const double d = g.constant_number(n.inputs[dim]).value_or(-1);
+        return d >= 0 && d <= 1;
+      };
       if (n.kind == xdq::OpKind::Linear && n.inputs[0] == v)
         linears.push_back(r);
-      else if (leading_transpose)
+      else if (op == "aten::transpose" && leading(1) && leading(2))
         frontier.push_back(n.outputs[0]);
       else
         return {};
@@ -54,10 +53,11 @@ std::vector<int> linear_readers(const xdq::Graph& g, int value) {
   return linears;
 }
 
-const at::Tensor* constant_tensor(const xdq::Graph& g, int value) {
+// The tensor constant `value` holds (a handle: it stays valid while constants are added), or an undefined one.
+at::Tensor constant_tensor(const xdq::Graph& g, int value) {
   for (const auto& [v, c] : g.constants)
-    if (v == value && c.isTensor()) return &c.toTensor();
-  return nullptr;
+    if (v == value && c.isTensor()) return c.toTensor();
+  return {};
 }
 
 // Input `k` of node `node` becomes a constant of its own holding `t` (an import shares equal constants
@@ -101,19 +101,18 @@ class RepqReparameterize : public xdq::GraphPass {
     int changed = 0;
     for (const Site& site : sites(graph)) {
       const xdq::Node& norm = graph.nodes[site.norm];
-      const at::Tensor* gamma = constant_tensor(graph, norm.inputs[2]);
-      const at::Tensor* beta = constant_tensor(graph, norm.inputs[3]);
-      if (!gamma || !beta) {
+      const at::Tensor gamma = constant_tensor(graph, norm.inputs[2]), beta = constant_tensor(graph, norm.inputs[3]);
+      if (!gamma.defined() || !beta.defined()) {
         if (context.log) *context.log << "repq_reparameterize: " << norm.name << " has no affine parameters; left as it is\n";
         continue;
       }
       const auto [step, zero] = channel_grids(channel_rows(fp, site, graph, context), context.a_bits);
       const at::Tensor target_step = step.mean(), target_zero = zero.mean();
-      const at::Tensor r = (step / target_step).to(gamma->device());
-      const at::Tensor b = ((-zero * step) / (step / target_step) + target_zero * target_step).to(gamma->device());
-      const at::Tensor new_gamma = *gamma / r, new_beta = *beta / r - b;
-      set_own_constant(graph, site.norm, 2, new_gamma, "weight");
-      set_own_constant(graph, site.norm, 3, new_beta, "bias");
+      const at::Tensor ratio = step / target_step;
+      const at::Tensor r = ratio.to(gamma.device());
+      const at::Tensor b = ((-zero * step) / ratio + target_zero * target_step).to(gamma.device());
+      set_own_constant(graph, site.norm, 2, gamma / r, "weight");
+      set_own_constant(graph, site.norm, 3, beta / r - b, "bias");
       for (int l : site.linears) {
         xdq::Node& linear = graph.nodes[l];
         linear.weight = linear.weight * r.view({1, -1});
