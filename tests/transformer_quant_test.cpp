@@ -1,9 +1,11 @@
-// The quantizers transformers need beyond the CNN ones: the log-sqrt2 grid of post-softmax values,
-// RepQ-ViT's quantile search and its LayerNorm scale reparameterization, each against an independent
+// The quantizers transformers need beyond the CNN ones: the log-sqrt2 grid of post-softmax values, the
+// twin uniform grid of post-GELU values, RepQ-ViT's quantile search and its LayerNorm scale reparameterization, each against an independent
 // computation.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -42,7 +44,7 @@ Graph vit_tiny() { return import_torchscript(std::string(XDQ_TORCHVISION_DIR) + 
 TEST(LogSqrt2, FakeQuantizeIsTheNearestLevelInLogSpace) {
   QuantSpec spec;
   spec.bits = 4;
-  spec.log_sqrt2 = true;
+  spec.grid = Grid::log_sqrt2;
   const QParams q = qparams_from_range(spec, Range{0.0, 0.8});
   EXPECT_EQ(q.qmin, 0);
   EXPECT_EQ(q.qmax, 15);
@@ -78,7 +80,7 @@ TEST(LogSqrt2, VitAcademicPutsItOnEverySoftmaxOutputAndOnlyThere) {
   for (const auto& a : q.activations()) {
     const int producer = graph.producer(a.value);
     const bool softmax = producer >= 0 && graph.nodes[producer].op == "aten::softmax";
-    EXPECT_EQ(a.spec.log_sqrt2, softmax) << a.name;
+    EXPECT_EQ(a.spec.grid == Grid::log_sqrt2, softmax) << a.name;
     log_grids += softmax;
     EXPECT_EQ(a.spec.bits, producer < 0 ? 8 : 4) << a.name;  // the image at 8 bits, as RepQ-ViT's patch embedding
   }
@@ -105,6 +107,68 @@ TEST(LogSqrt2, VitAcademicPutsItOnEverySoftmaxOutputAndOnlyThere) {
     EXPECT_NE(std::string(e.what()).find("plugin 'kl'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("self_attention/bmm#1:input0"), std::string::npos) << e.what();
   }
+}
+
+TEST(TwinUniform, FakeQuantizeIsTheNearestLevelOfBothHalves) {
+  QuantSpec spec;
+  spec.bits = 4;
+  spec.grid = Grid::twin_uniform;
+  const QParams q = qparams_from_range(spec, Range{-0.3, 2.1});
+  EXPECT_EQ(q.qmin, -8);
+  EXPECT_EQ(q.qmax, 7);
+  EXPECT_FLOAT_EQ(q.scale.item<float>(), 0.3f);  // 2.1 / 7: the range's max alone sets the positive half
+  // Every level of both halves: s k for k = 0 .. 7 (s = 0.3 in float32), and GELU's minimum / 8 * k for
+  // k = -8 .. 0. For any x the nearest of them lies on x's side of 0, so the nearest level of the union is the
+  // expected output.
+  const double step = q.scale.item<float>(), negative_step = 0.16997124254703522 / 8;
+  std::vector<double> levels;
+  for (int k = 0; k <= 7; ++k) levels.push_back(step * k);
+  for (int k = -8; k < 0; ++k) levels.push_back(negative_step * k);
+  at::manual_seed(4);
+  at::Tensor x = at::cat({at::rand({3000}) * 2.6 - 0.1, at::rand({1000}) * -0.25, at::tensor({0.0f, -5.0f, 9.0f})});
+  const ScalarGrid grid(q);
+  const at::Tensor y = fake_quantize(x, q);
+  int checked = 0;
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const double v = x[i].item<double>();
+    std::vector<double> distance;
+    for (double level : levels) distance.push_back(std::fabs(v - level));
+    std::vector<double> sorted = distance;
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted[1] - sorted[0] < 1e-5) continue;  // a rounding boundary: float32 and double may differ
+    const double expected = levels[std::min_element(distance.begin(), distance.end()) - distance.begin()];
+    ASSERT_NEAR(y[i].item<double>(), expected, 1e-6) << v;
+    ASSERT_NEAR(grid(v), expected, 1e-12) << v;
+    ++checked;
+  }
+  EXPECT_GT(checked, 3900);
+  const at::Tensor leaf = x.clone().requires_grad_(true);  // straight-through gradient
+  fake_quantize(leaf, q).sum().backward();
+  EXPECT_TRUE(leaf.grad().equal(at::ones_like(x)));
+  EXPECT_THROW(qparams_from_range(spec, at::ones({3}), at::ones({3}), 0), Error);
+}
+
+TEST(TwinUniform, PresetKeyPutsItOnEveryGeluOutputAndOnlyThere) {
+  const Graph graph = vit_tiny();
+  const std::string presets = std::string(XDQ_SOURCE_DIR) + "/configs/presets";
+  PtqSettings settings;
+  settings.w_bits = settings.a_bits = 4;
+  settings.scheme = Scheme::load("vit_twin", presets);
+  const QuantizedModel q(graph, settings);
+  int twins = 0;
+  for (const auto& a : q.activations()) {
+    // The quantizer reads a GELU output through the MLP's dropout: the second linear's input.
+    int producer = graph.producer(a.value);
+    while (producer >= 0 && graph.nodes[producer].op == "aten::dropout") producer = graph.producer(graph.nodes[producer].inputs[0]);
+    const bool gelu = producer >= 0 && graph.nodes[producer].op == "aten::gelu";
+    EXPECT_EQ(a.spec.grid == Grid::twin_uniform, gelu) << a.name;
+    twins += gelu;
+  }
+  EXPECT_EQ(twins, 2);  // one MLP per block
+  const std::string error =
+      test::error_of([] { Scheme::from_config("bad", ConfigNode::parse("gelu_outputs: log_sqrt2\n", "b.yaml")); });
+  for (const char* part : {"b.yaml:1", "gelu_outputs", "expected uniform or twin_uniform"})
+    EXPECT_NE(error.find(part), std::string::npos) << error;
 }
 
 TEST(QuantileSearch, PicksTheQuantileRangeWithTheLeastSquaredErrorOnTheData) {

@@ -34,6 +34,8 @@ void keep_freed_memory() {
   });
 }
 
+void release_freed_memory() { malloc_trim(0); }
+
 int apply_thread_count(int requested) {
   keep_freed_memory();
   const int n = requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

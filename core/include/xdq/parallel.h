@@ -17,6 +17,11 @@ int apply_thread_count(int requested);
 // system (glibc's default), which made every new activation page-fault: 10-30 % of a reconstruction
 // iteration's time, a third of a long run's. Process-wide, once.
 void keep_freed_memory();
+// Gives the freed blocks kept that way back to the system (malloc_trim): at the end of a pass over many
+// batches (the statistics pass, a test domain), whose freed blocks lie scattered between the ones still
+// held and would otherwise stay resident through every later pass (1.1 GB after vit_b_16's statistics
+// pass). A pass then costs one page fault per page it reuses from the system, once.
+void release_freed_memory();
 
 // body(0) ... body(n - 1), `jobs` at a time on a TBB arena, each job with threads / jobs intra-op
 // threads; `threads` is in effect again afterwards. In order on the calling thread when jobs is 1 or

@@ -39,6 +39,7 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
     for (const TestImages& t : m.prepared.tests)
       m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,
                                           cfg.calibration.batch_size, &progress, entry.name + " FP32 on " + t.name()));
+    release_freed_memory();
     m.folded = m.prepared.model.graph;
     m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, QuantizeRecipe::fold(m.folded, cfg.quantization.fold_bn)};
     models_[i] = std::move(m);
@@ -186,6 +187,7 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
     if (predictions) predicted = &predictions->emplace_back();
     d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, m.prepared.tests[t],
                                  m.prepared.pre, cfg_.calibration.batch_size, &log, spec.id + " on " + d.domain, predicted);
+    release_freed_memory();
     run.results.push_back(d);
   }
   return run;

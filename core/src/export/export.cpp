@@ -156,8 +156,9 @@ ExportedModel export_quantized_model(const QuantizedModel& model, const ExportRe
   if (!request.example.defined() || request.example.dim() != 4 || request.example.size(0) < 3)
     throw Error("export: the example batch must be [N >= 3, C, H, W]");
   for (const ActivationQuantizer& a : model.activations())
-    if (a.spec.log_sqrt2)  // QuantizeLinear / DequantizeLinear and the encodings hold affine grids only
-      throw Error("export: activation '" + a.name + "' is on the log-sqrt2 grid, which no export format can express");
+    if (a.spec.grid != Grid::uniform)  // QuantizeLinear / DequantizeLinear and the encodings hold affine grids only
+      throw Error("export: activation '" + a.name + "' is on the " + a.spec.describe() +
+                  " grid, which no export format can express");
   const fs::path final_dir = fs::absolute(dir).lexically_normal();
   if (fs::is_directory(final_dir) && !fs::is_empty(final_dir) && !fs::exists(final_dir / "export.json"))
     throw Error(dir + ": the folder holds files that are not an xdq export; it is not replaced");

@@ -102,11 +102,12 @@ Graph QuantizeRecipe::adapted(Graph graph, const CalibrationData& data) const {
 QuantizedModel QuantizeRecipe::calibrated(const Graph& folded, const CalibrationData& data) const {
   QuantizedModel model(folded, settings_.ptq);
   const Calibrator::Input input = calibrator_.call("input", [](const Calibrator& c) { return c.input(); });
-  if (!calibrator_.call("handles_log_grid", [](const Calibrator& c) { return c.handles_log_grid(); }))
+  if (!calibrator_.call("handles_any_grid", [](const Calibrator& c) { return c.handles_any_grid(); }))
     for (const ActivationQuantizer& act : model.activations())
-      if (act.spec.log_sqrt2)
+      if (act.spec.grid != Grid::uniform)
         throw Error(source_of(calibrator_.record()) + " calibrates uniform grids only, and preset '" + settings_.ptq.scheme.name +
-                    "' puts a log-sqrt2 quantizer on " + act.name + " (use one that handles the log grid, e.g. quantile_search or mse)");
+                    "' puts a " + act.spec.describe() + " quantizer on " + act.name +
+                    " (use one that handles any grid, e.g. quantile_search or mse)");
   if (input == Calibrator::Input::Statistics) {
     if (data.statistics)
       calibrate_from_statistics(model, calibrator_,

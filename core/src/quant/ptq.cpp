@@ -8,6 +8,7 @@
 
 #include "xdq/error.h"
 #include "xdq/ir/passes.h"
+#include "xdq/parallel.h"
 #include "xdq/progress.h"
 
 namespace xdq {
@@ -22,6 +23,21 @@ int after_activations(const Graph& g, int value) {
     if (readers.size() != 1 || !is_activation_op(g.nodes[readers[0]])) return value;
     value = g.nodes[readers[0]].outputs[0];
   }
+}
+
+// The node that computed `value`, looking through what passes values on unchanged in evaluation (a
+// transformer MLP's dropout between GELU and its second linear).
+int computed_by(const Graph& g, int value) {
+  int node = g.producer(value);
+  while (node >= 0) {
+    const std::string op = strip_inplace(g.nodes[node].op);
+    if (op != "aten::dropout" && op != "aten::feature_dropout" && op != "aten::contiguous" && op != "aten::clone")
+      return node;
+    const int before = g.producer(g.nodes[node].inputs[0]);
+    if (before < 0) return node;
+    node = before;
+  }
+  return node;
 }
 
 bool is_add(const Node& n) { return strip_inplace(n.op) == "aten::add"; }
@@ -78,10 +94,10 @@ void QuantizedModel::add_activation(int value, const std::string& name, int bits
   const int producer = graph_.producer(value);
   const bool nonnegative = producer >= 0 && output_is_nonnegative(graph_, graph_.nodes[producer]);
   QuantSpec spec = scheme.activation_spec(bits, nonnegative);
-  if (scheme.softmax_log_sqrt2 && producer >= 0 && strip_inplace(graph_.nodes[producer].op) == "aten::softmax") {
-    spec.log_sqrt2 = true;
-    spec.symmetric = spec.per_channel = spec.pow2_scale = false;
-  }
+  const std::string source = producer >= 0 ? strip_inplace(graph_.nodes[computed_by(graph_, value)].op) : "";
+  if (source == "aten::softmax") spec.grid = scheme.softmax_outputs;
+  if (source == "aten::gelu") spec.grid = scheme.gelu_outputs;
+  if (spec.grid != Grid::uniform) spec.symmetric = spec.per_channel = spec.pow2_scale = false;
   auto existing = std::find_if(activations_.begin(), activations_.end(),
                                [&](const ActivationQuantizer& a) { return a.value == value; });
   if (existing != activations_.end()) {
@@ -120,6 +136,7 @@ void QuantizedModel::observe_activations(const CalibrationImages& images, std::i
     bar.update(done, bar.rate(done, "img/s"));
   });
   bar.finish_if_long(bar.rate(images.size(), "img/s"));
+  release_freed_memory();
 }
 
 CalibrationStatistics QuantizedModel::collect_statistics(const CalibrationImages& images, std::int64_t batch_size, int bins,

@@ -29,21 +29,28 @@ std::string QuantSpec::describe() const {
   if (narrow_range) out << " narrow";
   if (unsigned_range) out << " unsigned";
   if (pow2_scale) out << " pow2";
-  if (log_sqrt2) return std::to_string(bits) + "-bit log-sqrt2";
+  if (grid == Grid::log_sqrt2) return std::to_string(bits) + "-bit log-sqrt2";
+  if (grid == Grid::twin_uniform) return std::to_string(bits) + "-bit twin-uniform";
   return out.str();
 }
 
 QParams qparams_from_range(const QuantSpec& spec, const at::Tensor& min, const at::Tensor& max, int axis) {
   if (spec.bits < 2 || spec.bits > 16) throw Error("quantizer bits must be in [2, 16], got " + std::to_string(spec.bits));
   const double eps = std::numeric_limits<float>::epsilon();
-  if (spec.log_sqrt2) {
-    if (axis >= 0) throw Error("the log-sqrt2 grid is per tensor; " + spec.describe() + " was asked per channel");
+  if (spec.grid != Grid::uniform) {
+    if (axis >= 0) throw Error("the " + spec.describe() + " grid is per tensor, and was asked per channel");
     QParams q;
-    q.scale = at::clamp_min(max.to(at::kDouble), eps).to(at::kFloat);
+    q.grid = spec.grid;
+    if (spec.grid == Grid::log_sqrt2) {
+      q.scale = at::clamp_min(max.to(at::kDouble), eps).to(at::kFloat);
+      q.qmin = 0;
+      q.qmax = (std::int64_t{1} << spec.bits) - 1;
+    } else {
+      q.qmin = -(std::int64_t{1} << (spec.bits - 1));
+      q.qmax = (std::int64_t{1} << (spec.bits - 1)) - 1;
+      q.scale = at::clamp_min(max.to(at::kDouble) / static_cast<double>(q.qmax), eps).to(at::kFloat);
+    }
     q.zero_point = at::zeros_like(q.scale, at::kInt);
-    q.qmin = 0;
-    q.qmax = (std::int64_t{1} << spec.bits) - 1;
-    q.log_sqrt2 = true;
     return q;
   }
   const double qmin = static_cast<double>(spec.qmin()), qmax = static_cast<double>(spec.qmax());
@@ -118,6 +125,21 @@ at::Tensor log_sqrt2_fake_quantize(const at::Tensor& x, const QParams& q) {
   return x.requires_grad() ? x + (quantized - x).detach() : quantized;
 }
 
+double twin_negative_scale(const QParams& q) { return -kGeluMinimum / static_cast<double>(-q.qmin); }
+
+// The twin uniform grid: x >= 0 to clamp(round(x / s), 0, qmax) * s, x < 0 to clamp(round(x / s_neg), qmin, 0)
+// * s_neg (each half is 0 on the other's side, so the two add). Straight-through gradient.
+at::Tensor twin_uniform_fake_quantize(const at::Tensor& x, const QParams& q) {
+  const double s = q.scale.item<float>(), s_neg = twin_negative_scale(q);
+  at::Tensor quantized;
+  {
+    at::NoGradGuard no_grad;
+    quantized = at::clamp(at::round(x / s), 0.0, static_cast<double>(q.qmax)) * s +
+                at::clamp(at::round(x / s_neg), static_cast<double>(q.qmin), 0.0) * s_neg;
+  }
+  return x.requires_grad() ? x + (quantized - x).detach() : quantized;
+}
+
 }  // namespace
 
 ScalarGrid::ScalarGrid(const QParams& q)
@@ -125,21 +147,27 @@ ScalarGrid::ScalarGrid(const QParams& q)
       zero_(q.zero_point.item<int>()),
       qmin_(static_cast<double>(q.qmin)),
       qmax_(static_cast<double>(q.qmax)),
-      log_sqrt2_(q.log_sqrt2) {
+      negative_scale_(q.grid == Grid::twin_uniform ? twin_negative_scale(q) : 0.0),
+      grid_(q.grid) {
   if (q.per_channel()) throw Error("ScalarGrid: a per-tensor quantizer was expected");
 }
 
 double ScalarGrid::operator()(double x) const {
-  if (log_sqrt2_) {
+  if (grid_ == Grid::log_sqrt2) {
     const double code = x > 0 ? std::max(std::nearbyint(-2.0 * std::log2(x / scale_)), 0.0) : qmax_ + 1;
     return code <= qmax_ ? scale_ * std::exp2(-0.5 * code) : 0.0;
+  }
+  if (grid_ == Grid::twin_uniform) {
+    if (x >= 0) return std::min(std::nearbyint(x / scale_), qmax_) * scale_;
+    return std::max(std::nearbyint(x / negative_scale_), qmin_) * negative_scale_;
   }
   const double code = std::min(std::max(std::nearbyint(x / scale_) + zero_, qmin_), qmax_);
   return (code - zero_) * scale_;
 }
 
 at::Tensor fake_quantize(const at::Tensor& x, const QParams& q) {
-  if (q.log_sqrt2) return log_sqrt2_fake_quantize(x, q);
+  if (q.grid == Grid::log_sqrt2) return log_sqrt2_fake_quantize(x, q);
+  if (q.grid == Grid::twin_uniform) return twin_uniform_fake_quantize(x, q);
   if (q.per_channel())
     return at::fake_quantize_per_channel_affine(x, q.scale.to(x.device()), q.zero_point.to(x.device()), q.axis, q.qmin,
                                                 q.qmax);

@@ -255,7 +255,7 @@ class Engine {
         const QParams q = act.qparams;
         const double drop = opt_.drop_prob;
         at::Generator gen = gen_;
-        const bool uniform_per_tensor = !q.per_channel() && !q.log_sqrt2;  // LSQ steps and the one-pass kernel
+        const bool uniform_per_tensor = !q.per_channel() && q.grid == Grid::uniform;  // LSQ steps and the one-pass kernel
         if (learn && uniform_per_tensor) {
           steps.push_back({q.scale.clone().to(at::kFloat).requires_grad_(true), it->second});
           at::Tensor scale = steps.back().scale;

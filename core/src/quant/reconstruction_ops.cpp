@@ -93,7 +93,7 @@ at::Tensor laid_out_as(const at::Tensor& t, const at::Tensor& like) {
 
 // The quantizer's constants, as the ATen composite computes them (float32): codes relative to the zero
 // point lie in [lo, hi] = [qmin - z, qmax - z].
-struct Grid {
+struct StepGrid {
   float scale, lo, hi;
   double drop;
   std::uint64_t key;
@@ -103,7 +103,7 @@ constexpr std::int64_t kGrain = 1 << 14;  // fixed chunks: the step's gradient s
 
 // Rounds half to even as at::round, branch-free (std::nearbyint is a library call here): exact for
 // |y| < 2^22, which the clamp to one step beyond the grid guarantees.
-inline float round_on_grid(float y, const Grid& g) {
+inline float round_on_grid(float y, const StepGrid& g) {
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
   const float clamped = std::min(std::max(y, g.lo - 1.0f), g.hi + 1.0f);
   return (clamped + kRound) - kRound;
@@ -135,7 +135,7 @@ double sum_over_chunks(std::int64_t n, F&& f) {
 
 // A chunk's uniform draws in `buffer` (kGrain floats) when dropping, else null: the loops that read them
 // then have no branch to mispredict.
-const float* chunk_draws(const Grid& g, const LogicalIndex& index, std::int64_t begin, std::int64_t end, float* buffer) {
+const float* chunk_draws(const StepGrid& g, const LogicalIndex& index, std::int64_t begin, std::int64_t end, float* buffer) {
   if (g.drop <= 0) return nullptr;
   fill_draws(buffer, begin, end, index, g.key);
   return buffer;
@@ -158,7 +158,7 @@ template <class Term>
 
 // out[p] = x[p] kept (dropped from quantization: draws[p - begin] < drop) or fake-quantized, p in [begin, end).
 XDQ_VECTOR_CLONES void lsq_forward_range(const float* x, float* out, std::int64_t begin, std::int64_t end,
-                                         const Grid g, const float* draws) {
+                                         const StepGrid g, const float* draws) {
   const float drop = static_cast<float>(g.drop);
   auto quantized = [&](float v) { return std::min(std::max(round_on_grid(v / g.scale, g), g.lo), g.hi) * g.scale; };
   if (draws)
@@ -176,7 +176,7 @@ XDQ_VECTOR_CLONES void lsq_forward_range(const float* x, float* out, std::int64_
 // x[p], else 0, on the way in (each element is read before its term is written over it).
 template <bool Dropping, bool WithGradX>
 [[gnu::always_inline]] inline void lsq_backward_terms(const float* x, const float* grad, float* grad_x,
-                                                      std::int64_t begin, std::int64_t end, const Grid& g,
+                                                      std::int64_t begin, std::int64_t end, const StepGrid& g,
                                                       float* buffer) {
   for (std::int64_t p = begin; p < end; ++p) {
     const float y = x[p] / g.scale, code = round_on_grid(y, g);
@@ -193,7 +193,7 @@ template <bool Dropping, bool WithGradX>
 // in the loop that also stores dL/dx, GCC kept the running sums in memory, each addition waiting on the
 // store of the last (the quantizer's backward took 13-15 % longer).
 XDQ_VECTOR_CLONES double lsq_backward_range(const float* x, const float* grad, float* grad_x, std::int64_t begin,
-                                            std::int64_t end, const Grid g, bool dropping, float* buffer) {
+                                            std::int64_t end, const StepGrid g, bool dropping, float* buffer) {
   if (dropping)
     grad_x ? lsq_backward_terms<true, true>(x, grad, grad_x, begin, end, g, buffer)
            : lsq_backward_terms<true, false>(x, grad, grad_x, begin, end, g, buffer);
@@ -215,7 +215,7 @@ XDQ_VECTOR_CLONES void kept_as_floats(const std::uint8_t* kept, float* out, std:
 }
 
 // kept: with dropping, one byte per element for the backward.
-void lsq_forward_cpu(const float* x, float* out, std::uint8_t* kept, std::int64_t n, const Grid& g,
+void lsq_forward_cpu(const float* x, float* out, std::uint8_t* kept, std::int64_t n, const StepGrid& g,
                      const LogicalIndex& index) {
   for_each_chunk(n, [&](std::int64_t, std::int64_t begin, std::int64_t end) {
     float buffer[kGrain];
@@ -227,7 +227,7 @@ void lsq_forward_cpu(const float* x, float* out, std::uint8_t* kept, std::int64_
 
 // kept: the forward's bytes, or null without dropping.
 double lsq_backward_cpu(const float* x, const float* grad, float* grad_x, const std::uint8_t* kept, std::int64_t n,
-                        const Grid& g) {
+                        const StepGrid& g) {
   return sum_over_chunks(n, [&](std::int64_t begin, std::int64_t end) {
     float buffer[kGrain];
     if (kept) kept_as_floats(kept + begin, buffer, end - begin);
@@ -237,7 +237,7 @@ double lsq_backward_cpu(const float* x, const float* grad, float* grad_x, const 
 
 struct FusedLsq : public torch::autograd::Function<FusedLsq> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x_in,
-                                                const at::Tensor& scale, Grid grid, double grad_factor) {
+                                                const at::Tensor& scale, StepGrid grid, double grad_factor) {
     const at::Tensor x = dense(x_in);
     grid.scale = scale.item<float>();
     at::Tensor out = at::empty_like(x);
@@ -254,7 +254,7 @@ struct FusedLsq : public torch::autograd::Function<FusedLsq> {
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &scale = saved[1], &kept = saved[2];
-    const Grid grid{scale.item<float>(), static_cast<float>(ctx->saved_data["lo"].toDouble()),
+    const StepGrid grid{scale.item<float>(), static_cast<float>(ctx->saved_data["lo"].toDouble()),
                     static_cast<float>(ctx->saved_data["hi"].toDouble()), 0.0, 0};  // no draws: kept replays them
     const at::Tensor grad = laid_out_as(grads[0], x);
     at::Tensor grad_x = ctx->needs_input_grad(0) ? at::empty_like(x) : at::Tensor();
@@ -630,7 +630,7 @@ namespace {
 // image b reads image rows[b] of both (rows null: image b).
 at::Tensor mix_images(const at::Tensor& quantized, const at::Tensor& fp, const std::int64_t* rows, at::Tensor out,
                       std::int64_t image, double drop_prob, std::uint64_t key) {
-  const Grid g{0.0f, 0.0f, 0.0f, drop_prob, key};
+  const StepGrid g{0.0f, 0.0f, 0.0f, drop_prob, key};
   const LogicalIndex index(out);
   const float *qd = quantized.data_ptr<float>(), *fd = fp.data_ptr<float>();
   float* od = out.data_ptr<float>();
@@ -679,7 +679,7 @@ at::Tensor lsq_fake_quantize(const at::Tensor& x, const at::Tensor& scale, const
   const double z = q.zero_point.item<double>();
   if (x.is_cpu() && x.scalar_type() == at::kFloat && scale.scalar_type() == at::kFloat)
     return FusedLsq::apply(x, scale,
-                           Grid{0.0f, static_cast<float>(q.qmin - z), static_cast<float>(q.qmax - z), drop_prob, key},
+                           StepGrid{0.0f, static_cast<float>(q.qmin - z), static_cast<float>(q.qmax - z), drop_prob, key},
                            grad_factor)[0];
   // Elsewhere, composed of ATen ops: the gradient of the step scaled through s = (scale - f·scale) + f·scale.
   const at::Tensor s = grad_factor == 1.0 ? scale : (scale - scale * grad_factor).detach() + scale * grad_factor;

@@ -13,8 +13,21 @@
 
 namespace xdq {
 
+namespace {
+
+// A preset key naming the grid of one kind of activation: uniform (the default) or `other`.
+Grid grid_key(const ConfigNode& preset, const std::string& key, Grid other, const std::string& other_name) {
+  if (!preset.has(key)) return Grid::uniform;
+  const std::string grid = preset[key].as_string();
+  if (grid != "uniform" && grid != other_name) preset[key].fail("expected uniform or " + other_name);
+  return grid == "uniform" ? Grid::uniform : other;
+}
+
+}  // namespace
+
 Scheme Scheme::from_config(const std::string& name, const ConfigNode& node, const std::string& base) {
-  node.check_keys({"weights", "activations", "placement", "matmul_inputs", "softmax_outputs", "overrides"});
+  node.check_keys({"weights", "activations", "placement", "matmul_inputs", "softmax_outputs", "gelu_outputs",
+                   "overrides"});
   Scheme s;
   s.name = name;
   if (node.has("placement")) {
@@ -26,13 +39,10 @@ Scheme Scheme::from_config(const std::string& name, const ConfigNode& node, cons
   s.matmul_inputs = node.get("matmul_inputs", false);
   if (s.matmul_inputs && s.placement != Placement::LayerInputs)
     node["matmul_inputs"].fail("matmul inputs are quantized with placement layer_inputs");
-  if (node.has("softmax_outputs")) {
-    const std::string grid = node["softmax_outputs"].as_string();
-    if (grid != "uniform" && grid != "log_sqrt2") node["softmax_outputs"].fail("expected uniform or log_sqrt2");
-    s.softmax_log_sqrt2 = grid == "log_sqrt2";
-    if (s.softmax_log_sqrt2 && !s.matmul_inputs)
-      node["softmax_outputs"].fail("softmax outputs are quantized where a matmul reads them: set matmul_inputs: true");
-  }
+  s.softmax_outputs = grid_key(node, "softmax_outputs", Grid::log_sqrt2, "log_sqrt2");
+  if (s.softmax_outputs != Grid::uniform && !s.matmul_inputs)
+    node["softmax_outputs"].fail("softmax outputs are quantized where a matmul reads them: set matmul_inputs: true");
+  s.gelu_outputs = grid_key(node, "gelu_outputs", Grid::twin_uniform, "twin_uniform");
   if (node.has("overrides")) parse_layer_overrides(node["overrides"], base, s.overrides);
   const ConfigNode w = node["weights"];
   w.check_keys({"symmetric", "per_channel", "narrow_range", "pow2_scale"});

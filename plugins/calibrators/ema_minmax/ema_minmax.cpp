@@ -6,7 +6,7 @@ namespace {
 
 class EmaMinMax : public xdq::Calibrator {
  public:
-  bool handles_log_grid() const override { return true; }  // the range's max is the grid's top level
+  bool handles_any_grid() const override { return true; }  // the range's max sets every grid's scale
   explicit EmaMinMax(double c) : c_(c) {}
   xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec&) const override {
     const auto& batches = s.batches();

@@ -5,7 +5,7 @@ namespace {
 
 class MinMax : public xdq::Calibrator {
  public:
-  bool handles_log_grid() const override { return true; }  // the range's max is the grid's top level
+  bool handles_any_grid() const override { return true; }  // the range's max sets every grid's scale
   xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec&) const override {
     return {s.histogram().min(), s.histogram().max()};
   }

@@ -10,7 +10,7 @@ namespace {
 
 class Mse : public xdq::Calibrator {
  public:
-  bool handles_log_grid() const override { return true; }  // the range's max is the grid's top level
+  bool handles_any_grid() const override { return true; }  // errors measured through ScalarGrid
   Mse(int steps, double p) : steps_(steps), p_(p) {}
 
   xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec& spec) const override {

@@ -8,7 +8,7 @@ namespace {
 
 class Percentile : public xdq::Calibrator {
  public:
-  bool handles_log_grid() const override { return true; }  // the range's max is the grid's top level
+  bool handles_any_grid() const override { return true; }  // the range's max sets every grid's scale
   explicit Percentile(double p) : p_(p) {}
   xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec&) const override {
     const xdq::Histogram& hist = s.histogram();

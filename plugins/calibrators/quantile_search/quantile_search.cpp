@@ -42,7 +42,7 @@ double quantile(const std::vector<Bin>& bins, double total, double q) {
 class QuantileSearch : public xdq::Calibrator {
  public:
   QuantileSearch(int min_nines, int max_nines, double p) : min_nines_(min_nines), max_nines_(max_nines), p_(p) {}
-  bool handles_log_grid() const override { return true; }
+  bool handles_any_grid() const override { return true; }
 
   xdq::Range range_from_statistics(const xdq::ActivationStatistics& s, const xdq::QuantSpec& spec) const override {
     const xdq::Histogram& hist = s.histogram();

@@ -44,9 +44,10 @@ class BOOST_SYMBOL_VISIBLE Calibrator : public Plugin {
   virtual Range range_from_statistics(const ActivationStatistics& statistics, const QuantSpec& spec) const;
   virtual std::unique_ptr<RangeObserver> make_observer(const QuantSpec& spec) const;
   virtual Range range_from_graph(const Graph& folded, int value, const Range& input) const;
-  // Whether it calibrates log-sqrt2 quantizers (QuantSpec::log_sqrt2: the range's max is the grid's top
-  // level). One that does not is refused for a preset that places them.
-  virtual bool handles_log_grid() const { return false; }
+  // Whether its ranges suit every Grid, not only the uniform one: on the log-sqrt2 and twin uniform grids the
+  // range's max alone sets the scale, so a calibrator that reads extremes or measures errors through
+  // ScalarGrid does; one fitted to the uniform grid's step is refused for a preset that places them.
+  virtual bool handles_any_grid() const { return false; }
 };
 
 // ---- WeightOptimizer: the rounding of weights (nearest, AdaRound, block reconstruction) ---------------

@@ -20,7 +20,8 @@ struct QParams {
   at::Tensor zero_point;  // int32, same shape as scale
   std::int64_t qmin = 0, qmax = 255;
   int axis = -1;          // per-channel axis; -1 for per-tensor
-  bool log_sqrt2 = false; // the log-sqrt(2) grid (QuantSpec::log_sqrt2): scale is the largest level, zero_point 0
+  Grid grid = Grid::uniform;  // log_sqrt2: scale is the largest level; twin_uniform: scale is the positive
+                              // half's (both: zero_point 0, per tensor)
 
   bool per_channel() const { return axis >= 0; }
 };
@@ -30,6 +31,7 @@ struct QParams {
 // Symmetric: s = max(|min|, |max|) / ((qmax - qmin) / 2), z = 0 (unsigned grid: s = max / qmax).
 // s >= float eps; pow2_scale rounds s to 2^round(log2 s). min/max are 0-d or [C] tensors.
 // Log-sqrt(2) grid: s = max(max, eps), z = 0, codes [0, 2^b - 1].
+// Twin uniform grid: s = max(max, 0) / (2^(b-1) - 1) (at least eps), z = 0, codes [-2^(b-1), 2^(b-1) - 1].
 QParams qparams_from_range(const QuantSpec& spec, const at::Tensor& min, const at::Tensor& max, int axis = -1);
 QParams qparams_from_range(const QuantSpec& spec, const Range& range);
 
@@ -44,7 +46,8 @@ class ScalarGrid {
 
  private:
   double scale_, zero_, qmin_, qmax_;
-  bool log_sqrt2_;
+  double negative_scale_;  // the twin uniform grid's negative half
+  Grid grid_;
 };
 
 // fake_quantize with `q` as the hook of `value` in `exec` (a per-tensor quantizer as an elementwise hook).

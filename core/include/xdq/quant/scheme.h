@@ -39,9 +39,12 @@ struct Scheme {
   // Also both operands of every token matmul (aten::bmm or aten::matmul reading two activations: QK^T and
   // attention x V in a transformer), at the run's activation bits, as RepQ-ViT and PTQ4ViT place them.
   bool matmul_inputs = false;
-  // Softmax outputs (the attention matrix a matmul reads) on the log-sqrt2 grid (QuantSpec::log_sqrt2), as
-  // RepQ-ViT quantizes them; preset key softmax_outputs: log_sqrt2 (default: uniform).
-  bool softmax_log_sqrt2 = false;
+  // The grid of softmax outputs (the attention matrix a matmul reads): Grid::log_sqrt2 as RepQ-ViT quantizes
+  // them; preset key softmax_outputs: uniform | log_sqrt2.
+  Grid softmax_outputs = Grid::uniform;
+  // The grid of GELU outputs (the input of a transformer MLP's second linear): Grid::twin_uniform as PTQ4ViT
+  // quantizes them; preset key gelu_outputs: uniform | twin_uniform.
+  Grid gelu_outputs = Grid::uniform;
   std::vector<LayerOverride> overrides;  // the preset's own (a paper's first/last rule), before the run's
 
   // Reads a preset file's map (weights, activations, placement, overrides); `base`: the file's folder.
