@@ -13,4 +13,10 @@ apt-get install -y -qq \
   libonnx-dev python3-onnx libdnnl-dev \
   python3-torch python3-torchvision python3-pil python3-numpy python3-dev pybind11-dev python3-pandas \
   dataset-fashion-mnist opencv-doc python3-sklearn \
-  slurm-wlm munge
+  slurm-wlm munge nodejs npm
+# ONNX Runtime's CPU library and its Node binding (export.runtime: onnxruntime), pinned, into the folder the
+# build knows. --ignore-scripts: the package's install script downloads GPU libraries from outside the npm
+# registry and fails; the CPU library ships in the package itself.
+ort_dir="$(cd "$(dirname "$0")/.." && pwd)/third_party/onnxruntime"
+mkdir -p "$ort_dir"
+npm install --prefix "$ort_dir" --ignore-scripts --no-audit --no-fund --loglevel=error onnxruntime-node@1.30.0

@@ -838,7 +838,7 @@ void add_report_keys(std::vector<Key>& k) {
   k.push_back(member("export.formats", "what an exported run writes: torchscript, onnx, encodings, tensorrt",
                      [](auto& c) -> auto& { return c.exports.formats; }, parse_export_formats,
                      [](const std::vector<std::string>& formats) { return YAML::Node(formats); }));
-  k.push_back(scalar("export.runtime", S::text("runtime", "none", "run the exported model in an int8 runtime on the test domains (runtime_top1)").one_of({"none", "opencv"}),
+  k.push_back(scalar("export.runtime", S::text("runtime", "none", "run the exported model in an int8 runtime on the test domains (runtime_top1)").one_of({"none", "opencv", "onnxruntime"}),
                      [](auto& c) -> auto& { return c.exports.runtime; }));
   k.push_back(member("provenance", "written by xdq into config.resolved.yaml (what a run measured); not read",
                      [](auto& c) -> auto& { return c.name; }, [](const ConfigNode&, auto&, LoadContext&) {},

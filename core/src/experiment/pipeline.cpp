@@ -8,6 +8,8 @@
 #include <ostream>
 #include <sstream>
 
+#include <ATen/Parallel.h>
+
 #include "xdq/error.h"
 #include "xdq/exec/executor.h"
 #include "xdq/experiment/diagnostics.h"
@@ -246,12 +248,11 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     if (export_root_.empty()) throw Error("no output folder to export into");
     ExportRequest request;
     request.formats = cfg_.exports.formats;
-    request.runtime_model = !record.runtime.empty();
+    request.runtime = record.runtime;
     request.example = images.head(16);
     request.pre = models_[job.model].prepared.pre;
     exported = export_quantized_model(quantized, request, record.dir);
     record.files = exported.files;
-    record.int8_layers = exported.int8_layers;
     record.layers = exported.layers;
     log << run.id << ": exported to " << record.dir << std::endl;
   } catch (const std::exception& e) {
@@ -265,7 +266,7 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
 namespace {
 // Each quantized activation as the runtime computes it against the simulation, on one batch.
 std::vector<ExportRecord::LayerGap> layer_gaps(const QuantizedModel& quantized, const std::map<int, std::string>& tensors,
-                                               OpenCvRuntime& runtime, const at::Tensor& batch) {
+                                               ModelRuntime& runtime, const at::Tensor& batch) {
   std::vector<int> indices;
   std::vector<std::string> names;
   for (const auto& [index, name] : tensors) {
@@ -286,14 +287,16 @@ std::vector<ExportRecord::LayerGap> layer_gaps(const QuantizedModel& quantized, 
 }
 }  // namespace
 
-// The exported model in OpenCV's DNN module on every test domain, beside the simulated model: its top-1 and
-// the images where the two top-1 differ; layer by layer on the first batch of the first test domain.
+// The exported model in the int8 runtime on every test domain, beside the simulated model: its top-1 and the
+// images where the two top-1 differ; layer by layer on the first batch of the first test domain.
 void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized, const ExportedModel& exported,
                              const std::vector<std::vector<at::Tensor>>& predictions, std::ostream& log,
                              RunResult& run) const {
   const Model& m = models_[job.model];
   try {
-    OpenCvRuntime runtime(exported.runtime_model);
+    const std::unique_ptr<ModelRuntime> opened = open_runtime(run.exported.runtime, exported, at::get_num_threads());
+    ModelRuntime& runtime = *opened;
+    run.exported.int8_layers = runtime.int8_layers();
     if (!m.prepared.tests.empty()) {
       const at::NoGradGuard no_grad;
       try {
@@ -307,7 +310,7 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
       DomainResult& d = run.results[t];
       std::vector<at::Tensor> predicted;  // the same batches, in the same order, as evaluate() saw
       d.runtime_top1 = top1_accuracy([&](const at::Tensor& x) { return runtime.forward(x); }, m.prepared.tests[t],
-                                     m.prepared.pre, cfg_.calibration.batch_size, &log, run.id + " in OpenCV on " + d.domain, &predicted);
+                                     m.prepared.pre, cfg_.calibration.batch_size, &log, run.id + " in " + runtime.name() + " on " + d.domain, &predicted);
       std::int64_t differing = 0;
       for (std::size_t b = 0; b < predicted.size(); ++b)
         differing += predicted[b].ne(predictions.at(t).at(b)).sum().item<std::int64_t>();

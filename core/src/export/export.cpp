@@ -125,7 +125,18 @@ ExportedModel write_all(const QuantizedModel& model, const ExportRequest& reques
     write_parity_batch(model, request.example, dir / "parity.pt");
     out.files.insert(out.files.end(), {"model.pt", "parity.pt"});
   }
-  if (wants(request, "onnx")) onnx(OnnxForm::Qdq, "model.onnx");
+  if (wants(request, "onnx") || request.runtime == "onnxruntime") {
+    const exporting::OnnxModel qdq = onnx(OnnxForm::Qdq, "model.onnx");
+    if (request.runtime == "onnxruntime") {
+      std::vector<std::string> probes;
+      for (const auto& [index, tensor] : qdq.dequantized) probes.push_back(tensor);
+      write_bytes(dir / "model_probes.onnx", exporting::with_outputs(qdq.bytes, probes));
+      out.files.push_back("model_probes.onnx");
+      out.runtime_tensors = qdq.dequantized;
+      out.runtime_model = "model.onnx";
+      out.runtime_probe_model = "model_probes.onnx";
+    }
+  }
   if (wants(request, "encodings") || wants(request, "tensorrt")) {
     const exporting::OnnxModel names = onnx(OnnxForm::Float, "model_fp32.onnx");
     if (wants(request, "encodings")) {
@@ -137,11 +148,11 @@ ExportedModel write_all(const QuantizedModel& model, const ExportRequest& reques
       out.files.push_back("calibration.cache");
     }
   }
-  if (request.runtime_model) {
+  if (request.runtime == "opencv") {
     const exporting::OnnxModel runtime = onnx(OnnxForm::OpenCv, "model_opencv.onnx");
     out.int8_layers = runtime.int8_layers;
     out.runtime_tensors = runtime.dequantized;
-    out.runtime_model = (dir / "model_opencv.onnx").string();
+    out.runtime_model = "model_opencv.onnx";
   }
   return out;
 }
@@ -173,7 +184,8 @@ ExportedModel export_quantized_model(const QuantizedModel& model, const ExportRe
     write_file_atomically((partial / "export.json").string(), [&](std::ostream& f) { f << manifest.dump(2) << "\n"; });
     fs::remove_all(final_dir);
     fs::rename(partial, final_dir);
-    if (!out.runtime_model.empty()) out.runtime_model = (final_dir / "model_opencv.onnx").string();
+    for (std::string* file : {&out.runtime_model, &out.runtime_probe_model})  // names in the folder -> paths
+      if (!file->empty()) *file = (final_dir / *file).string();
     return out;
   } catch (...) {
     fs::remove_all(partial);

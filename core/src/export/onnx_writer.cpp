@@ -3,6 +3,7 @@
 // two runs of the graph at different batch sizes, and only the batch dimension may differ between them.
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <set>
 
 #include <onnx/onnx_pb.h>
@@ -626,6 +627,27 @@ class OnnxBuilder {
 OnnxModel write_onnx(const QuantizedModel& model, const std::vector<c10::IValue>& values_a,
                      const std::vector<c10::IValue>& values_b, OnnxForm form, const std::string& name) {
   return OnnxBuilder(model, values_a, values_b, form).build(name);
+}
+
+std::string with_outputs(const std::string& bytes, const std::vector<std::string>& names) {
+  onnx::ModelProto m;
+  if (!m.ParseFromString(bytes)) throw Error("ONNX export: cannot read back the model just written");
+  for (const std::string& n : names) {
+    onnx::ValueInfoProto* out = m.mutable_graph()->add_output();
+    out->set_name(n);
+    out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  }
+  return m.SerializeAsString();
+}
+
+int integer_kernels(const std::string& path) {
+  static const std::set<std::string> kernels = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"};
+  std::ifstream in(path, std::ios::binary);
+  onnx::ModelProto m;
+  if (!in || !m.ParseFromIstream(&in)) throw Error(path + ": not an ONNX model");
+  int count = 0;
+  for (const onnx::NodeProto& n : m.graph().node()) count += kernels.count(n.op_type()) > 0;
+  return count;
 }
 
 }  // namespace xdq::exporting

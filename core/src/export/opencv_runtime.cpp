@@ -23,7 +23,8 @@ std::string opencv_reason(const cv::Exception& e) {
 }
 }  // namespace
 
-OpenCvRuntime::OpenCvRuntime(const std::string& onnx_path) : impl_(std::make_shared<Impl>()) {
+OpenCvRuntime::OpenCvRuntime(const std::string& onnx_path, int int8_layers)
+    : impl_(std::make_shared<Impl>()), int8_layers_(int8_layers) {
   try {
     impl_->net = cv::dnn::readNetFromONNX(onnx_path);
   } catch (const cv::Exception& e) {
@@ -70,6 +71,8 @@ std::vector<at::Tensor> OpenCvRuntime::forward(const at::Tensor& input, const st
   for (const cv::Mat& m : outs) result.push_back(to_tensor(m));
   return result;
 }
+
+std::string OpenCvRuntime::name() const { return std::string("OpenCV ") + CV_VERSION; }
 
 std::vector<std::string> OpenCvRuntime::layer_types() const {
   std::vector<std::string> out;

@@ -43,6 +43,13 @@ struct OnnxModel {
 OnnxModel write_onnx(const QuantizedModel& model, const std::vector<c10::IValue>& values_a,
                      const std::vector<c10::IValue>& values_b, OnnxForm form, const std::string& name);
 
+// The serialized model `bytes` with the float tensors `names` as extra graph outputs.
+std::string with_outputs(const std::string& bytes, const std::vector<std::string>& names);
+
+// Conv and linear layers the ONNX model at `path` runs as integer kernels (QLinearConv, QLinearMatMul,
+// ConvInteger, MatMulInteger, QGemm): counted in ONNX Runtime's optimized graph.
+int integer_kernels(const std::string& path);
+
 // AIMET / QNN quantization-override encodings (JSON) and TensorRT's calibration cache (text).
 std::string encodings_json(const QuantizedModel& model, const OnnxModel& names);
 std::string tensorrt_cache(const QuantizedModel& model, const OnnxModel& names);

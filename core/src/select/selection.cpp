@@ -21,8 +21,15 @@ namespace {
 struct BatchSummary {
   at::Tensor mean, square, absmax;
 };
-BatchSummary summarize(const at::Tensor& x, bool moments, bool absmax) {
-  const at::Tensor v = x.detach().to(at::kFloat);
+// Where an activation keeps its images and its channels: a conv's input [N, C, H, W]; a linear's input on
+// tokens [N, T, C] or, inside torchvision's attention, [T, N, C] (channels last, images in any one dim).
+struct Layout {
+  int batch_dim = 0;
+  bool channels_last = false;
+};
+BatchSummary summarize(const at::Tensor& x, bool moments, bool absmax, const Layout& layout) {
+  at::Tensor v = x.detach().to(at::kFloat).movedim(layout.batch_dim, 0);
+  if (layout.channels_last && v.dim() > 2) v = v.movedim(-1, 1);
   BatchSummary s;
   if (v.dim() == 2) {
     if (moments) s = {v.cpu(), v.pow(2).cpu(), {}};
@@ -46,6 +53,7 @@ BatchSummary summarize(const at::Tensor& x, bool moments, bool absmax) {
 struct Recorder {
   int value = -1;
   bool moments = false, absmax_wanted = false;
+  Layout layout;
   std::vector<at::Tensor> mean, square, absmax;
   void add(const BatchSummary& s) {
     if (moments) mean.push_back(s.mean), square.push_back(s.square);
@@ -57,6 +65,38 @@ struct Recorder {
   }
 };
 
+// Finds each layer input's image dimension, the one dimension whose size follows the batch's (the model run
+// on 2 and on 3 images). A layer input whose images share a dimension with something else (the [T * N, C]
+// input of torchvision's attention output projection) has no per-image features: it is left out, and
+// the run's log says so.
+void drop_merged_batches(const SelectionContext& context, const CalibrationImages& images, std::vector<Recorder>& layers,
+                         std::vector<SiteFeatures>& sites) {
+  if (images.size() < 3 || layers.empty()) return;
+  const Executor probe(*context.graph);
+  const at::Tensor three = context.preprocess.apply(images.head(3));
+  const std::vector<c10::IValue> two_values = probe.all_values(three.slice(0, 0, 2)), three_values = probe.all_values(three);
+  std::vector<std::string> dropped;
+  for (std::size_t k = layers.size(); k-- > 0;) {
+    const at::IntArrayRef a = two_values.at(layers[k].value).toTensor().sizes(), b = three_values.at(layers[k].value).toTensor().sizes();
+    std::vector<int> follows;
+    for (std::size_t d = 0; d < a.size() && a.size() == b.size(); ++d)
+      if (a[d] != b[d]) follows.push_back(static_cast<int>(d));
+    if (follows.size() == 1 && a[follows[0]] == 2 && b[follows[0]] == 3) {
+      layers[k].layout.batch_dim = follows[0];
+      continue;
+    }
+    dropped.push_back(sites[k].name);
+    layers.erase(layers.begin() + static_cast<std::ptrdiff_t>(k));
+    sites.erase(sites.begin() + static_cast<std::ptrdiff_t>(k));
+  }
+  if (!dropped.empty() && context.progress) {
+    *context.progress << "xdq: selection: " << dropped.size() << " layer inputs hold images merged with another dimension, left out of the features:";
+    for (auto it = dropped.rbegin(); it != dropped.rend(); ++it) *context.progress << " " << *it;
+    *context.progress << "\n";
+  }
+  if (layers.empty()) throw Error("selection: no layer input of the model keeps its images in a dimension of their own");
+}
+
 PoolFeatures features(const SelectionContext& context, const CalibrationImages& images, const FeatureRequest& request) {
   if (!context.graph) throw Error("selection: no model");
   const Graph& graph = *context.graph;
@@ -65,17 +105,18 @@ PoolFeatures features(const SelectionContext& context, const CalibrationImages& 
   for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
     const Node& node = graph.nodes[i];
     if (request.bn_inputs && node.kind == OpKind::BatchNorm) {
-      bn.push_back({node.inputs.at(0), request.moments, request.absmax, {}, {}, {}});
+      bn.push_back({node.inputs.at(0), request.moments, request.absmax, {}, {}, {}, {}});
       out.bn_inputs.push_back({node.name, {}, {}, {}, node.bn.mean.cpu().to(at::kFloat), node.bn.var.cpu().to(at::kFloat)});
     }
     if (request.layer_inputs && node.is_layer()) {
-      layers.push_back({node.inputs.at(0), request.moments, request.absmax, {}, {}, {}});
+      layers.push_back({node.inputs.at(0), request.moments, request.absmax, {0, node.kind == OpKind::Linear}, {}, {}, {}});
       out.layer_inputs.push_back({node.name, {}, {}, {}, {}, {}});
     }
   }
+  drop_merged_batches(context, images, layers, out.layer_inputs);
   const auto layer_nodes = graph.layer_nodes();
   if (request.penultimate && layer_nodes.empty()) throw Error("selection: the model has no conv or linear layer");
-  Recorder penultimate{request.penultimate ? graph.nodes[layer_nodes.back()].inputs.at(0) : -1, true, false, {}, {}, {}};
+  Recorder penultimate{request.penultimate ? graph.nodes[layer_nodes.back()].inputs.at(0) : -1, true, false, {0, true}, {}, {}, {}};
   std::vector<at::Tensor> logits_batches;
   // One hook per value, feeding every recorder that watches it what any of them asks for.
   std::map<int, std::vector<Recorder*>> watchers;
@@ -86,8 +127,9 @@ PoolFeatures features(const SelectionContext& context, const CalibrationImages& 
   for (auto& [value, recorders] : watchers) {
     bool moments = false, absmax = false;
     for (const Recorder* r : recorders) moments = moments || r->moments, absmax = absmax || r->absmax_wanted;
-    exec.set_value_hook(value, [recorders = recorders, moments, absmax](const at::Tensor& x) {
-      const BatchSummary s = summarize(x, moments, absmax);
+    const Layout layout = recorders.front()->layout;  // one value, one layout
+    exec.set_value_hook(value, [recorders = recorders, moments, absmax, layout](const at::Tensor& x) {
+      const BatchSummary s = summarize(x, moments, absmax, layout);
       for (Recorder* r : recorders) r->add(s);
       return x;
     });

@@ -31,16 +31,20 @@ std::string export_format_limit(const std::string& format, const Scheme& scheme)
 
 struct ExportRequest {
   std::vector<std::string> formats;
-  bool runtime_model = false;  // also model_opencv.onnx, the form OpenCV's DNN module imports (see below)
+  // The runtime that will run it (export/runtime.h): "opencv" also writes model_opencv.onnx, the form
+  // OpenCV's DNN module imports (see below); "onnxruntime" writes model.onnx and model_probes.onnx (model.onnx
+  // with every quantized activation's dequantized tensor as an extra output); "" neither.
+  std::string runtime;
   at::Tensor example;          // a preprocessed batch [N, C, H, W], N >= 2: shapes, and the parity batch
   Preprocess pre;              // written into model.pt as input_mean / input_std
 };
 
 struct ExportedModel {
   std::vector<std::string> files;  // file names inside the folder
-  std::string runtime_model;       // path of model_opencv.onnx when asked
+  std::string runtime_model;       // path of the runtime's model (model_opencv.onnx, model.onnx) when asked
+  std::string runtime_probe_model; // path of model_probes.onnx (onnxruntime)
   int int8_layers = 0;             // conv layers that model_opencv.onnx runs as integer kernels
-  // Per quantized activation (index in model.activations()): the tensor of model_opencv.onnx holding its
+  // Per quantized activation (index in model.activations()): the tensor of the runtime's model holding its
   // dequantized value, to compare the runtime with the simulation layer by layer.
   std::map<int, std::string> runtime_tensors;
   int layers = 0;                  // conv/linear layers
