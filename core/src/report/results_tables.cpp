@@ -142,18 +142,20 @@ std::string export_markdown(const ExperimentResults& results) {
     return std::any_of(r.results.begin(), r.results.end(), [](const DomainResult& d) { return d.has_runtime(); });
   });
   if (any_runtime) {
-    out << "\n## Simulation vs runtime\n\nThe exported model run by OpenCV's DNN module (model_opencv.onnx); "
-        << "differing: test images whose top-1 differs from the simulated model's.\n\n"
-        << "| run | test domain | quantized top-1 | runtime top-1 | runtime - simulated (pt) | differing | int8 convs |\n"
-        << "|---|---|---:|---:|---:|---:|---:|\n";
+    out << "\n## Simulation vs runtime\n\nThe exported model run by the int8 runtime (`opencv`: model_opencv.onnx in "
+        << "OpenCV's DNN module; `onnxruntime`: model.onnx in ONNX Runtime's CPU execution provider); differing: test "
+        << "images whose top-1 differs from the simulated model's; integer layers: conv/linear layers the runtime ran "
+        << "as integer kernels.\n\n"
+        << "| run | runtime | test domain | quantized top-1 | runtime top-1 | runtime - simulated (pt) | differing | integer layers |\n"
+        << "|---|---|---|---:|---:|---:|---:|---:|\n";
     for (const auto& r : results.runs)
       for (const auto& d : r.results)
         if (d.has_runtime())
-          out << "| " << r.id << " | " << d.domain << " | " << 100 * d.quant_top1 << " % | " << 100 * d.runtime_top1
+          out << "| " << r.id << " | " << r.exported.runtime << " | " << d.domain << " | " << 100 * d.quant_top1 << " % | " << 100 * d.runtime_top1
               << " % | " << std::showpos << 100 * (d.runtime_top1 - d.quant_top1) << std::noshowpos << " | "
               << d.runtime_disagreements << " of " << d.n << " | " << r.exported.int8_layers << " of " << r.exported.layers
               << " |\n";
-    out << "\nLayer by layer (the first test batch, each quantized activation in OpenCV against the simulation): "
+    out << "\nLayer by layer (the first test batch, each quantized activation in the runtime against the simulation): "
         << "the first activation whose integer codes differ, and the one where most differ.\n\n"
         << "| run | first differing activation | most differing activation |\n|---|---|---|\n";
     const auto describe = [](const ExportRecord::LayerGap& g) {
