@@ -258,6 +258,37 @@ TEST(Scheme, PlacementOfLayerInputsAndOfTheReferenceCodesLayerOutputs) {
   EXPECT_EQ(placed("qdrop_paper").second, weights);
 }
 
+// The onnxruntime preset's placement, layer_inputs_and_outputs: each conv reads a quantized value and its
+// output (after its ReLU) is quantized, the branch ends before a residual add included, as is each add's
+// output; the logits are not. On a 3-stage ResNet with one block per stage, counted from the architecture:
+// the image, the stem's output, per block conv1's and conv2's outputs, the downsample convs' outputs
+// (stages 2 and 3), each add's output, and the classifier's pooled input: 1 + 1 + 3 x 2 + 2 + 3 + 1 = 14.
+TEST(Scheme, LayerInputsAndOutputsQuantizeWhatAnIntegerRuntimeComputes) {
+  test::TempDir dir;
+  torch::jit::Module m = zoo::make_resnet({8, 4, 1, 10}, 1);
+  m.eval();
+  m.save(dir.file("r.pt"));
+  Graph folded = import_torchscript(dir.file("r.pt")).graph;
+  fold_batch_norm(folded);
+  PtqSettings settings;
+  settings.scheme = Scheme::load("onnxruntime", std::string(XDQ_SOURCE_DIR) + "/configs/presets");
+  const QuantizedModel q(folded, settings);
+  std::set<int> quantized;
+  for (const auto& a : q.activations()) quantized.insert(a.value);
+  EXPECT_EQ(quantized.size(), 14u);
+  const auto after_relu = [&](int v) {
+    const auto readers = folded.consumers(v);
+    return readers.size() == 1 && strip_inplace(folded.nodes[readers[0]].op) == "aten::relu" ? folded.nodes[readers[0]].outputs[0] : v;
+  };
+  for (const Node& n : folded.nodes) {
+    if (n.is_layer()) EXPECT_TRUE(quantized.count(n.inputs[0])) << n.name << " input";
+    if (n.kind == OpKind::Conv || strip_inplace(n.op) == "aten::add")
+      EXPECT_TRUE(quantized.count(after_relu(n.outputs[0]))) << n.name << " output";
+  }
+  for (int v : folded.outputs) EXPECT_FALSE(quantized.count(v));
+  EXPECT_TRUE(settings.scheme.weights.symmetric && settings.scheme.weights.per_channel);
+}
+
 // RepQ-ViT's placement (vit_academic) on a DeiT-style encoder: every linear's input (the patch embedding's
 // too), and both operands of each block's two token matmuls (q·kᵀ, attention·v), counted from the
 // architecture: 1 patch conv + 12 x (qkv, proj, fc1, fc2) + head = 50 layer inputs, of which qkv and fc1 read

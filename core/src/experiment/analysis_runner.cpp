@@ -300,9 +300,9 @@ std::vector<std::string> analysis_job_ids(const std::vector<ModelEntry>& models,
 
 AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                          const RunOptions& options) {
-  if (cfg.quantization.scheme.placement == Placement::LayerOutputs && cfg.analysis.layerwise != "weights")
+  if (cfg.quantization.scheme.placement != Placement::LayerInputs && cfg.analysis.layerwise != "weights")
     throw Error("analysis.layerwise: '" + cfg.analysis.layerwise + "' quantizes the activation each layer reads, and preset '" +
-                cfg.quantization.preset + "' quantizes layer outputs instead; use analysis.layerwise: weights with this preset");
+                cfg.quantization.preset + "' quantizes layer outputs too; use analysis.layerwise: weights with this preset");
   AnalysisRun run;
   run.threads = apply_thread_count(cfg.execution.threads);
   warn_if_convolutions_stay_direct(cfg.execution, progress);

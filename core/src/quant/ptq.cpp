@@ -45,7 +45,9 @@ bool is_add(const Node& n) { return strip_inplace(n.op) == "aten::add"; }
 }  // namespace
 
 QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : graph_(std::move(folded)) {
-  const bool outputs = settings.scheme.placement == Placement::LayerOutputs;
+  const bool inputs = settings.scheme.placement != Placement::LayerOutputs;
+  const bool outputs = settings.scheme.placement != Placement::LayerInputs;
+  const bool branch_ends = settings.scheme.placement == Placement::LayerInputsAndOutputs;
   for (int node : graph_.layer_nodes()) {
     int w_bits = settings.w_bits, a_bits = settings.a_bits;
     for (const auto* list : {&settings.scheme.overrides, &settings.overrides})
@@ -59,16 +61,14 @@ QuantizedModel::QuantizedModel(Graph folded, const PtqSettings& settings) : grap
     layer.spec = settings.scheme.weight_spec(w_bits);
     layers_.push_back(layer);
     const Node& n = graph_.nodes[node];
-    if (!outputs) {
-      add_activation(n.inputs[0], n.name + ":input", a_bits, settings.scheme);
-      continue;
-    }
+    if (inputs) add_activation(n.inputs[0], n.name + ":input", a_bits, settings.scheme);
+    if (!outputs) continue;
     const int value = after_activations(graph_, n.outputs[0]);
     const auto readers = graph_.consumers(value);
     const bool branch_end = !readers.empty() && std::all_of(readers.begin(), readers.end(), [&](int r) {
       return is_add(graph_.nodes[r]);
     });
-    if (!branch_end) add_activation(value, n.name + ":output", a_bits, settings.scheme);
+    if (!branch_end || branch_ends) add_activation(value, n.name + ":output", a_bits, settings.scheme);
   }
   if (settings.scheme.matmul_inputs) {
     // Named by the matmul's module and its place among that module's matmuls (q·kᵀ is #0, attention·v #1).

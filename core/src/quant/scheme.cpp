@@ -32,9 +32,10 @@ Scheme Scheme::from_config(const std::string& name, const ConfigNode& node, cons
   s.name = name;
   if (node.has("placement")) {
     const std::string placement = node["placement"].as_string();
-    if (placement != "layer_inputs" && placement != "layer_outputs")
-      node["placement"].fail("expected layer_inputs or layer_outputs");
-    s.placement = placement == "layer_outputs" ? Placement::LayerOutputs : Placement::LayerInputs;
+    if (placement == "layer_inputs") s.placement = Placement::LayerInputs;
+    else if (placement == "layer_outputs") s.placement = Placement::LayerOutputs;
+    else if (placement == "layer_inputs_and_outputs") s.placement = Placement::LayerInputsAndOutputs;
+    else node["placement"].fail("expected layer_inputs, layer_outputs or layer_inputs_and_outputs");
   }
   s.matmul_inputs = node.get("matmul_inputs", false);
   if (s.matmul_inputs && s.placement != Placement::LayerInputs)

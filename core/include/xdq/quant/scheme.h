@@ -28,7 +28,12 @@ struct LayerOverride {
 //                 its activation function, unless the output only feeds a residual add (a branch end) or
 //                 is the model output; each residual add's output after its activation function; never
 //                 the model input. An override's a_bits is the bits of the layer's output quantizer.
-enum class Placement { LayerInputs, LayerOutputs };
+//   LayerInputsAndOutputs: what an integer runtime computes (ONNX Runtime fuses a conv into QLinearConv
+//                 only between a dequantized input and a quantized output, an add into QLinearAdd likewise):
+//                 every conv/linear input as LayerInputs, every conv/linear output after its activation
+//                 function (branch ends included) unless it is the model output, and each residual add's
+//                 output after its activation function. An override's a_bits is the bits of both.
+enum class Placement { LayerInputs, LayerOutputs, LayerInputsAndOutputs };
 
 struct Scheme {
   std::string name = "academic";
