@@ -17,6 +17,7 @@
 #include "xdq/experiment/config.h"
 #include "xdq/experiment/load.h"
 #include "xdq/plugin/interfaces.h"
+#include "xdq/select/selection.h"
 
 using namespace xdq;
 using namespace xdq::test;
@@ -317,4 +318,41 @@ TEST(Selection, AnInvalidSelectionIsRefusedNamingThePluginAndNothingIsWritten) {
     EXPECT_NE(r.output.find(outside == "true" ? "of a pool of 200" : "twice"), std::string::npos) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dir.file("out")));
   }
+}
+
+// A ViT's linear inputs on tokens: per image and per channel (the last dimension), whichever dimension the
+// model keeps its images in ([N, T, C] for the MLP, [T, N, C] for the attention's input projection), the
+// pool's last batch smaller than the others. Checked against the values themselves, read per image here;
+// the attention output projections' inputs ([T * N, C]) merge images and tokens and are left out.
+TEST(Selection, TokenFeaturesAreReadPerImageAndChannel) {
+  const ImportedModel vit = import_torchscript(std::string(XDQ_TORCHVISION_DIR) + "/vit_tiny28.pt");
+  const at::Tensor images = load_fashion_mnist(fashion_mnist_dir(), Split::Test).images.slice(0, 0, 37);
+  SelectionContext context;
+  context.graph = &vit.graph;
+  context.preprocess = vit.preprocess;
+  context.pool = images;
+  context.batch_size = 16;  // batches of 16, 16, 5
+  FeatureRequest request;
+  request.layer_inputs = true;
+  request.moments = false;
+  request.absmax = true;
+  const PoolFeatures f = image_features(context, images, request);
+  std::map<std::string, int> input_of;
+  for (int n : vit.graph.layer_nodes()) input_of[vit.graph.nodes[n].name] = vit.graph.nodes[n].inputs[0];
+  const Executor exec(vit.graph);
+  std::size_t compared = 0;
+  for (std::int64_t i = 0; i < images.size(0); i += 9) {  // images 0, 9, 18, 27, 36, one at a time
+    const std::vector<c10::IValue> values = exec.all_values(vit.preprocess.apply(images.slice(0, i, i + 1)));
+    for (const SiteFeatures& s : f.layer_inputs) {
+      const at::Tensor x = values.at(input_of.at(s.name)).toTensor();
+      const at::Tensor channels = x.reshape({-1, x.size(-1)});  // one image: every row is a position
+      const at::Tensor expected = x.dim() == 4 ? x.abs().amax({0, 2, 3}) : channels.abs().amax(0);
+      ASSERT_EQ(s.absmax.size(0), images.size(0)) << s.name;
+      EXPECT_TRUE(at::allclose(s.absmax[i], expected, 1e-5, 1e-6)) << s.name << " image " << i;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(f.layer_inputs.size(), input_of.size() - 2);  // vit_tiny28: two attention output projections
+  for (const SiteFeatures& s : f.layer_inputs) EXPECT_EQ(s.name.find("self_attention.linear1"), std::string::npos);
+  EXPECT_GT(compared, 0u);
 }
