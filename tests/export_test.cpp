@@ -370,7 +370,7 @@ TEST(ExportCli, BadRequestsAreRefusedBeforeAnyWork) {
   refused("run " + kQuickstart + " --out " + dir.file("out") + " --set 'quantization.bits=[w8a16]' --set 'export.runs=[{bits: w8a16}]'",
           "has 16-bit activations; ONNX QuantizeLinear (and the runtime) hold 8 bits at most");
   refused("run " + kQuickstart + " --out " + dir.file("out") + " --set export.runtime=tensorrt",
-          "export.runtime: expected one of: none, opencv, got 'tensorrt'");
+          "export.runtime: expected one of: none, opencv, onnxruntime, got 'tensorrt'");
 }
 
 // xdq run with an export section: the selected runs' artefacts under out/exports/<run>, runtime_top1 in
@@ -405,7 +405,7 @@ TEST(ExportCli, RunExportsTheSelectedRunsAndReportsTheRuntime) {
   }
   const std::string report = read_text(dir.file("out/report.md"));
   EXPECT_NE(report.find("## Simulation vs runtime"), std::string::npos);
-  EXPECT_NE(report.find("| resnet20/w8a8/minmax/nearest | fashion_mnist.test |"), std::string::npos) << report;
+  EXPECT_NE(report.find("| resnet20/w8a8/minmax/nearest | opencv | fashion_mnist.test |"), std::string::npos) << report;
   EXPECT_NE(read_text(dir.file("out/results.csv")).find(",runtime_top1,runtime_disagreements,selector,composition\n"), std::string::npos);
 }
 
