@@ -211,16 +211,22 @@ TEST(Scheme, PresetsAndOverrides) {
   EXPECT_FALSE(override_matches(penultimate, g, 3));
 }
 
-// Which values get an activation quantizer, and at which bits, under each placement, on a ResNet with one
-// basic block per stage (stages 2 and 3 with a downsample conv): the lists are written by hand from the
-// model's forward code and the presets' comments.
-TEST(Scheme, PlacementOfLayerInputsAndOfTheReferenceCodesLayerOutputs) {
+// A ResNet with one basic block per stage (stages 2 and 3 with a downsample conv), BN-folded.
+Graph one_block_resnet() {
   test::TempDir dir;
   torch::jit::Module m = zoo::make_resnet({8, 4, 1, 10}, 1);
   m.eval();
   m.save(dir.file("r.pt"));
   Graph folded = import_torchscript(dir.file("r.pt")).graph;
   fold_batch_norm(folded);
+  return folded;
+}
+
+// Which values get an activation quantizer, and at which bits, under each placement, on a ResNet with one
+// basic block per stage (stages 2 and 3 with a downsample conv): the lists are written by hand from the
+// model's forward code and the presets' comments.
+TEST(Scheme, PlacementOfLayerInputsAndOfTheReferenceCodesLayerOutputs) {
+  const Graph folded = one_block_resnet();
   const auto placed = [&](const std::string& preset) {
     PtqSettings settings;
     settings.w_bits = settings.a_bits = 4;
@@ -264,12 +270,7 @@ TEST(Scheme, PlacementOfLayerInputsAndOfTheReferenceCodesLayerOutputs) {
 // the image, the stem's output, per block conv1's and conv2's outputs, the downsample convs' outputs
 // (stages 2 and 3), each add's output, and the classifier's pooled input: 1 + 1 + 3 x 2 + 2 + 3 + 1 = 14.
 TEST(Scheme, LayerInputsAndOutputsQuantizeWhatAnIntegerRuntimeComputes) {
-  test::TempDir dir;
-  torch::jit::Module m = zoo::make_resnet({8, 4, 1, 10}, 1);
-  m.eval();
-  m.save(dir.file("r.pt"));
-  Graph folded = import_torchscript(dir.file("r.pt")).graph;
-  fold_batch_norm(folded);
+  const Graph folded = one_block_resnet();
   PtqSettings settings;
   settings.scheme = Scheme::load("onnxruntime", std::string(XDQ_SOURCE_DIR) + "/configs/presets");
   const QuantizedModel q(folded, settings);
