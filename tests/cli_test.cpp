@@ -185,6 +185,36 @@ TEST(GapMatrix, MeansStdsAndGapsComputedByHand) {
   EXPECT_NE(md.find("| B | -35.00 | +0.00 |"), std::string::npos) << md;  // 50 - 85 on A
 }
 
+// With exported runs checked in an int8 runtime, every cell also has the runtime's top-1 and its
+// difference to the simulation (runtime - quantized, in points); cells without a runtime check stay empty.
+TEST(GapMatrix, RuntimeTwinAndItsDifferenceToTheSimulation) {
+  ExperimentResults results;
+  auto run = [&](const std::string& a, double on_a, double runtime_on_a, double on_b) {
+    RunResult r;
+    r.model = "m";
+    r.calibrator = "mse";
+    r.rounding = "nearest";
+    r.w_bits = r.a_bits = 8;
+    r.calibration_domain = a;
+    r.calibration_count = 8;
+    r.results = {{"A", 10, 0.9, on_a}, {"B", 10, 0.8, on_b}};
+    r.results[0].runtime_top1 = runtime_on_a;
+    r.exported.runtime = "onnxruntime";
+    results.runs.push_back(r);
+  };
+  run("A", 0.80, 0.81, 0.60);
+  run("B", 0.50, 0.48, 0.75);
+  const GapMatrix m = gap_matrices(results).at(0);
+  EXPECT_EQ(m.runtime, "onnxruntime");
+  EXPECT_NEAR(m.runtime_top1[1][0], 0.48, 1e-12);
+  EXPECT_TRUE(std::isnan(m.runtime_top1[0][1]));
+  const std::string md = gap_matrix_markdown(m);
+  EXPECT_NE(md.find("In the int8 runtime (onnxruntime)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| A | 81.00 | – |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| A | +1.00 | – |"), std::string::npos) << md;  // 81 - 80
+  EXPECT_NE(md.find("| B | -2.00 | – |"), std::string::npos) << md;  // 48 - 50
+}
+
 // --quiet prints nothing on success; run.log keeps what a terminal would show: run lines with their
 // count and ETA, a progress line redrawn after '\r' once, no escape sequences.
 TEST_F(Cli, QuietRunKeepsItsProgressInRunLog) {

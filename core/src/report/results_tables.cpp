@@ -278,7 +278,10 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
   std::set<std::int64_t> counts;
   for (const auto& r : results.runs) counts.insert(r.calibration_count);
   std::vector<GapMatrix> out;
-  std::vector<std::vector<std::vector<std::vector<double>>>> samples;  // [matrix][A][B] -> values over repeats
+  struct Cell {
+    std::vector<double> quant, runtime;  // over repeats
+  };
+  std::vector<std::vector<std::vector<Cell>>> samples;  // [matrix][A][B]
   auto index_of = [](std::vector<std::string>& list, const std::string& v) {
     auto it = std::find(list.begin(), list.end(), v);
     if (it != list.end()) return static_cast<std::size_t>(it - list.begin());
@@ -306,21 +309,23 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
       m->fp32_top1[b] = d.fp32_top1;
       cells.resize(m->calibration_domains.size());
       for (auto& row : cells) row.resize(m->test_domains.size());
-      cells[a][b].push_back(d.quant_top1);
+      cells[a][b].quant.push_back(d.quant_top1);
+      if (d.has_runtime()) cells[a][b].runtime.push_back(d.runtime_top1), m->runtime = r.exported.runtime;
     }
   }
   for (std::size_t k = 0; k < out.size(); ++k) {
     GapMatrix& m = out[k];
     for (auto& row : samples[k]) row.resize(m.test_domains.size());
     m.quant_top1.assign(m.calibration_domains.size(), std::vector<double>(m.test_domains.size(), std::nan("")));
-    m.quant_std = m.quant_top1;
+    m.quant_std = m.runtime_top1 = m.quant_top1;
     for (std::size_t a = 0; a < m.calibration_domains.size(); ++a)
       for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
-        const auto& v = samples[k][a][b];
-        if (v.empty()) continue;
-        m.quant_top1[a][b] = mean_of(v);
-        m.quant_std[a][b] = std_of(v);
-        m.repeats = std::max(m.repeats, static_cast<int>(v.size()));
+        const Cell& c = samples[k][a][b];
+        if (!c.runtime.empty()) m.runtime_top1[a][b] = mean_of(c.runtime);
+        if (c.quant.empty()) continue;
+        m.quant_top1[a][b] = mean_of(c.quant);
+        m.quant_std[a][b] = std_of(c.quant);
+        m.repeats = std::max(m.repeats, static_cast<int>(c.quant.size()));
       }
   }
   return out;
@@ -374,6 +379,22 @@ std::string gap_matrix_markdown(const GapMatrix& m) {
       out << cell(100 * (m.quant_top1[a][b] - in_domain), true);
     }
     out << "\n";
+  }
+  if (!m.runtime.empty()) {  // the runtime twin: what the exported model gives in the int8 runtime, and the gap
+    out << "\nIn the int8 runtime (" << m.runtime << "), top-1 (%), and runtime − simulated (points):\n\n";
+    header("calibrated on");
+    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+      out << "| " << m.calibration_domains[a] << " |";
+      for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * m.runtime_top1[a][b], false);
+      out << "\n";
+    }
+    out << "\n";
+    header("calibrated on");
+    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+      out << "| " << m.calibration_domains[a] << " |";
+      for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * (m.runtime_top1[a][b] - m.quant_top1[a][b]), true);
+      out << "\n";
+    }
   }
   out << "\nGap to FP32 on the test domain (points):\n\n";
   header("calibrated on");

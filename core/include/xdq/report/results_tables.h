@@ -31,10 +31,13 @@ struct GapMatrix {
   std::vector<std::vector<double>> quant_std;   // [A][B], standard deviation over repeats (0 for one)
   int repeats = 1;
   std::vector<double> fp32_top1;                // [B]
+  std::vector<std::vector<double>> runtime_top1;  // [A][B], the exported model in `runtime`; NaN where not run
+  std::string runtime;                            // the int8 runtime of export.runtime ("" when none ran)
 };
 std::vector<GapMatrix> gap_matrices(const ExperimentResults& results);
 // Markdown: quantized top-1 per (A, B), the gap to calibrating in-domain (A = B, when B is also a
-// calibration domain) and the gap to FP32 on B, in points.
+// calibration domain), the runtime's top-1 and its difference to the simulation where exported runs were
+// checked in an int8 runtime, and the gap to FP32 on B, in points.
 std::string gap_matrix_markdown(const GapMatrix& m);
 
 }  // namespace xdq
