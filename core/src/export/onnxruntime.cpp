@@ -15,7 +15,6 @@
 
 #include "writers.h"
 #include "xdq/error.h"
-#include "xdq/export/export.h"
 #include "xdq/export/runtime.h"
 
 extern char** environ;
@@ -203,17 +202,6 @@ std::vector<at::Tensor> OnnxRuntime::forward(const at::Tensor& input, const std:
 
 std::string OnnxRuntime::name() const {
   return "ONNX Runtime " + package_version(fs::path(node_modules()) / "onnxruntime-node" / "package.json");
-}
-
-ModelRuntime::~ModelRuntime() = default;
-
-std::unique_ptr<ModelRuntime> open_runtime(const std::string& kind, const ExportedModel& exported, int threads) {
-  if (kind == "opencv") return std::make_unique<OpenCvRuntime>(exported.runtime_model, exported.int8_layers);
-  if (kind == "onnxruntime")
-    return std::make_unique<OnnxRuntime>(exported.runtime_model, exported.runtime_probe_model,
-                                         (fs::path(exported.runtime_model).parent_path() / "model_onnxruntime_optimized.onnx").string(),
-                                         threads);
-  throw Error("unknown runtime '" + kind + "' (opencv, onnxruntime)");
 }
 
 }  // namespace xdq
