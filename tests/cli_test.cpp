@@ -155,19 +155,24 @@ TEST_F(Cli, MixturesSizesAndRepeats) {
   EXPECT_NE(text.find("mean ± std over 2 calibration seeds"), std::string::npos);
 }
 
+// A run of model "m" (mse, nearest, W4A4) calibrated on domain `a`, tested on A and B (FP32 0.9 and 0.8).
+RunResult gap_run(const std::string& a, std::uint64_t seed, double on_a, double on_b) {
+  RunResult r;
+  r.model = "m";
+  r.calibrator = "mse";
+  r.rounding = "nearest";
+  r.w_bits = r.a_bits = 4;
+  r.calibration_domain = a;
+  r.calibration_count = 8;
+  r.calibration_seed = seed;
+  r.results = {{"A", 10, 0.9, on_a}, {"B", 10, 0.8, on_b}};
+  return r;
+}
+
 TEST(GapMatrix, MeansStdsAndGapsComputedByHand) {
   ExperimentResults results;
   auto run = [&](const std::string& a, std::uint64_t seed, double on_a, double on_b) {
-    RunResult r;
-    r.model = "m";
-    r.calibrator = "mse";
-    r.rounding = "nearest";
-    r.w_bits = r.a_bits = 4;
-    r.calibration_domain = a;
-    r.calibration_count = 8;
-    r.calibration_seed = seed;
-    r.results = {{"A", 10, 0.9, on_a}, {"B", 10, 0.8, on_b}};
-    results.runs.push_back(r);
+    results.runs.push_back(gap_run(a, seed, on_a, on_b));
   };
   run("A", 0, 0.80, 0.60);
   run("A", 1, 0.90, 0.70);
@@ -190,14 +195,7 @@ TEST(GapMatrix, MeansStdsAndGapsComputedByHand) {
 TEST(GapMatrix, RuntimeTwinAndItsDifferenceToTheSimulation) {
   ExperimentResults results;
   auto run = [&](const std::string& a, double on_a, double runtime_on_a, double on_b) {
-    RunResult r;
-    r.model = "m";
-    r.calibrator = "mse";
-    r.rounding = "nearest";
-    r.w_bits = r.a_bits = 8;
-    r.calibration_domain = a;
-    r.calibration_count = 8;
-    r.results = {{"A", 10, 0.9, on_a}, {"B", 10, 0.8, on_b}};
+    RunResult r = gap_run(a, 0, on_a, on_b);
     r.results[0].runtime_top1 = runtime_on_a;
     r.exported.runtime = "onnxruntime";
     results.runs.push_back(r);
