@@ -138,6 +138,7 @@ TEST(Export, OpenCvRunsTheRuntimeModel) {
       std::cout << preset << " " << name << ": agreement " << agreement << ", int8 convs " << int8 << " of "
                 << exported.layers << ", max rel err " << max_relative_error(theirs, ours) << std::endl;
       EXPECT_EQ(int8, exported.int8_layers);
+      EXPECT_EQ(runtime.int8_layers(), exported.int8_layers);
       EXPECT_GE(agreement, 0.98);
       if (preset == "academic") EXPECT_EQ(exported.int8_layers, 0);
       else tensorrt_int8 += exported.int8_layers;
@@ -169,11 +170,9 @@ TEST(Export, OnnxRuntimeRunsTheQdqModel) {
     if (preset == "academic") EXPECT_GT(runtime->int8_layers(), 0);
     // Layer by layer on 64 images, through model_probes.onnx, in the simulation's forward order.
     std::vector<std::string> names;
-    for (const ActivationQuantizer& a : zoo.quantized->activations()) {
-      const auto it = std::find_if(exported.runtime_tensors.begin(), exported.runtime_tensors.end(),
-                                   [&](const auto& entry) { return zoo.quantized->activations()[entry.first].value == a.value; });
-      ASSERT_NE(it, exported.runtime_tensors.end()) << a.name;
-      names.push_back(it->second);
+    for (std::size_t k = 0; k < zoo.quantized->activations().size(); ++k) {
+      ASSERT_TRUE(exported.runtime_tensors.count(static_cast<int>(k))) << zoo.quantized->activations()[k].name;
+      names.push_back(exported.runtime_tensors.at(static_cast<int>(k)));
     }
     const at::Tensor batch = zoo.test_images.slice(0, 0, 64);
     const std::vector<at::Tensor> probed = runtime->forward(batch, names);

@@ -23,8 +23,7 @@ std::string opencv_reason(const cv::Exception& e) {
 }
 }  // namespace
 
-OpenCvRuntime::OpenCvRuntime(const std::string& onnx_path, int int8_layers)
-    : impl_(std::make_shared<Impl>()), int8_layers_(int8_layers) {
+OpenCvRuntime::OpenCvRuntime(const std::string& onnx_path) : impl_(std::make_shared<Impl>()) {
   try {
     impl_->net = cv::dnn::readNetFromONNX(onnx_path);
   } catch (const cv::Exception& e) {
@@ -73,6 +72,11 @@ std::vector<at::Tensor> OpenCvRuntime::forward(const at::Tensor& input, const st
 }
 
 std::string OpenCvRuntime::name() const { return std::string("OpenCV ") + CV_VERSION; }
+
+int OpenCvRuntime::int8_layers() const {
+  const std::vector<std::string> types = layer_types();
+  return static_cast<int>(std::count(types.begin(), types.end(), "ConvolutionInt8"));
+}
 
 std::vector<std::string> OpenCvRuntime::layer_types() const {
   std::vector<std::string> out;

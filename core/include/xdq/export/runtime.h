@@ -36,18 +36,17 @@ std::unique_ptr<ModelRuntime> open_runtime(const std::string& kind, const Export
 class OpenCvRuntime : public ModelRuntime {
  public:
   // Imports `onnx_path`; an Error quoting OpenCV's reason (it names the node) when it cannot.
-  explicit OpenCvRuntime(const std::string& onnx_path, int int8_layers = 0);
+  explicit OpenCvRuntime(const std::string& onnx_path);
   at::Tensor forward(const at::Tensor& input) override;
   std::vector<at::Tensor> forward(const at::Tensor& input, const std::vector<std::string>& names) override;
   std::string name() const override;
-  int int8_layers() const override { return int8_layers_; }
+  int int8_layers() const override;  // its ConvolutionInt8 layers
   // The network's layers as OpenCV built them (type per layer, e.g. ConvolutionInt8, Convolution).
   std::vector<std::string> layer_types() const;
 
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
-  int int8_layers_;
 };
 
 class OnnxRuntime : public ModelRuntime {
