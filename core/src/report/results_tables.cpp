@@ -2,6 +2,7 @@
 #include "xdq/version.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <iomanip>
 #include <set>
@@ -367,42 +368,31 @@ std::string gap_matrix_markdown(const GapMatrix& m) {
     }
     out << "\n";
   }
-  out << "\nGap to calibrating in-domain (points; columns whose domain is also a calibration domain):\n\n";
-  header("calibrated on");
-  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
-    out << "| " << m.calibration_domains[a] << " |";
-    for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
-      const auto self = std::find(m.calibration_domains.begin(), m.calibration_domains.end(), m.test_domains[b]);
-      const double in_domain = self == m.calibration_domains.end()
-                                   ? std::nan("")
-                                   : m.quant_top1[static_cast<std::size_t>(self - m.calibration_domains.begin())][b];
-      out << cell(100 * (m.quant_top1[a][b] - in_domain), true);
+  // One row per calibration domain, `value(a, b)` in each test domain's column.
+  const auto rows = [&](const std::function<std::string(std::size_t, std::size_t)>& value) {
+    header("calibrated on");
+    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+      out << "| " << m.calibration_domains[a] << " |";
+      for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << value(a, b);
+      out << "\n";
     }
-    out << "\n";
-  }
+  };
+  out << "\nGap to calibrating in-domain (points; columns whose domain is also a calibration domain):\n\n";
+  rows([&](std::size_t a, std::size_t b) {
+    const auto self = std::find(m.calibration_domains.begin(), m.calibration_domains.end(), m.test_domains[b]);
+    const double in_domain = self == m.calibration_domains.end()
+                                 ? std::nan("")
+                                 : m.quant_top1[static_cast<std::size_t>(self - m.calibration_domains.begin())][b];
+    return cell(100 * (m.quant_top1[a][b] - in_domain), true);
+  });
   if (!m.runtime.empty()) {  // the runtime twin: what the exported model gives in the int8 runtime, and the gap
     out << "\nIn the int8 runtime (" << m.runtime << "), top-1 (%), and runtime − simulated (points):\n\n";
-    header("calibrated on");
-    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
-      out << "| " << m.calibration_domains[a] << " |";
-      for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * m.runtime_top1[a][b], false);
-      out << "\n";
-    }
+    rows([&](std::size_t a, std::size_t b) { return cell(100 * m.runtime_top1[a][b], false); });
     out << "\n";
-    header("calibrated on");
-    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
-      out << "| " << m.calibration_domains[a] << " |";
-      for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * (m.runtime_top1[a][b] - m.quant_top1[a][b]), true);
-      out << "\n";
-    }
+    rows([&](std::size_t a, std::size_t b) { return cell(100 * (m.runtime_top1[a][b] - m.quant_top1[a][b]), true); });
   }
   out << "\nGap to FP32 on the test domain (points):\n\n";
-  header("calibrated on");
-  for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
-    out << "| " << m.calibration_domains[a] << " |";
-    for (std::size_t b = 0; b < m.test_domains.size(); ++b) out << cell(100 * (m.quant_top1[a][b] - m.fp32_top1[b]), true);
-    out << "\n";
-  }
+  rows([&](std::size_t a, std::size_t b) { return cell(100 * (m.quant_top1[a][b] - m.fp32_top1[b]), true); });
   out << "\n";
   return out.str();
 }
