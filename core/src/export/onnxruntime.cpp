@@ -148,7 +148,7 @@ OnnxRuntime::OnnxRuntime(const std::string& model, const std::string& probe_mode
     shut_down();
     throw;
   }
-  if (optimized_out != "-") int8_layers_ = exporting::integer_kernels(optimized_out);
+  int8_layers_ = exporting::integer_kernels(optimized_out);
 }
 
 OnnxRuntime::~OnnxRuntime() { shut_down(); }
