@@ -4,6 +4,11 @@
 # slurm-wlm and munge: the tests start a real Slurm on localhost for the cluster-sweep test.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# Node.js and npm come from Debian unless the machine already has them: a NodeSource nodejs bundles npm and
+# conflicts with Debian's npm package, so asking for both would stop apt.
+node_packages=()
+command -v node >/dev/null || node_packages+=(nodejs)
+command -v npm >/dev/null || node_packages+=(npm)
 apt-get update -qq
 apt-get install -y -qq \
   build-essential cmake ninja-build pkg-config \
@@ -13,7 +18,7 @@ apt-get install -y -qq \
   libonnx-dev python3-onnx libdnnl-dev \
   python3-torch python3-torchvision python3-pil python3-numpy python3-dev pybind11-dev python3-pandas \
   dataset-fashion-mnist opencv-doc python3-sklearn \
-  slurm-wlm munge nodejs npm
+  slurm-wlm munge "${node_packages[@]}"
 # ONNX Runtime's CPU library and its Node binding (export.runtime: onnxruntime), pinned, into the folder the
 # build knows. --ignore-scripts: the package's install script downloads GPU libraries from outside the npm
 # registry and fails; the CPU library ships in the package itself.
