@@ -191,6 +191,32 @@ TEST(Export, OnnxRuntimeRunsTheQdqModel) {
   }
 }
 
+// model.onnx of the tensorrt preset is TensorRT's explicit quantization: tools/check_tensorrt_qdq.py, which
+// reads TensorRT's rules (int8 zero points of 0, one scale per activation, per-output-channel weight scales,
+// Q/DQ on the inputs and weights of convs and linears) from the ONNX file alone, finds no broken rule and
+// every conv/linear layer in int8. The academic preset's uint8 activations and asymmetric weights break
+// them, and the checker names the tensor.
+TEST(Export, TensorRtPresetWritesExplicitQuantization) {
+  const std::string checker = "/usr/bin/python3 " + std::string(XDQ_SOURCE_DIR) + "/tools/check_tensorrt_qdq.py ";
+  for (const std::string& name : kZoo) {
+    SCOPED_TRACE(name);
+    const ZooQuantized zoo(name, "tensorrt", 8, 8);
+    TempDir dir;
+    const ExportedModel exported = zoo.write(dir.file("out"), {"onnx", "tensorrt"});
+    const CommandResult check = run_command(checker + dir.file("out/model.onnx"));
+    EXPECT_EQ(check.exit_code, 0) << check.output;
+    const std::string all = std::to_string(exported.layers);
+    EXPECT_NE(check.output.find("int8_layers " + all + " of " + all + "\n"), std::string::npos) << check.output;
+  }
+  const ZooQuantized academic("resnet20_fmnist", "academic", 8, 8);
+  TempDir dir;
+  academic.write(dir.file("out"), {"onnx"});
+  const CommandResult check = run_command(checker + dir.file("out/model.onnx"));
+  EXPECT_EQ(check.exit_code, 1) << check.output;
+  EXPECT_NE(check.output.find("error: QuantizeLinear"), std::string::npos) << check.output;
+  EXPECT_NE(check.output.find("is UINT8, TensorRT takes int8 only"), std::string::npos) << check.output;
+}
+
 // An export whose runtime is missing says why and leaves the export itself in place.
 TEST(Export, MissingOnnxRuntimeIsNamed) {
   const char* saved = std::getenv("XDQ_ONNXRUNTIME_NODE_MODULES");
@@ -406,6 +432,39 @@ TEST(ExportCli, RunExportsTheSelectedRunsAndReportsTheRuntime) {
   EXPECT_NE(report.find("## Simulation vs runtime"), std::string::npos);
   EXPECT_NE(report.find("| resnet20/w8a8/minmax/nearest | opencv | fashion_mnist.test |"), std::string::npos) << report;
   EXPECT_NE(read_text(dir.file("out/results.csv")).find(",runtime_top1,runtime_disagreements,selector,composition\n"), std::string::npos);
+}
+
+// export.timing: ONNX Runtime times model_fp32.onnx against model.onnx for every exported run, at batch 1 and
+// 64 on 1 and 2 threads; results.json holds the medians and report.md the table. Without ONNX Runtime as the
+// runtime the key is refused before any work.
+TEST(ExportCli, TimingComparesTheFloatAndInt8ModelsInOnnxRuntime) {
+  if (const std::string why = OnnxRuntime::unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const CommandResult r = run_command(xdq_command(
+      "run " + kQuickstart + " --out " + dir.file("out") +
+      " --set threads=2 --set calibration.count=64 --set test.count=200 --set 'quantization.bits=[w8a8]'"
+      " --set 'quantization.calibrators=[minmax]' --set 'export={runs: [all], formats: [onnx], runtime: onnxruntime, timing: true, timing_rounds: 3}'"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(dir.file("out/exports/resnet20_w8a8_minmax_nearest/model_fp32.onnx")));
+  const nlohmann::json run = read_json(dir.file("out/results.json")).at("runs").at(0);
+  const nlohmann::json& timings = run.at("export").at("timings");
+  ASSERT_EQ(timings.size(), 4u) << timings;
+  std::set<std::pair<int, int>> measured;
+  for (const auto& t : timings) {
+    measured.insert({t.at("batch").get<int>(), t.at("threads").get<int>()});
+    EXPECT_GT(t.at("float_ms").get<double>(), 0.0);
+    EXPECT_GT(t.at("int8_ms").get<double>(), 0.0);
+  }
+  EXPECT_EQ(measured, (std::set<std::pair<int, int>>{{1, 1}, {1, 2}, {64, 1}, {64, 2}}));
+  const std::string report = read_text(dir.file("out/report.md"));
+  EXPECT_NE(report.find("## Runtime speed"), std::string::npos) << report;
+  EXPECT_NE(report.find("| resnet20/w8a8/minmax/nearest | 64 | 2 |"), std::string::npos) << report;
+  const CommandResult refused = run_command(xdq_command("run " + kQuickstart + " --out " + dir.file("refused") +
+                                                        " --set 'export={runs: [all], runtime: opencv, timing: true}'"));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("export.timing"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("needs export.runtime: onnxruntime"), std::string::npos) << refused.output;
+  EXPECT_FALSE(fs::exists(dir.file("refused")));
 }
 
 // A full disk (a file-size limit here: writes past it fail with EFBIG) ends the export with exit 1 and

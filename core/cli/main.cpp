@@ -246,7 +246,7 @@ bool ExperimentCommand::load() {
     if (!a_.dry_run) xdq::check_output_folder(out_);
     if (*a_.submit) xdq::cli::check_slurm_options(a_.slurm, out_);
     if ((*a_.run || *a_.analyze) && !a_.dry_run)
-      xdq::check_resumable(cfg_, out_, *a_.run ? xdq::ShardKind::Run : xdq::ShardKind::Analysis);
+      xdq::check_resumable([this] { return xdq::resolved_config_yaml(cfg_); }, out_, *a_.run ? xdq::ShardKind::Run : xdq::ShardKind::Analysis);
     if (*a_.exporter) xdq::job_of_run(xdq::plan_experiment(cfg_), a_.run_id);
     return true;
   } catch (const std::exception& e) {

@@ -125,7 +125,7 @@ int submit_to_slurm(const ExperimentConfig& cfg_in, const std::string& out_dir, 
   ExperimentConfig cfg = cfg_in;
   cfg.execution.threads = options.cpus_per_task;  // each task uses the CPUs it was given
   // A folder of another config's shards is refused before writing.
-  check_resumable(cfg, out_dir, options.analyze ? ShardKind::Analysis : ShardKind::Run);
+  check_resumable([&cfg] { return resolved_config_yaml(cfg); }, out_dir, options.analyze ? ShardKind::Analysis : ShardKind::Run);
   const std::size_t jobs = options.analyze ? analysis_job_ids(cfg.models, cfg.quantization.bits).size() : plan_experiment(cfg).jobs.size();
   const fs::path dir = fs::absolute(out_dir).lexically_normal();
   const std::string xdq = fs::absolute(xdq_binary).string();

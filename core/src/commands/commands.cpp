@@ -27,14 +27,14 @@ ExperimentRun run_experiment_to(const ExperimentConfig& cfg, PluginRegistry& reg
                                 std::ostream& progress, RunOptions options) {
   return run_into(
       out_dir, std::move(options), [&](const RunOptions& o) { return run_experiment(cfg, registry, progress, o); },
-      [&](const ExperimentRun& run) { return experiment_report(cfg, run); });
+      [&](const ExperimentRun& run) { return experiment_report(run); });
 }
 
 AnalysisRun run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registry, const std::string& out_dir,
                             std::ostream& progress, RunOptions options) {
   return run_into(
       out_dir, std::move(options), [&](const RunOptions& o) { return run_analysis(cfg, registry, progress, o); },
-      [&](const AnalysisRun& run) { return analysis_report(cfg, run); });
+      [&](const AnalysisRun& run) { return analysis_report(run); });
 }
 
 ExperimentRun export_run_to(ExperimentConfig cfg, PluginRegistry& registry, const std::string& out,

@@ -304,12 +304,14 @@ AnalysisRun run_analysis(const ExperimentConfig& cfg, PluginRegistry& registry, 
     throw Error("analysis.layerwise: '" + cfg.analysis.layerwise + "' quantizes the activation each layer reads, and preset '" +
                 cfg.quantization.preset + "' quantizes layer outputs too; use analysis.layerwise: weights with this preset");
   AnalysisRun run;
+  run.source = results_source(cfg);
+  run.options = cfg.analysis;
   run.threads = apply_thread_count(cfg.execution.threads);
   warn_if_convolutions_stay_direct(cfg.execution, progress);
   if (cfg.execution.isolation == "process")
     progress << "xdq: warning: isolation: process runs the jobs of xdq run in child processes; the analysis jobs run "
                 "in this one (xdq analyze --job K runs one alone)\n";
-  const ShardFolder shards(config_text(cfg), options.out_dir, shard_folder(ShardKind::Analysis));
+  const ShardFolder shards([&cfg] { return resolved_config_yaml(cfg); }, options.out_dir, shard_folder(ShardKind::Analysis));
   const auto ids = analysis_job_ids(cfg.models, cfg.quantization.bits);
   if (options.only_job && *options.only_job >= ids.size())
     throw ConfigError("--job " + std::to_string(*options.only_job) + ": the analysis has " + std::to_string(ids.size()) +

@@ -840,6 +840,10 @@ void add_report_keys(std::vector<Key>& k) {
                      [](const std::vector<std::string>& formats) { return YAML::Node(formats); }));
   k.push_back(scalar("export.runtime", S::text("runtime", "none", "run the exported model in an int8 runtime on the test domains (runtime_top1)").one_of({"none", "opencv", "onnxruntime"}),
                      [](auto& c) -> auto& { return c.exports.runtime; }));
+  k.push_back(scalar("export.timing", S::flag("timing", false, "onnxruntime: time model_fp32.onnx against model.onnx at batch 1 and 64, 1 and 2 threads (report.md)"),
+                     [](auto& c) -> auto& { return c.exports.timing; }));
+  k.push_back(scalar("export.timing_rounds", S::integer("timing_rounds", 20, "interleaved rounds per timing (medians)").range(1, 100000),
+                     [](auto& c) -> auto& { return c.exports.timing_rounds; }));
   k.push_back(member("provenance", "written by xdq into config.resolved.yaml (what a run measured); not read",
                      [](auto& c) -> auto& { return c.name; }, [](const ConfigNode&, auto&, LoadContext&) {},
                      [](const auto&) { return YAML::Node(); }));
@@ -889,12 +893,15 @@ void read_key(const Key& key, const ConfigNode& root, ExperimentConfig& cfg, Loa
   key.set(cfg, value);
 }
 
-// export: the formats can express the preset (the runs are checked against the plan by load_experiment).
+// export: the formats can express the preset, and timing has ONNX Runtime to time (the runs are checked
+// against the plan by load_experiment).
 void check_export_formats(const ExportSettings& exports, const Scheme& scheme, const ConfigNode& root) {
   const ConfigNode formats = root["export"]["formats"];
   for (const auto& f : exports.formats)
     if (const std::string limit = export_format_limit(f, scheme); !limit.empty())
       (formats.defined() ? formats : root["quantization"]["preset"]).fail("export format " + f + ": " + limit);
+  if (exports.timing && exports.runtime != "onnxruntime")
+    root["export"]["timing"].fail("times ONNX Runtime: needs export.runtime: onnxruntime (it is '" + exports.runtime + "')");
 }
 
 // convolution: winograd needs oneDNN's API in this build, and the CPU.

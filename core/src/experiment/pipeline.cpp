@@ -249,6 +249,7 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     ExportRequest request;
     request.formats = cfg_.exports.formats;
     request.runtime = record.runtime;
+    request.float_model = cfg_.exports.timing;
     request.example = images.head(16);
     request.pre = models_[job.model].prepared.pre;
     exported = export_quantized_model(quantized, request, record.dir);
@@ -261,6 +262,15 @@ void Pipeline::export_run(const JobSpec& job, const QuantizedModel& quantized, c
     return;
   }
   if (!record.runtime.empty()) runtime_check(job, quantized, exported, predictions, log, run);
+  if (cfg_.exports.timing && record.runtime_error.empty()) {
+    try {  // one image's shape: the timing feeds its own batches
+      record.timings = time_onnxruntime(record.dir, images.head(1).sizes().slice(1).vec(), {1, 64}, {1, 2},
+                                        static_cast<int>(cfg_.exports.timing_rounds));
+    } catch (const std::exception& e) {
+      record.runtime_error = e.what();
+      log << run.id << ": timing failed: " << e.what() << std::endl;
+    }
+  }
 }
 
 namespace {

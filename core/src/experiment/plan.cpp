@@ -51,6 +51,16 @@ Plan plan_experiment(const ExperimentConfig& cfg) {
   return plan;
 }
 
+ResultsSource results_source(const ExperimentConfig& cfg) {
+  const CalibrationSettings& calibration = cfg.calibration;
+  ResultsSource source{cfg.name, cfg.file, cfg.quantization.preset, cfg.quantization.weight_range,
+                       cfg.quantization.calibrators.front().label, calibration.domains.front().name,
+                       cfg.test.domains.front().name, cfg.execution.seed};
+  source.sweeps_domains = calibration.domains.size() > 1 || cfg.test.domains.size() > 1 || calibration.counts.size() > 1 ||
+                          calibration.repeats > 1 || calibration.selectors.size() > 1;
+  return source;
+}
+
 std::string describe_plan(const ExperimentConfig& cfg, const Plan& plan) {
   std::ostringstream out;
   const std::size_t runs = plan.run_count(), cells = runs * cfg.test.domains.size();

@@ -14,8 +14,13 @@ nlohmann::json export_json(const ExportRecord& e) {
   nlohmann::json gaps = nlohmann::json::array();
   for (const auto& g : e.layer_gaps)
     gaps.push_back({{"activation", g.activation}, {"differing", g.differing}, {"max_steps", g.max_steps}});
-  return {{"dir", e.dir}, {"files", e.files}, {"runtime", e.runtime}, {"int8_layers", e.int8_layers},
-          {"layers", e.layers}, {"error", e.error}, {"runtime_error", e.runtime_error}, {"layer_gaps", gaps}};
+  nlohmann::json timings = nlohmann::json::array();
+  for (const auto& t : e.timings)
+    timings.push_back({{"batch", t.batch}, {"threads", t.threads}, {"float_ms", t.float_ms}, {"int8_ms", t.int8_ms}});
+  nlohmann::json out = {{"dir", e.dir}, {"files", e.files}, {"runtime", e.runtime}, {"int8_layers", e.int8_layers},
+                        {"layers", e.layers}, {"error", e.error}, {"runtime_error", e.runtime_error}, {"layer_gaps", gaps}};
+  if (!e.timings.empty()) out["timings"] = timings;  // results without timing keep their bytes
+  return out;
 }
 
 ExportRecord export_from_json(const nlohmann::json& j) {
@@ -30,6 +35,8 @@ ExportRecord export_from_json(const nlohmann::json& j) {
   e.runtime_error = j.value("runtime_error", "");
   for (const auto& g : j.value("layer_gaps", nlohmann::json::array()))
     e.layer_gaps.push_back({g.at("activation"), g.at("differing"), g.at("max_steps")});
+  for (const auto& t : j.value("timings", nlohmann::json::array()))
+    e.timings.push_back({t.at("batch"), t.at("threads"), t.at("float_ms"), t.at("int8_ms")});
   return e;
 }
 

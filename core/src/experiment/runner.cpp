@@ -184,8 +184,8 @@ void run_jobs_in_processes(const std::string& file, const std::string& on_error,
 
 const char* shard_folder(ShardKind kind) { return kind == ShardKind::Run ? "jobs" : "analysis_jobs"; }
 
-void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir, ShardKind kind) {
-  ShardFolder(config_text(cfg), out_dir, shard_folder(kind));
+void check_resumable(const std::function<std::string()>& resolved_config, const std::string& out_dir, ShardKind kind) {
+  ShardFolder(resolved_config, out_dir, shard_folder(kind));
 }
 
 std::size_t job_of_run(const Plan& plan, const std::string& run_id) {
@@ -204,7 +204,7 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   RunOptions options = requested;
   const int threads = apply_thread_count(cfg.execution.threads);
   warn_if_convolutions_stay_direct(cfg.execution, progress);
-  const ShardStore store(config_text(cfg), options.out_dir, shard_folder(ShardKind::Run));
+  const ShardStore store([&cfg] { return resolved_config_yaml(cfg); }, options.out_dir, shard_folder(ShardKind::Run));
   const Plan plan = plan_experiment(cfg);
   if (!options.only_run.empty()) options.only_job = job_of_run(plan, options.only_run);
   if (options.only_job && *options.only_job >= plan.jobs.size())
@@ -239,6 +239,7 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
   else if (pending)
     run_pending_jobs(cfg, registry, progress, plan, todo, store, threads, options, shards, parallel_jobs);
 
+  run.source = results_source(cfg);
   run.results.experiment = cfg.name;
   YAML::Node provenance;
   provenance["threads"] = threads;

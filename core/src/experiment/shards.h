@@ -56,11 +56,6 @@ class ShardFolder {
   std::string config_sha256_;
 };
 
-// The resolved config (no provenance) that the shards of `cfg` are checked against, computed when asked.
-inline ShardFolder::ConfigText config_text(const ExperimentConfig& cfg) {
-  return [&cfg] { return resolved_config_yaml(cfg, YAML::Node()); };
-}
-
 // Everything a finished `xdq run` job contributes to the merged results.
 struct JobShard {
   JobOutput output;

@@ -137,7 +137,7 @@ ExportedModel write_all(const QuantizedModel& model, const ExportRequest& reques
       out.runtime_probe_model = "model_probes.onnx";
     }
   }
-  if (wants(request, "encodings") || wants(request, "tensorrt")) {
+  if (wants(request, "encodings") || wants(request, "tensorrt") || request.float_model) {
     const exporting::OnnxModel names = onnx(OnnxForm::Float, "model_fp32.onnx");
     if (wants(request, "encodings")) {
       write_bytes(dir / "encodings.json", encodings_json(model, names));

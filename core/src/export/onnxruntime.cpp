@@ -1,17 +1,21 @@
 // ONNX Runtime through tools/onnxruntime_bridge.js: one Node process per runtime, fed batches over a Unix
-// socket pair (its stdin and stdout) in the frames the bridge's header describes.
+// socket pair (its stdin and stdout) in the frames the bridge's header describes; its speed through
+// tools/onnxruntime_speed.js, whose JSON answer comes back the same way.
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "writers.h"
 #include "xdq/error.h"
@@ -90,7 +94,79 @@ std::uint32_t read_header(int fd) {
   return first;
 }
 
+struct NodeProcess {
+  int socket = -1;  // the script's stdin and stdout (and stderr, when asked)
+  pid_t pid = -1;
+};
+
+// `node script args...` with NODE_PATH naming the onnxruntime-node package's folder.
+NodeProcess start_node(const std::string& script, const std::vector<std::string>& script_args, bool with_stderr) {
+  if (const std::string why = OnnxRuntime::unavailable_reason(); !why.empty()) throw Error("ONNX Runtime: " + why);
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+    throw Error(std::string("ONNX Runtime: socketpair: ") + std::strerror(errno));
+  std::vector<std::string> args = {"node", script};
+  args.insert(args.end(), script_args.begin(), script_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_storage = {"NODE_PATH=" + OnnxRuntime::node_modules()};
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "NODE_PATH=", 10) != 0) env_storage.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_storage) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pair[1], 0);
+  posix_spawn_file_actions_adddup2(&actions, pair[1], 1);
+  if (with_stderr) posix_spawn_file_actions_adddup2(&actions, pair[1], 2);
+  pid_t pid = -1;
+  const int spawned = posix_spawn(&pid, on_path("node").c_str(), &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pair[1]);
+  if (spawned != 0) {
+    ::close(pair[0]);
+    throw Error(std::string("ONNX Runtime: cannot start node: ") + std::strerror(spawned));
+  }
+  return {pair[0], pid};
+}
+
+template <class Number>
+std::string joined(const std::vector<Number>& values) {  // "1,64"
+  std::string out;
+  for (Number v : values) out += (out.empty() ? "" : ",") + std::to_string(v);
+  return out;
+}
+
 }  // namespace
+
+std::vector<RuntimeTiming> time_onnxruntime(const std::string& dir, const std::vector<std::int64_t>& input_shape,
+                                            const std::vector<int>& batches, const std::vector<int>& threads, int rounds) {
+  const std::string script = (fs::path(XDQ_ONNXRUNTIME_BRIDGE).parent_path() / "onnxruntime_speed.js").string();
+  const NodeProcess node = start_node(
+      script,
+      {dir, joined(input_shape), "--batches", joined(batches), "--threads",
+       joined(threads), "--rounds", std::to_string(rounds), "--json"},
+      true);
+  std::string answer;
+  char buffer[4096];
+  for (ssize_t n; (n = ::recv(node.socket, buffer, sizeof buffer, 0)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    answer.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(node.socket);
+  int status = 0;
+  ::waitpid(node.pid, &status, 0);
+  while (!answer.empty() && std::isspace(static_cast<unsigned char>(answer.back()))) answer.pop_back();
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw Error("ONNX Runtime timing of " + dir + ": " + answer);
+  std::vector<RuntimeTiming> timings;
+  for (const nlohmann::json& t : nlohmann::json::parse(answer))
+    timings.push_back({t.at("batch").get<int>(), t.at("threads").get<int>(), t.at("float_ms").get<double>(),
+                       t.at("int8_ms").get<double>()});
+  return timings;
+}
 
 std::string OnnxRuntime::node_modules() {
   if (const char* dir = std::getenv("XDQ_ONNXRUNTIME_NODE_MODULES")) return dir;
@@ -108,35 +184,11 @@ std::string OnnxRuntime::unavailable_reason() {
 
 OnnxRuntime::OnnxRuntime(const std::string& model, const std::string& probe_model, const std::string& optimized_out,
                          int threads) {
-  if (const std::string why = unavailable_reason(); !why.empty()) throw Error("ONNX Runtime: " + why);
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
-    throw Error(std::string("ONNX Runtime: socketpair: ") + std::strerror(errno));
-  std::vector<std::string> args = {"node", XDQ_ONNXRUNTIME_BRIDGE, std::to_string(std::max(threads, 1)), optimized_out, model};
+  std::vector<std::string> args = {std::to_string(std::max(threads, 1)), optimized_out, model};
   if (!probe_model.empty()) args.push_back(probe_model);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_storage = {"NODE_PATH=" + node_modules()};
-  for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "NODE_PATH=", 10) != 0) env_storage.emplace_back(*e);
-  std::vector<char*> envp;
-  for (auto& e : env_storage) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, pair[1], 0);
-  posix_spawn_file_actions_adddup2(&actions, pair[1], 1);
-  pid_t pid = -1;
-  const int spawned = posix_spawn(&pid, on_path("node").c_str(), &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(pair[1]);
-  socket_ = pair[0];
-  if (spawned != 0) {
-    ::close(socket_);
-    throw Error(std::string("ONNX Runtime: cannot start node: ") + std::strerror(spawned));
-  }
-  pid_ = pid;
+  const NodeProcess node = start_node(XDQ_ONNXRUNTIME_BRIDGE, args, false);
+  socket_ = node.socket;
+  pid_ = node.pid;
   try {
     if (read_header(socket_) != kHello) throw Error("ONNX Runtime bridge: unexpected greeting");
     outputs_.resize(read_u32(socket_));

@@ -181,21 +181,22 @@ std::string analysis_csv(const AnalysisRun& run) {
 }
 }  // namespace
 
-std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, const AnalysisRun& run) {
+std::map<std::string, std::string> analysis_report(const AnalysisRun& run) {
   std::map<std::string, std::string> files;
   files["analysis.csv"] = analysis_csv(run);
-  const auto& opt = cfg.analysis;
+  const AnalysisSettings& opt = run.options;
+  const ResultsSource& source = run.source;
   std::ostringstream report;
-  report << "# " << cfg.name << ": outlier-layer analysis\n\nSource: `" << cfg.file << "`; preset `" << cfg.quantization.preset
-         << "`, calibrator `" << cfg.quantization.calibrators.front().label << "`, weight ranges `" << cfg.quantization.weight_range
-         << "`, nearest rounding, seed " << cfg.execution.seed << ", " << run.threads << " threads. Layerwise: one layer's "
+  report << "# " << source.experiment << ": outlier-layer analysis\n\nSource: `" << source.file << "`; preset `" << source.preset
+         << "`, calibrator `" << source.calibrator << "`, weight ranges `" << source.weight_range
+         << "`, nearest rounding, seed " << source.seed << ", " << run.threads << " threads. Layerwise: one layer's "
          << opt.layerwise << " quantized, everything else FP32, error at the network output over " << opt.images
          << " held-out images; graphwise: the whole model quantized, SQNR of each layer's output. Mixed precision "
          << "raises the most sensitive layers to " << opt.fallback_bits << " bit until the top-1 drop is at most "
          << opt.target_drop << " points"
          << (opt.size_budget ? " within " + std::to_string(opt.size_budget) + " bytes" : std::string())
          << ". Sizes count conv/linear weights.\n\n";
-  const AnalysisScope scope{cfg.analysis, cfg.calibration.domains[0].name, cfg.test.domains[0].name};
+  const AnalysisScope scope{opt, source.calibration_domain, source.test_domain};
   for (const SettingAnalysis& a : run.settings) render(scope, a, report, files);
   if (!run.missing_jobs.empty()) {
     report << "Missing (no shard yet):";

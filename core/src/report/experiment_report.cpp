@@ -92,10 +92,6 @@ std::string layer_shift_markdown(const ExperimentResults& results, std::map<std:
 
 namespace {
 
-bool sweeps_domains(const CalibrationSettings& calibration, const TestSettings& test) {
-  return calibration.domains.size() > 1 || test.domains.size() > 1 || calibration.counts.size() > 1 ||
-         calibration.repeats > 1 || calibration.selectors.size() > 1;
-}
 
 // Per setting: the heatmap (first row FP32 on each test domain, the reference every cell is read
 // against) and the tables of gaps.
@@ -130,7 +126,7 @@ std::string curves_markdown(const ExperimentRun& run, std::map<std::string, std:
   return curves.empty() ? "" : "\n## Reconstruction loss per unit\n\nEach run's `*_curves.csv` holds the sampled losses.\n\n" + curves;
 }
 
-// `sweeps`: the experiment sweeps calibration or test domains (sweeps_domains).
+// `sweeps`: the experiment sweeps calibration or test domains (ResultsSource::sweeps_domains).
 std::string samples_markdown(bool sweeps, const ExperimentRun& run, std::map<std::string, std::string>& files) {
   if (!image_output_available()) return "";
   std::map<std::string, std::string> pictures;  // name -> PNG; a test domain's strip replaces its calibration strip
@@ -174,14 +170,15 @@ std::string synthesized_sets(const ExperimentRun& run, std::map<std::string, std
 }
 }  // namespace
 
-std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg, const ExperimentRun& run) {
+std::map<std::string, std::string> experiment_report(const ExperimentRun& run) {
   std::map<std::string, std::string> files = run.data_files;
+  const ResultsSource& source = run.source;
   std::ostringstream header;
-  header << "Source: `" << cfg.file << "`; preset `" << cfg.quantization.preset << "`, weight ranges `" << cfg.quantization.weight_range
-         << "`, seed " << cfg.execution.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
+  header << "Source: `" << source.file << "`; preset `" << source.preset << "`, weight ranges `" << source.weight_range
+         << "`, seed " << source.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
   std::string body = results_markdown(run.results, header.str());
   body += selection_markdown(run.results);
-  const bool sweeps = sweeps_domains(cfg.calibration, cfg.test);
+  const bool sweeps = source.sweeps_domains;
   if (sweeps) body += gap_matrices_markdown(run.results, files) + layer_shift_markdown(run.results, files);
   body += curves_markdown(run, files);
   body += samples_markdown(sweeps, run, files);

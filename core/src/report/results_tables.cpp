@@ -136,6 +136,26 @@ std::string results_markdown(const ExperimentResults& results, const std::string
   return out.str();
 }
 
+namespace {
+// export.timing: per exported run, ONNX Runtime's float model against its int8 model.
+std::string runtime_speed_markdown(const ExperimentResults& results) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  for (const auto& r : results.runs) {
+    if (r.exported.timings.empty()) continue;
+    if (out.tellp() == 0)
+      out << "\n## Runtime speed\n\nONNX Runtime's CPU execution provider (graph optimizations on) on `model_fp32.onnx` "
+          << "and on `model.onnx`: median milliseconds per batch over interleaved rounds (`export.timing_rounds`); above 1, "
+          << "int8 is faster. Timings taken while other jobs ran share their cores.\n\n"
+          << "| run | batch | threads | float ms | int8 ms | float / int8 |\n|---|---:|---:|---:|---:|---:|\n";
+    for (const auto& t : r.exported.timings)
+      out << "| " << r.id << " | " << t.batch << " | " << t.threads << " | " << t.float_ms << " | " << t.int8_ms << " | "
+          << t.float_ms / t.int8_ms << " |\n";
+  }
+  return out.str();
+}
+}  // namespace
+
 std::string export_markdown(const ExperimentResults& results) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(2);
@@ -173,6 +193,7 @@ std::string export_markdown(const ExperimentResults& results) {
           << (first == gaps.end() ? "none" : describe(*most)) << " |\n";
     }
   }
+  out << runtime_speed_markdown(results);
   std::ostringstream problems;
   for (const auto& r : results.runs) {
     if (!r.exported.error.empty()) problems << "| " << r.id << " | export | " << r.exported.error << " |\n";

@@ -11,6 +11,7 @@
 
 #include "xdq/analysis/analysis.h"
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/results.h"
 #include "xdq/quant/ptq.h"
 
 namespace xdq {
@@ -50,6 +51,8 @@ struct SettingAnalysis {
 };
 
 struct AnalysisRun {
+  ResultsSource source;
+  AnalysisSettings options;
   int threads = 0;
   std::vector<SettingAnalysis> settings;  // models x bit settings, in config order (those present)
   std::vector<std::string> missing_jobs;  // merge_only: jobs without a shard

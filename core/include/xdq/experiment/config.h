@@ -147,7 +147,9 @@ struct ExportSettings {
   };
   std::vector<Selector> runs;
   std::vector<std::string> formats{"torchscript", "onnx", "encodings"};
-  std::string runtime = "none";  // or opencv
+  std::string runtime = "none";  // or opencv, onnxruntime
+  bool timing = false;           // onnxruntime: time model_fp32.onnx against model.onnx
+  std::int64_t timing_rounds = 20;
   bool selects(const std::string& id, const std::string& model, const std::string& bits, const std::string& calibrator,
                const std::string& rounding) const;
 };
@@ -181,7 +183,7 @@ ExperimentConfig read_experiment(ConfigNode root, const std::string& file, const
 // The config as an experiment file that load_experiment (load.h) reads back to an equal config: every default
 // filled in, paths absolute, model files pinned by hash; `provenance` (what the run measured about its
 // inputs: threads used, calibration-set hashes) is written under `provenance:`, which loading ignores.
-std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance);
+std::string resolved_config_yaml(const ExperimentConfig& cfg, const YAML::Node& provenance = YAML::Node());
 
 // Every key an experiment file may hold, from the one declaration the loader and the writer use.
 struct ConfigKeyDoc {

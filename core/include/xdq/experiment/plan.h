@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "xdq/experiment/config.h"
+#include "xdq/experiment/results.h"
 
 namespace xdq {
 
@@ -37,6 +38,8 @@ struct Plan {
 };
 
 Plan plan_experiment(const ExperimentConfig& cfg);
+
+ResultsSource results_source(const ExperimentConfig& cfg);
 
 // Human-readable plan: every job with its runs, totals of runs and (run, test domain) cells, and an
 // estimate of the work in images passed through a model.

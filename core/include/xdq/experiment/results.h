@@ -6,7 +6,8 @@
 //   "target", "composition": {source domain: images}, "measures": {name: value}, "seconds"} (selected sets)}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
 //   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs),
-//   "peak_rss_mib", "export": {"dir", "files", "runtime", "int8_layers", "layers", "error", "runtime_error"}
+//   "peak_rss_mib", "export": {"dir", "files", "runtime", "int8_layers", "layers", "error", "runtime_error",
+//   "layer_gaps": [{"activation", "differing", "max_steps"}], "timings": [{"batch", "threads", "float_ms", "int8_ms"}]}
 //   (exported runs; their results then carry "runtime_top1" and "runtime_disagreements")}]}
 // with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no
 // results. results.csv has one row per run x test domain. Written by report/results_tables.h.
@@ -17,6 +18,8 @@
 
 #include <ATen/ATen.h>
 #include <nlohmann/json_fwd.hpp>
+
+#include "xdq/export/runtime.h"
 
 #include "xdq/quant/unit_timing.h"
 
@@ -49,6 +52,7 @@ struct ExportRecord {
     double differing = 0.0, max_steps = 0.0;
   };
   std::vector<LayerGap> layer_gaps;
+  std::vector<RuntimeTiming> timings;  // ONNX Runtime's speed, float against int8 (export.timing)
   bool requested() const { return !dir.empty() || !error.empty(); }
 };
 
@@ -107,6 +111,16 @@ struct ExperimentResults {
   std::vector<RunResult> runs;
   std::vector<LayerShiftRow> layer_shift;  // in results.json as "layer_shift" when measured
   std::size_t failed_runs() const;
+};
+
+// What a report says of the config its results came from (plan.h: results_source).
+struct ResultsSource {
+  std::string experiment, file, preset, weight_range;
+  std::string calibrator;                       // the first calibrator (analysis)
+  std::string calibration_domain, test_domain;  // the first of each (analysis)
+  std::uint64_t seed = 0;
+  // Calibration or test domains, counts, repeats or selectors are swept: the report shows gap matrices.
+  bool sweeps_domains = false;
 };
 
 // Images [K, C, H, W] in [0, 1] that the report shows as a grid of `columns` (domain strips, the first

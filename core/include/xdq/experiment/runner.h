@@ -1,6 +1,7 @@
 #pragma once
 // `xdq run`: the plan of the experiment executed job by job (the pipeline), results gathered in plan
 // order. Returns data only; report/experiment_report.h turns it into files.
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <optional>
@@ -14,6 +15,7 @@
 namespace xdq {
 
 struct ExperimentRun {
+  ResultsSource source;
   ExperimentResults results;
   std::string resolved_config;                    // config.resolved.yaml
   std::map<std::string, std::string> data_files;  // files runs produced (reconstruction loss curves, CSV)
@@ -45,8 +47,10 @@ std::size_t job_of_run(const Plan& plan, const std::string& run_id);
 enum class ShardKind { Run, Analysis };
 const char* shard_folder(ShardKind kind);
 
-// An Error when `out_dir` holds job shards of `kind` from another config (checked before any work).
-void check_resumable(const ExperimentConfig& cfg, const std::string& out_dir, ShardKind kind);
+// An Error when `out_dir` holds job shards of `kind` from another config than the one `resolved_config`
+// returns (resolved_config_yaml without provenance; called only when `out_dir` is given). Checked
+// before any work.
+void check_resumable(const std::function<std::string()>& resolved_config, const std::string& out_dir, ShardKind kind);
 
 ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& registry, std::ostream& progress,
                              const RunOptions& options = {});

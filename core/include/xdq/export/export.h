@@ -35,6 +35,7 @@ struct ExportRequest {
   // OpenCV's DNN module imports (see below); "onnxruntime" writes model.onnx and model_probes.onnx (model.onnx
   // with every quantized activation's dequantized tensor as an extra output); "" neither.
   std::string runtime;
+  bool float_model = false;    // model_fp32.onnx whatever the formats (the float twin a runtime is timed against)
   at::Tensor example;          // a preprocessed batch [N, C, H, W], N >= 2: shapes, and the parity batch
   Preprocess pre;              // written into model.pt as input_mean / input_std
 };

@@ -33,6 +33,20 @@ class ModelRuntime {
 // runtime is missing or cannot import the model.
 std::unique_ptr<ModelRuntime> open_runtime(const std::string& kind, const ExportedModel& exported, int threads);
 
+// Median milliseconds per batch of an export's float model (model_fp32.onnx) and of its int8 QDQ model
+// (model.onnx) in ONNX Runtime's CPU execution provider, graph optimizations on.
+struct RuntimeTiming {
+  int batch = 0, threads = 0;
+  double float_ms = 0.0, int8_ms = 0.0;
+};
+
+// ONNX Runtime's speed on the export in `dir` for inputs [batch, C, H, W] (`input_shape` = C, H, W): per batch
+// size and intra-op thread count, the medians of `rounds` interleaved rounds (one float run, one int8 run,
+// ...) so that a noisy machine slows both alike (tools/onnxruntime_speed.js). An Error saying why when ONNX
+// Runtime is missing or fails.
+std::vector<RuntimeTiming> time_onnxruntime(const std::string& dir, const std::vector<std::int64_t>& input_shape,
+                                            const std::vector<int>& batches, const std::vector<int>& threads, int rounds);
+
 class OpenCvRuntime : public ModelRuntime {
  public:
   // Imports `onnx_path`; an Error quoting OpenCV's reason (it names the node) when it cannot.

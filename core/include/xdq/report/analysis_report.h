@@ -9,6 +9,6 @@
 
 namespace xdq {
 
-std::map<std::string, std::string> analysis_report(const ExperimentConfig& cfg, const AnalysisRun& run);
+std::map<std::string, std::string> analysis_report(const AnalysisRun& run);
 
 }  // namespace xdq

@@ -10,6 +10,6 @@
 namespace xdq {
 
 // File name -> bytes.
-std::map<std::string, std::string> experiment_report(const ExperimentConfig& cfg, const ExperimentRun& run);
+std::map<std::string, std::string> experiment_report(const ExperimentRun& run);
 
 }  // namespace xdq

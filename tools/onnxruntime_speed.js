@@ -3,11 +3,12 @@
 // (model.onnx), both in the CPU execution provider with graph optimizations on, timed in interleaved rounds
 // (one float run, one int8 run, ...) so that a noisy machine slows both alike; medians per model.
 //
-//   NODE_PATH=third_party/onnxruntime/node_modules node bench/onnxruntime_speed.js EXPORT_DIR C,H,W \
-//       [--batches 1,64] [--threads 1,2] [--rounds 20]
+//   NODE_PATH=third_party/onnxruntime/node_modules node tools/onnxruntime_speed.js EXPORT_DIR C,H,W \
+//       [--batches 1,64] [--threads 1,2] [--rounds 20] [--json]
 //
 // Prints one line per (batch, threads): the median milliseconds per batch of each model and the ratio
-// float / int8 (above 1: int8 is faster).
+// float / int8 (above 1: int8 is faster); with --json, one JSON array of {batch, threads, float_ms, int8_ms}
+// instead (what xdq reads for export.timing).
 const ort = require('onnxruntime-node');
 const path = require('path');
 
@@ -28,7 +29,7 @@ async function timeOnce(session, feeds) {
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
-async function compare(dir, shape, batch, threads, rounds) {
+async function compare(dir, shape, batch, threads, rounds, log) {
   const options = { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: threads,
                     interOpNumThreads: 1, logSeverityLevel: 3 };
   const float = await ort.InferenceSession.create(path.join(dir, 'model_fp32.onnx'), options);
@@ -43,20 +44,25 @@ async function compare(dir, shape, batch, threads, rounds) {
     times.int8.push(await timeOnce(int8, feeds(int8)));
   }
   const f = median(times.float), q = median(times.int8);
-  console.log(`batch ${String(batch).padStart(3)}  threads ${threads}  float ${f.toFixed(2)} ms  int8 ${q.toFixed(2)} ms  ` +
-              `float/int8 ${(f / q).toFixed(2)}`);
+  log(`batch ${String(batch).padStart(3)}  threads ${threads}  float ${f.toFixed(2)} ms  int8 ${q.toFixed(2)} ms  ` +
+      `float/int8 ${(f / q).toFixed(2)}`);
+  return { batch, threads, float_ms: f, int8_ms: q };
 }
 
 async function main() {
   const args = process.argv.slice(2);
-  if (args.length < 2) throw new Error('usage: onnxruntime_speed.js EXPORT_DIR C,H,W [--batches 1,64] [--threads 1,2] [--rounds 20]');
+  if (args.length < 2) throw new Error('usage: onnxruntime_speed.js EXPORT_DIR C,H,W [--batches 1,64] [--threads 1,2] [--rounds 20] [--json]');
   const [dir, shapeText] = args;
   const shape = shapeText.split(',').map(Number);
   const batches = option(args, '--batches', '1,64').split(',').map(Number);
   const threads = option(args, '--threads', '1,2').split(',').map(Number);
   const rounds = Number(option(args, '--rounds', '20'));
-  console.log(`${dir}: ONNX Runtime ${require('onnxruntime-node/package.json').version}, ${rounds} interleaved rounds`);
-  for (const b of batches) for (const t of threads) await compare(dir, shape, b, t, rounds);
+  const json = args.includes('--json');
+  const log = json ? () => {} : console.log;
+  log(`${dir}: ONNX Runtime ${require('onnxruntime-node/package.json').version}, ${rounds} interleaved rounds`);
+  const timings = [];
+  for (const b of batches) for (const t of threads) timings.push(await compare(dir, shape, b, t, rounds, log));
+  if (json) console.log(JSON.stringify(timings));
 }
 
 main().catch((e) => {
