@@ -213,6 +213,39 @@ TEST(GapMatrix, RuntimeTwinAndItsDifferenceToTheSimulation) {
   EXPECT_NE(md.find("| B | -2.00 | – |"), std::string::npos) << md;  // 48 - 50
 }
 
+// The in-domain gap is marked where McNemar's exact test on the per-image results rejects equal accuracy:
+// on A's 40 images, B's model is wrong on 10 that A's gets right and right on none it gets wrong (p = 2 /
+// 2^10, marked); on B's images the two models differ on 2 images, one each way (p = 1, not marked). With
+// repeats (two runs in a cell) there is no single pair to test, and nothing is marked.
+TEST(GapMatrix, InDomainGapMarksSignificantDifferences) {
+  auto images = [](int right, int of, int first_wrong = 0) {
+    std::vector<bool> bits(static_cast<std::size_t>(of), false);
+    for (int i = 0; i < right; ++i) bits[static_cast<std::size_t>((first_wrong + i) % of)] = true;
+    return bits;
+  };
+  ExperimentResults results;
+  for (const std::string a : {"A", "B"}) {
+    RunResult r = gap_run(a, 0, 0, 0);
+    r.results = {{"A", 40, 0.9, a == "A" ? 0.75 : 0.5}, {"B", 40, 0.8, 0.5}};
+    r.results[0].correct = images(a == "A" ? 30 : 20, 40);
+    r.results[1].correct = images(20, 40, a == "A" ? 0 : 1);  // B's model: shifted by one image
+    results.runs.push_back(r);
+  }
+  GapMatrix m = gap_matrices(results).at(0);
+  EXPECT_NEAR(m.in_domain_p[1][0], 2.0 / 1024, 1e-15);
+  EXPECT_NEAR(m.in_domain_p[0][1], 1.0, 1e-15);
+  EXPECT_TRUE(std::isnan(m.in_domain_p[0][0]) || m.in_domain_p[0][0] == 1.0);
+  std::string md = gap_matrix_markdown(m);
+  EXPECT_NE(md.find("| B | -25.00* | +0.00 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| A | +0.00 | +0.00 |"), std::string::npos) << md;
+  results.runs.push_back(results.runs[1]);  // a repeat of B: its cells hold two runs
+  m = gap_matrices(results).at(0);
+  EXPECT_TRUE(std::isnan(m.in_domain_p[1][0]));
+  md = gap_matrix_markdown(m);
+  EXPECT_NE(md.find("| B | -25.00 | +0.00 |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("-25.00*"), std::string::npos) << md;
+}
+
 // --quiet prints nothing on success; run.log keeps what a terminal would show: run lines with their
 // count and ETA, a progress line redrawn after '\r' once, no escape sequences.
 TEST_F(Cli, QuietRunKeepsItsProgressInRunLog) {
@@ -258,16 +291,17 @@ TEST(ResultsCsv, QuotesFieldsAndKeepsFailedRunsWithoutNumbers) {
   const std::string csv = results_csv(results);
   const std::string header = csv.substr(0, csv.find('\n'));
   EXPECT_EQ(header.substr(header.rfind(",seconds,")),
-            ",seconds,passes,status,calibrator_options,rounding_options,runtime_top1,runtime_disagreements,selector,composition");
+            ",seconds,passes,status,calibrator_options,rounding_options,runtime_top1,runtime_disagreements,selector,composition,"
+            "quant_top1_low,quant_top1_high");
   EXPECT_NE(csv.find("\n\"m/w4a4/p,99/nearest/n8\",m,8,8,\"p,99\",\"say \"\"hi\"\"\","), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok,bins=2048;percentile=99.9,,,,,\n"), std::string::npos)
+  EXPECT_NE(csv.find(",A,10,0.5,0.25,0,bn_reestimate+bias_correction,ok,bins=2048;percentile=99.9,,,,,,"), std::string::npos)
       << csv;
   EXPECT_NE(csv.find("\nm/failed,m,8,8,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed,bins=2048;percentile=99.9,,,,,\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",,,,,0,bn_reestimate+bias_correction,failed,bins=2048;percentile=99.9,,,,,,,\n"), std::string::npos) << csv;
   EXPECT_NE(csv.find("\nm/exported,m,8,8,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,0.75,3,,\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,0.75,3,,,"), std::string::npos) << csv;
   EXPECT_NE(csv.find("\nm/selected,m,8,8,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,,,kcenter,clean=3;night=5\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find(",ok,bins=2048;percentile=99.9,,,,kcenter,clean=3;night=5,"), std::string::npos) << csv;
 }
 
 TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
@@ -299,6 +333,11 @@ TEST_F(Cli, GoodExperimentWritesTheResultsContract) {
   EXPECT_NEAR(res["fp32_top1"].get<double>(), fp32, test::ambiguous_top1(logits, gamma) / 500.0 + 1e-12);
   EXPECT_GE(res["quant_top1"].get<double>(), 0.0);
   EXPECT_LE(res["quant_top1"].get<double>(), 1.0);
+  // Per-image results: as many right answers as the top-1 counts, and an interval around it.
+  const std::vector<bool> right = unpack_bits(res["correct"].get<std::string>(), 500);
+  EXPECT_EQ(std::count(right.begin(), right.end(), true), std::llround(res["quant_top1"].get<double>() * 500));
+  EXPECT_LT(res["quant_top1_ci"][0].get<double>(), res["quant_top1"].get<double>());
+  EXPECT_GT(res["quant_top1_ci"][1].get<double>(), res["quant_top1"].get<double>());
   std::string text = test::read_text(dir.file("out/config.resolved.yaml"));
   EXPECT_NE(text.find("sha256: "), std::string::npos);
   EXPECT_NE(text.find("percentile: 99.9"), std::string::npos);

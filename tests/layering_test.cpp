@@ -26,7 +26,7 @@ namespace {
 // The layer of a path relative to core/include/xdq or core/src; -1 when the path is in no layer.
 int layer_of(const std::string& path) {
   static const std::vector<std::pair<std::string, int>> layers = {
-      {"error.", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},  {"vector_clones.", 0}, {"vector_math.", 0},
+      {"error.", 0},       {"hash.", 0},      {"files.", 0},      {"parallel.", 0},   {"progress.", 0},  {"optim.", 0},  {"statistics.", 0}, {"vector_clones.", 0}, {"vector_math.", 0},
       {"config/", 0},       {"ir/", 1},        {"exec/", 2},       {"quant/", 3},     {"data/", 4},
       {"analysis/", 4},     {"train/", 4},     {"export/", 4},     {"plugin/", 5},     {"synthesis/", 6}, {"select/", 6}, {"experiment/", 7}, {"report/", 8},
       {"commands/", 9}};

@@ -22,6 +22,7 @@
 #include "xdq/report/experiment_report.h"
 #include "xdq/report/plugin_catalog.h"
 #include "xdq/report/results_tables.h"
+#include "xdq/statistics.h"
 #include "xdq/version.h"
 
 namespace py = pybind11;
@@ -179,6 +180,9 @@ PYBIND11_MODULE(_xdq, m) {
     return xdq::describe_plan(cfg, xdq::plan_experiment(cfg));
   });
   m.def("plugins", [] { return xdq::plugin_catalog_json(registry(), {}); });
+  m.def("paired_test", [](const std::string& correct_a, const std::string& correct_b, std::int64_t n) {
+    return xdq::mcnemar_exact_p(xdq::unpack_bits(correct_a, n), xdq::unpack_bits(correct_b, n));
+  });
   m.def("inspect", [](const std::string& path) { return xdq::describe_model(xdq::import_torchscript(path)); });
   m.def("load_dataset", [](const std::string& name, std::int64_t count, std::uint64_t seed) {
     std::string dataset;

@@ -19,7 +19,8 @@ from . import _xdq
 from ._xdq import XdqError
 
 __version__ = _xdq.__version__
-__all__ = ["run", "plan", "plugins", "inspect", "load_results", "load_dataset", "Model", "Results", "XdqError"]
+__all__ = ["run", "plan", "plugins", "inspect", "load_results", "load_dataset", "paired_test", "Model", "Results",
+           "XdqError"]
 
 
 def _config(config):
@@ -97,9 +98,36 @@ def _frame(data):
             base.update({f"{plugin}.{k}": v for k, v in r.get(f"{plugin}_options", {}).items()})
         if "passes" in base:
             base["passes"] = "+".join(base["passes"])
+        worst = base.pop("worst_domain", None)
+        if worst:
+            base.update({"worst_domain": worst["domain"], "worst_quant_top1": worst["quant_top1"],
+                         "worst_drop": worst["drop"]})
         for d in r.get("results") or [{}]:
-            rows.append({**base, **{("test_domain" if k == "domain" else k): v for k, v in d.items()}})
+            row = dict(base)
+            for k, v in d.items():
+                if k.endswith("_ci"):  # [low, high] as two columns: quant_top1_low, quant_top1_high
+                    row[k[:-3] + "_low"], row[k[:-3] + "_high"] = v
+                elif k != "correct":  # per-image bits: paired_test reads them from results.json
+                    row["test_domain" if k == "domain" else k] = v
+            rows.append(row)
     return pandas.DataFrame(rows)
+
+
+def paired_test(results, run_a, run_b, domain):
+    """McNemar's exact p-value that runs `run_a` and `run_b` (ids) are equally accurate on the images of test
+    domain `domain`, from their per-image results; `results` is a run folder or an xdq.Results."""
+    data = results.data if isinstance(results, Results) else json.loads((pathlib.Path(results) / "results.json").read_text())
+    cells = {}
+    for r in data["runs"]:
+        for d in r.get("results", []):
+            cells[(r["id"], d["domain"])] = d
+    missing = [run for run in (run_a, run_b) if (run, domain) not in cells]
+    if missing:
+        raise XdqError(f"paired_test: no result of {', '.join(missing)} on test domain {domain!r}")
+    a, b = cells[(run_a, domain)], cells[(run_b, domain)]
+    if "correct" not in a or "correct" not in b or a["n"] != b["n"]:
+        raise XdqError(f"paired_test: {run_a} and {run_b} have no per-image results on the same {domain!r} images")
+    return _xdq.paired_test(a["correct"], b["correct"], a["n"])
 
 
 def load_results(directory):

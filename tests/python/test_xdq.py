@@ -3,6 +3,7 @@ its DataFrame pivoted into the calibration x test matrix, a model quantized from
 top-1 equals the one `xdq run` reports, and errors as xdq.XdqError with file:line key messages.
 Run by ctest with PYTHONPATH=<build>/python; argv[1]: the source folder."""
 import json
+import math
 import pathlib
 import shutil
 import sys
@@ -54,6 +55,29 @@ q = xdq.Model(model).quantize(calibration, bits="w4a8", calibrator="minmax")
 correct = sum(int((q(test_images[b:b + 100]).argmax(1) == test_labels[b:b + 100]).sum()) for b in range(0, 400, 100))
 run_top1 = next(r["results"][1]["quant_top1"] for r in results.runs if r["calibration"]["domain"] == "fashion_mnist.train")
 assert correct / 400 == run_top1, (correct / 400, run_top1)
+
+# Per-image results: the run's bits are the images the tensor-quantized model gets right, and paired_test is
+# McNemar's exact test on two runs' bits (recomputed here from its definition).
+right = torch.cat([q(test_images[b:b + 100]).argmax(1) == test_labels[b:b + 100] for b in range(0, 400, 100)]).tolist()
+cells = {(r["id"], d["domain"]): d for r in results.runs for d in r["results"]}
+
+
+def bits_of(cell):
+    raw = bytes.fromhex(cell["correct"])
+    return [bool(raw[i // 8] >> (i % 8) & 1) for i in range(cell["n"])]
+
+
+train_run = next(r["id"] for r in results.runs if r["calibration"]["domain"] == "fashion_mnist.train")
+assert bits_of(cells[(train_run, "fashion_mnist.test")]) == right
+ids = [r["id"] for r in results.runs]
+a, b = bits_of(cells[(ids[0], "fashion_mnist.test")]), bits_of(cells[(ids[1], "fashion_mnist.test")])
+a_only, b_only = sum(x and not y for x, y in zip(a, b)), sum(y and not x for x, y in zip(a, b))
+m = a_only + b_only
+expected = min(1.0, 2 * sum(math.comb(m, i) for i in range(min(a_only, b_only) + 1)) / 2 ** m) if m else 1.0
+assert abs(xdq.paired_test(out, ids[0], ids[1], "fashion_mnist.test") - expected) < 1e-12, (a_only, b_only)
+assert {"quant_top1_low", "quant_top1_high", "fp32_top1_low"} <= set(frame.columns) and "correct" not in frame.columns
+assert ((frame["quant_top1_low"] <= frame["quant_top1"]) & (frame["quant_top1"] <= frame["quant_top1_high"])).all()
+assert (frame["worst_domain"].isin(["fashion_mnist.train", "fashion_mnist.test"])).all()
 acts = q.activations()
 assert acts[0]["name"] == "conv1:input" and acts[0]["bits"] == 8 and float(acts[0]["scale"]) > 0
 layers = q.layers()
@@ -145,6 +169,7 @@ refused(lambda: xdq.plan(config, set={"quantization.overrides": [{"layers": ["fi
 (scratch / "bad_results" / "results.json").write_text("{\"runs\": [{\"results\": 3}]")
 refused(lambda: xdq.load_results(scratch / "bad_results"), "results.json: not an xdq results.json")
 refused(lambda: xdq.load_results(scratch / "absent"), "results.json: cannot read")
+refused(lambda: xdq.paired_test(out, ids[0], "nope", "fashion_mnist.test"), "no result of nope")
 nan_images = test_images[:4].clone()
 nan_images[0, 0, 0, 0] = float("nan")
 refused(lambda: xdq.Model(model)(nan_images), "images: the images hold NaN or infinite values")

@@ -188,7 +188,8 @@ RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const Quan
     std::vector<at::Tensor>* predicted = nullptr;
     if (predictions) predicted = &predictions->emplace_back();
     d.quant_top1 = top1_accuracy([&](const at::Tensor& x) { return exec.forward(x); }, m.prepared.tests[t],
-                                 m.prepared.pre, cfg_.calibration.batch_size, &log, spec.id + " on " + d.domain, predicted);
+                                 m.prepared.pre, cfg_.calibration.batch_size, &log, spec.id + " on " + d.domain, predicted,
+                                 &d.correct);
     release_freed_memory();
     run.results.push_back(d);
   }

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "xdq/statistics.h"
+
 namespace xdq {
 
 std::size_t ExperimentResults::failed_runs() const {
@@ -59,15 +61,18 @@ SelectionRecord selection_from_json(const nlohmann::json& j) {
   return s;
 }
 
-void add_runtime_json(const DomainResult& d, nlohmann::json& j) {
-  if (!d.has_runtime()) return;
-  j["runtime_top1"] = d.runtime_top1;
-  j["runtime_disagreements"] = d.runtime_disagreements;
+void add_cell_details_json(const DomainResult& d, nlohmann::json& j) {
+  if (d.has_runtime()) {
+    j["runtime_top1"] = d.runtime_top1;
+    j["runtime_disagreements"] = d.runtime_disagreements;
+  }
+  if (!d.correct.empty()) j["correct"] = pack_bits(d.correct);
 }
 
-void read_runtime_json(const nlohmann::json& j, DomainResult& d) {
+void read_cell_details_json(const nlohmann::json& j, DomainResult& d) {
   d.runtime_top1 = j.value("runtime_top1", -1.0);
   d.runtime_disagreements = j.value("runtime_disagreements", std::int64_t{-1});
+  if (j.contains("correct")) d.correct = unpack_bits(j.at("correct").get<std::string>(), d.n);
 }
 
 }  // namespace xdq

@@ -47,7 +47,7 @@ nlohmann::json run_json(const RunResult& r) {
   j["results"] = nlohmann::json::array();
   for (const DomainResult& d : r.results) {
     nlohmann::json dj = {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}};
-    add_runtime_json(d, dj);
+    add_cell_details_json(d, dj);
     j["results"].push_back(dj);
   }
   if (r.exported.requested()) j["export"] = export_json(r.exported);
@@ -76,7 +76,7 @@ RunResult run_from_json(const nlohmann::json& j) {
   for (const auto& u : j.at("units")) r.units.push_back({u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7]});
   for (const auto& d : j.at("results")) {
     r.results.push_back({d.at("domain"), d.at("n"), d.at("fp32_top1"), d.at("quant_top1")});
-    read_runtime_json(d, r.results.back());
+    read_cell_details_json(d, r.results.back());
   }
   r.exported = export_from_json(j.value("export", nlohmann::json()));
   r.selection = selection_from_json(j.value("selection", nlohmann::json()));

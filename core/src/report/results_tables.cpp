@@ -12,6 +12,16 @@
 
 namespace xdq {
 
+Interval top1_interval(double top1, std::int64_t n) {
+  return bootstrap_interval(std::llround(top1 * static_cast<double>(n)), n);
+}
+
+const DomainResult* worst_domain(const RunResult& run) {
+  if (run.results.size() < 2) return nullptr;
+  return &*std::min_element(run.results.begin(), run.results.end(),
+                            [](const DomainResult& a, const DomainResult& b) { return a.quant_top1 < b.quant_top1; });
+}
+
 std::string results_json(const ExperimentResults& results) {
   nlohmann::ordered_json root;
   root["experiment"] = results.experiment;
@@ -33,12 +43,16 @@ std::string results_json(const ExperimentResults& results) {
     if (r.selection.requested()) run["calibration"]["selection"] = nlohmann::ordered_json(selection_json(r.selection));
     run["results"] = nlohmann::ordered_json::array();
     for (const auto& d : r.results) {
-      nlohmann::json runtime;
-      add_runtime_json(d, runtime);
-      nlohmann::ordered_json dj = {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1}};
-      if (!runtime.is_null()) dj.update(nlohmann::ordered_json(runtime));
+      nlohmann::json details;
+      add_cell_details_json(d, details);
+      const Interval fp32 = top1_interval(d.fp32_top1, d.n), quant = top1_interval(d.quant_top1, d.n);
+      nlohmann::ordered_json dj = {{"domain", d.domain}, {"n", d.n}, {"fp32_top1", d.fp32_top1}, {"quant_top1", d.quant_top1},
+                                   {"fp32_top1_ci", {fp32.low, fp32.high}}, {"quant_top1_ci", {quant.low, quant.high}}};
+      if (!details.is_null()) dj.update(nlohmann::ordered_json(details));
       run["results"].push_back(dj);
     }
+    if (const DomainResult* worst = worst_domain(r))
+      run["worst_domain"] = {{"domain", worst->domain}, {"quant_top1", worst->quant_top1}, {"drop", worst->quant_top1 - worst->fp32_top1}};
     if (r.exported.requested()) run["export"] = nlohmann::ordered_json(export_json(r.exported));
     run["seconds"] = r.seconds;
     run["peak_rss_mib"] = r.peak_rss_mib;
@@ -83,7 +97,7 @@ std::string results_csv(const ExperimentResults& results) {
   std::ostringstream out;
   out << "id,model,w_bits,a_bits,calibrator,rounding,calibration_source,calibration_count,calibration_domain,"
          "calibration_seed,domain,n,fp32_top1,quant_top1,seconds,passes,status,calibrator_options,rounding_options,"
-         "runtime_top1,runtime_disagreements,selector,composition\n";
+         "runtime_top1,runtime_disagreements,selector,composition,quant_top1_low,quant_top1_high\n";
   out << std::setprecision(6);
   const auto options_text = [](const std::map<std::string, std::string>& options) {
     std::string text;  // name=value;name=value
@@ -107,7 +121,14 @@ std::string results_csv(const ExperimentResults& results) {
           << options_text(r.calibrator_options) << "," << options_text(r.rounding_options) << ",";
       if (d && d->has_runtime()) out << d->runtime_top1 << "," << d->runtime_disagreements;
       else out << ",";
-      out << "," << csv_field(r.selection.selector) << "," << csv_field(composition) << "\n";
+      out << "," << csv_field(r.selection.selector) << "," << csv_field(composition) << ",";
+      if (d) {
+        const Interval ci = top1_interval(d->quant_top1, d->n);
+        out << ci.low << "," << ci.high;
+      } else {
+        out << ",";
+      }
+      out << "\n";
     };
     if (r.failed()) row(nullptr);
     for (const auto& d : r.results) row(&d);
@@ -115,18 +136,44 @@ std::string results_csv(const ExperimentResults& results) {
   return out.str();
 }
 
+namespace {
+// Runs tested on several domains: the domain where each does worst, its drop to FP32 there and its distance
+// to the run's best domain.
+std::string worst_domain_markdown(const ExperimentResults& results) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(2);
+  for (const auto& r : results.runs) {
+    const DomainResult* worst = worst_domain(r);
+    if (!worst) continue;
+    if (out.tellp() == 0)
+      out << "\n### Worst test domain per run\n\n| run | worst test domain | quantized top-1 | drop to FP32 (pt) | "
+          << "below the best domain (pt) |\n|---|---|---:|---:|---:|\n";
+    const double best = std::max_element(r.results.begin(), r.results.end(), [](const DomainResult& a, const DomainResult& b) {
+                          return a.quant_top1 < b.quant_top1;
+                        })->quant_top1;
+    out << "| " << r.id << " | " << worst->domain << " | " << 100 * worst->quant_top1 << " % | " << std::showpos
+        << 100 * (worst->quant_top1 - worst->fp32_top1) << " | " << 100 * (worst->quant_top1 - best) << std::noshowpos << " |\n";
+  }
+  return out.str();
+}
+}  // namespace
+
 std::string results_markdown(const ExperimentResults& results, const std::string& header) {
   std::ostringstream out;
   out << "# " << results.experiment << "\n\n" << header << "\n";
-  out << "| model | bits | calibrator | rounding | calibration | test domain | n | FP32 top-1 | quantized top-1 | drop (pt) |\n";
-  out << "|---|---|---|---|---|---|---:|---:|---:|---:|\n";
+  out << "| model | bits | calibrator | rounding | calibration | test domain | n | FP32 top-1 | quantized top-1 | 95 % interval | drop (pt) |\n";
+  out << "|---|---|---|---|---|---|---:|---:|---:|---:|---:|\n";
   out << std::fixed;
   for (const auto& r : results.runs)
-    for (const auto& d : r.results)
+    for (const auto& d : r.results) {
+      const Interval ci = top1_interval(d.quant_top1, d.n);
       out << "| " << r.model << " | w" << r.w_bits << "a" << r.a_bits << " | " << r.calibrator << " | " << r.rounding
           << " | " << r.calibration_domain << " (" << r.calibration_count << ") | " << d.domain << " | " << d.n
-          << " | " << std::setprecision(2) << 100 * d.fp32_top1 << " % | " << 100 * d.quant_top1 << " % | "
-          << std::showpos << 100 * (d.quant_top1 - d.fp32_top1) << std::noshowpos << " |\n";
+          << " | " << std::setprecision(2) << 100 * d.fp32_top1 << " % | " << 100 * d.quant_top1 << " % | " << 100 * ci.low
+          << "-" << 100 * ci.high << " | " << std::showpos << 100 * (d.quant_top1 - d.fp32_top1) << std::noshowpos << " |\n";
+    }
+  out << "\n95 % interval: percentile bootstrap over the test images (exact: the quantiles of Binomial(n, top-1)).\n";
+  out << worst_domain_markdown(results);
   if (results.failed_runs() > 0) {
     out << "\n## Failed runs\n\n| run | error |\n|---|---|\n";
     for (const auto& r : results.runs)
@@ -296,14 +343,35 @@ std::string selection_markdown(const ExperimentResults& results) {
   return out.str();
 }
 
+namespace {
+struct GapCell {  // over repeats
+  std::vector<double> quant, runtime;
+  std::vector<const std::vector<bool>*> correct;
+};
+
+// McNemar's test of each cell's run against the in-domain run of its test domain, where each cell holds
+// one run with per-image results.
+void test_against_in_domain(GapMatrix& m, const std::vector<std::vector<GapCell>>& cells) {
+  m.in_domain_p.assign(m.calibration_domains.size(), std::vector<double>(m.test_domains.size(), std::nan("")));
+  for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
+    const auto self = std::find(m.calibration_domains.begin(), m.calibration_domains.end(), m.test_domains[b]);
+    if (self == m.calibration_domains.end()) continue;
+    const GapCell& in_domain = cells[static_cast<std::size_t>(self - m.calibration_domains.begin())][b];
+    for (std::size_t a = 0; a < m.calibration_domains.size(); ++a) {
+      const GapCell& c = cells[a][b];
+      if (c.correct.size() == 1 && in_domain.correct.size() == 1 && !c.correct[0]->empty() &&
+          c.correct[0]->size() == in_domain.correct[0]->size())
+        m.in_domain_p[a][b] = mcnemar_exact_p(*c.correct[0], *in_domain.correct[0]);
+    }
+  }
+}
+}  // namespace
+
 std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
   std::set<std::int64_t> counts;
   for (const auto& r : results.runs) counts.insert(r.calibration_count);
   std::vector<GapMatrix> out;
-  struct Cell {
-    std::vector<double> quant, runtime;  // over repeats
-  };
-  std::vector<std::vector<std::vector<Cell>>> samples;  // [matrix][A][B]
+  std::vector<std::vector<std::vector<GapCell>>> samples;  // [matrix][A][B]
   auto index_of = [](std::vector<std::string>& list, const std::string& v) {
     auto it = std::find(list.begin(), list.end(), v);
     if (it != list.end()) return static_cast<std::size_t>(it - list.begin());
@@ -332,6 +400,7 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
       cells.resize(m->calibration_domains.size());
       for (auto& row : cells) row.resize(m->test_domains.size());
       cells[a][b].quant.push_back(d.quant_top1);
+      cells[a][b].correct.push_back(&d.correct);
       if (d.has_runtime()) cells[a][b].runtime.push_back(d.runtime_top1), m->runtime = r.exported.runtime;
     }
   }
@@ -342,13 +411,14 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
     m.quant_std = m.runtime_top1 = m.quant_top1;
     for (std::size_t a = 0; a < m.calibration_domains.size(); ++a)
       for (std::size_t b = 0; b < m.test_domains.size(); ++b) {
-        const Cell& c = samples[k][a][b];
+        const GapCell& c = samples[k][a][b];
         if (!c.runtime.empty()) m.runtime_top1[a][b] = mean_of(c.runtime);
         if (c.quant.empty()) continue;
         m.quant_top1[a][b] = mean_of(c.quant);
         m.quant_std[a][b] = std_of(c.quant);
         m.repeats = std::max(m.repeats, static_cast<int>(c.quant.size()));
       }
+    test_against_in_domain(m, samples[k]);
   }
   return out;
 }
@@ -398,13 +468,16 @@ std::string gap_matrix_markdown(const GapMatrix& m) {
       out << "\n";
     }
   };
-  out << "\nGap to calibrating in-domain (points; columns whose domain is also a calibration domain):\n\n";
+  out << "\nGap to calibrating in-domain (points; columns whose domain is also a calibration domain; * where "
+         "McNemar's exact test on the same test images finds the two models' accuracies differ, p < 0.05):\n\n";
   rows([&](std::size_t a, std::size_t b) {
     const auto self = std::find(m.calibration_domains.begin(), m.calibration_domains.end(), m.test_domains[b]);
     const double in_domain = self == m.calibration_domains.end()
                                  ? std::nan("")
                                  : m.quant_top1[static_cast<std::size_t>(self - m.calibration_domains.begin())][b];
-    return cell(100 * (m.quant_top1[a][b] - in_domain), true);
+    std::string c = cell(100 * (m.quant_top1[a][b] - in_domain), true);
+    if (m.in_domain_p[a][b] < 0.05) c.insert(c.size() - 2, "*");
+    return c;
   });
   if (!m.runtime.empty()) {  // the runtime twin: what the exported model gives in the int8 runtime, and the gap
     out << "\nIn the int8 runtime (" << m.runtime << "), top-1 (%), and runtime − simulated (points):\n\n";

@@ -49,23 +49,28 @@ class TestImages {
 // Top-1 accuracy (fraction) of `forward` on `data` (preprocessed with `pre`), in batches, without
 // autograd. With `progress`, a bar named `label` (images/s, ETA) shows while it lasts; only passes longer
 // than a few seconds leave a line. With `predictions`, each batch's predicted classes (on the CPU) are
-// appended to it, in the order the batches came.
+// appended to it, in the order the batches came; with `correct`, whether each image's was right.
 template <class Forward>
 double top1_accuracy(Forward&& forward, const TestImages& data, const Preprocess& pre, std::int64_t batch = 256,
                      std::ostream* progress = nullptr, const std::string& label = "evaluation",
-                     std::vector<at::Tensor>* predictions = nullptr) {
+                     std::vector<at::Tensor>* predictions = nullptr, std::vector<bool>* correct = nullptr) {
   at::NoGradGuard no_grad;
   ProgressBar bar(progress, label, data.size());
-  std::int64_t correct = 0, seen = 0;
+  std::int64_t hits = 0, seen = 0;
   data.for_each_batch(batch, [&](const at::Tensor& images, const at::Tensor& labels) {
     const at::Tensor predicted = forward(pre.apply(images)).argmax(1).cpu();
     if (predictions) predictions->push_back(predicted);
-    correct += predicted.eq(labels).sum().template item<std::int64_t>();
+    const at::Tensor right = predicted.eq(labels.cpu());
+    if (correct) {
+      const at::Tensor bytes = right.to(at::kByte).contiguous();
+      correct->insert(correct->end(), bytes.data_ptr<std::uint8_t>(), bytes.data_ptr<std::uint8_t>() + bytes.numel());
+    }
+    hits += right.sum().template item<std::int64_t>();
     seen += images.size(0);
     bar.update(seen, bar.rate(seen, "img/s"));
   });
   bar.finish_if_long(bar.rate(seen, "img/s"));
-  return seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0.0;
+  return seen ? static_cast<double>(hits) / static_cast<double>(seen) : 0.0;
 }
 
 }  // namespace xdq

@@ -1,9 +1,12 @@
 #pragma once
 // The results contract (later features extend it, never break it):
 // results.json = {"experiment": str, "xdq_version": str, "runs": [{"id", "model", "w_bits", "a_bits", "calibrator",
-//   "rounding", "calibrator_options": {name: value}, "rounding_options": {name: value},
+//   "rounding", "calibrator_options": {name: value}, "rounding_options": {name: value}, "worst_domain": {"domain",
+//   "quant_top1", "drop"} (two test domains or more),
 //   "calibration": {"source", "count", "domain", "seed", "selection": {"selector", "options", "passes", "pool_size",
-//   "target", "composition": {source domain: images}, "measures": {name: value}, "seconds"} (selected sets)}, "results": [{"domain", "n", "fp32_top1", "quant_top1"}],
+//   "target", "composition": {source domain: images}, "measures": {name: value}, "seconds"} (selected sets)}, "results": [{"domain", "n", "fp32_top1", "quant_top1",
+//   "fp32_top1_ci": [low, high], "quant_top1_ci": [low, high] (bootstrap 95 % over the test images, statistics.h),
+//   "correct": per-image right/wrong of the quantized model (statistics.h: pack_bits)}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
 //   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs),
 //   "peak_rss_mib", "export": {"dir", "files", "runtime", "int8_layers", "layers", "error", "runtime_error",
@@ -35,6 +38,9 @@ struct DomainResult {
   double runtime_top1 = -1.0;
   std::int64_t runtime_disagreements = -1;
   bool has_runtime() const { return runtime_top1 >= 0; }
+  // Per test image, in test order: whether the quantized model's top-1 was right (for paired tests between
+  // runs); empty in results written before it was kept.
+  std::vector<bool> correct;
 };
 
 // What `export:` wrote for a run (xdq/export/export.h).
@@ -94,12 +100,12 @@ struct RunResult {
   bool failed() const { return !error.empty(); }
 };
 
-// A run's "export" object and a domain's runtime fields in JSON (results.json and job shards); an absent
-// or empty object reads as a run that was not exported.
+// A run's "export" object and a domain's fields beyond its top-1 (the runtime's, per-image correctness) in
+// JSON (results.json and job shards); an absent or empty object reads as a run that was not exported.
 nlohmann::json export_json(const ExportRecord& e);
 ExportRecord export_from_json(const nlohmann::json& j);
-void add_runtime_json(const DomainResult& d, nlohmann::json& j);
-void read_runtime_json(const nlohmann::json& j, DomainResult& d);
+void add_cell_details_json(const DomainResult& d, nlohmann::json& j);
+void read_cell_details_json(const nlohmann::json& j, DomainResult& d);
 
 struct LayerShiftRow {
   std::string model, setting, calibration_domain, layer, domain;

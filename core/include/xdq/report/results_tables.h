@@ -5,8 +5,14 @@
 #include <vector>
 
 #include "xdq/experiment/results.h"
+#include "xdq/statistics.h"
 
 namespace xdq {
+
+// The bootstrap 95 % interval of a top-1 measured on n images (statistics.h).
+Interval top1_interval(double top1, std::int64_t n);
+// The run's test domain with the lowest quantized top-1; null with fewer than two test domains.
+const DomainResult* worst_domain(const RunResult& run);
 
 std::string results_json(const ExperimentResults& results);
 std::string results_csv(const ExperimentResults& results);
@@ -33,10 +39,13 @@ struct GapMatrix {
   std::vector<double> fp32_top1;                // [B]
   std::vector<std::vector<double>> runtime_top1;  // [A][B], the exported model in `runtime`; NaN where not run
   std::string runtime;                            // the int8 runtime of export.runtime ("" when none ran)
+  // [A][B]: McNemar's exact p-value of the cell's run against the in-domain run on B's images (one run
+  // per cell, both with per-image results); NaN where there is no such pair.
+  std::vector<std::vector<double>> in_domain_p;
 };
 std::vector<GapMatrix> gap_matrices(const ExperimentResults& results);
 // Markdown: quantized top-1 per (A, B), the gap to calibrating in-domain (A = B, when B is also a
-// calibration domain), the runtime's top-1 and its difference to the simulation where exported runs were
+// calibration domain; * where McNemar's test finds it significant at 5 %), the runtime's top-1 and its difference to the simulation where exported runs were
 // checked in an int8 runtime, and the gap to FP32 on B, in points.
 std::string gap_matrix_markdown(const GapMatrix& m);
 
