@@ -154,8 +154,9 @@ struct ExportSettings {
                const std::string& rounding) const;
 };
 
-// The whole file, one member per section. Entry points (plan, run, analyze, report, the resolved config)
-// take it; everything below them takes the sections it reads.
+// The whole file, one member per section. Entry points (plan, run, analyze, the resolved config) and the
+// pipelines they drive take it; everything below them takes the sections it reads, and reports render
+// from the run alone.
 struct ExperimentConfig {
   std::string file;
   std::string name;
