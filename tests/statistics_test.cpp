@@ -3,6 +3,8 @@
 // per-image bits results.json keeps.
 #include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -94,6 +96,61 @@ TEST(Statistics, PerImageBitsRoundTrip) {
   EXPECT_EQ(unpack_bits(pack_bits(many), 1001), many);
   EXPECT_NE(error_of([] { unpack_bits("0101", 20); }).find("do not hold 20 images"), std::string::npos);
   EXPECT_NE(error_of([] { unpack_bits("0g", 3); }).find("'g' is not a lowercase hex digit"), std::string::npos);
+}
+
+// Without ties Spearman's rho is 1 − 6 Σ d² / (n (n² − 1)), d the rank differences (a closed form the
+// implementation, Pearson on mean ranks, does not use); with ties, worked by hand.
+TEST(Statistics, SpearmanAgainstTheClosedFormAndByHand) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int n = 3 + trial;
+    std::vector<double> x(n), y(n);
+    std::vector<int> rx(n), ry(n);
+    std::iota(rx.begin(), rx.end(), 1);
+    std::iota(ry.begin(), ry.end(), 1);
+    std::shuffle(rx.begin(), rx.end(), rng);
+    std::shuffle(ry.begin(), ry.end(), rng);
+    double d2 = 0;
+    for (int i = 0; i < n; ++i) {
+      x[i] = std::exp(0.3 * rx[i]);  // any increasing map of the ranks
+      y[i] = -10.0 + ry[i] * ry[i];
+      d2 += static_cast<double>((rx[i] - ry[i]) * (rx[i] - ry[i]));
+    }
+    EXPECT_NEAR(spearman(x, y), 1.0 - 6.0 * d2 / (n * (n * n - 1.0)), 1e-12) << n;
+  }
+  // x ranks 1, 2.5, 2.5, 4; y ranks 1, 3, 2, 4: Σ dx dy = 4.5, Σ dx² = 4.5, Σ dy² = 5.
+  EXPECT_NEAR(spearman({1, 2, 2, 3}, {1, 3, 2, 4}), 4.5 / std::sqrt(4.5 * 5.0), 1e-12);
+  EXPECT_TRUE(std::isnan(spearman({1, 1, 1}, {1, 2, 3})));
+}
+
+// Pairs counted by hand: y = 3 1 2 5 4 against increasing x has 7 concordant and 3 discordant pairs; with a
+// tie in x (pair 0-1) and one in y (pair 1-2), 4 concordant pairs of 6 give 4 / sqrt(5 · 5).
+TEST(Statistics, KendallTauBByHand) {
+  EXPECT_DOUBLE_EQ(kendall_tau_b({1, 2, 3, 4, 5}, {3, 1, 2, 5, 4}), 0.4);
+  EXPECT_DOUBLE_EQ(kendall_tau_b({1, 1, 2, 3}, {1, 2, 2, 3}), 0.8);
+  EXPECT_DOUBLE_EQ(kendall_tau_b({1, 2, 3}, {3, 2, 1}), -1.0);
+  EXPECT_TRUE(std::isnan(kendall_tau_b({1, 2}, {5, 5})));
+}
+
+// A monotone relation is one in every resample that still ranks something: the interval is [1, 1] (or
+// [−1, −1]); a resample drawing one pair over and over has no ranking and is left out. On noisy data the
+// interval holds the estimate, and the same seed gives the same interval.
+TEST(Statistics, BootstrapIntervalOfARankCorrelation) {
+  const std::vector<double> x{1, 2, 3, 4, 5, 6, 7, 8}, y{2, 4, 8, 16, 32, 64, 128, 256};
+  std::vector<double> down(y.rbegin(), y.rend());
+  EXPECT_DOUBLE_EQ(bootstrap_correlation_interval(x, y, spearman).low, 1.0);
+  EXPECT_DOUBLE_EQ(bootstrap_correlation_interval(x, down, kendall_tau_b).high, -1.0);
+  std::mt19937 rng(5);
+  std::normal_distribution<double> noise;
+  std::vector<double> a(60), b(60);
+  for (int i = 0; i < 60; ++i) a[i] = noise(rng), b[i] = a[i] + noise(rng);
+  const Interval ci = bootstrap_correlation_interval(a, b, spearman, 2000, 7);
+  EXPECT_LT(ci.low, spearman(a, b));
+  EXPECT_GT(ci.high, spearman(a, b));
+  EXPECT_GT(ci.low, 0.3);  // true rho of x and x + noise: 6/π asin(1/(2·sqrt 2)) ≈ 0.69
+  const Interval again = bootstrap_correlation_interval(a, b, spearman, 2000, 7);
+  EXPECT_EQ(ci.low, again.low);
+  EXPECT_EQ(ci.high, again.high);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
 
 #include "xdq/error.h"
 
@@ -79,6 +82,87 @@ std::vector<bool> unpack_bits(const std::string& hex, std::int64_t n) {
     bits[i] = (byte >> (i % 8)) & 1u;
   }
   return bits;
+}
+
+namespace {
+void check_pairs(const std::vector<double>& x, const std::vector<double>& y) {
+  if (x.size() != y.size())
+    throw Error("rank correlation: " + std::to_string(x.size()) + " values against " + std::to_string(y.size()));
+}
+
+// 1-based ranks, ties sharing their mean rank.
+std::vector<double> mean_ranks(const std::vector<double>& v) {
+  std::vector<std::size_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return v[a] < v[b]; });
+  std::vector<double> rank(v.size());
+  for (std::size_t i = 0; i < order.size();) {
+    std::size_t j = i;
+    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+    for (std::size_t k = i; k <= j; ++k) rank[order[k]] = 0.5 * static_cast<double>(i + j) + 1.0;
+    i = j + 1;
+  }
+  return rank;
+}
+}  // namespace
+
+double spearman(const std::vector<double>& x, const std::vector<double>& y) {
+  check_pairs(x, y);
+  const std::vector<double> rx = mean_ranks(x), ry = mean_ranks(y);
+  const double n = static_cast<double>(x.size());
+  const double mx = std::accumulate(rx.begin(), rx.end(), 0.0) / n, my = std::accumulate(ry.begin(), ry.end(), 0.0) / n;
+  double sxy = 0, sxx = 0, syy = 0;
+  for (std::size_t i = 0; i < rx.size(); ++i) {
+    sxy += (rx[i] - mx) * (ry[i] - my);
+    sxx += (rx[i] - mx) * (rx[i] - mx);
+    syy += (ry[i] - my) * (ry[i] - my);
+  }
+  if (sxx == 0 || syy == 0) return std::numeric_limits<double>::quiet_NaN();
+  return sxy / std::sqrt(sxx * syy);
+}
+
+double kendall_tau_b(const std::vector<double>& x, const std::vector<double>& y) {
+  check_pairs(x, y);
+  double concordant = 0, discordant = 0, tied_x = 0, tied_y = 0, pairs = 0;
+  for (std::size_t i = 0; i < x.size(); ++i)
+    for (std::size_t j = i + 1; j < x.size(); ++j) {
+      pairs += 1;
+      const double dx = x[i] - x[j], dy = y[i] - y[j];
+      if (dx == 0) tied_x += 1;
+      if (dy == 0) tied_y += 1;
+      if (dx * dy > 0) concordant += 1;
+      if (dx * dy < 0) discordant += 1;
+    }
+  const double denominator = std::sqrt((pairs - tied_x) * (pairs - tied_y));
+  if (denominator == 0) return std::numeric_limits<double>::quiet_NaN();
+  return (concordant - discordant) / denominator;
+}
+
+Interval bootstrap_correlation_interval(const std::vector<double>& x, const std::vector<double>& y,
+                                        double (*statistic)(const std::vector<double>&, const std::vector<double>&),
+                                        int resamples, std::uint64_t seed, double level) {
+  check_pairs(x, y);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (x.empty()) return {nan, nan};
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::size_t> pick(0, x.size() - 1);
+  std::vector<double> values, rx(x.size()), ry(y.size());
+  for (int r = 0; r < resamples; ++r) {
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const std::size_t k = pick(rng);
+      rx[i] = x[k];
+      ry[i] = y[k];
+    }
+    if (const double v = statistic(rx, ry); !std::isnan(v)) values.push_back(v);
+  }
+  if (values.empty()) return {nan, nan};
+  std::sort(values.begin(), values.end());
+  // The smallest value whose share of resamples at or below it reaches each level (as bootstrap_interval).
+  const auto quantile = [&](double q) {
+    const auto k = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size()) - 1e-9));
+    return values[std::min(values.size() - 1, k == 0 ? 0 : k - 1)];
+  };
+  return {quantile((1 - level) / 2), quantile((1 + level) / 2)};
 }
 
 }  // namespace xdq

@@ -1,6 +1,7 @@
 #pragma once
-// The statistics results carry: an interval for a top-1 measured on a finite test set, and a paired test
-// for two models evaluated on the same test images.
+// The statistics results carry: an interval for a top-1 measured on a finite test set, a paired test
+// for two models evaluated on the same test images, and the rank correlations that validate a predictor
+// of accuracy against the accuracies realized.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,5 +29,19 @@ double mcnemar_exact_p(const std::vector<bool>& a, const std::vector<bool>& b);
 // hex digits. unpack_bits reads `n` images back; an Error when the text does not hold exactly them.
 std::string pack_bits(const std::vector<bool>& bits);
 std::vector<bool> unpack_bits(const std::string& hex, std::int64_t n);
+
+// Spearman's rank correlation: Pearson's correlation of the ranks, tied values sharing their mean rank.
+// NaN when either side has fewer than two distinct values (no ranking to correlate).
+double spearman(const std::vector<double>& x, const std::vector<double>& y);
+// Kendall's tau-b: (concordant − discordant) / sqrt((n0 − n1)(n0 − n2)) over all pairs, n0 = n(n−1)/2 and
+// n1, n2 the pairs tied in x and in y. NaN as for spearman.
+double kendall_tau_b(const std::vector<double>& x, const std::vector<double>& y);
+
+// The percentile bootstrap interval at `level` of a correlation `statistic` (spearman, kendall_tau_b): the
+// pairs (x_i, y_i) resampled with replacement `resamples` times from `seed`; resamples with no ranking
+// (NaN) are left out. NaN bounds when all are.
+Interval bootstrap_correlation_interval(const std::vector<double>& x, const std::vector<double>& y,
+                                        double (*statistic)(const std::vector<double>&, const std::vector<double>&),
+                                        int resamples = 1000, std::uint64_t seed = 0, double level = 0.95);
 
 }  // namespace xdq

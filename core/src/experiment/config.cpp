@@ -15,6 +15,8 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include "scoring.h"
+
 #include "xdq/data/dataset.h"
 #include "xdq/data/sources.h"
 #include "xdq/data/image_files.h"
@@ -524,6 +526,17 @@ void parse_passes(const ConfigNode& list, std::vector<PluginChoice>& passes, Loa
     passes = parse_plugins(list, PluginKind::GraphPass, ctx.registry);
 }
 
+// An empty list means no scoring; score names must be unique across the scorers.
+void parse_scorers(const ConfigNode& list, std::vector<PluginChoice>& scorers, LoadContext& ctx) {
+  if (!list.defined() || (list.is_sequence() && list.size() == 0)) return;
+  scorers = parse_plugins(list, PluginKind::Scorer, ctx.registry);
+  try {
+    declared_scores(ctx.registry, scorers);
+  } catch (const Error& e) {
+    list.fail(e.what());
+  }
+}
+
 // A value as a YAML scalar of its own type, so that it reads back exactly.
 YAML::Node option_yaml(const OptionValue& value) {
   if (auto b = std::get_if<bool>(&value)) return YAML::Node(*b);
@@ -823,6 +836,11 @@ void add_report_keys(std::vector<Key>& k) {
   using S = OptionSpec;
   k.push_back(scalar("diagnostics.layer_shift_images", S::integer("layer_shift_images", 0, "images per domain for per-layer shift tables (0: off)").range(0, kUnbounded),
                      [](auto& c) -> auto& { return c.test.layer_shift_images; }));
+  k.push_back(member("scoring.scorers", "scorer plugins: label-free predictions of each run's top-1 on each test domain (results.json scores)",
+                     [](auto& c) -> auto& { return c.test.scorers; }, parse_scorers,
+                     [](const std::vector<PluginChoice>& list) { return list.empty() ? YAML::Node() : plugin_list_yaml(list); }));
+  k.push_back(scalar("scoring.target_count", S::integer("target_count", 256, "unlabeled images per test domain the scorers read (train split)").range(2, kUnbounded),
+                     [](auto& c) -> auto& { return c.test.scoring_target_count; }));
   k.push_back(scalar("analysis.images", S::integer("images", 1000, "held-out images per test domain").range(1, kUnbounded),
                      [](auto& c) -> auto& { return c.analysis.images; }));
   k.push_back(scalar("analysis.layerwise", S::text("layerwise", "both", "what one layer's turn quantizes").one_of({"weights", "activation", "both"}),

@@ -40,6 +40,8 @@ std::vector<Tally> tally(const QuantizedModel& q, const at::Tensor& images, std:
   return out;
 }
 
+double fraction_clipped(const Tally& t) { return t.total > 0 ? t.clipped / t.total : 0.0; }
+
 }  // namespace
 
 std::vector<LayerShift> measure_layer_shift(const QuantizedModel& calibrated, const at::Tensor& reference,
@@ -53,7 +55,7 @@ std::vector<LayerShift> measure_layer_shift(const QuantizedModel& calibrated, co
       LayerShift s;
       s.layer = calibrated.activations()[i].name;
       s.domain = name;
-      s.clipped_fraction = on_b[i].total > 0 ? on_b[i].clipped / on_b[i].total : 0.0;
+      s.clipped_fraction = fraction_clipped(on_b[i]);
       double tv = 0;
       for (int b = 0; b < kBins; ++b)
         tv += std::abs(ref[i].hist[b] / std::max(ref[i].total, 1.0) - on_b[i].hist[b] / std::max(on_b[i].total, 1.0));
@@ -61,6 +63,15 @@ std::vector<LayerShift> measure_layer_shift(const QuantizedModel& calibrated, co
       out.push_back(s);
     }
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> clipped_fractions(const QuantizedModel& calibrated, const at::Tensor& images,
+                                                              std::int64_t batch_size) {
+  const auto tallies = tally(calibrated, images, batch_size);
+  std::vector<std::pair<std::string, double>> out;
+  for (std::size_t i = 0; i < tallies.size(); ++i)
+    out.emplace_back(calibrated.activations()[i].name, fraction_clipped(tallies[i]));
   return out;
 }
 

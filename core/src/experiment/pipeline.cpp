@@ -50,6 +50,7 @@ Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, Domain
 
 const CalibrationSet& Pipeline::calibration_set(const JobSpec& job) {
   if (const auto it = calibration_.find(&job); it != calibration_.end()) return it->second;
+  load_scoring_targets(job);
   CalibrationSet set;
   if (job.selector) {
     const Dataset& chosen = (selected_[&job] = select_calibration_set(job)).set;
@@ -223,8 +224,29 @@ QuantizeRecipe Pipeline::recipe(const JobSpec& job, const RunSpec& spec, std::os
   return QuantizeRecipe(registry_, settings, log);
 }
 
+// Every test domain's unlabeled sample for scoring, once per model (one seed for the experiment: every run
+// of a model is scored against the same images); loaded before the jobs run, as the sets are.
+void Pipeline::load_scoring_targets(const JobSpec& job) {
+  if (cfg_.test.scorers.empty() || scoring_targets_.count(job.model)) return;
+  std::vector<at::Tensor>& targets = scoring_targets_[job.model];
+  for (const DomainSpec& domain : cfg_.test.domains) {
+    at::Tensor images = domains_.get(domain, Split::Train, models_[job.model].prepared.shape, cfg_.test.scoring_target_count,
+                                     cfg_.execution.seed + 9001, job.entry).images;
+    if (images.size(0) < 2)
+      throw Error(cfg_.file + ": scoring.target_count: domain '" + domain.name + "' gives " + std::to_string(images.size(0)) +
+                  " unlabeled images from its train split; scorers need two or more");
+    targets.push_back(images);
+  }
+}
+
+JobScoring Pipeline::job_scoring(const JobSpec& job) const {
+  const Model& m = models_[job.model];
+  return JobScoring(registry_, cfg_.test.scorers, m.prepared.model.graph, m.prepared.pre, calibration_.at(&job).images,
+                    scoring_targets_.at(job.model), cfg_.calibration.batch_size, cfg_.execution.torch_device());
+}
+
 void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated,
-                            const CalibrationData& data, std::ostream& log, JobOutput& out) const {
+                            const CalibrationData& data, const JobScoring* scoring, std::ostream& log, JobOutput& out) const {
   const auto start = std::chrono::steady_clock::now();
   std::vector<UnitTiming> timings;
   const QuantizedModel quantized = recipe(job, spec, log).rounded(calibrated, data, {&out.files, spec.id, &timings});
@@ -233,6 +255,10 @@ void Pipeline::run_rounding(const JobSpec& job, const RunSpec& spec, const Quant
   std::vector<std::vector<at::Tensor>> predictions;
   RunResult run = evaluate(job, spec, quantized, log, exported ? &predictions : nullptr);
   if (exported) export_run(job, quantized, data.images, predictions, log, run);
+  if (scoring) {
+    const auto scores = scoring->scores(quantized);
+    for (std::size_t t = 0; t < run.results.size(); ++t) run.results[t].scores = scores[t];
+  }
   run.seconds = seconds_since(start);
   run.peak_rss_mib = peak_resident_mib();
   run.units = std::move(timings);
@@ -342,8 +368,10 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
   // Without passes of stage BeforeQuantization the folded graph is the model's, shared by every job; with
   // them, one adapted graph per activation bit width (passes read it: PassContext::a_bits).
   bool adapts = false;
+  std::optional<JobScoring> scoring;
   try {
     adapts = recipe(job, job.runs.front(), log).adapts_to_data();
+    if (!cfg_.test.scorers.empty()) scoring.emplace(job_scoring(job));
   } catch (const std::exception& e) {
     for (const RunSpec& spec : job.runs) out.runs.push_back(failed(job, spec, e.what(), log));
     return out;
@@ -380,7 +408,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     for (std::size_t r = first; r < end; ++r) {
       if (!wanted(r)) continue;
       try {
-        run_rounding(job, job.runs[r], *calibrated, data, log, out);
+        run_rounding(job, job.runs[r], *calibrated, data, scoring ? &*scoring : nullptr, log, out);
       } catch (const std::exception& e) {
         out.runs.push_back(failed(job, job.runs[r], e.what(), log));
         continue;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "prepare.h"
+#include "scoring.h"
 #include "xdq/experiment/plan.h"
 #include "xdq/experiment/results.h"
 #include "xdq/export/export.h"
@@ -88,7 +89,10 @@ class Pipeline {
   RunResult failed(const JobSpec& job, const RunSpec& spec, const std::string& error, std::ostream& log) const;
   QuantizeRecipe recipe(const JobSpec& job, const RunSpec& spec, std::ostream& log) const;
   void run_rounding(const JobSpec& job, const RunSpec& spec, const QuantizedModel& calibrated,
-                    const CalibrationData& data, std::ostream& log, JobOutput& out) const;
+                    const CalibrationData& data, const JobScoring* scoring, std::ostream& log, JobOutput& out) const;
+  // scoring: the job's scorers, their FP passes over its set and each test domain's unlabeled sample done.
+  void load_scoring_targets(const JobSpec& job);
+  JobScoring job_scoring(const JobSpec& job) const;
   // export: the artefacts of a run, and with a runtime its top-1 on every test domain, compared image by
   // image with the simulated model's `predictions` (evaluate()'s).
   void export_run(const JobSpec& job, const QuantizedModel& quantized, const CalibrationImages& images,
@@ -102,6 +106,7 @@ class Pipeline {
   std::vector<Model> models_;
   std::map<const JobSpec*, CalibrationSet> calibration_;
   std::map<const JobSpec*, Selected> selected_;
+  std::map<std::size_t, std::vector<at::Tensor>> scoring_targets_;  // per model: each test domain's sample
   std::ostream& progress_;
   std::string run_counter() const;
   std::size_t total_runs_ = 0;

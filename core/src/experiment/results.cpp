@@ -67,12 +67,14 @@ void add_cell_details_json(const DomainResult& d, nlohmann::json& j) {
     j["runtime_disagreements"] = d.runtime_disagreements;
   }
   if (!d.correct.empty()) j["correct"] = pack_bits(d.correct);
+  if (!d.scores.empty()) j["scores"] = d.scores;
 }
 
 void read_cell_details_json(const nlohmann::json& j, DomainResult& d) {
   d.runtime_top1 = j.value("runtime_top1", -1.0);
   d.runtime_disagreements = j.value("runtime_disagreements", std::int64_t{-1});
   if (j.contains("correct")) d.correct = unpack_bits(j.at("correct").get<std::string>(), d.n);
+  d.scores = j.value("scores", std::map<std::string, double>{});
 }
 
 }  // namespace xdq

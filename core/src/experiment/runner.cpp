@@ -1,6 +1,7 @@
 #include "xdq/experiment/runner.h"
 
 #include "pipeline.h"
+#include "scoring.h"
 #include "shards.h"
 
 #include <signal.h>
@@ -241,6 +242,7 @@ ExperimentRun run_experiment(const ExperimentConfig& cfg, PluginRegistry& regist
 
   run.source = results_source(cfg);
   run.results.experiment = cfg.name;
+  run.results.scores = declared_scores(registry, cfg.test.scorers);
   YAML::Node provenance;
   provenance["threads"] = threads;
   provenance["jobs"] = parallel_jobs;

@@ -44,12 +44,14 @@ Synthesizer::~Synthesizer() = default;
 GraphPass::~GraphPass() = default;
 DomainTransform::~DomainTransform() = default;
 Selector::~Selector() = default;
+Scorer::~Scorer() = default;
 
 namespace {
 constexpr std::pair<PluginKind, const char*> kKindNames[] = {
     {PluginKind::Calibrator, "calibrator"},         {PluginKind::Synthesizer, "synthesizer"},
     {PluginKind::WeightOptimizer, "weight_optimizer"}, {PluginKind::GraphPass, "graph_pass"},
-    {PluginKind::DomainTransform, "domain_transform"}, {PluginKind::Selector, "selector"}};
+    {PluginKind::DomainTransform, "domain_transform"}, {PluginKind::Selector, "selector"},
+    {PluginKind::Scorer, "scorer"}};
 }  // namespace
 
 const char* to_string(PluginKind kind) {

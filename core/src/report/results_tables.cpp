@@ -67,6 +67,8 @@ std::string results_json(const ExperimentResults& results) {
     }
     root["runs"].push_back(run);
   }
+  for (const ScoreDeclaration& s : results.scores)
+    root["scores"].push_back({{"name", s.name}, {"scorer", s.scorer}, {"higher_is_better", s.higher_is_better}, {"doc", s.doc}});
   if (!results.layer_shift.empty()) {
     root["layer_shift"] = nlohmann::ordered_json::array();
     for (const auto& l : results.layer_shift)

@@ -114,6 +114,10 @@ struct TestSettings {
   std::int64_t count = 0;  // 0: the whole test set
   // diagnostics.layer_shift_images: per-layer shift tables for the first bit setting and calibrator (0: off).
   std::int64_t layer_shift_images = 0;
+  // scoring.scorers: scorer plugins computed for every run and test domain against an unlabeled sample of
+  // scoring_target_count images of the domain (its train split, the same images for every run).
+  std::vector<PluginChoice> scorers;
+  std::int64_t scoring_target_count = 256;
 };
 
 // `quantization:`: how it is quantized.

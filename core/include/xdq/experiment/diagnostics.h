@@ -23,4 +23,9 @@ std::vector<LayerShift> measure_layer_shift(const QuantizedModel& calibrated, co
                                             const std::vector<std::pair<std::string, at::Tensor>>& tests,
                                             std::int64_t batch_size);
 
+// Per activation quantizer of `calibrated` (in model order): its name and the share of its FP values on
+// `images` (preprocessed) that fall outside its range.
+std::vector<std::pair<std::string, double>> clipped_fractions(const QuantizedModel& calibrated, const at::Tensor& images,
+                                                              std::int64_t batch_size);
+
 }  // namespace xdq

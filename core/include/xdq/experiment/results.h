@@ -6,12 +6,14 @@
 //   "calibration": {"source", "count", "domain", "seed", "selection": {"selector", "options", "passes", "pool_size",
 //   "target", "composition": {source domain: images}, "measures": {name: value}, "seconds"} (selected sets)}, "results": [{"domain", "n", "fp32_top1", "quant_top1",
 //   "fp32_top1_ci": [low, high], "quant_top1_ci": [low, high] (bootstrap 95 % over the test images, statistics.h),
-//   "correct": per-image right/wrong of the quantized model (statistics.h: pack_bits)}],
+//   "correct": per-image right/wrong of the quantized model (statistics.h: pack_bits), "scores": {name: value}
+//   (scoring:)}],
 //   "seconds", "units": [{"name", "iterations", "seconds_per_iteration", "caching_seconds", "step_iterations",
 //   "step_seconds_per_iteration", "step_caching_seconds", "seconds"}] (reconstruction runs),
 //   "peak_rss_mib", "export": {"dir", "files", "runtime", "int8_layers", "layers", "error", "runtime_error",
 //   "layer_gaps": [{"activation", "differing", "max_steps"}], "timings": [{"batch", "threads", "float_ms", "int8_ms"}]}
-//   (exported runs; their results then carry "runtime_top1" and "runtime_disagreements")}]}
+//   (exported runs; their results then carry "runtime_top1" and "runtime_disagreements")}],
+//   "scores": [{"name", "scorer", "higher_is_better", "doc"}] (scoring:)}
 // with top-1 as a fraction in [0, 1]. A run that failed has "status": "failed", its "error" and no
 // results. results.csv has one row per run x test domain. Written by report/results_tables.h.
 #include <cstdint>
@@ -41,6 +43,8 @@ struct DomainResult {
   // Per test image, in test order: whether the quantized model's top-1 was right (for paired tests between
   // runs); empty in results written before it was kept.
   std::vector<bool> correct;
+  // scoring: every scorer's scores for the run's calibration set against this domain's unlabeled sample.
+  std::map<std::string, double> scores;
 };
 
 // What `export:` wrote for a run (xdq/export/export.h).
@@ -112,8 +116,16 @@ struct LayerShiftRow {
   double clipped_fraction = 0.0, tv_distance = 0.0;
 };
 
+// A score the runs carry (scoring:), as its scorer plugin declares it.
+struct ScoreDeclaration {
+  std::string name, scorer;  // the score, and the label of the scorer that computes it
+  bool higher_is_better = true;
+  std::string doc;
+};
+
 struct ExperimentResults {
   std::string experiment;
+  std::vector<ScoreDeclaration> scores;  // in results.json as "scores" when scoring ran
   std::vector<RunResult> runs;
   std::vector<LayerShiftRow> layer_shift;  // in results.json as "layer_shift" when measured
   std::size_t failed_runs() const;

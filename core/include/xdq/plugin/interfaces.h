@@ -144,11 +144,67 @@ class BOOST_SYMBOL_VISIBLE Selector : public Plugin {
   virtual Selection select(const SelectionContext& context) const = 0;
 };
 
+// ---- Scorer: how well a calibration set will serve a target domain, guessed without labels ------------
+// What an FP forward pass records per image (a selector asks select/selection.h's pool_features for it; a
+// scorer declares it, and the core gathers what all scorers of a run declare in one pass).
+struct FeatureRequest {
+  bool logits = false;
+  bool penultimate = false;   // the last layer's input (spatial mean when 4-D)
+  bool bn_inputs = false;     // at every BatchNorm input
+  bool layer_inputs = false;  // at every conv/linear input (the activations calibration quantizes)
+  // What is summarized at those sites (each costs a pass over every activation).
+  bool moments = true;  // E[x] and E[x²]
+  bool absmax = false;  // max |x|
+};
+
+// One activation site over N images: per image and channel, E[x] and E[x²] over the image's positions,
+// and max |x| ([N, C] each, float32, CPU; undefined when not requested).
+struct SiteFeatures {
+  std::string name;
+  at::Tensor mean, square, absmax;
+  at::Tensor running_mean, running_var;  // BatchNorm sites: the layer's running statistics [C]
+};
+
+struct PoolFeatures {
+  at::Tensor logits;       // [N, classes]
+  at::Tensor penultimate;  // [N, F]
+  std::vector<SiteFeatures> bn_inputs, layer_inputs;
+};
+
+// A score's meaning for the reports that validate it against realized accuracy.
+struct ScoreInfo {
+  std::string name;              // unique among the experiment's scorers (results.json `scores`)
+  bool higher_is_better = true;  // the direction in which the score predicts better accuracy
+  std::string doc;
+};
+
+// What the core hands every scorer of a run: one FP pass over the calibration set and one over an unlabeled
+// target sample (each recording the union of the scorers' features()), and, for scorers that read the
+// run's quantized model, its logits on the target sample and the share of the target's values outside each
+// activation quantizer's range.
+struct ScoringInputs {
+  CalibrationImages calibration;  // the run's calibration set: [0, 1] pixels on the CPU, read batch by batch
+  at::Tensor target;              // the target sample: [0, 1] pixels [n, C, H, W] on the CPU
+  PoolFeatures calibration_features, target_features;
+  at::Tensor quantized_target_logits;  // [n, classes]; undefined unless reads_quantized_model()
+  std::vector<std::pair<std::string, double>> target_clipped;  // per activation quantizer, in model order
+};
+
+class BOOST_SYMBOL_VISIBLE Scorer : public Plugin {
+ public:
+  ~Scorer() override;
+  virtual std::vector<ScoreInfo> scores() const = 0;  // what score() returns, in that order
+  virtual FeatureRequest features() const { return {}; }
+  virtual bool reads_quantized_model() const { return false; }
+  virtual std::vector<double> score(const ScoringInputs& inputs) const = 0;  // one value per scores() entry
+};
+
 template <> struct PluginKindOf<Calibrator> { static constexpr PluginKind value = PluginKind::Calibrator; };
 template <> struct PluginKindOf<WeightOptimizer> { static constexpr PluginKind value = PluginKind::WeightOptimizer; };
 template <> struct PluginKindOf<Synthesizer> { static constexpr PluginKind value = PluginKind::Synthesizer; };
 template <> struct PluginKindOf<GraphPass> { static constexpr PluginKind value = PluginKind::GraphPass; };
 template <> struct PluginKindOf<DomainTransform> { static constexpr PluginKind value = PluginKind::DomainTransform; };
 template <> struct PluginKindOf<Selector> { static constexpr PluginKind value = PluginKind::Selector; };
+template <> struct PluginKindOf<Scorer> { static constexpr PluginKind value = PluginKind::Scorer; };
 
 }  // namespace xdq

@@ -28,7 +28,7 @@ constexpr std::uint32_t kPluginAbiVersion = 6;
 #define XDQ_TORCH_VERSION \
   XDQ_STRINGIFY(TORCH_VERSION_MAJOR) "." XDQ_STRINGIFY(TORCH_VERSION_MINOR) "." XDQ_STRINGIFY(TORCH_VERSION_PATCH)
 
-enum class PluginKind { Calibrator, Synthesizer, WeightOptimizer, GraphPass, DomainTransform, Selector };
+enum class PluginKind { Calibrator, Synthesizer, WeightOptimizer, GraphPass, DomainTransform, Selector, Scorer };
 const char* to_string(PluginKind kind);
 // "calibrator" -> PluginKind; false when unknown.
 bool parse_plugin_kind(const char* text, PluginKind& kind);
@@ -45,7 +45,8 @@ struct PluginDescriptor {
   const char* abi_hash;  // XDQ_PLUGIN_ABI_HASH the plugin was compiled with
   const char* torch_version;
   int cxx11_abi;
-  const char* kind;  // "calibrator", "synthesizer", "weight_optimizer", "graph_pass", "domain_transform", "selector"
+  const char* kind;  // "calibrator", "synthesizer", "weight_optimizer", "graph_pass", "domain_transform", "selector",
+                     // "scorer"
   const char* name;
   const char* version;
   const char* summary;

@@ -12,30 +12,6 @@
 
 namespace xdq {
 
-struct FeatureRequest {
-  bool logits = false;
-  bool penultimate = false;   // the last layer's input (spatial mean when 4-D)
-  bool bn_inputs = false;     // at every BatchNorm input
-  bool layer_inputs = false;  // at every conv/linear input (the activations calibration quantizes)
-  // What is summarized at those sites (each costs a pass over every activation).
-  bool moments = true;  // E[x] and E[x²]
-  bool absmax = false;  // max |x|
-};
-
-// One activation site over N images: per image and channel, E[x] and E[x²] over the image's positions,
-// and max |x| ([N, C] each, float32, CPU; undefined when not requested).
-struct SiteFeatures {
-  std::string name;
-  at::Tensor mean, square, absmax;
-  at::Tensor running_mean, running_var;  // BatchNorm sites: the layer's running statistics [C]
-};
-
-struct PoolFeatures {
-  at::Tensor logits;       // [N, classes]
-  at::Tensor penultimate;  // [N, F]
-  std::vector<SiteFeatures> bn_inputs, layer_inputs;
-};
-
 // The pool's features, in one pass of batch_size images (progress lines on context.progress).
 PoolFeatures pool_features(const SelectionContext& context, const FeatureRequest& request);
 // The same for other images (pixels [n, C, H, W]), e.g. the target sample.
