@@ -12,6 +12,7 @@
 #include "xdq/data/dataset.h"
 #include "xdq/report/png.h"
 #include "xdq/report/results_tables.h"
+#include "xdq/report/score_validation.h"
 
 namespace xdq {
 
@@ -178,6 +179,7 @@ std::map<std::string, std::string> experiment_report(const ExperimentRun& run) {
          << "`, seed " << source.seed << ". Drop = quantized minus FP32 top-1, in points.\n";
   std::string body = results_markdown(run.results, header.str());
   body += selection_markdown(run.results);
+  body += score_validation_markdown(run.results, files);
   const bool sweeps = source.sweeps_domains;
   if (sweeps) body += gap_matrices_markdown(run.results, files) + layer_shift_markdown(run.results, files);
   body += curves_markdown(run, files);

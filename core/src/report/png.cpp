@@ -77,7 +77,8 @@ std::string render_heatmap_png(const std::string& title, const std::vector<std::
 }
 
 std::string render_curves_png(const std::string& title, const std::vector<std::string>& names,
-                              const std::vector<std::vector<std::pair<double, double>>>& series, bool log_y) {
+                              const std::vector<std::vector<std::pair<double, double>>>& series, bool log_y,
+                              bool connect) {
   const int left = 70, right = 200, top = 40, bottom = 40, plot_w = 560, plot_h = 320;
   cv::Mat canvas(top + plot_h + bottom, left + plot_w + right, CV_8UC3, cv::Scalar(255, 255, 255));
   auto y_of = [&](double y) { return log_y ? std::log10(std::max(y, 1e-30)) : y; };
@@ -105,7 +106,7 @@ std::string render_curves_png(const std::string& title, const std::vector<std::s
     const int y = top + plot_h - plot_h * k / 4;
     cv::putText(canvas, text, {4, y + 4}, font, 0.35, {60, 60, 60}, 1, cv::LINE_AA);
     const double xv = x_lo + (x_hi - x_lo) * k / 4.0;
-    std::snprintf(text, sizeof text, "%.0f", xv);
+    std::snprintf(text, sizeof text, "%.5g", xv);
     cv::putText(canvas, text, {left + plot_w * k / 4 - 10, top + plot_h + 18}, font, 0.35, {60, 60, 60}, 1, cv::LINE_AA);
   }
   for (std::size_t i = 0; i < series.size(); ++i) {
@@ -116,8 +117,8 @@ std::string render_curves_png(const std::string& title, const std::vector<std::s
     std::vector<cv::Point> points;
     for (const auto& [x, y] : series[i])
       if (!log_y || y > 0) points.push_back(px(x, y));
-    if (points.size() > 1) cv::polylines(canvas, points, false, bgr, 1, cv::LINE_AA);
-    if (points.size() <= 40)
+    if (connect && points.size() > 1) cv::polylines(canvas, points, false, bgr, 1, cv::LINE_AA);
+    if (!connect || points.size() <= 40)
       for (const auto& pt : points) cv::circle(canvas, pt, 3, bgr, cv::FILLED, cv::LINE_AA);
     const int ly = top + 12 + 14 * static_cast<int>(i);
     if (ly < top + plot_h + bottom - 4) {

@@ -20,7 +20,7 @@ std::string render_heatmap_png(const std::string&, const std::vector<std::string
 }
 
 std::string render_curves_png(const std::string&, const std::vector<std::string>&,
-                              const std::vector<std::vector<std::pair<double, double>>>&, bool) {
+                              const std::vector<std::vector<std::pair<double, double>>>&, bool, bool) {
   unavailable("PNG output");
 }
 

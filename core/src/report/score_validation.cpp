@@ -1,0 +1,186 @@
+#include "xdq/report/score_validation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+
+#include "xdq/report/png.h"
+
+namespace xdq {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string setting_of(const RunResult& r) {
+  return "w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator + "/" + r.rounding;
+}
+
+// The cells of one group: per cell its test domain, realized top-1 and every score.
+struct Group {
+  std::string name, setting;
+  bool pooled = false;
+  std::vector<const DomainResult*> cells;
+};
+
+std::vector<Group> groups_of(const ExperimentResults& results) {
+  std::vector<Group> out;
+  const auto add = [&](const std::string& name, const std::string& setting, bool pooled, const DomainResult* d) {
+    auto g = std::find_if(out.begin(), out.end(), [&](const Group& x) { return x.name == name; });
+    if (g == out.end()) g = out.insert(out.end(), Group{name, setting, pooled, {}});
+    g->cells.push_back(d);
+  };
+  for (const RunResult& r : results.runs)
+    for (const DomainResult& d : r.results)
+      if (!r.failed() && !d.scores.empty()) add(r.model + " " + setting_of(r), setting_of(r), false, &d);
+  const std::size_t per_model = out.size();
+  for (std::size_t i = 0; i < per_model; ++i)  // pooled groups after the per-model ones, one per setting
+    for (const DomainResult* d : std::vector<const DomainResult*>(out[i].cells)) add("pooled " + out[i].setting, out[i].setting, true, d);
+  // A pooled group of one model says nothing more than that model's group.
+  out.erase(std::remove_if(out.begin(), out.end(), [&](const Group& g) {
+              if (!g.pooled) return false;
+              return std::count_if(out.begin(), out.end(), [&](const Group& m) { return !m.pooled && m.setting == g.setting; }) < 2;
+            }),
+            out.end());
+  return out;
+}
+
+double mean_within_target(const Group& g, const std::string& score, double sign) {
+  std::vector<std::string> domains;
+  for (const DomainResult* d : g.cells)
+    if (std::find(domains.begin(), domains.end(), d->domain) == domains.end()) domains.push_back(d->domain);
+  double sum = 0;
+  int counted = 0;
+  for (const std::string& domain : domains) {
+    std::vector<double> x, y;
+    for (const DomainResult* d : g.cells)
+      if (d->domain == domain && d->scores.count(score)) x.push_back(sign * d->scores.at(score)), y.push_back(d->quant_top1);
+    if (const double rho = x.size() > 1 ? spearman(x, y) : kNaN; !std::isnan(rho)) sum += rho, ++counted;
+  }
+  return counted ? sum / counted : kNaN;
+}
+
+std::string fixed(double v, int digits = 2) {
+  if (std::isnan(v)) return "–";
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+std::string with_interval(double v, const Interval& ci) {
+  return fixed(v) + " [" + fixed(ci.low) + ", " + fixed(ci.high) + "]";
+}
+
+}  // namespace
+
+std::vector<ScoreCorrelation> validate_scores(const ExperimentResults& results) {
+  std::vector<ScoreCorrelation> out;
+  const std::vector<Group> groups = groups_of(results);
+  for (const ScoreDeclaration& s : results.scores) {
+    const double sign = s.higher_is_better ? 1.0 : -1.0;
+    for (const Group& g : groups) {
+      std::vector<double> x, y;
+      for (const DomainResult* d : g.cells)
+        if (d->scores.count(s.name)) x.push_back(sign * d->scores.at(s.name)), y.push_back(d->quant_top1);
+      ScoreCorrelation c;
+      c.score = s.name;
+      c.group = g.name;
+      c.pooled = g.pooled;
+      c.cells = x.size();
+      c.spearman = spearman(x, y);
+      c.kendall = kendall_tau_b(x, y);
+      c.spearman_ci = bootstrap_correlation_interval(x, y, spearman);
+      c.kendall_ci = bootstrap_correlation_interval(x, y, kendall_tau_b);
+      c.within_target = mean_within_target(g, s.name, sign);
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// One scatter plot per score: its value against realized top-1 (%), a series per per-model group.
+void scatter_plots(const ExperimentResults& results, std::map<std::string, std::string>& files, std::ostringstream& md) {
+  if (!image_output_available()) return;
+  const std::vector<Group> groups = groups_of(results);
+  md << "\nScatter plots (score against quantized top-1 %, one colour per model and setting):";
+  for (const ScoreDeclaration& s : results.scores) {
+    std::vector<std::string> names;
+    std::vector<std::vector<std::pair<double, double>>> series;
+    for (const Group& g : groups) {
+      if (g.pooled) continue;
+      names.push_back(g.name);
+      auto& points = series.emplace_back();
+      for (const DomainResult* d : g.cells)
+        if (d->scores.count(s.name)) points.emplace_back(d->scores.at(s.name), 100.0 * d->quant_top1);
+    }
+    const std::string file = "score_" + s.name + ".png";
+    files[file] = render_curves_png(s.name + (s.higher_is_better ? " (higher predicts better)" : " (lower predicts better)") +
+                                        " vs quantized top-1 (%)", names, series, false, false);
+    md << " [" << s.name << "](" << file << ")";
+  }
+  md << "\n";
+}
+
+}  // namespace
+
+std::string score_validation_markdown(const ExperimentResults& results, std::map<std::string, std::string>& files) {
+  if (results.scores.empty()) return "";
+  const std::vector<ScoreCorrelation> all = validate_scores(results);
+  if (all.empty()) return "";
+  std::ostringstream md;
+  md << "\n## Which calibration set will work: label-free scores against realized top-1\n\n"
+     << "Per score (oriented: negated where lower predicts better), Spearman's ρ with a bootstrap 95 % interval over "
+     << "the (run, test domain) cells of each model and setting, and pooled over the models; τ is Kendall's tau-b of "
+     << "the pooled cells; *within* is ρ over the calibration sets of one test domain, averaged over the test domains "
+     << "(ranking candidate sets for one target).\n";
+  std::vector<std::string> settings;
+  for (const ScoreCorrelation& c : all) {
+    const std::string setting = c.group.substr(c.group.rfind(' ') + 1);
+    if (std::find(settings.begin(), settings.end(), setting) == settings.end()) settings.push_back(setting);
+  }
+  for (const std::string& setting : settings) {
+    std::vector<std::string> columns;
+    for (const ScoreCorrelation& c : all)
+      if (c.group.substr(c.group.rfind(' ') + 1) == setting && std::find(columns.begin(), columns.end(), c.group) == columns.end())
+        columns.push_back(c.group);
+    md << "\n#### " << setting << "\n\n| score |";
+    for (const std::string& g : columns) md << " " << g.substr(0, g.rfind(' ')) << " ρ | within |";
+    md << " τ (last column) |\n|---|";
+    for (std::size_t k = 0; k < columns.size(); ++k) md << "---|---|";
+    md << "---|\n";
+    for (const ScoreDeclaration& s : results.scores) {
+      md << "| " << s.name << " |";
+      const ScoreCorrelation* last = nullptr;
+      for (const std::string& g : columns)
+        for (const ScoreCorrelation& c : all)
+          if (c.score == s.name && c.group == g) {
+            md << " " << with_interval(c.spearman, c.spearman_ci) << " | " << fixed(c.within_target) << " |";
+            last = &c;
+          }
+      md << " " << (last ? with_interval(last->kendall, last->kendall_ci) : "–") << " |\n";
+    }
+  }
+  md << "\nWhich predictor works when (the score with the highest ρ, and the highest *within*, per group):\n\n"
+     << "| group | cells | best ρ | best within |\n|---|---|---|---|\n";
+  std::vector<std::string> groups;
+  for (const ScoreCorrelation& c : all)
+    if (std::find(groups.begin(), groups.end(), c.group) == groups.end()) groups.push_back(c.group);
+  for (const std::string& g : groups) {
+    const ScoreCorrelation *rho = nullptr, *within = nullptr;
+    for (const ScoreCorrelation& c : all) {
+      if (c.group != g) continue;
+      if (!std::isnan(c.spearman) && (!rho || c.spearman > rho->spearman)) rho = &c;
+      if (!std::isnan(c.within_target) && (!within || c.within_target > within->within_target)) within = &c;
+    }
+    md << "| " << g << " | " << (rho ? rho->cells : 0) << " | " << (rho ? rho->score + " " + with_interval(rho->spearman, rho->spearman_ci) : "–")
+       << " | " << (within ? within->score + " " + fixed(within->within_target) : "–") << " |\n";
+  }
+  scatter_plots(results, files, md);
+  return md.str();
+}
+
+}  // namespace xdq
