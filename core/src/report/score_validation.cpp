@@ -23,21 +23,27 @@ struct Group {
   std::string name, setting;
   bool pooled = false;
   std::vector<const DomainResult*> cells;
+  std::vector<std::string> targets;  // per cell: its model and test domain (one column of a gap matrix)
 };
 
 std::vector<Group> groups_of(const ExperimentResults& results) {
   std::vector<Group> out;
-  const auto add = [&](const std::string& name, const std::string& setting, bool pooled, const DomainResult* d) {
+  const auto add = [&](const std::string& name, const std::string& setting, bool pooled, const DomainResult* d,
+                       const std::string& target) {
     auto g = std::find_if(out.begin(), out.end(), [&](const Group& x) { return x.name == name; });
-    if (g == out.end()) g = out.insert(out.end(), Group{name, setting, pooled, {}});
+    if (g == out.end()) g = out.insert(out.end(), Group{name, setting, pooled, {}, {}});
     g->cells.push_back(d);
+    g->targets.push_back(target);
   };
   for (const RunResult& r : results.runs)
     for (const DomainResult& d : r.results)
-      if (!r.failed() && !d.scores.empty()) add(r.model + " " + setting_of(r), setting_of(r), false, &d);
+      if (!r.failed() && !d.scores.empty()) add(r.model + " " + setting_of(r), setting_of(r), false, &d, r.model + "/" + d.domain);
   const std::size_t per_model = out.size();
-  for (std::size_t i = 0; i < per_model; ++i)  // pooled groups after the per-model ones, one per setting
-    for (const DomainResult* d : std::vector<const DomainResult*>(out[i].cells)) add("pooled " + out[i].setting, out[i].setting, true, d);
+  for (std::size_t i = 0; i < per_model; ++i) {  // pooled groups after the per-model ones, one per setting
+    const Group model = out[i];
+    for (std::size_t k = 0; k < model.cells.size(); ++k)
+      add("pooled " + model.setting, model.setting, true, model.cells[k], model.targets[k]);
+  }
   // A pooled group of one model says nothing more than that model's group.
   out.erase(std::remove_if(out.begin(), out.end(), [&](const Group& g) {
               if (!g.pooled) return false;
@@ -48,15 +54,16 @@ std::vector<Group> groups_of(const ExperimentResults& results) {
 }
 
 double mean_within_target(const Group& g, const std::string& score, double sign) {
-  std::vector<std::string> domains;
-  for (const DomainResult* d : g.cells)
-    if (std::find(domains.begin(), domains.end(), d->domain) == domains.end()) domains.push_back(d->domain);
+  std::vector<std::string> targets;
+  for (const std::string& t : g.targets)
+    if (std::find(targets.begin(), targets.end(), t) == targets.end()) targets.push_back(t);
   double sum = 0;
   int counted = 0;
-  for (const std::string& domain : domains) {
+  for (const std::string& target : targets) {
     std::vector<double> x, y;
-    for (const DomainResult* d : g.cells)
-      if (d->domain == domain && d->scores.count(score)) x.push_back(sign * d->scores.at(score)), y.push_back(d->quant_top1);
+    for (std::size_t k = 0; k < g.cells.size(); ++k)
+      if (g.targets[k] == target && g.cells[k]->scores.count(score))
+        x.push_back(sign * g.cells[k]->scores.at(score)), y.push_back(g.cells[k]->quant_top1);
     if (const double rho = x.size() > 1 ? spearman(x, y) : kNaN; !std::isnan(rho)) sum += rho, ++counted;
   }
   return counted ? sum / counted : kNaN;
@@ -135,7 +142,7 @@ std::string score_validation_markdown(const ExperimentResults& results, std::map
   md << "\n## Which calibration set will work: label-free scores against realized top-1\n\n"
      << "Per score (oriented: negated where lower predicts better), Spearman's ρ with a bootstrap 95 % interval over "
      << "the (run, test domain) cells of each model and setting, and pooled over the models; τ is Kendall's tau-b of "
-     << "the pooled cells; *within* is ρ over the calibration sets of one test domain, averaged over the test domains "
+     << "the pooled cells; *within* is ρ over the calibration sets of one model and test domain, averaged over those "
      << "(ranking candidate sets for one target).\n";
   std::vector<std::string> settings;
   for (const ScoreCorrelation& c : all) {
