@@ -1,6 +1,8 @@
-// The xdq command: run, analyze, export, submit, merge, plugins, keys, inspect, train.
+// The xdq command: run, analyze, export, rank, submit, merge, plugins, keys, inspect, train.
 
+#include <chrono>
 #include <filesystem>
+#include <iomanip>
 #include <optional>
 #include <iostream>
 
@@ -18,6 +20,7 @@
 #include "xdq/report/experiment_report.h"
 #include "xdq/report/plugin_catalog.h"
 #include "xdq/report/results_tables.h"
+#include "xdq/report/score_validation.h"
 #include "xdq/ir/describe.h"
 #include "xdq/plugin/registry.h"
 #include "xdq/train/trainer.h"
@@ -83,13 +86,13 @@ int sweep_status(const xdq::ExperimentRun& run) {
 
 // Everything the command line sets, and the subcommands it chose.
 struct Args {
-  std::string experiment, out_dir, merge_dir, model_path, recipe, run_id;
+  std::string experiment, out_dir, merge_dir, model_path, recipe, run_id, target, score;
   std::vector<std::string> sets, plugin_dirs;
   bool dry_run = false, json = false, use_slurm = false, quiet = false;
   std::optional<std::size_t> job;
   xdq::cli::SlurmOptions slurm;
   CLI::App *run = nullptr, *analyze = nullptr, *submit = nullptr, *merge = nullptr, *plugins = nullptr, *keys = nullptr,
-           *inspect = nullptr, *train = nullptr, *exporter = nullptr;
+           *inspect = nullptr, *train = nullptr, *exporter = nullptr, *rank = nullptr;
 };
 
 // The commands that read an experiment (run, analyze, export, submit): the experiment loaded and checked
@@ -106,6 +109,7 @@ class ExperimentCommand {
   int run(bool dry_run);
   int analyze(bool dry_run);
   int export_run();
+  int rank();
   int recorded();
 
   const Args& a_;
@@ -169,6 +173,27 @@ int ExperimentCommand::export_run() {
   return kExitOk;
 }
 
+// The experiment's calibration sets (its jobs) scored against the target's unlabeled sample and ranked,
+// without evaluating a test image; the ranking on standard output, and in --out as rank.md and rank.json.
+int ExperimentCommand::rank() {
+  const auto start = std::chrono::steady_clock::now();
+  xdq::RunOptions options;
+  options.score_only = true;
+  xdq::ExperimentRun run;
+  {
+    xdq::cli::RecordedStderr progress(a_.quiet);
+    run = xdq::run_experiment(cfg_, xdq::global_registry(), std::cerr, options);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto rankings = xdq::rank_calibration_sets(run.results, a_.score);
+  std::cout << xdq::rankings_markdown(rankings);
+  if (!a_.out_dir.empty())
+    xdq::write_files_atomically(a_.out_dir, {{"rank.md", xdq::rankings_markdown(rankings)}, {"rank.json", xdq::rankings_json(rankings)}});
+  std::cerr << "xdq: ranked " << run.results.runs.size() << " runs' calibration sets in " << std::fixed << std::setprecision(1)
+            << seconds << " s" << std::endl;
+  return sweep_status(run);
+}
+
 // The shards in `dir` (a sweep's jobs/, an analysis' analysis_jobs/, or both), gathered into its result
 // files; jobs without a shard are named.
 int merge_command(const std::string& dir) {
@@ -226,6 +251,9 @@ void define_commands(CLI::App& app, Args& a) {
   a.submit->add_option("--max-parallel", a.slurm.max_parallel, "array tasks running at once (0: no limit)")->check(CLI::Range(0, 100000));
   a.submit->add_option("--sbatch-arg", a.slurm.sbatch_args, "extra #SBATCH argument, verbatim (repeatable)");
   a.submit->add_flag("--dry-run", a.slurm.dry_run, "write the scripts into --out/slurm and submit nothing");
+  a.rank = experiment_command(app, "rank", "rank the experiment's calibration sets for one target domain by a label-free score, testing nothing", a);
+  a.rank->add_option("--target", a.target, "the test domain to rank for (its unlabeled train-split sample is read)")->required();
+  a.rank->add_option("--by", a.score, "the score to rank by (a score a scorer plugin declares; see docs/predictors.md)")->required();
   a.merge = app.add_subcommand("merge", "gather the job shards of DIR into its results files; names missing jobs");
   a.merge->add_option("dir", a.merge_dir, "output folder of a sweep (holds jobs/)")->required();
   a.plugins = app.add_subcommand("plugins", "list the plugins found, with their options");
@@ -241,9 +269,14 @@ void define_commands(CLI::App& app, Args& a) {
 
 bool ExperimentCommand::load() {
   try {
-    cfg_ = xdq::load_experiment(a_.experiment, a_.sets, xdq::global_registry());
+    std::vector<std::string> sets = a_.sets;
+    if (*a_.rank) {
+      const auto ranking = xdq::rank_overrides(xdq::global_registry(), a_.target, a_.score);
+      sets.insert(sets.end(), ranking.begin(), ranking.end());
+    }
+    cfg_ = xdq::load_experiment(a_.experiment, sets, xdq::global_registry());
     out_ = a_.out_dir.empty() ? (std::filesystem::path("runs") / cfg_.name).string() : a_.out_dir;
-    if (!a_.dry_run) xdq::check_output_folder(out_);
+    if (!a_.dry_run && (!*a_.rank || !a_.out_dir.empty())) xdq::check_output_folder(out_);
     if (*a_.submit) xdq::cli::check_slurm_options(a_.slurm, out_);
     if ((*a_.run || *a_.analyze) && !a_.dry_run)
       xdq::check_resumable([this] { return xdq::resolved_config_yaml(cfg_); }, out_, *a_.run ? xdq::ShardKind::Run : xdq::ShardKind::Analysis);
@@ -270,6 +303,7 @@ int ExperimentCommand::execute() {
   if (*a_.run) return run(a_.dry_run);
   if (*a_.analyze) return analyze(a_.dry_run);
   if (*a_.exporter) return export_run();
+  if (*a_.rank) return rank();
   return xdq::cli::submit_to_slurm(cfg_, out_, boost::dll::program_location().string(), a_.slurm);
 }
 
@@ -300,7 +334,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  const bool reads_experiment = *args.run || *args.analyze || *args.submit || *args.exporter;
+  const bool reads_experiment = *args.run || *args.analyze || *args.submit || *args.exporter || *args.rank;
   ExperimentCommand command(args);
   if (reads_experiment && !command.load()) return kExitUsage;
   try {

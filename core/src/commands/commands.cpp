@@ -3,7 +3,9 @@
 #include <ostream>
 #include <utility>
 
+#include "xdq/error.h"
 #include "xdq/files.h"
+#include "xdq/plugin/interfaces.h"
 #include "xdq/report/analysis_report.h"
 #include "xdq/report/experiment_report.h"
 #include "xdq/report/results_tables.h"
@@ -49,6 +51,22 @@ ExperimentRun export_run_to(ExperimentConfig cfg, PluginRegistry& registry, cons
   if (!r.failed() && r.exported.error.empty())
     write_file_atomically(out + "/results.json", [&](std::ostream& f) { f << results_json(run.results); });
   return run;
+}
+
+std::vector<std::string> rank_overrides(PluginRegistry& registry, const std::string& target, const std::string& score) {
+  registry.scan(plugin_search_dirs());  // the experiment's own plugin folders are read when it loads
+  std::vector<std::string> declared;
+  for (const PluginRecord& record : registry.records()) {
+    if (record.kind != PluginKind::Scorer) continue;
+    const auto scorer = registry.load<Scorer>(record.name, default_options(record.options));
+    for (const ScoreInfo& info : scorer.call("scores", [](const Scorer& s) { return s.scores(); })) {
+      if (info.name == score) return {"test.domains=[" + target + "]", "scoring.scorers=[" + record.name + "]"};
+      declared.push_back(info.name);
+    }
+  }
+  std::string names;
+  for (const std::string& n : declared) names += (names.empty() ? "" : ", ") + n;
+  throw ConfigError("--by " + score + ": no scorer plugin declares this score (declared: " + (names.empty() ? "none" : names) + ")");
 }
 
 }  // namespace xdq

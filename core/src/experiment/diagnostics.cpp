@@ -14,8 +14,8 @@ struct Tally {
 };
 
 // FP forward passes over `images`, counting for every activation quantizer the values outside its range
-// and their histogram over the widened range.
-std::vector<Tally> tally(const QuantizedModel& q, const at::Tensor& images, std::int64_t batch_size) {
+// and (with `histograms`) their histogram over the widened range.
+std::vector<Tally> tally(const QuantizedModel& q, const at::Tensor& images, std::int64_t batch_size, bool histograms) {
   const auto& acts = q.activations();
   std::vector<Tally> out(acts.size());
   Executor exec(q.graph());
@@ -24,10 +24,11 @@ std::vector<Tally> tally(const QuantizedModel& q, const at::Tensor& images, std:
     const double width = std::max(r.max - r.min, 1e-12);
     const double lo = r.min - width, hi = r.max + width;
     Tally* t = &out[i];
-    exec.set_value_hook(acts[i].value, [t, r, lo, hi](const at::Tensor& x) {
+    exec.set_value_hook(acts[i].value, [t, r, lo, hi, histograms](const at::Tensor& x) {
       const at::Tensor flat = x.detach().reshape({-1}).to(at::kDouble);
       t->total += static_cast<double>(flat.numel());
       t->clipped += (flat.lt(r.min) | flat.gt(r.max)).sum().item<double>();
+      if (!histograms) return x;
       const at::Tensor h = at::histc(flat.clamp(lo, hi), kBins, lo, hi).cpu();
       const auto* hp = h.data_ptr<double>();
       for (int b = 0; b < kBins; ++b) t->hist[b] += hp[b];
@@ -47,10 +48,10 @@ double fraction_clipped(const Tally& t) { return t.total > 0 ? t.clipped / t.tot
 std::vector<LayerShift> measure_layer_shift(const QuantizedModel& calibrated, const at::Tensor& reference,
                                             const std::vector<std::pair<std::string, at::Tensor>>& tests,
                                             std::int64_t batch_size) {
-  const auto ref = tally(calibrated, reference, batch_size);
+  const auto ref = tally(calibrated, reference, batch_size, true);
   std::vector<LayerShift> out;
   for (const auto& [name, images] : tests) {
-    const auto on_b = tally(calibrated, images, batch_size);
+    const auto on_b = tally(calibrated, images, batch_size, true);
     for (std::size_t i = 0; i < on_b.size(); ++i) {
       LayerShift s;
       s.layer = calibrated.activations()[i].name;
@@ -68,7 +69,7 @@ std::vector<LayerShift> measure_layer_shift(const QuantizedModel& calibrated, co
 
 std::vector<std::pair<std::string, double>> clipped_fractions(const QuantizedModel& calibrated, const at::Tensor& images,
                                                               std::int64_t batch_size) {
-  const auto tallies = tally(calibrated, images, batch_size);
+  const auto tallies = tally(calibrated, images, batch_size, false);
   std::vector<std::pair<std::string, double>> out;
   for (std::size_t i = 0; i < tallies.size(); ++i)
     out.emplace_back(calibrated.activations()[i].name, fraction_clipped(tallies[i]));

@@ -30,17 +30,18 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 Pipeline::Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress,
-                   const std::vector<bool>& needed)
-    : cfg_(cfg), registry_(registry), domains_(domains), progress_(progress) {
+                   const std::vector<bool>& needed, bool evaluate)
+    : cfg_(cfg), registry_(registry), domains_(domains), progress_(progress), evaluate_(evaluate) {
   models_.resize(cfg.models.size());
   for (std::size_t i = 0; i < cfg.models.size(); ++i) {
     if (!needed.empty() && !needed[i]) continue;  // a job of another model: not prepared in this process
     const ModelEntry& entry = cfg.models[i];
     Model m{prepare_model(entry, cfg.execution, cfg.test, cfg.quantization, domains, progress), {}, {}, {}};
     const Executor fp32(m.prepared.model.graph);
-    for (const TestImages& t : m.prepared.tests)
-      m.fp32_top1.push_back(top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, t, m.prepared.pre,
-                                          cfg.calibration.batch_size, &progress, entry.name + " FP32 on " + t.name()));
+    m.fp32_top1.assign(m.prepared.tests.size(), 0.0);
+    for (std::size_t t = 0; evaluate && t < m.prepared.tests.size(); ++t)
+      m.fp32_top1[t] = top1_accuracy([&](const at::Tensor& x) { return fp32.forward(x); }, m.prepared.tests[t], m.prepared.pre,
+                                     cfg.calibration.batch_size, &progress, entry.name + " FP32 on " + m.prepared.tests[t].name());
     release_freed_memory();
     m.folded = m.prepared.model.graph;
     m.trace = {file_hash(entry.path), m.prepared.pre, m.prepared.shape, QuantizeRecipe::fold(m.folded, cfg.quantization.fold_bn)};
@@ -176,9 +177,16 @@ RunResult run_header(const std::string& model, const std::vector<PluginChoice>& 
   return run;
 }
 
+RunResult Pipeline::unevaluated(const JobSpec& job, const RunSpec& spec) const {
+  RunResult run = run_header(job.entry->name, cfg_.quantization.passes, job, spec, calibration_.at(&job).images.size(), selection(job));
+  for (const DomainSpec& domain : cfg_.test.domains) run.results.emplace_back().domain = domain.name;
+  return run;
+}
+
 RunResult Pipeline::evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized,
                              std::ostream& log, std::vector<std::vector<at::Tensor>>* predictions) const {
   const Model& m = models_[job.model];
+  if (!evaluate_) return unevaluated(job, spec);
   RunResult run = run_header(job.entry->name, cfg_.quantization.passes, job, spec, calibration_.at(&job).images.size(), selection(job));
   const Executor exec = quantized.executor();
   for (std::size_t t = 0; t < m.prepared.tests.size(); ++t) {
@@ -376,6 +384,15 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
     for (const RunSpec& spec : job.runs) out.runs.push_back(failed(job, spec, e.what(), log));
     return out;
   }
+  if (scoring && !evaluate_ && !scoring->reads_quantized_model()) {  // scores of the FP model only: nothing to quantize
+    for (const RunSpec& spec : job.runs) {
+      RunResult run = unevaluated(job, spec);
+      for (std::size_t t = 0; t < run.results.size(); ++t) run.results[t].scores = scoring->fp_scores()[t];
+      log << run_counter() << run.id << " scored" << std::endl;
+      out.runs.push_back(std::move(run));
+    }
+    return out;
+  }
   std::map<int, Graph> adapted;
   const auto folded_for = [&](const RunSpec& spec) -> const Graph& {
     if (!adapts) return m.folded;
@@ -418,6 +435,10 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
       std::ostringstream line;
       line << std::fixed << std::setprecision(4);
       for (const DomainResult& d : run.results) {
+        if (!evaluate_) {
+          line << "  " << d.domain << " scored";
+          continue;
+        }
         line << "  " << d.domain << " " << d.quant_top1;
         if (d.has_runtime()) line << " (runtime " << d.runtime_top1 << ")";
       }

@@ -39,9 +39,10 @@ RunResult run_header(const std::string& model, const std::vector<PluginChoice>& 
 class Pipeline {
  public:
   // Imports every model (or those marked in `needed`), checks it against its test domains, loads them and
-  // measures FP32 accuracy: everything that can be refused is refused here, before any job.
+  // measures FP32 accuracy: everything that can be refused is refused here, before any job. Without
+  // `evaluate` no test image is evaluated (RunOptions::score_only).
   Pipeline(const ExperimentConfig& cfg, PluginRegistry& registry, DomainCache& domains, std::ostream& progress,
-           const std::vector<bool>& needed = {});
+           const std::vector<bool>& needed = {}, bool evaluate = true);
 
   const CalibrationSet& calibration_set(const JobSpec& job);
   const PreparedModel& prepared(std::size_t model) const { return models_[model].prepared; }
@@ -83,6 +84,8 @@ class Pipeline {
   }
   void record_layer_shift(const JobSpec& job, const QuantizedModel& calibrated, const CalibrationImages& images,
                           const std::string& setting, JobOutput& out) const;
+  // The run's cells without top-1 (scores only): each names its test domain.
+  RunResult unevaluated(const JobSpec& job, const RunSpec& spec) const;
   // The run's top-1 on every test domain; with `predictions`, the predicted classes per domain and batch.
   RunResult evaluate(const JobSpec& job, const RunSpec& spec, const QuantizedModel& quantized, std::ostream& log,
                      std::vector<std::vector<at::Tensor>>* predictions = nullptr) const;
@@ -114,6 +117,7 @@ class Pipeline {
   mutable std::atomic<std::size_t> finished_runs_{0};
   std::string export_root_, only_run_;
   bool export_flat_ = false;
+  bool evaluate_ = true;
 };
 
 }  // namespace xdq

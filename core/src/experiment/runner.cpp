@@ -81,7 +81,7 @@ void run_pending_jobs(const ExperimentConfig& cfg, PluginRegistry& registry, std
   std::vector<bool> needed(cfg.models.size(), false);
   for (std::size_t j = 0; j < plan.jobs.size(); ++j) needed[plan.jobs[j].model] = needed[plan.jobs[j].model] || todo[j];
   DomainCache domains(cfg.file, cfg.execution, cfg.data, cfg.calibration, cfg.models, registry, progress);
-  Pipeline pipeline(cfg, registry, domains, progress, needed);
+  Pipeline pipeline(cfg, registry, domains, progress, needed, !options.score_only);
   const std::string exports = !options.export_dir.empty() ? options.export_dir
                               : options.out_dir.empty()   ? ""
                                                           : (std::filesystem::path(options.out_dir) / "exports").string();

@@ -1,5 +1,6 @@
 #include "scoring.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/core/grad_mode.h>
@@ -83,11 +84,13 @@ void JobScoring::add_scores(const Loaded& scorer, const ScoringInputs& inputs, s
   }
 }
 
+bool JobScoring::reads_quantized_model() const {
+  return std::any_of(scorers_.begin(), scorers_.end(), [](const Loaded& s) { return s.quantized; });
+}
+
 std::vector<std::map<std::string, double>> JobScoring::scores(const QuantizedModel& quantized) const {
   std::vector<std::map<std::string, double>> out = fp_scores_;
-  bool any = false;
-  for (const Loaded& s : scorers_) any = any || s.quantized;
-  if (!any) return out;
+  if (!reads_quantized_model()) return out;
   const at::NoGradGuard no_grad;
   const Executor exec = quantized.executor();
   for (std::size_t t = 0; t < inputs_.size(); ++t) {

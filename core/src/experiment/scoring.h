@@ -27,6 +27,9 @@ class JobScoring {
 
   // Per target, every score; scorers that read the quantized model read `quantized`.
   std::vector<std::map<std::string, double>> scores(const QuantizedModel& quantized) const;
+  // Whether any scorer reads the quantized model; when none does, fp_scores() are all the scores.
+  bool reads_quantized_model() const;
+  const std::vector<std::map<std::string, double>>& fp_scores() const { return fp_scores_; }
 
  private:
   struct Loaded {

@@ -6,6 +6,9 @@
 #include <limits>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "xdq/error.h"
 #include "xdq/report/png.h"
 
 namespace xdq {
@@ -188,6 +191,57 @@ std::string score_validation_markdown(const ExperimentResults& results, std::map
   }
   scatter_plots(results, files, md);
   return md.str();
+}
+
+std::vector<Ranking> rank_calibration_sets(const ExperimentResults& results, const std::string& score) {
+  const auto declared = std::find_if(results.scores.begin(), results.scores.end(), [&](const ScoreDeclaration& d) { return d.name == score; });
+  if (declared == results.scores.end()) {
+    std::string names;
+    for (const ScoreDeclaration& d : results.scores) names += (names.empty() ? "" : ", ") + d.name;
+    throw Error("no score '" + score + "' in these results (they carry: " + (names.empty() ? "none" : names) + ")");
+  }
+  const double sign = declared->higher_is_better ? 1.0 : -1.0;
+  std::vector<Ranking> out;
+  for (const RunResult& r : results.runs) {
+    if (r.failed()) continue;
+    for (const DomainResult& d : r.results) {
+      if (!d.scores.count(score)) continue;
+      auto ranking = std::find_if(out.begin(), out.end(), [&](const Ranking& k) {
+        return k.model == r.model && k.setting == setting_of(r) && k.target == d.domain;
+      });
+      if (ranking == out.end()) ranking = out.insert(out.end(), Ranking{r.model, setting_of(r), d.domain, score, {}});
+      std::string set = r.calibration_domain;
+      if (r.selection.requested()) set += " chosen by " + r.selection.selector;
+      set += ", " + std::to_string(r.calibration_count) + " images, seed " + std::to_string(r.calibration_seed);
+      ranking->sets.push_back({r.id, set, d.scores.at(score)});
+    }
+  }
+  for (Ranking& k : out)
+    std::stable_sort(k.sets.begin(), k.sets.end(), [&](const RankedSet& a, const RankedSet& b) { return sign * a.score > sign * b.score; });
+  return out;
+}
+
+std::string rankings_markdown(const std::vector<Ranking>& rankings) {
+  std::ostringstream md;
+  for (const Ranking& k : rankings) {
+    md << "#### " << k.model << " " << k.setting << ", target " << k.target << ": calibration sets by " << k.score << "\n\n"
+       << "| rank | calibration set | " << k.score << " | run |\n|---|---|---|---|\n";
+    for (std::size_t i = 0; i < k.sets.size(); ++i)
+      md << "| " << i + 1 << " | " << k.sets[i].calibration << " | " << std::setprecision(6) << k.sets[i].score << " | `"
+         << k.sets[i].run_id << "` |\n";
+    md << "\n";
+  }
+  return md.str();
+}
+
+std::string rankings_json(const std::vector<Ranking>& rankings) {
+  nlohmann::ordered_json root = nlohmann::ordered_json::array();
+  for (const Ranking& k : rankings) {
+    nlohmann::ordered_json sets = nlohmann::ordered_json::array();
+    for (const RankedSet& s : k.sets) sets.push_back({{"run", s.run_id}, {"calibration", s.calibration}, {"score", s.score}});
+    root.push_back({{"model", k.model}, {"setting", k.setting}, {"target", k.target}, {"score", k.score}, {"sets", sets}});
+  }
+  return root.dump(2) + "\n";
 }
 
 }  // namespace xdq

@@ -4,6 +4,7 @@
 // or none. The layer above report/: report/ only renders.
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 #include "xdq/experiment/analysis_runner.h"
 #include "xdq/experiment/runner.h"
@@ -25,5 +26,10 @@ AnalysisRun run_analysis_to(const ExperimentConfig& cfg, PluginRegistry& registr
 // with its results.json beside the artefacts. The run's own errors are in the returned result.
 ExperimentRun export_run_to(ExperimentConfig cfg, PluginRegistry& registry, const std::string& out,
                             const std::string& run_id, std::ostream& progress);
+
+// `xdq rank`: the overrides that turn an experiment into a ranking of its calibration sets for the test
+// domain `target` by `score`: test.domains=[target] and scoring.scorers=[the scorer declaring it, default
+// options], searched in the plugin folders. An Error listing the scores declared when none declares `score`.
+std::vector<std::string> rank_overrides(PluginRegistry& registry, const std::string& target, const std::string& score);
 
 }  // namespace xdq

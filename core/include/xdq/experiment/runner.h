@@ -38,6 +38,9 @@ struct RunOptions {
   std::string export_dir;
   // Only this run (its job's other runs are not computed), exported straight into export_dir (`xdq export`).
   std::string only_run;
+  // Scores only (`xdq rank`): no test image is evaluated and no label read; each cell holds its domain and
+  // scores (n = 0). Runs are quantized only when a scorer reads the quantized model.
+  bool score_only = false;
 };
 
 // The job of the plan holding run `run_id`; an Error naming the closest run ids when there is none.

@@ -31,4 +31,19 @@ std::vector<ScoreCorrelation> validate_scores(const ExperimentResults& results);
 // `files`). "" when the runs carry no scores.
 std::string score_validation_markdown(const ExperimentResults& results, std::map<std::string, std::string>& files);
 
+// `xdq rank`: per model, setting and test domain (the target), the runs' calibration sets ordered by one
+// score, best first (oriented by its declaration; ties keep run order).
+struct RankedSet {
+  std::string run_id, calibration;  // calibration: domain, selector, size and seed of the set
+  double score = 0.0;
+};
+struct Ranking {
+  std::string model, setting, target, score;
+  std::vector<RankedSet> sets;
+};
+// An Error naming the scores the runs carry when `score` is none of them.
+std::vector<Ranking> rank_calibration_sets(const ExperimentResults& results, const std::string& score);
+std::string rankings_markdown(const std::vector<Ranking>& rankings);
+std::string rankings_json(const std::vector<Ranking>& rankings);
+
 }  // namespace xdq
