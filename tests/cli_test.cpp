@@ -905,3 +905,64 @@ TEST_F(Cli, PassesReadingTheBitsAdaptTheGraphPerBitWidth) {
   ASSERT_EQ(alone.size(), 1u);
   EXPECT_EQ(sweep.at(alone.begin()->first), alone.begin()->second);
 }
+
+// scoring: every cell carries every declared score; scores of the FP model alone are the same for both
+// calibrators of a calibration set, and the scores `xdq rank` ranks by are the run's own, in order.
+TEST_F(Cli, ScoringFillsEveryCellAndRankOrdersTheSameScores) {
+  const std::string scoring = "scoring:\n  scorers: [feature_distance, quantized_outputs]\n  target_count: 48\nquantization:";
+  const std::string sources = "calibration:\n  domains: [fashion_mnist, dark]\n  count: 64";
+  std::string text = kGoodExperiment;
+  text.replace(text.find("quantization:"), 13, scoring);
+  text.replace(text.find("calibration:\n  source: fashion_mnist.train\n  count: 64"), 52, sources);
+  text.replace(text.find("bits: [w8a8, w4a4]"), 18, "bits: [w4a4]");
+  text.replace(text.find("count: 500"), 10, "count: 200");
+  text += "domains:\n  fashion_mnist: {dataset: fashion_mnist}\n  dark: {dataset: fashion_mnist, transforms: [{name: low_light, severity: 2}]}\n";
+  test::write_text(dir.file("scored.yaml"), text);
+  const auto r = test::run_command(std::string(XDQ_BINARY) + " run " + dir.file("scored.yaml") + " --out " + dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(dir.file("out/results.json"));
+  const auto j = nlohmann::json::parse(in);
+  ASSERT_EQ(j["scores"].size(), 6u);
+  std::map<std::string, std::map<std::string, double>> kl;  // setting -> calibration domain -> logit_kl
+  std::map<std::string, double> frechet;                     // calibration domain -> frechet (any calibrator)
+  for (const auto& run : j["runs"]) {
+    const auto& scores = run["results"][0]["scores"];
+    ASSERT_EQ(scores.size(), 6u) << run["id"];
+    const std::string domain = run["calibration"]["domain"], setting = run["id"].get<std::string>().substr(5);
+    const double f = scores["frechet"];
+    if (frechet.count(domain)) EXPECT_EQ(frechet[domain], f) << run["id"];
+    frechet[domain] = f;
+    EXPECT_GE(scores["agreement"].get<double>(), 0.0);
+    EXPECT_LE(scores["agreement"].get<double>(), 1.0);
+    kl[setting.substr(0, setting.rfind('/'))][domain] = scores["logit_kl"];
+  }
+  EXPECT_NE(frechet["fashion_mnist"], frechet["dark"]);
+  EXPECT_NE(test::read_text(dir.file("out/report.md")).find("Which calibration set will work"), std::string::npos);
+
+  const auto ranked = test::run_command(std::string(XDQ_BINARY) + " rank " + dir.file("scored.yaml") +
+                                        " --target fashion_mnist.test --by logit_kl --out " + dir.file("rank"));
+  ASSERT_EQ(ranked.exit_code, 0) << ranked.output;
+  std::ifstream rin(dir.file("rank/rank.json"));
+  const auto rankings = nlohmann::json::parse(rin);
+  ASSERT_EQ(rankings.size(), 2u);  // tiny w4a4 x (minmax, p999), one target
+  for (const auto& k : rankings) {
+    const auto& sets = k["sets"];
+    ASSERT_EQ(sets.size(), 2u);
+    EXPECT_LE(sets[0]["score"].get<double>(), sets[1]["score"].get<double>());  // lower KL ranks first
+    const auto& by_domain = kl.at(k["setting"].get<std::string>());
+    for (const auto& s : sets) {
+      const std::string run = s["run"];
+      EXPECT_EQ(s["score"].get<double>(), by_domain.at(run.substr(run.rfind('/') + 1))) << run;
+    }
+  }
+  const auto unknown = test::run_command(std::string(XDQ_BINARY) + " rank " + dir.file("scored.yaml") +
+                                         " --target fashion_mnist.test --by accuracy");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.output.find("no scorer plugin declares this score"), std::string::npos) << unknown.output;
+  EXPECT_NE(unknown.output.find("logit_kl"), std::string::npos) << unknown.output;
+}
+
+TEST_F(Cli, TwoScorersDeclaringOneScoreAreRefused) {
+  expect_clean_failure(run_variant("quantization:", "scoring:\n  scorers: [feature_distance, {name: feature_distance, label: again}]\nquantization:"),
+                       "both declare a score named 'frechet'");
+}

@@ -237,7 +237,8 @@ QuantizeRecipe Pipeline::recipe(const JobSpec& job, const RunSpec& spec, std::os
 void Pipeline::load_scoring_targets(const JobSpec& job) {
   if (cfg_.test.scorers.empty() || scoring_targets_.count(job.model)) return;
   std::vector<at::Tensor>& targets = scoring_targets_[job.model];
-  for (const DomainSpec& domain : cfg_.test.domains) {
+  for (DomainSpec domain : cfg_.test.domains) {
+    domain.fixed_split = false;  // the train split, also of a domain whose tests read a named split: no test image
     at::Tensor images = domains_.get(domain, Split::Train, models_[job.model].prepared.shape, cfg_.test.scoring_target_count,
                                      cfg_.execution.seed + 9001, job.entry).images;
     if (images.size(0) < 2)
