@@ -107,6 +107,8 @@ def _frame(data):
             for k, v in d.items():
                 if k.endswith("_ci"):  # [low, high] as two columns: quant_top1_low, quant_top1_high
                     row[k[:-3] + "_low"], row[k[:-3] + "_high"] = v
+                elif k == "scores":  # scoring: every score its own column, score.frechet, ...
+                    row.update({f"score.{name}": value for name, value in v.items()})
                 elif k != "correct":  # per-image bits: paired_test reads them from results.json
                     row["test_domain" if k == "domain" else k] = v
             rows.append(row)

@@ -78,6 +78,8 @@ assert abs(xdq.paired_test(out, ids[0], ids[1], "fashion_mnist.test") - expected
 assert {"quant_top1_low", "quant_top1_high", "fp32_top1_low"} <= set(frame.columns) and "correct" not in frame.columns
 assert ((frame["quant_top1_low"] <= frame["quant_top1"]) & (frame["quant_top1"] <= frame["quant_top1_high"])).all()
 assert (frame["worst_domain"].isin(["fashion_mnist.train", "fashion_mnist.test"])).all()
+scored = xdq._frame({"runs": [{"id": "r", "results": [{"domain": "night", "quant_top1": 0.5, "scores": {"frechet": 1.5, "agreement": 0.9}}]}]})
+assert scored.loc[0, "score.frechet"] == 1.5 and scored.loc[0, "score.agreement"] == 0.9 and "scores" not in scored.columns
 acts = q.activations()
 assert acts[0]["name"] == "conv1:input" and acts[0]["bits"] == 8 and float(acts[0]["scale"]) > 0
 layers = q.layers()

@@ -368,6 +368,25 @@ void Pipeline::runtime_check(const JobSpec& job, const QuantizedModel& quantized
   }
 }
 
+namespace {
+// A finished run's progress line: top-1 per test domain (and the runtime's), or "scored" without evaluation.
+std::string result_line(const RunResult& run, bool evaluated) {
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(4);
+  for (const DomainResult& d : run.results) {
+    line << "  " << d.domain;
+    if (!evaluated) {
+      line << " scored";
+      continue;
+    }
+    line << " " << d.quant_top1;
+    if (d.has_runtime()) line << " (runtime " << d.runtime_top1 << ")";
+  }
+  line << "  (" << std::setprecision(1) << run.seconds << " s)";
+  return line.str();
+}
+}  // namespace
+
 JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& statistics) const {
   JobOutput out;
   const Model& m = models_[job.model];
@@ -433,18 +452,7 @@ JobOutput Pipeline::run(const JobSpec& job, std::ostream& log, StatisticsCache& 
       }
       RunResult& run = out.runs.back();
       run.seconds += calibration_seconds;
-      std::ostringstream line;
-      line << std::fixed << std::setprecision(4);
-      for (const DomainResult& d : run.results) {
-        if (!evaluate_) {
-          line << "  " << d.domain << " scored";
-          continue;
-        }
-        line << "  " << d.domain << " " << d.quant_top1;
-        if (d.has_runtime()) line << " (runtime " << d.runtime_top1 << ")";
-      }
-      line << "  (" << std::setprecision(1) << run.seconds << " s)";
-      log << run_counter() << run.id << line.str() << std::endl;
+      log << run_counter() << run.id << result_line(run, evaluate_) << std::endl;
     }
   }
   return out;
