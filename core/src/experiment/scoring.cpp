@@ -58,12 +58,14 @@ JobScoring::JobScoring(const PluginRegistry& registry, const std::vector<PluginC
   context.pool = calibration;
   context.batch_size = batch_size;
   context.device = device;
-  const PoolFeatures set = pool_features(context, request);
+  // No pass at all when no scorer reads FP features (clipping alone reads the quantized model's pass).
+  const bool any = request.logits || request.penultimate || request.bn_inputs || request.layer_inputs;
+  const PoolFeatures set = any ? pool_features(context, request) : PoolFeatures();
   for (at::Tensor& target : targets) {
     ScoringInputs in;
     in.calibration = calibration;
     in.calibration_features = set;
-    in.target_features = image_features(context, target, request);
+    if (any) in.target_features = image_features(context, target, request);
     in.target = std::move(target);
     inputs_.push_back(std::move(in));
   }
