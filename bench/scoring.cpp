@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
         in.calibration = set;
         in.target = target;
         if (request.logits || request.penultimate || request.bn_inputs || request.layer_inputs) {  // as the pipeline does
-          in.calibration_features = pool_features(context, request);
+          if (request.calibration_set) in.calibration_features = pool_features(context, request);
           in.target_features = image_features(context, target, request);
         }
         if (scorer.call("reads_quantized_model", [](const Scorer& s) { return s.reads_quantized_model(); })) {

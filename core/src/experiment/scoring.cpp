@@ -13,6 +13,8 @@
 namespace xdq {
 
 namespace {
+bool reads_features(const FeatureRequest& r) { return r.logits || r.penultimate || r.bn_inputs || r.layer_inputs; }
+
 FeatureRequest merged(FeatureRequest a, const FeatureRequest& b) {
   a.logits = a.logits || b.logits;
   a.penultimate = a.penultimate || b.penultimate;
@@ -20,6 +22,7 @@ FeatureRequest merged(FeatureRequest a, const FeatureRequest& b) {
   a.layer_inputs = a.layer_inputs || b.layer_inputs;
   a.moments = a.moments || b.moments;
   a.absmax = a.absmax || b.absmax;
+  a.calibration_set = a.calibration_set || b.calibration_set;
   return a;
 }
 }  // namespace
@@ -44,12 +47,13 @@ JobScoring::JobScoring(const PluginRegistry& registry, const std::vector<PluginC
     : pre_(pre), batch_size_(batch_size) {
   FeatureRequest request;  // the union; moments and absmax only cost where activation sites are asked for
   request.moments = false;
+  request.calibration_set = false;
   for (const PluginChoice& choice : scorers) {
     Loaded s{registry.load<Scorer>(choice.name, choice.options), choice.label, {}, false};
     s.scores = s.plugin.call("scores", [](const Scorer& x) { return x.scores(); });
     s.quantized = s.plugin.call("reads_quantized_model", [](const Scorer& x) { return x.reads_quantized_model(); });
     const FeatureRequest wanted = s.plugin.call("features", [](const Scorer& x) { return x.features(); });
-    request = merged(request, wanted);
+    if (reads_features(wanted)) request = merged(request, wanted);
     scorers_.push_back(std::move(s));
   }
   SelectionContext context;
@@ -59,8 +63,8 @@ JobScoring::JobScoring(const PluginRegistry& registry, const std::vector<PluginC
   context.batch_size = batch_size;
   context.device = device;
   // No pass at all when no scorer reads FP features (clipping alone reads the quantized model's pass).
-  const bool any = request.logits || request.penultimate || request.bn_inputs || request.layer_inputs;
-  const PoolFeatures set = any ? pool_features(context, request) : PoolFeatures();
+  const bool any = reads_features(request);
+  const PoolFeatures set = any && request.calibration_set ? pool_features(context, request) : PoolFeatures();
   for (at::Tensor& target : targets) {
     ScoringInputs in;
     in.calibration = calibration;

@@ -20,6 +20,7 @@ class QuantizedOutputs : public xdq::Scorer {
   xdq::FeatureRequest features() const override {
     xdq::FeatureRequest r;
     r.logits = true;
+    r.calibration_set = false;  // the FP logits of the target sample only
     return r;
   }
   bool reads_quantized_model() const override { return true; }

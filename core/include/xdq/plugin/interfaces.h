@@ -155,6 +155,8 @@ struct FeatureRequest {
   // What is summarized at those sites (each costs a pass over every activation).
   bool moments = true;  // E[x] and E[x²]
   bool absmax = false;  // max |x|
+  // A scorer's request: whether it reads the calibration set's features too, or the target sample's only.
+  bool calibration_set = true;
 };
 
 // One activation site over N images: per image and channel, E[x] and E[x²] over the image's positions,
