@@ -2,6 +2,8 @@
 // What the benchmarks share: timing, medians, and the reconstruction iteration of one block against a
 // plain ATen forward + backward of the same block.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -33,6 +35,26 @@ inline double seconds(const std::function<void()>& f, const c10::Device& device 
   f();
   synchronize(device);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The command line of the benchmarks that time one model, `[MODEL.pt] [--threads N] [--rounds R]` (the
+// shipped ResNet-20 by default); `usage` printed and exit status 2 for anything else.
+struct ModelBenchArgs {
+  std::string model_path;
+  int threads = 0, rounds = 3;
+};
+inline ModelBenchArgs parse_model_bench_args(int argc, char** argv, const std::string& default_model, const char* usage) {
+  ModelBenchArgs args{default_model};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--threads" || a == "--rounds") && i + 1 < argc) (a == "--threads" ? args.threads : args.rounds) = std::stoi(argv[++i]);
+    else if (a.rfind("--", 0) != 0) args.model_path = a;
+    else {
+      std::fprintf(stderr, "usage: %s\n", usage);
+      std::exit(2);
+    }
+  }
+  return args;
 }
 
 inline double median(std::vector<double> v) {

@@ -24,18 +24,11 @@ using bench::median;
 using bench::seconds;
 
 int main(int argc, char** argv) {
-  std::string model_path = std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt";
-  int threads = 0, rounds = 3;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if ((a == "--threads" || a == "--rounds") && i + 1 < argc) (a == "--threads" ? threads : rounds) = std::stoi(argv[++i]);
-    else if (a.rfind("--", 0) != 0) model_path = a;
-    else {
-      std::fprintf(stderr, "usage: xdq_bench_scoring [MODEL.pt] [--threads N] [--rounds R]\n");
-      return 2;
-    }
-  }
-  threads = apply_thread_count(threads);
+  const bench::ModelBenchArgs args = bench::parse_model_bench_args(
+      argc, argv, std::string(XDQ_SOURCE_DIR) + "/models/resnet20_fmnist/model.pt", "xdq_bench_scoring [MODEL.pt] [--threads N] [--rounds R]");
+  const std::string& model_path = args.model_path;
+  const int rounds = args.rounds;
+  const int threads = apply_thread_count(args.threads);
   auto& registry = global_registry();
   registry.scan(plugin_search_dirs());
   const ImportedModel model = import_torchscript(model_path);
