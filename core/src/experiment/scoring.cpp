@@ -103,8 +103,9 @@ std::vector<std::map<std::string, double>> JobScoring::scores(const QuantizedMod
     ScoringInputs in = inputs_[t];
     const at::Tensor images = pre_.apply(in.target);
     std::vector<at::Tensor> logits;
-    for (std::int64_t b = 0; b < images.size(0); b += batch_size_)
-      logits.push_back(exec.forward(images.slice(0, b, std::min(images.size(0), b + batch_size_))).cpu());
+    CalibrationImages(images).for_each_batch(batch_size_, [&](const at::Tensor& batch, std::int64_t) {
+      logits.push_back(exec.forward(batch).cpu());
+    });
     in.quantized_target_logits = at::cat(logits);
     in.target_clipped = clipped_fractions(quantized, images, batch_size_);
     for (const Loaded& s : scorers_)

@@ -16,6 +16,10 @@ Interval top1_interval(double top1, std::int64_t n) {
   return bootstrap_interval(std::llround(top1 * static_cast<double>(n)), n);
 }
 
+std::string run_setting(const RunResult& run) {
+  return "w" + std::to_string(run.w_bits) + "a" + std::to_string(run.a_bits) + "/" + run.calibrator + "/" + run.rounding;
+}
+
 const DomainResult* worst_domain(const RunResult& run) {
   if (run.results.size() < 2) return nullptr;
   return &*std::min_element(run.results.begin(), run.results.end(),
@@ -281,8 +285,7 @@ std::vector<SelectionGroup> selection_groups(const ExperimentResults& results) {
   std::vector<SelectionGroup> groups;
   for (const RunResult& r : results.runs) {
     if (!r.selection.requested() || r.failed() || r.results.empty()) continue;
-    const std::string title = r.model + " w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator +
-                              "/" + r.rounding + ", " + std::to_string(r.calibration_count) + " images";
+    const std::string title = r.model + " " + run_setting(r) + ", " + std::to_string(r.calibration_count) + " images";
     auto g = std::find_if(groups.begin(), groups.end(), [&](const SelectionGroup& x) { return x.title == title; });
     if (g == groups.end()) g = groups.insert(groups.end(), SelectionGroup{title, {}, {}, {}, {}, {}, {}});
     const std::string& s = r.selection.selector;
@@ -381,7 +384,7 @@ std::vector<GapMatrix> gap_matrices(const ExperimentResults& results) {
     return list.size() - 1;
   };
   for (const auto& r : results.runs) {
-    std::string setting = "w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator + "/" + r.rounding;
+    std::string setting = run_setting(r);
     if (counts.size() > 1) setting += "/n" + std::to_string(r.calibration_count);
     auto m = std::find_if(out.begin(), out.end(), [&](const GapMatrix& g) { return g.model == r.model && g.setting == setting; });
     if (m == out.end()) {

@@ -10,16 +10,13 @@
 
 #include "xdq/error.h"
 #include "xdq/report/png.h"
+#include "xdq/report/results_tables.h"
 
 namespace xdq {
 
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-std::string setting_of(const RunResult& r) {
-  return "w" + std::to_string(r.w_bits) + "a" + std::to_string(r.a_bits) + "/" + r.calibrator + "/" + r.rounding;
-}
 
 // The cells of one group: per cell its test domain, realized top-1 and every score.
 struct Group {
@@ -40,7 +37,7 @@ std::vector<Group> groups_of(const ExperimentResults& results) {
   };
   for (const RunResult& r : results.runs)
     for (const DomainResult& d : r.results)
-      if (!r.failed() && !d.scores.empty()) add(r.model + " " + setting_of(r), setting_of(r), false, &d, r.model + "/" + d.domain);
+      if (!r.failed() && !d.scores.empty()) add(r.model + " " + run_setting(r), run_setting(r), false, &d, r.model + "/" + d.domain);
   const std::size_t per_model = out.size();
   for (std::size_t i = 0; i < per_model; ++i) {  // pooled groups after the per-model ones, one per setting
     const Group model = out[i];
@@ -97,6 +94,7 @@ std::vector<ScoreCorrelation> validate_scores(const ExperimentResults& results) 
       ScoreCorrelation c;
       c.score = s.name;
       c.group = g.name;
+      c.setting = g.setting;
       c.pooled = g.pooled;
       c.cells = x.size();
       c.spearman = spearman(x, y);
@@ -148,14 +146,12 @@ std::string score_validation_markdown(const ExperimentResults& results, std::map
      << "the pooled cells; *within* is ρ over the calibration sets of one model and test domain, averaged over those "
      << "(ranking candidate sets for one target).\n";
   std::vector<std::string> settings;
-  for (const ScoreCorrelation& c : all) {
-    const std::string setting = c.group.substr(c.group.rfind(' ') + 1);
-    if (std::find(settings.begin(), settings.end(), setting) == settings.end()) settings.push_back(setting);
-  }
+  for (const ScoreCorrelation& c : all)
+    if (std::find(settings.begin(), settings.end(), c.setting) == settings.end()) settings.push_back(c.setting);
   for (const std::string& setting : settings) {
     std::vector<std::string> columns;
     for (const ScoreCorrelation& c : all)
-      if (c.group.substr(c.group.rfind(' ') + 1) == setting && std::find(columns.begin(), columns.end(), c.group) == columns.end())
+      if (c.setting == setting && std::find(columns.begin(), columns.end(), c.group) == columns.end())
         columns.push_back(c.group);
     md << "\n#### " << setting << "\n\n| score |";
     for (const std::string& g : columns) md << " " << g.substr(0, g.rfind(' ')) << " ρ | within |";
@@ -207,9 +203,9 @@ std::vector<Ranking> rank_calibration_sets(const ExperimentResults& results, con
     for (const DomainResult& d : r.results) {
       if (!d.scores.count(score)) continue;
       auto ranking = std::find_if(out.begin(), out.end(), [&](const Ranking& k) {
-        return k.model == r.model && k.setting == setting_of(r) && k.target == d.domain;
+        return k.model == r.model && k.setting == run_setting(r) && k.target == d.domain;
       });
-      if (ranking == out.end()) ranking = out.insert(out.end(), Ranking{r.model, setting_of(r), d.domain, score, {}});
+      if (ranking == out.end()) ranking = out.insert(out.end(), Ranking{r.model, run_setting(r), d.domain, score, {}});
       std::string set = r.calibration_domain;
       if (r.selection.requested()) set += " chosen by " + r.selection.selector;
       set += ", " + std::to_string(r.calibration_count) + " images, seed " + std::to_string(r.calibration_seed);

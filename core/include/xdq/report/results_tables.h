@@ -11,6 +11,8 @@ namespace xdq {
 
 // The bootstrap 95 % interval of a top-1 measured on n images (statistics.h).
 Interval top1_interval(double top1, std::int64_t n);
+// A run's setting as tables name it: "w4a4/mse/nearest" (bits, calibrator label, rounding label).
+std::string run_setting(const RunResult& run);
 // The run's test domain with the lowest quantized top-1; null with fewer than two test domains.
 const DomainResult* worst_domain(const RunResult& run);
 

@@ -15,7 +15,7 @@ namespace xdq {
 // or every model at one bit setting ("pooled w4a4"). Scores are oriented (negated when lower is better),
 // so a positive correlation means the score ranks the cells as their accuracy does.
 struct ScoreCorrelation {
-  std::string score, group;
+  std::string score, group, setting;  // setting: "w4a4/mse/nearest", the group's without its model
   bool pooled = false;
   std::size_t cells = 0;
   double spearman = 0.0, kendall = 0.0;
